@@ -1,0 +1,116 @@
+"""The in-process bus: typed topics with bounded, counted subscriptions.
+
+Publishing never blocks the publisher (a driver must keep reading its
+device). Each subscriber has its own bounded queue and an explicit policy for
+when it is full; every item a policy discards is counted on the subscription
+(docs/architecture.md, rule 5), and the counts show in health and metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+__all__ = ["FullPolicy", "Subscription", "Topic"]
+
+
+class FullPolicy(enum.Enum):
+    DROP_OLDEST = "drop_oldest"  # keep the freshest picture (tracks, health)
+    DROP_NEWEST = "drop_newest"  # keep what is queued (ordered journals)
+
+
+class Subscription(Generic[T]):
+    """One consumer's bounded queue on a topic."""
+
+    def __init__(
+        self, topic: Topic[T], name: str, maxsize: int, policy: FullPolicy, wake: asyncio.Event | None
+    ) -> None:
+        self.topic = topic
+        self.name = name
+        self.maxsize = maxsize
+        self.policy = policy
+        self.dropped = 0
+        self.delivered = 0
+        self._items: deque[T] = deque()
+        self._ready = asyncio.Event()
+        self._wake = wake
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _offer(self, item: T) -> None:
+        if len(self._items) >= self.maxsize:
+            self.dropped += 1
+            if self.policy is FullPolicy.DROP_NEWEST:
+                return
+            self._items.popleft()
+        self._items.append(item)
+        self._ready.set()
+        if self._wake is not None:
+            self._wake.set()
+
+    async def get(self) -> T:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        self.delivered += 1
+        return self._items.popleft()
+
+    def get_all(self) -> list[T]:
+        """Everything queued now, without waiting (batching consumers)."""
+        items = list(self._items)
+        self._items.clear()
+        self.delivered += len(items)
+        return items
+
+    async def wait(self) -> None:
+        """Wait until at least one item is queued."""
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+
+    def close(self) -> None:
+        self.topic._subs.remove(self)
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self._iter()
+
+    async def _iter(self) -> AsyncIterator[T]:
+        while True:
+            yield await self.get()
+
+
+class Topic(Generic[T]):
+    """A named stream of items of one type."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.published = 0
+        self._subs: list[Subscription[T]] = []
+
+    def subscribe(
+        self,
+        name: str,
+        maxsize: int = 1024,
+        policy: FullPolicy = FullPolicy.DROP_OLDEST,
+        wake: asyncio.Event | None = None,
+    ) -> Subscription[T]:
+        """``wake``, when given, is set on every delivery: one consumer can wait
+        on several subscriptions with one event."""
+        sub = Subscription(self, name, maxsize, policy, wake)
+        self._subs.append(sub)
+        return sub
+
+    def publish(self, item: T) -> None:
+        self.published += 1
+        for sub in self._subs:
+            sub._offer(item)
+
+    @property
+    def subscriptions(self) -> list[Subscription[T]]:
+        return list(self._subs)

@@ -1,0 +1,58 @@
+"""What every device driver gets from the gateway, and the shape of a driver."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gateway.bus import Topic
+from gateway.config import DeviceConfig
+from gateway.fusion.api import ReportArrays
+from gateway.health import DeviceStats
+
+
+@dataclass(frozen=True, slots=True)
+class ReportsIn:
+    """A batch of normalised reports from one device, as published on the bus."""
+
+    device_id: str
+    receive_time_ns: int
+    reports: ReportArrays
+
+
+@dataclass(frozen=True, slots=True)
+class RawFrame:
+    """One frame exactly as it crossed a transport (for recording and replay)."""
+
+    device_id: str
+    transport: str
+    receive_time_ns: int
+    data: bytes
+
+
+@dataclass
+class DriverContext:
+    gateway_id: str
+    reports: Topic[ReportsIn]
+    raw: Topic[RawFrame]
+    stats: DeviceStats
+    sensor_index: int = -1
+    wall_ns: Callable[[], int] = field(default=time.time_ns)
+    mono: Callable[[], float] = field(default=time.monotonic)
+
+
+class DeviceDriver:
+    """A driver's ``run()`` opens its transport and loops until it fails.
+
+    It returns or raises only on failure (a :class:`hilgw.errors.HilgwError`
+    for expected faults such as an unplugged adapter); the supervisor restarts
+    it with back-off. Bad frames never end ``run()``: they are counted.
+    """
+
+    def __init__(self, config: DeviceConfig, ctx: DriverContext) -> None:
+        self.config = config
+        self.ctx = ctx
+
+    async def run(self) -> None:
+        raise NotImplementedError

@@ -1,0 +1,94 @@
+"""Driver of the land radar front-end on a serial line (docs/icd/serial-radar.md).
+
+The loop: read a chunk, hand it to the codec, take every complete event in one
+``drain()`` (runs of track reports come as one numpy batch), normalise the
+batch to ECEF in one vectorised call, publish it. No per-report Python work
+here beyond what the protocol forces.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from drivers.base import Rejected, Role
+from drivers.serial_radar import SerialRadarCodec, Status, TrackReportBatch
+from gateway.devices.base import DeviceDriver, DriverContext, RawFrame, ReportsIn
+from gateway.fusion.api import SensorGeometry
+from gateway.config import DeviceConfig
+from gateway.normalise import normalise_polar
+from gateway.transports import StreamTransport, create_transport
+from hilgw.errors import TransportError
+from hilgw.v1 import health_pb2
+
+log = logging.getLogger(__name__)
+
+_STATE_FROM_STATUS = {
+    0: health_pb2.DEVICE_STATE_UP,  # OK
+    1: health_pb2.DEVICE_STATE_DEGRADED,
+    2: health_pb2.DEVICE_STATE_DEGRADED,  # FAULT: link alive, device unhealthy
+    3: health_pb2.DEVICE_STATE_STARTING,
+}
+
+
+class SerialRadarDriver(DeviceDriver):
+    def __init__(self, config: DeviceConfig, ctx: DriverContext, geometry: SensorGeometry) -> None:
+        super().__init__(config, ctx)
+        self.geometry = geometry
+
+    async def run(self) -> None:
+        transport = create_transport(self.config.transport)
+        if not isinstance(transport, StreamTransport):
+            raise TransportError(f"{self.config.id}: serial_radar needs a stream transport")
+        stats = self.ctx.stats
+        async with transport:
+            stats.set_state(health_pb2.DEVICE_STATE_STARTING, f"open: {transport.describe}")
+            codec = SerialRadarCodec(Role.GATEWAY, sensor_id=self.config.wire_sensor_id)
+            while True:
+                data = await transport.read()
+                t_rx = self.ctx.wall_ns()
+                stats.bytes_in += len(data)
+                self.ctx.raw.publish(RawFrame(self.config.id, "serial", t_rx, data))
+                codec.receive_data(data)
+                for event in codec.drain():
+                    self._handle(event, t_rx)
+
+    def _handle(self, event: object, t_rx: int) -> None:
+        stats = self.ctx.stats
+        if isinstance(event, TrackReportBatch):
+            arr = event.records
+            stats.frames_in += len(arr)
+            self._mark_alive(t_rx)
+            # Stale: sensor time too far from the gateway clock (either way).
+            age = np.abs(t_rx - arr["sensor_time_ns"].astype(np.int64)) * 1e-9
+            fresh = age <= self.config.max_report_age_s
+            n_stale = int(len(arr) - np.count_nonzero(fresh))
+            if n_stale:
+                stats.drop("stale", n_stale)
+                arr = arr[fresh]
+            if len(arr):
+                reports = normalise_polar(self.geometry, self.ctx.sensor_index, arr)
+                stats.reports_out += len(arr)
+                self.ctx.reports.publish(ReportsIn(self.config.id, t_rx, reports))
+        elif isinstance(event, Status):
+            stats.frames_in += 1
+            self._mark_alive(t_rx)
+            stats.device_time_ns = event.sensor_time_ns
+            state = _STATE_FROM_STATUS.get(int(event.state), health_pb2.DEVICE_STATE_DEGRADED)
+            detail = f"device status {event.state.name}" if hasattr(event.state, "name") else ""
+            if getattr(event, "fault_code", 0):
+                detail += f", fault code {event.fault_code}"
+            stats.set_state(state, detail)
+        elif isinstance(event, Rejected):
+            stats.frames_in += 1
+            stats.drop(event.reason)
+            stats.last_error = str(event.error)
+            log.warning("%s: %s", self.config.id, event.error)
+
+    def _mark_alive(self, t_rx: int) -> None:
+        stats = self.ctx.stats
+        stats.last_frame_time_ns = t_rx
+        stats.last_frame_mono = self.ctx.mono()
+        if stats.state in (health_pb2.DEVICE_STATE_STARTING, health_pb2.DEVICE_STATE_DOWN):
+            stats.set_state(health_pb2.DEVICE_STATE_UP, "receiving")

@@ -1,0 +1,123 @@
+"""The asyncio side of fusion: gather report batches, step the engine at a fixed
+rate, publish the picture as ``hilgw.v1.TrackBatch``.
+
+The engine itself is pure (gateway/fusion/); this task only feeds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from gateway.bus import FullPolicy, Topic
+from gateway.config import FusionConfig
+from gateway.devices.base import ReportsIn
+from gateway.fusion.api import FusionEngine, ReportArrays, TrackArrays
+from hilgw.errors import ConfigError
+from hilgw.v1 import track_pb2
+
+log = logging.getLogger(__name__)
+
+ENGINES: dict[str, str] = {
+    "first": "gateway.fusion.first_stage:FirstStageEngine",
+}
+ENGINES["default"] = ENGINES["first"]
+
+
+def make_engine(config: FusionConfig) -> FusionEngine:
+    target = ENGINES.get(config.engine)
+    if target is None:
+        raise ConfigError("fusion.engine", f"unknown engine {config.engine!r}; known: {sorted(ENGINES)}")
+    module, _, attr = target.partition(":")
+    cls: Any = getattr(importlib.import_module(module), attr)
+    engine: FusionEngine = cls.from_params(config.params) if config.params else cls()
+    return engine
+
+
+def tracks_to_proto(
+    tracks: TrackArrays, sensor_ids: list[str], gateway_id: str, seq: int, t_ns: int
+) -> track_pb2.TrackBatch:
+    """Render the stacked picture as one TrackBatch (protobuf is per-object by nature)."""
+    batch = track_pb2.TrackBatch(gateway_id=gateway_id, batch_sequence=seq, time_ns=t_ns)
+    x = tracks.x.tolist()
+    P = tracks.P.reshape(len(tracks), 36).tolist()
+    by_row: dict[int, list[int]] = {}
+    for k, row in enumerate(tracks.contrib_row.tolist()):
+        by_row.setdefault(row, []).append(k)
+    for i in range(len(tracks)):
+        st = batch.tracks.add()
+        st.track_id = int(tracks.track_id[i])
+        st.status = int(tracks.status[i])  # type: ignore[assignment]  # wire value of TrackStatus
+        s = st.state
+        s.x, s.y, s.z, s.vx, s.vy, s.vz = x[i]
+        s.covariance.extend(P[i])
+        st.last_update_time_ns = int(tracks.t_ns[i])
+        st.first_seen_time_ns = int(tracks.first_ns[i])
+        st.quality = float(tracks.quality[i])
+        st.motion_model = int(tracks.model[i])  # type: ignore[assignment]  # wire value of MotionModel
+        st.update_count = int(tracks.update_count[i])
+        for k in by_row.get(i, ()):
+            c = st.contributors.add()
+            c.sensor_id = sensor_ids[int(tracks.contrib_sensor[k])]
+            c.sensor_track_id = int(tracks.contrib_sensor_track_id[k])
+            c.last_update_time_ns = int(tracks.contrib_t_ns[k])
+    return batch
+
+
+class FusionStage:
+    """Steps the engine at ``publish_hz`` with whatever reports arrived."""
+
+    def __init__(
+        self,
+        config: FusionConfig,
+        gateway_id: str,
+        reports: Topic[ReportsIn],
+        tracks: Topic[track_pb2.TrackBatch],
+        engine: FusionEngine | None = None,
+    ) -> None:
+        self.config = config
+        self.gateway_id = gateway_id
+        self.engine = engine or make_engine(config)
+        self.sub = reports.subscribe("fusion", maxsize=config.report_queue, policy=FullPolicy.DROP_NEWEST)
+        self.tracks = tracks
+        self.seq = 0
+        self.last_picture: TrackArrays | None = None
+        self.step_seconds: list[float] = []  # recent step durations (monotonic), bounded
+
+    @property
+    def sensor_ids(self) -> list[str]:
+        return [s.sensor_id for s in self.engine.sensors]
+
+    def step_once(self, t_ns: int) -> track_pb2.TrackBatch:
+        batches = self.sub.get_all()
+        reports = ReportArrays.concat([b.reports for b in batches])
+        t0 = time.monotonic()
+        picture = self.engine.step(reports, t_ns)
+        self.step_seconds = [*self.step_seconds[-255:], time.monotonic() - t0]
+        self.last_picture = picture
+        self.seq += 1
+        return tracks_to_proto(picture, self.sensor_ids, self.gateway_id, self.seq, t_ns)
+
+    async def run(self) -> None:
+        period = 1.0 / self.config.publish_hz
+        next_t = time.monotonic()
+        while True:
+            next_t += period
+            delay = next_t - time.monotonic()
+            if delay < 0:  # fell behind: skip ahead rather than burst
+                next_t = time.monotonic()
+            else:
+                await asyncio.sleep(delay)
+            self.tracks.publish(self.step_once(time.time_ns()))
+
+    def counts(self) -> dict[int, int]:
+        """Tracks by status in the last picture."""
+        if self.last_picture is None:
+            return {}
+        vals, n = np.unique(self.last_picture.status, return_counts=True)
+        return {int(v): int(c) for v, c in zip(vals, n, strict=True)}

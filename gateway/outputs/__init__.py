@@ -1,0 +1,1 @@
+"""Outputs of the gateway: MQTT (and, later, recording, web display, metrics)."""

@@ -1,0 +1,128 @@
+"""MQTT publisher (aiomqtt 2.x) with reconnect and a bounded store-and-forward queue.
+
+aiomqtt does not reconnect by itself: :meth:`MqttPublisher.run` wraps one
+connection in a loop with exponential back-off. Messages wait in one bounded
+queue while the broker is away; when it is full the *oldest* message goes and
+is counted by topic class (``dropped``), so after an outage the freshest
+picture is what arrives. Topics are listed in docs/topics.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import Counter, deque
+from dataclasses import dataclass
+
+import aiomqtt
+
+from gateway.config import MqttConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+    kind: str = "other"  # counter key: tracks, reports, health, ...
+
+
+class Topics:
+    """Topic names of one gateway (docs/topics.md)."""
+
+    def __init__(self, prefix: str, gateway_id: str) -> None:
+        self.base = f"{prefix}/{gateway_id}"
+
+    @property
+    def tracks(self) -> str:
+        return f"{self.base}/tracks"
+
+    def reports(self, sensor_id: str) -> str:
+        return f"{self.base}/reports/{sensor_id}"
+
+    def health(self, device_id: str) -> str:
+        return f"{self.base}/health/{device_id}"
+
+    @property
+    def authority(self) -> str:
+        return f"{self.base}/authority"
+
+    @property
+    def status(self) -> str:
+        return f"{self.base}/status"
+
+
+class MqttPublisher:
+    def __init__(self, config: MqttConfig, gateway_id: str) -> None:
+        self.config = config
+        self.topics = Topics(config.topic_prefix, gateway_id)
+        self.client_id = config.client_id or f"hilgw-{gateway_id}"
+        self._queue: deque[Outgoing] = deque()
+        self._ready = asyncio.Event()
+        self.dropped: Counter[str] = Counter()
+        self.published: Counter[str] = Counter()
+        self.connected = False
+        self.connects = 0
+        self.last_error = ""
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def enqueue(self, msg: Outgoing) -> None:
+        """Queue a message; never blocks. Full queue: drop the oldest, count it."""
+        if len(self._queue) >= self.config.queue_size:
+            old = self._queue.popleft()
+            self.dropped[old.kind] += 1
+        self._queue.append(msg)
+        self._ready.set()
+
+    async def run(self, port: int | None = None) -> None:
+        """Connect, publish, reconnect on loss; runs until cancelled."""
+        c = self.config
+        delay = c.reconnect_initial_s
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    hostname=c.host,
+                    port=port or c.port,
+                    identifier=self.client_id,
+                    username=c.username,
+                    password=c.password,
+                    keepalive=c.keepalive_s,
+                    will=aiomqtt.Will(self.topics.status, b"offline", qos=1, retain=True),
+                ) as client:
+                    self.connected = True
+                    self.connects += 1
+                    delay = c.reconnect_initial_s
+                    log.info("mqtt: connected to %s:%s", c.host, port or c.port)
+                    await client.publish(self.topics.status, b"online", qos=1, retain=True)
+                    await self._pump(client)
+            except aiomqtt.MqttError as exc:
+                self.last_error = str(exc)
+                if self.connected:
+                    log.warning("mqtt: connection lost: %s", exc)
+                else:
+                    log.debug("mqtt: connect failed: %s", exc)
+            finally:
+                self.connected = False
+            # Jittered exponential back-off so a fleet does not reconnect in step.
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, c.reconnect_max_s)
+
+    async def _pump(self, client: aiomqtt.Client) -> None:
+        while True:
+            while not self._queue:
+                self._ready.clear()
+                await self._ready.wait()
+            msg = self._queue[0]
+            await client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+            # Removed only once handed to the client: a message in flight when
+            # the link drops is sent again after reconnect (at least once).
+            if self._queue and self._queue[0] is msg:
+                self._queue.popleft()
+            self.published[msg.kind] += 1

@@ -1,0 +1,227 @@
+"""The gateway application: owns start-up, the named tasks, and orderly shut-down.
+
+    async with Gateway(config) as gw:
+        await gw.wait_stopped()          # until gw.stop() (SIGINT/SIGTERM)
+
+Every long-running part is a named task in one TaskGroup. A device task that
+fails is restarted with exponential back-off and its state shows in
+DeviceHealth (RESTARTING, then STARTING/UP); bad frames never fail a task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Self
+
+from gateway.bus import Topic
+from gateway.config import DeviceConfig, GatewayConfig
+from gateway.devices import driver_class
+from gateway.devices.base import DeviceDriver, DriverContext, RawFrame, ReportsIn
+from gateway.emulation import EmulatedDevices
+from gateway.fusion_stage import FusionStage
+from gateway.geo import site_geometry
+from gateway.health import DeviceStats
+from gateway.normalise import reports_to_proto
+from gateway.outputs.broker import EmbeddedBroker
+from gateway.outputs.mqtt import MqttPublisher, Outgoing
+from hilgw.errors import HilgwError
+from hilgw.v1 import health_pb2, track_pb2
+
+log = logging.getLogger(__name__)
+
+_ALIVE = (health_pb2.DEVICE_STATE_UP, health_pb2.DEVICE_STATE_DEGRADED, health_pb2.DEVICE_STATE_STARTING)
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.reports: Topic[ReportsIn] = Topic("reports")
+        self.raw: Topic[RawFrame] = Topic("raw")
+        self.tracks: Topic[track_pb2.TrackBatch] = Topic("tracks")
+        self.health: Topic[health_pb2.DeviceHealth] = Topic("health")
+        self.stats: dict[str, DeviceStats] = {}
+        self.devices: list[DeviceConfig] = []
+        self.fusion = FusionStage(config.fusion, config.gateway_id, self.reports, self.tracks)
+        self.mqtt: MqttPublisher | None = None
+        self.mqtt_port = config.mqtt.port
+        self.emulation: EmulatedDevices | None = None
+        self.started_mono = 0.0
+        self._stop = asyncio.Event()
+        self._stack = AsyncExitStack()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- lifecycle -------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self._start()
+        except BaseException:
+            await self._shutdown()
+            raise
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._shutdown()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+
+    async def _start(self) -> None:
+        cfg = self.config
+        self.started_mono = time.monotonic()
+        devices = list(cfg.devices)
+        if cfg.emulation is not None:
+            self.emulation = EmulatedDevices(cfg.emulation, overridden={d.id for d in devices})
+            self._stack.push_async_callback(self.emulation.stop)
+            devices += await self.emulation.start()
+        self.devices = [d for d in devices if d.enabled]
+
+        if cfg.mqtt.enabled:
+            if cfg.mqtt.broker == "embedded":
+                broker = await self._stack.enter_async_context(EmbeddedBroker(cfg.mqtt.port))
+                self.mqtt_port = broker.port
+            self.mqtt = MqttPublisher(cfg.mqtt, cfg.gateway_id)
+
+        tg = await self._stack.enter_async_context(asyncio.TaskGroup())
+        for dev in self.devices:
+            stats = DeviceStats(dev.id, dev.protocol, dev.transport.kind, gateway_id=cfg.gateway_id)
+            self.stats[dev.id] = stats
+            driver = self._make_driver(dev, stats)
+            self._spawn(tg, f"device:{dev.id}", self._supervise_device(driver))
+        self._spawn(tg, "fusion", self._keep_running("fusion", self.fusion.run))
+        self._spawn(tg, "health", self._keep_running("health", self._health_loop))
+        if self.mqtt is not None:
+            mqtt = self.mqtt
+            self._spawn(tg, "mqtt", self._keep_running("mqtt", lambda: mqtt.run(self.mqtt_port)))
+            self._spawn(tg, "mqtt:feed", self._keep_running("mqtt:feed", self._feed_mqtt))
+        log.info("gateway %s started with %d device(s)", cfg.gateway_id, len(self.devices))
+
+    async def _shutdown(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        try:
+            await asyncio.wait_for(self._stack.aclose(), self.config.shutdown_timeout_s)
+        except TimeoutError:
+            log.warning("shutdown took longer than %.1f s", self.config.shutdown_timeout_s)
+        self._tasks.clear()
+
+    def _spawn(self, tg: asyncio.TaskGroup, name: str, coro: Awaitable[None]) -> None:
+        self._tasks.append(tg.create_task(coro, name=name))  # type: ignore[arg-type]  # a coroutine
+
+    # --- devices -----------------------------------------------------------------
+
+    def _make_driver(self, dev: DeviceConfig, stats: DeviceStats) -> DeviceDriver:
+        ctx = DriverContext(self.config.gateway_id, self.reports, self.raw, stats)
+        cls = driver_class(dev.protocol)
+        if dev.site is not None:
+            s = dev.site
+            geometry = site_geometry(dev.id, s.lat_deg, s.lon_deg, s.alt_m, s.yaw_deg, s.pitch_deg, s.roll_deg)
+            ctx.sensor_index = self.fusion.engine.add_sensor(geometry)
+            driver: DeviceDriver = cls(dev, ctx, geometry)
+        else:
+            driver = cls(dev, ctx)
+        return driver
+
+    async def _supervise_device(self, driver: DeviceDriver) -> None:
+        dev, stats = driver.config, driver.ctx.stats
+        delay = dev.restart.initial_s
+        while True:
+            started = time.monotonic()
+            try:
+                await driver.run()
+                reason = "driver returned"
+            except HilgwError as exc:
+                reason = str(exc)
+            except Exception as exc:  # a bug: keep the gateway up, make it loud
+                log.exception("%s: driver failed", dev.id)
+                reason = f"internal error: {exc!r}"
+            if time.monotonic() - started > 2 * dev.restart.max_s:
+                delay = dev.restart.initial_s  # it had been healthy: start the back-off over
+            stats.restarts += 1
+            stats.last_error = reason
+            stats.set_state(health_pb2.DEVICE_STATE_RESTARTING, f"{reason}; retry in {delay:.1f} s")
+            log.warning("%s: %s; restarting in %.1f s", dev.id, reason, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, dev.restart.max_s)
+
+    async def _keep_running(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await factory()
+            except Exception:
+                log.exception("task %s failed; restarting in %.1f s", name, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    # --- health and outputs -----------------------------------------------------
+
+    def check_heartbeats(self, now_mono: float) -> None:
+        """Mark devices DOWN whose last frame is older than their timeout."""
+        for dev in self.devices:
+            st = self.stats[dev.id]
+            if st.state not in _ALIVE:
+                continue
+            since = st.last_frame_mono or self.started_mono
+            if now_mono - since > dev.heartbeat_timeout_s:
+                st.set_state(health_pb2.DEVICE_STATE_DOWN, f"no frame for {now_mono - since:.1f} s")
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.health_interval_s)
+            self.check_heartbeats(time.monotonic())
+            now = time.time_ns()
+            for st in self.stats.values():
+                self.health.publish(st.to_proto(now))
+
+    async def _feed_mqtt(self) -> None:
+        wake = asyncio.Event()
+        tracks = self.tracks.subscribe("mqtt", maxsize=64, wake=wake)
+        health = self.health.subscribe("mqtt", maxsize=1024, wake=wake)
+        reports = None
+        if self.config.mqtt.publish_reports:
+            reports = self.reports.subscribe("mqtt", maxsize=4096, wake=wake)
+        try:
+            while True:
+                await wake.wait()
+                wake.clear()
+                self._forward(tracks.get_all(), health.get_all(), reports.get_all() if reports else [])
+        finally:
+            for sub in (tracks, health, reports):
+                if sub is not None:
+                    sub.close()
+
+    def _forward(
+        self,
+        tracks: list[track_pb2.TrackBatch],
+        health: list[health_pb2.DeviceHealth],
+        reports: list[ReportsIn],
+    ) -> None:
+        assert self.mqtt is not None
+        mqtt, topics = self.mqtt, self.mqtt.topics
+        for batch in tracks:
+            mqtt.enqueue(Outgoing(topics.tracks, batch.SerializeToString(), kind="tracks"))
+        for h in health:
+            mqtt.enqueue(Outgoing(topics.health(h.device_id), h.SerializeToString(), 1, True, "health"))
+        sensor_ids = self.fusion.sensor_ids
+        for r in reports:
+            msg = reports_to_proto(r.reports, sensor_ids, r.receive_time_ns, self.config.gateway_id)
+            mqtt.enqueue(Outgoing(topics.reports(r.device_id), msg.SerializeToString(), kind="reports"))
+
+    def subscription_drops(self) -> dict[str, int]:
+        """Items discarded by full bus subscriptions, by topic/subscriber."""
+        out: dict[str, int] = {}
+        for topic in (self.reports, self.raw, self.tracks, self.health):
+            for sub in topic.subscriptions:
+                out[f"{topic.name}/{sub.name}"] = sub.dropped
+        return out
