@@ -13,7 +13,7 @@ import logging
 import numpy as np
 
 from drivers.base import Rejected, Role
-from drivers.serial_radar import SerialRadarCodec, Status, TrackReportBatch
+from drivers.serial_radar import SensorState, SerialRadarCodec, Status, TrackReportBatch
 from gateway.devices.base import DeviceDriver, DriverContext, RawFrame, ReportsIn
 from gateway.fusion.api import SensorGeometry
 from gateway.config import DeviceConfig
@@ -25,10 +25,10 @@ from hilgw.v1 import health_pb2
 log = logging.getLogger(__name__)
 
 _STATE_FROM_STATUS = {
-    0: health_pb2.DEVICE_STATE_UP,  # OK
-    1: health_pb2.DEVICE_STATE_DEGRADED,
-    2: health_pb2.DEVICE_STATE_DEGRADED,  # FAULT: link alive, device unhealthy
-    3: health_pb2.DEVICE_STATE_STARTING,
+    SensorState.OK: health_pb2.DEVICE_STATE_UP,
+    SensorState.DEGRADED: health_pb2.DEVICE_STATE_DEGRADED,
+    SensorState.FAULT: health_pb2.DEVICE_STATE_DEGRADED,  # link alive, device unhealthy
+    SensorState.INITIALISING: health_pb2.DEVICE_STATE_STARTING,
 }
 
 
@@ -57,7 +57,7 @@ class SerialRadarDriver(DeviceDriver):
     def _handle(self, event: object, t_rx: int) -> None:
         stats = self.ctx.stats
         if isinstance(event, TrackReportBatch):
-            arr = event.records
+            arr = event.reports
             stats.frames_in += len(arr)
             self._mark_alive(t_rx)
             # Stale: sensor time too far from the gateway clock (either way).
@@ -76,9 +76,11 @@ class SerialRadarDriver(DeviceDriver):
             self._mark_alive(t_rx)
             stats.device_time_ns = event.sensor_time_ns
             state = _STATE_FROM_STATUS.get(int(event.state), health_pb2.DEVICE_STATE_DEGRADED)
-            detail = f"device status {event.state.name}" if hasattr(event.state, "name") else ""
-            if getattr(event, "fault_code", 0):
+            detail = f"device {event.state.name}"
+            if event.fault_code:
                 detail += f", fault code {event.fault_code}"
+            if not event.time_sync_locked:
+                detail += ", time sync lost"
             stats.set_state(state, detail)
         elif isinstance(event, Rejected):
             stats.frames_in += 1

@@ -101,8 +101,14 @@ class MqttPublisher:
                     delay = c.reconnect_initial_s
                     log.info("mqtt: connected to %s:%s", c.host, port or c.port)
                     await client.publish(self.topics.status, b"online", qos=1, retain=True)
-                    await self._pump(client)
-            except aiomqtt.MqttError as exc:
+                    # The pump alone would notice a lost link only at its next
+                    # publish; the watcher ends the connection as soon as
+                    # aiomqtt sees it go, so health shows it and back-off starts.
+                    async with asyncio.TaskGroup() as tg:
+                        tg.create_task(self._pump(client), name="mqtt:pump")
+                        tg.create_task(self._watch(client), name="mqtt:watch")
+            except* aiomqtt.MqttError as group:
+                exc = group.exceptions[0]
                 self.last_error = str(exc)
                 if self.connected:
                     log.warning("mqtt: connection lost: %s", exc)
@@ -113,6 +119,12 @@ class MqttPublisher:
             # Jittered exponential back-off so a fleet does not reconnect in step.
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, c.reconnect_max_s)
+
+    async def _watch(self, client: aiomqtt.Client) -> None:
+        """Raises MqttError when the connection drops (aiomqtt ends iteration so)."""
+        async for _ in client.messages:
+            pass  # nothing is subscribed on this connection
+        raise aiomqtt.MqttError("message stream ended")
 
     async def _pump(self, client: aiomqtt.Client) -> None:
         while True:

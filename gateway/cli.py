@@ -1,0 +1,96 @@
+"""The ``hilgw`` command: run, emulate, bench.
+
+Errors a user can fix (a bad config, a port that will not open) end with one
+line on stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from hilgw.errors import ConfigError, HilgwError
+
+EXIT_CONFIG = 2
+EXIT_RUNTIME = 1
+
+
+def _run(ns: argparse.Namespace) -> int:
+    from gateway.config import default_config, load_config
+
+    config = load_config(ns.config) if ns.config else default_config()
+    logging.basicConfig(
+        level=ns.log_level or config.log_level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from gateway.console import run_gateway
+
+    return asyncio.run(run_gateway(config, duration_s=ns.duration, live=ns.live))
+
+
+def _emulate(ns: argparse.Namespace, rest: list[str]) -> int:
+    from sim_devices.emulate import main as emulate_main
+
+    return emulate_main(rest)
+
+
+def _bench(ns: argparse.Namespace, rest: list[str]) -> int:
+    if ns.what == "fusion":
+        from gateway.bench_fusion import main as bench_main
+
+        return bench_main(rest)
+    raise ConfigError("bench", f"unknown benchmark {ns.what!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="hilgw", description="hardware-in-the-loop sensor-to-shooter gateway")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    run = sub.add_parser("run", help="run the gateway (no --config: the bundled emulated demo)")
+    run.add_argument("--config", type=Path, help="TOML config file (docs/config.md)")
+    run.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None)
+    live = run.add_mutually_exclusive_group()
+    live.add_argument("--live", dest="live", action="store_true", default=None, help="live terminal summary")
+    live.add_argument("--no-live", dest="live", action="store_false", help="periodic log lines instead")
+
+    sub.add_parser("emulate", help="run a device emulator (see `hilgw emulate --help`)", add_help=False)
+    bench = sub.add_parser("bench", help="benchmarks (see `hilgw bench fusion --help`)")
+    bench.add_argument("what", choices=["fusion"])
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = build_parser()
+    # `emulate` and `bench X` hand the rest of the line to their own parsers.
+    if argv and argv[0] == "emulate":
+        ns, rest = argparse.Namespace(cmd="emulate"), argv[1:]
+    elif len(argv) >= 2 and argv[0] == "bench":
+        ns, rest = ap.parse_args(argv[:2]), argv[2:]
+    else:
+        ns, rest = ap.parse_args(argv), []
+    try:
+        if ns.cmd == "run":
+            return _run(ns)
+        if ns.cmd == "emulate":
+            return _emulate(ns, rest)
+        if ns.cmd == "bench":
+            return _bench(ns, rest)
+    except ConfigError as exc:
+        print(f"hilgw: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except HilgwError as exc:
+        print(f"hilgw: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""``hilgw run``: the gateway in the foreground with a live terminal summary.
+
+On a terminal the summary is a rich table refreshed twice a second (devices
+with state, frame and report rates and drops by reason; the track picture;
+MQTT). Elsewhere (a service, a pipe) the same figures are logged every 5 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from gateway.config import GatewayConfig
+from gateway.fusion.api import STATUS_COASTING, STATUS_CONFIRMED, STATUS_TENTATIVE
+from gateway.supervisor import Gateway
+from hilgw.v1 import health_pb2
+
+log = logging.getLogger("hilgw")
+
+
+class Rates:
+    """Per-device frame and report rates over the last refresh interval."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[float, int, int]] = {}
+
+    def update(self, gw: Gateway) -> dict[str, tuple[float, float]]:
+        now = time.monotonic()
+        out = {}
+        for dev_id, st in gw.stats.items():
+            t0, f0, r0 = self._last.get(dev_id, (now, st.frames_in, st.reports_out))
+            dt = max(now - t0, 1e-9)
+            out[dev_id] = ((st.frames_in - f0) / dt, (st.reports_out - r0) / dt) if now > t0 else (0.0, 0.0)
+            self._last[dev_id] = (now, st.frames_in, st.reports_out)
+        return out
+
+
+def _picture_counts(gw: Gateway) -> tuple[int, int, int]:
+    c = gw.fusion.counts()
+    return c.get(STATUS_CONFIRMED, 0), c.get(STATUS_TENTATIVE, 0), c.get(STATUS_COASTING, 0)
+
+
+def render(gw: Gateway, rates: dict[str, tuple[float, float]]) -> Group:
+    devs = Table(title=f"hilgw {gw.config.gateway_id}: devices", expand=False)
+    for col in ("device", "state", "frames/s", "reports/s", "frames", "drops", "detail"):
+        devs.add_column(col)
+    for dev_id, st in gw.stats.items():
+        fr, rr = rates.get(dev_id, (0.0, 0.0))
+        drops = ", ".join(f"{k}={v}" for k, v in sorted(st.drops.items())) or "0"
+        state = health_pb2.DeviceState.Name(st.state).removeprefix("DEVICE_STATE_")  # type: ignore[arg-type]
+        devs.add_row(dev_id, state, f"{fr:.1f}", f"{rr:.1f}", str(st.frames_in), drops, st.detail[:60])
+    conf, tent, coast = _picture_counts(gw)
+    pic = Table(title="track picture and outputs", expand=False)
+    for col in ("confirmed", "tentative", "coasting", "fusion step", "mqtt", "published", "queued", "mqtt drops"):
+        pic.add_column(col)
+    steps = gw.fusion.step_seconds
+    step = f"{1e3 * sorted(steps)[len(steps) // 2]:.2f} ms" if steps else "-"
+    m = gw.mqtt
+    pic.add_row(
+        str(conf),
+        str(tent),
+        str(coast),
+        step,
+        ("up" if m.connected else "down") + f" :{gw.mqtt_port}" if m else "off",
+        str(sum(m.published.values())) if m else "-",
+        str(m.queued) if m else "-",
+        str(sum(m.dropped.values())) if m else "-",
+    )
+    return Group(devs, pic)
+
+
+def summary_line(gw: Gateway, rates: dict[str, tuple[float, float]]) -> str:
+    conf, tent, coast = _picture_counts(gw)
+    devs = " ".join(
+        f"{d}={health_pb2.DeviceState.Name(st.state).removeprefix('DEVICE_STATE_')}"  # type: ignore[arg-type]
+        f"/{rates.get(d, (0.0, 0.0))[0]:.1f}fps/drops={sum(st.drops.values())}"
+        for d, st in gw.stats.items()
+    )
+    mq = f"mqtt={'up' if gw.mqtt and gw.mqtt.connected else 'down'}"
+    if gw.mqtt:
+        mq += f" published={sum(gw.mqtt.published.values())} queued={gw.mqtt.queued}"
+    return f"tracks confirmed={conf} tentative={tent} coasting={coast} | {devs} | {mq}"
+
+
+async def run_gateway(config: GatewayConfig, duration_s: float | None = None, live: bool | None = None) -> int:
+    """Run until SIGINT/SIGTERM (or ``duration_s``); returns the exit code."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    hits = [0]
+
+    def on_signal(signum: int) -> None:
+        hits[0] += 1
+        if hits[0] > 1:  # a second signal: the operator means it
+            os._exit(128 + signum)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, int(sig))
+    if live is None:
+        live = sys.stdout.isatty()
+    rates = Rates()
+    async with Gateway(config) as gw:
+        deadline = None if duration_s is None else time.monotonic() + duration_s
+        if live:
+            with Live(render(gw, {}), console=Console(), refresh_per_second=2, transient=False) as view:
+                while not await _wait(stop, deadline, 0.5):
+                    view.update(render(gw, rates.update(gw)))
+        else:
+            while not await _wait(stop, deadline, 5.0):
+                log.info("%s", summary_line(gw, rates.update(gw)))
+        log.info("stopping: %s", summary_line(gw, rates.update(gw)))
+    return 0
+
+
+async def _wait(stop: asyncio.Event, deadline: float | None, period: float) -> bool:
+    """Wait one period; True when it is time to stop."""
+    if deadline is not None:
+        period = min(period, max(deadline - time.monotonic(), 0.0))
+    try:
+        await asyncio.wait_for(stop.wait(), period)
+    except TimeoutError:
+        pass
+    return stop.is_set() or (deadline is not None and time.monotonic() >= deadline)

@@ -1,0 +1,123 @@
+"""Fusion engine parameters: one frozen dataclass with documented defaults.
+
+The gateway's pydantic config maps onto :class:`FusionConfig`; the engine never
+re-validates it beyond :meth:`FusionConfig.check`. Units are SI (m, s, m/s);
+durations are nanoseconds where they are compared with report times.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hilgw.errors import ConfigError
+
+MODEL_NCV = "ncv"
+MODEL_BALLISTIC = "ballistic"
+KNOWN_MODELS = (MODEL_NCV, MODEL_BALLISTIC)
+
+
+@dataclass(frozen=True, slots=True)
+class FusionConfig:
+    """Every tunable of the fusion engine.
+
+    Motion models
+      ``models``: the IMM model set, any of ``"ncv"`` (nearly-constant velocity,
+      air targets) and ``"ballistic"`` (gravity + small process noise). One
+      model means a plain EKF, no mixing.
+      ``q_ncv`` / ``q_ballistic``: white-noise acceleration power spectral
+      density [m²/s³] of each model (Bar-Shalom, Li & Kirubarajan 2001, §6.2.2).
+      ``imm_switch_rate_hz``: rate of model switching; the Markov matrix for a
+      step of dt is p_stay = exp(-rate·dt), spread evenly over the others.
+      ``imm_initial``: initial model probabilities (same order as ``models``).
+
+    Gating and association
+      ``gate_prob``: gate probability; the Mahalanobis threshold is the
+      chi-square quantile with the measurement's dimension.
+      ``pregate_sigmas``: spatial pre-gate radius as a multiple of the largest
+      1-sigma position spread of a track plus of a report (k-d tree query).
+      ``pregate_max_m``: upper bound of that radius, so one lost track cannot
+      make the pre-gate quadratic.
+      ``t2t_persist_gate_prob``: looser gate a persistent sensor-track pairing
+      must pass to be kept (track-to-track association).
+
+    Initiation (plots)
+      ``init_speed_sigma_mps``: 1-sigma of each velocity component of a track
+      started from one plot (zero mean).
+      ``init_suppress_prob``: a plot no track took starts no track when it
+      lies inside this (wider) gate of any track: it is most likely that
+      target's outlier, and a duplicate track would steal the next plots.
+      ``init_max_speed_mps``: velocity bound used to size the pre-gate of young
+      tracks (kept as a hard cap of the velocity spread).
+
+    Track life cycle (opportunities: a batch from a sensor that has already
+    contributed to the track)
+      ``confirm_m`` of ``confirm_n`` hits confirm a tentative track.
+      ``tentative_drop_misses`` consecutive misses drop a tentative track.
+      ``coast_misses`` consecutive misses make a confirmed track coast.
+      ``drop_misses`` consecutive misses, or ``drop_after_s`` without update,
+      drop it.
+      ``sensor_track_confirms``: a system track started from a sensor's own
+      track is confirmed at once (the sensor has already confirmed it).
+
+    Time
+      ``scan_window_s``: reports of one sensor within this span form one batch
+      (each report is still filtered at its own time).
+      ``oos_lag_s``: how late a report may be and still be used (retrodicted
+      update, Bar-Shalom 2002 algorithm B1); older reports are counted and
+      dropped.
+
+    Bias
+      ``estimate_bias``: estimate a per-sensor (range, azimuth, elevation)
+      registration bias from the innovations of confirmed multi-sensor
+      tracks; ``bias_gain`` is the smoothing gain of that estimate.
+    """
+
+    models: tuple[str, ...] = (MODEL_NCV, MODEL_BALLISTIC)
+    q_ncv: float = 10.0
+    q_ballistic: float = 0.1
+    imm_switch_rate_hz: float = 0.05
+    imm_initial: tuple[float, ...] = (0.5, 0.5)
+
+    gate_prob: float = 0.9995
+    pregate_sigmas: float = 6.0
+    pregate_max_m: float = 50_000.0
+    t2t_persist_gate_prob: float = 0.999999
+
+    init_speed_sigma_mps: float = 2000.0
+    init_suppress_prob: float = 0.9999999
+    init_max_speed_mps: float = 8000.0
+
+    confirm_m: int = 3
+    confirm_n: int = 5
+    tentative_drop_misses: int = 2
+    coast_misses: int = 1
+    drop_misses: int = 6
+    drop_after_s: float = 10.0
+    sensor_track_confirms: bool = True
+
+    scan_window_s: float = 0.1
+    oos_lag_s: float = 2.0
+
+    estimate_bias: bool = False
+    bias_gain: float = 0.01
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` naming the first field out of range."""
+        if not self.models or any(m not in KNOWN_MODELS for m in self.models):
+            raise ConfigError("fusion.models", f"{self.models!r}: each must be one of {KNOWN_MODELS}")
+        if len(set(self.models)) != len(self.models):
+            raise ConfigError("fusion.models", f"{self.models!r} has a duplicate")
+        if len(self.imm_initial) != len(self.models) or abs(sum(self.imm_initial) - 1.0) > 1e-6:
+            raise ConfigError("fusion.imm_initial", f"{self.imm_initial!r}: one per model, summing to 1")
+        if not 0.0 < self.gate_prob < 1.0 or not 0.0 < self.t2t_persist_gate_prob < 1.0:
+            raise ConfigError("fusion.gate_prob", "gate probabilities must be in (0, 1)")
+        if not 1 <= self.confirm_m <= self.confirm_n <= 62:
+            raise ConfigError("fusion.confirm_m", f"{self.confirm_m}/{self.confirm_n}: need 1 <= M <= N <= 62")
+        for name in ("q_ncv", "q_ballistic", "init_speed_sigma_mps", "drop_after_s", "pregate_sigmas"):
+            if getattr(self, name) <= 0.0:
+                raise ConfigError(f"fusion.{name}", f"{getattr(self, name)!r}: must be > 0")
+        for name in ("scan_window_s", "oos_lag_s", "imm_switch_rate_hz", "bias_gain"):
+            if getattr(self, name) < 0.0:
+                raise ConfigError(f"fusion.{name}", f"{getattr(self, name)!r}: must be >= 0")
+        if self.drop_misses < 1 or self.coast_misses < 1 or self.tentative_drop_misses < 1:
+            raise ConfigError("fusion.drop_misses", "every *_misses count must be >= 1")

@@ -1,0 +1,366 @@
+"""Site geometry and the polar <-> ECEF measurement model, over stacked arrays.
+
+Conventions (the seam is :class:`gateway.fusion.api.SensorGeometry`):
+
+* A sensor's local frame is (forward, right, up). Azimuth is
+  ``atan2(right, forward)``, clockwise from forward, wrapped to [0, 2π);
+  elevation is ``asin(up / range)``. For an unrotated site forward is local
+  north, right is local east and up is the WGS-84 ellipsoid normal at the site
+  (geodetic, not geocentric, vertical), so azimuth is a compass bearing, the
+  same convention as :func:`pymap3d.aer2ecef`.
+* ``to_local`` (3, 3) is orthogonal and maps an ECEF *difference* vector to
+  (forward, right, up). Forward-right-up is left-handed, so its determinant is
+  -1 for a real site; nothing here relies on the sign.
+* ECEF state order is (x, y, z, vx, vy, vz) in m and m/s. A site is static in
+  ECEF, so the range rate is the projection of the ECEF velocity (already
+  relative to the rotating Earth) on the line of sight; no Earth-rate term.
+
+Every function takes stacks: ``origin`` is (3,) or (N, 3) and ``to_local`` is
+(3, 3) or (N, 3, 3), so one call can mix sensors once the caller has gathered
+per-row geometry by sensor index (see :func:`stack_geometries`). No Python loop
+runs over rows. Singular points (a target at the site, or straight overhead
+where azimuth is undefined) give inf/NaN in the Jacobians; a radar does not
+report there, and fusion gates such rows out by their non-finite values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+import pymap3d
+from scipy.spatial.transform import Rotation
+
+from gateway.fusion.api import F64, SensorGeometry
+from hilgw.errors import ConfigError
+
+__all__ = [
+    "TWO_PI",
+    "angle_diff",
+    "ecef_to_polar",
+    "enu_basis",
+    "local_geometry",
+    "polar_jacobian",
+    "polar_to_ecef",
+    "site_geometry",
+    "stack_geometries",
+    "wrap_2pi",
+]
+
+TWO_PI = 2.0 * np.pi
+
+# (forward, right, down) is the right-handed aerospace body frame (ISO 1151 /
+# ISO 8855 axis naming); (forward, right, up) is it with the last axis negated.
+_FLIP_UP = np.diag([1.0, 1.0, -1.0])
+
+
+def wrap_2pi(a: npt.ArrayLike) -> F64:
+    """Wrap angles to [0, 2π)."""
+    w = np.mod(np.asarray(a, dtype=np.float64), TWO_PI)
+    # np.mod can return exactly 2π for tiny negative inputs (-1e-17 % 2π
+    # rounds up); fold it back so the half-open interval holds.
+    return np.where(w >= TWO_PI, 0.0, w)
+
+
+def angle_diff(a: npt.ArrayLike, b: npt.ArrayLike) -> F64:
+    """``a - b`` wrapped to (-π, π]: the innovation of an angle measurement.
+
+    Use it for azimuth residuals (a target at bearing 359.9° seen at 0.1° is a
+    0.2° miss, not 359.8°). Elevation never wraps but the helper is harmless.
+    """
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    # π - mod(π - d, 2π) lies in (-π, π] because mod lies in [0, 2π).
+    return np.pi - np.mod(np.pi - d, TWO_PI)
+
+
+def enu_basis(lat_deg: float, lon_deg: float) -> F64:
+    """Rows east, north, up (3, 3) of the WGS-84 local tangent plane in ECEF.
+
+    Up is the ellipsoid normal at geodetic latitude ``lat_deg``, so the basis
+    is the one :func:`pymap3d.ecef2enu` uses.
+    """
+    lat, lon = np.radians(lat_deg), np.radians(lon_deg)
+    sl, cl = np.sin(lat), np.cos(lat)
+    so, co = np.sin(lon), np.cos(lon)
+    return np.array(
+        [
+            [-so, co, 0.0],
+            [-sl * co, -sl * so, cl],
+            [cl * co, cl * so, sl],
+        ]
+    )
+
+
+def site_geometry(
+    sensor_id: str,
+    lat_deg: float,
+    lon_deg: float,
+    alt_m: float,
+    yaw_deg: float = 0.0,
+    pitch_deg: float = 0.0,
+    roll_deg: float = 0.0,
+) -> SensorGeometry:
+    """Geometry of a sensor at a geodetic site, its boresight frame turned.
+
+    The origin is :func:`pymap3d.geodetic2ecef` of (lat, lon, alt) on WGS-84
+    (``alt_m`` is height above the ellipsoid, not above mean sea level).
+
+    Orientation is the aerospace yaw-pitch-roll sequence (intrinsic z-y'-x'',
+    as for an aircraft body frame relative to north-east-down), applied in
+    this order starting from (forward, right, up) = (north, east, up):
+
+    1. **yaw** ψ about the local vertical: forward turns from north toward
+       east (yaw 90° makes forward = east, right = south);
+    2. **pitch** θ about the new right axis: forward tilts up (pitch 10° makes
+       a target on the horizon straight ahead appear at elevation -10°);
+    3. **roll** φ about the new forward axis: the right axis tilts down
+       (roll 10° makes a target due right on the horizon appear at elevation
+       +10°).
+
+    In matrix form, with C = R1(φ)·R2(θ)·R3(ψ) the frame rotation from
+    north-east-down to forward-right-down (``Rotation.from_euler("ZYX",
+    [ψ, θ, φ]).as_matrix().T``) and F = diag(1, 1, -1)::
+
+        to_local = F · C · F · [north; east; up]
+
+    Raises :class:`ConfigError` for a latitude outside [-90, 90] or any
+    non-finite value.
+    """
+    values = {
+        "lat_deg": lat_deg,
+        "lon_deg": lon_deg,
+        "alt_m": alt_m,
+        "yaw_deg": yaw_deg,
+        "pitch_deg": pitch_deg,
+        "roll_deg": roll_deg,
+    }
+    for key, v in values.items():
+        if not np.isfinite(v):
+            raise ConfigError(f"{sensor_id}.{key}", f"must be finite, got {v!r}")
+    if not -90.0 <= lat_deg <= 90.0:
+        raise ConfigError(f"{sensor_id}.lat_deg", f"must be in [-90, 90], got {lat_deg!r}")
+    origin = np.array(pymap3d.geodetic2ecef(lat_deg, lon_deg, alt_m), dtype=np.float64)
+    enu = enu_basis(lat_deg, lon_deg)
+    fru = enu[[1, 0, 2]]  # (north, east, up): the unrotated (forward, right, up)
+    c_body_from_ned = Rotation.from_euler("ZYX", [yaw_deg, pitch_deg, roll_deg], degrees=True).as_matrix().T
+    to_local = _FLIP_UP @ c_body_from_ned @ _FLIP_UP @ fru
+    return SensorGeometry(sensor_id=sensor_id, origin=origin, to_local=np.ascontiguousarray(to_local))
+
+
+def local_geometry(
+    sensor_id: str,
+    origin_xyz: npt.ArrayLike,
+    to_local: npt.ArrayLike | None = None,
+) -> SensorGeometry:
+    """Geometry in a plain Cartesian frame (benches, simulations).
+
+    With the default identity ``to_local``, forward = x, right = y, up = z:
+    azimuth = atan2(dy, dx) and elevation = asin(dz / range). The "ECEF" state
+    of the other functions is then simply that Cartesian frame's state.
+    """
+    origin = np.asarray(origin_xyz, dtype=np.float64).reshape(3)
+    t = np.eye(3) if to_local is None else np.asarray(to_local, dtype=np.float64).reshape(3, 3)
+    if not np.allclose(t @ t.T, np.eye(3), atol=1e-9):
+        raise ConfigError(f"{sensor_id}.to_local", "must be an orthogonal 3x3 matrix")
+    return SensorGeometry(sensor_id=sensor_id, origin=origin.copy(), to_local=np.array(t))
+
+
+def stack_geometries(geometries: Sequence[SensorGeometry]) -> tuple[F64, F64]:
+    """Stack a sensor table into ``(origins (S, 3), to_locals (S, 3, 3))``.
+
+    Gather rows by sensor index (``origins[reports.sensor]``) to feed the
+    per-row form of the functions below.
+    """
+    if not geometries:
+        return np.empty((0, 3)), np.empty((0, 3, 3))
+    return (
+        np.stack([g.origin for g in geometries]).astype(np.float64),
+        np.stack([g.to_local for g in geometries]).astype(np.float64),
+    )
+
+
+def _to_local(t: F64, d: F64) -> F64:
+    # l = T d, broadcasting T (3,3) or (N,3,3) over d (N,3).
+    out: F64 = np.matmul(t, d[:, :, None])[:, :, 0]
+    return out
+
+
+def _from_local(t: F64, lv: F64) -> F64:
+    # d = Tᵀ l (T orthogonal, so its inverse is its transpose).
+    out: F64 = np.matmul(np.swapaxes(t, -1, -2), lv[:, :, None])[:, :, 0]
+    return out
+
+
+def ecef_to_polar(origin: npt.ArrayLike, to_local: npt.ArrayLike, x: npt.ArrayLike) -> F64:
+    """The measurement function h(x) of a static site: (N, 6) -> (N, 4).
+
+    Returns (range, azimuth in [0, 2π), elevation, range rate), with
+    range rate = (d · v) / |d| for d the line of sight and v the velocity.
+    Elevation is computed as atan2(up, horizontal), equal to asin(up / range)
+    but well conditioned near the zenith.
+    """
+    xs = np.asarray(x, dtype=np.float64).reshape(-1, 6)
+    o = np.asarray(origin, dtype=np.float64)
+    t = np.asarray(to_local, dtype=np.float64)
+    d = xs[:, :3] - o
+    v = xs[:, 3:]
+    lv = _to_local(t, d)
+    f, r, u = lv[:, 0], lv[:, 1], lv[:, 2]
+    rng = np.sqrt(np.einsum("ni,ni->n", d, d))
+    out = np.empty((xs.shape[0], 4))
+    out[:, 0] = rng
+    out[:, 1] = wrap_2pi(np.arctan2(r, f))
+    out[:, 2] = np.arctan2(u, np.hypot(f, r))
+    out[:, 3] = np.einsum("ni,ni->n", d, v) / rng
+    return out
+
+
+def polar_jacobian(origin: npt.ArrayLike, to_local: npt.ArrayLike, x: npt.ArrayLike) -> F64:
+    """Analytic Jacobian ∂h/∂x (N, 4, 6) of :func:`ecef_to_polar`.
+
+    With l = T d = (f, r, u), h² = f² + r², ρ² = h² + u² (local frame):
+
+    * ∂ρ/∂l = l / ρ
+    * ∂az/∂l = (-r, f, 0) / h²
+    * ∂el/∂l = (-u f / h, -u r / h, h) / ρ²
+
+    and ∂/∂d = (∂/∂l) T. The range rate ρ̇ = d·v/ρ gives
+    ∂ρ̇/∂d = (v - ρ̇ d/ρ) / ρ and ∂ρ̇/∂v = d / ρ. Range, azimuth and elevation
+    do not depend on velocity.
+    """
+    xs = np.asarray(x, dtype=np.float64).reshape(-1, 6)
+    o = np.asarray(origin, dtype=np.float64)
+    t = np.asarray(to_local, dtype=np.float64)
+    n = xs.shape[0]
+    d = xs[:, :3] - o
+    v = xs[:, 3:]
+    lv = _to_local(t, d)
+    f, r, u = lv[:, 0], lv[:, 1], lv[:, 2]
+    h2 = f * f + r * r
+    h = np.sqrt(h2)
+    rho2 = h2 + u * u
+    rho = np.sqrt(rho2)
+
+    g = np.zeros((n, 3, 3))  # rows ρ, az, el w.r.t. local (f, r, u)
+    g[:, 0, :] = lv / rho[:, None]
+    g[:, 1, 0] = -r / h2
+    g[:, 1, 1] = f / h2
+    g[:, 2, 0] = -u * f / (h * rho2)
+    g[:, 2, 1] = -u * r / (h * rho2)
+    g[:, 2, 2] = h / rho2
+
+    jac = np.zeros((n, 4, 6))
+    jac[:, :3, :3] = np.matmul(g, t)  # broadcasts T (3,3) or (N,3,3)
+    rdot = np.einsum("ni,ni->n", d, v) / rho
+    jac[:, 3, :3] = (v - (rdot / rho)[:, None] * d) / rho[:, None]
+    jac[:, 3, 3:] = d / rho[:, None]
+    return jac
+
+
+def polar_to_ecef(
+    origin: npt.ArrayLike,
+    to_local: npt.ArrayLike,
+    polar: npt.ArrayLike,
+    sigma: npt.ArrayLike,
+    rates_valid: npt.ArrayLike,
+    tangential_sigma_mps: float = 1000.0,
+) -> tuple[F64, F64]:
+    """Polar measurements with rates to ECEF states and covariances.
+
+    ``polar`` (N, 6) is (ρ, az, el, ρ̇, az rate, el rate) and ``sigma`` (N, 6)
+    their 1-sigma noise, taken as independent (R = diag(σ²)). Returns
+    ``x`` (N, 6) and ``P`` (N, 6, 6) with P = J R Jᵀ, J the analytic Jacobian
+    of the polar -> Cartesian map (a first-order, i.e. linearised,
+    propagation: good while ρ·σ_angle is small against ρ).
+
+    In the local frame, with unit vectors
+    û = (cos el cos az, cos el sin az, sin el) (line of sight),
+    ê_az = (-sin az, cos az, 0) and ê_el = (-sin el cos az, -sin el sin az, cos el)::
+
+        p = ρ û
+        v = ρ̇ û + ρ cos(el) az_rate ê_az + ρ el_rate ê_el
+
+    **Rows with** ``rates_valid`` **False.** A radar that gives no angle rates
+    observes only the radial component ρ̇ of the velocity; the two tangential
+    components are unobserved, not zero. The state then carries
+    v = ρ̇ û (the angle rates treated as 0) and the velocity covariance gets
+    ``tangential_sigma_mps``² along ê_az and ê_el, a deliberately loose prior
+    (default 1000 m/s, above any air or ballistic target's speed) so fusion
+    weights that velocity by its range rate alone and lets other sensors or
+    the track's history supply the rest. One second-order term is kept on
+    purpose: the unknown tangential speed (σ_t) projects onto the *measured*
+    line of sight through its angle error, adding
+    σ_t² (cos²(el) σ_az² + σ_el²) to the radial variance. First-order
+    propagation drops it (it is a product of two zero-mean errors), yet with
+    σ_t = 1000 m/s and 1 mrad angles it is 1 (m/s)² per axis, as large as a
+    typical σ_ρ̇², and leaving it out makes the velocity overconfident
+    (tests/unit/test_geo.py checks P against a Monte-Carlo sample). The angle
+    rates and their sigmas of such rows are ignored (they may be NaN). A
+    non-finite ρ̇ or σ_ρ̇ likewise leaves the radial component unobserved:
+    it is set to 0 with the same loose variance.
+    """
+    p6 = np.asarray(polar, dtype=np.float64).reshape(-1, 6)
+    s6 = np.asarray(sigma, dtype=np.float64).reshape(-1, 6)
+    valid = np.asarray(rates_valid, dtype=bool).reshape(-1)
+    o = np.asarray(origin, dtype=np.float64)
+    t = np.asarray(to_local, dtype=np.float64)
+    n = p6.shape[0]
+    tan_var = float(tangential_sigma_mps) ** 2
+
+    rho, az, el = p6[:, 0], p6[:, 1], p6[:, 2]
+    radial_ok = np.isfinite(p6[:, 3]) & np.isfinite(s6[:, 3])
+    rdot = np.where(radial_ok, p6[:, 3], 0.0)
+    azr = np.where(valid, p6[:, 4], 0.0)
+    elr = np.where(valid, p6[:, 5], 0.0)
+
+    sa, ca = np.sin(az), np.cos(az)
+    se, ce = np.sin(el), np.cos(el)
+    zero = np.zeros(n)
+    uhat = np.stack([ce * ca, ce * sa, se], axis=1)
+    e_az = np.stack([-sa, ca, zero], axis=1)
+    e_el = np.stack([-se * ca, -se * sa, ce], axis=1)
+    d_eaz_daz = np.stack([-ca, -sa, zero], axis=1)
+
+    rc = rho * ce
+    pos_l = rho[:, None] * uhat
+    vel_l = rdot[:, None] * uhat + (rc * azr)[:, None] * e_az + (rho * elr)[:, None] * e_el
+
+    # J_local (N, 6, 6): columns are ∂(p, v)/∂(ρ, az, el, ρ̇, az rate, el rate).
+    # Derivatives used: ∂û/∂az = cos(el) ê_az, ∂û/∂el = ê_el,
+    # ∂ê_el/∂az = -sin(el) ê_az, ∂ê_el/∂el = -û.
+    jl = np.zeros((n, 6, 6))
+    jl[:, :3, 0] = uhat
+    jl[:, :3, 1] = rc[:, None] * e_az
+    jl[:, :3, 2] = rho[:, None] * e_el
+    jl[:, 3:, 0] = (ce * azr)[:, None] * e_az + elr[:, None] * e_el
+    jl[:, 3:, 1] = (rdot * ce - rho * elr * se)[:, None] * e_az + (rc * azr)[:, None] * d_eaz_daz
+    jl[:, 3:, 2] = rdot[:, None] * e_el - (rho * se * azr)[:, None] * e_az - (rho * elr)[:, None] * uhat
+    jl[:, 3:, 3] = uhat
+    # Rate columns: for rows without valid rates, replace the angle-rate
+    # columns by the unit tangential directions so that R's last two entries
+    # (set to tangential_sigma²) are variances of tangential speed in m/s.
+    jl[:, 3:, 4] = np.where(valid[:, None], rc[:, None] * e_az, e_az)
+    jl[:, 3:, 5] = np.where(valid[:, None], rho[:, None] * e_el, e_el)
+
+    var = np.square(s6)
+    var[:, 3] = np.where(radial_ok, var[:, 3], tan_var)
+    # Tangential leak into the radial direction (see the docstring).
+    var[:, 3] += np.where(valid, 0.0, tan_var * (ce * ce * var[:, 1] + var[:, 2]))
+    var[:, 4] = np.where(valid, var[:, 4], tan_var)
+    var[:, 5] = np.where(valid, var[:, 5], tan_var)
+
+    # To ECEF: both the position and velocity blocks rotate by Tᵀ.
+    tt = np.swapaxes(t, -1, -2)
+    jac = np.empty_like(jl)
+    jac[:, :3, :] = np.matmul(tt, jl[:, :3, :])
+    jac[:, 3:, :] = np.matmul(tt, jl[:, 3:, :])
+
+    x = np.empty((n, 6))
+    x[:, :3] = o + _from_local(t, pos_l)
+    x[:, 3:] = _from_local(t, vel_l)
+    cov = np.matmul(jac * var[:, None, :], np.swapaxes(jac, 1, 2))
+    # Symmetrise: the product is symmetric in exact arithmetic only, and
+    # Cholesky-based consumers downstream want it exactly so.
+    cov = 0.5 * (cov + np.swapaxes(cov, 1, 2))
+    return x, cov

@@ -1,0 +1,159 @@
+"""The supervisor with in-memory transports: data flows to the track picture,
+a failing device task is restarted with back-off and shows it in health, and
+shutdown is prompt."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from drivers.base import Role
+from drivers.serial_radar import TRACK_BATCH_DTYPE, SensorState, SerialRadarCodec, Status
+from gateway.config import parse_config
+from gateway.supervisor import Gateway
+from gateway.transports import memory_registry
+from hilgw.v1 import health_pb2, track_pb2
+
+
+def radar_config(link: str, **extra: object) -> dict[str, object]:
+    return {
+        "gateway_id": "test-gw",
+        "mqtt": {"enabled": False},
+        "fusion": {"publish_hz": 20.0},
+        "health_interval_s": 0.05,
+        "devices": [
+            {
+                "id": "radar-1",
+                "protocol": "serial_radar",
+                "wire_sensor_id": 7,
+                "transport": {"kind": "memory", "name": link},
+                "site": {"lat_deg": 54.0, "lon_deg": 10.0, "alt_m": 20.0},
+                "restart": {"initial_s": 0.05, "max_s": 0.2},
+                **extra,
+            }
+        ],
+    }
+
+
+def reports(n: int, t_ns: int, track_id: int = 11) -> np.ndarray:
+    arr = np.zeros(n, TRACK_BATCH_DTYPE)
+    arr["sensor_track_id"] = track_id
+    arr["sensor_time_ns"] = t_ns
+    arr["range_m"] = 50_000.0
+    arr["azimuth_rad"] = 0.5
+    arr["elevation_rad"] = 0.1
+    arr["sigma_range_m"] = 10.0
+    arr["sigma_azimuth_rad"] = 1e-3
+    arr["sigma_elevation_rad"] = 1e-3
+    arr["sigma_range_rate_mps"] = 1.0
+    arr["sigma_azimuth_rate_radps"] = 1e-4
+    arr["sigma_elevation_rate_radps"] = 1e-4
+    arr["quality"] = 0.9
+    arr["rates_valid"] = True
+    return arr
+
+
+async def wait_for(pred: object, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not pred():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def link(request: pytest.FixtureRequest) -> str:
+    name = request.node.name
+    yield name
+    memory_registry.forget(name)
+
+
+async def test_reports_become_tracks_and_bad_frames_are_counted(link: str) -> None:
+    cfg = parse_config(radar_config(link))
+    device = SerialRadarCodec(Role.DEVICE, sensor_id=7)
+    async with Gateway(cfg) as gw:
+        tracks = gw.tracks.subscribe("test")
+        _, dev_end = memory_registry.link(link)
+        await dev_end.open()
+        for _ in range(4):
+            now = time.time_ns()
+            await dev_end.write(device.encode_track_batch(reports(1, now)))
+            await dev_end.write(b"\x01\x02\x03\x00")  # garbage frame between good ones
+            await asyncio.sleep(0.06)
+        st = gw.stats["radar-1"]
+        await wait_for(lambda: st.reports_out == 4)
+        assert sum(st.drops.values()) == 4
+        assert st.state == health_pb2.DEVICE_STATE_UP
+
+        def confirmed() -> bool:
+            for b in tracks.get_all():
+                if any(t.status == track_pb2.TRACK_STATUS_CONFIRMED for t in b.tracks):
+                    return True
+            return False
+
+        await wait_for(confirmed)
+        assert gw.fusion.last_picture is not None and len(gw.fusion.last_picture) == 1
+
+
+async def test_failed_device_is_restarted_and_health_shows_it(link: str) -> None:
+    cfg = parse_config(radar_config(link))
+    async with Gateway(cfg) as gw:
+        _, dev_end = memory_registry.link(link)
+        await dev_end.open()
+        st = gw.stats["radar-1"]
+        device = SerialRadarCodec(Role.DEVICE, sensor_id=7)
+        status = Status(
+            sensor_time_ns=time.time_ns(), state=SensorState.OK, time_sync_locked=True,
+            radiating=True, track_count=0, uptime_s=1,
+        )  # fmt: skip
+        await dev_end.write(device.send(status))
+        await wait_for(lambda: st.state == health_pb2.DEVICE_STATE_UP)
+        await dev_end.close()  # the device end goes away: the driver's read fails
+        await wait_for(lambda: st.restarts >= 1)
+        assert st.state in (health_pb2.DEVICE_STATE_RESTARTING, health_pb2.DEVICE_STATE_STARTING)
+        assert "peer closed" in st.last_error
+        health = gw.health.subscribe("test")
+        await wait_for(lambda: len(health) > 0)
+        msg = health.get_all()[-1]
+        assert msg.device_id == "radar-1" and msg.counters.restarts >= 1
+
+
+async def test_silent_device_goes_down(link: str) -> None:
+    cfg = parse_config(radar_config(link, heartbeat_timeout_s=0.2))
+    async with Gateway(cfg) as gw:
+        _, dev_end = memory_registry.link(link)
+        await dev_end.open()
+        device = SerialRadarCodec(Role.DEVICE, sensor_id=7)
+        await dev_end.write(device.encode_track_batch(reports(1, time.time_ns())))
+        st = gw.stats["radar-1"]
+        await wait_for(lambda: st.state == health_pb2.DEVICE_STATE_UP)
+        await wait_for(lambda: st.state == health_pb2.DEVICE_STATE_DOWN, 2.0)
+        assert "no frame" in st.detail
+
+
+async def test_stale_reports_are_dropped_and_counted(link: str) -> None:
+    cfg = parse_config(radar_config(link, max_report_age_s=1.0))
+    async with Gateway(cfg) as gw:
+        _, dev_end = memory_registry.link(link)
+        await dev_end.open()
+        device = SerialRadarCodec(Role.DEVICE, sensor_id=7)
+        now = time.time_ns()
+        batch = np.concatenate([reports(2, now - 30 * 10**9), reports(3, now)])
+        await dev_end.write(device.encode_track_batch(batch))
+        st = gw.stats["radar-1"]
+        await wait_for(lambda: st.reports_out == 3)
+        assert st.drops["stale"] == 2
+
+
+async def test_shutdown_is_prompt(link: str) -> None:
+    cfg = parse_config(radar_config(link))
+    gw = Gateway(cfg)
+    await gw.__aenter__()
+    await asyncio.sleep(0.1)
+    t0 = time.monotonic()
+    await gw.__aexit__(None, None, None)
+    assert time.monotonic() - t0 < 2.0
+    assert all(t.done() for t in asyncio.all_tasks() if t.get_name().startswith(("device:", "fusion")))
