@@ -36,6 +36,7 @@ class SerialRadarDriver(DeviceDriver):
     def __init__(self, config: DeviceConfig, ctx: DriverContext, geometry: SensorGeometry) -> None:
         super().__init__(config, ctx)
         self.geometry = geometry
+        self._last_seq: int | None = None
 
     async def run(self) -> None:
         transport = create_transport(self.config.transport)
@@ -45,6 +46,7 @@ class SerialRadarDriver(DeviceDriver):
         async with transport:
             stats.set_state(health_pb2.DEVICE_STATE_STARTING, f"open: {transport.describe}")
             codec = SerialRadarCodec(Role.GATEWAY, sensor_id=self.config.wire_sensor_id)
+            self._last_seq = None  # a reopened line may start mid-stream
             while True:
                 data = await transport.read()
                 t_rx = self.ctx.wall_ns()
@@ -59,6 +61,7 @@ class SerialRadarDriver(DeviceDriver):
         if isinstance(event, TrackReportBatch):
             arr = event.reports
             stats.frames_in += len(arr)
+            self._count_gaps(arr["sequence"])
             self._mark_alive(t_rx)
             # Stale: sensor time too far from the gateway clock (either way).
             age = np.abs(t_rx - arr["sensor_time_ns"].astype(np.int64)) * 1e-9
@@ -73,6 +76,8 @@ class SerialRadarDriver(DeviceDriver):
                 self.ctx.reports.publish(ReportsIn(self.config.id, t_rx, reports))
         elif isinstance(event, Status):
             stats.frames_in += 1
+            if event.sequence is not None:
+                self._count_gaps(np.array([event.sequence], np.uint32))
             self._mark_alive(t_rx)
             stats.device_time_ns = event.sensor_time_ns
             state = _STATE_FROM_STATUS.get(int(event.state), health_pb2.DEVICE_STATE_DEGRADED)
@@ -87,6 +92,22 @@ class SerialRadarDriver(DeviceDriver):
             stats.drop(event.reason)
             stats.last_error = str(event.error)
             log.warning("%s: %s", self.config.id, event.error)
+
+    def _count_gaps(self, seq: np.ndarray) -> None:
+        """Count frames lost upstream from the u32 wire sequence (ICD §6.2).
+
+        A jump of more than 2^16 is taken as a device restart (sequence reset),
+        not as loss; a backwards step (impossible on a serial line) likewise.
+        """
+        seq = seq.astype(np.int64)
+        if self._last_seq is not None:
+            seq = np.concatenate(([self._last_seq], seq))
+        if len(seq) > 1:
+            step = np.diff(seq) % (1 << 32)
+            lost = int(np.sum(np.where((step > 1) & (step < (1 << 16)), step - 1, 0)))
+            if lost:
+                self.ctx.stats.drop("sequence_gap", lost)
+        self._last_seq = int(seq[-1])
 
     def _mark_alive(self, t_rx: int) -> None:
         stats = self.ctx.stats

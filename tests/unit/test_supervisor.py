@@ -157,3 +157,18 @@ async def test_shutdown_is_prompt(link: str) -> None:
     await gw.__aexit__(None, None, None)
     assert time.monotonic() - t0 < 2.0
     assert all(t.done() for t in asyncio.all_tasks() if t.get_name().startswith(("device:", "fusion")))
+
+
+async def test_sequence_gaps_are_counted(link: str) -> None:
+    cfg = parse_config(radar_config(link))
+    async with Gateway(cfg) as gw:
+        _, dev_end = memory_registry.link(link)
+        await dev_end.open()
+        device = SerialRadarCodec(Role.DEVICE, sensor_id=7)
+        now = time.time_ns()
+        await dev_end.write(device.encode_track_batch(reports(2, now)))  # seq 0, 1
+        device.encode_track_batch(reports(3, now))  # seq 2..4 lost on the line
+        await dev_end.write(device.encode_track_batch(reports(1, now)))  # seq 5
+        st = gw.stats["radar-1"]
+        await wait_for(lambda: st.reports_out == 3)
+        assert st.drops["sequence_gap"] == 3
