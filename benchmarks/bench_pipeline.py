@@ -82,7 +82,6 @@ def bench_codec(n: int) -> tuple[float, float]:
     return best_codec, best_total
 
 
-
 async def bench_e2e(n: int, port: int) -> dict[str, float]:
     master, slave = os.openpty()
     tty.setraw(slave)
@@ -166,7 +165,9 @@ def main() -> int:
     t.add_row("codec drain()", f"{codec_fps:,.0f} frames/s", f"{ns.frames:,} frames, 4 KiB chunks, best of 3")
     t.add_row("codec + normalise_polar", f"{total_fps:,.0f} frames/s", "polar -> ECEF with 6x6 covariance")
 
-    mosq = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    mosq = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
     if mosq:
         from tests.conftest import free_port, wait_port
 

@@ -8,6 +8,7 @@ MQTT). Elsewhere (a service, a pipe) the same figures are logged every 5 s.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -59,7 +60,16 @@ def render(gw: Gateway, rates: dict[str, tuple[float, float]]) -> Group:
         devs.add_row(dev_id, state, f"{fr:.1f}", f"{rr:.1f}", str(st.frames_in), drops, st.detail[:60])
     conf, tent, coast = _picture_counts(gw)
     pic = Table(title="track picture and outputs", expand=False)
-    for col in ("confirmed", "tentative", "coasting", "fusion step", "mqtt", "published", "queued", "mqtt drops"):
+    for col in (
+        "confirmed",
+        "tentative",
+        "coasting",
+        "fusion step",
+        "mqtt",
+        "published",
+        "queued",
+        "mqtt drops",
+    ):
         pic.add_column(col)
     steps = gw.fusion.step_seconds
     step = f"{1e3 * sorted(steps)[len(steps) // 2]:.2f} ms" if steps else "-"
@@ -90,7 +100,9 @@ def summary_line(gw: Gateway, rates: dict[str, tuple[float, float]]) -> str:
     return f"tracks confirmed={conf} tentative={tent} coasting={coast} | {devs} | {mq}"
 
 
-async def run_gateway(config: GatewayConfig, duration_s: float | None = None, live: bool | None = None) -> int:
+async def run_gateway(
+    config: GatewayConfig, duration_s: float | None = None, live: bool | None = None
+) -> int:
     """Run until SIGINT/SIGTERM (or ``duration_s``); returns the exit code."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -124,8 +136,6 @@ async def _wait(stop: asyncio.Event, deadline: float | None, period: float) -> b
     """Wait one period; True when it is time to stop."""
     if deadline is not None:
         period = min(period, max(deadline - time.monotonic(), 0.0))
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), period)
-    except TimeoutError:
-        pass
     return stop.is_set() or (deadline is not None and time.monotonic() >= deadline)

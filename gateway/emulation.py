@@ -52,7 +52,9 @@ class EmulatedDevices:
                 continue
             protocol = _PROTOCOL.get(sensor.kind)
             if protocol is None:
-                log.warning("emulation: sensor %s of kind %s has no emulator yet; skipped", sensor.id, sensor.kind)
+                log.warning(
+                    "emulation: sensor %s of kind %s has no emulator yet; skipped", sensor.id, sensor.kind
+                )
                 continue
             link = ["--pty"] if self.config.transport == "pty" else ["--tcp", "127.0.0.1:0"]
             proc = start_emulator(
@@ -97,5 +99,3 @@ class EmulatedDevices:
         procs, self.processes = self.processes, []
         if procs:
             await asyncio.get_running_loop().run_in_executor(None, lambda: [p.stop() for p in procs])
-
-

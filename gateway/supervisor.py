@@ -125,7 +125,9 @@ class Gateway:
         cls = driver_class(dev.protocol)
         if dev.site is not None:
             s = dev.site
-            geometry = site_geometry(dev.id, s.lat_deg, s.lon_deg, s.alt_m, s.yaw_deg, s.pitch_deg, s.roll_deg)
+            geometry = site_geometry(
+                dev.id, s.lat_deg, s.lon_deg, s.alt_m, s.yaw_deg, s.pitch_deg, s.roll_deg
+            )
             ctx.sensor_index = self.fusion.engine.add_sensor(geometry)
             driver: DeviceDriver = cls(dev, ctx, geometry)
         else:

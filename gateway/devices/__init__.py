@@ -18,6 +18,8 @@ DRIVERS: dict[str, str] = {
 def driver_class(protocol: str) -> Any:
     target = DRIVERS.get(protocol)
     if target is None:
-        raise ConfigError("devices.protocol", f"no driver for protocol {protocol!r}; known: {sorted(DRIVERS)}")
+        raise ConfigError(
+            "devices.protocol", f"no driver for protocol {protocol!r}; known: {sorted(DRIVERS)}"
+        )
     module, _, attr = target.partition(":")
     return getattr(importlib.import_module(module), attr)

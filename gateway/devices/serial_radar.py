@@ -14,9 +14,9 @@ import numpy as np
 
 from drivers.base import Rejected, Role
 from drivers.serial_radar import SensorState, SerialRadarCodec, Status, TrackReportBatch
+from gateway.config import DeviceConfig
 from gateway.devices.base import DeviceDriver, DriverContext, RawFrame, ReportsIn
 from gateway.fusion.api import SensorGeometry
-from gateway.config import DeviceConfig
 from gateway.normalise import normalise_polar
 from gateway.transports import StreamTransport, create_transport
 from hilgw.errors import TransportError
@@ -24,7 +24,7 @@ from hilgw.v1 import health_pb2
 
 log = logging.getLogger(__name__)
 
-_STATE_FROM_STATUS = {
+_STATE_FROM_STATUS: dict[int, int] = {
     SensorState.OK: health_pb2.DEVICE_STATE_UP,
     SensorState.DEGRADED: health_pb2.DEVICE_STATE_DEGRADED,
     SensorState.FAULT: health_pb2.DEVICE_STATE_DEGRADED,  # link alive, device unhealthy
@@ -80,7 +80,7 @@ class SerialRadarDriver(DeviceDriver):
                 self._count_gaps(np.array([event.sequence], np.uint32))
             self._mark_alive(t_rx)
             stats.device_time_ns = event.sensor_time_ns
-            state = _STATE_FROM_STATUS.get(int(event.state), health_pb2.DEVICE_STATE_DEGRADED)
+            state = _STATE_FROM_STATUS.get(int(event.state), int(health_pb2.DEVICE_STATE_DEGRADED))
             detail = f"device {event.state.name}"
             if event.fault_code:
                 detail += f", fault code {event.fault_code}"

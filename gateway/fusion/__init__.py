@@ -4,8 +4,8 @@ picture. Pure numpy over stacked arrays; the asyncio side only feeds it."""
 from gateway.fusion.api import (
     KIND_PLOT,
     KIND_SENSOR_TRACK,
-    STATUS_CONFIRMED,
     STATUS_COASTING,
+    STATUS_CONFIRMED,
     STATUS_DROPPED,
     STATUS_TENTATIVE,
     FusionEngine,

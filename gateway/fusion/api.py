@@ -91,9 +91,7 @@ class ReportArrays:
             return ReportArrays.empty()
         if len(parts) == 1:
             return parts[0]
-        return ReportArrays(
-            *(np.concatenate([getattr(p, f) for p in parts]) for f in ReportArrays.__slots__)
-        )
+        return ReportArrays(*(np.concatenate([getattr(p, f) for p in parts]) for f in ReportArrays.__slots__))
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,7 +55,10 @@ class FusionConfig:
       ``tentative_drop_misses`` consecutive misses drop a tentative track.
       ``coast_misses`` consecutive misses make a confirmed track coast.
       ``drop_misses`` consecutive misses, or ``drop_after_s`` without update,
-      drop it.
+      drop it; ``coast_after_s`` without update makes it coast, or drops a
+      tentative track (a silent
+      sensor sends no batch, so no miss is ever counted against its tracks:
+      time is the backstop).
       ``sensor_track_confirms``: a system track started from a sensor's own
       track is confirmed at once (the sensor has already confirmed it).
 
@@ -92,6 +95,7 @@ class FusionConfig:
     tentative_drop_misses: int = 2
     coast_misses: int = 1
     drop_misses: int = 6
+    coast_after_s: float = 2.0
     drop_after_s: float = 10.0
     sensor_track_confirms: bool = True
 
@@ -112,8 +116,17 @@ class FusionConfig:
         if not 0.0 < self.gate_prob < 1.0 or not 0.0 < self.t2t_persist_gate_prob < 1.0:
             raise ConfigError("fusion.gate_prob", "gate probabilities must be in (0, 1)")
         if not 1 <= self.confirm_m <= self.confirm_n <= 62:
-            raise ConfigError("fusion.confirm_m", f"{self.confirm_m}/{self.confirm_n}: need 1 <= M <= N <= 62")
-        for name in ("q_ncv", "q_ballistic", "init_speed_sigma_mps", "drop_after_s", "pregate_sigmas"):
+            raise ConfigError(
+                "fusion.confirm_m", f"{self.confirm_m}/{self.confirm_n}: need 1 <= M <= N <= 62"
+            )
+        for name in (
+            "q_ncv",
+            "q_ballistic",
+            "init_speed_sigma_mps",
+            "drop_after_s",
+            "coast_after_s",
+            "pregate_sigmas",
+        ):
             if getattr(self, name) <= 0.0:
                 raise ConfigError(f"fusion.{name}", f"{getattr(self, name)!r}: must be > 0")
         for name in ("scan_window_s", "oos_lag_s", "imm_switch_rate_hz", "bias_gain"):

@@ -22,14 +22,19 @@ in-sequence batch), so prediction is one batched call per batch.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import numpy as np
 from scipy.special import gammaincinv
 
 from gateway.fusion.api import (
     F64,
     KIND_PLOT,
+    STATUS_COASTING,
     STATUS_CONFIRMED,
     STATUS_DROPPED,
+    STATUS_TENTATIVE,
     ReportArrays,
     SensorGeometry,
     TrackArrays,
@@ -39,8 +44,17 @@ from gateway.fusion.gating import IDX, gnn_assign, pregate
 from gateway.fusion.kalman import covariance_intersection, ekf_update, innovation_cov, mahalanobis2
 from gateway.fusion.lifecycle import apply_misses, new_rows, rows_to_arrays, snapshot
 from gateway.fusion.measure import plot_dims, plot_residual, plot_to_state
-from gateway.fusion.motion import AccelFn, ecef_gravity, imm_combine, imm_mix, markov_matrix
-from gateway.fusion.motion import predict_ballistic, predict_cv
+from gateway.fusion.motion import (
+    AccelFn,
+    ecef_gravity,
+    flat_gravity,
+    imm_combine,
+    imm_mix,
+    markov_matrix,
+    predict_ballistic,
+    predict_cv,
+    seconds,
+)
 from gateway.fusion.oos import oos_plot_batch
 from gateway.fusion.store import MAX_SENSORS, TrackStore
 from hilgw.errors import ConfigError
@@ -84,6 +98,27 @@ class Engine:
         self.init_gate = {d: chi2_quantile(self.cfg.init_suppress_prob, d) for d in (3, 4, 6)}
         self._mu0 = np.asarray(self.cfg.imm_initial, dtype=np.float64)
 
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Engine:
+        """Build from the gateway config's ``fusion.params`` table.
+
+        Keys are :class:`FusionConfig` fields (lists become tuples); the
+        optional key ``gravity`` is ``"ecef"`` (default: WGS-84 + J2 in the
+        rotating Earth frame) or ``"flat"`` (-z, local frames). Unknown keys
+        raise :class:`ConfigError`.
+        """
+        p = dict(params)
+        gravity = p.pop("gravity", "ecef")
+        names = {f.name for f in dataclasses.fields(FusionConfig)}
+        unknown = sorted(set(p) - names)
+        if unknown:
+            raise ConfigError("fusion.params", f"unknown keys {unknown}; known: {sorted(names)}")
+        if gravity not in ("ecef", "flat"):
+            raise ConfigError("fusion.params.gravity", f"{gravity!r}: must be 'ecef' or 'flat'")
+        kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in p.items()}
+        cfg = FusionConfig(**kw)
+        return cls(cfg, accel=flat_gravity() if gravity == "flat" else ecef_gravity())
+
     # ------------------------------------------------------------------ API
 
     def add_sensor(self, geometry: SensorGeometry) -> int:
@@ -92,7 +127,9 @@ class Engine:
             raise ConfigError("fusion.sensors", f"at most {MAX_SENSORS} sensors, got one more")
         self.sensors.append(geometry)
         self.origins = np.vstack([self.origins, np.asarray(geometry.origin, np.float64).reshape(1, 3)])
-        self.to_locals = np.concatenate([self.to_locals, np.asarray(geometry.to_local, np.float64).reshape(1, 3, 3)])
+        self.to_locals = np.concatenate(
+            [self.to_locals, np.asarray(geometry.to_local, np.float64).reshape(1, 3, 3)]
+        )
         self.bias = np.vstack([self.bias, np.zeros((1, 4))])
         return len(self.sensors) - 1
 
@@ -140,7 +177,9 @@ class Engine:
         po = np.empty_like(Pm)
         for m, name in enumerate(self.cfg.models):
             if name == MODEL_BALLISTIC:
-                xo[:, m], po[:, m] = predict_ballistic(xm[:, m], Pm[:, m], dt, self.cfg.q_ballistic, self.accel)
+                xo[:, m], po[:, m] = predict_ballistic(
+                    xm[:, m], Pm[:, m], dt, self.cfg.q_ballistic, self.accel
+                )
             else:
                 xo[:, m], po[:, m] = predict_cv(xm[:, m], Pm[:, m], dt, self.cfg.q_ncv)
         return xo, po
@@ -193,7 +232,7 @@ class Engine:
             rx, rP = r.x, r.P
         rep_var = np.trace(rP[:, :3, :3], axis1=1, axis2=2)
         ti, rj = self._pairs(r, rx[:, :3], rep_var)
-        dtp = (r.t_ns - t0) * _NS
+        dtp = seconds(r.t_ns - t0)
         shifted = bool(np.any(dtp != 0.0))
         if shifted:
             xm_p, Pm_p = self.predict_models(st.xm[ti], st.Pm[ti], dtp[rj])
@@ -233,7 +272,9 @@ class Engine:
         loglik = np.empty((sel.size, st.n_models))
         for m in range(st.n_models):
             if plots:
-                nu, H, R = plot_residual(o, tl, xm_a[:, m], r.polar[ar], r.polar_sigma[ar], self.bias[s][None, :])
+                nu, H, R = plot_residual(
+                    o, tl, xm_a[:, m], r.polar[ar], r.polar_sigma[ar], self.bias[s][None, :]
+                )
                 xm_a[:, m], Pm_a[:, m], _, loglik[:, m] = ekf_update(xm_a[:, m], Pm_a[:, m], nu, H, R)
             else:
                 dx = r.x[ar] - xm_a[:, m]
@@ -249,7 +290,7 @@ class Engine:
         # Updated rows sit at their report's time: bring them to t_end;
         # the others go from t0 to t_end.
         dt_rest = np.full(n_old, (t_end - t0) * _NS)
-        dt_rest[at] = (t_end - r.t_ns[ar]) * _NS
+        dt_rest[at] = seconds(t_end - r.t_ns[ar])
         if sel.size:
             st.xm[at], st.Pm[at], st.mu[at] = xm_a, Pm_a, mu_a
         if t_end != t0 and n_old:
@@ -280,7 +321,15 @@ class Engine:
         free[rj[near & np.isfinite(d2)]] = False
         fr = np.flatnonzero(free)
         if fr.size:
-            new_rows(self, s, _take(r, fr), rx[fr], rP[fr], t_end, confirmed=not plots and cfg.sensor_track_confirms)
+            new_rows(
+                self,
+                s,
+                _take(r, fr),
+                rx[fr],
+                rP[fr],
+                t_end,
+                confirmed=not plots and cfg.sensor_track_confirms,
+            )
 
     def _oos_batch(self, r: ReportArrays) -> None:
         """A batch older than the table: retrodicted plot updates, or sensor
@@ -290,10 +339,18 @@ class Engine:
             oos_plot_batch(self, r)
             return
         assert self.t_store is not None  # an OOS batch needs a table time
-        dt = (self.t_store - r.t_ns) * _NS
+        dt = seconds(self.t_store - r.t_ns)
         x, P = predict_cv(r.x, r.P, dt, self.cfg.q_ncv)
         moved = ReportArrays(
-            r.sensor, r.sensor_track_id, r.kind, np.full(len(r), self.t_store), x, P, r.quality, r.polar, r.polar_sigma
+            r.sensor,
+            r.sensor_track_id,
+            r.kind,
+            np.full(len(r), self.t_store),
+            x,
+            P,
+            r.quality,
+            r.polar,
+            r.polar_sigma,
         )
         self._batch(moved)
 
@@ -311,18 +368,37 @@ class Engine:
         if not use.any():
             return
         x = np.einsum("nm,nmd->nd", mu_a[use], xm_a[use])
-        nu, _, _ = plot_residual(self.origins[s], self.to_locals[s], x, r.polar[ar[use]], r.polar_sigma[ar[use]], self.bias[s][None, :])
+        nu, _, _ = plot_residual(
+            self.origins[s],
+            self.to_locals[s],
+            x,
+            r.polar[ar[use]],
+            r.polar_sigma[ar[use]],
+            self.bias[s][None, :],
+        )
         step = np.nanmean(nu, axis=0)
         step[3] = 0.0 if not np.isfinite(step[3]) else step[3]
         self.bias[s] += self.cfg.bias_gain * step
 
     def _drop_stale(self, t_ns: int) -> None:
-        """Drop tracks not updated for ``drop_after_s`` (time-based backstop)."""
+        """Coast tracks not updated for ``coast_after_s``, drop those not
+        updated for ``drop_after_s`` (time-based backstop of the life cycle)."""
         st = self.store
         n = st.n
         if n == 0:
             return
-        stale = (t_ns - st.last_ns[:n]) * _NS > self.cfg.drop_after_s
+        age = (t_ns - st.last_ns[:n]) * _NS
+        coast = (age > self.cfg.coast_after_s) & (st.status[:n] == STATUS_CONFIRMED)
+        st.status[:n][coast] = STATUS_COASTING
+        # A sensor silent on a track for drop_after_s no longer holds it: its
+        # bit and its sensor-track pairing go (the pairing must not capture
+        # a reused sensor track number much later).
+        silent = (t_ns - st.seen_ns[:n]) * _NS > self.cfg.drop_after_s
+        st.paired[:n] &= ~silent
+        gone = np.packbits(silent[:, ::-1], axis=1, bitorder="big")
+        st.mask[:n] &= ~_bits_u64(gone)
+        tentative = st.status[:n] == STATUS_TENTATIVE
+        stale = (age > self.cfg.drop_after_s) | (tentative & (age > self.cfg.coast_after_s))
         if stale.any():
             self.drop_rows(stale)
 
@@ -335,6 +411,11 @@ class Engine:
         st.status[rows] = STATUS_DROPPED
         self._dropped.append(rows_to_arrays(self, rows, st.x[rows], st.P[rows], self.t_store or 0))
         st.keep(~drop)
+
+
+def _bits_u64(packed: np.ndarray) -> np.ndarray:
+    """(n, 8) uint8 packed big-endian (sensor 63 first) -> (n,) uint64 masks."""
+    return np.ascontiguousarray(packed).view(">u8")[:, 0].astype(np.uint64)
 
 
 def chi2_quantile(p: float, dof: int) -> float:

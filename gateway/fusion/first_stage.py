@@ -85,8 +85,13 @@ class FirstStageEngine:
         return self._picture(t_ns)
 
     def _picture(self, t_ns: int) -> TrackArrays:
-        ids, status, rows = [], [], []
-        c_row, c_sensor, c_stid, c_t = [], [], [], []
+        ids: list[int] = []
+        status: list[int] = []
+        rows: list[dict[str, object]] = []
+        c_row: list[int] = []
+        c_sensor: list[int] = []
+        c_stid: list[int] = []
+        c_t: list[int] = []
         for tid in list(self._tracks):
             tr = self._tracks[tid]
             age = (t_ns - int(tr["t_ns"])) * 1e-9  # type: ignore[call-overload]

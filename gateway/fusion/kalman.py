@@ -84,7 +84,10 @@ def covariance_intersection(x1: F64, P1: F64, x2: F64, P2: F64) -> tuple[F64, F6
     i2 = np.linalg.inv(P2)
     info = w[:, None, None] * i1 + (1.0 - w)[:, None, None] * i2
     P = sym(np.linalg.inv(info))
-    v = w[:, None] * np.matmul(i1, x1[..., None])[..., 0] + (1.0 - w)[:, None] * np.matmul(i2, x2[..., None])[..., 0]
+    v = (
+        w[:, None] * np.matmul(i1, x1[..., None])[..., 0]
+        + (1.0 - w)[:, None] * np.matmul(i2, x2[..., None])[..., 0]
+    )
     x = np.matmul(P, v[..., None])[..., 0]
     return x, P, w
 

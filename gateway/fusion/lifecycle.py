@@ -25,7 +25,7 @@ from gateway.fusion.api import (
 )
 from gateway.fusion.config import MODEL_BALLISTIC
 from gateway.fusion.gating import IDX
-from gateway.fusion.motion import imm_combine, predict_cv
+from gateway.fusion.motion import imm_combine, predict_cv, seconds
 
 if TYPE_CHECKING:
     from gateway.fusion.engine import Engine
@@ -69,7 +69,9 @@ def apply_misses(engine: Engine, s: int, hit: np.ndarray) -> None:
     window = np.uint64((1 << cfg.confirm_n) - 1)
     hits_n = np.bitwise_count(st.hist[:n] & window)
     confirm = tent & (hits_n >= cfg.confirm_m)
-    drop_t = tent & ~confirm & ((st.miss_track[:n] >= cfg.tentative_drop_misses) | (st.n_opp[:n] >= cfg.confirm_n))
+    drop_t = (
+        tent & ~confirm & ((st.miss_track[:n] >= cfg.tentative_drop_misses) | (st.n_opp[:n] >= cfg.confirm_n))
+    )
     conf = (status == STATUS_CONFIRMED) | (status == STATUS_COASTING) | confirm
     drop_c = conf & (st.miss_track[:n] >= cfg.drop_misses)
     coast = conf & (st.miss_track[:n] >= cfg.coast_misses)
@@ -82,7 +84,7 @@ def new_rows(engine: Engine, s: int, r: ReportArrays, x: F64, P: F64, t_end: int
     predicted (NCV) to the table time ``t_end``."""
     st = engine.store
     k = len(r)
-    x, P = predict_cv(x, P, (t_end - r.t_ns) * _NS, engine.cfg.q_ncv)
+    x, P = predict_cv(x, P, seconds(t_end - r.t_ns), engine.cfg.q_ncv)
     sl = st.append(k)
     st.xm[sl] = x[:, None, :]
     st.Pm[sl] = P[:, None, :, :]
@@ -114,11 +116,18 @@ def rows_to_arrays(engine: Engine, rows: IDX, x: F64, P: F64, t_ns: int) -> Trac
     hits = np.bitwise_count(st.hist[rows] & np.uint64(0xFF))
     quality = np.where(opp > 0, hits / np.maximum(opp, 1), 0.0)
     codes = np.array(
-        [MOTION_MODEL_BALLISTIC if m == MODEL_BALLISTIC else MOTION_MODEL_CONSTANT_VELOCITY for m in engine.cfg.models],
+        [
+            MOTION_MODEL_BALLISTIC if m == MODEL_BALLISTIC else MOTION_MODEL_CONSTANT_VELOCITY
+            for m in engine.cfg.models
+        ],
         np.int8,
     )
     model = codes[np.argmax(st.mu[rows], axis=1)]
     bits = ((st.mask[rows][:, None] >> np.arange(n_s, dtype=np.uint64)) & _ONE).astype(bool)
+    # Contributors are the sensors feeding the track now: seen within
+    # coast_after_s of the picture time (a silent sensor sends no batch, so
+    # it never counts misses that would clear its bit).
+    bits &= (t_ns - st.seen_ns[rows, :n_s]) * _NS <= engine.cfg.coast_after_s
     cr, cs = np.nonzero(bits)
     src = rows[cr]
     return TrackArrays(
@@ -167,7 +176,9 @@ def concat_tracks(parts: list[TrackArrays]) -> TrackArrays:
         update_count=np.concatenate([p.update_count for p in parts]),
         quality=np.concatenate([p.quality for p in parts]),
         model=np.concatenate([p.model for p in parts]),
-        contrib_row=np.concatenate([p.contrib_row + o for p, o in zip(parts, offs, strict=True)]).astype(np.int32),
+        contrib_row=np.concatenate([p.contrib_row + o for p, o in zip(parts, offs, strict=True)]).astype(
+            np.int32
+        ),
         contrib_sensor=np.concatenate([p.contrib_sensor for p in parts]),
         contrib_sensor_track_id=np.concatenate([p.contrib_sensor_track_id for p in parts]),
         contrib_t_ns=np.concatenate([p.contrib_t_ns for p in parts]),

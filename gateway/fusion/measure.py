@@ -16,7 +16,9 @@ from gateway.fusion.api import F64
 from gateway.geo import angle_diff, ecef_to_polar, polar_jacobian, polar_to_ecef
 
 
-def plot_residual(origin: F64, to_local: F64, x: F64, polar: F64, sigma: F64, bias: F64) -> tuple[F64, F64, F64]:
+def plot_residual(
+    origin: F64, to_local: F64, x: F64, polar: F64, sigma: F64, bias: F64
+) -> tuple[F64, F64, F64]:
     """Innovation ν (N, 4), Jacobian H (N, 4, 6) and noise R (N, 4, 4).
 
     ``bias`` (N, 4) is the sensor's estimated registration bias, subtracted
@@ -41,7 +43,7 @@ def plot_residual(origin: F64, to_local: F64, x: F64, polar: F64, sigma: F64, bi
 
 def plot_dims(polar: F64, sigma: F64) -> F64:
     """Measurement dimension per row: 4 with a range rate, else 3."""
-    out: F64 = 3.0 + (np.isfinite(polar[:, 3]) & np.isfinite(sigma[:, 3]))
+    out: F64 = np.where(np.isfinite(polar[:, 3]) & np.isfinite(sigma[:, 3]), 4.0, 3.0)
     return out
 
 

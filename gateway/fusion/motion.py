@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import numpy.typing as npt
 
 from gateway.fusion.api import F64
 
@@ -65,7 +66,7 @@ def ecef_gravity(j2: bool = True, rotating: bool = True) -> AccelFn:
         r = x[:, :3]
         r2 = np.einsum("ni,ni->n", r, r)
         rn = np.sqrt(r2)
-        a = -(GM_WGS84 / (r2 * rn))[:, None] * r
+        a: F64 = -(GM_WGS84 / (r2 * rn))[:, None] * r
         if j2:
             z2 = np.square(r[:, 2]) / r2
             k = 1.5 * J2_WGS84 * GM_WGS84 * A_WGS84**2 / (r2 * r2 * rn)
@@ -79,6 +80,11 @@ def ecef_gravity(j2: bool = True, rotating: bool = True) -> AccelFn:
         return a
 
     return accel
+
+
+def seconds(ns: npt.NDArray[np.int64]) -> F64:
+    """Durations in int64 nanoseconds to float64 seconds."""
+    return np.asarray(ns, dtype=np.float64) * 1e-9
 
 
 def predict_cv(x: F64, P: F64, dt: F64, q: float) -> tuple[F64, F64]:

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gateway.fusion.api import F64, ReportArrays
-from gateway.fusion.gating import gnn_assign
+from gateway.fusion.gating import gnn_assign, pregate
 from gateway.fusion.kalman import cross_update, innovation_cov, mahalanobis2
+from gateway.fusion.lifecycle import new_rows
 from gateway.fusion.measure import plot_dims, plot_residual, plot_to_state
-from gateway.fusion.motion import imm_combine
+from gateway.fusion.motion import imm_combine, seconds
 
 if TYPE_CHECKING:
     from gateway.fusion.engine import Engine
@@ -39,8 +40,6 @@ def cross_cov(P: F64, dt: F64) -> F64:
 
 def oos_plot_batch(engine: Engine, r: ReportArrays) -> None:
     """Apply one late plot batch (one sensor) to the table at ``engine.t_store``."""
-    from gateway.fusion.lifecycle import new_rows
-
     st = engine.store
     cfg = engine.cfg
     assert engine.t_store is not None  # only called once the table has a time
@@ -48,9 +47,7 @@ def oos_plot_batch(engine: Engine, r: ReportArrays) -> None:
     o, tl = engine.origins[s], engine.to_locals[s]
     n = st.n
     rx, rP = plot_to_state(o, tl, r.polar, r.polar_sigma, cfg.init_speed_sigma_mps)
-    dt_r = (r.t_ns - engine.t_store) * _NS  # < 0
-    from gateway.fusion.gating import pregate
-
+    dt_r = seconds(r.t_ns - engine.t_store)  # < 0
     # Pre-gate on the table retrodicted (straight line) to the batch's mean time.
     tb = float(dt_r.mean())
     pos = st.x[:n, :3] + tb * st.x[:n, 3:]

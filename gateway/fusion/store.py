@@ -94,4 +94,4 @@ class TrackStore:
         self.n = m
 
 
-__all__ = ["B", "I16", "MAX_SENSORS", "TrackStore"]
+__all__ = ["I16", "MAX_SENSORS", "B", "TrackStore"]

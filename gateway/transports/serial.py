@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import serial
 import serial_asyncio_fast
@@ -65,7 +66,6 @@ class SerialTransport(StreamTransport):
         writer, self._writer, self._reader = self._writer, None, None
         if writer is not None:
             writer.close()
-            try:
+            # Closing a port that already went away may fail: nothing to do then.
+            with contextlib.suppress(OSError, TimeoutError, serial.SerialException):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
-            except (OSError, TimeoutError, serial.SerialException):
-                pass  # closing a port that already went away

@@ -15,13 +15,13 @@ class _Proto(asyncio.DatagramProtocol):
     def __init__(self, owner: UdpTransport) -> None:
         self.owner = owner
 
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         q = self.owner._queue
         if q.full():
             # The receiver is behind: the oldest datagram goes, and is counted.
             q.get_nowait()
             self.owner.dropped += 1
-        q.put_nowait((data, (str(addr[0]), int(addr[1]))))  # type: ignore[call-overload]  # addr is (host, port)
+        q.put_nowait((data, (str(addr[0]), int(addr[1]))))
 
     def error_received(self, exc: Exception) -> None:
         self.owner.errors += 1

@@ -19,9 +19,7 @@ pytestmark = pytest.mark.e2e
 
 
 def cfg(port: int, **kw: object) -> MqttConfig:
-    return MqttConfig.model_validate(
-        {"port": port, "reconnect_initial_s": 0.1, "reconnect_max_s": 0.5, **kw}
-    )
+    return MqttConfig.model_validate({"port": port, "reconnect_initial_s": 0.1, "reconnect_max_s": 0.5, **kw})
 
 
 async def collect(port: int, topic: str, n: int, timeout_s: float = 10.0) -> list[bytes]:

@@ -74,7 +74,8 @@ async def test_emulated_radar_tracks_reach_mqtt_and_match_truth(mosquitto: Mosqu
         for t in b.tracks:
             if t.status != track_pb2.TRACK_STATUS_CONFIRMED:
                 continue
-            assert t.contributors and t.contributors[0].sensor_id == "radar-fwd"
+            assert t.contributors
+            assert t.contributors[0].sensor_id == "radar-fwd"
             s = t.state
             x = np.array([s.x, s.y, s.z])
             P = np.array(s.covariance).reshape(6, 6)[:3, :3]

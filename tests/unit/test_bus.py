@@ -42,7 +42,8 @@ async def test_shared_wake_event_fires_for_any_subscription() -> None:
     s1, s2 = t1.subscribe("x", wake=wake), t2.subscribe("x", wake=wake)
     t2.publish("hello")
     await asyncio.wait_for(wake.wait(), 1)
-    assert s1.get_all() == [] and s2.get_all() == ["hello"]
+    assert s1.get_all() == []
+    assert s2.get_all() == ["hello"]
 
 
 async def test_get_waits_for_a_publish_and_close_unsubscribes() -> None:
@@ -54,4 +55,5 @@ async def test_get_waits_for_a_publish_and_close_unsubscribes() -> None:
     assert await asyncio.wait_for(getter, 1) == 42
     s.close()
     t.publish(43)
-    assert len(s) == 0 and t.subscriptions == []
+    assert len(s) == 0
+    assert t.subscriptions == []

@@ -53,7 +53,8 @@ def test_bad_values_name_the_key(raw: dict[str, object], key: str, reason: str) 
 
 def test_default_config_is_the_emulated_bench() -> None:
     cfg = default_config()
-    assert cfg.emulation is not None and cfg.emulation.scenario == "builtin:demo"
+    assert cfg.emulation is not None
+    assert cfg.emulation.scenario == "builtin:demo"
     assert cfg.mqtt.broker == "embedded"
     assert cfg.devices == []
 

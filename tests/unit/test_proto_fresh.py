@@ -26,7 +26,9 @@ def test_a_changed_proto_is_detected(tmp_path: Path) -> None:
     for d in ("proto", "hilgw", "scripts"):
         shutil.copytree(ROOT / d, tmp_path / d)
     track = tmp_path / "proto" / "hilgw" / "v1" / "track.proto"
-    track.write_text(track.read_text().replace("uint32 update_count = 9;", "uint32 update_count = 9;\n  bool x = 10;"))
+    track.write_text(
+        track.read_text().replace("uint32 update_count = 9;", "uint32 update_count = 9;\n  bool x = 10;")
+    )
     res = subprocess.run(
         [sys.executable, str(tmp_path / "scripts" / "gen_proto.py"), "--check"],
         capture_output=True,

@@ -95,7 +95,8 @@ async def test_reports_become_tracks_and_bad_frames_are_counted(link: str) -> No
             return False
 
         await wait_for(confirmed)
-        assert gw.fusion.last_picture is not None and len(gw.fusion.last_picture) == 1
+        assert gw.fusion.last_picture is not None
+        assert len(gw.fusion.last_picture) == 1
 
 
 async def test_failed_device_is_restarted_and_health_shows_it(link: str) -> None:
@@ -118,7 +119,8 @@ async def test_failed_device_is_restarted_and_health_shows_it(link: str) -> None
         health = gw.health.subscribe("test")
         await wait_for(lambda: len(health) > 0)
         msg = health.get_all()[-1]
-        assert msg.device_id == "radar-1" and msg.counters.restarts >= 1
+        assert msg.device_id == "radar-1"
+        assert msg.counters.restarts >= 1
 
 
 async def test_silent_device_goes_down(link: str) -> None:
