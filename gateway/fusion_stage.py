@@ -24,9 +24,10 @@ from hilgw.v1 import track_pb2
 log = logging.getLogger(__name__)
 
 ENGINES: dict[str, str] = {
-    "first": "gateway.fusion.first_stage:FirstStageEngine",
+    # The numpy IMM engine (nearly-constant velocity + ballistic under WGS-84
+    # gravity with J2, in the rotating ECEF frame): docs/fusion.md.
+    "default": "gateway.fusion.engine:Engine",
 }
-ENGINES["default"] = ENGINES["first"]
 
 
 def make_engine(config: FusionConfig) -> FusionEngine:
@@ -35,7 +36,7 @@ def make_engine(config: FusionConfig) -> FusionEngine:
         raise ConfigError("fusion.engine", f"unknown engine {config.engine!r}; known: {sorted(ENGINES)}")
     module, _, attr = target.partition(":")
     cls: Any = getattr(importlib.import_module(module), attr)
-    engine: FusionEngine = cls.from_params(config.params) if config.params else cls()
+    engine: FusionEngine = cls.from_params(config.params)
     return engine
 
 

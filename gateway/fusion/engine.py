@@ -31,6 +31,7 @@ from scipy.special import gammaincinv
 from gateway.fusion.api import (
     F64,
     KIND_PLOT,
+    KIND_SENSOR_TRACK,
     STATUS_COASTING,
     STATUS_CONFIRMED,
     STATUS_DROPPED,
@@ -167,7 +168,9 @@ class Engine:
         s, k, t = r.sensor[order], r.kind[order], r.t_ns[order]
         win = int(self.cfg.scan_window_s / _NS)
         cut = np.flatnonzero((s[1:] != s[:-1]) | (k[1:] != k[:-1]) | (np.diff(t) > win)) + 1
-        parts = np.split(order, cut)
+        parts: list[IDX] = []
+        for p in np.split(order, cut):
+            parts.extend(_split_repeats(r, p))
         parts.sort(key=lambda p: int(r.t_ns[p].min()))
         return parts
 
@@ -429,3 +432,23 @@ def _take(r: ReportArrays, idx: IDX) -> ReportArrays:
 
 
 __all__ = ["Engine"]
+
+
+def _split_repeats(r: ReportArrays, part: IDX) -> list[IDX]:
+    """Split a batch where one sensor track reports twice (e.g. a 10 Hz sensor
+    read by a slower step): its n-th reports go to the n-th sub-batch, so each
+    sub-batch holds one report per sensor track and they are used in order.
+    Plots carry no track id and are never split here. ``part`` is time-ordered.
+    """
+    if len(part) < 2 or r.kind[part[0]] != KIND_SENSOR_TRACK:
+        return [part]
+    ids = r.sensor_track_id[part]
+    order = np.argsort(ids, kind="stable")
+    sid = ids[order]
+    first = np.r_[0, np.flatnonzero(sid[1:] != sid[:-1]) + 1]
+    if len(first) == len(ids):
+        return [part]
+    sizes = np.diff(np.r_[first, len(ids)])
+    rank = np.empty(len(ids), np.int64)
+    rank[order] = np.arange(len(ids)) - np.repeat(first, sizes)
+    return [part[rank == k] for k in range(int(rank.max()) + 1)]
