@@ -1,0 +1,78 @@
+"""`hilgw run` as a user runs it: the bench demo with its embedded broker shows
+confirmed system tracks within 10 s, and SIGINT/SIGTERM stop it cleanly
+within 2 s, emulator processes included."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from hilgw.v1 import track_pb2
+from tests.conftest import free_port, wait_port
+
+pytestmark = pytest.mark.e2e
+
+
+async def first_confirmed(port: int, deadline: float) -> float:
+    """Seconds (monotonic) when the first confirmed SystemTrack arrived."""
+    async with aiomqtt.Client("127.0.0.1", port) as client:
+        await client.subscribe("hilgw/demo-test/tracks")
+        async with asyncio.timeout(max(deadline - time.monotonic(), 0.1)):
+            async for msg in client.messages:
+                batch = track_pb2.TrackBatch.FromString(msg.payload)  # type: ignore[arg-type]
+                if any(t.status == track_pb2.TRACK_STATUS_CONFIRMED for t in batch.tracks):
+                    return time.monotonic()
+    raise AssertionError("unreachable")
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False
+    )
+    return [int(x) for x in out.stdout.split()]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_demo_shows_tracks_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
+    port = free_port()
+    cfg = tmp_path / "demo.toml"
+    cfg.write_text(
+        f'gateway_id = "demo-test"\n[mqtt]\nbroker = "embedded"\nport = {port}\n'
+        '[emulation]\nscenario = "builtin:demo"\n'
+    )
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "run", "--config", str(cfg), "--no-live"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_port(port, timeout_s=10)
+        emulators = children(proc.pid)
+        assert len(emulators) == 2, emulators  # radar-fwd and radar-rear
+        seen = asyncio.run(first_confirmed(port, start + 10.0))
+        assert seen - start < 10.0
+
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        rc = proc.wait(timeout=5)
+        took = time.monotonic() - t0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait()
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    assert rc == 0, stderr[-2000:]
+    assert took < 2.0, f"shutdown took {took:.2f} s"
+    assert "Traceback" not in stderr, stderr[-2000:]
+    for pid in emulators:
+        assert not os.path.exists(f"/proc/{pid}") or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
