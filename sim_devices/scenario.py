@@ -1,0 +1,541 @@
+"""The scenario file: sites, emulated sensors and truth targets, in TOML.
+
+Validated once at load with pydantic (unknown keys are errors); a bad file
+raises :class:`hilgw.errors.ConfigError` whose one-line message names the
+dotted key (list items by their ``id``) and the reason, e.g.::
+
+    demo.toml: sensors[radar-fwd].update_hz: Input should be greater than 0 (got 0)
+
+Layout (every key is documented on its model below)::
+
+    [scenario]   name, duration_s (0 = open-ended), seed
+    [[sites]]    id, lat_deg, lon_deg, alt_m, yaw_deg, pitch_deg, roll_deg
+    [[sensors]]  id, site, kind = "serial_radar", coverage, noise, clutter, clock ...
+    [[targets]]  id, kind = "air" (waypoints, speed) | "ballistic" (launch, impact, ...)
+
+Extension points (not built yet, keep the names): a ``"ship"`` target kind
+with a route joins the :data:`TargetConfig` union (and gets a truth evaluator
+in :mod:`sim_devices.truth`); ``[[launchers]]`` and a ``[[faults]]`` timeline
+become new top-level lists of :class:`Scenario`, validated in
+:func:`_check_references` like sensors are. Sensor kinds ``"can_radar"`` and
+``"asterix"`` join :data:`SensorKind` and :data:`_WIRE_LIMITS`.
+
+Ballistic targets are solved here, at load time (see :mod:`sim_devices.kepler`
+for the model), so an infeasible flight is a config error naming its key.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import pymap3d
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from scipy.optimize import brentq
+
+from gateway.fusion.api import SensorGeometry
+from gateway.geo import site_geometry
+from hilgw.errors import ConfigError
+from sim_devices import kepler
+
+__all__ = [
+    "AirTarget",
+    "BallisticTarget",
+    "Scenario",
+    "ScenarioInfo",
+    "SensorConfig",
+    "SiteConfig",
+    "TargetConfig",
+    "Waypoint",
+    "builtin_scenarios",
+    "load_scenario",
+    "parse_scenario",
+    "resolve_scenario",
+]
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+BUILTIN_PREFIX = "builtin:"
+_SCENARIO_DIR = "scenarios"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScenarioInfo(_Model):
+    """``[scenario]``: the name, how long it runs, and the RNG seed."""
+
+    name: str = Field(min_length=1)
+    #: Length in seconds; 0 means open-ended (the emulator runs until stopped).
+    duration_s: float = Field(default=0.0, ge=0)
+    #: Seed of every random draw (noise, detection, clutter); each sensor
+    #: derives its own stream from (seed, sensor id) so adding a sensor does not
+    #: change the draws of the others.
+    seed: int = Field(default=0, ge=0)
+
+
+class SiteConfig(_Model):
+    """``[[sites]]``: a geodetic position (WGS-84, height above the ellipsoid) and orientation.
+
+    The orientation is the yaw-pitch-roll of :func:`gateway.geo.site_geometry`.
+    """
+
+    id: str = Field(pattern=_ID)
+    lat_deg: float = Field(ge=-90, le=90)
+    lon_deg: float = Field(ge=-180, le=180)
+    alt_m: float = Field(ge=-500, le=10000)
+    yaw_deg: float = Field(default=0.0, ge=-360, le=360)
+    pitch_deg: float = Field(default=0.0, ge=-90, le=90)
+    roll_deg: float = Field(default=0.0, ge=-180, le=180)
+
+
+SensorKind = Literal["serial_radar", "asterix"]
+
+#: Largest 1-σ each wire format can carry, per sensor kind: serial radar
+#: sigmas are u16 with LSBs 0.01 m, 1 µrad, 1 mm/s, 1 µrad/s
+#: (docs/icd/serial-radar.md §5.1), so a config beyond them cannot be sent.
+_WIRE_LIMITS: dict[str, dict[str, float]] = {
+    # CAT048 carries no accuracies, so no sigma is limited by the wire.
+    "asterix": {},
+    "serial_radar": {
+        "sigma_range_m": 655.35,
+        "sigma_angle_mrad": 65.535,
+        "sigma_range_rate_mps": 65.535,
+        "sigma_angle_rate_mradps": 65.535,
+    },
+}
+
+
+class SensorConfig(_Model):
+    """``[[sensors]]``: one emulated sensor front-end on a site.
+
+    Coverage is a polar volume in the sensor's own frame (forward, right, up):
+    ``range_min_m..range_max_m``, ``elevation_min_deg..elevation_max_deg`` and
+    an azimuth sector ``azimuth_center_deg ± azimuth_width_deg/2`` (clockwise
+    from the sensor's forward axis; 360 = all round), and the target must be
+    above the radar horizon (4/3-Earth model).
+    """
+
+    id: str = Field(pattern=_ID)
+    #: The site the sensor stands on; empty for a sensor mounted on a ship.
+    site: str = ""
+    kind: SensorKind = "serial_radar"
+    #: Kind "asterix": the ship (``[[ships]]`` id) the radar is mounted on, its
+    #: ASTERIX SAC/SIC (the SDPS of the ship uses SIC + 1), the 1-sigma of the
+    #: reported 3-D height and track velocity, the NMEA own-ship rate, and what
+    #: CAT048 THETA is measured from (see docs/icd/frigate-feed.md).
+    ship: str | None = None
+    sac: int = Field(default=0, ge=0, le=255)
+    sic: int = Field(default=1, ge=0, le=254)
+    sigma_height_m: float = Field(default=100.0, gt=0)
+    sigma_speed_mps: float = Field(default=3.0, gt=0)
+    nmea_hz: float = Field(default=5.0, gt=0, le=50)
+    azimuth_reference: Literal["north", "bow", "deck"] = "north"
+    #: The sensor id the device writes in every frame header (u16); default:
+    #: 1 + the sensor's position in the file.
+    wire_id: int | None = Field(default=None, ge=0, le=65535)
+    update_hz: float = Field(gt=0, le=100)
+    range_min_m: float = Field(default=0.0, ge=0)
+    range_max_m: float = Field(gt=0, le=5_000_000)
+    elevation_min_deg: float = Field(default=0.0, ge=-90, le=90)
+    elevation_max_deg: float = Field(default=90.0, ge=-90, le=90)
+    azimuth_center_deg: float = Field(default=0.0, ge=-360, le=360)
+    azimuth_width_deg: float = Field(default=360.0, gt=0, le=360)
+    #: 1-σ measurement noise; also the sigmas the sensor reports.
+    sigma_range_m: float = Field(gt=0)
+    sigma_angle_mrad: float = Field(gt=0)
+    sigma_range_rate_mps: float = Field(gt=0)
+    sigma_angle_rate_mradps: float = Field(default=1.0, gt=0)
+    #: Whether the sensor measures and reports angle rates.
+    rates_valid: bool = True
+    detection_probability: float = Field(default=0.95, ge=0, le=1)
+    #: Mean number of new false (clutter) tracks per scan (Poisson); each lives
+    #: 1..clutter_lifetime_scans scans.
+    clutter_rate: float = Field(default=0.0, ge=0, le=100)
+    clutter_lifetime_scans: int = Field(default=3, ge=1, le=100)
+    #: A target missed for more than this many scans loses its track id; the
+    #: next detection starts a new track, as a real radar tracker would.
+    track_drop_scans: int = Field(default=3, ge=0, le=1000)
+    #: Delay from measurement to the report leaving the sensor.
+    latency_s: float = Field(default=0.05, ge=0, le=10)
+    #: Sensor clock error: reported time = true UTC + offset + drift·(t - epoch).
+    clock_offset_s: float = Field(default=0.0, ge=-3600, le=3600)
+    clock_drift_ppm: float = Field(default=0.0, ge=-1000, le=1000)
+
+    @model_validator(mode="after")
+    def _limits(self) -> SensorConfig:
+        if self.range_min_m >= self.range_max_m:
+            raise ValueError("range_min_m must be below range_max_m")
+        if self.elevation_min_deg >= self.elevation_max_deg:
+            raise ValueError("elevation_min_deg must be below elevation_max_deg")
+        if (self.kind == "asterix") != (self.ship is not None) or (self.kind != "asterix" and not self.site):
+            raise ValueError("an asterix sensor needs ship (and no site); other kinds need site")
+        for key, hi in _WIRE_LIMITS[self.kind].items():
+            if getattr(self, key) > hi:
+                raise ValueError(f"{key} = {getattr(self, key)} exceeds what {self.kind} can carry ({hi})")
+        return self
+
+
+class SeaWaypoint(_Model):
+    """A point of a ship's route (on the WGS-84 ellipsoid)."""
+
+    lat_deg: float = Field(ge=-90, le=90)
+    lon_deg: float = Field(ge=-180, le=180)
+
+
+class ShipConfig(_Model):
+    """``[[ships]]``: a ship sailing straight legs between waypoints at constant speed.
+
+    The route is evaluated like an air target's (great-circle legs) at height
+    0; the radar sits ``antenna_height_m`` above it. Pitch and roll are
+    sinusoidal sea motion (amplitude, period); heading follows the course.
+    Before ``start_time_s`` the ship lies at its first waypoint; after the
+    last waypoint it lies there.
+    """
+
+    id: str = Field(pattern=_ID)
+    waypoints: list[SeaWaypoint] = Field(min_length=2, max_length=1000)
+    speed_mps: float = Field(gt=0, le=40)
+    start_time_s: float = Field(default=0.0, ge=0)
+    antenna_height_m: float = Field(default=30.0, ge=0, le=200)
+    roll_amplitude_deg: float = Field(default=0.0, ge=0, le=30)
+    roll_period_s: float = Field(default=8.0, gt=0)
+    pitch_amplitude_deg: float = Field(default=0.0, ge=0, le=15)
+    pitch_period_s: float = Field(default=6.0, gt=0)
+
+
+class Waypoint(_Model):
+    """A point of an air target's route (WGS-84, height above the ellipsoid)."""
+
+    lat_deg: float = Field(ge=-90, le=90)
+    lon_deg: float = Field(ge=-180, le=180)
+    alt_m: float = Field(ge=-500, le=30000)
+
+
+class AirTarget(_Model):
+    """An air-breathing target: straight legs between waypoints at constant speed.
+
+    Active from ``start_time_s`` at the first waypoint until it reaches the
+    last one. Legs follow the great circle between the waypoints' geocentric
+    directions with the geocentric radius changing linearly
+    (:mod:`sim_devices.truth`).
+    """
+
+    kind: Literal["air"]
+    id: str = Field(pattern=_ID)
+    waypoints: list[Waypoint] = Field(min_length=2, max_length=1000)
+    speed_mps: float = Field(gt=0, le=2000)
+    start_time_s: float = Field(default=0.0, ge=0)
+
+
+class BallisticTarget(_Model):
+    """A generic ballistic target: Keplerian free flight from launch to impact.
+
+    Give exactly one of ``flight_time_s`` or ``apogee_m`` (the height above the
+    WGS-84 ellipsoid at the orbit's apoapsis). The free-flight model is in
+    :mod:`sim_devices.kepler`; it is a test-bench trajectory, not the
+    performance of any real missile.
+    """
+
+    kind: Literal["ballistic"]
+    id: str = Field(pattern=_ID)
+    launch_lat_deg: float = Field(ge=-90, le=90)
+    launch_lon_deg: float = Field(ge=-180, le=180)
+    launch_alt_m: float = Field(default=0.0, ge=-500, le=10000)
+    impact_lat_deg: float = Field(ge=-90, le=90)
+    impact_lon_deg: float = Field(ge=-180, le=180)
+    impact_alt_m: float = Field(default=0.0, ge=-500, le=10000)
+    launch_time_s: float = Field(default=0.0, ge=0)
+    flight_time_s: float | None = Field(default=None, gt=0, le=7200)
+    apogee_m: float | None = Field(default=None, gt=0, le=2_000_000)
+
+    _orbit: kepler.Ellipse | None = PrivateAttr(default=None)
+    _flight_time_s: float = PrivateAttr(default=0.0)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> BallisticTarget:
+        if (self.flight_time_s is None) == (self.apogee_m is None):
+            raise ValueError("give exactly one of flight_time_s or apogee_m")
+        return self
+
+    @property
+    def orbit(self) -> kepler.Ellipse:
+        """The solved ellipse (ECI, see :mod:`sim_devices.kepler`)."""
+        if self._orbit is None:  # only a Scenario built by parse_scenario is solved
+            raise RuntimeError(f"ballistic target {self.id!r} was not solved; use parse_scenario()")
+        return self._orbit
+
+    @property
+    def impact_time_s(self) -> float:
+        """Scenario time of impact (launch time + the solved flight time)."""
+        self.orbit  # noqa: B018  (raises if unsolved)
+        return self.launch_time_s + self._flight_time_s
+
+
+#: Target kinds, told apart by ``kind``. Extension point: a ShipTarget
+#: (``kind = "ship"``, a route of waypoints on the sea surface) joins here.
+TargetConfig = Annotated[AirTarget | BallisticTarget, Field(discriminator="kind")]
+_TARGET_TAGS = {"air", "ballistic"}
+
+
+class Scenario(_Model):
+    """A whole scenario file. Build it with :func:`parse_scenario` / :func:`load_scenario`.
+
+    Extension points: ``launchers`` and ``faults`` (a timeline of injected
+    device faults) will be further top-level lists here.
+    """
+
+    scenario: ScenarioInfo
+    sites: list[SiteConfig] = Field(min_length=1)
+    sensors: list[SensorConfig] = Field(default_factory=list)
+    targets: list[TargetConfig] = Field(default_factory=list)
+    #: Ships carrying "asterix" sensors (sim_devices/frigate_emulator.py).
+    ships: list[ShipConfig] = Field(default_factory=list)
+
+    #: Things derived from the validated scenario once and reused (the compiled
+    #: truth of :mod:`sim_devices.truth`); not part of the file.
+    _derived: dict[str, object] = PrivateAttr(default_factory=dict)
+
+    def site(self, site_id: str) -> SiteConfig:
+        """The site called ``site_id`` (KeyError if none)."""
+        for s in self.sites:
+            if s.id == site_id:
+                return s
+        raise KeyError(site_id)
+
+    def ship(self, ship_id: str) -> ShipConfig:
+        """The ship called ``ship_id`` (KeyError if none)."""
+        for s in self.ships:
+            if s.id == ship_id:
+                return s
+        raise KeyError(ship_id)
+
+    def sensor(self, sensor_id: str) -> SensorConfig:
+        """The sensor called ``sensor_id`` (KeyError if none)."""
+        for s in self.sensors:
+            if s.id == sensor_id:
+                return s
+        raise KeyError(sensor_id)
+
+    def wire_id(self, sensor_id: str) -> int:
+        """The sensor id ``sensor_id`` writes on the wire (``wire_id`` or 1 + its index)."""
+        for i, s in enumerate(self.sensors):
+            if s.id == sensor_id:
+                return s.wire_id if s.wire_id is not None else i + 1
+        raise KeyError(sensor_id)
+
+    def geometry(self, sensor_id: str) -> SensorGeometry:
+        """The sensor's site geometry (origin, ECEF -> forward/right/up)."""
+        st = self.site(self.sensor(sensor_id).site)
+        return site_geometry(
+            sensor_id, st.lat_deg, st.lon_deg, st.alt_m, st.yaw_deg, st.pitch_deg, st.roll_deg
+        )
+
+
+# --- ballistic solve -------------------------------------------------------------
+
+
+def _ballistic_endpoints(t: BallisticTarget) -> tuple[np.ndarray, np.ndarray]:
+    r1 = np.array(pymap3d.geodetic2ecef(t.launch_lat_deg, t.launch_lon_deg, t.launch_alt_m))
+    r2 = np.array(pymap3d.geodetic2ecef(t.impact_lat_deg, t.impact_lon_deg, t.impact_alt_m))
+    return r1, r2
+
+
+def _solve_flight(t: BallisticTarget, tof_s: float) -> kepler.Ellipse:
+    """The ellipse through launch (at launch time) and impact (tof later), in ECI."""
+    r1f, r2f = _ballistic_endpoints(t)
+    zero = np.zeros(3)
+    r1 = kepler.ecef_to_eci(t.launch_time_s, np.r_[r1f, zero])[:3]
+    r2 = kepler.ecef_to_eci(t.launch_time_s + tof_s, np.r_[r2f, zero])[:3]
+    v1 = kepler.solve_lambert(r1, r2, tof_s)
+    return kepler.Ellipse.from_state(r1, v1, t.launch_time_s)
+
+
+def _ecef_at(orbit: kepler.Ellipse, t_s: np.ndarray) -> np.ndarray:
+    x = kepler.propagate(
+        np.asarray(orbit.a), np.asarray(orbit.e), np.asarray(orbit.n), np.asarray(orbit.m0),
+        np.asarray(orbit.t0_s), orbit.p_hat, orbit.q_hat, orbit.mu, t_s,
+    )  # fmt: skip
+    return kepler.eci_to_ecef(t_s, x)
+
+
+def _heights(orbit: kepler.Ellipse, t_s: np.ndarray) -> np.ndarray:
+    x = _ecef_at(orbit, t_s)
+    return np.asarray(pymap3d.ecef2geodetic(x[:, 0], x[:, 1], x[:, 2])[2])
+
+
+def _apogee_height(orbit: kepler.Ellipse, tof_s: float) -> float:
+    """Height above the ellipsoid at apoapsis, or NaN when apoapsis is not on the flown arc."""
+    ta = orbit.apoapsis_time()
+    if ta > orbit.t0_s + tof_s:
+        return math.nan
+    return float(_heights(orbit, np.array([ta]))[0])
+
+
+def _check_above_ground(t: BallisticTarget, orbit: kepler.Ellipse, tof_s: float) -> None:
+    ts = t.launch_time_s + np.linspace(0.0, tof_s, 129)[1:-1]
+    floor = min(t.launch_alt_m, t.impact_alt_m) - 1.0
+    if np.min(_heights(orbit, ts)) < floor:
+        raise ValueError("the free-flight arc passes below the ground (flight time too short)")
+
+
+def _flight_time_for_apogee(t: BallisticTarget, apogee_m: float) -> float:
+    """Shooting on the flight time: the Lambert arc whose apoapsis height is ``apogee_m``.
+
+    The apoapsis height grows monotonically with the flight time along the
+    short-way family (lofting the arc), so a bracket on a geometric grid then
+    Brent's method finds it.
+    """
+
+    def height(tof: float) -> float:
+        try:
+            return _apogee_height(_solve_flight(t, tof), tof)
+        except ValueError:
+            return math.nan
+
+    grid = np.geomspace(5.0, 7200.0, 80)
+    prev_tof, prev_h = math.nan, math.nan
+    for tof in grid:
+        h = height(float(tof))
+        if math.isfinite(h) and math.isfinite(prev_h) and prev_h <= apogee_m <= h:
+            return float(brentq(lambda x: height(x) - apogee_m, prev_tof, float(tof), xtol=1e-6))
+        prev_tof, prev_h = float(tof), h
+    raise ValueError(f"no free-flight arc between these points reaches an apogee of {apogee_m:g} m")
+
+
+def _solve_ballistic(t: BallisticTarget) -> None:
+    tof = (
+        t.flight_time_s if t.flight_time_s is not None else _flight_time_for_apogee(t, float(t.apogee_m or 0))
+    )
+    orbit = _solve_flight(t, tof)
+    _check_above_ground(t, orbit, tof)
+    t._orbit = orbit
+    t._flight_time_s = tof
+
+
+# --- loading ---------------------------------------------------------------------
+
+
+def _key(loc: tuple[int | str, ...], raw: Any) -> str:
+    """Dotted key of an error location; list items are named by their ``id``."""
+    parts: list[str] = []
+    node: Any = raw
+    for item in loc:
+        if isinstance(item, int):
+            ok = isinstance(node, list) and item < len(node)
+            ident = node[item].get("id") if ok and isinstance(node[item], dict) else None
+            label = ident if isinstance(ident, str) else str(item)
+            parts[-1:] = [f"{parts[-1] if parts else ''}[{label}]"]
+            node = node[item] if ok else None
+        else:
+            # pydantic inserts the discriminator tag ("air") as a location part.
+            if isinstance(node, dict) and item not in node and item in _TARGET_TAGS:
+                continue
+            parts.append(item)
+            node = node.get(item) if isinstance(node, dict) else None
+    return ".".join(parts)
+
+
+def _check_references(scn: Scenario) -> list[tuple[str, str]]:
+    """Cross-field rules pydantic cannot see: unique ids, sites that exist."""
+    errors: list[tuple[str, str]] = []
+    for section, items in (("sites", scn.sites), ("sensors", scn.sensors), ("targets", scn.targets)):
+        seen: set[str] = set()
+        for it in items:
+            if it.id in seen:
+                errors.append((f"{section}[{it.id}].id", f"id {it.id!r} appears twice"))
+            seen.add(it.id)
+    sites = {s.id for s in scn.sites}
+    for s in scn.sensors:
+        if s.ship is not None:
+            if s.ship not in {sh.id for sh in scn.ships}:
+                errors.append((f"sensors[{s.id}].ship", f"no ship {s.ship!r}"))
+        elif s.site not in sites:
+            errors.append(
+                (f"sensors[{s.id}].site", f"no site {s.site!r} (sites: {', '.join(sorted(sites))})")
+            )
+    for t in scn.targets:
+        if isinstance(t, AirTarget):
+            for i, (w0, w1) in enumerate(zip(t.waypoints, t.waypoints[1:], strict=False)):
+                if w0 == w1:
+                    errors.append((f"targets[{t.id}].waypoints[{i + 1}]", "repeats the previous waypoint"))
+    wire: dict[int, str] = {}
+    for s in scn.sensors:
+        w = scn.wire_id(s.id)
+        if w in wire:
+            errors.append((f"sensors[{s.id}].wire_id", f"wire id {w} is already used by {wire[w]!r}"))
+        wire[w] = s.id
+    return errors
+
+
+def parse_scenario(raw: dict[str, Any], source: str = "scenario") -> Scenario:
+    """Validate a parsed TOML document and solve its trajectories.
+
+    Raises :class:`ConfigError` (one line: ``source: dotted.key: reason``).
+    """
+    try:
+        scn = Scenario.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = _key(tuple(err["loc"]), raw)
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif "input" in err and err["type"] != "missing" and not isinstance(err["input"], dict | list):
+            msg = f"{msg} (got {err['input']!r})"
+        more = len(exc.errors()) - 1
+        if more:
+            msg += f" (and {more} more error{'s' if more > 1 else ''})"
+        raise ConfigError(f"{source}: {key}" if key else source, msg) from None
+    problems = _check_references(scn)
+    if problems:
+        key, msg = problems[0]
+        raise ConfigError(f"{source}: {key}", msg)
+    for t in scn.targets:
+        if isinstance(t, BallisticTarget):
+            which = "flight_time_s" if t.flight_time_s is not None else "apogee_m"
+            try:
+                _solve_ballistic(t)
+            except ValueError as exc:
+                raise ConfigError(f"{source}: targets[{t.id}].{which}", str(exc)) from None
+    return scn
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Load and validate a scenario TOML file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(p), f"cannot read: {exc.strerror}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(p), f"not valid TOML: {exc}") from None
+    return parse_scenario(raw, source=p.name)
+
+
+def builtin_scenarios() -> list[str]:
+    """Names of the scenarios shipped in the package (``sim_devices/scenarios/*.toml``)."""
+    root = resources.files("sim_devices").joinpath(_SCENARIO_DIR)
+    return sorted(e.name.removesuffix(".toml") for e in root.iterdir() if e.name.endswith(".toml"))
+
+
+def resolve_scenario(spec: str | Path) -> Scenario:
+    """Load ``builtin:NAME`` from the package, or a file path."""
+    s = str(spec)
+    if s.startswith(BUILTIN_PREFIX):
+        name = s.removeprefix(BUILTIN_PREFIX)
+        res = resources.files("sim_devices").joinpath(_SCENARIO_DIR, f"{name}.toml")
+        if not res.is_file():
+            raise ConfigError(s, f"no built-in scenario {name!r} (have: {', '.join(builtin_scenarios())})")
+        try:
+            raw = tomllib.loads(res.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:  # a packaging bug, but say where
+            raise ConfigError(s, f"not valid TOML: {exc}") from None
+        return parse_scenario(raw, source=f"{name}.toml")
+    return load_scenario(s)

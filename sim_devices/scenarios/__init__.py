@@ -1,0 +1,1 @@
+"""Scenario files shipped with the package (``builtin:NAME``); a package so the wheel carries them."""
