@@ -1,4 +1,4 @@
-"""The ``hilgw`` command: run, emulate, bench.
+"""The ``hilgw`` command: run, emulate, bench, doctor.
 
 Errors a user can fix (a bad config, a port that will not open) end with one
 line on stderr and a non-zero exit code, never a traceback.
@@ -32,6 +32,21 @@ def _run(ns: argparse.Namespace) -> int:
     return asyncio.run(run_gateway(config, duration_s=ns.duration, live=ns.live))
 
 
+def _doctor(ns: argparse.Namespace) -> int:
+    from gateway.config import load_config
+    from gateway.doctor import main as doctor_main
+
+    return doctor_main(load_config(ns.config), str(ns.config))
+
+
+def _replay(ns: argparse.Namespace) -> int:
+    from gateway.replay import replay_command
+
+    speed = None if ns.max_speed else ns.speed
+    progress = sys.stderr.isatty() if ns.progress is None else ns.progress
+    return replay_command(ns.files, speed=speed, check=ns.check, show_progress=progress)
+
+
 def _emulate(ns: argparse.Namespace, rest: list[str]) -> int:
     from sim_devices.emulate import main as emulate_main
 
@@ -58,9 +73,25 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--live", dest="live", action="store_true", default=None, help="live terminal summary")
     live.add_argument("--no-live", dest="live", action="store_false", help="periodic log lines instead")
 
+    doctor = sub.add_parser("doctor", help="check a config's devices, broker and clock without running")
+    doctor.add_argument("--config", type=Path, required=True, help="TOML config file (docs/config.md)")
+
+    replay = sub.add_parser("replay", help="re-run a recording through codecs and fusion (docs/recording.md)")
+    replay.add_argument("files", type=Path, nargs="+", metavar="FILE", help="the .mcap part(s) of one run")
+    pace = replay.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=float, default=1.0, help="times real time (default 1.0)")
+    pace.add_argument("--max-speed", action="store_true", help="as fast as possible")
+    replay.add_argument("--check", action="store_true", help="exit 1 unless every step matches the recording")
+    bar = replay.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None, help="progress bar")
+    bar.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
     sub.add_parser("emulate", help="run a device emulator (see `hilgw emulate --help`)", add_help=False)
     bench = sub.add_parser("bench", help="benchmarks (see `hilgw bench fusion --help`)")
     bench.add_argument("what", choices=["fusion"])
+    from gateway.cue.cli import add_parsers as add_cue_parsers
+
+    add_cue_parsers(sub)  # authority show|set, cue list|approve|reject, audit verify
     return ap
 
 
@@ -81,6 +112,14 @@ def main(argv: list[str] | None = None) -> int:
             return _emulate(ns, rest)
         if ns.cmd == "bench":
             return _bench(ns, rest)
+        if ns.cmd == "replay":
+            return _replay(ns)
+        if ns.cmd == "doctor":
+            return _doctor(ns)
+        if ns.cmd in ("authority", "cue", "audit"):
+            from gateway.cue.cli import main as cue_main
+
+            return cue_main(ns)
     except ConfigError as exc:
         print(f"hilgw: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

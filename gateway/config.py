@@ -18,17 +18,24 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gateway.cue.config import CueConfig  # the [cue] section (docs/cue-path.md §7)
 from hilgw.errors import ConfigError
 
 __all__ = [
+    "CanTransportConfig",
     "DeviceConfig",
     "EmulationConfig",
     "FusionConfig",
     "GatewayConfig",
+    "MetricsConfig",
     "MqttConfig",
+    "MqttTlsConfig",
+    "RecordingConfig",
     "SerialTransportConfig",
     "SiteConfig",
+    "TimeSyncConfig",
     "UdpTransportConfig",
+    "WebConfig",
     "default_config",
     "load_config",
     "parse_config",
@@ -85,8 +92,38 @@ class MemoryTransportConfig(_Model):
     name: str = "memory"
 
 
+class CanFilterConfig(_Model):
+    """One python-can receive filter: a frame passes when ``id & can_mask == can_id & can_mask``."""
+
+    can_id: int = Field(ge=0, le=0x1FFFFFFF)
+    can_mask: int = Field(ge=0, le=0x1FFFFFFF)
+    extended: bool = False
+
+
+class CanTransportConfig(_Model):
+    """A CAN bus through python-can: any interface by name (socketcan, pcan, kvaser,
+    vector, virtual, udp_multicast, ...) and its channel (docs/icd/can-radar.md §2)."""
+
+    kind: Literal["can"]
+    interface: str = Field(min_length=1)
+    channel: str | int | None = None
+    bitrate: int | None = Field(default=None, gt=0)
+    fd: bool = False
+    data_bitrate: int | None = Field(default=None, gt=0)
+    receive_own_messages: bool = False
+    filters: list[CanFilterConfig] = Field(default_factory=list)
+    #: Extra keyword arguments for ``can.Bus`` (interface-specific).
+    options: dict[str, Any] = Field(default_factory=dict)
+    #: Frames buffered between the reader thread and the driver; beyond it
+    #: frames are dropped and counted ("queue_full").
+    queue_size: int = Field(default=65536, ge=16)
+    #: Reader thread's receive timeout: how fast a stop or a dead bus is seen.
+    poll_s: float = Field(default=0.05, gt=0, le=1.0)
+    send_timeout_s: float = Field(default=0.1, gt=0)
+
+
 TransportConfig = Annotated[
-    SerialTransportConfig | UdpTransportConfig | MemoryTransportConfig,
+    SerialTransportConfig | UdpTransportConfig | MemoryTransportConfig | CanTransportConfig,
     Field(discriminator="kind"),
 ]
 
@@ -112,9 +149,79 @@ class RestartConfig(_Model):
     max_s: float = Field(default=10.0, gt=0)
 
 
+class GeoPointConfig(_Model):
+    """A geodetic point (WGS-84, height above the ellipsoid)."""
+
+    lat_deg: float = Field(ge=-90, le=90)
+    lon_deg: float = Field(ge=-180, le=180)
+    alt_m: float = Field(default=0.0, ge=-500, le=10000)
+
+
+class OwnShipConfig(_Model):
+    """Own-ship state for ship-relative reports (docs/icd/frigate-feed.md).
+
+    Either ``source`` names an ``nmea`` device, or the position is fixed here
+    (``lat_deg``/``lon_deg``/``alt_m`` with ``heading_deg``/``pitch_deg``/``roll_deg``).
+    """
+
+    source: str | None = None
+    lat_deg: float | None = Field(default=None, ge=-90, le=90)
+    lon_deg: float | None = Field(default=None, ge=-180, le=180)
+    alt_m: float = Field(default=0.0, ge=-500, le=10000)
+    heading_deg: float = Field(default=0.0, ge=-360, le=360)
+    pitch_deg: float = Field(default=0.0, ge=-90, le=90)
+    roll_deg: float = Field(default=0.0, ge=-180, le=180)
+    #: Radar antenna from the navigation reference point, ship body (forward, right, up) m.
+    lever_arm_m: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    #: 1-sigma horizontal position = HDOP x uere_m; sigma_horizontal_m without HDOP or when fixed.
+    uere_m: float = Field(default=4.0, gt=0)
+    sigma_horizontal_m: float = Field(default=5.0, gt=0)
+    sigma_vertical_m: float = Field(default=5.0, gt=0)
+    sigma_velocity_mps: float = Field(default=0.3, gt=0)
+    sigma_heading_deg: float = Field(default=0.2, gt=0)
+    sigma_attitude_deg: float = Field(default=0.1, gt=0)
+    #: A report further than this from the navigation samples is dropped ("ownship_stale").
+    max_age_s: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> OwnShipConfig:
+        fixed = self.lat_deg is not None or self.lon_deg is not None
+        if (self.source is None) == (not fixed) or (fixed and (self.lat_deg is None or self.lon_deg is None)):
+            raise ValueError("give either source (an nmea device id) or a fixed lat_deg and lon_deg")
+        return self
+
+
+class AsterixConfig(_Model):
+    """ASTERIX feed parameters (docs/icd/frigate-feed.md, docs/icd/asterix.md)."""
+
+    #: Category -> [major, minor] edition; defaults: drivers.asterix.DEFAULT_EDITIONS.
+    editions: dict[int, tuple[int, int]] = Field(default_factory=dict)
+    #: What CAT048 THETA is measured from: "north" (stabilised, true north, level),
+    #: "bow" (the ship's heading, level) or "deck" (the ship's body frame).
+    azimuth_reference: Literal["north", "bow", "deck"] = "north"
+    #: Origin of CAT062 I062/100 x/y: "ownship" (the ship at the report time) or a point.
+    cat062_origin: Literal["ownship"] | GeoPointConfig | None = None
+    sigma_range_m: float = Field(default=50.0, gt=0)
+    sigma_azimuth_mrad: float = Field(default=2.0, gt=0)
+    sigma_height_m: float = Field(default=300.0, gt=0)
+    #: Elevation sigma of a CAT048 plot without I048/110 (elevation taken as 0).
+    sigma_elevation_no_height_deg: float = Field(default=5.0, gt=0)
+    sigma_ground_speed_mps: float = Field(default=5.0, gt=0)
+    sigma_track_heading_deg: float = Field(default=3.0, gt=0)
+    sigma_vertical_speed_mps: float = Field(default=50.0, gt=0)
+    #: Velocity sigma per axis when a report carries no velocity (value 0).
+    unknown_speed_sigma_mps: float = Field(default=300.0, gt=0)
+    #: CAT062 defaults where I062/500 or an altitude item is absent.
+    default_sigma_xy_m: float = Field(default=100.0, gt=0)
+    default_sigma_v_mps: float = Field(default=10.0, gt=0)
+    default_altitude_m: float = 0.0
+    default_altitude_sigma_m: float = Field(default=3000.0, gt=0)
+    sigma_flight_level_m: float = Field(default=150.0, gt=0)
+
+
 class DeviceConfig(_Model):
     id: str = Field(pattern=_ID)
-    protocol: Literal["serial_radar"]
+    protocol: Literal["serial_radar", "asterix", "nmea", "can_radar", "launcher"]
     transport: TransportConfig
     site: SiteConfig | None = None
     enabled: bool = True
@@ -127,15 +234,52 @@ class DeviceConfig(_Model):
     #: clock are dropped as "stale".
     max_report_age_s: float = Field(default=10.0, gt=0)
     restart: RestartConfig = RestartConfig()
+    #: Own-ship navigation of a ship-mounted feed (protocol "asterix").
+    ownship: OwnShipConfig | None = None
+    #: ASTERIX editions and normalisation parameters (protocol "asterix").
+    asterix: AsterixConfig | None = None
+    #: CAN devices (can_radar, launcher): added to every arbitration id of the DBC.
+    can_id_offset: int = Field(default=0, ge=0, le=0x7FF)
+    #: Launcher: its id on the wire (docs/icd/launcher.md §5); None accepts any.
+    launcher_id: int | None = Field(default=None, ge=0, le=65535)
+    #: Launcher: key id used to sign cues (0 = unsigned, never accepted).
+    cue_key_id: int = Field(default=0, ge=0, le=65535)
+    #: Launcher: cue keys by key id; values "hex:<hex>", "env:<VAR>" or "file:<path>".
+    cue_keys: dict[int, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _radar_needs_site(self) -> DeviceConfig:
-        if self.protocol == "serial_radar" and self.site is None:
-            raise ValueError("a serial_radar device needs a [site] block (lat_deg, lon_deg, alt_m)")
+        if self.protocol in ("serial_radar", "can_radar") and self.site is None:
+            raise ValueError(f"a {self.protocol} device needs a [site] block (lat_deg, lon_deg, alt_m)")
         return self
 
 
 # --- outputs and stages -------------------------------------------------------
+
+
+class MqttTlsConfig(_Model):
+    """TLS to the broker (docs/deploy.md). The broker's certificate is always
+    verified against ``ca_file``; ``cert_file``/``key_file`` are the gateway's
+    own identity when the broker requires client certificates. Files are not
+    opened at load time: ``hilgw doctor`` checks them and says what to fix."""
+
+    ca_file: Path
+    cert_file: Path | None = None
+    #: None: the key is in ``cert_file`` (one PEM holding both).
+    key_file: Path | None = None
+    key_password: str | None = None
+    #: Check that the broker certificate names ``mqtt.host`` (DNS or IP SAN).
+    verify_hostname: bool = True
+    #: The oldest protocol version offered (TLS 1.2 is the floor here).
+    min_version: Literal["1.2", "1.3"] = "1.2"
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> MqttTlsConfig:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file needs cert_file")
+        if self.key_password is not None and self.cert_file is None:
+            raise ValueError("key_password needs cert_file")
+        return self
 
 
 class MqttConfig(_Model):
@@ -155,6 +299,36 @@ class MqttConfig(_Model):
     reconnect_max_s: float = Field(default=15.0, gt=0)
     publish_reports: bool = True
     enabled: bool = True
+    #: None: plain TCP (bench on 127.0.0.1 only); set it for any real network.
+    tls: MqttTlsConfig | None = None
+
+    @model_validator(mode="after")
+    def _no_tls_on_embedded(self) -> MqttConfig:
+        if self.tls is not None and self.broker == "embedded":
+            raise ValueError("the embedded broker speaks plain TCP on 127.0.0.1; remove [mqtt.tls]")
+        return self
+
+
+class TimeSyncConfig(_Model):
+    """A clock check for ``hilgw doctor`` (docs/deploy.md).
+
+    ``kernel`` asks the kernel (adjtimex) whether the clock discipline of
+    chrony/ntpd/timesyncd reports the clock synchronised within
+    ``max_offset_ms``; ``ntp`` queries ``server`` (SNTP, RFC 4330) and
+    compares the offset with ``max_offset_ms``.
+    """
+
+    method: Literal["kernel", "ntp"] = "kernel"
+    server: str | None = None
+    port: int = Field(default=123, ge=1, le=65535)
+    max_offset_ms: float = Field(default=50.0, gt=0)
+    timeout_s: float = Field(default=2.0, gt=0, le=30)
+
+    @model_validator(mode="after")
+    def _ntp_needs_server(self) -> TimeSyncConfig:
+        if self.method == "ntp" and not self.server:
+            raise ValueError('method = "ntp" needs server')
+        return self
 
 
 class FusionConfig(_Model):
@@ -181,6 +355,44 @@ class EmulationConfig(_Model):
     only: list[str] | None = None
 
 
+# --- recording, metrics, web display (docs/recording.md, docs/operations.md) ---
+
+
+class RecordingConfig(_Model):
+    """MCAP recording of every raw frame and derived message (docs/recording.md).
+
+    Files are ``<path stem>-<UTC start>-<part>.mcap`` beside ``path``; a new
+    part starts when one holds ``rotate_mb`` of messages (counted before
+    compression) or is ``rotate_s`` old."""
+
+    path: Path
+    rotate_mb: float = Field(default=512.0, gt=0)
+    #: None: rotate by size only.
+    rotate_s: float | None = Field(default=3600.0, gt=0)
+    #: Bound of each bus subscription of the recorder; overflow is dropped and counted.
+    queue: int = Field(default=100_000, ge=16)
+    #: Also record the normalised sensor reports (SensorReportBatch per chunk).
+    reports: bool = True
+
+
+class MetricsConfig(_Model):
+    """Prometheus ``/metrics`` and ``/healthz`` (docs/operations.md)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=0, le=65535)
+
+
+class WebConfig(_Model):
+    """The built-in situation display (docs/operations.md)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    #: Seconds of position history drawn behind each track.
+    history_s: float = Field(default=60.0, gt=0, le=3600)
+    #: Pushes per second to each open page.
+    update_hz: float = Field(default=2.0, gt=0, le=20)
+
+
 class GatewayConfig(_Model):
     gateway_id: str = Field(default="hilgw", pattern=_ID)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -190,6 +402,13 @@ class GatewayConfig(_Model):
     mqtt: MqttConfig = MqttConfig()
     fusion: FusionConfig = FusionConfig()
     emulation: EmulationConfig | None = None
+    cue: CueConfig | None = None
+    #: A clock check for ``hilgw doctor``; None: not checked.
+    time_sync: TimeSyncConfig | None = None
+    #: Each of these three is on when its section is present.
+    recording: RecordingConfig | None = None
+    metrics: MetricsConfig | None = None
+    web: WebConfig | None = None
 
     @model_validator(mode="after")
     def _unique_ids(self) -> GatewayConfig:
@@ -216,7 +435,7 @@ def _key(loc: tuple[int | str, ...], raw: dict[str, Any]) -> str:
             node = node[item] if isinstance(node, list) and item < len(node) else None
         else:
             # pydantic adds the discriminator tag ("serial") as a location part.
-            if isinstance(node, dict) and item not in node and item in {"serial", "udp", "memory"}:
+            if isinstance(node, dict) and item not in node and item in {"serial", "udp", "memory", "can"}:
                 continue
             parts.append(item)
             node = node.get(item) if isinstance(node, dict) else None

@@ -3,6 +3,11 @@
 On a terminal the summary is a rich table refreshed twice a second (devices
 with state, frame and report rates and drops by reason; the track picture;
 MQTT). Elsewhere (a service, a pipe) the same figures are logged every 5 s.
+
+Under systemd (``Type=notify``, deploy/systemd/hilgw.service) the gateway
+says READY=1 once it has started, STATUS= with the summary line, WATCHDOG=1
+at half of ``$WATCHDOG_USEC`` while :class:`Liveness` finds it healthy, and
+STOPPING=1 on shutdown (gateway/sdnotify.py).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from rich.table import Table
 
 from gateway.config import GatewayConfig
 from gateway.fusion.api import STATUS_COASTING, STATUS_CONFIRMED, STATUS_TENTATIVE
+from gateway.sdnotify import Notifier, watchdog_period_s
 from gateway.supervisor import Gateway
 from hilgw.v1 import health_pb2
 
@@ -100,6 +106,58 @@ def summary_line(gw: Gateway, rates: dict[str, tuple[float, float]]) -> str:
     return f"tracks confirmed={conf} tentative={tent} coasting={coast} | {devs} | {mq}"
 
 
+_DOWN = (health_pb2.DEVICE_STATE_DOWN, health_pb2.DEVICE_STATE_RESTARTING)
+
+
+class Liveness:
+    """Whether the gateway has earned its next WATCHDOG=1 ping.
+
+    Healthy means: the event loop runs (this is checked at all), every
+    supervisor task is still alive (they restart their work themselves, so a
+    finished one means the supervisor itself broke), and not *every* device
+    has been DOWN/RESTARTING for longer than ``all_down_s``. That last rule is
+    deliberately loose: one dead sensor is the supervisor's business (it
+    restarts it with back-off and reports it), while all of them dead for
+    minutes is worth a clean process restart by systemd. A gateway without
+    devices is judged by its tasks alone.
+    """
+
+    def __init__(self, all_down_s: float = 120.0) -> None:
+        self.all_down_s = all_down_s
+        self._all_down_since: float | None = None
+
+    def problem(self, gw: Gateway, now_mono: float) -> str | None:
+        """None when healthy, else why not (for the log and STATUS=)."""
+        dead = [t.get_name() for t in gw.task_list if t.done()]
+        if dead:
+            return f"supervisor task(s) ended: {', '.join(dead)}"
+        states = [st.state for st in gw.stats.values()]
+        if states and all(s in _DOWN for s in states):
+            if self._all_down_since is None:
+                self._all_down_since = now_mono
+            elif now_mono - self._all_down_since > self.all_down_s:
+                return f"all {len(states)} device(s) down for {now_mono - self._all_down_since:.0f} s"
+        else:
+            self._all_down_since = None
+        return None
+
+
+async def _watchdog(gw: Gateway, notifier: Notifier, period_s: float, liveness: Liveness) -> None:
+    """Ping systemd every ``period_s`` while healthy; once unhealthy, stay quiet
+    so systemd's WatchdogSec expires and it restarts the service."""
+    silent = False
+    while True:
+        why = liveness.problem(gw, time.monotonic())
+        if why is None:
+            notifier.watchdog()
+            silent = False
+        elif not silent:
+            log.error("watchdog: withholding WATCHDOG=1: %s", why)
+            notifier.status(f"unhealthy: {why}")
+            silent = True
+        await asyncio.sleep(period_s)
+
+
 async def run_gateway(
     config: GatewayConfig, duration_s: float | None = None, live: bool | None = None
 ) -> int:
@@ -119,16 +177,31 @@ async def run_gateway(
     if live is None:
         live = sys.stdout.isatty()
     rates = Rates()
+    notifier = Notifier()
+    pinger: asyncio.Task[None] | None = None
     async with Gateway(config) as gw:
-        deadline = None if duration_s is None else time.monotonic() + duration_s
-        if live:
-            with Live(render(gw, {}), console=Console(), refresh_per_second=2, transient=False) as view:
-                while not await _wait(stop, deadline, 0.5):
-                    view.update(render(gw, rates.update(gw)))
-        else:
-            while not await _wait(stop, deadline, 5.0):
-                log.info("%s", summary_line(gw, rates.update(gw)))
-        log.info("stopping: %s", summary_line(gw, rates.update(gw)))
+        try:
+            notifier.ready(f"gateway {config.gateway_id}: {len(gw.devices)} device(s)")
+            period = watchdog_period_s()
+            if notifier.enabled and period is not None:
+                pinger = asyncio.create_task(_watchdog(gw, notifier, period, Liveness()), name="watchdog")
+            deadline = None if duration_s is None else time.monotonic() + duration_s
+            if live:
+                with Live(render(gw, {}), console=Console(), refresh_per_second=2, transient=False) as view:
+                    while not await _wait(stop, deadline, 0.5):
+                        view.update(render(gw, rates.update(gw)))
+            else:
+                while not await _wait(stop, deadline, 5.0):
+                    line = summary_line(gw, rates.update(gw))
+                    log.info("%s", line)
+                    notifier.status(line)
+            log.info("stopping: %s", summary_line(gw, rates.update(gw)))
+        finally:
+            # Before the (bounded) shutdown: systemd then knows the stop is ours.
+            notifier.stopping("stopping")
+            if pinger is not None:
+                pinger.cancel()
+    notifier.close()
     return 0
 
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from gateway.bus import Topic
 from gateway.config import DeviceConfig, GatewayConfig
@@ -31,6 +31,11 @@ from gateway.outputs.broker import EmbeddedBroker
 from gateway.outputs.mqtt import MqttPublisher, Outgoing
 from hilgw.errors import HilgwError
 from hilgw.v1 import health_pb2, track_pb2
+
+if TYPE_CHECKING:  # issue 7: imported when configured (aiohttp is not free to import)
+    from gateway.metrics import GatewayMetrics, HttpEndpoint
+    from gateway.recording import Recorder
+    from gateway.web.server import SituationDisplay
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +59,11 @@ class Gateway:
         self._stop = asyncio.Event()
         self._stack = AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
+        # --- recording, metrics, web display (issue 7; docs/recording.md, docs/operations.md)
+        self.recorder: Recorder | None = None
+        self.metrics: GatewayMetrics | None = None
+        self.web: SituationDisplay | None = None
+        self.endpoints: dict[str, HttpEndpoint] = {}  # "metrics"/"web" -> bound host:port
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -98,12 +108,14 @@ class Gateway:
             self.stats[dev.id] = stats
             driver = self._make_driver(dev, stats)
             self._spawn(tg, f"device:{dev.id}", self._supervise_device(driver))
+        self._spawn_observers(tg)  # before any await: the recorder must not miss a frame
         self._spawn(tg, "fusion", self._keep_running("fusion", self.fusion.run))
         self._spawn(tg, "health", self._keep_running("health", self._health_loop))
         if self.mqtt is not None:
             mqtt = self.mqtt
             self._spawn(tg, "mqtt", self._keep_running("mqtt", lambda: mqtt.run(self.mqtt_port)))
             self._spawn(tg, "mqtt:feed", self._keep_running("mqtt:feed", self._feed_mqtt))
+        await self._serve_observers()
         log.info("gateway %s started with %d device(s)", cfg.gateway_id, len(self.devices))
 
     async def _shutdown(self) -> None:
@@ -123,6 +135,13 @@ class Gateway:
     def _make_driver(self, dev: DeviceConfig, stats: DeviceStats) -> DeviceDriver:
         ctx = DriverContext(self.config.gateway_id, self.reports, self.raw, stats)
         cls = driver_class(dev.protocol)
+        if dev.protocol in ("asterix", "nmea"):
+            # Ship feeds share the own-ship store of their NMEA device and
+            # register one fusion sensor per ASTERIX source (docs/icd/frigate-feed.md).
+            from gateway.devices.ownship import registry_for
+
+            built: DeviceDriver = cls.build(dev, ctx, registry_for(self), self.fusion.engine.add_sensor)
+            return built
         if dev.site is not None:
             s = dev.site
             geometry = site_geometry(
@@ -219,6 +238,55 @@ class Gateway:
         for r in reports:
             msg = reports_to_proto(r.reports, sensor_ids, r.receive_time_ns, self.config.gateway_id)
             mqtt.enqueue(Outgoing(topics.reports(r.device_id), msg.SerializeToString(), kind="reports"))
+
+    # --- recording, metrics, web display (issue 7) ---------------------------------
+
+    def _spawn_observers(self, tg: asyncio.TaskGroup) -> None:
+        """Recorder, metrics and display subscribe here, synchronously."""
+        cfg = self.config
+        if cfg.recording is not None:
+            from gateway.recording import Recorder, run_metadata
+
+            rec = self.recorder = Recorder(
+                cfg.recording,
+                run_metadata(cfg, self.devices),
+                raw=self.raw,
+                tracks=self.tracks,
+                health=self.health,
+                reports=self.reports,
+                sensor_ids=lambda: self.fusion.sensor_ids,
+                gateway_id=cfg.gateway_id,
+            )
+            self._spawn(tg, "recorder", self._keep_running("recorder", rec.run))
+        if cfg.metrics is not None:
+            from gateway.metrics import GatewayMetrics
+
+            met = self.metrics = GatewayMetrics(self)
+            self._spawn(tg, "metrics", self._keep_running("metrics", met.run))
+        if cfg.web is not None:
+            from gateway.web.server import SituationDisplay
+
+            web = self.web = SituationDisplay(self, cfg.web)
+            self._spawn(tg, "web", self._keep_running("web", web.run))
+
+    async def _serve_observers(self) -> None:
+        if self.metrics is not None and self.config.metrics is not None:
+            from gateway.metrics import start_metrics_server
+
+            ep = await start_metrics_server(self.metrics, self.config.metrics)
+            self._stack.push_async_callback(ep.stop)
+            self.endpoints["metrics"] = ep
+        if self.web is not None:
+            from gateway.web.server import start_web_server
+
+            ep = await start_web_server(self.web)
+            self._stack.push_async_callback(ep.stop)
+            self.endpoints["web"] = ep
+
+    @property
+    def task_list(self) -> list[asyncio.Task[None]]:
+        """The gateway's named tasks (for /healthz)."""
+        return list(self._tasks)
 
     def subscription_drops(self) -> dict[str, int]:
         """Items discarded by full bus subscriptions, by topic/subscriber."""

@@ -46,7 +46,9 @@ import signal
 import sys
 import termios
 import time
+import tempfile
 import tty
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -56,6 +58,7 @@ import numpy as np
 from drivers.base import Role
 from drivers.serial_radar import SensorState, SerialRadarCodec, Status
 from hilgw.errors import ConfigError, HilgwError, TransportError
+from sim_devices.faults import DelayLine, FaultSchedule, corrupt_crc, duplicate_frames, garbage
 from sim_devices.scenario import Scenario, resolve_scenario
 from sim_devices.sensor_model import SensorModel
 
@@ -81,6 +84,13 @@ class Counters:
     bytes_dropped: int = 0
     bytes_received: int = 0
     connections: int = 0
+    #: Fault injection (sim_devices/faults.py): bytes withheld by a dropout or
+    #: unplug, frames corrupted / duplicated, junk frames, unplugs.
+    fault_bytes_withheld: int = 0
+    fault_crc_corrupted: int = 0
+    fault_duplicated: int = 0
+    fault_garbage_frames: int = 0
+    fault_unplugs: int = 0
 
 
 class PtyLink:
@@ -88,19 +98,62 @@ class PtyLink:
 
     kind = "pty"
 
-    def __init__(self, counters: Counters) -> None:
+    def __init__(self, counters: Counters, *, stable_link: bool = False) -> None:
         self.counters = counters
+        self.plugged = False
+        self._open_pair()
+        self.pty_path = self.path
+        #: With ``stable_link`` the gateway opens a symlink to the current pty
+        #: slave: an unplugged-and-replugged line gets a new pty, and the link
+        #: follows it, as a udev name follows a USB adapter (deploy/udev/).
+        self._linkdir: str | None = None
+        if stable_link:
+            self._linkdir = tempfile.mkdtemp(prefix="hilgw-pty-")
+            self.path = os.path.join(self._linkdir, "tty")
+            os.symlink(self.pty_path, self.path)
+
+    def _open_pair(self) -> None:
         self.master, self.slave = os.openpty()
         # Raw mode on the slave: no CR/LF mapping, no echo, no signals from bytes
         # such as 0x03 — the line carries binary frames (ICD §3).
         tty.setraw(self.slave, termios.TCSANOW)
         self.path = os.ttyname(self.slave)
         os.set_blocking(self.master, False)
+        self.plugged = True
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         # ICD v1 is simplex (device -> gateway); read and discard whatever the
         # other side writes so its writes never block either.
         loop.add_reader(self.master, self._drain_input)
+
+    async def unplug(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fault "serial_unplug": close the pty pair (the gateway's reads fail) and remove the link."""
+        if not self.plugged:
+            return
+        self.plugged = False
+        loop.remove_reader(self.master)
+        for fd in (self.master, self.slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if self._linkdir is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+
+    async def replug(self, loop: asyncio.AbstractEventLoop) -> None:
+        """End of the unplug: a new pty pair, and the stable link pointed at it."""
+        if self.plugged:
+            return
+        stable = self.path if self._linkdir is not None else None
+        self._open_pair()
+        self.pty_path = self.path
+        if stable is not None:
+            tmp = stable + ".new"
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            os.symlink(self.pty_path, tmp)
+            os.replace(tmp, stable)  # atomic: the gateway never sees a missing link mid-swap
+            self.path = stable
+        self.start(loop)
 
     def _drain_input(self) -> None:
         with contextlib.suppress(BlockingIOError, InterruptedError):
@@ -110,6 +163,9 @@ class PtyLink:
                     break
 
     def write(self, data: bytes) -> None:
+        if not self.plugged:
+            self.counters.fault_bytes_withheld += len(data)
+            return
         view = memoryview(data)
         try:
             n = os.write(self.master, view)
@@ -124,13 +180,15 @@ class PtyLink:
             self.counters.bytes_dropped += (len(data) - n) + queued
 
     def ready_info(self) -> dict[str, Any]:
-        return {"transport": "pty", "path": self.path}
+        return {"transport": "pty", "path": self.path, "pty": self.pty_path}
 
     async def close(self, loop: asyncio.AbstractEventLoop) -> None:
-        loop.remove_reader(self.master)
-        for fd in (self.master, self.slave):
+        await self.unplug(loop)
+        if self._linkdir is not None:
             with contextlib.suppress(OSError):
-                os.close(fd)
+                os.unlink(self.path)
+            with contextlib.suppress(OSError):
+                os.rmdir(self._linkdir)
 
 
 def _queued_bytes(fd: int) -> int:
@@ -173,7 +231,29 @@ class TcpLink:
                 self._writer = None
             writer.close()
 
+    async def unplug(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fault "serial_unplug": drop the connection and stop listening (connects are refused)."""
+        if self._server is None:
+            return
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        server, self._server = self._server, None
+        server.close()
+
+    async def replug(self, loop: asyncio.AbstractEventLoop) -> None:
+        """End of the unplug: listen again on the same port."""
+        if self._server is None:
+            await self.open()
+
+    @property
+    def plugged(self) -> bool:
+        return self._server is not None
+
     def write(self, data: bytes) -> None:
+        if self._server is None:
+            self.counters.fault_bytes_withheld += len(data)
+            return
         w = self._writer
         if w is None or w.is_closing() or w.transport.get_write_buffer_size() > TCP_HIGH_WATER:
             self.counters.bytes_dropped += len(data)
@@ -222,6 +302,72 @@ class Emulator:
         self.clock = clock
         self._started_ns = clock()
         self._lap = 0
+        #: The device's fault timeline (``[[faults]]`` of the scenario), and its
+        #: own random stream so faults do not change the sensor model's draws.
+        self.faults = FaultSchedule.of(scenario, sensor_id)
+        self._fault_rng = np.random.default_rng(
+            (scenario.scenario.seed, zlib.crc32(sensor_id.encode()), 0xFA17)
+        )
+        self._delay = DelayLine()
+        self._last_release_ns = 0
+
+    def _wall_ns(self, t_s: float) -> int:
+        """UTC ns at which scenario time ``t_s`` comes."""
+        return self.epoch_ns + round(t_s / self.speed * 1e9)
+
+    async def _apply_faults(self, now_ns: int) -> int | None:
+        """Plug/unplug the line and release delayed bytes; returns the next wall time a fault changes."""
+        f = self.faults
+        if not f:
+            return None
+        t = self.scenario_time(now_ns)
+        unplug = f.active_kind("serial_unplug", t) is not None
+        loop = asyncio.get_running_loop()
+        if unplug and self.link.plugged:
+            await self.link.unplug(loop)
+            self.counters.fault_unplugs += 1
+            self.counters.fault_bytes_withheld += self._delay.clear()
+        elif not unplug and not self.link.plugged:
+            await self.link.replug(loop)
+        for data in self._delay.pop_due(now_ns):
+            self.link.write(data)
+        wakes = [w for w in (self._delay.next_release_ns(),) if w is not None]
+        edge = f.next_change(t)
+        if edge is not None:
+            wakes.append(self._wall_ns(edge))
+        return min(wakes) if wakes else None
+
+    def _out(self, data: bytes, now_ns: int) -> None:
+        """Write ``data`` through the active faults (sim_devices/faults.py)."""
+        f = self.faults
+        if not f:
+            self.link.write(data)
+            return
+        t = self.scenario_time(now_ns)
+        c, rng = self.counters, self._fault_rng
+        if f.active_kind("dropout", t) or f.active_kind("serial_unplug", t):
+            c.fault_bytes_withheld += len(data)
+            return
+        p = f.probability("bad_crc", t)
+        if p > 0:
+            data, n = corrupt_crc(data, rng, p)
+            c.fault_crc_corrupted += n
+        p = f.probability("duplicate", t)
+        if p > 0:
+            data, n = duplicate_frames(data, rng, p)
+            c.fault_duplicated += n
+        n_junk = f.garbage_bytes(t)
+        if n_junk:
+            data = garbage(n_junk, rng) + data
+            c.fault_garbage_frames += 1
+        delay = f.delay_s(t)
+        if delay > 0 or len(self._delay):
+            # A serial line keeps byte order: nothing overtakes what is held.
+            release = max(now_ns + round(delay * 1e9), self._last_release_ns)
+            self._last_release_ns = release
+            self._delay.push(release, data)
+            return
+        self.link.write(data)
 
     def scenario_time(self, wall_ns: int) -> float:
         """Scenario time (s) at UTC ``wall_ns``."""
@@ -239,6 +385,7 @@ class Emulator:
         next_status_ns = self.clock()
         while not stop.is_set():
             now = self.clock()
+            fault_wake = await self._apply_faults(now)
             if now >= next_status_ns:
                 self._send_status(now)
                 next_status_ns += round(STATUS_PERIOD_S * 1e9)
@@ -257,7 +404,7 @@ class Emulator:
                 self._send_scan(t_k, duration)
                 k += 1
                 continue
-            wake_ns = min(send_ns, next_status_ns)
+            wake_ns = min(send_ns, next_status_ns, fault_wake if fault_wake is not None else send_ns)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), max(0.0, (wake_ns - self.clock()) / 1e9))
         return 0
@@ -272,19 +419,29 @@ class Emulator:
         scan = self.model.scan(t_k, truth_t_s=truth_t)
         self.counters.scans += 1
         if len(scan.reports):
-            self.link.write(self.codec.encode_track_batch(scan.reports))
+            reports = scan.reports
+            step_s = self.faults.clock_step_s(t_k) if self.faults else 0.0
+            if step_s:  # fault "clock_step": the device clock jumped
+                reports = reports.copy()
+                t_dev = reports["sensor_time_ns"].astype(np.int64) + round(step_s * 1e9)
+                reports["sensor_time_ns"] = np.maximum(t_dev, 0)
+            self._out(self.codec.encode_track_batch(reports), self.clock())
             self.counters.frames += len(scan.reports)
 
     def _send_status(self, now_ns: int) -> None:
+        t_now = self.scenario_time(now_ns)
+        if self.faults and self.faults.active_kind("silent_heartbeat", t_now):
+            return
+        step_s = self.faults.clock_step_s(t_now) if self.faults else 0.0
         status = Status(
-            sensor_time_ns=max(0, self.model.sensor_time_ns(self.scenario_time(now_ns))),
+            sensor_time_ns=max(0, self.model.sensor_time_ns(t_now) + round(step_s * 1e9)),
             state=SensorState.OK,
             time_sync_locked=True,
             radiating=True,
             track_count=min(self.model.track_count, 0xFFFF),
             uptime_s=max(0, (now_ns - self._started_ns) // 1_000_000_000),
         )
-        self.link.write(self.codec.send(status))
+        self._out(self.codec.send(status), now_ns)
         self.counters.frames += 1
 
 
@@ -336,7 +493,8 @@ async def _serve(
     link: Link
     try:
         if hostport is None:
-            link = PtyLink(counters)
+            unplug = "serial_unplug" in FaultSchedule.of(scenario, sensor_id).kinds()
+            link = PtyLink(counters, stable_link=unplug)
             link.start(loop)
         else:
             link = TcpLink(counters, *hostport)

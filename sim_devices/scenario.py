@@ -12,13 +12,14 @@ Layout (every key is documented on its model below)::
     [[sites]]    id, lat_deg, lon_deg, alt_m, yaw_deg, pitch_deg, roll_deg
     [[sensors]]  id, site, kind = "serial_radar", coverage, noise, clutter, clock ...
     [[targets]]  id, kind = "air" (waypoints, speed) | "ballistic" (launch, impact, ...)
+    [[ships]]    id, waypoints, speed (platforms of "asterix" sensors and launchers)
+    [[launchers]] id, site | ship, transport = "can" | "serial", coverage
+    [[faults]]   device, kind, start_s, duration_s, parameters (sim_devices/faults.py)
 
 Extension points (not built yet, keep the names): a ``"ship"`` target kind
 with a route joins the :data:`TargetConfig` union (and gets a truth evaluator
-in :mod:`sim_devices.truth`); ``[[launchers]]`` and a ``[[faults]]`` timeline
-become new top-level lists of :class:`Scenario`, validated in
-:func:`_check_references` like sensors are. Sensor kinds ``"can_radar"`` and
-``"asterix"`` join :data:`SensorKind` and :data:`_WIRE_LIMITS`.
+in :mod:`sim_devices.truth`). Sensor kind ``"can_radar"`` joins
+:data:`SensorKind`, :data:`_WIRE_LIMITS` and :data:`FAULT_TARGETS`.
 
 Ballistic targets are solved here, at load time (see :mod:`sim_devices.kepler`
 for the model), so an infeasible flight is a config error naming its key.
@@ -45,9 +46,13 @@ from sim_devices import kepler
 __all__ = [
     "AirTarget",
     "BallisticTarget",
+    "FaultConfig",
+    "FaultKind",
+    "LauncherConfig",
     "Scenario",
     "ScenarioInfo",
     "SensorConfig",
+    "ShipConfig",
     "SiteConfig",
     "TargetConfig",
     "Waypoint",
@@ -276,6 +281,122 @@ class BallisticTarget(_Model):
         return self.launch_time_s + self._flight_time_s
 
 
+class LauncherConfig(_Model):
+    """``[[launchers]]``: a launcher interface on a land site or a ship (scenario data).
+
+    ``transport`` is how its interface is wired (docs/icd/launcher.md: CAN or
+    serial); the coverage volume is where it can be cued (a polar volume like
+    a sensor's, about the site, north-referenced). This is bench data for the
+    cue path's rules, not a model of any weapon's performance.
+    """
+
+    id: str = Field(pattern=_ID)
+    #: The site it stands on, or the ship (``[[ships]]`` id) that carries it; exactly one.
+    site: str | None = None
+    ship: str | None = None
+    transport: Literal["can", "serial"] = "can"
+    #: Its id on the wire (docs/icd/launcher.md §5); default 1 + its position in the file.
+    launcher_id: int | None = Field(default=None, ge=0, le=65535)
+    range_min_m: float = Field(default=0.0, ge=0)
+    range_max_m: float = Field(gt=0, le=5_000_000)
+    elevation_min_deg: float = Field(default=0.0, ge=-90, le=90)
+    elevation_max_deg: float = Field(default=90.0, ge=-90, le=90)
+    azimuth_center_deg: float = Field(default=0.0, ge=-360, le=360)
+    azimuth_width_deg: float = Field(default=360.0, gt=0, le=360)
+
+    @model_validator(mode="after")
+    def _limits(self) -> LauncherConfig:
+        if (self.site is None) == (self.ship is None):
+            raise ValueError("give exactly one of site or ship")
+        if self.range_min_m >= self.range_max_m:
+            raise ValueError("range_min_m must be below range_max_m")
+        if self.elevation_min_deg >= self.elevation_max_deg:
+            raise ValueError("elevation_min_deg must be below elevation_max_deg")
+        return self
+
+
+FaultKind = Literal[
+    "dropout",
+    "garbage",
+    "bad_crc",
+    "delay",
+    "duplicate",
+    "clock_step",
+    "serial_unplug",
+    "can_bus_off",
+    "silent_heartbeat",
+    "launcher_nack",
+    "launcher_no_ack",
+]
+
+#: Which device kinds each fault applies to (sensor kinds, and "launcher:can" /
+#: "launcher:serial"). bad_crc needs the CRC framing of the project's serial
+#: ICDs (docs/icd/serial-radar.md §3); unplug a serial line; bus-off a CAN bus.
+FAULT_TARGETS: dict[str, frozenset[str]] = {
+    "dropout": frozenset({"serial_radar", "asterix", "launcher:can", "launcher:serial"}),
+    "garbage": frozenset({"serial_radar", "asterix", "launcher:serial"}),
+    "bad_crc": frozenset({"serial_radar", "launcher:serial"}),
+    "delay": frozenset({"serial_radar", "asterix"}),
+    "duplicate": frozenset({"serial_radar", "asterix"}),
+    "clock_step": frozenset({"serial_radar", "asterix"}),
+    "serial_unplug": frozenset({"serial_radar", "launcher:serial"}),
+    "can_bus_off": frozenset({"launcher:can"}),
+    "silent_heartbeat": frozenset({"serial_radar", "launcher:can", "launcher:serial"}),
+    "launcher_nack": frozenset({"launcher:can", "launcher:serial"}),
+    "launcher_no_ack": frozenset({"launcher:can", "launcher:serial"}),
+}
+
+
+class FaultConfig(_Model):
+    """``[[faults]]``: one injected device fault on the scenario timeline.
+
+    Active for scenario times ``start_s <= t < start_s + duration_s``. The
+    parameters a kind takes (and only those) may be given:
+
+    * ``garbage``: ``garbage_bytes`` random bytes before every write (a frame of
+      junk between delimiters on a serial line; a junk datagram on UDP);
+    * ``bad_crc`` / ``duplicate``: ``probability`` that a frame is corrupted / sent twice;
+    * ``delay``: ``delay_s`` added to every byte's departure;
+    * ``clock_step``: ``step_s`` added to the device clock (reported times).
+
+    ``dropout`` sends nothing; ``silent_heartbeat`` sends no STATUS;
+    ``serial_unplug`` closes the line and reopens it at the end (see
+    :mod:`sim_devices.faults`). The other kinds need no parameter.
+    """
+
+    device: str = Field(pattern=_ID)
+    kind: FaultKind
+    start_s: float = Field(ge=0)
+    duration_s: float = Field(gt=0, le=86_400)
+    probability: float | None = Field(default=None, gt=0, le=1)
+    garbage_bytes: int | None = Field(default=None, ge=1, le=4096)
+    delay_s: float | None = Field(default=None, gt=0, le=600)
+    step_s: float | None = Field(default=None, ge=-86_400, le=86_400)
+
+    @model_validator(mode="after")
+    def _params(self) -> FaultConfig:
+        takes = {
+            "bad_crc": {"probability"},
+            "duplicate": {"probability"},
+            "garbage": {"garbage_bytes"},
+            "delay": {"delay_s"},
+            "clock_step": {"step_s"},
+        }.get(self.kind, set())
+        for name in ("probability", "garbage_bytes", "delay_s", "step_s"):
+            if getattr(self, name) is not None and name not in takes:
+                raise ValueError(f"{name} does not apply to a {self.kind} fault")
+        if self.kind == "delay" and self.delay_s is None:
+            raise ValueError("a delay fault needs delay_s")
+        if self.kind == "clock_step" and not self.step_s:
+            raise ValueError("a clock_step fault needs a non-zero step_s")
+        return self
+
+    @property
+    def end_s(self) -> float:
+        """Scenario time the fault ends (exclusive)."""
+        return self.start_s + self.duration_s
+
+
 #: Target kinds, told apart by ``kind``. Extension point: a ShipTarget
 #: (``kind = "ship"``, a route of waypoints on the sea surface) joins here.
 TargetConfig = Annotated[AirTarget | BallisticTarget, Field(discriminator="kind")]
@@ -285,8 +406,8 @@ _TARGET_TAGS = {"air", "ballistic"}
 class Scenario(_Model):
     """A whole scenario file. Build it with :func:`parse_scenario` / :func:`load_scenario`.
 
-    Extension points: ``launchers`` and ``faults`` (a timeline of injected
-    device faults) will be further top-level lists here.
+    ``launchers`` and ``faults`` (the timeline of injected device faults) are
+    validated against the sensors, sites and ships in :func:`_check_references`.
     """
 
     scenario: ScenarioInfo
@@ -295,6 +416,10 @@ class Scenario(_Model):
     targets: list[TargetConfig] = Field(default_factory=list)
     #: Ships carrying "asterix" sensors (sim_devices/frigate_emulator.py).
     ships: list[ShipConfig] = Field(default_factory=list)
+    #: Launcher interfaces (scenario data for the cue path; see LauncherConfig).
+    launchers: list[LauncherConfig] = Field(default_factory=list)
+    #: The fault timeline (sim_devices/faults.py applies it in the emulators).
+    faults: list[FaultConfig] = Field(default_factory=list, max_length=10_000)
 
     #: Things derived from the validated scenario once and reused (the compiled
     #: truth of :mod:`sim_devices.truth`); not part of the file.
@@ -320,6 +445,27 @@ class Scenario(_Model):
             if s.id == sensor_id:
                 return s
         raise KeyError(sensor_id)
+
+    def launcher(self, launcher_id: str) -> LauncherConfig:
+        """The launcher called ``launcher_id`` (KeyError if none)."""
+        for lc in self.launchers:
+            if lc.id == launcher_id:
+                return lc
+        raise KeyError(launcher_id)
+
+    def faults_of(self, device_id: str) -> list[FaultConfig]:
+        """The faults of one device, in file order."""
+        return [f for f in self.faults if f.device == device_id]
+
+    def device_kind(self, device_id: str) -> str | None:
+        """A sensor's kind, ``"launcher:<transport>"`` for a launcher, None if no such device."""
+        for s in self.sensors:
+            if s.id == device_id:
+                return s.kind
+        for lc in self.launchers:
+            if lc.id == device_id:
+                return f"launcher:{lc.transport}"
+        return None
 
     def wire_id(self, sensor_id: str) -> int:
         """The sensor id ``sensor_id`` writes on the wire (``wire_id`` or 1 + its index)."""
@@ -443,7 +589,11 @@ def _key(loc: tuple[int | str, ...], raw: Any) -> str:
 def _check_references(scn: Scenario) -> list[tuple[str, str]]:
     """Cross-field rules pydantic cannot see: unique ids, sites that exist."""
     errors: list[tuple[str, str]] = []
-    for section, items in (("sites", scn.sites), ("sensors", scn.sensors), ("targets", scn.targets)):
+    sections: tuple[tuple[str, list[Any]], ...] = (
+        ("sites", scn.sites), ("sensors", scn.sensors), ("targets", scn.targets),
+        ("ships", scn.ships), ("launchers", scn.launchers),
+    )  # fmt: skip
+    for section, items in sections:
         seen: set[str] = set()
         for it in items:
             if it.id in seen:
@@ -463,6 +613,21 @@ def _check_references(scn: Scenario) -> list[tuple[str, str]]:
             for i, (w0, w1) in enumerate(zip(t.waypoints, t.waypoints[1:], strict=False)):
                 if w0 == w1:
                     errors.append((f"targets[{t.id}].waypoints[{i + 1}]", "repeats the previous waypoint"))
+    ships = {sh.id for sh in scn.ships}
+    sensor_ids = {s.id for s in scn.sensors}
+    for lc in scn.launchers:
+        if lc.id in sensor_ids:
+            errors.append((f"launchers[{lc.id}].id", f"id {lc.id!r} is already a sensor's"))
+        if lc.site is not None and lc.site not in sites:
+            errors.append((f"launchers[{lc.id}].site", f"no site {lc.site!r}"))
+        if lc.ship is not None and lc.ship not in ships:
+            errors.append((f"launchers[{lc.id}].ship", f"no ship {lc.ship!r}"))
+    for i, f in enumerate(scn.faults):
+        kind = scn.device_kind(f.device)
+        if kind is None:
+            errors.append((f"faults[{i}].device", f"no sensor or launcher {f.device!r}"))
+        elif kind not in FAULT_TARGETS[f.kind]:
+            errors.append((f"faults[{i}].kind", f"a {f.kind} fault does not apply to {f.device!r} ({kind})"))
     wire: dict[int, str] = {}
     for s in scn.sensors:
         w = scn.wire_id(s.id)

@@ -12,6 +12,10 @@ from hilgw.errors import ConfigError
 
 DRIVERS: dict[str, str] = {
     "serial_radar": "gateway.devices.serial_radar:SerialRadarDriver",
+    "asterix": "gateway.devices.asterix:AsterixDriver",
+    "nmea": "gateway.devices.ownship:NmeaDriver",
+    "can_radar": "gateway.devices.can_radar:CanRadarDriver",
+    "launcher": "gateway.devices.launcher:LauncherDriver",
 }
 
 

@@ -37,24 +37,34 @@ class SerialRadarDriver(DeviceDriver):
         super().__init__(config, ctx)
         self.geometry = geometry
         self._last_seq: int | None = None
+        self._codec = SerialRadarCodec(Role.GATEWAY, sensor_id=config.wire_sensor_id)
 
     async def run(self) -> None:
         transport = create_transport(self.config.transport)
         if not isinstance(transport, StreamTransport):
             raise TransportError(f"{self.config.id}: serial_radar needs a stream transport")
-        stats = self.ctx.stats
         async with transport:
-            stats.set_state(health_pb2.DEVICE_STATE_STARTING, f"open: {transport.describe}")
-            codec = SerialRadarCodec(Role.GATEWAY, sensor_id=self.config.wire_sensor_id)
-            self._last_seq = None  # a reopened line may start mid-stream
+            self.ctx.stats.set_state(health_pb2.DEVICE_STATE_STARTING, f"open: {transport.describe}")
+            self.open_session()
             while True:
                 data = await transport.read()
-                t_rx = self.ctx.wall_ns()
-                stats.bytes_in += len(data)
-                self.ctx.raw.publish(RawFrame(self.config.id, "serial", t_rx, data))
-                codec.receive_data(data)
-                for event in codec.drain():
-                    self._handle(event, t_rx)
+                self.feed(data, self.ctx.wall_ns())
+
+    def open_session(self) -> None:
+        """A fresh codec, as after (re)opening the line: a reopened line may
+        start mid-stream, so no frame state or sequence is carried over."""
+        self._codec = SerialRadarCodec(Role.GATEWAY, sensor_id=self.config.wire_sensor_id)
+        self._last_seq = None
+
+    def feed(self, data: bytes, t_rx: int) -> None:
+        """Handle one chunk read from the line at ``t_rx`` (UTC ns): count it,
+        publish it raw, decode, publish reports. ``hilgw replay`` calls this
+        with recorded chunks and times (docs/recording.md)."""
+        self.ctx.stats.bytes_in += len(data)
+        self.ctx.raw.publish(RawFrame(self.config.id, "serial", t_rx, data))
+        self._codec.receive_data(data)
+        for event in self._codec.drain():
+            self._handle(event, t_rx)
 
     def _handle(self, event: object, t_rx: int) -> None:
         stats = self.ctx.stats

@@ -5,6 +5,11 @@ connection in a loop with exponential back-off. Messages wait in one bounded
 queue while the broker is away; when it is full the *oldest* message goes and
 is counted by topic class (``dropped``), so after an outage the freshest
 picture is what arrives. Topics are listed in docs/topics.md.
+
+With ``[mqtt.tls]`` the connection is TLS (>= 1.2) and the broker is always
+verified against the configured CA; the SSL context is built afresh for every
+connection attempt, so certificates renewed on disk are picked up at the next
+reconnect without a restart (docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -12,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 from collections import Counter, deque
 from dataclasses import dataclass
 
 import aiomqtt
 
-from gateway.config import MqttConfig
+from gateway.config import MqttConfig, MqttTlsConfig
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +62,26 @@ class Topics:
         return f"{self.base}/status"
 
 
+def tls_context(tls: MqttTlsConfig) -> ssl.SSLContext:
+    """An SSL context for the broker connection: verify the broker against
+    ``ca_file`` (never CERT_NONE), present the client certificate if one is set.
+
+    Raises OSError (a file is missing or unreadable) or ssl.SSLError (a file is
+    not a certificate/key, or the key does not match, or the password is wrong).
+    """
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = tls.verify_hostname
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    if tls.cert_file is not None:
+        ctx.load_cert_chain(
+            str(tls.cert_file),
+            str(tls.key_file) if tls.key_file is not None else None,
+            password=tls.key_password,
+        )
+    return ctx
+
+
 class MqttPublisher:
     def __init__(self, config: MqttConfig, gateway_id: str) -> None:
         self.config = config
@@ -87,6 +113,16 @@ class MqttPublisher:
         delay = c.reconnect_initial_s
         while True:
             try:
+                context = tls_context(c.tls) if c.tls is not None else None
+            except OSError as err:  # ssl.SSLError is an OSError
+                # A bad certificate file is an operator error: say so, keep retrying
+                # (the file may be being replaced); `hilgw doctor` names the fix.
+                self.last_error = f"tls: {err}"
+                log.error("mqtt: cannot set up TLS: %s", err)
+                context = None
+            try:
+                if c.tls is not None and context is None:
+                    raise aiomqtt.MqttError(self.last_error)
                 async with aiomqtt.Client(
                     hostname=c.host,
                     port=port or c.port,
@@ -95,6 +131,7 @@ class MqttPublisher:
                     password=c.password,
                     keepalive=c.keepalive_s,
                     will=aiomqtt.Will(self.topics.status, b"offline", qos=1, retain=True),
+                    tls_context=context,
                 ) as client:
                     self.connected = True
                     self.connects += 1

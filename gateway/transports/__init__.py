@@ -18,6 +18,7 @@ TRANSPORTS: dict[str, str] = {
     "serial": "gateway.transports.serial:SerialTransport",
     "udp": "gateway.transports.udp:UdpTransport",
     "memory": "gateway.transports.memory_registry:memory_endpoint",
+    "can": "gateway.transports.can:CanTransport",
 }
 
 __all__ = ["TRANSPORTS", "DatagramTransport", "StreamTransport", "Transport", "create_transport", "resolve"]

@@ -1,0 +1,140 @@
+"""Configuration of the cue path (``[cue]`` in the gateway TOML; docs/cue-path.md §7).
+
+Validated once at load time with the rest of :mod:`gateway.config`, which
+includes :class:`CueConfig` as ``GatewayConfig.cue``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "CoverageConfig",
+    "CueConfig",
+    "CueRulesConfig",
+    "InhibitConfig",
+    "LauncherCueConfig",
+    "TimeSyncConfig",
+]
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+InhibitKind = Literal["launcher_heartbeat", "sensors", "time_sync"]
+Category = Literal["ballistic", "constant_velocity", "unspecified"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CoverageConfig(_Model):
+    """A launcher's configured coverage volume: a sector around its site.
+
+    A track is inside when its slant range, its azimuth (clockwise from true
+    north, from ``az_from_deg`` to ``az_to_deg``, wrapping through 360), its
+    elevation and its height above the WGS-84 ellipsoid are all within bounds.
+    This is a configured filter, not a model of any weapon.
+    """
+
+    lat_deg: float = Field(ge=-90, le=90)
+    lon_deg: float = Field(ge=-180, le=180)
+    alt_m: float = Field(ge=-500, le=10000)
+    min_range_m: float = Field(default=0.0, ge=0)
+    max_range_m: float = Field(gt=0)
+    az_from_deg: float = Field(default=0.0, ge=0, le=360)
+    az_to_deg: float = Field(default=360.0, ge=0, le=360)
+    min_elevation_deg: float = Field(default=-90.0, ge=-90, le=90)
+    max_elevation_deg: float = Field(default=90.0, ge=-90, le=90)
+    min_height_m: float = -1000.0
+    max_height_m: float = 2_000_000.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CoverageConfig:
+        if self.min_range_m >= self.max_range_m:
+            raise ValueError("min_range_m must be below max_range_m")
+        if self.min_elevation_deg > self.max_elevation_deg:
+            raise ValueError("min_elevation_deg must not exceed max_elevation_deg")
+        if self.min_height_m >= self.max_height_m:
+            raise ValueError("min_height_m must be below max_height_m")
+        return self
+
+
+class LauncherCueConfig(_Model):
+    """One launcher the cue path may cue. ``id`` is the launcher device id."""
+
+    id: str = Field(pattern=_ID)
+    key_id: str = Field(min_length=1)  # a [launcher.<key_id>] entry of the keys file
+    coverage: CoverageConfig
+    #: No heartbeat for this long inhibits cues to the launcher (issue 5 §4).
+    heartbeat_timeout_s: float = Field(default=1.0, gt=0, le=60)
+
+
+class CueRulesConfig(_Model):
+    """Which system tracks are candidates for a cue."""
+
+    require_confirmed: bool = True
+    min_quality: float = Field(default=0.5, ge=0, le=1)
+    #: Track categories allowed (motion model of the system track); empty: any.
+    categories: list[Category] = Field(default_factory=list)
+    #: A track whose state is older than this (against its batch time) is not a candidate.
+    max_track_age_s: float = Field(default=2.0, gt=0)
+    #: The whole picture older than this (no TrackBatch received) ends every cue.
+    max_picture_age_s: float = Field(default=2.0, gt=0)
+
+
+class TimeSyncConfig(_Model):
+    """How the gateway knows its clock is synchronised.
+
+    ``none`` trusts the clock (bench use). ``command`` runs ``command`` every
+    ``interval_s``; exit status 0 means synchronised (e.g. ``chronyc waitsync
+    1 0.01``: chrony synchronised with a correction under 10 ms). A failed,
+    timed-out or overdue check is a loss of time sync.
+    """
+
+    kind: Literal["none", "command"] = "none"
+    command: list[str] = Field(default_factory=lambda: ["chronyc", "waitsync", "1", "0.01"])
+    interval_s: float = Field(default=1.0, gt=0)
+    timeout_s: float = Field(default=2.0, gt=0)
+
+
+class InhibitConfig(_Model):
+    #: Evaluation period of the inhibit timer (<= 100 ms keeps the 250 ms reaction).
+    tick_s: float = Field(default=0.1, gt=0, le=0.1)
+    #: A contributing sensor silent (in the picture) for this long counts as lost.
+    sensor_timeout_s: float = Field(default=3.0, gt=0)
+    #: Which inhibits also drop authority to HOLD.
+    drop_to_hold_on: list[InhibitKind] = Field(default_factory=lambda: list[InhibitKind](["time_sync"]))
+    time_sync: TimeSyncConfig = TimeSyncConfig()
+
+
+class CueConfig(_Model):
+    """``[cue]``: the engagement-cue path (docs/cue-path.md)."""
+
+    enabled: bool = True
+    keys_file: Path
+    audit_path: Path
+    launchers: list[LauncherCueConfig] = Field(default_factory=list)
+    rules: CueRulesConfig = CueRulesConfig()
+    inhibit: InhibitConfig = InhibitConfig()
+    #: Operator commands older (or further in the future) than this are rejected.
+    command_max_age_s: float = Field(default=5.0, gt=0, le=300)
+    command_max_future_s: float = Field(default=2.0, ge=0, le=300)
+    #: A cue waiting for approval longer than this expires.
+    approval_timeout_s: float = Field(default=30.0, gt=0)
+    #: Validity window of a cue from the moment it is sent.
+    cue_validity_s: float = Field(default=5.0, gt=0, le=600)
+    ack_timeout_s: float = Field(default=0.5, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    #: After a nack or a failure, the same track/launcher pair waits this long.
+    retry_cooldown_s: float = Field(default=2.0, ge=0)
+
+    @model_validator(mode="after")
+    def _unique_launchers(self) -> CueConfig:
+        seen: set[str] = set()
+        for launcher in self.launchers:
+            if launcher.id in seen:
+                raise ValueError(f"launcher id {launcher.id!r} appears twice")
+            seen.add(launcher.id)
+        return self

@@ -1,0 +1,617 @@
+"""The pure core of the cue path: authority, approvals, cue bookkeeping, inhibits.
+
+No I/O and no clock: every event method takes :class:`~gateway.cue.book.Now`
+and returns the effects the shell must carry out, in order. Every decision is
+first appended to the audit log (staged); the shell flushes the log (fsync)
+before it carries out any effect, and if that flush fails it calls
+:meth:`CueCore.audit_failed`, which drops to HOLD for good (journal first,
+act second; docs/cue-path.md §5).
+
+The one place a cue is emitted is :meth:`CueCore._send`; it re-checks that
+authority and inhibits allow the send *at that moment*, whatever the caller
+believed, and refuses (audited) otherwise.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf.message import DecodeError
+
+from gateway.cue import rules
+from gateway.cue.audit import AuditLog
+from gateway.cue.authority import AuthorityStatus, CommandVerifier, Verdict, authority_name
+from gateway.cue.book import LIVE, OPEN, Cue, Effect, Now, Publish, SendCancel, SendCue, status_name
+from gateway.cue.config import CueConfig, LauncherCueConfig
+from gateway.cue.keys import KeyRing
+from gateway.cue.signing import sign
+from hilgw.errors import ConfigError
+from hilgw.v1 import cue_pb2, track_pb2
+
+__all__ = ["CueCore"]
+
+S = cue_pb2
+HOLD, APPROVAL, AUTO = S.AUTHORITY_HOLD, S.AUTHORITY_CUE_ON_APPROVAL, S.AUTHORITY_AUTO_CUE
+_RECENT_ENDED = 64
+
+
+@dataclass
+class _Launcher:
+    config: LauncherCueConfig
+    secret: bytes
+    sequence: int = 0  # last sequence used on the wire (cues and cancels)
+    last_heartbeat_mono: int | None = None
+    link_up: bool = True
+    fault: str = ""
+    inhibits: set[str] = field(default_factory=set)
+
+
+class CueCore:
+    """All cue-path state and decisions. Construct it at start: it is in HOLD."""
+
+    def __init__(
+        self,
+        config: CueConfig,
+        keys: KeyRing,
+        gateway_id: str,
+        audit: AuditLog,
+        now: Now,
+        history: Iterable[dict[str, Any]] = (),
+        *,
+        time_sync_required: bool | None = None,
+    ) -> None:
+        self.config = config
+        self.gateway_id = gateway_id
+        self.audit = audit
+        self.verifier = CommandVerifier(
+            keys.operator,
+            gateway_id,
+            int(config.command_max_age_s * 1e9),
+            int(config.command_max_future_s * 1e9),
+        )
+        self.launchers: dict[str, _Launcher] = {}
+        for lc in config.launchers:
+            key = keys.launcher.get(lc.key_id)
+            if key is None:
+                raise ConfigError(
+                    f"cue.launchers[{lc.id}].key_id", f"no [launcher.{lc.key_id}] in the keys file"
+                )
+            self.launchers[lc.id] = _Launcher(lc, key.secret)
+        self.authority = AuthorityStatus(since_ns=now.wall_ns)
+        self.audit_ok = True
+        need_sync = (
+            config.inhibit.time_sync.kind != "none" if time_sync_required is None else time_sync_required
+        )
+        self.time_sync_ok = not need_sync  # unknown counts as lost until the first good check
+        self.time_sync_detail = "not checked yet" if need_sync else ""
+        self.sensor_down: set[str] = set()
+        self.picture: track_pb2.TrackBatch | None = None
+        self.picture_mono: int | None = None
+        self.cues: dict[int, Cue] = {}  # open cues (pending, sent, acked)
+        self.by_pair: dict[tuple[int, str], int] = {}
+        self.ended: deque[Cue] = deque(maxlen=_RECENT_ENDED)
+        self.pair_logged: dict[tuple[int, str], str] = {}  # last audited decision per pair
+        self.cooldown: dict[tuple[int, str], int] = {}  # pair -> mono ns until which it waits
+        self.track_inhibit: dict[int, str] = {}
+        self.cancel_sequences: deque[tuple[str, int]] = deque(maxlen=1024)  # (launcher, sequence) of cancels
+        self.next_cue_id = 1
+        self.counters: dict[str, int] = {}
+        self._effects: list[Effect] = []
+        self._dirty = True
+        self._restore(history)
+        self._log(
+            now,
+            "startup",
+            authority="HOLD",
+            gateway_id=gateway_id,
+            command_high_water=dict(self.verifier.high_water),
+            launcher_sequence={k: v.sequence for k, v in self.launchers.items()},
+        )
+
+    # --- restart ------------------------------------------------------------------
+
+    def _restore(self, history: Iterable[dict[str, Any]]) -> None:
+        """Rebuild replay high-water marks and sequence counters from the audit log.
+        Authority is *not* restored: a restart is always HOLD."""
+        for rec in history:
+            d = rec.get("data", {})
+            if rec.get("kind") == "command_accepted":
+                self.verifier.restore(d["key_id"], int(d["sequence"]), d["mac"])
+            if "launcher" in d and "sequence" in d and d["launcher"] in self.launchers:
+                lau = self.launchers[d["launcher"]]
+                lau.sequence = max(lau.sequence, int(d["sequence"]))
+            if "cue_id" in d:
+                self.next_cue_id = max(self.next_cue_id, int(d["cue_id"]) + 1)
+
+    # --- plumbing -------------------------------------------------------------------
+
+    def _log(self, now: Now, kind: str, /, **data: Any) -> None:
+        self.audit.append(kind, data, now.wall_ns)
+        self.counters[kind] = self.counters.get(kind, 0) + 1
+
+    def _take(self) -> list[Effect]:
+        if self._dirty:
+            self._dirty = False
+            self._effects.append(Publish("authority", self.authority_state(), retain=True))
+            self._effects.append(Publish("cues", self.cue_list(), retain=True))
+        out, self._effects = self._effects, []
+        if not self.audit_ok:
+            return [e for e in out if isinstance(e, Publish)]
+        return out
+
+    def inhibits(self) -> list[str]:
+        out = [f"launcher:{lid}:{why}" for lid, lau in self.launchers.items() for why in sorted(lau.inhibits)]
+        if not self.time_sync_ok:
+            out.append("time_sync")
+        if not self.audit_ok:
+            out.append("audit")
+        return out
+
+    def authority_state(self) -> cue_pb2.AuthorityState:
+        return self.authority.to_proto(self.gateway_id, self.inhibits())
+
+    def cue_list(self) -> cue_pb2.CueList:
+        msg = cue_pb2.CueList(
+            gateway_id=self.gateway_id, time_ns=self.authority.since_ns, authority=self.authority.value
+        )
+        msg.cues.extend(c.to_proto() for c in [*self.cues.values(), *self.ended])
+        return msg
+
+    # --- events -----------------------------------------------------------------------
+
+    def tick(self, now: Now) -> list[Effect]:
+        """The timer: timeouts and inhibits (call every <= 100 ms)."""
+        self._evaluate(now)
+        return self._take()
+
+    def on_tracks(self, batch: track_pb2.TrackBatch, now: Now) -> list[Effect]:
+        self.picture, self.picture_mono = batch, now.mono_ns
+        self._evaluate(now)
+        return self._take()
+
+    def on_sensor_health(self, sensor_id: str, alive: bool, now: Now) -> list[Effect]:
+        if alive != (sensor_id not in self.sensor_down):
+            (self.sensor_down.discard if alive else self.sensor_down.add)(sensor_id)
+            self._log(now, "sensor_up" if alive else "sensor_down", sensor=sensor_id)
+        self._evaluate(now)
+        return self._take()
+
+    def on_heartbeat(self, launcher_id: str, now: Now, ok: bool = True, detail: str = "") -> list[Effect]:
+        lau = self.launchers.get(launcher_id)
+        if lau is not None and lau.link_up:  # while the link is down, heartbeats count for nothing
+            lau.last_heartbeat_mono = now.mono_ns
+            lau.fault = "" if ok else (detail or "fault")
+        self._evaluate(now)
+        return self._take()
+
+    def on_link(self, launcher_id: str, up: bool, now: Now) -> list[Effect]:
+        lau = self.launchers.get(launcher_id)
+        if lau is not None:
+            if up != lau.link_up:
+                lau.last_heartbeat_mono = None  # a reconnect must hear a fresh heartbeat first
+            lau.link_up = up
+        self._evaluate(now)
+        return self._take()
+
+    def on_time_sync(self, ok: bool, detail: str, now: Now) -> list[Effect]:
+        if ok != self.time_sync_ok:
+            self._log(now, "time_sync", ok=ok, detail=detail)
+            self._dirty = True
+            drop = "time_sync" in self.config.inhibit.drop_to_hold_on
+            if not ok and drop and self.authority.value != HOLD:
+                self._set_authority(HOLD, "inhibit", f"time sync lost: {detail}", 0, now)
+        self.time_sync_ok, self.time_sync_detail = ok, detail
+        self._evaluate(now)
+        return self._take()
+
+    def audit_failed(self, now: Now, why: str) -> list[Effect]:
+        """The log cannot be written: nothing may leave any more (until a restart)."""
+        self.audit_ok = False
+        self.authority = AuthorityStatus(HOLD, now.wall_ns, "audit", f"audit log failed: {why}")
+        for cue in list(self.cues.values()):
+            self._end(cue, S.CUE_STATUS_CANCELLED, "audit_failed", now, notify=False)
+        self._dirty = True
+        return self._take()
+
+    def on_authority_command(self, payload: bytes, now: Now) -> list[Effect]:
+        cmd = cue_pb2.AuthorityCommand()
+        verdict = self._verify(cmd, payload, "authority", now)
+        if verdict is not None and verdict.accepted:
+            self._set_authority(
+                cmd.requested, cmd.operator_id, cmd.reason or "operator command", cmd.sequence, now
+            )
+        self._evaluate(now)
+        return self._take()
+
+    def on_cue_command(self, payload: bytes, now: Now) -> list[Effect]:
+        cmd = cue_pb2.CueCommand()
+        verdict = self._verify(cmd, payload, "cue", now)
+        if verdict is not None and verdict.accepted:
+            cue = self.cues.get(cmd.cue_id)
+            approve = cmd.action == S.CUE_ACTION_APPROVE
+            if cue is None or cue.status != S.CUE_STATUS_PENDING_APPROVAL:
+                why = "unknown_cue" if cue is None else f"not_pending ({status_name(cue.status)})"
+                self._log(
+                    now,
+                    "approval_ignored" if approve else "reject_ignored",
+                    cue_id=cmd.cue_id,
+                    operator=cmd.operator_id,
+                    why=why,
+                )
+            elif approve:
+                cue.approved_by = cmd.operator_id
+                self._log(
+                    now,
+                    "approved",
+                    cue_id=cue.cue_id,
+                    launcher=cue.launcher_id,
+                    track=cue.track_id,
+                    operator=cmd.operator_id,
+                )
+            else:
+                self._log(now, "rejected", cue_id=cue.cue_id, operator=cmd.operator_id, reason=cmd.reason)
+                self._end(cue, S.CUE_STATUS_REJECTED, f"rejected by {cmd.operator_id}", now)
+                self.cooldown[cue.pair] = now.mono_ns + int(self.config.approval_timeout_s * 1e9)
+        self._evaluate(now)
+        return self._take()
+
+    def on_ack(self, ack: cue_pb2.CueAck, now: Now) -> list[Effect]:
+        cue = self.cues.get(ack.cue_id)
+        result = "ack" if ack.result == S.ACK_RESULT_ACK else "nack"
+        info = {
+            "cue_id": ack.cue_id,
+            "launcher": ack.launcher_id,
+            "ack_sequence": ack.sequence,
+            "reason_code": ack.reason_code,
+            "reason": ack.reason,
+        }
+        ours = cue is not None and (ack.sequence == 0 or ack.sequence in cue.sequences)
+        if (ack.launcher_id, ack.sequence) in self.cancel_sequences:
+            self._log(now, f"cancel_{result}ed", **info)  # the answer to a cancel (ICD §5.4)
+        elif cue is None or not ours or cue.launcher_id != ack.launcher_id or cue.status not in LIVE:
+            self._log(now, f"{result}_unmatched", **info)
+        elif ack.result == S.ACK_RESULT_ACK:
+            if cue.status == S.CUE_STATUS_SENT:
+                cue.status, cue.updated_ns = S.CUE_STATUS_ACKED, now.wall_ns
+                self._log(now, "acked", **info)
+                self._dirty = True
+        else:
+            self._log(now, "nacked", **info)
+            self._end(cue, S.CUE_STATUS_NACKED, f"nack {ack.reason_code}: {ack.reason}", now, notify=False)
+            self.cooldown[cue.pair] = now.mono_ns + int(self.config.retry_cooldown_s * 1e9)
+        self._effects.append(Publish("ack", ack))
+        self._evaluate(now)
+        return self._take()
+
+    # --- commands -----------------------------------------------------------------------
+
+    def _verify(
+        self, cmd: cue_pb2.AuthorityCommand | cue_pb2.CueCommand, payload: bytes, kind: str, now: Now
+    ) -> Verdict | None:
+        try:
+            cmd.ParseFromString(payload)
+        except DecodeError:
+            self._log(now, "command_rejected", kind=kind, reason="decode", size=len(payload))
+            self._result(kind, False, "decode", cmd, now)
+            return None
+        verdict = self.verifier.check(cmd, now.wall_ns)
+        what: dict[str, Any] = {
+            "kind": kind,
+            "key_id": cmd.key_id,
+            "operator": cmd.operator_id,
+            "sequence": cmd.sequence,
+            "timestamp_ns": cmd.timestamp_ns,
+        }
+        if isinstance(cmd, cue_pb2.AuthorityCommand):
+            what["requested"] = authority_name(cmd.requested)
+        else:
+            what["action"], what["target_cue"] = S.CueAction.Name(cmd.action), cmd.cue_id
+        if verdict.accepted:
+            self._log(now, "command_accepted", mac=verdict.mac_hex, **what)
+            self.verifier.commit(verdict)
+        else:
+            self._log(now, "command_rejected", reason=verdict.reason, **what)
+        self._result(kind, verdict.accepted, verdict.reason, cmd, now)
+        return verdict
+
+    def _result(
+        self, kind: str, ok: bool, reason: str, cmd: cue_pb2.AuthorityCommand | cue_pb2.CueCommand, now: Now
+    ) -> None:
+        res = cue_pb2.CommandResult(
+            kind=kind,
+            accepted=ok,
+            reason=reason,
+            operator_id=cmd.operator_id,
+            key_id=cmd.key_id,
+            sequence=cmd.sequence,
+            time_ns=now.wall_ns,
+            gateway_id=self.gateway_id,
+        )
+        if isinstance(cmd, cue_pb2.CueCommand):
+            res.cue_id = cmd.cue_id
+        self._effects.append(Publish("result", res))
+
+    def _set_authority(self, value: int, by: str, reason: str, sequence: int, now: Now) -> None:
+        old = self.authority.value
+        # Journaled before it takes effect (the shell flushes before any send).
+        self._log(
+            now,
+            "authority_changed",
+            old=authority_name(old),
+            new=authority_name(value),
+            by=by,
+            reason=reason,
+            sequence=sequence,
+        )
+        self.authority = AuthorityStatus(value, now.wall_ns, by, reason, sequence)  # type: ignore[arg-type]
+        self._dirty = True
+
+    # --- evaluation -----------------------------------------------------------------------
+
+    def _update_inhibits(self, now: Now) -> None:
+        drop_on = set(self.config.inhibit.drop_to_hold_on)
+        for lid, lau in self.launchers.items():
+            new: set[str] = set()
+            if not lau.link_up:
+                new.add("link_down")
+            elif lau.last_heartbeat_mono is None:
+                new.add("no_heartbeat")
+            elif now.mono_ns - lau.last_heartbeat_mono > lau.config.heartbeat_timeout_s * 1e9:
+                new.add("heartbeat_lost")
+            if lau.fault:
+                new.add("launcher_fault")
+            if not self.time_sync_ok:
+                new.add("time_sync")
+            if new == lau.inhibits:
+                continue
+            added, removed = new - lau.inhibits, lau.inhibits - new
+            lau.inhibits = new
+            self._dirty = True
+            self._log(now, "inhibit", launcher=lid, on=sorted(added), off=sorted(removed), active=sorted(new))
+            # Time sync drops to HOLD in on_time_sync (it is not per launcher).
+            lost = added & {"heartbeat_lost", "link_down", "launcher_fault"}
+            if lost and "launcher_heartbeat" in drop_on and self.authority.value != HOLD:
+                self._set_authority(HOLD, "inhibit", f"{lid}: {', '.join(sorted(added))}", 0, now)
+
+    def _sensors_lost(self, track: track_pb2.SystemTrack, batch_ns: int) -> bool:
+        limit = self.config.inhibit.sensor_timeout_s * 1e9
+        alive = [
+            c
+            for c in track.contributors
+            if c.sensor_id not in self.sensor_down and batch_ns - c.last_update_time_ns <= limit
+        ]
+        return not alive
+
+    def _launcher_block(self, lid: str) -> str | None:
+        lau = self.launchers[lid]
+        return f"inhibit:{','.join(sorted(lau.inhibits))}" if lau.inhibits else None
+
+    def _allowed(self, cue: Cue) -> bool:
+        """May this cue be on a launcher now, as far as authority goes?"""
+        a = self.authority.value
+        return self.audit_ok and (a == AUTO or (a == APPROVAL and bool(cue.approved_by)))
+
+    def _evaluate(self, now: Now) -> None:
+        self._update_inhibits(now)
+        cfg = self.config
+        pic = self.picture
+        fresh = (
+            pic is not None
+            and self.picture_mono is not None
+            and (now.mono_ns - self.picture_mono <= cfg.rules.max_picture_age_s * 1e9)
+        )
+        why_not: dict[str, dict[int, str | None]] = {}
+        tracks: dict[int, track_pb2.SystemTrack] = {}
+        if fresh and pic is not None:
+            why_not = rules.evaluate(cfg.rules, cfg.launchers, pic)
+            tracks = {t.track_id: t for t in pic.tracks}
+        # Per-track inhibit: every contributing sensor lost.
+        lost = {tid for tid, t in tracks.items() if self._sensors_lost(t, pic.time_ns)} if pic else set()
+        for tid in lost - set(self.track_inhibit):
+            self.track_inhibit[tid] = "sensors_lost"
+            cand = any(why_not.get(lid, {}).get(tid, "x") is None for lid in self.launchers)
+            self._log(now, "inhibit", track=tid, on=["sensors_lost"], off=[])
+            if cand and "sensors" in cfg.inhibit.drop_to_hold_on and self.authority.value != HOLD:
+                self._set_authority(HOLD, "inhibit", f"track {tid}: sensors lost", 0, now)
+        for tid in set(self.track_inhibit) - lost:
+            del self.track_inhibit[tid]
+            if tid in tracks:
+                self._log(now, "inhibit", track=tid, on=[], off=["sensors_lost"])
+
+        def blocker(tid: int, lid: str) -> str | None:
+            """Why this pair may not have a cue now (rules, then inhibits)."""
+            if not fresh:
+                return "picture_stale"
+            reason = why_not.get(lid, {}).get(tid, "track_dropped")
+            if reason is not None:
+                return reason
+            return self._launcher_block(lid) or (
+                f"inhibit:{self.track_inhibit[tid]}" if tid in self.track_inhibit else None
+            )
+
+        # 1. Open cues: end those no longer allowed or timed out; resend on ack timeout.
+        for cue in list(self.cues.values()):
+            why = blocker(cue.track_id, cue.launcher_id)
+            if why is not None:
+                self._end(cue, S.CUE_STATUS_CANCELLED, why, now)
+            elif cue.status == S.CUE_STATUS_PENDING_APPROVAL:
+                if self.authority.value == HOLD:
+                    self._end(cue, S.CUE_STATUS_CANCELLED, "authority_hold", now)
+                elif now.mono_ns >= cue.approval_deadline_mono and not cue.approved_by:
+                    self._end(cue, S.CUE_STATUS_EXPIRED, "approval_timeout", now)
+                elif self.authority.value == AUTO or cue.approved_by:
+                    cue.auto = not cue.approved_by
+                    self._send(cue, now)
+            elif not self._allowed(cue):
+                why = "authority_hold" if self.authority.value == HOLD else "authority_lowered"
+                self._end(cue, S.CUE_STATUS_CANCELLED, why, now)
+            elif now.mono_ns >= cue.expires_mono:
+                self._end(cue, S.CUE_STATUS_EXPIRED, "validity_over", now, notify=False)
+            elif cue.status == S.CUE_STATUS_SENT and now.mono_ns >= cue.ack_deadline_mono:
+                self._log(
+                    now, "ack_timeout", cue_id=cue.cue_id, launcher=cue.launcher_id, attempts=cue.attempts
+                )
+                if cue.attempts > cfg.max_retries:
+                    self._end(cue, S.CUE_STATUS_FAILED, f"no ack after {cue.attempts} sends", now)
+                    self.cooldown[cue.pair] = now.mono_ns + int(cfg.retry_cooldown_s * 1e9)
+                else:
+                    self._send(cue, now)
+
+        # 2. Candidate pairs without an open cue: withhold (and say why) or open one.
+        seen: set[tuple[int, str]] = set()
+        for lid, per_track in why_not.items():
+            for tid, reason in per_track.items():
+                if reason is not None:
+                    continue
+                pair = (tid, lid)
+                seen.add(pair)
+                if pair in self.by_pair:
+                    continue
+                if self.pair_logged.get(pair) is None:
+                    self._log(now, "candidate", track=tid, launcher=lid)
+                    self.pair_logged[pair] = "candidate"
+                why = blocker(tid, lid)
+                if why is None and self.authority.value == HOLD:
+                    why = "authority_hold"
+                if why is None and self.cooldown.get(pair, 0) > now.mono_ns:
+                    why = "cooldown"
+                if why is not None:
+                    if self.pair_logged.get(pair) != why:
+                        self._log(now, "withheld", track=tid, launcher=lid, why=why)
+                        self.pair_logged[pair] = why
+                    continue
+                self._open(tracks[tid], lid, now)
+        for pair in set(self.pair_logged) - seen:
+            del self.pair_logged[pair]
+        for pair, until in list(self.cooldown.items()):
+            if until <= now.mono_ns:
+                del self.cooldown[pair]
+
+    # --- cue life ---------------------------------------------------------------------------
+
+    def _open(self, track: track_pb2.SystemTrack, lid: str, now: Now) -> None:
+        cue_id = self.next_cue_id
+        self.next_cue_id += 1
+        cue = Cue(cue_id, lid, track.track_id, S.CUE_STATUS_PENDING_APPROVAL, now, now.wall_ns)
+        msg = cue_pb2.EngagementCue(
+            cue_id=cue_id,
+            launcher_id=lid,
+            system_track_id=track.track_id,
+            time_of_validity_ns=track.last_update_time_ns,
+            gateway_id=self.gateway_id,
+        )
+        msg.state.CopyFrom(track.state)
+        cue.message = msg
+        self.cues[cue_id] = cue
+        self.by_pair[cue.pair] = cue_id
+        self.pair_logged[cue.pair] = "open"
+        self._dirty = True
+        if self.authority.value == AUTO:
+            cue.auto = True
+            self._send(cue, now)
+        else:
+            cue.approval_deadline_mono = now.mono_ns + int(self.config.approval_timeout_s * 1e9)
+            self._log(now, "pending_approval", cue_id=cue_id, track=track.track_id, launcher=lid)
+
+    def _send(self, cue: Cue, now: Now) -> None:
+        """The single exit of every cue. Re-checks authority and inhibits here."""
+        lau = self.launchers[cue.launcher_id]
+        msg = cue.message
+        allowed = self.audit_ok and (
+            self.authority.value == AUTO or (self.authority.value == APPROVAL and bool(cue.approved_by))
+        )
+        if not allowed or lau.inhibits or msg is None or cue.track_id in self.track_inhibit:
+            why = "authority" if not allowed else "inhibit"
+            self._log(now, "send_refused", cue_id=cue.cue_id, launcher=cue.launcher_id, why=why)
+            self._end(cue, S.CUE_STATUS_CANCELLED, f"send refused: {why}", now)
+            return
+        resend = cue.attempts > 0
+        if not resend:
+            validity = int(self.config.cue_validity_s * 1e9)
+            msg.valid_from_ns = now.wall_ns
+            msg.valid_until_ns = now.wall_ns + validity
+            cue.expires_mono = now.mono_ns + validity  # local expiry on the monotonic clock
+        lau.sequence += 1
+        msg.sequence, msg.attempt = lau.sequence, cue.attempts
+        sign(msg, lau.config.key_id, lau.secret)
+        cue.attempts += 1
+        cue.sequences.append(lau.sequence)
+        cue.status, cue.updated_ns = S.CUE_STATUS_SENT, now.wall_ns
+        cue.ack_deadline_mono = now.mono_ns + int(self.config.ack_timeout_s * 1e9)
+        self._log(
+            now,
+            "cue_resent" if resend else "cue_sent",
+            cue_id=cue.cue_id,
+            launcher=cue.launcher_id,
+            track=cue.track_id,
+            sequence=msg.sequence,
+            attempt=msg.attempt,
+            key_id=msg.key_id,
+            valid_from_ns=msg.valid_from_ns,
+            valid_until_ns=msg.valid_until_ns,
+            authority=authority_name(self.authority.value),
+            approved_by=cue.approved_by,
+            mac=msg.mac.hex(),
+        )
+        out = cue_pb2.EngagementCue()
+        out.CopyFrom(msg)
+        self._effects.append(SendCue(cue.launcher_id, out))
+        self._effects.append(Publish("cue", out))
+        self._dirty = True
+
+    def _end(self, cue: Cue, status: int, why: str, now: Now, *, notify: bool = True) -> None:
+        """Close a cue; a live one gets a cancel unless ``notify`` is False."""
+        was_live = cue.status in LIVE
+        cue.status, cue.detail, cue.updated_ns = status, why, now.wall_ns
+        self.cues.pop(cue.cue_id, None)
+        if self.by_pair.get(cue.pair) == cue.cue_id:
+            del self.by_pair[cue.pair]
+        self.pair_logged.pop(cue.pair, None)
+        self.ended.append(cue)
+        self._dirty = True
+        self._log(
+            now,
+            status_name(status).lower(),
+            cue_id=cue.cue_id,
+            launcher=cue.launcher_id,
+            track=cue.track_id,
+            why=why,
+        )
+        if was_live and notify and self.audit_ok:
+            lau = self.launchers[cue.launcher_id]
+            lau.sequence += 1
+            cancel = cue_pb2.CueCancel(
+                cue_id=cue.cue_id,
+                launcher_id=cue.launcher_id,
+                system_track_id=cue.track_id,
+                sequence=lau.sequence,
+                time_ns=now.wall_ns,
+                reason=why,
+                gateway_id=self.gateway_id,
+            )
+            sign(cancel, lau.config.key_id, lau.secret)
+            self.cancel_sequences.append((cue.launcher_id, lau.sequence))
+            self._log(
+                now,
+                "cancel_sent",
+                cue_id=cue.cue_id,
+                launcher=cue.launcher_id,
+                sequence=lau.sequence,
+                why=why,
+            )
+            self._effects.append(SendCancel(cue.launcher_id, cancel))
+
+    def raise_sequence(self, launcher_id: str, at_least: int) -> None:
+        """Never use a sequence at or below ``at_least`` again on this launcher
+        (a link that already counts higher, e.g. a driver started earlier)."""
+        lau = self.launchers.get(launcher_id)
+        if lau is not None and at_least > lau.sequence:
+            lau.sequence = at_least
+
+    # --- views --------------------------------------------------------------------------------
+
+    def open_cues(self) -> list[Cue]:
+        return [c for c in self.cues.values() if c.status in OPEN]

@@ -1,0 +1,328 @@
+"""The asyncio shell of the cue path: feeds :class:`~gateway.cue.core.CueCore`.
+
+    path = CuePath(config.cue, config.gateway_id, tracks=gw.tracks, health=gw.health, mqtt=config.mqtt)
+    path.add_link(launcher_link)              # one per launcher (gateway.cue.link.LauncherLink)
+    await path.run()                          # until cancelled
+
+Inputs: the ``tracks`` and ``health`` bus topics, launcher events
+(:meth:`CuePath.launcher_event`, called by the launcher driver), operator
+commands from MQTT (``{prefix}/{gateway_id}/authority/command`` and
+``.../cue/command``) and a timer (``inhibit.tick_s`` <= 100 ms) so that an
+inhibit takes effect within 250 ms. Every event is evaluated at once.
+
+Order of work for each event (docs/cue-path.md §5): the core decides and
+stages audit records; the shell flushes the audit log (fsync); only then are
+cues and cancels handed to the links and messages published. If the flush
+fails, the core drops to HOLD for good and nothing is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+
+import aiomqtt
+
+from gateway.bus import FullPolicy, Subscription, Topic
+from gateway.config import MqttConfig
+from gateway.cue.audit import AuditError, AuditLog
+from gateway.cue.book import Effect, Now, Publish, SendCancel, SendCue
+from gateway.cue.config import CueConfig
+from gateway.cue.core import CueCore
+from gateway.cue.keys import KeyRing, load_keys
+from gateway.cue.link import Ack, Heartbeat, LauncherEvent, LauncherLink, LinkState
+from hilgw.errors import HilgwError
+from hilgw.v1 import cue_pb2, health_pb2, track_pb2
+
+__all__ = ["CuePath", "CueTopics", "system_now"]
+
+log = logging.getLogger(__name__)
+
+_ALIVE = (health_pb2.DEVICE_STATE_UP, health_pb2.DEVICE_STATE_DEGRADED, health_pb2.DEVICE_STATE_STARTING)
+
+
+def system_now() -> Now:
+    return Now(time.time_ns(), time.monotonic_ns())
+
+
+class CueTopics:
+    """MQTT topics of the cue path (docs/cue-path.md §6)."""
+
+    def __init__(self, prefix: str, gateway_id: str) -> None:
+        self.base = f"{prefix}/{gateway_id}"
+        self.authority = f"{self.base}/authority"  # AuthorityState, retained
+        self.authority_command = f"{self.base}/authority/command"  # AuthorityCommand (in)
+        self.cue_command = f"{self.base}/cue/command"  # CueCommand (in)
+        self.cue_list = f"{self.base}/cue/list"  # CueList, retained
+        self.result = f"{self.base}/command/result"  # CommandResult
+
+    def cue(self, launcher_id: str) -> str:
+        return f"{self.base}/cues/{launcher_id}"  # EngagementCue as sent
+
+    def ack(self, launcher_id: str) -> str:
+        return f"{self.base}/acks/{launcher_id}"  # CueAck
+
+    def for_publish(self, p: Publish) -> str:
+        m = p.message
+        if isinstance(m, cue_pb2.EngagementCue):
+            return self.cue(m.launcher_id)
+        if isinstance(m, cue_pb2.CueAck):
+            return self.ack(m.launcher_id)
+        return {"authority": self.authority, "cues": self.cue_list, "result": self.result}[p.kind]
+
+
+_Item = tuple[str, object]
+
+
+class CuePath:
+    """The cue-path task. :meth:`run` builds a fresh core: every (re)start is HOLD."""
+
+    def __init__(
+        self,
+        config: CueConfig,
+        gateway_id: str,
+        *,
+        tracks: Topic[track_pb2.TrackBatch],
+        health: Topic[health_pb2.DeviceHealth] | None = None,
+        mqtt: MqttConfig | None = None,
+        mqtt_port: int | None = None,
+        keys: KeyRing | None = None,
+        clock: Callable[[], Now] = system_now,
+        fsync: bool = True,
+    ) -> None:
+        self.config = config
+        self.gateway_id = gateway_id
+        self.mqtt = mqtt
+        self.mqtt_port = mqtt_port
+        self.topics = CueTopics(mqtt.topic_prefix if mqtt else "hilgw", gateway_id)
+        self.clock = clock
+        self.fsync = fsync
+        self._keys = keys
+        self._tracks_topic = tracks
+        self._health_topic = health
+        self.links: dict[str, LauncherLink] = {}
+        #: Everything the cue path publishes (for MCAP recording, metrics, tests).
+        self.out: Topic[Publish] = Topic("cue")
+        self.core: CueCore | None = None
+        self.mqtt_connected = asyncio.Event()
+        self.send_errors = 0
+        self._inbox: deque[_Item] = deque()
+        self._wake = asyncio.Event()
+        self._mqtt_out: deque[Publish] = deque()
+        self._mqtt_ready = asyncio.Event()
+        self._mqtt_dropped = 0
+        self._last_sync_mono: int | None = None
+
+    # --- wiring ------------------------------------------------------------------------
+
+    def add_link(self, link: LauncherLink) -> None:
+        self.links[link.launcher_id] = link
+
+    def launcher_event(self, event: LauncherEvent) -> None:
+        """Called by a launcher driver for every ack, heartbeat and link change. Never blocks."""
+        self._put(("launcher", event))
+
+    def command(self, kind: str, payload: bytes) -> None:
+        """An operator command from any transport (``kind``: "authority" or "cue")."""
+        self._put((kind, payload))
+
+    def _put(self, item: _Item) -> None:
+        self._inbox.append(item)  # unbounded on purpose: acks and commands must not be lost
+        self._wake.set()
+
+    # --- run ------------------------------------------------------------------------------
+
+    def _open(self) -> CueCore:
+        keys = self._keys or load_keys(self.config.keys_file)
+        audit, history = AuditLog.open(self.config.audit_path, fsync=self.fsync)
+        core = CueCore(self.config, keys, self.gateway_id, audit, self.clock(), history)
+        for lid, link in self.links.items():
+            # The journal owns sequence numbers (ICD §7.3); a link that counts
+            # higher already (its own floor) moves the journal's mark up, never down.
+            nxt = getattr(link, "next_sequence", None)
+            if callable(nxt):
+                core.raise_sequence(lid, int(nxt()) - 1)
+            resync = getattr(link, "resync", None)
+            if callable(resync) and lid in core.launchers:
+                resync(core.launchers[lid].sequence + 1)
+        log.info("cue path: HOLD at start; audit %s (%d records)", self.config.audit_path, audit.count)
+        return core
+
+    async def run(self) -> None:
+        """Run until cancelled. A failure ends the task (the supervisor restarts it in HOLD)."""
+        tracks = self._tracks_topic.subscribe(
+            "cue", maxsize=8, policy=FullPolicy.DROP_OLDEST, wake=self._wake
+        )
+        health = None
+        if self._health_topic is not None:
+            health = self._health_topic.subscribe("cue", maxsize=1024, wake=self._wake)
+        self.core = core = self._open()
+        try:
+            await self._execute(core.tick(self.clock()))
+            async with asyncio.TaskGroup() as tg:
+                if self.mqtt is not None and self.mqtt.enabled:
+                    tg.create_task(self._mqtt_loop(), name="cue:mqtt")
+                if self.config.inhibit.time_sync.kind == "command":
+                    tg.create_task(self._time_sync_loop(), name="cue:timesync")
+                tg.create_task(self._loop(core, tracks, health), name="cue:loop")
+        finally:
+            tracks.close()
+            if health is not None:
+                health.close()
+            core.audit.close()
+
+    async def _loop(
+        self,
+        core: CueCore,
+        tracks: Subscription[track_pb2.TrackBatch],
+        health: Subscription[health_pb2.DeviceHealth] | None,
+    ) -> None:
+        tick = self.config.inhibit.tick_s
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), tick)
+            self._wake.clear()
+            now = self.clock()
+            for batch in tracks.get_all()[-1:]:  # only the freshest picture matters
+                await self._execute(core.on_tracks(batch, now))
+            if health is not None:
+                for h in health.get_all():
+                    await self._execute(core.on_sensor_health(h.device_id, h.state in _ALIVE, now))
+            while self._inbox:
+                kind, item = self._inbox.popleft()
+                await self._execute(self._dispatch(core, kind, item, self.clock()))
+            await self._execute(core.tick(self.clock()))
+
+    def _dispatch(self, core: CueCore, kind: str, item: object, now: Now) -> list[Effect]:
+        if kind == "authority" and isinstance(item, bytes):
+            return core.on_authority_command(item, now)
+        if kind == "cue" and isinstance(item, bytes):
+            return core.on_cue_command(item, now)
+        if kind == "timesync" and isinstance(item, tuple):
+            return core.on_time_sync(bool(item[0]), str(item[1]), now)
+        if isinstance(item, Ack):
+            return core.on_ack(item.ack, now)
+        if isinstance(item, Heartbeat):
+            return core.on_heartbeat(item.launcher_id, now, item.ok, item.detail)
+        if isinstance(item, LinkState):
+            return core.on_link(item.launcher_id, item.up, now)
+        log.error("cue path: unknown inbox item %r", item)
+        return []
+
+    async def _execute(self, effects: list[Effect]) -> None:
+        core = self.core
+        assert core is not None
+        try:
+            core.audit.flush()  # journal first (fsync) ...
+        except AuditError as exc:
+            log.critical("cue path: %s; HOLD, no cue leaves until restart", exc)
+            effects = core.audit_failed(self.clock(), str(exc))
+        for eff in effects:  # ... act second
+            if isinstance(eff, SendCue | SendCancel):
+                await self._send(eff)
+            else:
+                self.out.publish(eff)
+                self._enqueue_mqtt(eff)
+
+    async def _send(self, eff: SendCue | SendCancel) -> None:
+        link = self.links.get(eff.launcher_id)
+        if link is None:
+            self.send_errors += 1
+            log.error("cue path: no link for launcher %s", eff.launcher_id)
+            return
+        try:
+            coro = link.send_cue(eff.cue) if isinstance(eff, SendCue) else link.send_cancel(eff.cancel)
+            await asyncio.wait_for(coro, self.config.ack_timeout_s)
+        except (HilgwError, TimeoutError, OSError) as exc:
+            # No ack will come: the core's ack timeout resends (bounded) or fails the cue.
+            self.send_errors += 1
+            log.warning("cue path: send to %s failed: %s", eff.launcher_id, exc)
+
+    # --- time sync --------------------------------------------------------------------------
+
+    async def _time_sync_loop(self) -> None:
+        ts = self.config.inhibit.time_sync
+        while True:
+            ok, detail = await self._check_time_sync()
+            self._put(("timesync", (ok, detail)))
+            await asyncio.sleep(ts.interval_s)
+
+    async def _check_time_sync(self) -> tuple[bool, str]:
+        ts = self.config.inhibit.time_sync
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *ts.command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+            )
+        except OSError as exc:
+            return False, f"cannot run {ts.command[0]}: {exc.strerror}"
+        try:
+            rc = await asyncio.wait_for(proc.wait(), ts.timeout_s)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return False, f"time sync check timed out after {ts.timeout_s} s"
+        return rc == 0, "synchronised" if rc == 0 else f"time sync check exit status {rc}"
+
+    # --- MQTT -------------------------------------------------------------------------------
+
+    def _enqueue_mqtt(self, p: Publish) -> None:
+        if self.mqtt is None or not self.mqtt.enabled:
+            return
+        if len(self._mqtt_out) >= self.mqtt.queue_size:
+            self._mqtt_out.popleft()
+            self._mqtt_dropped += 1
+        self._mqtt_out.append(p)
+        self._mqtt_ready.set()
+
+    async def _mqtt_loop(self) -> None:
+        c = self.mqtt
+        assert c is not None
+        delay = c.reconnect_initial_s
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    hostname=c.host,
+                    port=self.mqtt_port or c.port,
+                    identifier=f"hilgw-{self.gateway_id}-cue",
+                    username=c.username,
+                    password=c.password,
+                    keepalive=c.keepalive_s,
+                ) as client:
+                    delay = c.reconnect_initial_s
+                    await client.subscribe(self.topics.authority_command, qos=1)
+                    await client.subscribe(self.topics.cue_command, qos=1)
+                    if self.core is not None:  # the retained state is current after a reconnect
+                        self._enqueue_mqtt(Publish("authority", self.core.authority_state(), retain=True))
+                        self._enqueue_mqtt(Publish("cues", self.core.cue_list(), retain=True))
+                    self.mqtt_connected.set()
+                    async with asyncio.TaskGroup() as tg:
+                        tg.create_task(self._mqtt_pump(client))
+                        async for msg in client.messages:
+                            payload = msg.payload if isinstance(msg.payload, bytes) else b""
+                            if msg.topic.matches(self.topics.authority_command):
+                                self.command("authority", payload)
+                            elif msg.topic.matches(self.topics.cue_command):
+                                self.command("cue", payload)
+            except aiomqtt.MqttError as exc:
+                log.warning("cue path: mqtt: %s", exc)
+            finally:
+                self.mqtt_connected.clear()
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, c.reconnect_max_s)
+
+    async def _mqtt_pump(self, client: aiomqtt.Client) -> None:
+        while True:
+            while not self._mqtt_out:
+                self._mqtt_ready.clear()
+                await self._mqtt_ready.wait()
+            p = self._mqtt_out[0]
+            await client.publish(
+                self.topics.for_publish(p), p.message.SerializeToString(), qos=1, retain=p.retain
+            )
+            if self._mqtt_out and self._mqtt_out[0] is p:
+                self._mqtt_out.popleft()

@@ -1,0 +1,261 @@
+"""Driver of a launcher interface on CAN FD or serial (docs/icd/launcher.md).
+
+It sends what it is given (:meth:`LauncherDriver.send_cue`,
+:meth:`LauncherDriver.send_cancel`) and receives acks, nacks and
+heartbeats, which it publishes on :attr:`LauncherDriver.events` and hands
+to listeners. It never decides to send a cue: the engagement authority and
+the cue rules live in the cue path, which calls ``send_cue``.
+
+Sequence numbers: a cue or cancel without one gets the next from
+:attr:`LauncherDriver.next_sequence`, which starts at the UTC second of the
+driver's creation so a restarted gateway does not reuse a sequence unless it
+sent more than one message a second on average (the cue path may set it
+from its journal instead, ICD §7.3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from drivers.base import Rejected, Role
+from drivers.launcher import (
+    Ack,
+    Cue,
+    CueCancel,
+    LauncherCanCodec,
+    LauncherSerialCodec,
+    LauncherState,
+    LauncherStatus,
+)
+from drivers.launcher import messages as msgs
+from gateway.bus import Topic
+from gateway.config import DeviceConfig
+from gateway.devices.base import DeviceDriver, DriverContext, RawFrame
+from gateway.devices.can_radar import pack_raw_frames
+from gateway.transports import StreamTransport, create_transport
+from gateway.transports.base import Transport
+from gateway.transports.can import FrameTransport
+from hilgw.errors import ConfigError, LocalProtocolError, TransportError
+from hilgw.v1 import health_pb2
+
+__all__ = ["LauncherDriver", "LauncherIn", "load_keys"]
+
+log = logging.getLogger(__name__)
+
+_U32 = (1 << 32) - 1
+_STATE_FROM_STATUS: dict[int, int] = {
+    LauncherState.READY: health_pb2.DEVICE_STATE_UP,
+    LauncherState.NOT_READY: health_pb2.DEVICE_STATE_DEGRADED,
+    LauncherState.FAULT: health_pb2.DEVICE_STATE_DEGRADED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LauncherIn:
+    """An ack/nack or heartbeat from a launcher, as published on the bus."""
+
+    device_id: str
+    receive_time_ns: int
+    event: Ack | LauncherStatus
+
+
+def load_keys(specs: Mapping[int, str], where: str = "cue_keys") -> dict[int, bytes]:
+    """Resolve ``key id -> "hex:.." | "env:VAR" | "file:path"`` (hex text) to secrets."""
+    keys: dict[int, bytes] = {}
+    for key_id, spec in specs.items():
+        kind, _, value = spec.partition(":")
+        try:
+            if kind == "hex":
+                text = value
+            elif kind == "env":
+                text = os.environ[value]
+            elif kind == "file":
+                text = Path(value).read_text(encoding="ascii")
+            else:
+                raise ValueError(f"unknown key source {kind!r} (hex:, env: or file:)")
+            secret = bytes.fromhex(text.strip())
+        except (KeyError, OSError, ValueError) as exc:
+            raise ConfigError(f"{where}[{key_id}]", f"cannot load key: {exc!r}") from None
+        if len(secret) < 16:
+            raise ConfigError(f"{where}[{key_id}]", f"key of {len(secret)} bytes; at least 16 are needed")
+        keys[key_id] = secret
+    return keys
+
+
+class LauncherDriver(DeviceDriver):
+    """One launcher link. ``events`` is the topic acks and heartbeats go to."""
+
+    def __init__(
+        self, config: DeviceConfig, ctx: DriverContext, events: Topic[LauncherIn] | None = None
+    ) -> None:
+        super().__init__(config, ctx)
+        self.events: Topic[LauncherIn] = events or Topic(f"launcher:{config.id}")
+        self._listeners: list[Callable[[LauncherIn], None]] = []
+        self._keys = load_keys(config.cue_keys, f"devices[{config.id}].cue_keys")
+        self.next_sequence = max(1, (ctx.wall_ns() // 1_000_000_000) & _U32)
+        self._transport: Transport | None = None
+        self._can: LauncherCanCodec | None = None
+        self._serial: LauncherSerialCodec | None = None
+        self._send_lock = asyncio.Lock()
+        self._up = asyncio.Event()
+        self._seen: Counter[str] = Counter()
+
+    def add_listener(self, callback: Callable[[LauncherIn], None]) -> None:
+        """Call ``callback`` (synchronously, in the driver task) for every ack and heartbeat."""
+        self._listeners.append(callback)
+
+    @property
+    def connected(self) -> bool:
+        """True while the link is open (cues can be sent)."""
+        return self._transport is not None
+
+    async def wait_connected(self) -> None:
+        """Wait until the link is open."""
+        await self._up.wait()
+
+    # --- sending -------------------------------------------------------------------
+
+    def _prepare(self, event: Cue | CueCancel) -> Cue | CueCancel:
+        changes: dict[str, int] = {}
+        if event.sequence is None:
+            changes["sequence"] = self.next_sequence
+        elif event.sequence < self.next_sequence:
+            raise LocalProtocolError(
+                f"{self.config.id}: sequence {event.sequence} is below the next ({self.next_sequence})",
+                field="sequence",
+                value=event.sequence,
+            )
+        if event.key_id == 0:
+            changes["key_id"] = self.config.cue_key_id
+        if self.config.launcher_id is not None and event.launcher_id != self.config.launcher_id:
+            raise LocalProtocolError(
+                f"{self.config.id}: {type(event).__name__} for launcher {event.launcher_id}, "
+                f"this link is launcher {self.config.launcher_id}",
+                field="launcher_id",
+                value=event.launcher_id,
+            )
+        prepared = dataclasses.replace(event, **changes) if changes else event  # type: ignore[arg-type]  # int fields
+        mac = msgs.sign(prepared, self._keys)
+        return dataclasses.replace(prepared, mac=mac)
+
+    async def send_cue(self, cue: Cue) -> Cue:
+        """Sign and send a cue; returns it as sent (sequence, key id and MAC filled in).
+
+        Raises :class:`TransportError` when the link is down (the caller keeps
+        the cue withheld) and :class:`LocalProtocolError` for a cue this link
+        cannot carry (no key for its key id, wrong launcher id, ...).
+        """
+        sent = await self._send(cue)
+        assert isinstance(sent, Cue)
+        return sent
+
+    async def send_cancel(self, cancel: CueCancel) -> CueCancel:
+        """Sign and send a cue cancel; returns it as sent."""
+        sent = await self._send(cancel)
+        assert isinstance(sent, CueCancel)
+        return sent
+
+    async def _send(self, event: Cue | CueCancel) -> Cue | CueCancel:
+        async with self._send_lock:
+            transport = self._transport
+            if transport is None:
+                raise TransportError(f"{self.config.id}: launcher link is down")
+            prepared = self._prepare(event)
+            stats = self.ctx.stats
+            if isinstance(transport, FrameTransport):
+                assert self._can is not None
+                frames = self._can.send(prepared)
+                await transport.send_many(frames)
+                stats.frames_out += len(frames)
+                stats.bytes_out += sum(len(f.data) for f in frames)
+            elif isinstance(transport, StreamTransport):
+                assert self._serial is not None
+                data = self._serial.send(prepared)
+                await transport.write(data)
+                stats.frames_out += 1
+                stats.bytes_out += len(data)
+            assert prepared.sequence is not None
+            self.next_sequence = (prepared.sequence % _U32) + 1
+            return prepared
+
+    # --- receiving -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        transport = create_transport(self.config.transport)
+        stats = self.ctx.stats
+        lid = self.config.launcher_id
+        async with transport:
+            stats.set_state(health_pb2.DEVICE_STATE_STARTING, f"open: {transport.describe}")
+            self._seen = Counter()
+            try:
+                if isinstance(transport, FrameTransport):
+                    self._can = LauncherCanCodec(
+                        Role.GATEWAY, launcher_id=lid, keys=self._keys, id_offset=self.config.can_id_offset
+                    )
+                    self._transport = transport
+                    self._up.set()
+                    while True:
+                        frames = await transport.recv_batch()
+                        t_rx = self.ctx.wall_ns()
+                        stats.frames_in += len(frames)
+                        stats.bytes_in += sum(len(f.data) for f in frames)
+                        self.ctx.raw.publish(RawFrame(self.config.id, "can", t_rx, pack_raw_frames(frames)))
+                        self._sync_counters(transport)
+                        for event in self._can.receive_frames(frames):
+                            self._handle(event, t_rx)
+                elif isinstance(transport, StreamTransport):
+                    self._serial = LauncherSerialCodec(Role.GATEWAY, launcher_id=lid, keys=self._keys)
+                    self._transport = transport
+                    self._up.set()
+                    while True:
+                        data = await transport.read()
+                        t_rx = self.ctx.wall_ns()
+                        stats.bytes_in += len(data)
+                        self.ctx.raw.publish(RawFrame(self.config.id, "serial", t_rx, data))
+                        self._serial.receive_data(data)
+                        for event in self._serial.drain():
+                            stats.frames_in += 1
+                            self._handle(event, t_rx)
+                else:
+                    raise TransportError(f"{self.config.id}: a launcher needs a CAN or a stream transport")
+            finally:
+                self._transport = None
+                self._up.clear()
+
+    def _handle(self, event: object, t_rx: int) -> None:
+        stats = self.ctx.stats
+        if isinstance(event, Ack | LauncherStatus):
+            stats.last_frame_time_ns = t_rx
+            stats.last_frame_mono = self.ctx.mono()
+            if isinstance(event, LauncherStatus):
+                stats.device_time_ns = event.launcher_time_ns
+                state = _STATE_FROM_STATUS.get(int(event.state), int(health_pb2.DEVICE_STATE_DEGRADED))
+                detail = f"launcher {event.state.name}"
+                if event.fault_code:
+                    detail += f", fault code {event.fault_code}"
+                stats.set_state(state, detail)
+            elif stats.state in (health_pb2.DEVICE_STATE_STARTING, health_pb2.DEVICE_STATE_DOWN):
+                stats.set_state(health_pb2.DEVICE_STATE_UP, "receiving")
+            item = LauncherIn(self.config.id, t_rx, event)
+            self.events.publish(item)
+            for callback in self._listeners:
+                callback(item)
+        elif isinstance(event, Rejected):
+            stats.drop(event.reason)
+            stats.last_error = str(event.error)
+            log.warning("%s: %s", self.config.id, event.error)
+
+    def _sync_counters(self, transport: FrameTransport) -> None:
+        counters = transport.counters
+        for key in ("error_frame", "bus_off", "queue_full"):
+            delta = counters[key] - self._seen[key]
+            if delta > 0:
+                self.ctx.stats.drop(key if key == "queue_full" else f"can_{key}", delta)
+                self._seen[key] = counters[key]

@@ -1,0 +1,303 @@
+"""Prometheus ``/metrics`` and ``/healthz`` of one gateway (docs/operations.md).
+
+Each Gateway has its own ``CollectorRegistry`` (never the process-global one),
+so several gateways can run in one process (tests) and each shows only its own.
+Counters that already exist (device stats, bus subscriptions, MQTT) are read
+at scrape time by a custom collector: the hot path pays nothing for metrics.
+Only the latency histograms are observed as things happen, by a task of their
+own that watches the ``reports`` and ``tracks`` topics.
+
+Served over HTTP by aiohttp on 127.0.0.1 by default (the ``[metrics]`` block).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gateway.config import MetricsConfig
+from hilgw.errors import TransportError
+from hilgw.v1 import health_pb2
+
+if TYPE_CHECKING:
+    from gateway.supervisor import Gateway
+
+__all__ = ["NON_DECODE_DROPS", "GatewayMetrics", "HttpEndpoint", "health_check"]
+
+log = logging.getLogger(__name__)
+
+#: Drop reasons a driver counts for frames that decoded fine; every other
+#: reason comes from a codec's Rejected event (crc, framing, decode, range,
+#: sensor_id, ...) and counts as a decode error.
+NON_DECODE_DROPS = frozenset({"stale", "sequence_gap", "queue_full"})
+
+#: Device states in which a device counts as receiving (for /healthz).
+_RECEIVING = (health_pb2.DEVICE_STATE_UP, health_pb2.DEVICE_STATE_DEGRADED)
+
+# Latency buckets (seconds): 1 ms .. 10 s, for a hot path that publishes at a
+# few Hz (frame -> track is bounded below by the step period) and launcher
+# links that ack in milliseconds.
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
+
+
+def _state_name(state: int) -> str:
+    return health_pb2.DeviceState.Name(state).removeprefix("DEVICE_STATE_")  # type: ignore[arg-type]  # int is the wire value
+
+
+def health_check(gw: Gateway) -> tuple[bool, dict[str, Any]]:
+    """Healthy when every task is alive and, if the gateway has devices, at
+    least one is UP or DEGRADED (link alive, frames arriving)."""
+    reasons: list[str] = []
+    tasks = gw.task_list
+    for t in tasks:
+        if t.done():  # every task loops until shutdown: a finished one is dead
+            reasons.append(f"task {t.get_name()} ended")
+    devices = {dev_id: _state_name(st.state) for dev_id, st in gw.stats.items()}
+    if gw.stats and not any(st.state in _RECEIVING for st in gw.stats.values()):
+        reasons.append("no device is up")
+    if not tasks:
+        reasons.append("not started")
+    body = {
+        "status": "unhealthy" if reasons else "ok",
+        "reasons": reasons,
+        "gateway_id": gw.config.gateway_id,
+        "devices": devices,
+        "tasks": len(tasks),
+    }
+    return not reasons, body
+
+
+class _GatewayCollector(Collector):
+    """Reads the gateway's own counters at scrape time."""
+
+    def __init__(self, gw: Gateway, metrics: GatewayMetrics) -> None:
+        self.gw = gw
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        gw = self.gw
+        dev = ["device"]
+        frames = CounterMetricFamily("hilgw_device_frames", "Frames received from the device", labels=dev)
+        nbytes = CounterMetricFamily("hilgw_device_bytes", "Bytes received from the device", labels=dev)
+        reports = CounterMetricFamily(
+            "hilgw_device_reports", "Normalised reports handed to fusion", labels=dev
+        )
+        drops = CounterMetricFamily(
+            "hilgw_device_drops", "Frames or reports dropped, by reason", labels=["device", "reason"]
+        )
+        decode = CounterMetricFamily(
+            "hilgw_device_decode_errors", "Frames the codec rejected (every reason but stale/gap)", labels=dev
+        )
+        restarts = CounterMetricFamily("hilgw_device_restarts", "Driver task restarts", labels=dev)
+        state = GaugeMetricFamily(
+            "hilgw_device_state", "1 for the device's current state", labels=["device", "state"]
+        )
+        age = GaugeMetricFamily(
+            "hilgw_device_last_frame_age_seconds", "Since the last good frame", labels=dev
+        )
+        now_ns = time.time_ns()
+        for dev_id, st in gw.stats.items():
+            frames.add_metric([dev_id], st.frames_in)
+            nbytes.add_metric([dev_id], st.bytes_in)
+            reports.add_metric([dev_id], st.reports_out)
+            restarts.add_metric([dev_id], st.restarts)
+            for reason, n in sorted(st.drops.items()):
+                drops.add_metric([dev_id, reason], n)
+            decode.add_metric([dev_id], sum(n for r, n in st.drops.items() if r not in NON_DECODE_DROPS))
+            state.add_metric([dev_id, _state_name(st.state)], 1)
+            if st.last_frame_time_ns:
+                age.add_metric([dev_id], max(now_ns - st.last_frame_time_ns, 0) * 1e-9)
+        yield from (frames, nbytes, reports, drops, decode, restarts, state, age)
+
+        sub = ["topic", "subscriber"]
+        depth = GaugeMetricFamily("hilgw_queue_depth", "Items waiting in a bus subscription", labels=sub)
+        qdrop = CounterMetricFamily(
+            "hilgw_queue_drops", "Items a full bus subscription discarded", labels=sub
+        )
+        published = CounterMetricFamily(
+            "hilgw_bus_published", "Items published on a bus topic", labels=["topic"]
+        )
+        for topic in (gw.reports, gw.raw, gw.tracks, gw.health):
+            published.add_metric([topic.name], topic.published)
+            for s in topic.subscriptions:
+                depth.add_metric([topic.name, s.name], len(s))
+                qdrop.add_metric([topic.name, s.name], s.dropped)
+        yield from (depth, qdrop, published)
+
+        tracks = GaugeMetricFamily("hilgw_tracks", "System tracks in the last picture", labels=["status"])
+        for status, n in sorted(gw.fusion.counts().items()):
+            tracks.add_metric([_track_status(status)], n)
+        yield tracks
+        steps = gw.fusion.step_seconds
+        if steps:
+            yield GaugeMetricFamily(
+                "hilgw_fusion_step_seconds_median",
+                "Median of recent engine steps",
+                value=sorted(steps)[len(steps) // 2],
+            )
+
+        auth = GaugeMetricFamily(
+            "hilgw_authority", "1 for the engagement authority in force", labels=["state"]
+        )
+        auth.add_metric([self.metrics.authority], 1)
+        yield auth
+
+        if gw.mqtt is not None:
+            m = gw.mqtt
+            yield GaugeMetricFamily(
+                "hilgw_mqtt_connected", "1 while connected to the broker", value=int(m.connected)
+            )
+            yield GaugeMetricFamily(
+                "hilgw_mqtt_queue_depth", "Messages waiting for the broker", value=m.queued
+            )
+            pub = CounterMetricFamily("hilgw_mqtt_published", "Messages published", labels=["kind"])
+            for kind, n in sorted(m.published.items()):
+                pub.add_metric([kind], n)
+            mdrop = CounterMetricFamily(
+                "hilgw_mqtt_drops", "Messages the full queue discarded", labels=["kind"]
+            )
+            for kind, n in sorted(m.dropped.items()):
+                mdrop.add_metric([kind], n)
+            yield from (pub, mdrop)
+
+        rec = gw.recorder
+        if rec is not None:
+            yield CounterMetricFamily(
+                "hilgw_recording_messages", "Messages written", value=rec.messages_written
+            )
+            yield CounterMetricFamily("hilgw_recording_bytes", "Bytes written", value=rec.bytes_written)
+            yield CounterMetricFamily("hilgw_recording_write_errors", "Failed writes", value=rec.write_errors)
+            yield GaugeMetricFamily("hilgw_recording_files", "Parts written so far", value=len(rec.files))
+
+        if gw.web is not None:
+            yield GaugeMetricFamily("hilgw_web_clients", "Open situation-display pages", value=gw.web.clients)
+
+        ok, _ = health_check(gw)
+        yield GaugeMetricFamily("hilgw_healthy", "1 when /healthz answers 200", value=int(ok))
+
+
+def _track_status(status: int) -> str:
+    return {1: "tentative", 2: "confirmed", 3: "coasting", 4: "dropped"}.get(status, str(status))
+
+
+class GatewayMetrics:
+    """The registry, the latency histograms and the task that observes them.
+
+    ``authority`` is shown as ``hilgw_authority{state=...}``; it reads "HOLD"
+    (the safe start state) until the cue path sets it. The cue path reports
+    cue-to-ack latency with :meth:`observe_cue_ack`.
+    """
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.authority = "HOLD"
+        self.frame_to_track = Histogram(
+            "hilgw_frame_to_track_seconds",
+            "From a frame's receive time to the first published picture that includes it",
+            ["device"],
+            registry=self.registry,
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.cue_to_ack = Histogram(
+            "hilgw_cue_ack_seconds",
+            "From a cue leaving the gateway to its launcher's ack or nack",
+            ["launcher"],
+            registry=self.registry,
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.registry.register(_GatewayCollector(gw, self))
+        wake = asyncio.Event()
+        self._wake = wake
+        # DROP_OLDEST: a lost receive time only thins the histogram; counted like any drop.
+        self._reports = gw.reports.subscribe("metrics", maxsize=65536, wake=wake)
+        self._tracks = gw.tracks.subscribe("metrics", maxsize=256, wake=wake)
+        self._pending: deque[tuple[str, int]] = deque()
+
+    def observe_cue_ack(self, launcher_id: str, seconds: float) -> None:
+        self.cue_to_ack.labels(launcher_id).observe(seconds)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def observe(self, now_ns: int) -> None:
+        """Match queued report batches to the pictures that took them in."""
+        for r in self._reports.get_all():
+            self._pending.append((r.device_id, r.receive_time_ns))
+        for batch in self._tracks.get_all():
+            # The engine step at time_ns takes every batch received up to then
+            # (gateway/replay.py explains why that order is exact).
+            while self._pending and self._pending[0][1] <= batch.time_ns:
+                dev_id, t_rx = self._pending.popleft()
+                self.frame_to_track.labels(dev_id).observe(max(now_ns - t_rx, 0) * 1e-9)
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            self.observe(time.time_ns())
+
+
+class HttpEndpoint:
+    """One aiohttp site on host:port; ``port`` is the bound one (0 picks one)."""
+
+    def __init__(self, app: web.Application, host: str, port: int, what: str) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self.what = what
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self.port)
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise TransportError(
+                f"{self.what}: cannot listen on {self.host}:{self.port}: {exc.strerror}"
+            ) from None
+        self._runner = runner
+        addr = runner.addresses[0]
+        self.port = int(addr[1])
+        log.info("%s on http://%s:%d/", self.what, self.host, self.port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+def metrics_app(metrics: GatewayMetrics) -> web.Application:
+    async def get_metrics(request: web.Request) -> web.Response:
+        # Rendering reads counters only; it is quick enough for the loop.
+        resp = web.Response(body=metrics.exposition())
+        resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return resp
+
+    async def get_healthz(request: web.Request) -> web.Response:
+        ok, body = health_check(metrics.gw)
+        return web.Response(text=json.dumps(body), status=200 if ok else 503, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/healthz", get_healthz)
+    return app
+
+
+async def start_metrics_server(metrics: GatewayMetrics, config: MetricsConfig) -> HttpEndpoint:
+    endpoint = HttpEndpoint(metrics_app(metrics), config.host, config.port, "metrics")
+    await endpoint.start()
+    return endpoint

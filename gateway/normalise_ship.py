@@ -1,0 +1,367 @@
+"""Ship-relative and geo-referenced ASTERIX rows -> ECEF reports, vectorised (docs/icd/frigate-feed.md).
+
+Two entry points, one per category, each one call per datagram batch:
+
+* :func:`plots_to_ecef` (CAT048): (ρ, θ, height) measured by a radar on a
+  moving ship. The measurement frame is the radar at the report's time, built
+  per row from the own-ship state interpolated at that time
+  (:class:`ShipStates`). Position and covariance come from
+  :func:`gateway.geo.polar_to_ecef` with per-row origin and rotation; own-ship
+  position and attitude uncertainty are added on top (first order, below).
+  Velocity comes from I048/200 (ground speed and heading, ground-referenced,
+  so the ship's own velocity does not enter) or is unknown (0 with a loose
+  variance).
+* :func:`system_tracks_to_ecef` (CAT062): WGS-84 (I062/105) or Cartesian x/y
+  (I062/100) about a configured point or the own ship, plus altitude and
+  velocity in the local east-north-up frame; covariance from I062/500 or the
+  configured defaults, rotated to ECEF.
+
+Own-ship uncertainty (first-order propagation). The target is
+x = p_s + Rᵀ l(ρ, az, el): p_s the radar position, R the radar frame. An error
+δp_s in the ship position moves x by δp_s, so P += P_ship. A small attitude
+error, a rotation vector δφ (ECEF axes), turns the line of sight d = x - p_s
+into d + δφ × d = d - [d]× δφ, so P += [d]× Σ_φ [d]×ᵀ, where Σ_φ is the sum of
+σ²·a aᵀ over the attitude axes a that the azimuth reference depends on: none
+for "north", the local vertical (heading) for "bow", and also the ship's
+right (pitch) and forward (roll) axes for "deck". When the plot has a 3-D
+height, range and height together pin the target to a circle about the
+vertical through the radar, so an attitude error only moves it along
+e⊥ = up × d: only that component of [d]× Σ_φ [d]×ᵀ is kept (checked against
+a Monte-Carlo sample in tests/unit/test_normalise_ship.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pymap3d
+from scipy.spatial.transform import Rotation
+
+from gateway.fusion.api import F64, I64
+from gateway.geo import polar_to_ecef
+
+__all__ = [
+    "MEAN_EARTH_RADIUS_M",
+    "ShipStates",
+    "elevation_from_height",
+    "enu_bases",
+    "plots_to_ecef",
+    "radar_frames",
+    "system_tracks_to_ecef",
+]
+
+B = npt.NDArray[np.bool_]
+#: IUGG mean Earth radius R1: the sphere of the height <-> elevation relation.
+MEAN_EARTH_RADIUS_M = 6_371_008.8
+_FLIP_UP = np.diag([1.0, 1.0, -1.0])
+
+
+@dataclass(frozen=True, slots=True)
+class ShipStates:
+    """Own-ship states at N report times (one row per report).
+
+    ``pos`` (N, 3) ECEF of the radar antenna (lever arm applied), ``lat``/
+    ``lon`` (N,) rad and ``h`` (N,) m its geodetic position, ``vel`` (N, 3)
+    ECEF m/s, ``att`` (N, 3) heading, pitch, roll in rad (heading clockwise
+    from true north, pitch bow up, roll starboard down), ``pos_cov`` (N, 3, 3)
+    ECEF m², ``att_var`` (N, 3) rad², ``valid`` (N,) false where no usable
+    navigation covers the time.
+    """
+
+    pos: F64
+    lat: F64
+    lon: F64
+    h: F64
+    vel: F64
+    att: F64
+    pos_cov: F64
+    att_var: F64
+    valid: B
+
+    def __len__(self) -> int:
+        return int(self.pos.shape[0])
+
+
+def enu_bases(lat: F64, lon: F64) -> F64:
+    """Rows east, north, up (N, 3, 3) of the local tangent planes (geodetic lat/lon in rad)."""
+    sl, cl = np.sin(lat), np.cos(lat)
+    so, co = np.sin(lon), np.cos(lon)
+    z = np.zeros_like(lat)
+    out = np.empty((*lat.shape, 3, 3))
+    out[..., 0, :] = np.stack([-so, co, z], axis=-1)
+    out[..., 1, :] = np.stack([-sl * co, -sl * so, cl], axis=-1)
+    out[..., 2, :] = np.stack([cl * co, cl * so, sl], axis=-1)
+    return out
+
+
+def radar_frames(ship: ShipStates, reference: str) -> F64:
+    """Per-row ``to_local`` (N, 3, 3): ECEF -> the radar's (forward, right, up).
+
+    ``reference``: "north" (forward = true north, level), "bow" (forward = the
+    ship's heading, level) or "deck" (the ship body: heading, pitch, roll, as
+    :func:`gateway.geo.site_geometry` turns a site).
+    """
+    enu = enu_bases(ship.lat, ship.lon)
+    fru = enu[:, [1, 0, 2], :]  # (north, east, up)
+    if reference == "north":
+        return fru
+    ang = np.array(ship.att, dtype=np.float64, copy=True)
+    if reference == "bow":
+        ang[:, 1:] = 0.0
+    elif reference != "deck":
+        raise ValueError(f"unknown azimuth reference {reference!r}")
+    c = np.swapaxes(Rotation.from_euler("ZYX", ang).as_matrix(), 1, 2)
+    out: F64 = _FLIP_UP @ c @ _FLIP_UP @ fru
+    return out
+
+
+def elevation_from_height(rng: F64, h_target: F64, h_radar: F64) -> F64:
+    """Geometric elevation of a target at slant range ``rng`` and height ``h_target``.
+
+    Law of cosines on a sphere of radius R (no refraction; the 3-D height of
+    I048/110 is the radar's own estimate): with a = R + h_radar, b = R + h_target,
+    sin el = (b² - a² - ρ²) / (2 a ρ).
+    """
+    a = MEAN_EARTH_RADIUS_M + h_radar
+    b = MEAN_EARTH_RADIUS_M + h_target
+    s = (b * b - a * a - rng * rng) / (2.0 * a * rng)
+    out: F64 = np.arcsin(np.clip(s, -1.0, 1.0))
+    return out
+
+
+def _skew(v: F64) -> F64:
+    out = np.zeros((*v.shape[:-1], 3, 3))
+    out[..., 0, 1], out[..., 0, 2] = -v[..., 2], v[..., 1]
+    out[..., 1, 0], out[..., 1, 2] = v[..., 2], -v[..., 0]
+    out[..., 2, 0], out[..., 2, 1] = -v[..., 1], v[..., 0]
+    return out
+
+
+def _deck_elevation(to_level: F64, to_deck: F64, az: F64, el_level: F64) -> F64:
+    """Deck-frame elevation e whose line of sight has the level elevation ``el_level``.
+
+    With M = T_level T_deckᵀ (deck -> level), the level up-component of
+    u(e) = (cos e cos az, cos e sin az, sin e) is a cos e + b sin e with
+    a = M₂₀ cos az + M₂₁ sin az, b = M₂₂, i.e. r sin(e + φ) with r = √(a²+b²),
+    φ = atan2(a, b); so e = asin(sin el_level / r) - φ.
+    """
+    m = np.matmul(to_level, np.swapaxes(to_deck, 1, 2))
+    a = m[:, 2, 0] * np.cos(az) + m[:, 2, 1] * np.sin(az)
+    b = m[:, 2, 2]
+    r = np.hypot(a, b)
+    out: F64 = np.arcsin(np.clip(np.sin(el_level) / r, -1.0, 1.0)) - np.arctan2(a, b)
+    return out
+
+
+def _enu_velocity(
+    bases: F64, ve: F64, vn: F64, var_e: F64, var_n: F64, cov_en: F64, var_u: F64
+) -> tuple[F64, F64]:
+    """ECEF velocity (N, 3) and covariance (N, 3, 3) from ENU components and their covariance."""
+    v_enu = np.stack([ve, vn, np.zeros_like(ve)], axis=1)
+    c = np.zeros((ve.shape[0], 3, 3))
+    c[:, 0, 0], c[:, 1, 1], c[:, 2, 2] = var_e, var_n, var_u
+    c[:, 0, 1] = c[:, 1, 0] = cov_en
+    bt = np.swapaxes(bases, 1, 2)
+    v = np.matmul(bt, v_enu[:, :, None])[:, :, 0]
+    return v, np.matmul(np.matmul(bt, c), bases)
+
+
+@dataclass(frozen=True, slots=True)
+class PlotSigmas:
+    """1-sigma noise of CAT048 values (CAT048 carries no accuracies; configuration)."""
+
+    range_m: float = 50.0
+    azimuth_rad: float = 2e-3
+    height_m: float = 300.0
+    elevation_no_height_rad: float = np.radians(5.0)
+    ground_speed_mps: float = 5.0
+    track_heading_rad: float = np.radians(3.0)
+    vertical_speed_mps: float = 50.0
+    unknown_speed_mps: float = 300.0
+
+
+def plots_to_ecef(
+    rows: npt.NDArray[np.void], ship: ShipStates, reference: str, sig: PlotSigmas
+) -> tuple[F64, F64, F64, F64, F64, F64]:
+    """CAT048 rows (``TARGET_REPORT_DTYPE``) seen from ``ship`` -> ECEF.
+
+    Returns ``x`` (N, 6), ``P`` (N, 6, 6), ``polar`` (N, 4) and
+    ``polar_sigma`` (N, 4) (range, azimuth, elevation in the radar frame,
+    range rate NaN), and the per-row measurement frame ``origin`` (N, 3) and
+    ``to_local`` (N, 3, 3) for a fusion engine that takes per-row geometry.
+    """
+    n = rows.shape[0]
+    rng = np.asarray(rows["range_m"], np.float64)
+    az = np.asarray(rows["azimuth_rad"], np.float64)
+    height = np.asarray(rows["height_m"], np.float64)
+    has_h = np.isfinite(height)
+    t_deck = radar_frames(ship, reference)
+    el_level = elevation_from_height(rng, np.where(has_h, height, ship.h), ship.h)
+    el_level = np.where(has_h, el_level, 0.0)
+    el = (
+        el_level
+        if reference != "deck"
+        else _deck_elevation(radar_frames(ship, "north"), t_deck, az, el_level)
+    )
+    # d(el)/d(height) = (R + h_t) / ((R + h_r) ρ cos el) from the relation above.
+    k = (MEAN_EARTH_RADIUS_M + np.where(has_h, height, 0.0)) / (
+        (MEAN_EARTH_RADIUS_M + ship.h) * rng * np.maximum(np.cos(el_level), 1e-6)
+    )
+    sig_el = np.where(has_h, k * sig.height_m, sig.elevation_no_height_rad)
+
+    polar6 = np.full((n, 6), np.nan)
+    polar6[:, 0], polar6[:, 1], polar6[:, 2] = rng, az, el
+    sigma6 = np.full((n, 6), np.nan)
+    sigma6[:, 0], sigma6[:, 1], sigma6[:, 2] = sig.range_m, sig.azimuth_rad, sig_el
+    x, P = polar_to_ecef(ship.pos, t_deck, polar6, sigma6, np.zeros(n, bool))
+
+    # Velocity: I048/200 (ground-referenced, true heading) in the target's local
+    # frame (geocentric lat/lon of the target: within 0.2° of geodetic, ample here).
+    p = x[:, :3]
+    lat_t = np.arctan2(p[:, 2], np.hypot(p[:, 0], p[:, 1]))
+    lon_t = np.arctan2(p[:, 1], p[:, 0])
+    gs = np.asarray(rows["ground_speed_mps"], np.float64)
+    hdg = np.asarray(rows["heading_rad"], np.float64)
+    has_v = np.isfinite(gs) & np.isfinite(hdg)
+    gs0, h0 = np.where(has_v, gs, 0.0), np.where(has_v, hdg, 0.0)
+    sh, ch = np.sin(h0), np.cos(h0)
+    vg, vh = sig.ground_speed_mps**2, sig.track_heading_rad**2
+    # (e, n) = gs (sin h, cos h): J = [[sin h, gs cos h], [cos h, -gs sin h]].
+    var_e = sh * sh * vg + (gs0 * ch) ** 2 * vh
+    var_n = ch * ch * vg + (gs0 * sh) ** 2 * vh
+    cov_en = sh * ch * vg - gs0 * gs0 * sh * ch * vh
+    unk = sig.unknown_speed_mps**2
+    v, pv = _enu_velocity(
+        enu_bases(lat_t, lon_t),
+        gs0 * sh,
+        gs0 * ch,
+        np.where(has_v, var_e, unk),
+        np.where(has_v, var_n, unk),
+        np.where(has_v, cov_en, 0.0),
+        np.where(has_v, sig.vertical_speed_mps**2, unk),
+    )
+    x[:, 3:] = v
+    P[:, 3:, 3:] = pv
+    P[:, :3, 3:] = 0.0
+    P[:, 3:, :3] = 0.0
+
+    # Own-ship position and attitude (module docstring).
+    P[:, :3, :3] += ship.pos_cov
+    if reference != "north":
+        up = enu_bases(ship.lat, ship.lon)[:, 2, :]
+        sphi = ship.att_var[:, 0, None, None] * (up[:, :, None] * up[:, None, :])
+        if reference == "deck":
+            fwd, right = t_deck[:, 0, :], t_deck[:, 1, :]
+            sphi = sphi + ship.att_var[:, 1, None, None] * (right[:, :, None] * right[:, None, :])
+            sphi = sphi + ship.att_var[:, 2, None, None] * (fwd[:, :, None] * fwd[:, None, :])
+        dx = _skew(p - ship.pos)
+        a = np.matmul(np.matmul(dx, sphi), np.swapaxes(dx, 1, 2))
+        # With range and height both measured, an attitude error can only swing
+        # the solution about the vertical through the radar: keep the part of
+        # the displacement along e⊥ = up × d / |up × d| (module docstring).
+        e = np.cross(up, p - ship.pos)
+        e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-9)
+        along = np.einsum("ni,nij,nj->n", e, a, e)
+        a_h = along[:, None, None] * (e[:, :, None] * e[:, None, :])
+        P[:, :3, :3] += np.where(has_h[:, None, None], a_h, a)
+    P = 0.5 * (P + np.swapaxes(P, 1, 2))
+    polar = np.ascontiguousarray(polar6[:, :4])
+    polar_sigma = np.ascontiguousarray(sigma6[:, :4])
+    return x, P, polar, polar_sigma, ship.pos, t_deck
+
+
+@dataclass(frozen=True, slots=True)
+class TrackDefaults:
+    """CAT062 values used where the record leaves them out (configuration)."""
+
+    sigma_xy_m: float = 100.0
+    sigma_v_mps: float = 10.0
+    vertical_speed_mps: float = 50.0
+    altitude_m: float = 0.0
+    altitude_sigma_m: float = 3000.0
+    geo_alt_sigma_m: float = 50.0
+    flight_level_sigma_m: float = 150.0
+    unknown_speed_mps: float = 300.0
+
+
+def system_tracks_to_ecef(
+    rows: npt.NDArray[np.void],
+    d: TrackDefaults,
+    origin_lat: F64 | None = None,
+    origin_lon: F64 | None = None,
+    origin_h: F64 | None = None,
+    origin_cov: F64 | None = None,
+) -> tuple[F64, F64, B]:
+    """CAT062 rows (``SYSTEM_TRACK_DTYPE``) -> ECEF ``x`` (N, 6), ``P`` (N, 6, 6), ``ok`` (N,).
+
+    Position: I062/105 when present; else I062/100 x/y (east, north) about the
+    origin (per row (N,) arrays in rad/m: a configured point or the own ship;
+    ``origin_cov`` (N, 3, 3) ECEF is added to P), mapped through the origin's
+    tangent plane with :func:`pymap3d.enu2geodetic` (the SDPS stereographic
+    plane differs by ~(d/2R)², 6 m at 100 km). ``ok`` is false for rows with
+    neither (no origin configured). Height: I062/130 (WGS-84), else I062/136
+    (pressure altitude taken as height, with its larger sigma), else the
+    default. Velocity: I062/185 east/north; vertical unknown to CAT062 here.
+    """
+    n = rows.shape[0]
+    lat = np.asarray(rows["lat_rad"], np.float64).copy()
+    lon = np.asarray(rows["lon_rad"], np.float64).copy()
+    xs = np.asarray(rows["x_m"], np.float64)
+    ys = np.asarray(rows["y_m"], np.float64)
+    use_xy = ~np.isfinite(lat) & np.isfinite(xs)
+    if use_xy.any() and origin_lat is not None and origin_lon is not None and origin_h is not None:
+        i = np.flatnonzero(use_xy)
+        la, lo, _ = pymap3d.enu2geodetic(
+            xs[i], ys[i], np.zeros(i.size), origin_lat[i], origin_lon[i], origin_h[i], deg=False
+        )
+        lat[i], lon[i] = la, lo
+    ok = np.isfinite(lat) & np.isfinite(lon)
+    geo = np.asarray(rows["geo_alt_m"], np.float64)
+    fl = np.asarray(rows["flight_level_m"], np.float64)
+    h = np.where(np.isfinite(geo), geo, np.where(np.isfinite(fl), fl, d.altitude_m))
+    var_u = np.where(
+        np.isfinite(geo),
+        d.geo_alt_sigma_m**2,
+        np.where(np.isfinite(fl), d.flight_level_sigma_m**2, d.altitude_sigma_m**2),
+    )
+    lat0, lon0 = np.where(ok, lat, 0.0), np.where(ok, lon, 0.0)
+    bases = enu_bases(lat0, lon0)
+    pos = np.stack(pymap3d.geodetic2ecef(lat0, lon0, h, deg=False), axis=1)
+    sx = np.asarray(rows["sigma_x_m"], np.float64)
+    sy = np.asarray(rows["sigma_y_m"], np.float64)
+    c = np.zeros((n, 3, 3))
+    c[:, 0, 0] = np.where(np.isfinite(sx), sx, d.sigma_xy_m) ** 2
+    c[:, 1, 1] = np.where(np.isfinite(sy), sy, d.sigma_xy_m) ** 2
+    c[:, 2, 2] = var_u
+    bt = np.swapaxes(bases, 1, 2)
+    pc = np.matmul(np.matmul(bt, c), bases)
+    if origin_cov is not None:
+        pc = pc + np.where(use_xy[:, None, None], origin_cov, 0.0)
+    vx = np.asarray(rows["vx_mps"], np.float64)
+    vy = np.asarray(rows["vy_mps"], np.float64)
+    has_v = np.isfinite(vx) & np.isfinite(vy)
+    svx = np.asarray(rows["sigma_vx_mps"], np.float64)
+    svy = np.asarray(rows["sigma_vy_mps"], np.float64)
+    unk = d.unknown_speed_mps**2
+    v, pv = _enu_velocity(
+        bases,
+        np.where(has_v, vx, 0.0),
+        np.where(has_v, vy, 0.0),
+        np.where(has_v, np.where(np.isfinite(svx), svx, d.sigma_v_mps) ** 2, unk),
+        np.where(has_v, np.where(np.isfinite(svy), svy, d.sigma_v_mps) ** 2, unk),
+        np.zeros(n),
+        np.where(has_v, d.vertical_speed_mps**2, unk),
+    )
+    x = np.concatenate([pos, v], axis=1)
+    P = np.zeros((n, 6, 6))
+    P[:, :3, :3] = pc
+    P[:, 3:, 3:] = pv
+    P = 0.5 * (P + np.swapaxes(P, 1, 2))
+    return x, P, ok
+
+
+def times(rows: npt.NDArray[np.void]) -> I64:
+    """The rows' ``t_ns`` as int64."""
+    return np.asarray(rows["t_ns"], np.int64)

@@ -1,0 +1,1 @@
+"""The built-in situation display (server.py) and its page (static/)."""

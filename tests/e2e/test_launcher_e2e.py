@@ -1,0 +1,215 @@
+"""Launcher end to end: gateway driver <-> launcher emulator.
+
+* CAN FD on python-can's ``virtual`` bus in one process: ack, nack on
+  request, stale cue, no ack, silent heartbeat;
+* serial: the emulator as a separate process on a pty it creates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drivers.base import Role
+from drivers.launcher import Ack, AckResult, Cue, LauncherCanCodec, LauncherStatus, NackReason
+from gateway.bus import Topic
+from gateway.config import CanTransportConfig, DeviceConfig
+from gateway.devices.base import DriverContext, RawFrame, ReportsIn
+from gateway.devices.launcher import LauncherDriver, LauncherIn
+from gateway.health import DeviceStats
+from gateway.transports.can import CanTransport
+from hilgw.errors import TransportError
+from hilgw.v1 import health_pb2
+from sim_devices.launcher_emulator import Behaviour, CanLink, LauncherEmulator, serve
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+KEY = bytes(range(100, 132))
+LID = 3
+_chan = itertools.count()
+
+
+def driver_for(transport: dict[str, Any]) -> LauncherDriver:
+    dev = DeviceConfig.model_validate(
+        {
+            "id": "launcher-1",
+            "protocol": "launcher",
+            "transport": transport,
+            "launcher_id": LID,
+            "cue_key_id": 7,
+            "cue_keys": {"7": "hex:" + KEY.hex()},
+        }
+    )
+    ctx = DriverContext(
+        "gw",
+        Topic[ReportsIn]("reports"),
+        Topic[RawFrame]("raw"),
+        DeviceStats("launcher-1", "launcher", "can"),
+    )
+    return LauncherDriver(dev, ctx)
+
+
+def a_cue(window_s: float = 5.0, offset_s: float = 0.0) -> Cue:
+    now = time.time_ns() + int(offset_s * 1e9)
+    return Cue(
+        launcher_id=LID,
+        key_id=0,  # the driver fills in its configured key id
+        cue_id=501,
+        system_track_id=12,
+        time_of_validity_ns=now,
+        valid_from_ns=now - 1_000_000_000,
+        valid_until_ns=now + int(window_s * 1e9),
+        position_m=(4_000_000.0, 300_000.0, 4_900_000.0),
+        velocity_mps=(100.0, 50.0, -20.0),
+        pos_sigma_max_m=40.0,
+        pos_sigma_min_m=10.0,
+        vel_sigma_max_mps=5.0,
+        vel_sigma_min_mps=1.0,
+    )
+
+
+@contextlib.asynccontextmanager
+async def can_link(behaviour: Behaviour) -> AsyncIterator[tuple[LauncherDriver, LauncherEmulator]]:
+    chan = f"launch-{next(_chan)}"
+    driver = driver_for({"kind": "can", "interface": "virtual", "channel": chan, "fd": True, "poll_s": 0.01})
+    emu = LauncherEmulator(LID, {7: KEY}, behaviour)
+    tx = CanTransport(CanTransportConfig(kind="can", interface="virtual", channel=chan, fd=True, poll_s=0.01))
+    await tx.open()
+    stop = asyncio.Event()
+    emu_task = asyncio.create_task(
+        serve(emu, CanLink(tx, LauncherCanCodec(Role.DEVICE, launcher_id=LID)), stop, 20.0)
+    )
+    task = asyncio.create_task(driver.run())
+    try:
+        await asyncio.wait_for(driver.wait_connected(), 3)
+        yield driver, emu
+    finally:
+        stop.set()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await emu_task
+        await tx.close()
+
+
+async def next_ack(events: Topic[LauncherIn], within_s: float = 2.0) -> Ack | None:
+    sub = events.subscribe("test")
+    try:
+        async with asyncio.timeout(within_s):
+            while True:
+                item = await sub.get()
+                if isinstance(item.event, Ack):
+                    return item.event
+    except TimeoutError:
+        return None
+    finally:
+        sub.close()
+
+
+async def test_cue_is_acked_and_heartbeats_mark_the_launcher_up() -> None:
+    async with can_link(Behaviour()) as (driver, emu):
+        heard: list[LauncherIn] = []
+        driver.add_listener(heard.append)
+        waiter = asyncio.create_task(next_ack(driver.events))
+        sent = await driver.send_cue(a_cue())
+        ack = await waiter
+        assert ack is not None
+        assert ack.result is AckResult.ACK
+        assert ack.cue_sequence == sent.sequence
+        assert ack.cue_id == 501
+        assert sent.key_id == 7
+        assert len(sent.mac) == 32
+        assert 501 in emu.validator.held
+        await asyncio.sleep(0.2)
+        assert any(isinstance(h.event, LauncherStatus) for h in heard)
+        assert driver.ctx.stats.state == health_pb2.DEVICE_STATE_UP
+        assert driver.ctx.stats.frames_out == 2  # body + MAC frame
+        second = await driver.send_cue(a_cue())
+        assert second.sequence == (sent.sequence or 0) + 1
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "cue_offset_s", "want"),
+    [
+        (Behaviour(nack=NackReason.NOT_READY), 0.0, NackReason.NOT_READY),
+        (Behaviour(), -30.0, NackReason.STALE),  # window closed by the launcher's clock
+    ],
+    ids=["told-to-nack", "stale"],
+)
+async def test_nacks(behaviour: Behaviour, cue_offset_s: float, want: NackReason) -> None:
+    async with can_link(behaviour) as (driver, _):
+        waiter = asyncio.create_task(next_ack(driver.events))
+        await driver.send_cue(a_cue(offset_s=cue_offset_s))
+        ack = await waiter
+        assert ack is not None
+        assert ack.result is AckResult.NACK
+        assert ack.reason is want
+
+
+async def test_no_ack_and_late_ack() -> None:
+    async with can_link(Behaviour(no_ack=True)) as (driver, emu):
+        waiter = asyncio.create_task(next_ack(driver.events, 0.4))
+        await driver.send_cue(a_cue())
+        assert await waiter is None
+        assert emu.log[-1]["reason"] == "NONE"  # accepted, just not answered
+    async with can_link(Behaviour(ack_delay_s=0.5)) as (driver, _):
+        waiter = asyncio.create_task(next_ack(driver.events, 2.0))
+        t0 = time.monotonic()
+        await driver.send_cue(a_cue())
+        assert await waiter is not None
+        assert time.monotonic() - t0 >= 0.45
+
+
+async def test_silent_heartbeat_sends_no_status() -> None:
+    async with can_link(Behaviour(silent_heartbeat=True)) as (driver, _):
+        heard: list[LauncherIn] = []
+        driver.add_listener(heard.append)
+        await asyncio.sleep(0.4)
+        assert not any(isinstance(h.event, LauncherStatus) for h in heard)
+
+
+async def test_send_while_the_link_is_down_raises() -> None:
+    driver = driver_for({"kind": "can", "interface": "virtual", "channel": "never-opened", "fd": True})
+    with pytest.raises(TransportError, match="down"):
+        await driver.send_cue(a_cue())
+
+
+async def test_serial_link_with_the_emulator_in_another_process() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sim_devices.launcher_emulator", "--transport", "serial",
+        "--launcher-id", str(LID), "--key", f"7:{KEY.hex()}", "--heartbeat-hz", "10", "--duration", "30",
+        stdout=asyncio.subprocess.PIPE, cwd=str(REPO),
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), 15))
+        assert ready["event"] == "ready"
+        driver = driver_for({"kind": "serial", "url": ready["path"], "baudrate": 921600})
+        task = asyncio.create_task(driver.run())
+        await asyncio.wait_for(driver.wait_connected(), 5)
+        waiter = asyncio.create_task(next_ack(driver.events, 5.0))
+        sent = await driver.send_cue(a_cue())
+        ack = await waiter
+        assert ack is not None
+        assert ack.result is AckResult.ACK
+        assert ack.cue_sequence == sent.sequence
+        line = json.loads(await asyncio.wait_for(proc.stdout.readline(), 5))
+        assert line == {"event": "cue", "cue_id": 501, "sequence": sent.sequence, "reason": "NONE"}
+        await asyncio.sleep(0.3)
+        assert driver.ctx.stats.state == health_pb2.DEVICE_STATE_UP
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        proc.terminate()
+        await proc.wait()
