@@ -12,6 +12,7 @@ The reference of every key is ``docs/config.md``.
 
 from __future__ import annotations
 
+import socket
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -475,13 +476,28 @@ def load_config(path: str | Path) -> GatewayConfig:
 
 
 def default_config() -> GatewayConfig:
-    """The embedded default of ``hilgw run``: the bundled emulated scenario and
-    an embedded broker on 127.0.0.1."""
+    """The embedded default of ``hilgw run``: the bundled emulated scenario, an
+    embedded broker, the situation display and /metrics, all on 127.0.0.1.
+
+    The usual ports (1883, 8080, 9464) are used when free, else free ones (the
+    start-up log and the terminal summary give the addresses)."""
     return parse_config(
         {
             "gateway_id": "hilgw-demo",
             "mqtt": {"broker": "embedded", "port": 1883},
             "emulation": {"scenario": "builtin:demo", "transport": "pty"},
+            "web": {"port": _port_or_free(8080)},
+            "metrics": {"port": _port_or_free(9464)},
         },
         source="<default>",
     )
+
+
+def _port_or_free(port: int) -> int:
+    """``port`` if nothing listens on 127.0.0.1:port, else 0 (an ephemeral one)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return 0
+    return port

@@ -56,7 +56,8 @@ def _picture_counts(gw: Gateway) -> tuple[int, int, int]:
 
 
 def render(gw: Gateway, rates: dict[str, tuple[float, float]]) -> Group:
-    devs = Table(title=f"hilgw {gw.config.gateway_id}: devices", expand=False)
+    links = "  ".join(f"{name} http://{ep.host}:{ep.port}/" for name, ep in sorted(gw.endpoints.items()))
+    devs = Table(title=f"hilgw {gw.config.gateway_id}: devices", caption=links or None, expand=False)
     for col in ("device", "state", "frames/s", "reports/s", "frames", "drops", "detail"):
         devs.add_column(col)
     for dev_id, st in gw.stats.items():

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import random
 import ssl
+import time
 from collections import Counter, deque
 from dataclasses import dataclass
 
@@ -93,7 +94,9 @@ class MqttPublisher:
         self.published: Counter[str] = Counter()
         self.connected = False
         self.connects = 0
+        self.connect_failures = 0
         self.last_error = ""
+        self._last_failure_log = -1e9
 
     @property
     def queued(self) -> int:
@@ -150,7 +153,17 @@ class MqttPublisher:
                 if self.connected:
                     log.warning("mqtt: connection lost: %s", exc)
                 else:
-                    log.debug("mqtt: connect failed: %s", exc)
+                    self.connect_failures += 1
+                    # An operator must see a broker that refuses us (a wrong
+                    # certificate looks like a time-out to aiomqtt), but one
+                    # line per attempt would flood the log: at most one a minute.
+                    now = time.monotonic()
+                    if now - self._last_failure_log >= 60.0:
+                        self._last_failure_log = now
+                        log.warning(
+                            "mqtt: cannot connect to %s:%s (%d attempts so far): %s",
+                            c.host, port or c.port, self.connect_failures, exc,
+                        )  # fmt: skip
             finally:
                 self.connected = False
             # Jittered exponential back-off so a fleet does not reconnect in step.
