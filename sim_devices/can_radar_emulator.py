@@ -170,7 +170,8 @@ class CanRadarEmulator:
                 next_scan += period
             delay = max(0.0, min(next_scan, next_status) - time.monotonic())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+                async with asyncio.timeout(delay):  # not wait_for: see launcher_emulator.CanLink
+                    await stop.wait()
 
     def _status(self) -> Status:
         n = getattr(self.source, "track_count", None)

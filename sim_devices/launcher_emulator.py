@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from drivers.base import Rejected, Role
+from drivers.can_radar import CanFrame
 from drivers.launcher import (
     Ack,
     AckResult,
@@ -147,10 +148,13 @@ class CanLink(_Link):
         self.transport, self.codec = transport, codec
 
     async def receive(self) -> list[LauncherEvent | Rejected]:
-        try:
-            frames = await asyncio.wait_for(self.transport.recv_batch(), self.codec.mac_timeout_ns / 1e9)
-        except TimeoutError:
-            frames = []
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+        # cancellation that arrives as the inner await completes (CPython gh-86296),
+        # and this loop would then never stop.
+        frames: list[CanFrame] = []
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.codec.mac_timeout_ns / 1e9):
+                frames = await self.transport.recv_batch()
         out = self.codec.receive_frames(frames)
         out.extend(self.codec.expire(time.time_ns()))
         return out
