@@ -2,7 +2,8 @@
 
 Datagrams of N CAT048 target reports (ship-relative, "deck" frame, own ship from an
 NMEA-fed store) and of N CAT062 system tracks, through AsterixDriver.handle_datagram:
-decode (libasterix-compiled walker) + own-ship interpolation + vectorised ECEF
+decode (same-layout runs as strided numpy slices, else the libasterix-compiled
+walker) + own-ship interpolation + vectorised ECEF
 conversion with covariance. Target: >= 20k records/s. Timing is noisy on a shared machine.
 
     .venv/bin/python benchmarks/bench_asterix_pipeline.py

@@ -1,4 +1,4 @@
-"""The ``hilgw`` command: run, emulate, bench, doctor.
+"""The ``hilgw`` command: run, emulate, score, bench, doctor.
 
 Errors a user can fix (a bad config, a port that will not open) end with one
 line on stderr and a non-zero exit code, never a traceback.
@@ -53,6 +53,12 @@ def _emulate(ns: argparse.Namespace, rest: list[str]) -> int:
     return emulate_main(rest)
 
 
+def _score(ns: argparse.Namespace, rest: list[str]) -> int:
+    from gateway.score import main as score_main
+
+    return score_main(rest)
+
+
 def _bench(ns: argparse.Namespace, rest: list[str]) -> int:
     if ns.what == "fusion":
         from gateway.bench_fusion import main as bench_main
@@ -86,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     bar.add_argument("--progress", dest="progress", action="store_true", default=None, help="progress bar")
     bar.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
-    sub.add_parser("emulate", help="run a device emulator (see `hilgw emulate --help`)", add_help=False)
+    sub.add_parser("emulate", help="run device emulators (see `hilgw emulate --help`)", add_help=False)
+    sub.add_parser("score", help="score tracks against truth (see `hilgw score --help`)", add_help=False)
     bench = sub.add_parser("bench", help="benchmarks (see `hilgw bench fusion --help`)")
     bench.add_argument("what", choices=["fusion"])
     from gateway.cue.cli import add_parsers as add_cue_parsers
@@ -99,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = build_parser()
     # `emulate` and `bench X` hand the rest of the line to their own parsers.
-    if argv and argv[0] == "emulate":
-        ns, rest = argparse.Namespace(cmd="emulate"), argv[1:]
+    if argv and argv[0] in ("emulate", "score"):
+        ns, rest = argparse.Namespace(cmd=argv[0]), argv[1:]
     elif len(argv) >= 2 and argv[0] == "bench":
         ns, rest = ap.parse_args(argv[:2]), argv[2:]
     else:
@@ -110,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(ns)
         if ns.cmd == "emulate":
             return _emulate(ns, rest)
+        if ns.cmd == "score":
+            return _score(ns, rest)
         if ns.cmd == "bench":
             return _bench(ns, rest)
         if ns.cmd == "replay":

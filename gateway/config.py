@@ -32,6 +32,7 @@ __all__ = [
     "MqttConfig",
     "MqttTlsConfig",
     "RecordingConfig",
+    "ScoringConfig",
     "SerialTransportConfig",
     "SiteConfig",
     "TimeSyncConfig",
@@ -394,6 +395,26 @@ class WebConfig(_Model):
     update_hz: float = Field(default=2.0, gt=0, le=20)
 
 
+class ScoringConfig(_Model):
+    """Live truth scoring (gateway/score.py, gateway/scoring.py): on when present.
+
+    The gateway subscribes to ``truth_topic`` (``hilgw.v1.TruthBatch``, e.g.
+    from ``hilgw emulate --mqtt``) on its broker and publishes a
+    ``hilgw.v1.ScoreReport`` on ``{prefix}/{gateway_id}/score``.
+    """
+
+    truth_topic: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_/.-]+$")
+    #: OSPA / GOSPA cutoff c (m) and order p.
+    cutoff_m: float = Field(default=2000.0, gt=0)
+    order_p: float = Field(default=2.0, ge=1, le=10)
+    #: Reports per second on the score topic.
+    publish_hz: float = Field(default=1.0, gt=0, le=10)
+    #: Track pictures further than this from the latest truth are not scored.
+    max_truth_age_s: float = Field(default=2.0, gt=0)
+    #: Bench mode: the gateway starts the truth publisher of its emulated scenario.
+    emulated_truth: bool = True
+
+
 class GatewayConfig(_Model):
     gateway_id: str = Field(default="hilgw", pattern=_ID)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -410,6 +431,14 @@ class GatewayConfig(_Model):
     recording: RecordingConfig | None = None
     metrics: MetricsConfig | None = None
     web: WebConfig | None = None
+    #: Live truth scoring; on when present.
+    scoring: ScoringConfig | None = None
+
+    @model_validator(mode="after")
+    def _scoring_needs_mqtt(self) -> GatewayConfig:
+        if self.scoring is not None and not self.mqtt.enabled:
+            raise ValueError("[scoring] needs [mqtt] enabled: truth arrives, and scores leave, over MQTT")
+        return self
 
     @model_validator(mode="after")
     def _unique_ids(self) -> GatewayConfig:

@@ -1,10 +1,25 @@
 """Bench mode: the scenario's sensors run as emulator processes on real
-transports (ptys or loopback TCP), and become devices of this gateway.
+transports, and become devices of this gateway.
 
-Each emulator is its own process (``python -m sim_devices.emulate``), so the
-gateway reads real bytes from a real pty or socket exactly as it would from
-hardware. A ``[[devices]]`` block with a sensor's id replaces its emulator
-(that is how one device is swapped for real hardware).
+Each emulator is its own process, so the gateway reads real bytes from a real
+pty, socket or UDP port exactly as it would from hardware:
+
+* ``serial_radar`` sensors: ``python -m sim_devices.emulate`` on a pty or a
+  loopback TCP port -> one ``serial_radar`` device;
+* ``asterix`` sensors (a frigate's early-warning radar): ``python -m
+  sim_devices.frigate_emulator`` sending to two free UDP ports on 127.0.0.1 ->
+  two devices (docs/icd/frigate-feed.md): ``<id>-nav`` (protocol ``nmea``, the
+  ship's own-ship feed) and ``<id>`` (protocol ``asterix``, with
+  ``ownship.source = "<id>-nav"``, the antenna ``antenna_height_m`` up the mast
+  as lever arm, and the radar's noise and azimuth reference from the scenario,
+  as the ready line reports them).
+
+Launchers of the scenario (``[[launchers]]``) are not started here: their
+emulator needs the cue keys and bus the gateway's ``[cue]`` config names.
+
+A ``[[devices]]`` block with a sensor's id replaces its emulator (that is how
+one device is swapped for real hardware); for an asterix sensor it replaces
+both of its devices.
 """
 
 from __future__ import annotations
@@ -12,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from gateway.config import DeviceConfig, EmulationConfig, SiteConfig
@@ -19,9 +35,11 @@ from hilgw.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-#: Scenario sensor kinds the emulation manager can start today, with the
-#: gateway protocol that reads them.
-_PROTOCOL = {"serial_radar": "serial_radar"}
+#: Scenario sensor kinds the emulation manager can start, with the gateway
+#: protocol that reads them.
+_PROTOCOL = {"serial_radar": "serial_radar", "asterix": "asterix"}
+#: Suffix of the own-ship (NMEA) device of an asterix sensor.
+NAV_SUFFIX = "-nav"
 
 
 class EmulatedDevices:
@@ -30,13 +48,15 @@ class EmulatedDevices:
         self.overridden = overridden
         self.processes: list[Any] = []
         self.epoch_ns = 0
+        #: The truth publisher, once :meth:`start_truth` ran.
+        self.truth: Any = None
 
     async def start(self) -> list[DeviceConfig]:
         """Start one emulator per scenario sensor; return their device blocks."""
         return await asyncio.get_running_loop().run_in_executor(None, self._start_blocking)
 
     def _start_blocking(self) -> list[DeviceConfig]:
-        from sim_devices.process import start_emulator
+        from sim_devices.emulate_all import start_sensor_emulator
         from sim_devices.scenario import resolve_scenario
 
         scenario = resolve_scenario(self.config.scenario)
@@ -46,56 +66,128 @@ class EmulatedDevices:
             if unknown:
                 raise ConfigError("emulation.only", f"no such sensor(s) in the scenario: {sorted(unknown)}")
         self.epoch_ns = time.time_ns()
-        devices: list[DeviceConfig] = []
+        chosen = []
         for sensor in scenario.sensors:
             if sensor.id in self.overridden or (wanted is not None and sensor.id not in wanted):
                 continue
-            protocol = _PROTOCOL.get(sensor.kind)
-            if protocol is None:
+            if sensor.kind not in _PROTOCOL:
                 log.warning(
                     "emulation: sensor %s of kind %s has no emulator yet; skipped", sensor.id, sensor.kind
                 )
                 continue
-            link = ["--pty"] if self.config.transport == "pty" else ["--tcp", "127.0.0.1:0"]
-            proc = start_emulator(
-                [
-                    "--scenario",
-                    self.config.scenario,
-                    "--sensor",
-                    sensor.id,
-                    *link,
-                    "--epoch-ns",
-                    str(self.epoch_ns),
-                    "--speed",
-                    str(self.config.speed),
-                ]
+            chosen.append(sensor)
+
+        def start(sensor_id: str) -> Any:
+            return start_sensor_emulator(
+                self.config.scenario,
+                scenario,
+                sensor_id,
+                epoch_ns=self.epoch_ns,
+                speed=self.config.speed,
+                transport=self.config.transport,
             )
-            self.processes.append(proc)
+
+        # Start them side by side (each waits for its child's ready line), but
+        # list the devices in scenario order: fusion registers sensors in it.
+        with ThreadPoolExecutor(max_workers=max(1, len(chosen))) as pool:
+            futures = [pool.submit(start, s.id) for s in chosen]
+            errors: list[BaseException] = []
+            for fut in futures:
+                try:
+                    self.processes.append(fut.result())
+                except BaseException as exc:  # stop() below ends the others
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
+        devices: list[DeviceConfig] = []
+        for sensor, proc in zip(chosen, self.processes, strict=True):
             ready = proc.ready
-            url = ready["path"] if "path" in ready else f"socket://{ready['host']}:{ready['port']}"
-            site = scenario.site(sensor.site)
-            devices.append(
-                DeviceConfig.model_validate(
-                    {
-                        "id": sensor.id,
-                        "protocol": protocol,
-                        "transport": {"kind": "serial", "url": url, "baudrate": 921600},
-                        "site": SiteConfig(
-                            lat_deg=site.lat_deg,
-                            lon_deg=site.lon_deg,
-                            alt_m=site.alt_m,
-                            yaw_deg=site.yaw_deg,
-                            pitch_deg=site.pitch_deg,
-                            roll_deg=site.roll_deg,
-                        ),
-                        "wire_sensor_id": scenario.wire_id(sensor.id),
-                    }
-                )
-            )
-            log.info("emulation: %s on %s (pid %s)", sensor.id, url, proc.pid)
+            if sensor.kind == "serial_radar":
+                devices.append(self._serial_radar(scenario, sensor.id, proc.serial_url))
+                log.info("emulation: %s on %s (pid %s)", sensor.id, proc.serial_url, proc.pid)
+            else:
+                devices += self._frigate(scenario, sensor.id, ready)
+                log.info(
+                    "emulation: %s on udp %s, own ship on udp %s (pid %s)",
+                    sensor.id, ready["asterix"][1], ready["nmea"][1], proc.pid,
+                )  # fmt: skip
         return devices
+
+    @staticmethod
+    def _serial_radar(scenario: Any, sensor_id: str, url: str) -> DeviceConfig:
+        site = scenario.site(scenario.sensor(sensor_id).site)
+        return DeviceConfig.model_validate(
+            {
+                "id": sensor_id,
+                "protocol": "serial_radar",
+                "transport": {"kind": "serial", "url": url, "baudrate": 921600},
+                "site": SiteConfig(
+                    lat_deg=site.lat_deg,
+                    lon_deg=site.lon_deg,
+                    alt_m=site.alt_m,
+                    yaw_deg=site.yaw_deg,
+                    pitch_deg=site.pitch_deg,
+                    roll_deg=site.roll_deg,
+                ),
+                "wire_sensor_id": scenario.wire_id(sensor_id),
+            }
+        )
+
+    @staticmethod
+    def _frigate(scenario: Any, sensor_id: str, ready: dict[str, Any]) -> list[DeviceConfig]:
+        """The ``nmea`` and ``asterix`` device blocks of one frigate emulator (docs/icd/frigate-feed.md)."""
+        s = scenario.sensor(sensor_id)
+        nav_id = f"{sensor_id}{NAV_SUFFIX}"
+        nav = DeviceConfig.model_validate(
+            {
+                "id": nav_id,
+                "protocol": "nmea",
+                "transport": {"kind": "udp", "bind_host": "127.0.0.1", "bind_port": int(ready["nmea"][1])},
+            }
+        )
+        feed = DeviceConfig.model_validate(
+            {
+                "id": sensor_id,
+                "protocol": "asterix",
+                "transport": {
+                    "kind": "udp",
+                    "bind_host": "127.0.0.1",
+                    "bind_port": int(ready["asterix"][1]),
+                },
+                # The emulator's navigation reference is at the waterline; the
+                # antenna sits antenna_height_m up the ship's up axis.
+                "ownship": {"source": nav_id, "lever_arm_m": [0.0, 0.0, float(ready["antenna_height_m"])]},
+                "asterix": {
+                    "azimuth_reference": ready["azimuth_reference"],
+                    "sigma_range_m": s.sigma_range_m,
+                    "sigma_azimuth_mrad": s.sigma_angle_mrad,
+                    "sigma_height_m": s.sigma_height_m,
+                    "sigma_ground_speed_mps": s.sigma_speed_mps,
+                },
+            }
+        )
+        return [nav, feed]
+
+    async def start_truth(self, broker: str, topic: str, hz: float = 2.0) -> None:
+        """Publish the emulated scenario's truth (``TruthBatch``) on ``topic`` at ``broker`` (HOST:PORT)."""
+        from sim_devices.emulate_all import start_truth_publisher
+
+        def start() -> Any:
+            return start_truth_publisher(
+                self.config.scenario,
+                broker,
+                epoch_ns=self.epoch_ns,
+                speed=self.config.speed,
+                topic=topic,
+                hz=hz,
+            )
+
+        self.truth = await asyncio.to_thread(start)
+        self.processes.append(self.truth)
+        log.info("emulation: truth on %s at %s (pid %s)", topic, broker, self.truth.pid)
 
     async def stop(self) -> None:
         procs, self.processes = self.processes, []
         if procs:
-            await asyncio.get_running_loop().run_in_executor(None, lambda: [p.stop() for p in procs])
+            # All at once: each stop() may wait for its child to exit.
+            await asyncio.gather(*(asyncio.to_thread(p.stop) for p in procs))

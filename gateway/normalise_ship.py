@@ -88,12 +88,27 @@ def enu_bases(lat: F64, lon: F64) -> F64:
     """Rows east, north, up (N, 3, 3) of the local tangent planes (geodetic lat/lon in rad)."""
     sl, cl = np.sin(lat), np.cos(lat)
     so, co = np.sin(lon), np.cos(lon)
-    z = np.zeros_like(lat)
-    out = np.empty((*lat.shape, 3, 3))
-    out[..., 0, :] = np.stack([-so, co, z], axis=-1)
-    out[..., 1, :] = np.stack([-sl * co, -sl * so, cl], axis=-1)
-    out[..., 2, :] = np.stack([cl * co, cl * so, sl], axis=-1)
+    # Filled element by element: np.stack costs more than the arithmetic at N ~ 40.
+    out = np.empty((*np.shape(lat), 3, 3))
+    out[..., 0, 0], out[..., 0, 1], out[..., 0, 2] = -so, co, 0.0
+    out[..., 1, 0], out[..., 1, 1], out[..., 1, 2] = -sl * co, -sl * so, cl
+    out[..., 2, 0], out[..., 2, 1], out[..., 2, 2] = cl * co, cl * so, sl
     return out
+
+
+def _frames(enu: F64, att: F64, reference: str) -> tuple[F64, F64]:
+    """(level north frame, ``reference`` frame) from ENU bases (N, 3, 3); see radar_frames."""
+    fru = enu[:, [1, 0, 2], :]  # (north, east, up)
+    if reference == "north":
+        return fru, fru
+    ang = np.array(att, dtype=np.float64, copy=True)
+    if reference == "bow":
+        ang[:, 1:] = 0.0
+    elif reference != "deck":
+        raise ValueError(f"unknown azimuth reference {reference!r}")
+    c = np.swapaxes(Rotation.from_euler("ZYX", ang).as_matrix(), 1, 2)
+    out: F64 = _FLIP_UP @ c @ _FLIP_UP @ fru
+    return fru, out
 
 
 def radar_frames(ship: ShipStates, reference: str) -> F64:
@@ -103,18 +118,27 @@ def radar_frames(ship: ShipStates, reference: str) -> F64:
     ship's heading, level) or "deck" (the ship body: heading, pitch, roll, as
     :func:`gateway.geo.site_geometry` turns a site).
     """
-    enu = enu_bases(ship.lat, ship.lon)
-    fru = enu[:, [1, 0, 2], :]  # (north, east, up)
-    if reference == "north":
-        return fru
-    ang = np.array(ship.att, dtype=np.float64, copy=True)
-    if reference == "bow":
-        ang[:, 1:] = 0.0
-    elif reference != "deck":
-        raise ValueError(f"unknown azimuth reference {reference!r}")
-    c = np.swapaxes(Rotation.from_euler("ZYX", ang).as_matrix(), 1, 2)
-    out: F64 = _FLIP_UP @ c @ _FLIP_UP @ fru
-    return out
+    return _frames(enu_bases(ship.lat, ship.lon), ship.att, reference)[1]
+
+
+def _ship_frames(ship: ShipStates, reference: str) -> tuple[F64, F64, F64]:
+    """ENU bases, level north frames and ``reference`` frames (each (N, 3, 3)) of ``ship``.
+
+    Computed once per call, and for one row only when every row has the same
+    position and attitude (the usual datagram: all plots of one report time),
+    then repeated: the same numbers as computing every row.
+    """
+    n = len(ship)
+    lat, lon, att = ship.lat, ship.lon, ship.att
+    if n > 1 and (lat == lat[0]).all() and (lon == lon[0]).all() and (att == att[0]).all():
+        enu = enu_bases(lat[:1], lon[:1])
+        fru, t_ref = _frames(enu, att[:1], reference)
+        enu = np.repeat(enu, n, axis=0)
+        fru_n = np.repeat(fru, n, axis=0)
+        return enu, fru_n, fru_n if t_ref is fru else np.repeat(t_ref, n, axis=0)
+    enu = enu_bases(lat, lon)
+    fru, t_ref = _frames(enu, att, reference)
+    return enu, fru, t_ref
 
 
 def elevation_from_height(rng: F64, h_target: F64, h_radar: F64) -> F64:
@@ -159,7 +183,8 @@ def _enu_velocity(
     bases: F64, ve: F64, vn: F64, var_e: F64, var_n: F64, cov_en: F64, var_u: F64
 ) -> tuple[F64, F64]:
     """ECEF velocity (N, 3) and covariance (N, 3, 3) from ENU components and their covariance."""
-    v_enu = np.stack([ve, vn, np.zeros_like(ve)], axis=1)
+    v_enu = np.empty((ve.shape[0], 3))
+    v_enu[:, 0], v_enu[:, 1], v_enu[:, 2] = ve, vn, 0.0
     c = np.zeros((ve.shape[0], 3, 3))
     c[:, 0, 0], c[:, 1, 1], c[:, 2, 2] = var_e, var_n, var_u
     c[:, 0, 1] = c[:, 1, 0] = cov_en
@@ -197,14 +222,10 @@ def plots_to_ecef(
     az = np.asarray(rows["azimuth_rad"], np.float64)
     height = np.asarray(rows["height_m"], np.float64)
     has_h = np.isfinite(height)
-    t_deck = radar_frames(ship, reference)
+    enu_ship, t_north, t_deck = _ship_frames(ship, reference)
     el_level = elevation_from_height(rng, np.where(has_h, height, ship.h), ship.h)
     el_level = np.where(has_h, el_level, 0.0)
-    el = (
-        el_level
-        if reference != "deck"
-        else _deck_elevation(radar_frames(ship, "north"), t_deck, az, el_level)
-    )
+    el = el_level if reference != "deck" else _deck_elevation(t_north, t_deck, az, el_level)
     # d(el)/d(height) = (R + h_t) / ((R + h_r) ρ cos el) from the relation above.
     k = (MEAN_EARTH_RADIUS_M + np.where(has_h, height, 0.0)) / (
         (MEAN_EARTH_RADIUS_M + ship.h) * rng * np.maximum(np.cos(el_level), 1e-6)
@@ -250,18 +271,22 @@ def plots_to_ecef(
     # Own-ship position and attitude (module docstring).
     P[:, :3, :3] += ship.pos_cov
     if reference != "north":
-        up = enu_bases(ship.lat, ship.lon)[:, 2, :]
+        up = enu_ship[:, 2, :]
         sphi = ship.att_var[:, 0, None, None] * (up[:, :, None] * up[:, None, :])
         if reference == "deck":
             fwd, right = t_deck[:, 0, :], t_deck[:, 1, :]
             sphi = sphi + ship.att_var[:, 1, None, None] * (right[:, :, None] * right[:, None, :])
             sphi = sphi + ship.att_var[:, 2, None, None] * (fwd[:, :, None] * fwd[:, None, :])
-        dx = _skew(p - ship.pos)
+        d = p - ship.pos
+        dx = _skew(d)
         a = np.matmul(np.matmul(dx, sphi), np.swapaxes(dx, 1, 2))
         # With range and height both measured, an attitude error can only swing
         # the solution about the vertical through the radar: keep the part of
         # the displacement along e⊥ = up × d / |up × d| (module docstring).
-        e = np.cross(up, p - ship.pos)
+        e = np.empty_like(d)  # up × d, written out (np.cross's axis handling dominates at N ~ 40)
+        e[:, 0] = up[:, 1] * d[:, 2] - up[:, 2] * d[:, 1]
+        e[:, 1] = up[:, 2] * d[:, 0] - up[:, 0] * d[:, 2]
+        e[:, 2] = up[:, 0] * d[:, 1] - up[:, 1] * d[:, 0]
         e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-9)
         along = np.einsum("ni,nij,nj->n", e, a, e)
         a_h = along[:, None, None] * (e[:, :, None] * e[:, None, :])

@@ -29,12 +29,14 @@ from gateway.health import DeviceStats
 from gateway.normalise import reports_to_proto
 from gateway.outputs.broker import EmbeddedBroker
 from gateway.outputs.mqtt import MqttPublisher, Outgoing
-from hilgw.errors import HilgwError
+from hilgw.errors import ConfigError, HilgwError
 from hilgw.v1 import health_pb2, track_pb2
 
-if TYPE_CHECKING:  # issue 7: imported when configured (aiohttp is not free to import)
+if TYPE_CHECKING:
+    from gateway.cue.path import CuePath  # issue 7: imported when configured (aiohttp is not free to import)
     from gateway.metrics import GatewayMetrics, HttpEndpoint
     from gateway.recording import Recorder
+    from gateway.score import GatewayScoring
     from gateway.web.server import SituationDisplay
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,8 @@ class Gateway:
         self.metrics: GatewayMetrics | None = None
         self.web: SituationDisplay | None = None
         self.endpoints: dict[str, HttpEndpoint] = {}  # "metrics"/"web" -> bound host:port
+        self.cue: CuePath | None = None  # issue 5: [cue]
+        self.scoring: GatewayScoring | None = None  # issue 6: [scoring]
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -103,14 +107,22 @@ class Gateway:
             self.mqtt = MqttPublisher(cfg.mqtt, cfg.gateway_id)
 
         tg = await self._stack.enter_async_context(asyncio.TaskGroup())
+        drivers: dict[str, DeviceDriver] = {}
         for dev in self.devices:
             stats = DeviceStats(dev.id, dev.protocol, dev.transport.kind, gateway_id=cfg.gateway_id)
             self.stats[dev.id] = stats
-            driver = self._make_driver(dev, stats)
+            driver = drivers[dev.id] = self._make_driver(dev, stats)
             self._spawn(tg, f"device:{dev.id}", self._supervise_device(driver))
+        if cfg.cue is not None and cfg.cue.enabled:
+            self._start_cue_path(tg, drivers)
         self._spawn_observers(tg)  # before any await: the recorder must not miss a frame
         self._spawn(tg, "fusion", self._keep_running("fusion", self.fusion.run))
         self._spawn(tg, "health", self._keep_running("health", self._health_loop))
+        if cfg.scoring is not None:  # issue 6: live truth scoring (gateway/score.py)
+            from gateway.score import GatewayScoring
+
+            scoring = self.scoring = GatewayScoring(self, cfg.scoring)
+            self._spawn(tg, "scoring", self._keep_running("scoring", scoring.run))
         if self.mqtt is not None:
             mqtt = self.mqtt
             self._spawn(tg, "mqtt", self._keep_running("mqtt", lambda: mqtt.run(self.mqtt_port)))
@@ -130,6 +142,36 @@ class Gateway:
     def _spawn(self, tg: asyncio.TaskGroup, name: str, coro: Awaitable[None]) -> None:
         self._tasks.append(tg.create_task(coro, name=name))  # type: ignore[arg-type]  # a coroutine
 
+    def _start_cue_path(self, tg: asyncio.TaskGroup, drivers: dict[str, DeviceDriver]) -> None:
+        """The engagement-cue path (docs/cue-path.md): starts in HOLD, always.
+
+        Each ``[[cue.launchers]]`` entry is joined to the launcher device of the
+        same id; a restart of the task (``_keep_running``) builds a new core,
+        which comes up in HOLD again.
+        """
+        from gateway.cue.driver_link import DriverLink
+        from gateway.cue.path import CuePath
+        from gateway.devices.launcher import LauncherDriver
+
+        cfg = self.config
+        assert cfg.cue is not None
+        cue = self.cue = CuePath(
+            cfg.cue,
+            cfg.gateway_id,
+            tracks=self.tracks,
+            health=self.health,
+            mqtt=cfg.mqtt if cfg.mqtt.enabled else None,
+            mqtt_port=self.mqtt_port,
+        )
+        for launcher in cfg.cue.launchers:
+            driver = drivers.get(launcher.id)
+            if not isinstance(driver, LauncherDriver):
+                raise ConfigError(
+                    f"cue.launchers[{launcher.id}]", "no launcher device with this id in [[devices]]"
+                )
+            cue.add_link(DriverLink(launcher.id, driver, cue.launcher_event))
+        self._spawn(tg, "cue", self._keep_running("cue", cue.run))
+
     # --- devices -----------------------------------------------------------------
 
     def _make_driver(self, dev: DeviceConfig, stats: DeviceStats) -> DeviceDriver:
@@ -142,7 +184,7 @@ class Gateway:
 
             built: DeviceDriver = cls.build(dev, ctx, registry_for(self), self.fusion.engine.add_sensor)
             return built
-        if dev.site is not None:
+        if dev.site is not None and dev.protocol in ("serial_radar", "can_radar"):
             s = dev.site
             geometry = site_geometry(
                 dev.id, s.lat_deg, s.lon_deg, s.alt_m, s.yaw_deg, s.pitch_deg, s.roll_deg

@@ -1,5 +1,9 @@
 """The radar emulator process: ``hilgw emulate`` / ``python -m sim_devices.emulate``.
 
+Without ``--sensor``, ``hilgw emulate --scenario FILE [--only DEVICE] [--mqtt
+HOST:PORT]`` runs every device of the scenario, each as its own process
+(:mod:`sim_devices.emulate_all`). With ``--sensor ID`` it is one of them:
+
 Runs one sensor of a scenario and writes what that radar front-end would put
 on its serial line, using the *same* codec as the gateway's driver with the
 device role (drivers/serial_radar): track reports at the sensor's update rate,
@@ -26,6 +30,17 @@ its configured error), and runs ``speed`` times as fast as the wall clock:
 t = speed · (now - epoch). Several emulators given the same ``--epoch-ns`` show
 one consistent scenario.
 
+Faults: the sensor's ``[[faults]]`` timeline (:mod:`sim_devices.faults`),
+evaluated on the scenario clock: ``dropout`` (nothing written), ``garbage``
+(a junk frame before each write), ``bad_crc``, ``duplicate``, ``delay``
+(bytes held, order kept), ``clock_step`` (reported times jump),
+``silent_heartbeat`` (no STATUS) and ``serial_unplug``: the pty pair (or the
+TCP listener and its connection) is closed for the window and reopened after
+it. A pty emulator with an unplug fault gives the gateway a stable symlink
+(ready ``path``; the pty itself is ``pty``) that follows the new pty, as a
+udev name follows a re-plugged USB adapter. What was done is counted
+(``fault_*`` in the ``stopped`` line).
+
 On ready, one JSON line goes to stdout, e.g.
 ``{"event": "ready", "sensor": "radar-fwd", "transport": "pty", "path": "/dev/pts/7", ...}``
 and at exit one ``{"event": "stopped", ...}`` line with the counters.
@@ -44,9 +59,9 @@ import math
 import os
 import signal
 import sys
+import tempfile
 import termios
 import time
-import tempfile
 import tty
 import zlib
 from collections.abc import Callable
@@ -101,6 +116,8 @@ class PtyLink:
     def __init__(self, counters: Counters, *, stable_link: bool = False) -> None:
         self.counters = counters
         self.plugged = False
+        self.master = self.slave = -1
+        self.path = ""
         self._open_pair()
         self.pty_path = self.path
         #: With ``stable_link`` the gateway opens a symlink to the current pty
@@ -449,10 +466,19 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``hilgw emulate`` command line."""
     p = argparse.ArgumentParser(
         prog="hilgw emulate",
-        description="Emulate one sensor of a scenario on a pty or a loopback TCP port.",
+        description=(
+            "Emulate one sensor of a scenario (--sensor) on a pty or a loopback TCP port, "
+            "or every device of it, each as its own process (sim_devices/emulate_all.py)."
+        ),
     )
     p.add_argument("--scenario", default=DEFAULT_SCENARIO, help="scenario TOML file or builtin:NAME")
-    p.add_argument("--sensor", help="id of the sensor to emulate (default: the scenario's first)")
+    p.add_argument("--sensor", help="run this one serial radar in this process (default: every device)")
+    p.add_argument(
+        "--only", action="append", metavar="DEVICE", help="every-device mode: run only DEVICE (repeatable)"
+    )
+    p.add_argument("--mqtt", metavar="HOST:PORT", help="every-device mode: publish truth to this broker")
+    p.add_argument("--prefix", default="hilgw", help="truth topic prefix (topic PREFIX/truth)")
+    p.add_argument("--truth-hz", type=float, default=2.0, help="truth batches per second")
     link = p.add_mutually_exclusive_group()
     link.add_argument(
         "--pty", action="store_true", help="create a raw pty pair and print the slave path (the default)"
@@ -536,9 +562,15 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--speed", f"must be > 0, got {ns.speed}")
         hostport = _parse_hostport(ns.tcp) if ns.tcp else None
         scenario = resolve_scenario(ns.scenario)
-        if not scenario.sensors:
-            raise ConfigError("--sensor", "the scenario has no sensors")
-        sensor_id = ns.sensor or scenario.sensors[0].id
+        if ns.sensor is None:
+            from sim_devices.emulate_all import run_all
+
+            if ns.mqtt:
+                _parse_hostport(ns.mqtt)
+            return run_all(ns, scenario)
+        if ns.only or ns.mqtt:
+            raise ConfigError("--sensor", "--only and --mqtt are for every-device mode (no --sensor)")
+        sensor_id = ns.sensor
         try:
             kind = scenario.sensor(sensor_id).kind
         except KeyError:

@@ -10,7 +10,8 @@ Mutators on a serial byte stream know the framing of the project's serial ICDs
 
 * :func:`garbage` — ``n`` random non-zero bytes between two delimiters: one
   junk frame the receiver rejects ("framing" if it is not valid COBS, else
-  "crc" or "truncated"), without touching the frames around it.
+  "crc" or "truncated"; "too_long" past the largest frame), without touching
+  the frames around it.
 * :func:`corrupt_crc` — decode a frame, flip bits of its CRC, re-encode: still
   valid COBS, so the receiver counts exactly one "crc" drop per frame.
 * :func:`duplicate_frames` — send whole frames twice.
@@ -24,15 +25,17 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 from cobs import cobs
 
 from drivers.framing import CRC_SIZE, DELIMITER
-from sim_devices.scenario import FaultConfig, Scenario
+from sim_devices.scenario import Scenario
+from sim_devices.scenario_faults import FaultConfig
 
 __all__ = [
+    "DatagramFaults",
     "DelayLine",
     "FaultSchedule",
     "corrupt_crc",
@@ -168,7 +171,9 @@ def duplicate_frames(stream: bytes, rng: np.random.Generator, probability: float
     return b"".join(out), hit
 
 
-def duplicate_datagrams(datagrams: Sequence[bytes], rng: np.random.Generator, probability: float) -> list[bytes]:
+def duplicate_datagrams(
+    datagrams: Sequence[bytes], rng: np.random.Generator, probability: float
+) -> list[bytes]:
     """Each datagram, and again with ``probability`` (UDP duplicates)."""
     out: list[bytes] = []
     for d in datagrams:
@@ -208,3 +213,78 @@ class DelayLine:
         n = sum(len(d) for _, _, d in self._heap)
         self._heap.clear()
         return n
+
+
+Dest = tuple[str, int]
+
+
+class DatagramFaults:
+    """A datagram sender seen through a device's fault timeline (UDP feeds: the frigate emulator).
+
+    ``send(data, dest)`` is the real sender; :meth:`send` here takes the
+    scenario time ``t_s`` and the wall time ``now_ns`` as well (time is passed
+    in). dropout: nothing leaves; garbage (``junk=True`` destinations only): a
+    junk datagram of ``garbage_bytes`` before each one; duplicate: sent twice;
+    delay: held ``delay_s`` wall seconds, order kept per destination. What it
+    did is in :meth:`counts`.
+    """
+
+    def __init__(
+        self, send: Callable[[bytes, Dest], None], faults: FaultSchedule, rng: np.random.Generator
+    ) -> None:
+        self._send = send
+        self.faults = faults
+        self.rng = rng
+        self.withheld = 0
+        self.garbage = 0
+        self.duplicated = 0
+        self._lines: dict[Dest, DelayLine] = {}
+        self._last_release: dict[Dest, int] = {}
+
+    def counts(self) -> dict[str, int]:
+        """Datagrams withheld (dropout), junk datagrams sent, datagrams duplicated."""
+        return {
+            "fault_datagrams_withheld": self.withheld,
+            "fault_garbage_datagrams": self.garbage,
+            "fault_duplicated": self.duplicated,
+        }
+
+    def send(self, data: bytes, dest: Dest, t_s: float, now_ns: int, junk: bool) -> None:
+        """Send ``data`` to ``dest`` through the faults active at scenario time ``t_s``."""
+        f = self.faults
+        if not f:
+            self._send(data, dest)
+            return
+        if f.active_kind("dropout", t_s):
+            self.withheld += 1
+            return
+        out = [data]
+        n = f.garbage_bytes(t_s) if junk else 0
+        if n:
+            out.insert(0, garbage(n, self.rng)[1:-1])  # a datagram needs no delimiters
+            self.garbage += 1
+        p = f.probability("duplicate", t_s)
+        if p > 0:
+            before = len(out)
+            out = duplicate_datagrams(out, self.rng, p)
+            self.duplicated += len(out) - before
+        delay = f.delay_s(t_s)
+        line = self._lines.setdefault(dest, DelayLine())
+        for d in out:
+            if delay > 0 or len(line):
+                release = max(now_ns + round(delay * 1e9), self._last_release.get(dest, 0))
+                self._last_release[dest] = release
+                line.push(release, d)
+            else:
+                self._send(d, dest)
+
+    def flush(self, now_ns: int) -> int | None:
+        """Send what the delay lines release by ``now_ns``; returns the next release time, if any."""
+        nxt: list[int] = []
+        for dest, line in self._lines.items():
+            for d in line.pop_due(now_ns):
+                self._send(d, dest)
+            r = line.next_release_ns()
+            if r is not None:
+                nxt.append(r)
+        return min(nxt) if nxt else None

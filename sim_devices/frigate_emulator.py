@@ -23,6 +23,11 @@ of the ship at the scan time: the one convention the gateway inverts.
 Truth: the scenario's targets, or (``--dis-port``) the entities of a DIS
 simulator (sim_devices/dis_input.py).
 
+Faults: the sensor's ``[[faults]]`` of the scenario (sim_devices/faults.py):
+dropout (nothing sent), garbage (a junk datagram before each ASTERIX one),
+duplicate, delay and clock_step (every reported time jumps) — see
+:class:`sim_devices.faults.DatagramFaults`.
+
 Ready line on stdout: ``{"event": "ready", "sensor": ..., "asterix": [host,
 port], "nmea": [host, port], "sac": .., "sic": .., "antenna_height_m": ..,
 "dis_port": ..}``; at exit a ``{"event": "stopped", ...}`` line with counters.
@@ -65,6 +70,7 @@ from gateway.geo import ecef_to_polar, wrap_2pi
 from gateway.normalise_ship import ShipStates, enu_bases, radar_frames
 from hilgw.errors import ConfigError, HilgwError, LocalProtocolError
 from sim_devices.dis_input import DisTruth, open_listener
+from sim_devices.faults import DatagramFaults, FaultSchedule
 from sim_devices.process import _PROJECT_ROOT, EmulatorProcess, _read_ready
 from sim_devices.scenario import (
     AirTarget,
@@ -380,7 +386,9 @@ def encode_scan(codec: AsterixCodec, events: list[AsterixRecordEvent], counters:
 async def _serve(ns: argparse.Namespace, scenario: Scenario, sensor_id: str) -> int:
     epoch_ns = ns.epoch_ns if ns.epoch_ns is not None else time.time_ns()
     counters = Counters()
-    sender = Sender(counters, ns.multicast_if)
+    faults = FaultSchedule.of(scenario, sensor_id)
+    fault_rng = np.random.default_rng((scenario.scenario.seed, zlib.crc32(sensor_id.encode()), 0xFA17))
+    sender = DatagramFaults(Sender(counters, ns.multicast_if).send, faults, fault_rng)
     ast_dest = _hostport(ns.asterix, "--asterix")
     nmea_dest = _hostport(ns.nmea, "--nmea") if ns.nmea else None
     truth_fn: TruthFn | None = None
@@ -428,37 +436,50 @@ async def _serve(ns: argparse.Namespace, scenario: Scenario, sensor_id: str) -> 
     try:
         while not stop.is_set():
             now = time.time_ns()
+            t_now = t_of(now)
             t_scan, t_nav = k / c.update_hz, m / c.nmea_hz
             if duration > 0 and t_scan >= duration:
                 break
             due_scan = epoch_ns + round((t_scan / speed + c.latency_s) * 1e9)
             due_nav = epoch_ns + round(t_nav / speed * 1e9)
+            due_fault = sender.flush(now)
+            # A clock_step fault: the ship's clock (every reported time) jumps.
+            step_ns = round(faults.clock_step_s(t_now) * 1e9) if faults else 0
+            model.epoch_ns = epoch_ns + step_ns
             if now >= next_status:
-                st = ServiceMessage065(c.sac, c.sic + 1, 1, 1, epoch_ns + round(t_of(now) * 1e9), nogo=0)
-                sender.send(codec.send(st), ast_dest)
+                st = ServiceMessage065(
+                    c.sac, c.sic + 1, 1, 1, epoch_ns + step_ns + round(t_now * 1e9), nogo=0
+                )
+                sender.send(codec.send(st), ast_dest, t_now, now, junk=True)
                 counters.records += 1
                 next_status = max(next_status + round(STATUS_PERIOD_S * 1e9), now)
             elif now >= due_scan:
                 events, _ = model.scan(t_scan)
                 for dg in encode_scan(codec, events, counters):
-                    sender.send(dg, ast_dest)
+                    sender.send(dg, ast_dest, t_now, now, junk=True)
                 counters.scans += 1
                 k += 1
             elif now >= due_nav:
                 if nmea_dest is not None:
                     sentences = model.nmea(t_nav)
-                    sender.send(b"".join(ncodec.send(f) for f in sentences), nmea_dest)
+                    data = b"".join(ncodec.send(f) for f in sentences)
+                    sender.send(data, nmea_dest, t_now, now, junk=False)
                     counters.nmea_sentences += len(sentences)
                 m += 1
             else:
                 wake = min(due_scan, due_nav, next_status)
+                edge = faults.next_change(t_now) if faults else None
+                if edge is not None:
+                    wake = min(wake, epoch_ns + round(edge / speed * 1e9))
+                if due_fault is not None:
+                    wake = min(wake, due_fault)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), max(0.0, (wake - time.time_ns()) / 1e9))
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         extra = dict(dis.counters) if dis is not None else {}
-        _emit({"event": "stopped", "sensor": sensor_id, **asdict(counters), "dis": extra})
+        _emit({"event": "stopped", "sensor": sensor_id, **asdict(counters), **sender.counts(), "dis": extra})
     return 0
 
 

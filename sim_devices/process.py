@@ -108,9 +108,13 @@ def _last_json(head: bytes, stream: IO[bytes] | None) -> dict[str, Any] | None:
     return last
 
 
-def start_emulator(args: list[str], timeout_s: float = 10.0) -> EmulatorProcess:
-    """Start ``python -m sim_devices.emulate *args`` and wait for its ready line.
+def start_emulator(
+    args: list[str], timeout_s: float = 10.0, *, module: str = "sim_devices.emulate"
+) -> EmulatorProcess:
+    """Start ``python -m MODULE *args`` (default ``sim_devices.emulate``) and wait for its ready line.
 
+    Any module with the same contract (one JSON ready line on stdout, SIGTERM
+    stops it) can be started: ``sim_devices.truth_publisher``, ...
     Raises :class:`TransportError` if it exits or stays silent for
     ``timeout_s`` (the child is killed then), quoting its stderr.
     """
@@ -121,7 +125,7 @@ def start_emulator(args: list[str], timeout_s: float = 10.0) -> EmulatorProcess:
     # Not a context manager: the file lives as long as the child; stop() closes it.
     stderr = tempfile.TemporaryFile()  # noqa: SIM115
     popen = subprocess.Popen(
-        [sys.executable, "-m", "sim_devices.emulate", *args],
+        [sys.executable, "-m", module, *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=stderr,

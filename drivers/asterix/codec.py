@@ -6,6 +6,15 @@ the device role (emulator) turns events into a datagram. No socket, no clock:
 the driver passes the receive time in, which resolves the ASTERIX time of day
 to a UTC date (drivers/asterix/timeofday.py).
 
+Fast path (the hot path's throughput, docs/icd/asterix.md "Performance"):
+records are not length-prefixed, so the first record of a block is walked
+(layout.walk_record); the following records that pass its layout tests
+(layout.same_layout_run: FSPEC octets, FX bits, repetition factors, explicit
+lengths) are sliced at its stride, at least ``MIN_RUN`` of them, and CAT048
+runs are read as one strided numpy view (items.Cat048Reader.read_run). The
+first record that fails a test is walked and starts the next run. The events,
+rejects included, are those of walking every record (``fast_path=False``).
+
 What is rejected (one ``Rejected`` per record or block, never an exception):
 
 * ``unknown_category``: a block of a category the codec was not configured
@@ -28,6 +37,7 @@ from typing import Any
 
 import asterix.generated as gen
 import numpy as np
+import numpy.typing as npt
 
 from drivers.asterix.encode import Encoder
 from drivers.asterix.events import (
@@ -49,7 +59,8 @@ from drivers.asterix.items import (
     MissingItem,
     TodRange,
 )
-from drivers.asterix.layout import RecordLayout, WalkError, compile_layout, walk_record
+from drivers.asterix.layout import RecordLayout, WalkError, compile_layout, same_layout_run, walk_record
+from drivers.asterix.timeofday import TOD_RAW_LIMIT
 from drivers.base import Rejected, Role
 from hilgw.errors import ConfigError, LocalProtocolError, RemoteProtocolError
 
@@ -57,11 +68,29 @@ from hilgw.errors import ConfigError, LocalProtocolError, RemoteProtocolError
 DEFAULT_EDITIONS: dict[int, tuple[int, int]] = {34: (1, 29), 48: (1, 32), 62: (1, 21), 65: (1, 6)}
 #: Rejected.raw keeps at most this many bytes of the offending record/block.
 MAX_RAW = 512
+#: Shortest run of same-layout records decoded as one strided slice (below it, walking is cheaper).
+MIN_RUN = 4
 
 _READERS: dict[int, Any] = {62: Cat062Reader, 48: Cat048Reader, 34: Cat034Reader, 65: Cat065Reader}
 _ROW_EVENTS: dict[int, Any] = {62: SystemTrack062, 48: TargetReport048}
 
+
+class _Run:
+    """Internal: the batch rows of a run of same-layout records, in wire order."""
+
+    __slots__ = ("cat", "rows")
+
+    def __init__(self, cat: int, rows: npt.NDArray[np.void]) -> None:
+        self.cat = cat
+        self.rows = rows
+
+
 AsterixEvent = AsterixRecordEvent | SystemTrackBatch | TargetReportBatch | Rejected
+
+
+def _row_event(cat: int, row: tuple[Any, ...]) -> AsterixRecordEvent:
+    # Batch rows mark absence with NaN / -1; the per-record events with None.
+    return _ROW_EVENTS[cat](*(None if (v != v or (type(v) is int and v == -1)) else v for v in row))  # type: ignore[no-any-return]  # table of event classes
 
 
 def spec_for(category: int, edition: tuple[int, int]) -> Any:
@@ -81,12 +110,23 @@ class AsterixCodec:
     put the edition on the wire, so it is configuration, and a sender on
     another edition shows up as ``decode`` rejects (FSPEC bits of undefined
     FRNs) or ``missing_item``.
+
+    ``fast_path`` (default on) decodes runs of same-layout records of a data
+    block as one strided numpy slice instead of walking each record; the
+    events are the same either way (tests/unit/test_asterix_codec.py checks
+    it); off only to compare against the walker.
     """
 
     def __init__(
-        self, role: Role, *, editions: Mapping[int, tuple[int, int]] | None = None, source: str = "asterix"
+        self,
+        role: Role,
+        *,
+        editions: Mapping[int, tuple[int, int]] | None = None,
+        source: str = "asterix",
+        fast_path: bool = True,
     ) -> None:
         self.role = role
+        self.fast_path = fast_path
         self.source = source
         eds = dict(DEFAULT_EDITIONS)
         for cat, ed in (editions or {}).items():
@@ -102,15 +142,15 @@ class AsterixCodec:
 
     def receive_datagram(self, data: bytes, t_ns: int) -> list[AsterixEvent]:
         """Decode one UDP payload into per-record events (and Rejected), in wire order."""
-        out = self._decode(data, t_ns)
-        for i, item in enumerate(out):
+        out: list[Any] = []
+        for item in self._decode(data, t_ns):
             if type(item) is tuple:
-                cat, row = item
-                # Batch rows mark absence with NaN / -1; the per-record events with None.
-                out[i] = _ROW_EVENTS[cat](
-                    *(None if (v != v or (type(v) is int and v == -1)) else v for v in row)
-                )
-        return out  # every tuple placeholder was replaced above
+                out.append(_row_event(*item))
+            elif type(item) is _Run:
+                out.extend(_row_event(item.cat, row) for row in item.rows.tolist())
+            else:
+                out.append(item)
+        return out
 
     def receive_datagram_batch(self, data: bytes, t_ns: int) -> list[AsterixEvent]:
         """Decode one UDP payload for the hot path.
@@ -120,18 +160,33 @@ class AsterixCodec:
         end of the list; service messages and Rejected keep their wire order
         before them.
         """
-        out = self._decode(data, t_ns)
+        dtypes = {62: SYSTEM_TRACK_DTYPE, 48: TARGET_REPORT_DTYPE}
+        pieces: dict[int, list[npt.NDArray[np.void]]] = {62: [], 48: []}
         rows: dict[int, list[tuple[Any, ...]]] = {62: [], 48: []}
         events: list[AsterixEvent] = []
-        for item in out:
+        for item in self._decode(data, t_ns):
             if type(item) is tuple:
                 rows[item[0]].append(item[1])
+            elif type(item) is _Run:
+                pending = rows[item.cat]
+                if pending:  # walked rows before this run keep their place
+                    pieces[item.cat].append(np.array(pending, dtype=dtypes[item.cat]))
+                    pending.clear()
+                pieces[item.cat].append(item.rows)
             else:
                 events.append(item)
-        if rows[62]:
-            events.append(SystemTrackBatch(np.array(rows[62], dtype=SYSTEM_TRACK_DTYPE), t_ns))
-        if rows[48]:
-            events.append(TargetReportBatch(np.array(rows[48], dtype=TARGET_REPORT_DTYPE), t_ns))
+        batches: dict[int, npt.NDArray[np.void]] = {}
+        for cat in (62, 48):
+            if rows[cat]:
+                pieces[cat].append(np.array(rows[cat], dtype=dtypes[cat]))
+            if len(pieces[cat]) == 1:
+                batches[cat] = pieces[cat][0]
+            elif pieces[cat]:
+                batches[cat] = np.concatenate(pieces[cat])
+        if 62 in batches:
+            events.append(SystemTrackBatch(batches[62], t_ns))
+        if 48 in batches:
+            events.append(TargetReportBatch(batches[48], t_ns))
         return events
 
     def _reject(
@@ -191,26 +246,91 @@ class AsterixCodec:
                 # The record cannot be delimited: the rest of the block goes with it.
                 out.append(self._reject(e.reason, str(e), cat, index, e.item, e.offset, buf[off:end]))
                 return
-            try:
-                row = reader.read(buf, pos, t_ns)
-            except MissingItem as e:
-                out.append(
-                    self._reject(
-                        "missing_item", "mandatory item absent", cat, index, e.item, off, buf[off:nxt]
-                    )
-                )
-            except TodRange as e:
-                msg = f"time of day {e.value / 128} s is not below 86400 s"
-                out.append(self._reject("decode", msg, cat, index, e.item, off, buf[off:nxt]))
-            else:
-                if cat == 34:
-                    out.append(ServiceMessage034(*row))
-                elif cat == 65:
-                    out.append(ServiceMessage065(*row))
-                else:
-                    out.append((cat, row))
+            length = nxt - off
+            if self.fast_path and end - off >= MIN_RUN * length:
+                run = same_layout_run(buf, off, end, length, pos, layout)
+                if run >= MIN_RUN:
+                    self._decode_run(buf, off, length, run, pos, cat, index, t_ns, out)
+                    off += run * length
+                    index += run
+                    continue
+            self._read_one(reader, buf, pos, off, nxt, cat, index, t_ns, out)
             off = nxt
             index += 1
+
+    def _read_one(
+        self,
+        reader: Any,
+        buf: bytes,
+        pos: dict[int, int],
+        off: int,
+        nxt: int,
+        cat: int,
+        index: int,
+        t_ns: int,
+        out: list[Any],
+    ) -> None:
+        try:
+            row = reader.read(buf, pos, t_ns)
+        except MissingItem as e:
+            out.append(
+                self._reject("missing_item", "mandatory item absent", cat, index, e.item, off, buf[off:nxt])
+            )
+        except TodRange as e:
+            msg = f"time of day {e.value / 128} s is not below 86400 s"
+            out.append(self._reject("decode", msg, cat, index, e.item, off, buf[off:nxt]))
+        else:
+            if cat == 34:
+                out.append(ServiceMessage034(*row))
+            elif cat == 65:
+                out.append(ServiceMessage065(*row))
+            else:
+                out.append((cat, row))
+
+    def _decode_run(
+        self,
+        buf: bytes,
+        off: int,
+        length: int,
+        count: int,
+        pos: dict[int, int],
+        cat: int,
+        index: int,
+        t_ns: int,
+        out: list[Any],
+    ) -> None:
+        """Decode ``count`` same-layout records; the same events as walking them one by one."""
+        reader = self._readers[cat]
+        read_run = getattr(reader, "read_run", None)
+        if read_run is not None:
+            rel = {frn: p - off for frn, p in pos.items()}
+            try:
+                rows, tod = read_run(buf, off, length, count, rel, t_ns)
+            except MissingItem:
+                pass  # per record below: each gets its own Rejected
+            else:
+                # Rows around a bad time of day keep their wire order with its Rejected.
+                start = 0
+                for i in np.flatnonzero(tod >= TOD_RAW_LIMIT).tolist():
+                    if i > start:
+                        out.append(_Run(cat, rows[start:i]))
+                    o = off + i * length
+                    msg = f"time of day {int(tod[i]) / 128} s is not below 86400 s"
+                    out.append(
+                        self._reject("decode", msg, cat, index + i, reader.TOD_ITEM, o, buf[o : o + length])
+                    )
+                    start = i + 1
+                if start == 0:
+                    out.append(_Run(cat, rows))
+                elif start < count:
+                    out.append(_Run(cat, rows[start:]))
+                return
+        # No vectorised reader: read each record at its stride-shifted item offsets (no walk).
+        for i in range(count):
+            d = i * length
+            o = off + d
+            shifted = {frn: p + d for frn, p in pos.items()}
+            self._read_one(reader, buf, shifted, o, o + length, cat, index + i, t_ns, out)
 
     # ------------------------------------------------------------------ device side
 

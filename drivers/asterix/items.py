@@ -15,9 +15,12 @@ import math
 from struct import Struct
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from asterix import base as ab
 
 from drivers.asterix import timeofday
+from drivers.asterix.events import TARGET_REPORT_DTYPE
 from drivers.asterix.layout import RecordLayout, compound_offsets
 
 NM_M = 1852.0
@@ -170,6 +173,7 @@ class Cat048Reader:
     """CAT048 reader. Mandatory: I048/010, 140, 040."""
 
     MANDATORY = ("010", "140", "040")
+    TOD_ITEM = "140"
 
     def __init__(self, spec: Any, layout: RecordLayout) -> None:
         f = layout.frn_of
@@ -180,6 +184,7 @@ class Cat048Reader:
         self.k_h = lsb(spec, "110", "3DH") * FT_M
         self.k_gsp = lsb(spec, "200", "GSP") * NM_M
         self.k_hdg = lsb(spec, "200", "HDG") * DEG
+        self._run_dtypes: dict[tuple[int | None, ...], np.dtype[np.void]] = {}
 
     def read(self, buf: bytes, pos: dict[int, int], t_rx_ns: int) -> tuple[Any, ...]:
         for frn, name in zip((self.f010, self.f140, self.f040), self.MANDATORY, strict=True):
@@ -203,6 +208,69 @@ class Cat048Reader:
             a, b = _2U16.unpack_from(buf, o)
             gsp, hdg = a * self.k_gsp, b * self.k_hdg
         return (sac, sic, t_ns, rho * self.k_rho, theta * self.k_theta, h, trk, gsp, hdg)
+
+    def read_run(
+        self, buf: bytes, off: int, length: int, count: int, rel: dict[int, int], t_rx_ns: int
+    ) -> tuple[npt.NDArray[np.void], npt.NDArray[np.int64]]:
+        """:meth:`read` for ``count`` records of one layout at ``buf[off:]``, ``length`` bytes apart.
+
+        ``rel`` is the item offsets relative to the record start (the same in
+        every record of the run). Returns the ``TARGET_REPORT_DTYPE`` rows and
+        the raw times of day (I048/140); rows whose raw time is not below
+        ``timeofday.TOD_RAW_LIMIT`` are the caller's to reject. Raises
+        MissingItem like :meth:`read` (it is the same for the whole run).
+        """
+        for frn, name in zip((self.f010, self.f140, self.f040), self.MANDATORY, strict=True):
+            if frn not in rel:
+                raise MissingItem(name)
+        o110, o161, o200 = rel.get(self.f110), rel.get(self.f161), rel.get(self.f200)
+        key = (length, rel[self.f010], rel[self.f140], rel[self.f040], o110, o161, o200)
+        dt = self._run_dtypes.get(key)
+        if dt is None:
+            names = ["sac", "sic", "tod", "rho", "theta"]
+            # The 24-bit time of day is read as the big-endian 32-bit word ending
+            # at its last octet (masked below); an item never starts at offset 0.
+            offs = [
+                rel[self.f010],
+                rel[self.f010] + 1,
+                rel[self.f140] - 1,
+                rel[self.f040],
+                rel[self.f040] + 2,
+            ]
+            fmts = ["u1", "u1", ">u4", ">u2", ">u2"]
+            for name, o in (("h", o110), ("trn", o161), ("gsp", o200)):
+                if o is not None:
+                    names.append(name)
+                    offs.append(o)
+                    fmts.append(">u2")
+            if o200 is not None:
+                names.append("hdg")
+                offs.append(o200 + 2)
+                fmts.append(">u2")
+            dt = np.dtype({"names": names, "formats": fmts, "offsets": offs, "itemsize": length})
+            self._run_dtypes[key] = dt
+        v = np.ndarray((count,), dt, buffer=buf, offset=off)
+        out = np.empty(count, TARGET_REPORT_DTYPE)
+        out["sac"] = v["sac"]
+        out["sic"] = v["sic"]
+        tod = (v["tod"] & 0xFFFFFF).astype(np.int64)
+        out["t_ns"] = timeofday.resolve_array(np.minimum(tod, timeofday.TOD_RAW_LIMIT - 1), t_rx_ns)
+        out["range_m"] = v["rho"] * self.k_rho
+        out["azimuth_rad"] = v["theta"] * self.k_theta
+        if o110 is not None:
+            raw = (v["h"] & 0x3FFF).astype(np.int32)
+            raw[raw & 0x2000 != 0] -= 0x4000  # signed 14-bit height (I048/110)
+            out["height_m"] = raw * self.k_h
+        else:
+            out["height_m"] = NAN
+        out["track_number"] = v["trn"] & 0x0FFF if o161 is not None else -1
+        if o200 is not None:
+            out["ground_speed_mps"] = v["gsp"] * self.k_gsp
+            out["heading_rad"] = v["hdg"] * self.k_hdg
+        else:
+            out["ground_speed_mps"] = NAN
+            out["heading_rad"] = NAN
+        return out, tod
 
 
 class Cat034Reader:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from asterix import base as ab
 
 # Item size rules (the first tuple element is the kind).
@@ -260,3 +261,95 @@ def compound_offsets(buf: bytes, off: int, rule: Rule | None) -> dict[int, int]:
         out[i] = o
         o += item_size(buf, o, len(buf), subs[i], "compound")
     return out
+
+
+# ---------------------------------------------------------------------- same-layout runs
+#
+# Why: the records of one data block usually repeat one layout (same FSPEC, same
+# variable-item lengths), so their items sit at the same offsets in every record.
+# A record that has already been walked yields the few bytes the walker's
+# decisions depend on (FSPEC octets, FX bits of extended and FX-repetitive items,
+# repetition factors, explicit lengths, compound FSPECs); every later record
+# whose bytes pass the same tests walks identically (same length, same item
+# offsets, no error), so a whole run can be sliced at one stride without
+# walking it (drivers/asterix/codec.py, fast path).
+
+Check = tuple[int, int, int]  # (byte offset in the record, mask, expected masked value)
+
+
+def _item_checks(buf: bytes, o: int, base: int, rule: Rule, checks: list[Check]) -> None:
+    kind = rule[0]
+    if kind == FIXED:
+        return
+    if kind in (EXTENDED, REPETITIVE_FX):
+        sizes = rule[1] if kind == EXTENDED else None
+        i = 0
+        while True:
+            o += sizes[i] if sizes is not None else rule[1]
+            i += 1
+            fx = buf[o - 1] & 1
+            checks.append((o - 1 - base, 1, fx))
+            if not fx:
+                return
+    if kind == EXPLICIT:
+        checks.append((o - base, 0xFF, buf[o]))
+        return
+    if kind == REPETITIVE:
+        checks.extend((o + i - base, 0xFF, buf[o + i]) for i in range(rule[1]))
+        return
+    # COMPOUND: its FSPEC octets exactly, then each present sub-item.
+    subs = rule[2]
+    present: list[int] = []
+    sub_base = 0
+    while True:
+        b = buf[o]
+        checks.append((o - base, 0xFF, b))
+        o += 1
+        present.extend(sub_base + i for i in SET_BITS[b])
+        sub_base += 7
+        if not b & 1:
+            break
+    for i in present:
+        _item_checks(buf, o, base, subs[i], checks)
+        o += item_size(buf, o, len(buf), subs[i], "compound")
+
+
+def layout_checks(buf: bytes, off: int, pos: dict[int, int], layout: RecordLayout) -> list[Check]:
+    """Byte tests that pin the layout of the record at ``off``, already walked to ``pos``.
+
+    Any record of the same block whose bytes pass every test (``byte & mask ==
+    value`` at the same offset from its start) has the same length and item
+    offsets as this one and walks without error (given that it fits the block).
+    """
+    checks: list[Check] = []
+    o = off
+    while True:
+        b = buf[o]
+        checks.append((o - off, 0xFF, b))
+        o += 1
+        if not b & 1:
+            break
+    rules = layout.rules
+    for frn, p in pos.items():
+        rule = rules[frn - 1]
+        assert rule is not None  # walk_record rejected undefined FRNs
+        _item_checks(buf, p, off, rule, checks)
+    return checks
+
+
+def same_layout_run(
+    buf: bytes, off: int, end: int, length: int, pos: dict[int, int], layout: RecordLayout
+) -> int:
+    """How many records from ``off`` on (before ``end``) share the layout of the first one.
+
+    The first record has been walked (``pos``, ``length``). Its layout tests
+    (:func:`layout_checks`) are applied to every ``length``-byte stride of the
+    block at once; the run ends at the first stride that fails one (that
+    record is then walked), or where the block has no room for another.
+    """
+    checks = layout_checks(buf, off, pos, layout)
+    m = (end - off) // length
+    view = np.frombuffer(buf, np.uint8, count=m * length, offset=off).reshape(m, length)
+    cols, masks, vals = (np.array(c, np.intp) for c in zip(*checks, strict=True))
+    ok = ((view[:, cols] & masks) == vals).all(axis=1)
+    return m if ok.all() else int(np.argmin(ok))

@@ -12,6 +12,9 @@ represented (POSIX days of 86 400 s), like the UTC ns in the rest of hilgw.
 
 from __future__ import annotations
 
+import numpy as np
+import numpy.typing as npt
+
 DAY_S = 86_400
 DAY_NS = DAY_S * 1_000_000_000
 HALF_DAY_NS = DAY_NS // 2
@@ -29,6 +32,15 @@ def resolve(raw_tod: int, t_rx_ns: int) -> int:
         t -= DAY_NS
     elif d < -HALF_DAY_NS:
         t += DAY_NS
+    return t
+
+
+def resolve_array(raw_tod: npt.NDArray[np.integer], t_rx_ns: int) -> npt.NDArray[np.int64]:
+    """:func:`resolve` for an array of raw times of day (all below ``TOD_RAW_LIMIT``)."""
+    t = raw_tod.astype(np.int64) * TOD_LSB_NS + (t_rx_ns - t_rx_ns % DAY_NS)
+    d = t - t_rx_ns
+    t[d > HALF_DAY_NS] -= DAY_NS
+    t[d < -HALF_DAY_NS] += DAY_NS
     return t
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -25,7 +24,8 @@ from gateway.cue import rules
 from gateway.cue.audit import AuditLog
 from gateway.cue.authority import AuthorityStatus, CommandVerifier, Verdict, authority_name
 from gateway.cue.book import LIVE, OPEN, Cue, Effect, Now, Publish, SendCancel, SendCue, status_name
-from gateway.cue.config import CueConfig, LauncherCueConfig
+from gateway.cue.config import CueConfig
+from gateway.cue.inhibits import LOSS_KINDS, LauncherState, launcher_inhibits, sensors_lost
 from gateway.cue.keys import KeyRing
 from gateway.cue.signing import sign
 from hilgw.errors import ConfigError
@@ -36,17 +36,6 @@ __all__ = ["CueCore"]
 S = cue_pb2
 HOLD, APPROVAL, AUTO = S.AUTHORITY_HOLD, S.AUTHORITY_CUE_ON_APPROVAL, S.AUTHORITY_AUTO_CUE
 _RECENT_ENDED = 64
-
-
-@dataclass
-class _Launcher:
-    config: LauncherCueConfig
-    secret: bytes
-    sequence: int = 0  # last sequence used on the wire (cues and cancels)
-    last_heartbeat_mono: int | None = None
-    link_up: bool = True
-    fault: str = ""
-    inhibits: set[str] = field(default_factory=set)
 
 
 class CueCore:
@@ -72,14 +61,14 @@ class CueCore:
             int(config.command_max_age_s * 1e9),
             int(config.command_max_future_s * 1e9),
         )
-        self.launchers: dict[str, _Launcher] = {}
+        self.launchers: dict[str, LauncherState] = {}
         for lc in config.launchers:
             key = keys.launcher.get(lc.key_id)
             if key is None:
                 raise ConfigError(
                     f"cue.launchers[{lc.id}].key_id", f"no [launcher.{lc.key_id}] in the keys file"
                 )
-            self.launchers[lc.id] = _Launcher(lc, key.secret)
+            self.launchers[lc.id] = LauncherState(lc, key.secret)
         self.authority = AuthorityStatus(since_ns=now.wall_ns)
         self.audit_ok = True
         need_sync = (
@@ -98,6 +87,7 @@ class CueCore:
         self.track_inhibit: dict[int, str] = {}
         self.cancel_sequences: deque[tuple[str, int]] = deque(maxlen=1024)  # (launcher, sequence) of cancels
         self.next_cue_id = 1
+        self.last_now_ns = now.wall_ns
         self.counters: dict[str, int] = {}
         self._effects: list[Effect] = []
         self._dirty = True
@@ -155,7 +145,7 @@ class CueCore:
 
     def cue_list(self) -> cue_pb2.CueList:
         msg = cue_pb2.CueList(
-            gateway_id=self.gateway_id, time_ns=self.authority.since_ns, authority=self.authority.value
+            gateway_id=self.gateway_id, time_ns=self.last_now_ns, authority=self.authority.value
         )
         msg.cues.extend(c.to_proto() for c in [*self.cues.values(), *self.ended])
         return msg
@@ -354,17 +344,7 @@ class CueCore:
     def _update_inhibits(self, now: Now) -> None:
         drop_on = set(self.config.inhibit.drop_to_hold_on)
         for lid, lau in self.launchers.items():
-            new: set[str] = set()
-            if not lau.link_up:
-                new.add("link_down")
-            elif lau.last_heartbeat_mono is None:
-                new.add("no_heartbeat")
-            elif now.mono_ns - lau.last_heartbeat_mono > lau.config.heartbeat_timeout_s * 1e9:
-                new.add("heartbeat_lost")
-            if lau.fault:
-                new.add("launcher_fault")
-            if not self.time_sync_ok:
-                new.add("time_sync")
+            new = launcher_inhibits(lau, now.mono_ns, self.time_sync_ok)
             if new == lau.inhibits:
                 continue
             added, removed = new - lau.inhibits, lau.inhibits - new
@@ -372,18 +352,9 @@ class CueCore:
             self._dirty = True
             self._log(now, "inhibit", launcher=lid, on=sorted(added), off=sorted(removed), active=sorted(new))
             # Time sync drops to HOLD in on_time_sync (it is not per launcher).
-            lost = added & {"heartbeat_lost", "link_down", "launcher_fault"}
+            lost = added & LOSS_KINDS
             if lost and "launcher_heartbeat" in drop_on and self.authority.value != HOLD:
                 self._set_authority(HOLD, "inhibit", f"{lid}: {', '.join(sorted(added))}", 0, now)
-
-    def _sensors_lost(self, track: track_pb2.SystemTrack, batch_ns: int) -> bool:
-        limit = self.config.inhibit.sensor_timeout_s * 1e9
-        alive = [
-            c
-            for c in track.contributors
-            if c.sensor_id not in self.sensor_down and batch_ns - c.last_update_time_ns <= limit
-        ]
-        return not alive
 
     def _launcher_block(self, lid: str) -> str | None:
         lau = self.launchers[lid]
@@ -395,6 +366,7 @@ class CueCore:
         return self.audit_ok and (a == AUTO or (a == APPROVAL and bool(cue.approved_by)))
 
     def _evaluate(self, now: Now) -> None:
+        self.last_now_ns = now.wall_ns
         self._update_inhibits(now)
         cfg = self.config
         pic = self.picture
@@ -409,7 +381,12 @@ class CueCore:
             why_not = rules.evaluate(cfg.rules, cfg.launchers, pic)
             tracks = {t.track_id: t for t in pic.tracks}
         # Per-track inhibit: every contributing sensor lost.
-        lost = {tid for tid, t in tracks.items() if self._sensors_lost(t, pic.time_ns)} if pic else set()
+        timeout = cfg.inhibit.sensor_timeout_s
+        lost = (
+            {t for t, trk in tracks.items() if sensors_lost(trk, self.sensor_down, pic.time_ns, timeout)}
+            if pic
+            else set()
+        )
         for tid in lost - set(self.track_inhibit):
             self.track_inhibit[tid] = "sensors_lost"
             cand = any(why_not.get(lid, {}).get(tid, "x") is None for lid in self.launchers)

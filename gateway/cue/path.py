@@ -155,13 +155,13 @@ class CuePath:
 
     async def run(self) -> None:
         """Run until cancelled. A failure ends the task (the supervisor restarts it in HOLD)."""
+        self.core = core = self._open()  # before subscribing: a failure leaves no stray subscription
         tracks = self._tracks_topic.subscribe(
             "cue", maxsize=8, policy=FullPolicy.DROP_OLDEST, wake=self._wake
         )
         health = None
         if self._health_topic is not None:
             health = self._health_topic.subscribe("cue", maxsize=1024, wake=self._wake)
-        self.core = core = self._open()
         try:
             await self._execute(core.tick(self.clock()))
             async with asyncio.TaskGroup() as tg:

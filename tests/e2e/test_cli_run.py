@@ -58,7 +58,7 @@ def test_demo_shows_tracks_and_stops_cleanly(tmp_path: Path, sig: signal.Signals
     try:
         wait_port(port, timeout_s=10)
         emulators = children(proc.pid)
-        assert len(emulators) == 2, emulators  # radar-fwd and radar-rear
+        assert len(emulators) == 4, emulators  # radar-fwd, radar-rear, ew-ship-a, ew-ship-b
         seen = asyncio.run(first_confirmed(port, start + 10.0))
         assert seen - start < 10.0
 

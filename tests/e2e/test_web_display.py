@@ -120,7 +120,9 @@ async def test_display_shows_the_published_tracks(tmp_path: Path) -> None:
                 devices = await page.eval_on_selector_all(
                     "#devices tbody tr", "rows => rows.map(r => r.dataset.deviceId)"
                 )
-                assert sorted(devices) == ["radar-fwd", "radar-rear"]
+                assert sorted(devices) == [
+                    "ew-ship-a", "ew-ship-a-nav", "ew-ship-b", "ew-ship-b-nav", "radar-fwd", "radar-rear"
+                ]  # fmt: skip
                 assert await page.text_content("#authority") == "HOLD"
                 assert await page.text_content("#link") == "live"
                 await asyncio.sleep(2.0)  # a few more pushes: trails in the picture

@@ -286,3 +286,180 @@ def test_encode_refuses_out_of_range_and_wrong_role() -> None:
         DEV.receive_datagram(GOOD48, T0)
     with pytest.raises(LocalProtocolError):
         track(lat_rad=math.nan)
+
+
+# ---------------------------------------------------------------------- fast path (same-layout runs)
+#
+# The gateway codec decodes runs of same-layout records as one strided slice
+# (drivers/asterix/layout.py same_layout_run); it must give exactly the events
+# of walking every record (fast_path=False), rejects included.
+
+SLOW = AsterixCodec(Role.GATEWAY, fast_path=False)
+L48 = GW.layouts[48]
+
+
+def rec48(items: dict[str, bytes]) -> bytes:
+    """A CAT048 record from raw item bytes: the FSPEC is built from the item names."""
+    frns = sorted(L48.frn_of[name] for name in items)
+    n_oct = (frns[-1] + 6) // 7
+    fspec = bytearray(n_oct)
+    for frn in frns:
+        fspec[(frn - 1) // 7] |= 0x80 >> ((frn - 1) % 7)
+    for i in range(n_oct - 1):
+        fspec[i] |= 1  # FX
+    by_frn = {L48.frn_of[name]: data for name, data in items.items()}
+    return bytes(fspec) + b"".join(by_frn[f] for f in frns)
+
+
+def _fx_octets(n: int, fill: int) -> bytes:
+    """``n`` octets of an FX-extended field: FX set on all but the last."""
+    return bytes(((fill << 1) & 0xFE) | (1 if i < n - 1 else 0) for i in range(n))
+
+
+# The optional items of a record "shape", with variable-length ones drawn per record.
+SHAPE_ITEMS = ("020", "110", "161", "200", "130", "250", "030", "120", "SP")
+
+
+@st.composite
+def record48(draw: st.DrawFn, shape: frozenset[str]) -> bytes:
+    byte = st.integers(0, 255)
+    items: dict[str, bytes] = {
+        "010": bytes([draw(byte), draw(byte)]),
+        # Mostly valid times of day, sometimes 24 h or more (a per-record "decode" reject).
+        "140": draw(st.integers(0, 86400 * 128 - 1) | st.integers(86400 * 128, 2**24 - 1)).to_bytes(3, "big"),
+        "040": draw(st.binary(min_size=4, max_size=4)),
+    }
+    if "020" in shape:
+        items["020"] = _fx_octets(draw(st.integers(1, 3)), draw(byte))
+    for name, size in (("110", 2), ("161", 2), ("200", 4)):
+        if name in shape:
+            items[name] = draw(st.binary(min_size=size, max_size=size))
+    if "130" in shape:  # compound: sub-FSPEC, then one octet per present sub-field
+        sub = draw(st.integers(1, 127)) << 1
+        items["130"] = bytes([sub]) + draw(
+            st.binary(min_size=bin(sub).count("1"), max_size=bin(sub).count("1"))
+        )
+    if "250" in shape:  # repetitive: count, then 8-octet elements
+        k = draw(st.integers(0, 2))
+        items["250"] = bytes([k]) + draw(st.binary(min_size=8 * k, max_size=8 * k))
+    if "030" in shape:  # FX-repetitive, 1-octet elements
+        items["030"] = _fx_octets(draw(st.integers(1, 3)), draw(byte))
+    if "120" in shape:  # compound with a repetitive sub-field (CAL, then RDS)
+        k = draw(st.integers(0, 2))
+        items["120"] = bytes([0x40]) + bytes([k]) + draw(st.binary(min_size=6 * k, max_size=6 * k))
+    if "SP" in shape:  # explicit: the length octet counts itself
+        n = draw(st.integers(1, 4))
+        items["SP"] = bytes([n]) + draw(st.binary(min_size=n - 1, max_size=n - 1))
+    return rec48(items)
+
+
+# Records that break a run: one missing mandatory items (the block goes on), one
+# that cannot be delimited (FRN 27 "SP" with explicit length 0: the block ends).
+BAD_MISSING = rec48({"010": b"\x01\x02", "161": b"\x00\x07"})
+BAD_UNDELIMITED = rec48({"010": b"\x01\x02", "140": b"\x00\x00\x01", "040": b"\x00" * 4, "SP": b"\x00"})
+
+
+@st.composite
+def blocks48(draw: st.DrawFn) -> list[bytes]:
+    shapes = draw(st.lists(st.frozensets(st.sampled_from(SHAPE_ITEMS)), min_size=1, max_size=3))
+    recs: list[bytes] = []
+    for _ in range(draw(st.integers(1, 4))):  # runs of one shape (with per-record lengths drawn)
+        shape = draw(st.sampled_from(shapes))
+        recs += draw(st.lists(record48(shape), min_size=1, max_size=12))
+    return recs
+
+
+def _summary(events: list[object]) -> list[object]:
+    out: list[object] = []
+    for e in events:
+        if isinstance(e, Rejected):
+            out.append((e.reason, str(e.error), e.error.field, e.error.offset, e.raw))
+        elif isinstance(e, TargetReportBatch | SystemTrackBatch):
+            out.append((type(e), e.rows.dtype, e.rows.tobytes()))  # bitwise, NaN included
+        else:
+            out.append(e)
+    return out
+
+
+def _agree(datagram: bytes) -> None:
+    assert _summary(list(GW.receive_datagram_batch(datagram, T0))) == _summary(
+        list(SLOW.receive_datagram_batch(datagram, T0))
+    )
+    assert _summary(list(GW.receive_datagram(datagram, T0))) == _summary(
+        list(SLOW.receive_datagram(datagram, T0))
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(blocks48(), st.integers(0, 3), st.data())
+def test_fast_path_equals_walker_on_random_blocks(recs: list[bytes], bad: int, data: st.DataObject) -> None:
+    """Random valid CAT048 blocks (variable items, bad times of day), optionally one bad record mid-block."""
+    if bad and len(recs) > 1:
+        at = data.draw(st.integers(1, len(recs) - 1))
+        recs = [*recs[:at], (b"", BAD_MISSING, BAD_UNDELIMITED)[bad - 1] or recs[at][:-1], *recs[at:]]
+    body = b"".join(recs)
+    _agree(_block(48, body) + DEV.send([track(), plot()]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.lists(tracks, min_size=1, max_size=8) | st.lists(plots, min_size=1, max_size=8), max_size=4)
+)
+def test_fast_path_equals_walker_on_encoded_datagrams(
+    runs: list[list[SystemTrack062 | TargetReport048]],
+) -> None:
+    """Emulator output (CAT062 with FX/compound items, CAT048) decodes the same either way."""
+    events = [e for run in runs for e in run]
+    if events:
+        _agree(DEV.send(events))
+
+
+@pytest.mark.parametrize(
+    ("item", "usual", "odd"),
+    [
+        pytest.param("020", b"\x20", b"\x21\x02", id="extended"),
+        pytest.param("130", b"\x80\x05", b"\xc0\x05\x06", id="compound"),
+        pytest.param("250", b"\x01" + b"\x00" * 8, b"\x02" + b"\x00" * 16, id="repetitive"),
+        pytest.param("030", b"\x02", b"\x03\x04", id="repetitive-fx"),
+        pytest.param("SP", b"\x02\x00", b"\x03\x00\x00", id="explicit"),
+    ],
+)
+def test_same_layout_run_stops_at_the_first_different_layout(item: str, usual: bytes, odd: bytes) -> None:
+    """Same FSPEC, but one variable-length item one record longer: the run ends there."""
+    from drivers.asterix.layout import same_layout_run, walk_record
+
+    base = {"010": b"\x01\x02", "140": b"\x00\x10\x00", "040": b"\x10\x00\x20\x00", "110": b"\x00\x40"}
+    recs = [rec48({**base, item: usual, "161": i.to_bytes(2, "big")}) for i in range(40)]
+    recs[17] = rec48({**base, item: odd, "161": b"\x00\x11"})
+    body = b"".join(recs)
+    pos, nxt = walk_record(body, 0, len(body), L48)
+    assert same_layout_run(body, 0, len(body), nxt, pos, L48) == 17
+    uniform = b"".join(recs[:17] + recs[18:])
+    pos, nxt = walk_record(uniform, 0, len(uniform), L48)
+    assert same_layout_run(uniform, 0, len(uniform), nxt, pos, L48) == 39
+    _agree(_block(48, body))
+    (batch,) = GW.receive_datagram_batch(_block(48, body), T0)
+    assert isinstance(batch, TargetReportBatch)
+    assert batch.rows["track_number"].tolist() == [*range(17), 0x11, *range(18, 40)]
+
+
+def test_fast_path_rejects_one_bad_time_and_keeps_the_rest_of_the_run() -> None:
+    good = [plot(track_number=i + 1, height_m=1000.0 + i) for i in range(40)]
+    dg = bytearray(DEV.send(good))
+    rec_len = (len(dg) - 3) // 40
+    from drivers.asterix.layout import walk_record
+
+    pos, _ = walk_record(bytes(dg), 3, len(dg), L48)
+    tod_at = pos[L48.frn_of["140"]] + 20 * rec_len  # I048/140 of record 20
+    dg[tod_at : tod_at + 3] = (86400 * 128).to_bytes(3, "big")
+    got = GW.receive_datagram_batch(bytes(dg), T0)
+    assert [type(e) for e in got] == [Rejected, TargetReportBatch]
+    rej, batch = got
+    assert isinstance(rej, Rejected)
+    assert rej.reason == "decode"
+    assert "record 20" in str(rej.error)
+    assert rej.error.field == "140"
+    assert rej.error.offset == 3 + 20 * rec_len
+    assert isinstance(batch, TargetReportBatch)
+    assert batch.rows["track_number"].tolist() == [i + 1 for i in range(40) if i != 20]
+    _agree(bytes(dg))

@@ -263,3 +263,35 @@ def test_missing_launcher_key_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match=r"cue.launchers\[L1\].key_id"):
         CueCore(cue_config(), KeyRing(operator=KEYS.operator), GW, AuditLog(None), Now(T0, M0))
+
+
+def _cli_config(tmp_path: Path, port: int) -> Path:
+    keys = _write_keys(tmp_path, GOOD_KEYS)
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(
+        f'gateway_id = "gw"\n[mqtt]\nport = {port}\n[cue]\nkeys_file = "{keys}"\n'
+        f'audit_path = "{tmp_path / "audit.jsonl"}"\n'
+    )
+    return cfg
+
+
+@pytest.mark.parametrize(
+    ("args", "rc", "match"),
+    [
+        (["authority", "set", "fire", "--key-id", "op-a"], 2, "unknown authority"),
+        (["authority", "set", "hold", "--key-id", "op-nobody"], 2, "no [operator.op-nobody]"),
+        (["authority", "set", "hold", "--key-id", "op-a", "--timeout", "0.5"], 1, "mqtt"),
+        (["authority", "show", "--timeout", "0.5"], 1, "mqtt"),
+    ],
+)
+def test_cli_errors_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], rc: int, match: str
+) -> None:
+    from gateway.cli import main
+    from tests.conftest import free_port
+
+    cfg = _cli_config(tmp_path, free_port())  # nothing listens there
+    assert main([*args, "--config", str(cfg)]) == rc
+    err = capsys.readouterr().err.strip()
+    assert match in err
+    assert "\n" not in err

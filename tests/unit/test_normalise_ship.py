@@ -140,3 +140,27 @@ def test_system_tracks_latlon_and_xy_paths() -> None:
     assert (e1, n1) == pytest.approx((10_000.0, 0.0), abs=1.0)
     # Default sigmas: 100 m horizontal, 3000 m vertical.
     assert np.trace(P[1, :3, :3]) == pytest.approx(2 * 100.0**2 + 3000.0**2, rel=1e-9)
+
+
+@pytest.mark.parametrize("ref", ["north", "bow", "deck"])
+def test_shared_ship_frame_equals_per_row_frames(ref: str) -> None:
+    """Rows with one own-ship state (frames computed once) equal rows normalised one by one."""
+    rng = np.random.default_rng(7)
+    n = 40
+    s = ship(40.0, 1.0, 2.0, n=n)
+    tgt = np.stack(
+        pymap3d.geodetic2ecef(
+            rng.uniform(44.5, 45.5, n), rng.uniform(-30.5, -29.5, n), rng.uniform(100.0, 12000.0, n)
+        ),
+        axis=1,
+    )
+    heights = tgt[:, 0] * 0.0 + 5000.0
+    heights[::3] = np.nan  # some plots without I048/110
+    rows = plot_rows(s, ref, tgt, heights)
+    rows["ground_speed_mps"][::2], rows["heading_rad"][::2] = 150.0, 0.7
+    together = plots_to_ecef(rows, s, ref, PlotSigmas())
+    one = ship(40.0, 1.0, 2.0, n=1)
+    for i in range(n):
+        alone = plots_to_ecef(rows[i : i + 1], one, ref, PlotSigmas())
+        for a, b in zip(together, alone, strict=True):
+            np.testing.assert_allclose(a[i], b[0], rtol=1e-12, atol=1e-9)

@@ -176,8 +176,13 @@ def test_load_scenario_file_errors(tmp_path: Path) -> None:
 def test_builtin_demo_ships_and_resolves() -> None:
     assert "demo" in builtin_scenarios()
     demo = resolve_scenario("builtin:demo")
-    assert {s.id for s in demo.sensors} == {"radar-fwd", "radar-rear"}
-    assert all(s.kind == "serial_radar" for s in demo.sensors)
+    kinds_by_id = {s.id: s.kind for s in demo.sensors}
+    assert kinds_by_id == {
+        "radar-fwd": "serial_radar",
+        "radar-rear": "serial_radar",
+        "ew-ship-a": "asterix",
+        "ew-ship-b": "asterix",
+    }
     kinds = [t.kind for t in demo.targets]
     assert kinds.count("ballistic") == 2
     assert kinds.count("air") >= 3

@@ -1,0 +1,80 @@
+"""The supervisor starts the cue path when [cue] is configured: in HOLD, with
+every configured launcher joined to its device, and refuses a [cue] launcher
+that has no launcher device."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import parse_config
+from gateway.cue.core import HOLD
+from gateway.supervisor import Gateway
+from gateway.transports import memory_registry
+from hilgw.errors import ConfigError
+
+
+def config(tmp: Path, launcher_device_id: str = "L1") -> dict[str, Any]:
+    keys = tmp / "keys.toml"
+    keys.write_text(
+        f'[operator.op-alice]\nsecret = "{"11" * 32}"\noperator = "alice"\n'
+        f'[launcher.lk-1]\nsecret = "{"a1" * 32}"\n'
+    )
+    os.chmod(keys, 0o600)
+    return {
+        "gateway_id": "gw-cue",
+        "mqtt": {"enabled": False},
+        "devices": [
+            {
+                "id": launcher_device_id,
+                "protocol": "launcher",
+                "launcher_id": 1,
+                "cue_key_id": 1,
+                "cue_keys": {1: "hex:" + "b2" * 32},
+                "transport": {"kind": "memory", "name": f"cue-{tmp.name}"},
+                # A site on a launcher must not make it a fusion sensor.
+                "site": {"lat_deg": 54.0, "lon_deg": 10.0, "alt_m": 0.0},
+            }
+        ],
+        "cue": {
+            "keys_file": str(keys),
+            "audit_path": str(tmp / "audit.jsonl"),
+            "launchers": [
+                {
+                    "id": "L1",
+                    "key_id": "lk-1",
+                    "coverage": {"lat_deg": 54.0, "lon_deg": 10.0, "alt_m": 0.0, "max_range_m": 1e5},
+                }
+            ],
+        },
+    }
+
+
+async def test_gateway_starts_the_cue_path_in_hold(tmp_path: Path) -> None:
+    cfg = parse_config(config(tmp_path))
+    try:
+        async with Gateway(cfg) as gw:
+            assert gw.cue is not None
+            for _ in range(200):
+                if gw.cue.core is not None:
+                    break
+                await asyncio.sleep(0.01)
+            assert gw.cue.core is not None
+            assert gw.cue.core.authority.value == HOLD
+            assert gw.fusion.engine.sensors == []  # the launcher is no sensor
+            assert (tmp_path / "audit.jsonl").exists()
+            assert any(t.get_name() == "cue" and not t.done() for t in gw.task_list)
+    finally:
+        memory_registry.forget(f"cue-{tmp_path.name}")
+
+
+async def test_cue_launcher_without_device_is_a_config_error(tmp_path: Path) -> None:
+    cfg = parse_config(config(tmp_path, launcher_device_id="L9"))
+    with pytest.raises(ConfigError, match=r"cue.launchers\[L1\]"):
+        async with Gateway(cfg):
+            pass
+    memory_registry.forget(f"cue-{tmp_path.name}")
