@@ -190,6 +190,11 @@ class OwnShipRegistry:
         if store is None:
             cfg = config if config is not None else OwnShipConfig(source=source)
             store = self.stores[source] = OwnShipStore(cfg)
+        if config is not None and source not in self.configs:
+            # The first consumer's block sets the parameters, whichever of the
+            # NMEA device and its consumer the supervisor built first.
+            self.configs[source] = config
+            store.config = config
         return store
 
     def for_device(self, dev: DeviceConfig) -> OwnShipStore | None:

@@ -286,14 +286,14 @@ async def _drain_until(c: aiomqtt.Client, marker: bytes) -> list[tuple[str, byte
 
 
 async def test_acl_keeps_consumer_off_authority_and_cue_topics(pki: Pki, broker: Mosquitto) -> None:
-    command, cue = f"{BASE}/authority/command", f"{BASE}/cue/launcher-1"
+    command, cue = f"{BASE}/authority/command", f"{BASE}/cues/launcher-1"
     async with (
         client(broker, tls_for(pki, GATEWAY_CN), identifier="gw") as gateway,
         client(broker, tls_for(pki, "operator-1"), identifier="op") as operator,
         client(broker, tls_for(pki, "consumer-1"), identifier="c2") as consumer,
     ):
         await gateway.subscribe(command, qos=1)
-        await operator.subscribe(f"{BASE}/cue/#", qos=1)
+        await operator.subscribe(f"{BASE}/cues/#", qos=1)
         await consumer.subscribe(f"{BASE}/#", qos=1)  # reading is allowed
         # QoS 1: the broker has dealt with each publish (delivered or dropped)
         # before it acknowledges it, so the markers below arrive after any leak.
@@ -349,3 +349,25 @@ async def test_denied_publish_gets_not_authorized_over_mqtt5(pki: Pki, broker: M
     allowed = await asyncio.to_thread(_mqtt5_publish_reason, broker, tls_for(pki, "operator-1"), topic)
     assert denied == 0x87  # Not authorized (MQTT 5.0 §3.4.2.1)
     assert allowed < 0x80  # success (0x10 "no matching subscribers" here)
+
+
+async def test_acl_lets_operator_approve_cues_and_gateway_answer(pki: Pki, broker: Mosquitto) -> None:
+    # The cue path's own topics (docs/topics.md): operator -> cue/command ->
+    # gateway; gateway -> command/result and cue/list -> operator.
+    command, result, cue_list = f"{BASE}/cue/command", f"{BASE}/command/result", f"{BASE}/cue/list"
+    async with (
+        client(broker, tls_for(pki, GATEWAY_CN), identifier="gw") as gateway,
+        client(broker, tls_for(pki, "operator-1"), identifier="op") as operator,
+        client(broker, tls_for(pki, "consumer-1"), identifier="c2") as consumer,
+    ):
+        await gateway.subscribe(command, qos=1)
+        await operator.subscribe(result, qos=1)
+        await operator.subscribe(cue_list, qos=1)
+        await consumer.publish(command, b"consumer: approve", qos=1)
+        await operator.publish(command, b"operator: approve", qos=1)
+        await gateway.publish(result, b"gateway: ok", qos=1)
+        await gateway.publish(cue_list, b"gateway: list", qos=1)
+        at_gateway = await _drain_until(gateway, b"operator: approve")
+        at_operator = await _drain_until(operator, b"gateway: list")
+    assert at_gateway == [(command, b"operator: approve")]
+    assert [p for _, p in at_operator] == [b"gateway: ok", b"gateway: list"]

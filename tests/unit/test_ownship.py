@@ -108,3 +108,17 @@ def test_nmea_driver_counts_sentences_and_rejects() -> None:
     assert stats.reports_out == 1
     assert dict(stats.drops) == {"checksum": 1, "unknown_sentence": 1}
     assert s.has_position
+
+
+def test_consumer_parameters_win_whichever_device_is_built_first() -> None:
+    from gateway.config import OwnShipConfig
+    from gateway.devices.ownship import OwnShipRegistry
+
+    consumer = OwnShipConfig(source="nav", lever_arm_m=[1.0, 2.0, 25.0])
+    for order in ("nmea-first", "asterix-first"):
+        reg = OwnShipRegistry()
+        if order == "nmea-first":
+            reg.for_source("nav")  # the NMEA driver asks without parameters
+        store = reg.for_source("nav", consumer)
+        assert reg.for_source("nav") is store
+        assert list(store.config.lever_arm_m) == [1.0, 2.0, 25.0], order
