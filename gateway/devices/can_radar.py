@@ -14,14 +14,12 @@ import logging
 import struct
 from collections import Counter
 
-import numpy as np
-
 from drivers.base import Rejected, Role
-from drivers.can_radar import CanFrame, CanRadarCodec, SensorState, Status, TrackReportBatch
+from drivers.can_radar import CanFrame, CanRadarCodec, Status, TrackReportBatch
 from gateway.config import DeviceConfig
-from gateway.devices.base import DeviceDriver, DriverContext, RawFrame, ReportsIn
+from gateway.devices.base import DriverContext, RawFrame
+from gateway.devices.radar import PolarRadarDriver
 from gateway.fusion.api import SensorGeometry
-from gateway.normalise import normalise_polar
 from gateway.transports import create_transport
 from gateway.transports.can import FrameTransport
 from hilgw.errors import TransportError
@@ -31,12 +29,6 @@ __all__ = ["CanRadarDriver", "pack_raw_frames"]
 
 log = logging.getLogger(__name__)
 
-_STATE_FROM_STATUS: dict[int, int] = {
-    SensorState.OK: health_pb2.DEVICE_STATE_UP,
-    SensorState.DEGRADED: health_pb2.DEVICE_STATE_DEGRADED,
-    SensorState.FAULT: health_pb2.DEVICE_STATE_DEGRADED,  # link alive, device unhealthy
-    SensorState.INITIALISING: health_pb2.DEVICE_STATE_STARTING,
-}
 _RAW_HEAD = struct.Struct("<IB")
 _FLAG_EXTENDED = 1 << 31
 _FLAG_FD = 1 << 30
@@ -55,7 +47,7 @@ def pack_raw_frames(frames: list[CanFrame]) -> bytes:
     return bytes(out)
 
 
-class CanRadarDriver(DeviceDriver):
+class CanRadarDriver(PolarRadarDriver):
     def __init__(self, config: DeviceConfig, ctx: DriverContext, geometry: SensorGeometry) -> None:
         super().__init__(config, ctx)
         self.geometry = geometry
@@ -105,27 +97,9 @@ class CanRadarDriver(DeviceDriver):
         stats = self.ctx.stats
         if isinstance(event, TrackReportBatch):
             arr = event.reports
-            self._mark_alive(t_rx)
-            age = np.abs(t_rx - arr["sensor_time_ns"].astype(np.int64)) * 1e-9
-            fresh = age <= self.config.max_report_age_s
-            n_stale = int(len(arr) - np.count_nonzero(fresh))
-            if n_stale:
-                stats.drop("stale", n_stale)
-                arr = arr[fresh]
-            if len(arr):
-                reports = normalise_polar(self.geometry, self.ctx.sensor_index, arr)
-                stats.reports_out += len(arr)
-                self.ctx.reports.publish(ReportsIn(self.config.id, t_rx, reports))
+            self.publish_tracks(arr, t_rx)
         elif isinstance(event, Status):
-            self._mark_alive(t_rx)
-            stats.device_time_ns = event.sensor_time_ns
-            state = _STATE_FROM_STATUS.get(int(event.state), int(health_pb2.DEVICE_STATE_DEGRADED))
-            detail = f"device {event.state.name}"
-            if event.fault_code:
-                detail += f", fault code {event.fault_code}"
-            if not event.time_sync_locked:
-                detail += ", time sync lost"
-            stats.set_state(state, detail)
+            self.apply_status(event, t_rx)
         elif isinstance(event, Rejected):
             stats.drop(event.reason)
             stats.last_error = str(event.error)
@@ -140,10 +114,3 @@ class CanRadarDriver(DeviceDriver):
                 self._seen[key] = counters[key]
         if counters["bus_off"] and self.ctx.stats.state != health_pb2.DEVICE_STATE_DEGRADED:
             self.ctx.stats.set_state(health_pb2.DEVICE_STATE_DEGRADED, "CAN bus-off; restarting the bus")
-
-    def _mark_alive(self, t_rx: int) -> None:
-        stats = self.ctx.stats
-        stats.last_frame_time_ns = t_rx
-        stats.last_frame_mono = self.ctx.mono()
-        if stats.state in (health_pb2.DEVICE_STATE_STARTING, health_pb2.DEVICE_STATE_DOWN):
-            stats.set_state(health_pb2.DEVICE_STATE_UP, "receiving")

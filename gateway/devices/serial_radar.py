@@ -13,26 +13,19 @@ import logging
 import numpy as np
 
 from drivers.base import Rejected, Role
-from drivers.serial_radar import SensorState, SerialRadarCodec, Status, TrackReportBatch
+from drivers.serial_radar import SerialRadarCodec, Status, TrackReportBatch
 from gateway.config import DeviceConfig
-from gateway.devices.base import DeviceDriver, DriverContext, RawFrame, ReportsIn
+from gateway.devices.base import DriverContext, RawFrame
+from gateway.devices.radar import PolarRadarDriver
 from gateway.fusion.api import SensorGeometry
-from gateway.normalise import normalise_polar
 from gateway.transports import StreamTransport, create_transport
 from hilgw.errors import TransportError
 from hilgw.v1 import health_pb2
 
 log = logging.getLogger(__name__)
 
-_STATE_FROM_STATUS: dict[int, int] = {
-    SensorState.OK: health_pb2.DEVICE_STATE_UP,
-    SensorState.DEGRADED: health_pb2.DEVICE_STATE_DEGRADED,
-    SensorState.FAULT: health_pb2.DEVICE_STATE_DEGRADED,  # link alive, device unhealthy
-    SensorState.INITIALISING: health_pb2.DEVICE_STATE_STARTING,
-}
 
-
-class SerialRadarDriver(DeviceDriver):
+class SerialRadarDriver(PolarRadarDriver):
     def __init__(self, config: DeviceConfig, ctx: DriverContext, geometry: SensorGeometry) -> None:
         super().__init__(config, ctx)
         self.geometry = geometry
@@ -72,31 +65,12 @@ class SerialRadarDriver(DeviceDriver):
             arr = event.reports
             stats.frames_in += len(arr)
             self._count_gaps(arr["sequence"])
-            self._mark_alive(t_rx)
-            # Stale: sensor time too far from the gateway clock (either way).
-            age = np.abs(t_rx - arr["sensor_time_ns"].astype(np.int64)) * 1e-9
-            fresh = age <= self.config.max_report_age_s
-            n_stale = int(len(arr) - np.count_nonzero(fresh))
-            if n_stale:
-                stats.drop("stale", n_stale)
-                arr = arr[fresh]
-            if len(arr):
-                reports = normalise_polar(self.geometry, self.ctx.sensor_index, arr)
-                stats.reports_out += len(arr)
-                self.ctx.reports.publish(ReportsIn(self.config.id, t_rx, reports))
+            self.publish_tracks(arr, t_rx)
         elif isinstance(event, Status):
             stats.frames_in += 1
             if event.sequence is not None:
                 self._count_gaps(np.array([event.sequence], np.uint32))
-            self._mark_alive(t_rx)
-            stats.device_time_ns = event.sensor_time_ns
-            state = _STATE_FROM_STATUS.get(int(event.state), int(health_pb2.DEVICE_STATE_DEGRADED))
-            detail = f"device {event.state.name}"
-            if event.fault_code:
-                detail += f", fault code {event.fault_code}"
-            if not event.time_sync_locked:
-                detail += ", time sync lost"
-            stats.set_state(state, detail)
+            self.apply_status(event, t_rx)
         elif isinstance(event, Rejected):
             stats.frames_in += 1
             stats.drop(event.reason)
@@ -118,10 +92,3 @@ class SerialRadarDriver(DeviceDriver):
             if lost:
                 self.ctx.stats.drop("sequence_gap", lost)
         self._last_seq = int(seq[-1])
-
-    def _mark_alive(self, t_rx: int) -> None:
-        stats = self.ctx.stats
-        stats.last_frame_time_ns = t_rx
-        stats.last_frame_mono = self.ctx.mono()
-        if stats.state in (health_pb2.DEVICE_STATE_STARTING, health_pb2.DEVICE_STATE_DOWN):
-            stats.set_state(health_pb2.DEVICE_STATE_UP, "receiving")
