@@ -13,14 +13,13 @@ The reference of every key is ``docs/config.md``.
 from __future__ import annotations
 
 import socket
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.cue.config import CueConfig  # the [cue] section (docs/cue-path.md §7)
-from hilgw.errors import ConfigError
+from hilgw.tomlconfig import one_line, read_toml
 
 __all__ = [
     "CanTransportConfig",
@@ -452,24 +451,8 @@ class GatewayConfig(_Model):
 
 # --- loading ------------------------------------------------------------------
 
-
-def _key(loc: tuple[int | str, ...], raw: dict[str, Any]) -> str:
-    """Dotted key for an error location; list items of ``devices`` by their id."""
-    parts: list[str] = []
-    node: Any = raw
-    for item in loc:
-        if isinstance(item, int):
-            ident = node[item].get("id") if isinstance(node, list) and item < len(node) else None
-            ident = ident if isinstance(ident, str) else None
-            parts[-1:] = [f"{parts[-1] if parts else ''}[{ident or item}]"]
-            node = node[item] if isinstance(node, list) and item < len(node) else None
-        else:
-            # pydantic adds the discriminator tag ("serial") as a location part.
-            if isinstance(node, dict) and item not in node and item in {"serial", "udp", "memory", "can"}:
-                continue
-            parts.append(item)
-            node = node.get(item) if isinstance(node, dict) else None
-    return ".".join(parts)
+#: Transport kinds pydantic puts into error locations (the union's tags).
+_TRANSPORT_TAGS = frozenset({"serial", "udp", "memory", "can"})
 
 
 def parse_config(raw: dict[str, Any], source: str = "config") -> GatewayConfig:
@@ -477,31 +460,12 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> GatewayConfig:
     try:
         return GatewayConfig.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        key = _key(tuple(err["loc"]), raw)
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif "input" in err and err["type"] not in {"missing"} and not isinstance(err["input"], dict):
-            msg = f"{msg} (got {err['input']!r})"
-        more = len(exc.errors()) - 1
-        if more:
-            msg += f" (and {more} more error{'s' if more > 1 else ''})"
-        raise ConfigError(f"{source}: {key}" if key else source, msg) from None
+        raise one_line(exc, raw, source, _TRANSPORT_TAGS) from None
 
 
 def load_config(path: str | Path) -> GatewayConfig:
     """Load and validate a TOML config file."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(p), f"cannot read: {exc.strerror}") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(p), f"not valid TOML: {exc}") from None
-    return parse_config(raw, source=str(p))
+    return parse_config(read_toml(path), source=str(path))
 
 
 def default_config() -> GatewayConfig:

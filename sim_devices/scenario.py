@@ -41,6 +41,7 @@ from scipy.optimize import brentq
 from gateway.fusion.api import SensorGeometry
 from gateway.geo import site_geometry
 from hilgw.errors import ConfigError
+from hilgw.tomlconfig import one_line, read_toml
 from sim_devices import kepler
 from sim_devices.scenario_faults import FAULT_TARGETS, FaultConfig, FaultKind
 
@@ -486,26 +487,6 @@ def _solve_ballistic(t: BallisticTarget) -> None:
 # --- loading ---------------------------------------------------------------------
 
 
-def _key(loc: tuple[int | str, ...], raw: Any) -> str:
-    """Dotted key of an error location; list items are named by their ``id``."""
-    parts: list[str] = []
-    node: Any = raw
-    for item in loc:
-        if isinstance(item, int):
-            ok = isinstance(node, list) and item < len(node)
-            ident = node[item].get("id") if ok and isinstance(node[item], dict) else None
-            label = ident if isinstance(ident, str) else str(item)
-            parts[-1:] = [f"{parts[-1] if parts else ''}[{label}]"]
-            node = node[item] if ok else None
-        else:
-            # pydantic inserts the discriminator tag ("air") as a location part.
-            if isinstance(node, dict) and item not in node and item in _TARGET_TAGS:
-                continue
-            parts.append(item)
-            node = node.get(item) if isinstance(node, dict) else None
-    return ".".join(parts)
-
-
 def _check_references(scn: Scenario) -> list[tuple[str, str]]:
     """Cross-field rules pydantic cannot see: unique ids, sites that exist."""
     errors: list[tuple[str, str]] = []
@@ -565,17 +546,7 @@ def parse_scenario(raw: dict[str, Any], source: str = "scenario") -> Scenario:
     try:
         scn = Scenario.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        key = _key(tuple(err["loc"]), raw)
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif "input" in err and err["type"] != "missing" and not isinstance(err["input"], dict | list):
-            msg = f"{msg} (got {err['input']!r})"
-        more = len(exc.errors()) - 1
-        if more:
-            msg += f" (and {more} more error{'s' if more > 1 else ''})"
-        raise ConfigError(f"{source}: {key}" if key else source, msg) from None
+        raise one_line(exc, raw, source, _TARGET_TAGS) from None
     problems = _check_references(scn)
     if problems:
         key, msg = problems[0]
@@ -592,16 +563,7 @@ def parse_scenario(raw: dict[str, Any], source: str = "scenario") -> Scenario:
 
 def load_scenario(path: str | Path) -> Scenario:
     """Load and validate a scenario TOML file."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(p), f"cannot read: {exc.strerror}") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(p), f"not valid TOML: {exc}") from None
-    return parse_scenario(raw, source=p.name)
+    return parse_scenario(read_toml(path), source=Path(path).name)
 
 
 def builtin_scenarios() -> list[str]:
