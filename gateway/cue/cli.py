@@ -26,6 +26,7 @@ from gateway.cue.book import status_name
 from gateway.cue.keys import load_keys
 from gateway.cue.path import CueTopics
 from gateway.cue.signing import sign
+from gateway.outputs.mqtt import tls_context
 from hilgw.errors import ConfigError, HilgwError, TransportError
 from hilgw.v1 import cue_pb2
 
@@ -129,6 +130,7 @@ def _client(mqtt: object) -> aiomqtt.Client:
         username=mqtt.username,
         password=mqtt.password,
         identifier=f"hilgw-cli-{time.time_ns()}",
+        tls_context=tls_context(mqtt.tls) if mqtt.tls is not None else None,
     )
 
 

@@ -36,6 +36,7 @@ from gateway.cue.config import CueConfig
 from gateway.cue.core import CueCore
 from gateway.cue.keys import KeyRing, load_keys
 from gateway.cue.link import Ack, Heartbeat, LauncherEvent, LauncherLink, LinkState
+from gateway.outputs.mqtt import tls_context
 from hilgw.errors import HilgwError
 from hilgw.v1 import cue_pb2, health_pb2, track_pb2
 
@@ -292,6 +293,8 @@ class CuePath:
                     username=c.username,
                     password=c.password,
                     keepalive=c.keepalive_s,
+                    # The same broker identity and verification as the publisher.
+                    tls_context=tls_context(c.tls) if c.tls is not None else None,
                 ) as client:
                     delay = c.reconnect_initial_s
                     await client.subscribe(self.topics.authority_command, qos=1)
