@@ -130,8 +130,15 @@ class AsterixDriver(DeviceDriver):
                 data, _ = await transport.recv()
                 t_rx = self.ctx.wall_ns()
                 self.ctx.raw.publish(RawFrame(self.config.id, "udp", t_rx, data))
-                for r in self.handle_datagram(data, t_rx):
-                    self.ctx.reports.publish(r)
+                self.feed_raw(data, t_rx)
+
+    def open_session(self) -> None:
+        """Nothing to reset: ASTERIX is decoded datagram by datagram."""
+
+    def feed_raw(self, data: bytes, t_rx: int) -> None:
+        """Handle one datagram as received at ``t_rx`` and publish (live and replay)."""
+        for r in self.handle_datagram(data, t_rx):
+            self.ctx.reports.publish(r)
 
     # ------------------------------------------------------------------ the hot path
 

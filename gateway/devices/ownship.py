@@ -224,6 +224,7 @@ class NmeaDriver(DeviceDriver):
     def __init__(self, config: DeviceConfig, ctx: DriverContext, store: OwnShipStore) -> None:
         super().__init__(config, ctx)
         self.store = store
+        self._codec = NmeaCodec(Role.GATEWAY, source=config.id)
 
     @classmethod
     def build(
@@ -237,25 +238,35 @@ class NmeaDriver(DeviceDriver):
         stats = self.ctx.stats
         async with transport:
             stats.set_state(health_pb2.DEVICE_STATE_STARTING, f"open: {transport.describe}")
-            codec = NmeaCodec(Role.GATEWAY, source=self.config.id)
+            self.open_session()
             kind = self.config.transport.kind
             while True:
                 if isinstance(transport, DatagramTransport):
                     data, _ = await transport.recv()
-                    t_rx = self.ctx.wall_ns()
-                    events: list[OwnShipFix | Rejected] = codec.receive_datagram(data, t_rx)
                 elif isinstance(transport, StreamTransport):
                     data = await transport.read()
-                    t_rx = self.ctx.wall_ns()
-                    codec.receive_data(data, t_rx)
-                    events = []
-                    while (ev := codec.next_event()) is not NEED_DATA:
-                        events.append(ev)  # type: ignore[arg-type]  # next_event gives a fix or Rejected here
                 else:
                     raise TransportError(f"{self.config.id}: nmea needs a datagram or stream transport")
-                stats.bytes_in += len(data)
+                t_rx = self.ctx.wall_ns()
                 self.ctx.raw.publish(RawFrame(self.config.id, kind, t_rx, data))
-                self.handle(events, t_rx)
+                self.feed_raw(data, t_rx)
+
+    def open_session(self) -> None:
+        """A fresh codec: a reopened line may start mid-sentence."""
+        self._codec = NmeaCodec(Role.GATEWAY, source=self.config.id)
+
+    def feed_raw(self, data: bytes, t_rx: int) -> None:
+        """One datagram, or one chunk of a stream, as received at ``t_rx`` (live and replay)."""
+        codec = self._codec
+        if self.config.transport.kind == "udp":
+            events: list[OwnShipFix | Rejected] = codec.receive_datagram(data, t_rx)
+        else:
+            codec.receive_data(data, t_rx)
+            events = []
+            while (ev := codec.next_event()) is not NEED_DATA:
+                events.append(ev)  # type: ignore[arg-type]  # next_event gives a fix or Rejected here
+        self.ctx.stats.bytes_in += len(data)
+        self.handle(events, t_rx)
 
     def handle(self, events: list[OwnShipFix | Rejected], t_rx: int) -> None:
         """Count and apply decoded sentences (public for tests)."""

@@ -27,12 +27,9 @@ async def test_replay_of_a_live_bench_run_gives_the_published_tracks(tmp_path: P
             "gateway_id": "replay-e2e",
             "mqtt": {"enabled": False},
             "fusion": {"publish_hz": 5.0},
-            # The serial radars only: the asterix driver has no feed_raw for replay yet.
-            "emulation": {
-                "scenario": "builtin:demo",
-                "transport": "pty",
-                "only": ["radar-fwd", "radar-rear"],
-            },
+            # The whole layered demo: serial radars on ptys, frigates' ASTERIX
+            # and own-ship NMEA on UDP.
+            "emulation": {"scenario": "builtin:demo", "transport": "pty"},
             "recording": {"path": str(tmp_path / "bench.mcap"), "rotate_mb": 0.02},
         }
     )
@@ -45,7 +42,9 @@ async def test_replay_of_a_live_bench_run_gives_the_published_tracks(tmp_path: P
     assert len(files) >= 2, "the size rotation should have split 7 s of bench"
     info = read_info(files)
     assert info.dropped == {"raw": 0, "tracks": 0, "health": 0, "reports": 0}
-    assert sorted(d.id for d in info.devices) == ["radar-fwd", "radar-rear"]
+    assert sorted(d.id for d in info.devices) == [
+        "ew-ship-a", "ew-ship-a-nav", "ew-ship-b", "ew-ship-b-nav", "radar-fwd", "radar-rear",
+    ]  # fmt: skip
 
     first = replay_files(files)
     second = replay_files(files)
