@@ -44,9 +44,7 @@ import math
 import os
 import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import time
 import zlib
 from collections.abc import Callable
@@ -71,7 +69,7 @@ from gateway.normalise_ship import ShipStates, enu_bases, radar_frames
 from hilgw.errors import ConfigError, HilgwError, LocalProtocolError
 from sim_devices.dis_input import DisTruth, open_listener
 from sim_devices.faults import DatagramFaults, FaultSchedule
-from sim_devices.process import _PROJECT_ROOT, EmulatorProcess, _read_ready
+from sim_devices.process import EmulatorProcess, start_emulator
 from sim_devices.scenario import (
     AirTarget,
     Scenario,
@@ -530,34 +528,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def start_frigate_emulator(args: list[str], timeout_s: float = 10.0) -> EmulatorProcess:
-    """Start ``python -m sim_devices.frigate_emulator *args`` and wait for its ready line.
-
-    Same contract as :func:`sim_devices.process.start_emulator` (whose module
-    is fixed to sim_devices.emulate).
-    """
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PROJECT_ROOT, env.get("PYTHONPATH")) if p)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    stderr = tempfile.TemporaryFile()  # noqa: SIM115  (lives as long as the process; EmulatorProcess closes it)
-    popen = subprocess.Popen(
-        [sys.executable, "-m", "sim_devices.frigate_emulator", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-        env=env,
-        bufsize=0,
-    )
-    proc = EmulatorProcess(popen, {}, stderr)
-    try:
-        proc.ready, proc._stdout_rest = _read_ready(popen, timeout_s)
-    except BaseException as exc:
-        if popen.poll() is None:
-            popen.kill()
-        popen.wait()
-        tail = proc.stderr_text().strip().splitlines()[-3:]
-        proc.stop()
-        raise HilgwError(f"frigate emulator failed to start: {exc}; stderr: {' | '.join(tail)}") from None
-    return proc
+    """Start ``python -m sim_devices.frigate_emulator *args`` and wait for its ready line
+    (the contract of :func:`sim_devices.process.start_emulator`)."""
+    return start_emulator(args, timeout_s, module="sim_devices.frigate_emulator")
 
 
 if __name__ == "__main__":
