@@ -31,7 +31,7 @@ import math
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 import numpy as np
 import pymap3d
@@ -324,6 +324,21 @@ TargetConfig = Annotated[AirTarget | BallisticTarget, Field(discriminator="kind"
 _TARGET_TAGS = {"air", "ballistic"}
 
 
+class _HasId(Protocol):
+    id: str
+
+
+_T = TypeVar("_T", bound=_HasId)
+
+
+def _by_id(items: list[_T], ident: str) -> _T:
+    """The item of ``items`` whose ``id`` is ``ident`` (KeyError if none)."""
+    for it in items:
+        if it.id == ident:
+            return it
+    raise KeyError(ident)
+
+
 class Scenario(_Model):
     """A whole scenario file. Build it with :func:`parse_scenario` / :func:`load_scenario`.
 
@@ -348,31 +363,19 @@ class Scenario(_Model):
 
     def site(self, site_id: str) -> SiteConfig:
         """The site called ``site_id`` (KeyError if none)."""
-        for s in self.sites:
-            if s.id == site_id:
-                return s
-        raise KeyError(site_id)
+        return _by_id(self.sites, site_id)
 
     def ship(self, ship_id: str) -> ShipConfig:
         """The ship called ``ship_id`` (KeyError if none)."""
-        for s in self.ships:
-            if s.id == ship_id:
-                return s
-        raise KeyError(ship_id)
+        return _by_id(self.ships, ship_id)
 
     def sensor(self, sensor_id: str) -> SensorConfig:
         """The sensor called ``sensor_id`` (KeyError if none)."""
-        for s in self.sensors:
-            if s.id == sensor_id:
-                return s
-        raise KeyError(sensor_id)
+        return _by_id(self.sensors, sensor_id)
 
     def launcher(self, launcher_id: str) -> LauncherConfig:
         """The launcher called ``launcher_id`` (KeyError if none)."""
-        for lc in self.launchers:
-            if lc.id == launcher_id:
-                return lc
-        raise KeyError(launcher_id)
+        return _by_id(self.launchers, launcher_id)
 
     def faults_of(self, device_id: str) -> list[FaultConfig]:
         """The faults of one device, in file order."""
