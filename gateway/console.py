@@ -211,5 +211,6 @@ async def _wait(stop: asyncio.Event, deadline: float | None, period: float) -> b
     if deadline is not None:
         period = min(period, max(deadline - time.monotonic(), 0.0))
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), period)
+        async with asyncio.timeout(period):  # not wait_for: it can swallow a cancel on 3.11
+            await stop.wait()
     return stop.is_set() or (deadline is not None and time.monotonic() >= deadline)

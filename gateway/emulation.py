@@ -12,7 +12,13 @@ pty, socket or UDP port exactly as it would from hardware:
   ship's own-ship feed) and ``<id>`` (protocol ``asterix``, with
   ``ownship.source = "<id>-nav"``, the antenna ``antenna_height_m`` up the mast
   as lever arm, and the radar's noise and azimuth reference from the scenario,
-  as the ready line reports them).
+  as the ready line reports them);
+* ``can_radar`` sensors: ``python -m sim_devices.can_radar_emulator`` on the
+  CAN bus of the sensor's ``can`` block -> one ``can_radar`` device reading
+  that bus (transport ``can`` with its interface, channel, fd and bitrate;
+  ``can_id_offset`` = ``can.id_offset``; the site and wire sensor id from the
+  scenario). The bus must cross processes: ``socketcan`` on a ``vcan``, or
+  ``udp_multicast`` inside a network namespace; ``virtual`` does not (logged).
 
 Launchers of the scenario (``[[launchers]]``) are not started here: their
 emulator needs the cue keys and bus the gateway's ``[cue]`` config names.
@@ -37,7 +43,7 @@ log = logging.getLogger(__name__)
 
 #: Scenario sensor kinds the emulation manager can start, with the gateway
 #: protocol that reads them.
-_PROTOCOL = {"serial_radar": "serial_radar", "asterix": "asterix"}
+_PROTOCOL = {"serial_radar": "serial_radar", "asterix": "asterix", "can_radar": "can_radar"}
 #: Suffix of the own-ship (NMEA) device of an asterix sensor.
 NAV_SUFFIX = "-nav"
 
@@ -105,6 +111,18 @@ class EmulatedDevices:
             if sensor.kind == "serial_radar":
                 devices.append(self._serial_radar(scenario, sensor.id, proc.serial_url))
                 log.info("emulation: %s on %s (pid %s)", sensor.id, proc.serial_url, proc.pid)
+            elif sensor.kind == "can_radar":
+                devices.append(self._can_radar(scenario, sensor.id))
+                log.info(
+                    "emulation: %s on can %s:%s%s (pid %s)",
+                    sensor.id, ready["interface"], ready["channel"], " fd" if ready["fd"] else "", proc.pid,
+                )  # fmt: skip
+                if ready["interface"] == "virtual":
+                    log.warning(
+                        "emulation: %s is on a python-can 'virtual' bus, which does not cross "
+                        "processes: the gateway will not see it (use socketcan/vcan or udp_multicast)",
+                        sensor.id,
+                    )
             else:
                 devices += self._frigate(scenario, sensor.id, ready)
                 log.info(
@@ -130,6 +148,38 @@ class EmulatedDevices:
                     roll_deg=site.roll_deg,
                 ),
                 "wire_sensor_id": scenario.wire_id(sensor_id),
+            }
+        )
+
+    @staticmethod
+    def _can_radar(scenario: Any, sensor_id: str) -> DeviceConfig:
+        """The ``can_radar`` device block reading the bus of the sensor's ``can`` block."""
+        s = scenario.sensor(sensor_id)
+        site = scenario.site(s.site)
+        bus = s.can
+        transport: dict[str, Any] = {
+            "kind": "can",
+            "interface": bus.interface,
+            "channel": bus.channel,
+            "fd": bus.fd,
+        }
+        if bus.bitrate is not None:
+            transport["bitrate"] = bus.bitrate
+        return DeviceConfig.model_validate(
+            {
+                "id": sensor_id,
+                "protocol": "can_radar",
+                "transport": transport,
+                "site": SiteConfig(
+                    lat_deg=site.lat_deg,
+                    lon_deg=site.lon_deg,
+                    alt_m=site.alt_m,
+                    yaw_deg=site.yaw_deg,
+                    pitch_deg=site.pitch_deg,
+                    roll_deg=site.roll_deg,
+                ),
+                "wire_sensor_id": scenario.wire_id(sensor_id),
+                "can_id_offset": bus.id_offset,
             }
         )
 

@@ -43,6 +43,7 @@ from rich.live import Live
 from rich.table import Table
 
 from gateway.outputs.mqtt import Outgoing, Topics, tls_context
+from gateway.outputs.mqtt import publish as mqtt_publish
 from gateway.scoring import LiveScorer
 from hilgw.errors import ConfigError
 from hilgw.v1 import cue_pb2, report_pb2, track_pb2, truth_pb2
@@ -257,7 +258,7 @@ async def _score(ns: argparse.Namespace, mq: MqttConfig | None, host: str, port:
 
         async def publish(final: bool) -> truth_pb2.ScoreReport:
             rep = scorer.report(gw_id, final=final)
-            await cli.publish(out_topic, rep.SerializeToString(), qos=1 if final else 0)
+            await mqtt_publish(cli, out_topic, rep.SerializeToString(), qos=1 if final else 0)
             return rep
 
         task = asyncio.create_task(consume(), name="score:consume")
@@ -270,7 +271,8 @@ async def _score(ns: argparse.Namespace, mq: MqttConfig | None, host: str, port:
                 if left <= 0:
                     break
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), left)
+                    async with asyncio.timeout(left):  # not wait_for: it can swallow a cancel on 3.11
+                        await stop.wait()
                 if task.done():
                     task.result()  # the broker went away: raise its error
                 rep = await publish(False)

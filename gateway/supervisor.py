@@ -134,7 +134,8 @@ class Gateway:
         for t in self._tasks:
             t.cancel()
         try:
-            await asyncio.wait_for(self._stack.aclose(), self.config.shutdown_timeout_s)
+            async with asyncio.timeout(self.config.shutdown_timeout_s):
+                await self._stack.aclose()
         except TimeoutError:
             log.warning("shutdown took longer than %.1f s", self.config.shutdown_timeout_s)
         self._tasks.clear()

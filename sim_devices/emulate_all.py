@@ -8,6 +8,8 @@ lines), all on one scenario clock (one ``--epoch-ns``):
   pty (default) or a loopback TCP port (``--tcp HOST:0``);
 * ``asterix`` sensors: ``python -m sim_devices.frigate_emulator`` sending
   ASTERIX and own-ship NMEA to two free UDP ports on 127.0.0.1;
+* ``can_radar`` sensors: ``python -m sim_devices.can_radar_emulator`` on the
+  CAN bus of the sensor's ``can`` block, with its fault timeline;
 * with ``--mqtt``: ``python -m sim_devices.truth_publisher`` publishing
   ``hilgw.v1.TruthBatch`` on ``{--prefix}/truth``.
 
@@ -65,7 +67,9 @@ def start_sensor_emulator(
 
     ``transport`` ("pty" | "tcp") applies to serial radars; an asterix
     sensor's frigate emulator sends to two fresh UDP ports on 127.0.0.1, named
-    in its ready line (``asterix``, ``nmea``).
+    in its ready line (``asterix``, ``nmea``); a can_radar sensor's emulator
+    (sim_devices/can_radar_emulator.py) joins the bus of its ``can`` block,
+    named in its ready line (``interface``, ``channel``, ``fd``).
     """
     kind = scenario.sensor(sensor_id).kind
     common = ["--scenario", scenario_spec, "--sensor", sensor_id, "--epoch-ns", str(epoch_ns)]
@@ -80,6 +84,10 @@ def start_sensor_emulator(
         return start_emulator(
             ["sim_devices.frigate_emulator", *common, "--asterix", ports[0], "--nmea", ports[1]],
             module="sim_devices.fast_exit",
+        )
+    if kind == "can_radar":
+        return start_emulator(
+            [*common, *(["--loop"] if loop else [])], module="sim_devices.can_radar_emulator"
         )
     raise ConfigError(f"sensors[{sensor_id}].kind", f"no emulator for kind {kind!r}")
 

@@ -10,16 +10,22 @@ Layout (every key is documented on its model below)::
 
     [scenario]   name, duration_s (0 = open-ended), seed
     [[sites]]    id, lat_deg, lon_deg, alt_m, yaw_deg, pitch_deg, roll_deg
-    [[sensors]]  id, site, kind = "serial_radar", coverage, noise, clutter, clock ...
+    [[sensors]]  id, site, kind = "serial_radar" | "can_radar" (with can = {...}) | "asterix",
+                 coverage, noise, clutter, clock ...
     [[targets]]  id, kind = "air" (waypoints, speed) | "ballistic" (launch, impact, ...)
     [[ships]]    id, waypoints, speed (platforms of "asterix" sensors and launchers)
     [[launchers]] id, site | ship, transport = "can" | "serial", coverage
     [[faults]]   device, kind, start_s, duration_s, parameters (sim_devices/faults.py)
 
-Extension points (not built yet, keep the names): a ``"ship"`` target kind
+A ``"can_radar"`` sensor (docs/icd/can-radar.md) is a land radar on a CAN
+bus: it needs a ``can`` block (:class:`CanBusConfig`: interface, channel, fd,
+bitrate, id_offset) that its emulator (sim_devices/can_radar_emulator.py)
+joins; its sigmas are limited by the classic or the CAN FD DBC
+(:data:`_WIRE_LIMITS`).
+
+Extension point (not built yet, keep the name): a ``"ship"`` target kind
 with a route joins the :data:`TargetConfig` union (and gets a truth evaluator
-in :mod:`sim_devices.truth`). Sensor kind ``"can_radar"`` joins
-:data:`SensorKind`, :data:`_WIRE_LIMITS` and :data:`FAULT_TARGETS`.
+in :mod:`sim_devices.truth`).
 
 Ballistic targets are solved here, at load time (see :mod:`sim_devices.kepler`
 for the model), so an infeasible flight is a config error naming its key.
@@ -49,6 +55,7 @@ __all__ = [
     "FAULT_TARGETS",
     "AirTarget",
     "BallisticTarget",
+    "CanBusConfig",
     "FaultConfig",
     "FaultKind",
     "LauncherConfig",
@@ -101,15 +108,52 @@ class SiteConfig(_Model):
     roll_deg: float = Field(default=0.0, ge=-180, le=180)
 
 
-SensorKind = Literal["serial_radar", "asterix"]
+class CanBusConfig(_Model):
+    """A device's CAN bus (``can = { interface = ..., channel = ... }``), for the emulator.
+
+    Any python-can interface by name. The gateway reads the same bus through
+    its own ``[[devices]]`` transport; a cross-process bench needs an
+    interface that crosses processes (``socketcan`` on a ``vcan``, or
+    ``udp_multicast`` inside a network namespace: never on a real network).
+    """
+
+    interface: str = Field(min_length=1)
+    channel: str = Field(min_length=1)
+    #: CAN FD (the launcher ICD's cue frames need it; a CAN radar may use either).
+    fd: bool = False
+    bitrate: int | None = Field(default=None, gt=0, le=8_000_000)
+    #: Added to every arbitration id of the device's DBC (several devices on one bus).
+    id_offset: int = Field(default=0, ge=0, le=0x7FF)
+
+
+SensorKind = Literal["serial_radar", "asterix", "can_radar"]
 
 #: Largest 1-σ each wire format can carry, per sensor kind: serial radar
 #: sigmas are u16 with LSBs 0.01 m, 1 µrad, 1 mm/s, 1 µrad/s
 #: (docs/icd/serial-radar.md §5.1), so a config beyond them cannot be sent.
+#: A can_radar's depend on its bus: "can_radar" is classic CAN, "can_radar:fd"
+#: CAN FD (picked by ``can.fd``).
 _WIRE_LIMITS: dict[str, dict[str, float]] = {
     # CAT048 carries no accuracies, so no sigma is limited by the wire.
     "asterix": {},
     "serial_radar": {
+        "sigma_range_m": 655.35,
+        "sigma_angle_mrad": 65.535,
+        "sigma_range_rate_mps": 65.535,
+        "sigma_angle_rate_mradps": 65.535,
+    },
+    # Classic CAN, RADAR_TRK_ACC of drivers/can_radar/can_radar.dbc (docs/icd/can-radar.md
+    # §4.1): u8 sigmas, SigmaRange 1 m LSB (255 m), SigmaAzimuth/SigmaElevation 1e-4 rad
+    # (25.5 mrad), SigmaRangeRate 0.1 m/s (25.5 m/s), angle-rate sigmas 1e-4 rad/s.
+    "can_radar": {
+        "sigma_range_m": 255.0,
+        "sigma_angle_mrad": 25.5,
+        "sigma_range_rate_mps": 25.5,
+        "sigma_angle_rate_mradps": 25.5,
+    },
+    # CAN FD, RADAR_TRK_FD of drivers/can_radar/can_radar_fd.dbc (§5.1): u16 sigmas with
+    # the serial ICD's LSBs (0.01 m, 1e-6 rad, 0.001 m/s, 1e-6 rad/s).
+    "can_radar:fd": {
         "sigma_range_m": 655.35,
         "sigma_angle_mrad": 65.535,
         "sigma_range_rate_mps": 65.535,
@@ -126,6 +170,11 @@ class SensorConfig(_Model):
     an azimuth sector ``azimuth_center_deg ± azimuth_width_deg/2`` (clockwise
     from the sensor's forward axis; 360 = all round), and the target must be
     above the radar horizon (4/3-Earth model).
+
+    Kind ``"can_radar"`` needs ``can = { interface = ..., channel = ... }``
+    (:class:`CanBusConfig`): the bus its emulator joins; ``can.fd`` picks the
+    classic or the CAN FD frames of docs/icd/can-radar.md, ``can.id_offset``
+    is added to every arbitration id. Other kinds take no ``can`` block.
     """
 
     id: str = Field(pattern=_ID)
@@ -146,6 +195,8 @@ class SensorConfig(_Model):
     #: The sensor id the device writes in every frame header (u16); default:
     #: 1 + the sensor's position in the file.
     wire_id: int | None = Field(default=None, ge=0, le=65535)
+    #: Kind "can_radar" (required there, rejected elsewhere): its CAN bus.
+    can: CanBusConfig | None = None
     update_hz: float = Field(gt=0, le=100)
     range_min_m: float = Field(default=0.0, ge=0)
     range_max_m: float = Field(gt=0, le=5_000_000)
@@ -182,9 +233,30 @@ class SensorConfig(_Model):
             raise ValueError("elevation_min_deg must be below elevation_max_deg")
         if (self.kind == "asterix") != (self.ship is not None) or (self.kind != "asterix" and not self.site):
             raise ValueError("an asterix sensor needs ship (and no site); other kinds need site")
-        for key, hi in _WIRE_LIMITS[self.kind].items():
+        wire: str = self.kind
+        if self.kind == "can_radar":
+            if self.can is None:
+                raise ValueError(
+                    "a can_radar sensor needs can = { interface = ..., channel = ... } (the bus it is on)"
+                )
+            from drivers.can_radar.icd import LAYOUTS  # loads the DBC files: only for a can_radar
+
+            top = max(LAYOUTS)  # the radar's highest id (docs/icd/can-radar.md §3) must stay 11-bit
+            if top + self.can.id_offset > 0x7FF:
+                raise ValueError(
+                    f"can.id_offset = {self.can.id_offset} puts the radar's id 0x{top:X} past 0x7FF "
+                    f"(at most {0x7FF - top} = 0x{0x7FF - top:X})"
+                )
+            if self.can.fd:
+                wire = "can_radar:fd"
+        elif self.can is not None:
+            raise ValueError(f"can = {{...}} is only for kind = 'can_radar', not {self.kind!r}")
+        bus = {"can_radar": " on classic CAN", "can_radar:fd": " on CAN FD"}.get(wire, "")
+        for key, hi in _WIRE_LIMITS[wire].items():
             if getattr(self, key) > hi:
-                raise ValueError(f"{key} = {getattr(self, key)} exceeds what {self.kind} can carry ({hi})")
+                raise ValueError(
+                    f"{key} = {getattr(self, key)} exceeds what {self.kind}{bus} can carry ({hi})"
+                )
         return self
 
 
@@ -298,8 +370,17 @@ class LauncherConfig(_Model):
     site: str | None = None
     ship: str | None = None
     transport: Literal["can", "serial"] = "can"
+    #: Transport "can": the bus its emulator joins; without it ``hilgw emulate``
+    #: does not start this launcher (there is no bus every gateway can share).
+    can: CanBusConfig | None = None
     #: Its id on the wire (docs/icd/launcher.md §5); default 1 + its position in the file.
     launcher_id: int | None = Field(default=None, ge=0, le=65535)
+    #: Wire keys the emulated launcher accepts, by key id: ``"hex:<hex>"``,
+    #: ``"env:<VAR>"`` or ``"file:<path>"`` as the gateway's ``cue_keys``. A
+    #: scenario file should name an env var or a file, never a real key.
+    keys: dict[int, str] = Field(default_factory=dict)
+    #: Heartbeats per second of its emulator.
+    heartbeat_hz: float = Field(default=2.0, gt=0, le=100)
     range_min_m: float = Field(default=0.0, ge=0)
     range_max_m: float = Field(gt=0, le=5_000_000)
     elevation_min_deg: float = Field(default=0.0, ge=-90, le=90)
@@ -315,6 +396,8 @@ class LauncherConfig(_Model):
             raise ValueError("range_min_m must be below range_max_m")
         if self.elevation_min_deg >= self.elevation_max_deg:
             raise ValueError("elevation_min_deg must be below elevation_max_deg")
+        if self.can is not None and self.transport != "can":
+            raise ValueError("can = {...} is for transport = 'can'")
         return self
 
 

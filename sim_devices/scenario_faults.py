@@ -38,17 +38,19 @@ FaultKind = Literal[
 
 #: Which device kinds each fault applies to (sensor kinds, and "launcher:can" /
 #: "launcher:serial"). bad_crc needs the CRC framing of the project's serial
-#: ICDs (docs/icd/serial-radar.md §3); unplug a serial line; bus-off a CAN bus.
+#: ICDs (docs/icd/serial-radar.md §3); unplug a serial line; bus-off a CAN bus
+#: (can_radar: sim_devices/can_radar_emulator.py sends a SocketCAN bus-off error
+#: frame, then nothing until the fault ends).
 FAULT_TARGETS: dict[str, frozenset[str]] = {
-    "dropout": frozenset({"serial_radar", "asterix", "launcher:can", "launcher:serial"}),
+    "dropout": frozenset({"serial_radar", "asterix", "can_radar", "launcher:can", "launcher:serial"}),
     "garbage": frozenset({"serial_radar", "asterix", "launcher:serial"}),
     "bad_crc": frozenset({"serial_radar", "launcher:serial"}),
-    "delay": frozenset({"serial_radar", "asterix"}),
-    "duplicate": frozenset({"serial_radar", "asterix"}),
-    "clock_step": frozenset({"serial_radar", "asterix"}),
+    "delay": frozenset({"serial_radar", "asterix", "can_radar"}),
+    "duplicate": frozenset({"serial_radar", "asterix", "can_radar"}),
+    "clock_step": frozenset({"serial_radar", "asterix", "can_radar"}),
     "serial_unplug": frozenset({"serial_radar", "launcher:serial"}),
-    "can_bus_off": frozenset({"launcher:can"}),
-    "silent_heartbeat": frozenset({"serial_radar", "launcher:can", "launcher:serial"}),
+    "can_bus_off": frozenset({"can_radar", "launcher:can"}),
+    "silent_heartbeat": frozenset({"serial_radar", "can_radar", "launcher:can", "launcher:serial"}),
     "launcher_nack": frozenset({"launcher:can", "launcher:serial"}),
     "launcher_no_ack": frozenset({"launcher:can", "launcher:serial"}),
 }
@@ -68,7 +70,8 @@ class FaultConfig(_Model):
 
     ``dropout`` sends nothing; ``silent_heartbeat`` sends no STATUS;
     ``serial_unplug`` closes the line and reopens it at the end (see
-    :mod:`sim_devices.faults`). The other kinds need no parameter.
+    :mod:`sim_devices.faults`); ``can_bus_off`` puts a bus-off error frame on
+    the CAN bus and then nothing until the end. The other kinds need no parameter.
     """
 
     device: str = Field(pattern=_ID)

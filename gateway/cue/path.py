@@ -36,7 +36,7 @@ from gateway.cue.config import CueConfig
 from gateway.cue.core import CueCore
 from gateway.cue.keys import KeyRing, load_keys
 from gateway.cue.link import Ack, Heartbeat, LauncherEvent, LauncherLink, LinkState
-from gateway.outputs.mqtt import tls_context
+from gateway.outputs.mqtt import publish, raise_if_cancelling, tls_context
 from hilgw.errors import HilgwError
 from hilgw.v1 import cue_pb2, health_pb2, track_pb2
 
@@ -185,8 +185,12 @@ class CuePath:
     ) -> None:
         tick = self.config.inhibit.tick_s
         while True:
+            # asyncio.timeout, never wait_for, in a loop that is cancelled: on
+            # 3.11 wait_for returns normally when the cancel and the event
+            # arrive together (CPython gh-86296), and the loop would never end.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), tick)
+                async with asyncio.timeout(tick):
+                    await self._wake.wait()
             self._wake.clear()
             now = self.clock()
             for batch in tracks.get_all()[-1:]:  # only the freshest picture matters
@@ -238,7 +242,8 @@ class CuePath:
             return
         try:
             coro = link.send_cue(eff.cue) if isinstance(eff, SendCue) else link.send_cancel(eff.cancel)
-            await asyncio.wait_for(coro, self.config.ack_timeout_s)
+            async with asyncio.timeout(self.config.ack_timeout_s):  # not wait_for: see _loop
+                await coro
         except (HilgwError, TimeoutError, OSError) as exc:
             # No ack will come: the core's ack timeout resends (bounded) or fails the cue.
             self.send_errors += 1
@@ -262,7 +267,8 @@ class CuePath:
         except OSError as exc:
             return False, f"cannot run {ts.command[0]}: {exc.strerror}"
         try:
-            rc = await asyncio.wait_for(proc.wait(), ts.timeout_s)
+            async with asyncio.timeout(ts.timeout_s):  # not wait_for: see _loop
+                rc = await proc.wait()
         except TimeoutError:
             proc.kill()
             await proc.wait()
@@ -299,6 +305,7 @@ class CuePath:
                     delay = c.reconnect_initial_s
                     await client.subscribe(self.topics.authority_command, qos=1)
                     await client.subscribe(self.topics.cue_command, qos=1)
+                    raise_if_cancelling()
                     if self.core is not None:  # the retained state is current after a reconnect
                         self._enqueue_mqtt(Publish("authority", self.core.authority_state(), retain=True))
                         self._enqueue_mqtt(Publish("cues", self.core.cue_list(), retain=True))
@@ -324,8 +331,8 @@ class CuePath:
                 self._mqtt_ready.clear()
                 await self._mqtt_ready.wait()
             p = self._mqtt_out[0]
-            await client.publish(
-                self.topics.for_publish(p), p.message.SerializeToString(), qos=1, retain=p.retain
+            await publish(
+                client, self.topics.for_publish(p), p.message.SerializeToString(), qos=1, retain=p.retain
             )
             if self._mqtt_out and self._mqtt_out[0] is p:
                 self._mqtt_out.popleft()

@@ -6,6 +6,12 @@ in one vectorised pass), normalise each batch to ECEF with the same
 :func:`gateway.normalise.normalise_polar` as the serial radar, publish.
 Error frames, bus-off and frames the transport buffer could not take are
 counted by the transport and copied into this device's drop counters.
+
+Bus-off (docs/icd/can-radar.md §2): the transport ends the session, the
+supervisor restarts the device with a new bus (RESTARTING), and until a frame
+arrives on it the device stays DEGRADED ("CAN bus-off ...", DOWN after
+``heartbeat_timeout_s``) rather than STARTING; the first frame after it puts
+the device back UP.
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ class CanRadarDriver(PolarRadarDriver):
         self.geometry = geometry
         self._codec = self._new_codec()
         self._seen: Counter[str] = Counter()
+        #: The last session ended in bus-off and no frame has arrived since.
+        self._after_bus_off = False
 
     def _new_codec(self) -> CanRadarCodec:
         return CanRadarCodec(
@@ -66,7 +74,13 @@ class CanRadarDriver(PolarRadarDriver):
         if not isinstance(transport, FrameTransport):
             raise TransportError(f"{self.config.id}: can_radar needs a CAN transport")
         async with transport:
-            self.ctx.stats.set_state(health_pb2.DEVICE_STATE_STARTING, f"open: {transport.describe}")
+            if self._after_bus_off:
+                self.ctx.stats.set_state(
+                    health_pb2.DEVICE_STATE_DEGRADED,
+                    f"CAN bus-off; reopened {transport.describe}, no frame yet",
+                )
+            else:
+                self.ctx.stats.set_state(health_pb2.DEVICE_STATE_STARTING, f"open: {transport.describe}")
             self.open_session()
             try:
                 while True:
@@ -112,5 +126,12 @@ class CanRadarDriver(PolarRadarDriver):
             if delta > 0:
                 self.ctx.stats.drop(name, delta)
                 self._seen[key] = counters[key]
-        if counters["bus_off"] and self.ctx.stats.state != health_pb2.DEVICE_STATE_DEGRADED:
+        if counters["bus_off"] and not self._after_bus_off:
+            self._after_bus_off = True
             self.ctx.stats.set_state(health_pb2.DEVICE_STATE_DEGRADED, "CAN bus-off; restarting the bus")
+
+    def mark_alive(self, t_rx: int) -> None:
+        if self._after_bus_off:  # frames again after a bus-off: recovered
+            self._after_bus_off = False
+            self.ctx.stats.set_state(health_pb2.DEVICE_STATE_UP, "receiving again after CAN bus-off")
+        super().mark_alive(t_rx)

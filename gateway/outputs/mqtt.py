@@ -63,6 +63,32 @@ class Topics:
         return f"{self.base}/status"
 
 
+async def publish(
+    client: aiomqtt.Client, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False
+) -> None:
+    """``client.publish`` that never swallows a cancellation of the calling task.
+
+    aiomqtt waits for the PUBACK with ``asyncio.wait_for``, which on Python
+    3.11 returns normally when a cancel arrives in the same loop iteration as
+    the PUBACK (CPython gh-86296). A pump loop would then run on, and the
+    TaskGroup (or shutdown) waiting for it would wait for ever; seen on a
+    loaded machine as a cue path that never stopped. The cancel is re-raised here.
+    """
+    await client.publish(topic, payload, qos=qos, retain=retain)
+    raise_if_cancelling()
+
+
+def raise_if_cancelling() -> None:
+    """Re-raise a cancel of the current task that an aiomqtt call swallowed (see :func:`publish`).
+
+    Call it after ``async with aiomqtt.Client(...)`` connects and after
+    ``subscribe``: both wait with ``asyncio.wait_for`` too.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def tls_context(tls: MqttTlsConfig) -> ssl.SSLContext:
     """An SSL context for the broker connection: verify the broker against
     ``ca_file`` (never CERT_NONE), present the client certificate if one is set.
@@ -136,11 +162,12 @@ class MqttPublisher:
                     will=aiomqtt.Will(self.topics.status, b"offline", qos=1, retain=True),
                     tls_context=context,
                 ) as client:
+                    raise_if_cancelling()
                     self.connected = True
                     self.connects += 1
                     delay = c.reconnect_initial_s
                     log.info("mqtt: connected to %s:%s", c.host, port or c.port)
-                    await client.publish(self.topics.status, b"online", qos=1, retain=True)
+                    await publish(client, self.topics.status, b"online", qos=1, retain=True)
                     # The pump alone would notice a lost link only at its next
                     # publish; the watcher ends the connection as soon as
                     # aiomqtt sees it go, so health shows it and back-off starts.
@@ -182,7 +209,7 @@ class MqttPublisher:
                 self._ready.clear()
                 await self._ready.wait()
             msg = self._queue[0]
-            await client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+            await publish(client, msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
             # Removed only once handed to the client: a message in flight when
             # the link drops is sent again after reconnect (at least once).
             if self._queue and self._queue[0] is msg:

@@ -213,7 +213,8 @@ class SituationDisplay:
     async def _broadcast(self, text: str) -> None:
         async def send(ws: web.WebSocketResponse) -> None:
             try:
-                await asyncio.wait_for(ws.send_str(text), _SEND_TIMEOUT_S)
+                async with asyncio.timeout(_SEND_TIMEOUT_S):  # not wait_for: it can swallow a cancel on 3.11
+                    await ws.send_str(text)
                 self.sent += 1
             except (TimeoutError, ConnectionError, RuntimeError):
                 self._sockets.discard(ws)

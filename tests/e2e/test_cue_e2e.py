@@ -56,7 +56,11 @@ class Emulator:
     async def stop(self) -> None:
         if self.proc.returncode is None:
             self.proc.terminate()
-            await self.proc.wait()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 5)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
         self._reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
@@ -173,11 +177,14 @@ class Rig:
             await asyncio.sleep(0.2)
 
     async def close(self) -> None:
-        await self.stop_path()
-        for t in (self.feeder, self.driver_task):
-            t.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        # Bounded: a task that does not end on cancel fails the test here
+        # instead of hanging it until pytest-timeout.
+        async with asyncio.timeout(10):
+            await self.stop_path()
+            for t in (self.feeder, self.driver_task):
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
 
 
 async def wait_for(cond: Any, limit_s: float = 8.0) -> None:

@@ -1,0 +1,284 @@
+"""A scenario's CAN radar across processes, through a bus-off and back.
+
+``python -m gateway.cli emulate --scenario FILE --only radar-can`` (``hilgw
+emulate``) starts the CAN radar emulator of a crafted scenario on its
+configured bus, python-can ``udp_multicast`` on a 239.0.0.0/8 group, with a
+``can_bus_off`` fault on its timeline; a gateway (:class:`gateway.supervisor.Gateway`)
+reads that bus with a ``can_radar`` device. Its DeviceHealth shows reports,
+then the bus-off (counted ``can_bus_off`` / ``can_error_frame``, DEGRADED then
+DOWN while the bus is off, a restart), then the recovery (UP, reports again).
+
+Multicast only inside a network namespace this test creates (``unshare -n``;
+loopback up, multicast routed to it), never on the machine's real interfaces;
+skipped with the reason where that is not possible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hilgw.v1 import health_pb2
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+GROUP = "239.74.163.7"
+SENSOR = "radar-can"
+_NETNS_SETUP = "ip link set lo up && ip link set lo multicast on && ip route add 224.0.0.0/4 dev lo"
+UP, DEGRADED, DOWN, RESTARTING = (
+    health_pb2.DEVICE_STATE_UP,
+    health_pb2.DEVICE_STATE_DEGRADED,
+    health_pb2.DEVICE_STATE_DOWN,
+    health_pb2.DEVICE_STATE_RESTARTING,
+)
+#: Scenario seconds: the bus is off for [BUS_OFF_S, BUS_OFF_S + BUS_OFF_FOR_S); the run ends at END_S.
+BUS_OFF_S, BUS_OFF_FOR_S, END_S = 3.0, 3.0, 8.5
+#: Wall seconds from now to scenario t = 0: both processes of `hilgw emulate` start meanwhile.
+LEAD_S = 4.0
+
+SCENARIO = f"""
+[scenario]
+name = "can-radar-bus-off"
+seed = 5
+
+[[sites]]
+id = "s"
+lat_deg = 52.0
+lon_deg = 4.0
+alt_m = 10.0
+
+[[sensors]]
+id = "{SENSOR}"
+site = "s"
+kind = "can_radar"
+update_hz = 5.0
+range_max_m = 100000.0
+sigma_range_m = 10.0
+sigma_angle_mrad = 1.0
+sigma_range_rate_mps = 1.0
+detection_probability = 1.0
+clutter_rate = 0.0
+can = {{ interface = "udp_multicast", channel = "{GROUP}" }}
+
+[[targets]]
+kind = "air"
+id = "t1"
+speed_mps = 200.0
+waypoints = [
+  {{ lat_deg = 52.2, lon_deg = 4.0, alt_m = 3000.0 }},
+  {{ lat_deg = 52.2, lon_deg = 4.6, alt_m = 3000.0 }},
+]
+
+[[faults]]
+device = "{SENSOR}"
+kind = "can_bus_off"
+start_s = {BUS_OFF_S}
+duration_s = {BUS_OFF_FOR_S}
+"""
+
+
+def _netns_unavailable() -> str | None:
+    if sys.platform != "linux" or shutil.which("unshare") is None or shutil.which("ip") is None:
+        return "needs Linux with unshare(1) and ip(8)"
+    if importlib.util.find_spec("msgpack") is None:  # python-can's udp_multicast needs it
+        return "python-can udp_multicast needs msgpack (pip install 'python-can[multicast]')"
+    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True, timeout=10)
+    if probe.returncode != 0:
+        why = probe.stderr.decode().strip() or f"exit {probe.returncode}"
+        return f"cannot create a network namespace (unshare -n not permitted here): {why}"
+    return None
+
+
+async def _read_json(stream: asyncio.StreamReader, until: str, within_s: float) -> list[dict[str, Any]]:
+    """JSON lines from ``stream`` up to and including the first whose event is ``until``."""
+    out: list[dict[str, Any]] = []
+    async with asyncio.timeout(within_s):
+        while True:
+            line = await stream.readline()
+            if not line:
+                raise EOFError(f"stream ended before a {until!r} line: {out}")
+            with contextlib.suppress(ValueError):
+                obj = json.loads(line)
+                out.append(obj)
+                if obj.get("event") == until:
+                    return out
+
+
+async def _netns_main(scenario_path: str) -> dict[str, Any]:
+    """Runs inside the namespace: `hilgw emulate` as a child process, the gateway here."""
+    from gateway.config import parse_config
+    from gateway.supervisor import Gateway
+
+    epoch = time.time_ns() + round(LEAD_S * 1e9)
+    cfg = parse_config(
+        {
+            "gateway_id": "e2e-can-bus-off",
+            "health_interval_s": 0.1,
+            "mqtt": {"enabled": False},
+            "devices": [
+                {
+                    "id": SENSOR,
+                    "protocol": "can_radar",
+                    "transport": {
+                        "kind": "can",
+                        "interface": "udp_multicast",
+                        "channel": GROUP,
+                        "poll_s": 0.02,
+                    },
+                    "site": {"lat_deg": 52.0, "lon_deg": 4.0, "alt_m": 10.0},
+                    "heartbeat_timeout_s": 1.5,
+                    "restart": {"initial_s": 0.2, "max_s": 0.5},
+                }
+            ],
+        }
+    )
+    seen: list[tuple[float, int, dict[str, int], int, int]] = []
+    async with Gateway(cfg) as gw:
+        emu = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.cli", "emulate", "--scenario", scenario_path,
+            "--only", SENSOR, "--epoch-ns", str(epoch),
+            stdout=asyncio.subprocess.PIPE, cwd=str(REPO),
+        )  # fmt: skip
+        assert emu.stdout is not None
+        try:
+            started = await _read_json(emu.stdout, "ready", LEAD_S + 10.0)
+            st = gw.stats[SENSOR]
+            while (t := (time.time_ns() - epoch) / 1e9) < END_S:
+                seen.append((t, st.state, dict(st.drops), st.restarts, st.reports_out))
+                await asyncio.sleep(0.05)
+        finally:
+            if emu.returncode is None:
+                emu.send_signal(signal.SIGTERM)
+        stopped = await _read_json(emu.stdout, "stopped", 10.0)
+        await asyncio.wait_for(emu.wait(), 10.0)
+    return {"started": started, "stopped": stopped[-1], "seen": seen, "rc": emu.returncode}
+
+
+async def _bench_main(scenario_path: str) -> dict[str, Any]:
+    """Runs inside the namespace: a gateway in bench mode ([emulation]) with the scenario's CAN radar."""
+    from gateway.config import CanTransportConfig, parse_config
+    from gateway.supervisor import Gateway
+
+    cfg = parse_config(
+        {
+            "gateway_id": "e2e-can-bench",
+            "health_interval_s": 0.1,
+            "mqtt": {"enabled": False},
+            "emulation": {"scenario": scenario_path, "only": [SENSOR]},
+        }
+    )
+    async with Gateway(cfg) as gw:
+        dev = next(d for d in gw.devices if d.id == SENSOR)
+        assert isinstance(dev.transport, CanTransportConfig)
+        st = gw.stats[SENSOR]
+        for _ in range(160):  # at most 8 s
+            if st.state == UP and st.reports_out >= 10:
+                break
+            await asyncio.sleep(0.05)
+        return {
+            "protocol": dev.protocol,
+            "transport": [dev.transport.interface, dev.transport.channel, dev.transport.fd],
+            "wire_sensor_id": dev.wire_sensor_id,
+            "state": st.state,
+            "reports_out": st.reports_out,
+            "drops": dict(st.drops),
+        }
+
+
+def netns_body(scenario_path: str, mode: str = "emulate") -> None:
+    main = _netns_main if mode == "emulate" else _bench_main
+    print("RESULT " + json.dumps(asyncio.run(main(scenario_path))), flush=True)
+
+
+def _in_netns(tmp_path: Path, mode: str, scenario: str = SCENARIO) -> dict[str, Any]:
+    why = _netns_unavailable()
+    if why:
+        pytest.skip(why)
+    path = tmp_path / "can-radar.toml"
+    path.write_text(scenario)
+    code = (
+        f"from tests.e2e.test_can_radar_scenario_netns import netns_body; netns_body({str(path)!r}, {mode!r})"
+    )
+    body = f'{_NETNS_SETUP} && exec {sys.executable} -c "{code}"'
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        ["unshare", "-n", "sh", "-c", body],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(REPO),
+        env=env,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    assert lines, proc.stdout
+    res: dict[str, Any] = json.loads(lines[0].removeprefix("RESULT "))
+    return res
+
+
+def test_bench_mode_reads_the_scenario_can_radar(tmp_path: Path) -> None:
+    res = _in_netns(tmp_path, "bench", SCENARIO.split("[[faults]]")[0])  # no fault: reports only
+    assert res["protocol"] == "can_radar"
+    assert res["transport"] == ["udp_multicast", GROUP, False]
+    assert res["wire_sensor_id"] == 1
+    assert res["state"] == UP, res
+    assert res["reports_out"] >= 10, res
+    assert set(res["drops"]) <= {"incomplete"}, res  # a report cut by the bus opening, at most
+
+
+def test_scenario_can_radar_bus_off_seen_by_the_gateway(tmp_path: Path) -> None:
+    res = _in_netns(tmp_path, "emulate")
+    seen = [tuple(s) for s in res["seen"]]
+
+    # `hilgw emulate --only` started the CAN radar on the scenario's bus.
+    device = next(ev for ev in res["started"] if ev.get("event") == "device")
+    assert (device["device"], device["kind"]) == (SENSOR, "can_radar")
+    ready = device["ready"]
+    assert (ready["interface"], ready["channel"], ready["fd"]) == ("udp_multicast", GROUP, False)
+    assert res["started"][-1]["devices"] == [SENSOR]
+
+    def last_before(t_s: float) -> tuple[Any, ...]:
+        return [s for s in seen if s[0] < t_s][-1]
+
+    assert seen[0][0] < 0.5, "the emulator came up too late"
+    # Reports before the bus-off.
+    _, state, drops, restarts, reports = last_before(BUS_OFF_S)
+    assert state == UP
+    assert reports > 0
+    assert restarts == 0
+    assert "can_bus_off" not in drops
+    # While the bus is off: the error frame is counted, the device is DEGRADED, then DOWN.
+    back_s = BUS_OFF_S + BUS_OFF_FOR_S
+    off = {s[1] for s in seen if BUS_OFF_S + 0.2 <= s[0] < back_s}
+    assert off <= {DEGRADED, RESTARTING, DOWN}, off
+    assert DEGRADED in off, off
+    assert DOWN in off, off  # no frame for heartbeat_timeout_s
+    quiet = [s[4] for s in seen if BUS_OFF_S + 0.2 <= s[0] < back_s]
+    assert quiet[0] == quiet[-1], "reports arrived while the bus was off"
+    # Recovery: UP again, reports flow, one restart, the bus-off counted once.
+    _, state, drops, restarts, reports = seen[-1]
+    assert state == UP, seen[-3:]
+    assert reports > quiet[-1]
+    assert restarts == 1
+    assert drops.get("can_bus_off") == 1, drops
+    assert drops.get("can_error_frame") == 1, drops
+    # What the emulator says it did.
+    assert res["rc"] == 0
+    counters = res["stopped"]["devices"][SENSOR]
+    assert counters is not None
+    assert counters["fault_bus_offs"] == 1
+    assert counters["fault_error_frames"] == 1
+    assert counters["fault_bus_off_withheld"] > 0
