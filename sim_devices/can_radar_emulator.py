@@ -54,7 +54,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import can
 import numpy as np
 import numpy.typing as npt
 
@@ -63,6 +62,7 @@ from drivers.can_radar import TRACK_BATCH_DTYPE, CanFrame, CanRadarCodec, Sensor
 from gateway.config import CanTransportConfig
 from gateway.transports.can import CAN_ERR_BUSOFF, CanTransport
 from hilgw.errors import ConfigError, HilgwError, TransportError
+from sim_devices.can_device import EmulatorCanTransport
 from sim_devices.faults import FaultSchedule
 from sim_devices.scenario import Scenario
 
@@ -72,7 +72,6 @@ if TYPE_CHECKING:
 __all__ = [
     "COUNTERS",
     "CanRadarEmulator",
-    "EmulatorCanTransport",
     "SyntheticTracks",
     "build_parser",
     "main",
@@ -85,9 +84,6 @@ STATUS_PERIOD_NS = 1_000_000_000
 MAX_LAG_S = 1.0
 #: Error frames put on the bus when a can_bus_off fault starts (SocketCAN reports one).
 BUS_OFF_ERROR_FRAMES = 1
-#: Data of a SocketCAN error frame: CAN_ERR_DLC = 8 bytes (linux/can/error.h);
-#: bus-off carries no detail in them.
-_ERROR_FRAME_DATA = bytes(8)
 #: Classic TrackId is 12 bits (ICD §4.1): scenario track ids wrap within 1..4095.
 _CLASSIC_TRACK_IDS = 4095
 #: The ``stopped`` line's counters. ``frames_dropped``/``frames_duplicated``: the
@@ -140,49 +136,6 @@ class SyntheticTracks:
         out["quality"] = 0.9
         out["rates_valid"] = True
         return out
-
-
-class EmulatorCanTransport(CanTransport):
-    """The gateway's CAN transport plus what only the device end does: error frames.
-
-    It keeps the ``can.Bus`` it opens (through ``bus_factory``) so that
-    :meth:`send_error_frame` can put a SocketCAN-style error frame on it.
-    """
-
-    def __init__(self, config: CanTransportConfig) -> None:
-        self._raw_bus: can.BusABC | None = None
-        super().__init__(config, bus_factory=self._open_bus)
-
-    def _open_bus(self, **kwargs: Any) -> can.BusABC:
-        self._raw_bus = can.Bus(**kwargs)
-        return self._raw_bus
-
-    async def send_error_frame(self, error_class: int, data: bytes = _ERROR_FRAME_DATA) -> None:
-        """An error frame whose id carries ``error_class`` (linux/can/error.h bits, e.g. CAN_ERR_BUSOFF).
-
-        The ``virtual`` and ``udp_multicast`` buses carry it to the other ends as
-        a frame with ``is_error_frame`` set; on ``socketcan`` python-can sends it
-        with ``CAN_ERR_FLAG`` (a ``vcan`` should pass it on; a real controller
-        does not send error frames for software).
-        """
-        bus = self._raw_bus
-        if bus is None:
-            raise TransportError(f"{self.describe}: error frame before open")
-        msg = can.Message(
-            arbitration_id=error_class,
-            is_error_frame=True,
-            is_extended_id=False,
-            dlc=len(data),
-            data=data,
-        )
-        try:
-            await asyncio.to_thread(bus.send, msg, self.config.send_timeout_s)
-        except (can.CanError, OSError, ValueError) as exc:
-            raise TransportError(f"{self.describe}: error frame not sent: {exc}") from exc
-
-    async def close(self) -> None:
-        await super().close()
-        self._raw_bus = None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,10 +13,11 @@ lines), all on one scenario clock (one ``--epoch-ns``):
 * with ``--mqtt``: ``python -m sim_devices.truth_publisher`` publishing
   ``hilgw.v1.TruthBatch`` on ``{--prefix}/truth``.
 
-Launchers (``[[launchers]]``) are scenario data here: their emulator
-(sim_devices/launcher_emulator.py) talks to one gateway over a CAN bus or a
-serial line the gateway config names, so it is not started from a scenario;
-a log line on stderr says so.
+Launchers (``[[launchers]]``): ``python -m sim_devices.launcher_emulator
+--scenario FILE --launcher ID`` each, on a pty (``transport = "serial"``) or on
+the launcher's ``can`` bus, with its keys and fault timeline from the
+scenario; a CAN launcher without a ``can`` block is not started (no bus
+every gateway can share), and a line on stderr says so.
 
 Each child's ready line is relayed on stdout as ``{"event": "device",
 "device": ID, "kind": ..., "ready": {...}}``; then one ``{"event": "ready",
@@ -42,7 +43,13 @@ from hilgw.errors import ConfigError, HilgwError
 from sim_devices.process import EmulatorProcess, start_emulator
 from sim_devices.scenario import Scenario
 
-__all__ = ["free_udp_port", "run_all", "start_sensor_emulator", "start_truth_publisher"]
+__all__ = [
+    "free_udp_port",
+    "run_all",
+    "start_launcher_emulator",
+    "start_sensor_emulator",
+    "start_truth_publisher",
+]
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
@@ -90,6 +97,17 @@ def start_sensor_emulator(
             [*common, *(["--loop"] if loop else [])], module="sim_devices.can_radar_emulator"
         )
     raise ConfigError(f"sensors[{sensor_id}].kind", f"no emulator for kind {kind!r}")
+
+
+def start_launcher_emulator(
+    scenario_spec: str, launcher_id: str, *, epoch_ns: int, speed: float = 1.0
+) -> EmulatorProcess:
+    """Start the emulator of one scenario launcher (its transport, keys and faults from the scenario)."""
+    args = ["--scenario", scenario_spec, "--launcher", launcher_id, "--epoch-ns", str(epoch_ns)]
+    # --no-events: nobody reads the child's stdout past its ready line, and a
+    # line per cue would fill the pipe; the verdicts are in its stopped line.
+    args += ["--speed", repr(speed), "--no-events"]
+    return start_emulator(args, module="sim_devices.launcher_emulator")
 
 
 def start_truth_publisher(
@@ -157,21 +175,18 @@ def run_all(ns: argparse.Namespace, scenario: Scenario) -> int:
         for s in sensors:
             _emit({"event": "device", "device": s.id, "kind": s.kind, "ready": children[s.id].ready})
         for lc in scenario.launchers:
-            if not only or lc.id in only:
+            if only and lc.id not in only:
+                continue
+            if lc.transport == "can" and lc.can is None:
                 print(
-                    f"hilgw emulate: launcher {lc.id} is scenario data only; start "
-                    "sim_devices.launcher_emulator on the bus/line your gateway config names",
+                    f"hilgw emulate: launcher {lc.id} not started: a CAN launcher needs "
+                    "can = {interface, channel, fd = true} in the scenario",
                     file=sys.stderr,
                 )
-                kinds = sorted({f.kind for f in scenario.faults_of(lc.id)})
-                if kinds:
-                    # The launcher emulator has whole-run switches (--no-ack, --nack,
-                    # --silent-heartbeat), not a timeline: these faults are not applied.
-                    print(
-                        f"hilgw emulate: warning: faults of launcher {lc.id} ({', '.join(kinds)}) "
-                        "are validated but NOT applied",
-                        file=sys.stderr,
-                    )
+                continue
+            proc = start_launcher_emulator(ns.scenario, lc.id, epoch_ns=epoch_ns, speed=ns.speed)
+            children[lc.id] = proc
+            _emit({"event": "device", "device": lc.id, "kind": "launcher", "ready": proc.ready})
         if ns.mqtt:
             proc = start_truth_publisher(
                 ns.scenario, ns.mqtt, epoch_ns=epoch_ns, speed=ns.speed, prefix=ns.prefix, hz=ns.truth_hz

@@ -14,7 +14,20 @@ Misbehaviour switches, for testing the gateway's cue path:
 ``--silent-heartbeat`` (no heartbeat), ``--state not_ready|fault``.
 
 Keys: ``--key ID:HEX`` (repeatable). One JSON line on stdout when ready, one
-per cue/cancel handled (``{"event": "cue", ...}``), one when stopped.
+per cue/cancel handled (``{"event": "cue", ...}``; not with ``--no-events``),
+one when stopped (with the verdicts and fault counters).
+
+From a scenario (``--scenario FILE --launcher ID``, what ``hilgw emulate
+--scenario`` runs for each ``[[launchers]]`` entry): transport, wire id, keys,
+heartbeat rate and CAN bus come from the scenario, and the launcher's fault
+timeline is applied on the scenario clock (``--epoch-ns``, ``--speed``, as
+the sensor emulators): ``silent_heartbeat`` (no heartbeat), ``launcher_nack``
+(authentic cues nacked NOT_READY), ``launcher_no_ack`` (no answer),
+``dropout`` (nothing sent, nothing heard), ``garbage`` / ``bad_crc`` (serial:
+junk frames, corrupted CRCs), ``serial_unplug`` (the pty pair closed and
+reopened; the ready ``path`` is then a stable symlink that follows it) and
+``can_bus_off`` (one SocketCAN bus-off error frame, then silence and
+deafness until the window ends).
 """
 
 from __future__ import annotations
@@ -26,12 +39,13 @@ import json
 import os
 import signal
 import sys
-import termios
 import time
-import tty
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from drivers.base import Rejected, Role
 from drivers.can_radar import CanFrame
@@ -49,10 +63,14 @@ from drivers.launcher import (
     NackReason,
 )
 from gateway.config import CanTransportConfig
-from gateway.transports.can import CanTransport
-from hilgw.errors import TransportError
+from gateway.devices.launcher import load_keys
+from gateway.transports.can import CAN_ERR_BUSOFF, CanTransport
+from hilgw.errors import ConfigError, HilgwError, TransportError
+from sim_devices import emulate
+from sim_devices.can_device import EmulatorCanTransport
+from sim_devices.faults import FaultSchedule, corrupt_crc, garbage
 
-__all__ = ["Behaviour", "LauncherEmulator", "build_parser", "main"]
+__all__ = ["Behaviour", "LauncherEmulator", "LauncherFaults", "build_parser", "main"]
 
 _U32 = (1 << 32) - 1
 
@@ -90,9 +108,15 @@ class LauncherEmulator:
         self._ack_seq = 0
         self._hb_seq = 0
         self.log: list[dict[str, Any]] = []
+        #: Verdicts by ``"<cue|cancel>:<reason>"``, for the stopped line.
+        self.verdicts: Counter[str] = Counter()
 
-    def handle(self, event: LauncherEvent | Rejected) -> Ack | None:
-        """The answer to one received event (None: nothing to answer)."""
+    def handle(self, event: LauncherEvent | Rejected, nack: NackReason | None = None) -> Ack | None:
+        """The answer to one received event (None: nothing to answer).
+
+        ``nack``: refuse, with this reason, what would be accepted (a fault of
+        the timeline); overrides the behaviour's whole-run ``nack``.
+        """
         now = self.clock()
         if isinstance(event, Cue):
             reason = self.validator.check_cue(event, now, self.behaviour.state)
@@ -102,9 +126,11 @@ class LauncherEmulator:
             kind, cue_id, seq = "cancel", event.cue_id, event.sequence or 0
         else:
             return None  # a rejected frame: nothing addressable to answer
-        if reason is NackReason.NONE and self.behaviour.nack is not None:
-            reason = self.behaviour.nack  # told to refuse what it would accept
+        refuse = nack if nack is not None else self.behaviour.nack
+        if reason is NackReason.NONE and refuse is not None:
+            reason = refuse  # told to refuse what it would accept
         self.log.append({"event": kind, "cue_id": cue_id, "sequence": seq, "reason": reason.name})
+        self.verdicts[f"{kind}:{reason.name}"] += 1
         self._ack_seq = (self._ack_seq + 1) & _U32
         return Ack(
             launcher_id=self.launcher_id,
@@ -128,7 +154,12 @@ class LauncherEmulator:
 
 
 class _Link:
-    """The transport side: async receive of events, send of events."""
+    """The transport side: async receive of events, send of events, and the faults a line can have."""
+
+    @property
+    def plugged(self) -> bool:
+        """False while a serial_unplug fault holds the line unplugged."""
+        return True
 
     async def receive(self) -> list[LauncherEvent | Rejected]:
         raise NotImplementedError
@@ -141,6 +172,15 @@ class _Link:
 
     async def close(self) -> None:
         return None
+
+    async def unplug(self) -> None:
+        raise TransportError("only a serial line can be unplugged")
+
+    async def replug(self) -> None:
+        raise TransportError("only a serial line can be unplugged")
+
+    async def bus_off(self) -> None:
+        raise TransportError("only a CAN controller goes bus-off")
 
 
 class CanLink(_Link):
@@ -162,72 +202,218 @@ class CanLink(_Link):
     async def send(self, event: LauncherEvent) -> None:
         await self.transport.send_many(self.codec.send(event))
 
+    async def bus_off(self) -> None:
+        """What the gateway sees of a controller going bus-off: a SocketCAN error frame."""
+        if not isinstance(self.transport, EmulatorCanTransport):
+            raise TransportError(f"{self.transport.describe}: bus-off needs an EmulatorCanTransport")
+        await self.transport.send_error_frame(CAN_ERR_BUSOFF)
+
     async def close(self) -> None:
         await self.transport.close()
 
 
-class PtyLink(_Link):
-    """Master side of a raw pty; the gateway opens the slave as a serial port."""
+class _DuplexPty(emulate.PtyLink):
+    """The serial radar emulator's pty pair (unplug, replug, stable link), reading the gateway's writes."""
 
-    def __init__(self, codec: LauncherSerialCodec) -> None:
-        self.codec = codec
-        self.master, self.slave = os.openpty()
-        tty.setraw(self.slave, termios.TCSANOW)  # binary frames: no byte translated
-        self.path = os.ttyname(self.slave)
-        os.set_blocking(self.master, False)
-        self._data: asyncio.Queue[bytes] = asyncio.Queue()
-        asyncio.get_running_loop().add_reader(self.master, self._readable)
+    def __init__(
+        self, counters: emulate.Counters, on_data: Callable[[bytes], None], *, stable_link: bool
+    ) -> None:
+        self._on_data = on_data
+        super().__init__(counters, stable_link=stable_link)
 
-    def _readable(self) -> None:
+    def _drain_input(self) -> None:
         with contextlib.suppress(BlockingIOError, InterruptedError, OSError):
-            self._data.put_nowait(os.read(self.master, 65536))
+            chunk = os.read(self.master, 65536)
+            self.counters.bytes_received += len(chunk)
+            self._on_data(chunk)
+
+
+class PtyLink(_Link):
+    """Master side of a raw pty; the gateway opens the slave (or the stable link) as a serial port.
+
+    ``mutate`` rewrites outgoing bytes (the garbage and bad_crc faults). Writes
+    never block: a full pty loses bytes, as a line without listener would.
+    """
+
+    def __init__(
+        self,
+        codec: LauncherSerialCodec,
+        *,
+        stable_link: bool = False,
+        mutate: Callable[[bytes], bytes] | None = None,
+    ) -> None:
+        self.codec = codec
+        self.mutate = mutate
+        self.counters = emulate.Counters()
+        self._data: asyncio.Queue[bytes] = asyncio.Queue()
+        self._loop = asyncio.get_running_loop()
+        self.pty = _DuplexPty(self.counters, self._data.put_nowait, stable_link=stable_link)
+        self.pty.start(self._loop)
+
+    @property
+    def plugged(self) -> bool:
+        return self.pty.plugged
+
+    @property
+    def path(self) -> str:
+        return self.pty.path
 
     async def receive(self) -> list[LauncherEvent | Rejected]:
         self.codec.receive_data(await self._data.get())
         return self.codec.drain()
 
     async def send(self, event: LauncherEvent) -> None:
-        with contextlib.suppress(BlockingIOError, InterruptedError):
-            os.write(self.master, self.codec.send(event))  # a full pty loses bytes, as a line would
+        data = self.codec.send(event)
+        if self.mutate is not None:
+            data = self.mutate(data)
+        self.pty.write(data)
 
     def ready_info(self) -> dict[str, Any]:
-        return {"path": self.path}
+        return {"path": self.pty.path, "pty": self.pty.pty_path}
+
+    async def unplug(self) -> None:
+        await self.pty.unplug(self._loop)
+
+    async def replug(self) -> None:
+        await self.pty.replug(self._loop)
 
     async def close(self) -> None:
-        asyncio.get_running_loop().remove_reader(self.master)
-        for fd in (self.master, self.slave):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        await self.pty.close(self._loop)
 
 
-async def serve(emu: LauncherEmulator, link: _Link, stop: asyncio.Event, heartbeat_hz: float) -> None:
-    """Answer cues and send heartbeats until ``stop`` is set."""
+class LauncherFaults:
+    """One launcher's fault timeline (sim_devices/faults.py) on the scenario clock.
+
+    Scenario time is ``speed · (now - epoch)``, as in the sensor emulators.
+    What each fault did is counted in :attr:`counts` (the ``stopped`` line).
+    """
+
+    #: Faults during which no heartbeat leaves.
+    _SILENT = ("silent_heartbeat", "dropout", "can_bus_off", "serial_unplug")
+    #: Faults during which nothing leaves and nothing is heard.
+    _DEAF = ("dropout", "can_bus_off", "serial_unplug")
+
+    def __init__(
+        self,
+        schedule: FaultSchedule,
+        *,
+        epoch_ns: int,
+        speed: float = 1.0,
+        seed: int = 0,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.schedule = schedule
+        self.epoch_ns = epoch_ns
+        self.speed = speed
+        self.clock = clock
+        self.rng = np.random.default_rng(seed)
+        self.counts: Counter[str] = Counter()
+
+    def t(self) -> float:
+        """Scenario time now (s)."""
+        return (self.clock() - self.epoch_ns) / 1e9 * self.speed
+
+    def _active(self, kinds: tuple[str, ...]) -> bool:
+        t = self.t()
+        return any(self.schedule.active_kind(k, t) is not None for k in kinds)
+
+    def silent(self) -> bool:
+        return self._active(self._SILENT)
+
+    def deaf(self) -> bool:
+        return self._active(self._DEAF)
+
+    def no_ack(self) -> bool:
+        return self._active(("launcher_no_ack",))
+
+    def nack(self) -> NackReason | None:
+        """The nack a launcher_nack fault answers authentic cues with now (None: no such fault)."""
+        return NackReason.NOT_READY if self._active(("launcher_nack",)) else None
+
+    def mutate(self, data: bytes) -> bytes:
+        """Serial output through the active garbage and bad_crc faults."""
+        t = self.t()
+        p = self.schedule.probability("bad_crc", t)
+        if p > 0:
+            data, n = corrupt_crc(data, self.rng, p)
+            self.counts["crc_corrupted"] += n
+        junk = self.schedule.garbage_bytes(t)
+        if junk:
+            data = garbage(junk, self.rng) + data
+            self.counts["garbage_frames"] += 1
+        return data
+
+    async def run_edges(self, link: _Link) -> None:
+        """Unplug and replug a serial line, take a CAN controller bus-off, at the timeline's edges."""
+        off = False
+        while True:
+            t = self.t()
+            unplug = self.schedule.active_kind("serial_unplug", t) is not None
+            if unplug and link.plugged:
+                await link.unplug()
+                self.counts["unplugs"] += 1
+            elif not unplug and not link.plugged:
+                await link.replug()
+            bus_off = self.schedule.active_kind("can_bus_off", t) is not None
+            if bus_off and not off:
+                await link.bus_off()
+                self.counts["bus_offs"] += 1
+            off = bus_off
+            nxt = self.schedule.next_change(t)
+            await asyncio.sleep(0.5 if nxt is None else min(0.5, max(0.001, (nxt - t) / self.speed)))
+
+
+async def serve(
+    emu: LauncherEmulator,
+    link: _Link,
+    stop: asyncio.Event,
+    heartbeat_hz: float,
+    faults: LauncherFaults | None = None,
+    *,
+    events: bool = True,
+) -> None:
+    """Answer cues and send heartbeats until ``stop`` is set (``events``: one stdout line per verdict)."""
     pending: set[asyncio.Task[None]] = set()
+    counts: Counter[str] = faults.counts if faults is not None else Counter()
 
     async def answer(ack: Ack, delay: float) -> None:
         if delay:
             await asyncio.sleep(delay)
+        if faults is not None and faults.deaf():
+            counts["acks_lost"] += 1
+            return
         await link.send(ack)
 
     async def heartbeats() -> None:
         while True:
-            if not emu.behaviour.silent_heartbeat:
+            if faults is not None and faults.silent():
+                counts["heartbeats_silenced"] += 1
+            elif not emu.behaviour.silent_heartbeat:
                 await link.send(emu.heartbeat())
             await asyncio.sleep(1.0 / heartbeat_hz)
 
     async def receiver() -> None:
         while True:
-            for event in await link.receive():
-                ack = emu.handle(event)
-                if ack is not None:
+            received = await link.receive()
+            if faults is not None and received and faults.deaf():
+                counts["frames_ignored"] += len(received)
+                continue
+            for event in received:
+                ack = emu.handle(event, nack=faults.nack() if faults is not None else None)
+                if ack is not None and events:
                     _emit(emu.log[-1])
-                if ack is None or emu.behaviour.no_ack:
+                if ack is None:
+                    continue
+                if emu.behaviour.no_ack or (faults is not None and faults.no_ack()):
+                    counts["acks_withheld"] += 1
                     continue
                 task = asyncio.create_task(answer(ack, emu.behaviour.ack_delay_s))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
 
     tasks = [asyncio.create_task(heartbeats()), asyncio.create_task(receiver())]
+    if faults is not None and faults.schedule:
+        tasks.append(asyncio.create_task(faults.run_edges(link)))
     stopper = asyncio.create_task(stop.wait())
     try:
         done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
@@ -258,13 +444,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m sim_devices.launcher_emulator", description=__doc__.split("\n")[0]
     )
-    p.add_argument("--transport", choices=("can", "serial"), default="can")
-    p.add_argument("--interface", default="virtual", help="python-can interface (CAN FD)")
-    p.add_argument("--channel", default="hilgw-launcher", help="python-can channel")
-    p.add_argument("--id-offset", type=int, default=0)
-    p.add_argument("--launcher-id", type=int, default=1)
+    scn = p.add_argument_group("from a scenario (the other options then override it)")
+    scn.add_argument("--scenario", default=None, help="scenario file or builtin:NAME")
+    scn.add_argument("--launcher", default=None, help="the [[launchers]] id to play")
+    scn.add_argument("--epoch-ns", type=int, default=None, help="UTC ns of scenario time 0 (default: now)")
+    scn.add_argument("--speed", type=float, default=1.0, help="scenario seconds per wall second")
+    p.add_argument("--transport", choices=("can", "serial"), default=None, help="default: can")
+    p.add_argument("--interface", default=None, help="python-can interface (CAN FD); default: virtual")
+    p.add_argument("--channel", default=None, help="python-can channel; default: hilgw-launcher")
+    p.add_argument("--id-offset", type=int, default=None)
+    p.add_argument("--launcher-id", type=int, default=None, help="id on the wire; default: 1")
     p.add_argument("--key", type=_key, action="append", default=[], metavar="ID:HEX")
-    p.add_argument("--heartbeat-hz", type=float, default=2.0)
+    p.add_argument("--heartbeat-hz", type=float, default=None, help="default: 2")
     p.add_argument("--max-window-s", type=float, default=60.0)
     p.add_argument("--state", choices=("ready", "not_ready", "fault"), default="ready")
     p.add_argument("--no-ack", action="store_true", help="never answer cues")
@@ -273,11 +464,59 @@ def build_parser() -> argparse.ArgumentParser:
         "--nack", choices=[r.name.lower() for r in NackReason if r is not NackReason.NONE], default=None
     )
     p.add_argument("--silent-heartbeat", action="store_true", help="send no heartbeat")
+    p.add_argument("--no-events", action="store_true", help="no stdout line per cue (counted at stop)")
     p.add_argument("--duration", type=float, default=0.0, help="seconds to run (0: until SIGTERM)")
     return p
 
 
-async def _main(ns: argparse.Namespace) -> int:
+def resolve(ns: argparse.Namespace) -> tuple[argparse.Namespace, LauncherFaults | None]:
+    """Fill the options left unset from the scenario's launcher (or the defaults); its fault timeline.
+
+    Raises :class:`ConfigError` naming the scenario key that is missing or wrong.
+    """
+    faults = None
+    if ns.scenario is not None:
+        from sim_devices.scenario import resolve_scenario
+
+        scenario = resolve_scenario(ns.scenario)
+        if not ns.launcher:
+            raise ConfigError("--launcher", "which [[launchers]] id to play, with --scenario")
+        try:
+            lc = scenario.launcher(ns.launcher)
+        except KeyError:
+            raise ConfigError("--launcher", f"no launcher {ns.launcher!r} in the scenario") from None
+        where = f"launchers[{lc.id}]"
+        ns.transport = ns.transport or lc.transport
+        if ns.transport == "can" and ns.interface is None:
+            if lc.can is None:
+                raise ConfigError(f"{where}.can", "a CAN launcher needs can = {interface, channel} to run")
+            if not lc.can.fd:
+                raise ConfigError(f"{where}.can.fd", "the launcher ICD runs on CAN FD (fd = true)")
+            ns.interface, ns.channel = lc.can.interface, lc.can.channel
+            ns.id_offset = lc.can.id_offset if ns.id_offset is None else ns.id_offset
+        if ns.launcher_id is None:
+            ns.launcher_id = scenario.launcher_wire_id(lc.id)
+        if ns.heartbeat_hz is None:
+            ns.heartbeat_hz = lc.heartbeat_hz
+        if not ns.key:
+            ns.key = sorted(load_keys(lc.keys, where=f"{where}.keys").items())
+        epoch_ns = ns.epoch_ns if ns.epoch_ns is not None else time.time_ns()
+        seed = (scenario.scenario.seed * 1_000_003 + sum(lc.id.encode())) & 0xFFFFFFFF
+        faults = LauncherFaults(
+            FaultSchedule.of(scenario, lc.id), epoch_ns=epoch_ns, speed=ns.speed, seed=seed
+        )
+    ns.transport = ns.transport or "can"
+    ns.interface = ns.interface or "virtual"
+    ns.channel = ns.channel or "hilgw-launcher"
+    ns.id_offset = ns.id_offset or 0
+    ns.launcher_id = 1 if ns.launcher_id is None else ns.launcher_id
+    ns.heartbeat_hz = 2.0 if ns.heartbeat_hz is None else ns.heartbeat_hz
+    if ns.heartbeat_hz <= 0 or ns.ack_delay < 0 or ns.speed <= 0:
+        raise ConfigError("--heartbeat-hz", "--heartbeat-hz and --speed must be > 0, --ack-delay >= 0")
+    return ns, faults
+
+
+async def _main(ns: argparse.Namespace, faults: LauncherFaults | None) -> int:
     behaviour = Behaviour(
         no_ack=ns.no_ack,
         ack_delay_s=ns.ack_delay,
@@ -289,7 +528,7 @@ async def _main(ns: argparse.Namespace) -> int:
     link: _Link
     if ns.transport == "can":
         cfg = CanTransportConfig(kind="can", interface=ns.interface, channel=ns.channel, fd=True)
-        transport = CanTransport(cfg)
+        transport = EmulatorCanTransport(cfg)
         try:
             await transport.open()
         except TransportError as exc:
@@ -299,7 +538,12 @@ async def _main(ns: argparse.Namespace) -> int:
             transport, LauncherCanCodec(Role.DEVICE, launcher_id=ns.launcher_id, id_offset=ns.id_offset)
         )
     else:
-        link = PtyLink(LauncherSerialCodec(Role.DEVICE, launcher_id=ns.launcher_id))
+        unplugs = faults is not None and "serial_unplug" in faults.schedule.kinds()
+        link = PtyLink(
+            LauncherSerialCodec(Role.DEVICE, launcher_id=ns.launcher_id),
+            stable_link=unplugs,
+            mutate=faults.mutate if faults is not None and faults.schedule else None,
+        )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -310,32 +554,44 @@ async def _main(ns: argparse.Namespace) -> int:
         {
             "event": "ready",
             "device": "launcher",
+            "launcher": ns.launcher,
             "transport": ns.transport,
             "launcher_id": ns.launcher_id,
             **link.ready_info(),
+            **({"interface": ns.interface, "channel": ns.channel} if ns.transport == "can" else {}),
             "pid": os.getpid(),
         }
     )
     rc = 0
     try:
-        await serve(emu, link, stop, ns.heartbeat_hz)
+        await serve(emu, link, stop, ns.heartbeat_hz, faults, events=not ns.no_events)
     except TransportError as exc:
         print(f"launcher_emulator: {exc}", file=sys.stderr)
         rc = 3
     finally:
         await link.close()
-        _emit({"event": "stopped", "device": "launcher", "highest_sequence": emu.validator.highest_sequence})
+        _emit(
+            {
+                "event": "stopped",
+                "device": "launcher",
+                "launcher": ns.launcher,
+                "highest_sequence": emu.validator.highest_sequence,
+                "verdicts": dict(emu.verdicts),
+                **{f"fault_{k}": v for k, v in sorted((faults.counts if faults else {}).items())},
+            }
+        )
     return rc
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
-    ns = build_parser().parse_args(argv)
-    if ns.heartbeat_hz <= 0 or ns.ack_delay < 0:
-        print("launcher_emulator: --heartbeat-hz must be > 0 and --ack-delay >= 0", file=sys.stderr)
+    try:
+        ns, faults = resolve(build_parser().parse_args(argv))
+    except HilgwError as exc:
+        print(f"launcher_emulator: {exc}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(_main(ns))
+        return asyncio.run(_main(ns, faults))
     except KeyboardInterrupt:
         return 130
 

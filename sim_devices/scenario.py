@@ -481,6 +481,13 @@ class Scenario(_Model):
                 return s.wire_id if s.wire_id is not None else i + 1
         raise KeyError(sensor_id)
 
+    def launcher_wire_id(self, launcher: str) -> int:
+        """The launcher id ``launcher`` answers to on the wire (``launcher_id`` or 1 + its index)."""
+        for i, lc in enumerate(self.launchers):
+            if lc.id == launcher:
+                return lc.launcher_id if lc.launcher_id is not None else i + 1
+        raise KeyError(launcher)
+
     def geometry(self, sensor_id: str) -> SensorGeometry:
         """The sensor's site geometry (origin, ECEF -> forward/right/up)."""
         st = self.site(self.sensor(sensor_id).site)

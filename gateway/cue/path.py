@@ -36,7 +36,7 @@ from gateway.cue.config import CueConfig
 from gateway.cue.core import CueCore
 from gateway.cue.keys import KeyRing, load_keys
 from gateway.cue.link import Ack, Heartbeat, LauncherEvent, LauncherLink, LinkState
-from gateway.outputs.mqtt import publish, raise_if_cancelling, tls_context
+from gateway.outputs.mqtt import cancel_safe, publish, tls_context
 from hilgw.errors import HilgwError
 from hilgw.v1 import cue_pb2, health_pb2, track_pb2
 
@@ -303,9 +303,8 @@ class CuePath:
                     tls_context=tls_context(c.tls) if c.tls is not None else None,
                 ) as client:
                     delay = c.reconnect_initial_s
-                    await client.subscribe(self.topics.authority_command, qos=1)
-                    await client.subscribe(self.topics.cue_command, qos=1)
-                    raise_if_cancelling()
+                    await cancel_safe(client.subscribe(self.topics.authority_command, qos=1))
+                    await cancel_safe(client.subscribe(self.topics.cue_command, qos=1))
                     if self.core is not None:  # the retained state is current after a reconnect
                         self._enqueue_mqtt(Publish("authority", self.core.authority_state(), retain=True))
                         self._enqueue_mqtt(Publish("cues", self.core.cue_list(), retain=True))

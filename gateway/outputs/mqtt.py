@@ -20,7 +20,9 @@ import random
 import ssl
 import time
 from collections import Counter, deque
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import aiomqtt
 
@@ -63,30 +65,34 @@ class Topics:
         return f"{self.base}/status"
 
 
+_T = TypeVar("_T")
+
+
+async def cancel_safe(aw: Awaitable[_T]) -> _T:
+    """Await ``aw`` in a task of its own, so that a cancel of the caller always raises here.
+
+    aiomqtt waits for PUBACK and SUBACK with ``asyncio.wait_for``, which on
+    Python 3.11 returns normally when a cancel arrives in the same loop
+    iteration as the answer (CPython gh-86296). A loop around such a call then
+    runs on, and the TaskGroup or shutdown waiting for it waits for ever (seen
+    on a loaded machine: a cue path that never stopped). Through ``shield`` the
+    caller's cancel raises at once; the inner call is cancelled as well, and
+    whatever it does with that no longer matters. ``task.cancelling()`` cannot
+    tell a swallowed cancel on 3.11: a TaskGroup whose child failed leaves it raised.
+    """
+    inner = asyncio.ensure_future(aw)
+    try:
+        return await asyncio.shield(inner)
+    except asyncio.CancelledError:
+        inner.cancel()
+        raise
+
+
 async def publish(
     client: aiomqtt.Client, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False
 ) -> None:
-    """``client.publish`` that never swallows a cancellation of the calling task.
-
-    aiomqtt waits for the PUBACK with ``asyncio.wait_for``, which on Python
-    3.11 returns normally when a cancel arrives in the same loop iteration as
-    the PUBACK (CPython gh-86296). A pump loop would then run on, and the
-    TaskGroup (or shutdown) waiting for it would wait for ever; seen on a
-    loaded machine as a cue path that never stopped. The cancel is re-raised here.
-    """
-    await client.publish(topic, payload, qos=qos, retain=retain)
-    raise_if_cancelling()
-
-
-def raise_if_cancelling() -> None:
-    """Re-raise a cancel of the current task that an aiomqtt call swallowed (see :func:`publish`).
-
-    Call it after ``async with aiomqtt.Client(...)`` connects and after
-    ``subscribe``: both wait with ``asyncio.wait_for`` too.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
+    """``client.publish`` through :func:`cancel_safe`."""
+    await cancel_safe(client.publish(topic, payload, qos=qos, retain=retain))
 
 
 def tls_context(tls: MqttTlsConfig) -> ssl.SSLContext:
@@ -162,7 +168,6 @@ class MqttPublisher:
                     will=aiomqtt.Will(self.topics.status, b"offline", qos=1, retain=True),
                     tls_context=context,
                 ) as client:
-                    raise_if_cancelling()
                     self.connected = True
                     self.connects += 1
                     delay = c.reconnect_initial_s

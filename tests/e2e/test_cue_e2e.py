@@ -18,18 +18,13 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from gateway.bus import Topic
 from gateway.cli import main as cli_main
-from gateway.config import GatewayConfig, load_config
+from gateway.config import load_config
 from gateway.cue.audit import read_records, verify_file
-from gateway.cue.driver_link import DriverLink
-from gateway.cue.path import CuePath
-from gateway.devices.base import DriverContext
-from gateway.devices.launcher import LauncherDriver
-from gateway.health import DeviceStats
-from hilgw.v1 import cue_pb2, track_pb2
+from hilgw.v1 import cue_pb2
 from tests.conftest import Mosquitto
-from tests.unit.cue_support import OP_SECRET, authority_command, make_batch, make_track
+from tests.e2e.cue_rig import Rig, wait_for
+from tests.unit.cue_support import OP_SECRET, authority_command
 
 pytestmark = pytest.mark.e2e
 
@@ -137,61 +132,6 @@ async def cli(*args: str) -> tuple[int, str]:
         return rc, buf.getvalue()
 
     return await asyncio.to_thread(run)
-
-
-class Rig:
-    """The gateway side: the launcher driver task and a cue path task."""
-
-    def __init__(self, cfg: GatewayConfig) -> None:
-        self.cfg = cfg
-        self.tracks: Topic[track_pb2.TrackBatch] = Topic("tracks")
-        dev = cfg.devices[0]
-        ctx = DriverContext(
-            cfg.gateway_id, Topic("reports"), Topic("raw"), DeviceStats(dev.id, "launcher", "serial")
-        )
-        self.driver = LauncherDriver(dev, ctx)
-        self.driver_task = asyncio.create_task(self.driver.run())
-        self.path: CuePath | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.feeder = asyncio.create_task(self._feed())
-
-    def start_path(self) -> CuePath:
-        assert self.cfg.cue is not None
-        self.path = CuePath(self.cfg.cue, self.cfg.gateway_id, tracks=self.tracks, mqtt=self.cfg.mqtt)
-        self.path.add_link(DriverLink("L1", self.driver, self.path.launcher_event))
-        self.task = asyncio.create_task(self.path.run())
-        return self.path
-
-    async def stop_path(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-
-    async def _feed(self) -> None:
-        import time
-
-        while True:  # a confirmed track in L1's volume, 5 Hz
-            t = time.time_ns()
-            self.tracks.publish(make_batch([make_track(7, t_ns=t)], t))
-            await asyncio.sleep(0.2)
-
-    async def close(self) -> None:
-        # Bounded: a task that does not end on cancel fails the test here
-        # instead of hanging it until pytest-timeout.
-        async with asyncio.timeout(10):
-            await self.stop_path()
-            for t in (self.feeder, self.driver_task):
-                t.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
-
-
-async def wait_for(cond: Any, limit_s: float = 8.0) -> None:
-    async with asyncio.timeout(limit_s):
-        # Polling on purpose: the conditions read another process's output.
-        while not cond():  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
 
 
 async def test_cue_path_end_to_end(mosquitto: Mosquitto, tmp_path: Path) -> None:

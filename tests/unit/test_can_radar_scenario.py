@@ -32,12 +32,8 @@ from gateway.supervisor import Gateway
 from gateway.transports.can import CAN_ERR_BUSOFF
 from hilgw.errors import ConfigError
 from hilgw.v1 import health_pb2
-from sim_devices.can_radar_emulator import (
-    CanRadarEmulator,
-    EmulatorCanTransport,
-    build_parser,
-    resolve_bus,
-)
+from sim_devices.can_device import EmulatorCanTransport
+from sim_devices.can_radar_emulator import CanRadarEmulator, build_parser, resolve_bus
 from sim_devices.emulate_all import start_sensor_emulator
 from sim_devices.scenario import _WIRE_LIMITS, FAULT_TARGETS, load_scenario, parse_scenario
 
