@@ -20,8 +20,12 @@ pty, socket or UDP port exactly as it would from hardware:
   scenario). The bus must cross processes: ``socketcan`` on a ``vcan``, or
   ``udp_multicast`` inside a network namespace; ``virtual`` does not (logged).
 
-Launchers of the scenario (``[[launchers]]``) are not started here: their
-emulator needs the cue keys and bus the gateway's ``[cue]`` config names.
+* launchers (``[[launchers]]``) that the gateway's ``[cue]`` section cues (a
+  ``[[cue.launchers]]`` entry with the launcher's id): ``python -m
+  sim_devices.launcher_emulator --scenario F --launcher ID`` on a pty or on the
+  launcher's ``can`` bus -> one ``launcher`` device (its wire id, and the
+  scenario's ``keys`` specs as ``cue_keys``, signing with the lowest key id).
+  A launcher the gateway does not cue is not started.
 
 A ``[[devices]]`` block with a sensor's id replaces its emulator (that is how
 one device is swapped for real hardware); for an asterix sensor it replaces
@@ -49,9 +53,13 @@ NAV_SUFFIX = "-nav"
 
 
 class EmulatedDevices:
-    def __init__(self, config: EmulationConfig, overridden: set[str]) -> None:
+    def __init__(
+        self, config: EmulationConfig, overridden: set[str], cued_launchers: frozenset[str] = frozenset()
+    ) -> None:
         self.config = config
         self.overridden = overridden
+        #: Ids of the ``[[cue.launchers]]``: the scenario launchers to start.
+        self.cued_launchers = cued_launchers
         self.processes: list[Any] = []
         self.epoch_ns = 0
         #: The truth publisher, once :meth:`start_truth` ran.
@@ -68,9 +76,9 @@ class EmulatedDevices:
         scenario = resolve_scenario(self.config.scenario)
         wanted = set(self.config.only) if self.config.only else None
         if wanted is not None:
-            unknown = wanted - {s.id for s in scenario.sensors}
+            unknown = wanted - {s.id for s in scenario.sensors} - {lc.id for lc in scenario.launchers}
             if unknown:
-                raise ConfigError("emulation.only", f"no such sensor(s) in the scenario: {sorted(unknown)}")
+                raise ConfigError("emulation.only", f"no such device(s) in the scenario: {sorted(unknown)}")
         self.epoch_ns = time.time_ns()
         chosen = []
         for sensor in scenario.sensors:
@@ -129,6 +137,54 @@ class EmulatedDevices:
                     "emulation: %s on udp %s, own ship on udp %s (pid %s)",
                     sensor.id, ready["asterix"][1], ready["nmea"][1], proc.pid,
                 )  # fmt: skip
+        devices += self._launchers(scenario, wanted)
+        return devices
+
+    def _launchers(self, scenario: Any, wanted: set[str] | None) -> list[DeviceConfig]:
+        """Start the emulators of the scenario launchers the gateway cues; their device blocks."""
+        from sim_devices.emulate_all import start_launcher_emulator
+
+        devices: list[DeviceConfig] = []
+        for lc in scenario.launchers:
+            if lc.id not in self.cued_launchers or lc.id in self.overridden:
+                continue
+            if wanted is not None and lc.id not in wanted:
+                continue
+            where = f"launchers[{lc.id}]"
+            if not lc.keys:
+                raise ConfigError(f"{where}.keys", "a launcher the gateway cues needs at least one key")
+            if lc.transport == "can" and lc.can is None:
+                raise ConfigError(
+                    f"{where}.can", "a CAN launcher needs can = {interface, channel, fd = true}"
+                )
+            proc = start_launcher_emulator(
+                self.config.scenario, lc.id, epoch_ns=self.epoch_ns, speed=self.config.speed
+            )
+            self.processes.append(proc)
+            if lc.transport == "serial":
+                transport: dict[str, Any] = {"kind": "serial", "url": proc.ready["path"], "baudrate": 921600}
+            else:
+                transport = {
+                    "kind": "can",
+                    "interface": lc.can.interface,
+                    "channel": lc.can.channel,
+                    "fd": True,
+                    **({"bitrate": lc.can.bitrate} if lc.can.bitrate else {}),
+                }
+            devices.append(
+                DeviceConfig.model_validate(
+                    {
+                        "id": lc.id,
+                        "protocol": "launcher",
+                        "transport": transport,
+                        "launcher_id": scenario.launcher_wire_id(lc.id),
+                        "cue_key_id": min(lc.keys),
+                        "cue_keys": dict(lc.keys),
+                        "can_id_offset": lc.can.id_offset if lc.can is not None else 0,
+                    }
+                )
+            )
+            log.info("emulation: launcher %s on %s (pid %s)", lc.id, transport.get("url", "can"), proc.pid)
         return devices
 
     @staticmethod

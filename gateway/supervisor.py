@@ -95,7 +95,10 @@ class Gateway:
         self.started_mono = time.monotonic()
         devices = list(cfg.devices)
         if cfg.emulation is not None:
-            self.emulation = EmulatedDevices(cfg.emulation, overridden={d.id for d in devices})
+            cued = frozenset(lc.id for lc in cfg.cue.launchers) if cfg.cue is not None else frozenset()
+            self.emulation = EmulatedDevices(
+                cfg.emulation, overridden={d.id for d in devices}, cued_launchers=cued
+            )
             self._stack.push_async_callback(self.emulation.stop)
             devices += await self.emulation.start()
         self.devices = [d for d in devices if d.enabled]

@@ -500,6 +500,11 @@ def resolve(ns: argparse.Namespace) -> tuple[argparse.Namespace, LauncherFaults 
             ns.heartbeat_hz = lc.heartbeat_hz
         if not ns.key:
             ns.key = sorted(load_keys(lc.keys, where=f"{where}.keys").items())
+        if not ns.key:
+            print(
+                f"launcher_emulator: warning: {where}.keys is empty: every cue is nacked UNKNOWN_KEY",
+                file=sys.stderr,
+            )
         epoch_ns = ns.epoch_ns if ns.epoch_ns is not None else time.time_ns()
         seed = (scenario.scenario.seed * 1_000_003 + sum(lc.id.encode())) & 0xFFFFFFFF
         faults = LauncherFaults(
