@@ -357,12 +357,14 @@ class BallisticTarget(_Model):
 
 
 class LauncherConfig(_Model):
-    """``[[launchers]]``: a launcher interface on a land site or a ship (scenario data).
+    """``[[launchers]]``: a launcher interface on a land site or a ship.
 
     ``transport`` is how its interface is wired (docs/icd/launcher.md: CAN or
-    serial); the coverage volume is where it can be cued (a polar volume like
-    a sensor's, about the site, north-referenced). This is bench data for the
-    cue path's rules, not a model of any weapon's performance.
+    serial), ``can``/``keys``/``heartbeat_hz`` what its emulator
+    (sim_devices/launcher_emulator.py) runs with; the coverage volume is where
+    it can be cued (a polar volume like a sensor's, about the site,
+    north-referenced). Bench data for the cue path, not a model of any
+    weapon's performance.
     """
 
     id: str = Field(pattern=_ID)
@@ -435,7 +437,7 @@ class Scenario(_Model):
     targets: list[TargetConfig] = Field(default_factory=list)
     #: Ships carrying "asterix" sensors (sim_devices/frigate_emulator.py).
     ships: list[ShipConfig] = Field(default_factory=list)
-    #: Launcher interfaces (scenario data for the cue path; see LauncherConfig).
+    #: Launcher interfaces (their emulators and the cue path's bench data; see LauncherConfig).
     launchers: list[LauncherConfig] = Field(default_factory=list)
     #: The fault timeline (sim_devices/faults.py applies it in the emulators).
     faults: list[FaultConfig] = Field(default_factory=list, max_length=10_000)
