@@ -40,6 +40,7 @@ import os
 import signal
 import sys
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -487,13 +488,15 @@ def resolve(ns: argparse.Namespace) -> tuple[argparse.Namespace, LauncherFaults 
             raise ConfigError("--launcher", f"no launcher {ns.launcher!r} in the scenario") from None
         where = f"launchers[{lc.id}]"
         ns.transport = ns.transport or lc.transport
-        if ns.transport == "can" and ns.interface is None:
-            if lc.can is None:
-                raise ConfigError(f"{where}.can", "a CAN launcher needs can = {interface, channel} to run")
+        if ns.transport == "can" and lc.can is not None:
             if not lc.can.fd:
                 raise ConfigError(f"{where}.can.fd", "the launcher ICD runs on CAN FD (fd = true)")
-            ns.interface, ns.channel = lc.can.interface, lc.can.channel
+            # Each option given on the command line wins on its own.
+            ns.interface = ns.interface or lc.can.interface
+            ns.channel = ns.channel or lc.can.channel
             ns.id_offset = lc.can.id_offset if ns.id_offset is None else ns.id_offset
+        elif ns.transport == "can" and ns.interface is None:
+            raise ConfigError(f"{where}.can", "a CAN launcher needs can = {interface, channel} to run")
         if ns.launcher_id is None:
             ns.launcher_id = scenario.launcher_wire_id(lc.id)
         if ns.heartbeat_hz is None:
@@ -506,7 +509,7 @@ def resolve(ns: argparse.Namespace) -> tuple[argparse.Namespace, LauncherFaults 
                 file=sys.stderr,
             )
         epoch_ns = ns.epoch_ns if ns.epoch_ns is not None else time.time_ns()
-        seed = (scenario.scenario.seed * 1_000_003 + sum(lc.id.encode())) & 0xFFFFFFFF
+        seed = (scenario.scenario.seed * 1_000_003 + zlib.crc32(lc.id.encode())) & 0xFFFFFFFF
         faults = LauncherFaults(
             FaultSchedule.of(scenario, lc.id), epoch_ns=epoch_ns, speed=ns.speed, seed=seed
         )
@@ -516,8 +519,13 @@ def resolve(ns: argparse.Namespace) -> tuple[argparse.Namespace, LauncherFaults 
     ns.id_offset = ns.id_offset or 0
     ns.launcher_id = 1 if ns.launcher_id is None else ns.launcher_id
     ns.heartbeat_hz = 2.0 if ns.heartbeat_hz is None else ns.heartbeat_hz
-    if ns.heartbeat_hz <= 0 or ns.ack_delay < 0 or ns.speed <= 0:
-        raise ConfigError("--heartbeat-hz", "--heartbeat-hz and --speed must be > 0, --ack-delay >= 0")
+    for key, bad in (
+        ("--heartbeat-hz", ns.heartbeat_hz <= 0),
+        ("--speed", ns.speed <= 0),
+        ("--ack-delay", ns.ack_delay < 0),
+    ):
+        if bad:
+            raise ConfigError(key, "must be > 0" if key != "--ack-delay" else "must be >= 0")
     return ns, faults
 
 
