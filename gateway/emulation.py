@@ -164,13 +164,7 @@ class EmulatedDevices:
             if lc.transport == "serial":
                 transport: dict[str, Any] = {"kind": "serial", "url": proc.ready["path"], "baudrate": 921600}
             else:
-                transport = {
-                    "kind": "can",
-                    "interface": lc.can.interface,
-                    "channel": lc.can.channel,
-                    "fd": True,
-                    **({"bitrate": lc.can.bitrate} if lc.can.bitrate else {}),
-                }
+                transport = _can_transport(lc.can, fd=True)  # the launcher ICD is CAN FD
             devices.append(
                 DeviceConfig.model_validate(
                     {
@@ -189,20 +183,12 @@ class EmulatedDevices:
 
     @staticmethod
     def _serial_radar(scenario: Any, sensor_id: str, url: str) -> DeviceConfig:
-        site = scenario.site(scenario.sensor(sensor_id).site)
         return DeviceConfig.model_validate(
             {
                 "id": sensor_id,
                 "protocol": "serial_radar",
                 "transport": {"kind": "serial", "url": url, "baudrate": 921600},
-                "site": SiteConfig(
-                    lat_deg=site.lat_deg,
-                    lon_deg=site.lon_deg,
-                    alt_m=site.alt_m,
-                    yaw_deg=site.yaw_deg,
-                    pitch_deg=site.pitch_deg,
-                    roll_deg=site.roll_deg,
-                ),
+                "site": _site(scenario, sensor_id),
                 "wire_sensor_id": scenario.wire_id(sensor_id),
             }
         )
@@ -210,30 +196,13 @@ class EmulatedDevices:
     @staticmethod
     def _can_radar(scenario: Any, sensor_id: str) -> DeviceConfig:
         """The ``can_radar`` device block reading the bus of the sensor's ``can`` block."""
-        s = scenario.sensor(sensor_id)
-        site = scenario.site(s.site)
-        bus = s.can
-        transport: dict[str, Any] = {
-            "kind": "can",
-            "interface": bus.interface,
-            "channel": bus.channel,
-            "fd": bus.fd,
-        }
-        if bus.bitrate is not None:
-            transport["bitrate"] = bus.bitrate
+        bus = scenario.sensor(sensor_id).can
         return DeviceConfig.model_validate(
             {
                 "id": sensor_id,
                 "protocol": "can_radar",
-                "transport": transport,
-                "site": SiteConfig(
-                    lat_deg=site.lat_deg,
-                    lon_deg=site.lon_deg,
-                    alt_m=site.alt_m,
-                    yaw_deg=site.yaw_deg,
-                    pitch_deg=site.pitch_deg,
-                    roll_deg=site.roll_deg,
-                ),
+                "transport": _can_transport(bus, fd=bus.fd),
+                "site": _site(scenario, sensor_id),
                 "wire_sensor_id": scenario.wire_id(sensor_id),
                 "can_id_offset": bus.id_offset,
             }
@@ -297,3 +266,24 @@ class EmulatedDevices:
         if procs:
             # All at once: each stop() may wait for its child to exit.
             await asyncio.gather(*(asyncio.to_thread(p.stop) for p in procs))
+
+
+def _site(scenario: Any, sensor_id: str) -> SiteConfig:
+    """The gateway ``site`` block of a scenario sensor (position and orientation of its site)."""
+    st = scenario.site(scenario.sensor(sensor_id).site)
+    return SiteConfig(
+        lat_deg=st.lat_deg,
+        lon_deg=st.lon_deg,
+        alt_m=st.alt_m,
+        yaw_deg=st.yaw_deg,
+        pitch_deg=st.pitch_deg,
+        roll_deg=st.roll_deg,
+    )
+
+
+def _can_transport(bus: Any, *, fd: bool) -> dict[str, Any]:
+    """The gateway ``transport`` block reading a scenario ``can`` bus."""
+    out: dict[str, Any] = {"kind": "can", "interface": bus.interface, "channel": bus.channel, "fd": fd}
+    if bus.bitrate is not None:
+        out["bitrate"] = bus.bitrate
+    return out
