@@ -2,14 +2,15 @@
 that ``hilgw emulate --scenario F --only ID`` starts, show in the gateway's
 cue path, and the cue path recovers after each.
 
-The launcher (serial, on a pty) has a silent heartbeat window and then a nack
-window on the scenario clock. The gateway side is a launcher driver and a cue
+The launcher (serial, on a pty) has a silent heartbeat window, a nack window
+and a no-ack window on the scenario clock. The gateway side is a launcher driver and a cue
 path in AUTO_CUE, fed with a confirmed track in the launcher's volume whose id
 changes every 1.5 s (so a fresh cue is due every 1.5 s). The audit log shows:
 cues acked before the faults; the heartbeat loss inhibiting the launcher
 (and not one cue sent while inhibited); acks again after it; nacks NOT_READY
-in the nack window; acks again after that. The emulator's stopped line counts
-what each fault did.
+in the nack window; acks again after that; ack time-outs and audited resends
+in the no-ack window, and acks again after it. The emulator's stopped line
+counts what each fault did.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ KEY_ENV = "HILGW_TEST_LAUNCHER_WIRE_KEY"
 HB_TIMEOUT_S = 0.5
 SILENT = (3.0, 5.5)  # scenario seconds [start, end)
 NACK = (7.5, 9.5)
-END_S = 11.5
+NO_ACK = (12.0, 14.5)
+END_S = 16.5
 TRACK_PERIOD_S = 1.5
 
 SCENARIO = f"""
@@ -72,6 +74,12 @@ device = "lnch-s"
 kind = "launcher_nack"
 start_s = {NACK[0]}
 duration_s = {NACK[1] - NACK[0]}
+
+[[faults]]
+device = "lnch-s"
+kind = "launcher_no_ack"
+start_s = {NO_ACK[0]}
+duration_s = {NO_ACK[1] - NO_ACK[0]}
 """
 
 
@@ -196,11 +204,22 @@ async def test_launcher_faults_from_the_scenario_reach_the_cue_path(
     assert nacked
     assert {r["data"]["reason_code"] for r in nacked} == {7}, nacked  # NOT_READY
     assert not at(recs, "nacked", 0.0, NACK[0], epoch_ns)
-    assert at(recs, "acked", NACK[1] + 0.1, END_S + 1, epoch_ns)
+    assert at(recs, "acked", NACK[1] + 0.1, NO_ACK[0], epoch_ns)
+
+    # No ack: the cue path times out and resends (each resend audited as one),
+    # no ack arrives during the window; acks again after it.
+    assert at(recs, "ack_timeout", NO_ACK[0], NO_ACK[1] + 0.6, epoch_ns)
+    assert at(recs, "cue_resent", NO_ACK[0], NO_ACK[1] + 0.6, epoch_ns)
+    assert not at(recs, "ack_timeout", 0.0, NO_ACK[0], epoch_ns)
+    sent_in_window = at(recs, "cue_sent", NO_ACK[0], NO_ACK[1], epoch_ns)
+    assert sent_in_window
+    assert not at(recs, "acked", NO_ACK[0] + 0.1, NO_ACK[1], epoch_ns), "an ack came during the no-ack window"
+    assert at(recs, "acked", NO_ACK[1], END_S + 1, epoch_ns)
 
     stopped = json.loads(out.splitlines()[-1])
     counters = stopped["devices"]["lnch-s"]
     assert counters["fault_heartbeats_silenced"] > 0
+    assert counters["fault_acks_withheld"] >= len(sent_in_window)
     assert counters["verdicts"].get("cue:NOT_READY", 0) == len(nacked)
     assert counters["verdicts"].get("cue:NONE", 0) >= 3
 
