@@ -300,7 +300,12 @@ class Recorder:
                 sensor_ids = sensor_ids if sensor_ids is not None else self.sensor_ids()
                 seq = n.reports_seq[r.device_id] = n.reports_seq.get(r.device_id, 0) + 1
                 rep = reports_to_proto(
-                    r.reports, sensor_ids, r.receive_time_ns, self.gateway_id, batch_sequence=seq
+                    r.reports,
+                    sensor_ids,
+                    r.receive_time_ns,
+                    self.gateway_id,
+                    batch_sequence=seq,
+                    source=r.source,
                 )
                 records.append((topic_reports(r.device_id), rep, r.receive_time_ns, seq))
             elif kind == "tracks":

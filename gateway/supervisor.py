@@ -282,7 +282,9 @@ class Gateway:
             mqtt.enqueue(Outgoing(topics.health(h.device_id), h.SerializeToString(), 1, True, "health"))
         sensor_ids = self.fusion.sensor_ids
         for r in reports:
-            msg = reports_to_proto(r.reports, sensor_ids, r.receive_time_ns, self.config.gateway_id)
+            msg = reports_to_proto(
+                r.reports, sensor_ids, r.receive_time_ns, self.config.gateway_id, source=r.source
+            )
             mqtt.enqueue(Outgoing(topics.reports(r.device_id), msg.SerializeToString(), kind="reports"))
 
     # --- recording, metrics, web display (issue 7) ---------------------------------

@@ -6,6 +6,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
+
 from gateway.bus import Topic
 from gateway.config import DeviceConfig
 from gateway.fusion.api import ReportArrays
@@ -19,6 +22,10 @@ class ReportsIn:
     device_id: str
     receive_time_ns: int
     reports: ReportArrays
+    #: The decoded wire rows the reports were normalised from (same rows, same
+    #: order), when the codec has them: they carry what ``ReportArrays`` does
+    #: not, the wire sequence and angle rates (see normalise.reports_to_proto).
+    source: npt.NDArray[np.void] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,7 @@ class PolarRadarDriver(DeviceDriver):
         if len(arr):
             reports = normalise_polar(self.geometry, self.ctx.sensor_index, arr)
             stats.reports_out += len(arr)
-            self.ctx.reports.publish(ReportsIn(self.config.id, t_rx, reports))
+            self.ctx.reports.publish(ReportsIn(self.config.id, t_rx, reports, source=arr))
 
     def apply_status(self, event: Status, t_rx: int) -> None:
         """The device's own STATUS becomes the device state in health."""

@@ -16,7 +16,7 @@ import pytest
 
 from gateway.config import parse_config
 from gateway.supervisor import Gateway
-from hilgw.v1 import health_pb2, track_pb2
+from hilgw.v1 import health_pb2, report_pb2, track_pb2
 from sim_devices.scenario import resolve_scenario
 from sim_devices.truth import truth_at
 from tests.conftest import Mosquitto
@@ -45,9 +45,11 @@ async def test_emulated_radar_tracks_reach_mqtt_and_match_truth(mosquitto: Mosqu
     scenario = resolve_scenario(scenario_file)
     batches: list[track_pb2.TrackBatch] = []
     health: list[health_pb2.DeviceHealth] = []
+    reports: list[report_pb2.SensorReportBatch] = []
     async with aiomqtt.Client("127.0.0.1", mosquitto.port) as sub:
         await sub.subscribe("hilgw/e2e/tracks")
         await sub.subscribe("hilgw/e2e/health/+", qos=1)
+        await sub.subscribe("hilgw/e2e/reports/radar-fwd")
         async with Gateway(cfg) as gw:
             assert gw.emulation is not None
             epoch_ns = gw.emulation.epoch_ns
@@ -57,6 +59,8 @@ async def test_emulated_radar_tracks_reach_mqtt_and_match_truth(mosquitto: Mosqu
                         payload = bytes(msg.payload)  # type: ignore[arg-type]
                         if msg.topic.matches("hilgw/e2e/tracks"):
                             batches.append(track_pb2.TrackBatch.FromString(payload))
+                        elif msg.topic.matches("hilgw/e2e/reports/+"):
+                            reports.append(report_pb2.SensorReportBatch.FromString(payload))
                         else:
                             health.append(health_pb2.DeviceHealth.FromString(payload))
             stats = gw.stats["radar-fwd"]
@@ -68,6 +72,17 @@ async def test_emulated_radar_tracks_reach_mqtt_and_match_truth(mosquitto: Mosqu
     seqs = [b.batch_sequence for b in batches]
     assert seqs == sorted(seqs)
     assert any(h.device_id == "radar-fwd" and h.state == health_pb2.DEVICE_STATE_UP for h in health)
+
+    # The reports on MQTT carry what the wire said: the radar's own sequence
+    # numbers (increasing, as sent) and its angle rates with their sigmas.
+    rows = [r for b in reports for r in b.reports]
+    assert len(rows) > 10
+    wire_seq = [r.sequence for r in rows]
+    assert all(q > 0 for q in wire_seq)
+    assert wire_seq == sorted(wire_seq)
+    assert all(r.polar.angular_rates_valid for r in rows)
+    assert any(r.polar.azimuth_rate_radps != 0.0 for r in rows)
+    assert all(r.polar.sigma_azimuth_rate_radps > 0.0 for r in rows)
 
     checked = 0
     for b in batches:
