@@ -129,6 +129,7 @@ class AsterixDriver(DeviceDriver):
             while True:
                 data, _ = await transport.recv()
                 t_rx = self.ctx.wall_ns()
+                self.note_transport_losses(transport)
                 self.ctx.raw.publish(RawFrame(self.config.id, "udp", t_rx, data))
                 self.feed_raw(data, t_rx)
 

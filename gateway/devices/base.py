@@ -13,6 +13,7 @@ from gateway.bus import Topic
 from gateway.config import DeviceConfig
 from gateway.fusion.api import ReportArrays
 from gateway.health import DeviceStats
+from gateway.transports.base import DatagramTransport
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,21 @@ class DeviceDriver:
     def __init__(self, config: DeviceConfig, ctx: DriverContext) -> None:
         self.config = config
         self.ctx = ctx
+        self._loss_transport: DatagramTransport | None = None
+        self._transport_lost = 0
 
     async def run(self) -> None:
         raise NotImplementedError
+
+    def note_transport_losses(self, transport: DatagramTransport) -> None:
+        """Count what the transport lost before this driver read it (``queue_overflow`` drops).
+
+        A datagram transport drops the oldest datagram when its queue is full
+        (the reader is behind); the device's health must say so.
+        """
+        if transport is not self._loss_transport:  # reopened after a restart: counts from 0
+            self._loss_transport, self._transport_lost = transport, 0
+        lost = transport.dropped - self._transport_lost
+        if lost > 0:
+            self.ctx.stats.drop("queue_overflow", lost)
+        self._transport_lost = transport.dropped

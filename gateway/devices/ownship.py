@@ -75,6 +75,10 @@ class _Series:
         return out, outside.astype(np.float64) * 1e-9
 
 
+#: HDT is ignored while a PASHR came within this long (HDT takes over when PASHR stops).
+_HDT_YIELDS_NS = 2_000_000_000
+
+
 class OwnShipStore:
     """Own-ship history and its interpolation at report times."""
 
@@ -85,6 +89,9 @@ class OwnShipStore:
         self.att = _Series(3)  # heading (unwrapped), pitch, roll rad
         self.samples_out_of_order = 0
         self.fixes_invalid = 0
+        #: HDT headings not used because a timed attitude source (PASHR) is present.
+        self.hdt_superseded = 0
+        self._timed_att_ns: int | None = None
         c = config
         if c.source is None and c.lat_deg is not None and c.lon_deg is not None:
             self.pos.add(0, [c.lat_deg * DEG, c.lon_deg * DEG, c.alt_m, c.sigma_horizontal_m])
@@ -110,6 +117,25 @@ class OwnShipStore:
             ok &= self.vel.add(
                 fix.t_ns, [fix.speed_mps * math.sin(fix.course_rad), fix.speed_mps * math.cos(fix.course_rad)]
             )
+        if fix.sentence == "PASHR":
+            last = self._timed_att_ns
+            if last is None or fix.t_ns - last >= _HDT_YIELDS_NS:
+                # Taking over from HDT: its receipt-stamped samples at or after
+                # this PASHR's own time give way to it.
+                while self.att.n and self.att.t[self.att.n - 1] >= fix.t_ns:
+                    self.att.n -= 1
+            self._timed_att_ns = fix.t_ns
+        elif (
+            fix.sentence == "HDT"
+            and self._timed_att_ns is not None
+            and fix.t_ns - self._timed_att_ns < _HDT_YIELDS_NS
+        ):
+            # HDT has no time of its own (stamped on receipt, later than the
+            # PASHR time of the same instant): mixed into one series it would
+            # push PASHR's heading, roll and pitch out as out-of-order. While
+            # PASHR flows it carries the heading, so HDT is redundant.
+            self.hdt_superseded += 1
+            return
         if fix.heading_rad is not None:
             hdg = fix.heading_rad
             if self.att.n:  # unwrap against the previous sample so interpolation takes the short way
@@ -243,6 +269,7 @@ class NmeaDriver(DeviceDriver):
             while True:
                 if isinstance(transport, DatagramTransport):
                     data, _ = await transport.recv()
+                    self.note_transport_losses(transport)
                 elif isinstance(transport, StreamTransport):
                     data = await transport.read()
                 else:
@@ -280,8 +307,14 @@ class NmeaDriver(DeviceDriver):
                     log.warning("%s: %s", self.config.id, ev.error)
                 continue
             before = self.store.fixes_invalid
+            late = self.store.samples_out_of_order
             self.store.update(ev)
             stats.device_time_ns = ev.t_ns
+            if self.store.samples_out_of_order != late:
+                # Older than what the store holds (a datagram overtaken, a
+                # clock step back): not interpolated, so counted as dropped.
+                stats.drop("out_of_order")
+                continue
             if self.store.fixes_invalid != before:
                 stats.drop("no_fix")
                 stats.set_state(health_pb2.DEVICE_STATE_DEGRADED, "GGA without a position fix")

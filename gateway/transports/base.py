@@ -67,6 +67,9 @@ class StreamTransport(Transport):
 class DatagramTransport(Transport):
     """Whole datagrams, each returned as it arrived."""
 
+    #: Datagrams lost before :meth:`recv` took them (a full queue), since open.
+    dropped: int = 0
+
     async def recv(self) -> tuple[bytes, Address]:
         raise NotImplementedError
 
