@@ -252,6 +252,14 @@ class DeviceConfig(_Model):
     def _radar_needs_site(self) -> DeviceConfig:
         if self.protocol in ("serial_radar", "can_radar") and self.site is None:
             raise ValueError(f"a {self.protocol} device needs a [site] block (lat_deg, lon_deg, alt_m)")
+        if self.protocol == "launcher" and self.transport.kind == "can":
+            from drivers.launcher.codec_can import MAX_ID_OFFSET
+
+            if self.can_id_offset > MAX_ID_OFFSET:
+                raise ValueError(
+                    f"can_id_offset {self.can_id_offset}: a launcher's highest DBC id plus it must stay "
+                    f"within 11 bits (at most {MAX_ID_OFFSET})"
+                )
         return self
 
 

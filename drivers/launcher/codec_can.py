@@ -30,6 +30,10 @@ __all__ = ["LauncherCanCodec"]
 _RAW_LIMIT = 512
 
 
+#: Largest ``id_offset``: every DBC id plus it must stay an 11-bit identifier.
+MAX_ID_OFFSET = 0x7FF - max(lay.frame_id for lay in (m.CANCEL, m.CUE, m.CUE_MAC, m.ACK, m.STATUS))
+
+
 class LauncherCanCodec:
     """Sans-I/O codec of the launcher interface on CAN FD.
 
@@ -49,6 +53,11 @@ class LauncherCanCodec:
     ) -> None:
         if not isinstance(role, Role):
             raise LocalProtocolError(f"role {role!r} is not a Role", field="role", value=role)
+        if not 0 <= id_offset <= MAX_ID_OFFSET:
+            raise LocalProtocolError(
+                f"id_offset {id_offset} puts launcher ids outside 11 bits (0..{MAX_ID_OFFSET})",
+                field="id_offset",
+            )
         self.role = role
         self.launcher_id = launcher_id
         self._keys = dict(keys or {})
