@@ -39,7 +39,15 @@ log = logging.getLogger(__name__)
 #: Drop reasons a driver counts for frames that decoded fine; every other
 #: reason comes from a codec's Rejected event (crc, framing, decode, range,
 #: sensor_id, ...) and counts as a decode error.
-NON_DECODE_DROPS = frozenset({"stale", "sequence_gap", "queue_full"})
+#: Engine counters (gateway/fusion/engine.py) -> the ``fate`` label of ``hilgw_fusion_reports``.
+_FUSION_FATES = {
+    "reports_in": "received",
+    "plots_used": "plot",
+    "sensor_tracks_used": "sensor_track",
+    "oos_used": "out_of_sequence",
+    "late_dropped": "dropped_late",
+}
+NON_DECODE_DROPS = frozenset({"stale", "sequence_gap", "queue_full", "queue_overflow", "out_of_order"})
 
 #: Device states in which a device counts as receiving (for /healthz).
 _RECEIVING = (health_pb2.DEVICE_STATE_UP, health_pb2.DEVICE_STATE_DEGRADED)
@@ -138,6 +146,22 @@ class _GatewayCollector(Collector):
         for status, n in sorted(gw.fusion.counts().items()):
             tracks.add_metric([_track_status(status)], n)
         yield tracks
+        # What became of the reports fusion took in (engine counters): used as
+        # plots or as sensor tracks, used out of sequence, or too late to use.
+        counters: dict[str, int] = getattr(gw.fusion.engine, "counters", {})
+        fates = CounterMetricFamily(
+            "hilgw_fusion_reports", "Reports by what fusion did with them", labels=["fate"]
+        )
+        for key, fate in _FUSION_FATES.items():
+            if key in counters:
+                fates.add_metric([fate], counters[key])
+        yield fates
+        if "held_for_later" in counters:
+            yield GaugeMetricFamily(
+                "hilgw_fusion_reports_held",
+                "Reports held for a later step (out-of-sequence window)",
+                value=counters["held_for_later"],
+            )
         steps = gw.fusion.step_seconds
         if steps:
             yield GaugeMetricFamily(

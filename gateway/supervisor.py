@@ -30,7 +30,7 @@ from gateway.normalise import reports_to_proto
 from gateway.outputs.broker import EmbeddedBroker
 from gateway.outputs.mqtt import MqttPublisher, Outgoing
 from hilgw.errors import ConfigError, HilgwError
-from hilgw.v1 import health_pb2, track_pb2
+from hilgw.v1 import cue_pb2, health_pb2, track_pb2
 
 if TYPE_CHECKING:
     from gateway.cue.path import CuePath  # issue 7: imported when configured (aiohttp is not free to import)
@@ -119,6 +119,7 @@ class Gateway:
         if cfg.cue is not None and cfg.cue.enabled:
             self._start_cue_path(tg, drivers)
         self._spawn_observers(tg)  # before any await: the recorder must not miss a frame
+        self._wire_cue_observers()
         self._spawn(tg, "fusion", self._keep_running("fusion", self.fusion.run))
         self._spawn(tg, "health", self._keep_running("health", self._health_loop))
         if cfg.scoring is not None:  # issue 6: live truth scoring (gateway/score.py)
@@ -316,6 +317,40 @@ class Gateway:
 
             web = self.web = SituationDisplay(self, cfg.web)
             self._spawn(tg, "web", self._keep_running("web", web.run))
+
+    def _wire_cue_observers(self) -> None:
+        """The cue path's authority and cue list to the display and ``/metrics``, its
+        cue-to-ack latency to ``hilgw_cue_ack_seconds`` (docs/operations.md).
+
+        Called once the cue path and the observers exist; :meth:`CuePath.on_state`
+        also pushes the current state if the path already runs, so it does not
+        matter which started first. Each (re)start of the path publishes HOLD.
+        """
+        cue, web, metrics = self.cue, self.web, self.metrics
+        if cue is None or (web is None and metrics is None):
+            return
+        from gateway.cue.authority import authority_name
+        from gateway.cue.book import status_name
+
+        def show(authority: cue_pb2.AuthorityState, cues: cue_pb2.CueList) -> None:
+            name = authority_name(authority.authority)  # "HOLD", "CUE_ON_APPROVAL", "AUTO_CUE"
+            if metrics is not None:
+                metrics.authority = name
+            if web is not None:
+                web.authority = name
+                web.cues = [
+                    {
+                        "cue_id": c.cue_id,
+                        "launcher_id": c.launcher_id,
+                        "track_id": c.system_track_id,
+                        "status": status_name(c.status),
+                    }
+                    for c in cues.cues
+                ]
+
+        cue.on_state(show)
+        if metrics is not None:
+            cue.on_ack_latency(metrics.observe_cue_ack)
 
     async def _serve_observers(self) -> None:
         if self.metrics is not None and self.config.metrics is not None:

@@ -89,6 +89,11 @@ class CueCore:
         self.next_cue_id = 1
         self.last_now_ns = now.wall_ns
         self.counters: dict[str, int] = {}
+        # Observation only (hilgw_cue_ack_seconds), never read by a decision:
+        # monotonic ns of each open cue's last send, and (launcher, ns from that
+        # send to its ack or nack) for the shell to drain.
+        self.sent_mono: dict[int, int] = {}
+        self.ack_latency: deque[tuple[str, int]] = deque(maxlen=1024)
         self._effects: list[Effect] = []
         self._dirty = True
         self._restore(history)
@@ -268,13 +273,21 @@ class CueCore:
                 cue.status, cue.updated_ns = S.CUE_STATUS_ACKED, now.wall_ns
                 self._log(now, "acked", **info)
                 self._dirty = True
+                self._observe_ack(cue, now)
         else:
             self._log(now, "nacked", **info)
+            self._observe_ack(cue, now)
             self._end(cue, S.CUE_STATUS_NACKED, f"nack {ack.reason_code}: {ack.reason}", now, notify=False)
             self.cooldown[cue.pair] = now.mono_ns + int(self.config.retry_cooldown_s * 1e9)
         self._effects.append(Publish("ack", ack))
         self._evaluate(now)
         return self._take()
+
+    def _observe_ack(self, cue: Cue, now: Now) -> None:
+        """Note the time from the cue's last send to this answer (metrics only)."""
+        sent = self.sent_mono.get(cue.cue_id)
+        if sent is not None:
+            self.ack_latency.append((cue.launcher_id, max(now.mono_ns - sent, 0)))
 
     # --- commands -----------------------------------------------------------------------
 
@@ -518,6 +531,7 @@ class CueCore:
         cue.sequences.append(lau.sequence)
         cue.status, cue.updated_ns = S.CUE_STATUS_SENT, now.wall_ns
         cue.ack_deadline_mono = now.mono_ns + int(self.config.ack_timeout_s * 1e9)
+        self.sent_mono[cue.cue_id] = now.mono_ns
         self._log(
             now,
             "cue_resent" if resend else "cue_sent",
@@ -544,6 +558,7 @@ class CueCore:
         was_live = cue.status in LIVE
         cue.status, cue.detail, cue.updated_ns = status, why, now.wall_ns
         self.cues.pop(cue.cue_id, None)
+        self.sent_mono.pop(cue.cue_id, None)
         if self.by_pair.get(cue.pair) == cue.cue_id:
             del self.by_pair[cue.pair]
         self.pair_logged.pop(cue.pair, None)

@@ -40,7 +40,12 @@ from gateway.outputs.mqtt import cancel_safe, publish, tls_context
 from hilgw.errors import HilgwError
 from hilgw.v1 import cue_pb2, health_pb2, track_pb2
 
-__all__ = ["CuePath", "CueTopics", "system_now"]
+__all__ = ["AckLatencyListener", "CuePath", "CueTopics", "StateListener", "system_now"]
+
+#: Called with the authority and cue list as published (after every change).
+StateListener = Callable[[cue_pb2.AuthorityState, cue_pb2.CueList], None]
+#: Called with (launcher id, seconds from a cue's last send to its ack or nack).
+AckLatencyListener = Callable[[str, float], None]
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +123,32 @@ class CuePath:
         self._mqtt_ready = asyncio.Event()
         self._mqtt_dropped = 0
         self._last_sync_mono: int | None = None
+        self._state_listeners: list[StateListener] = []
+        self._ack_listeners: list[AckLatencyListener] = []
 
     # --- wiring ------------------------------------------------------------------------
 
     def add_link(self, link: LauncherLink) -> None:
         self.links[link.launcher_id] = link
+
+    def on_state(self, listener: StateListener) -> None:
+        """Call ``listener(authority, cues)`` whenever the authority or the cue list
+        changes (with or without MQTT), and at once if the path is running.
+
+        Observation only: called in the cue-path task after the event's sends;
+        it must not block or modify the messages (they are the ones published),
+        and an exception it raises is logged and ignored.
+        """
+        self._state_listeners.append(listener)
+        if self.core is not None:
+            self._call(listener, self.core.authority_state(), self.core.cue_list())
+
+    def on_ack_latency(self, listener: AckLatencyListener) -> None:
+        """Call ``listener(launcher_id, seconds)`` for each ack or nack of a cue: the
+        monotonic time from the cue's last send (the core's decision, before the
+        journal flush and the link) to the handling of the answer. Same rules as
+        :meth:`on_state`."""
+        self._ack_listeners.append(listener)
 
     def launcher_event(self, event: LauncherEvent) -> None:
         """Called by a launcher driver for every ack, heartbeat and link change. Never blocks."""
@@ -176,6 +202,17 @@ class CuePath:
             if health is not None:
                 health.close()
             core.audit.close()
+            # Down (failed, or stopping): nothing can be cued until a restart,
+            # which comes up in HOLD; the display and metrics say so now.
+            down = cue_pb2.AuthorityState(
+                authority=cue_pb2.AUTHORITY_HOLD,
+                since_time_ns=time.time_ns(),
+                changed_by="stopped",
+                reason="cue path not running",
+                gateway_id=self.gateway_id,
+            )
+            for state_listener in self._state_listeners:
+                self._call(state_listener, down, cue_pb2.CueList())
 
     async def _loop(
         self,
@@ -227,12 +264,37 @@ class CuePath:
         except AuditError as exc:
             log.critical("cue path: %s; HOLD, no cue leaves until restart", exc)
             effects = core.audit_failed(self.clock(), str(exc))
+        authority: cue_pb2.AuthorityState | None = None
+        cues: cue_pb2.CueList | None = None
         for eff in effects:  # ... act second
             if isinstance(eff, SendCue | SendCancel):
                 await self._send(eff)
             else:
                 self.out.publish(eff)
                 self._enqueue_mqtt(eff)
+                if isinstance(eff.message, cue_pb2.AuthorityState):
+                    authority = eff.message
+                elif isinstance(eff.message, cue_pb2.CueList):
+                    cues = eff.message
+        # ... and observers last (display, metrics): nothing they do reaches the core.
+        if authority is not None or cues is not None:
+            if authority is None:  # the core publishes both together; be safe anyway
+                authority = core.authority_state()
+            if cues is None:
+                cues = core.cue_list()
+            for state_listener in self._state_listeners:
+                self._call(state_listener, authority, cues)
+        while core.ack_latency:
+            launcher_id, ns = core.ack_latency.popleft()
+            for ack_listener in self._ack_listeners:
+                self._call(ack_listener, launcher_id, ns * 1e-9)
+
+    @staticmethod
+    def _call(listener: Callable[..., None], *args: object) -> None:
+        try:
+            listener(*args)
+        except Exception:  # an observer's bug must not stop (and so HOLD) the cue path
+            log.exception("cue path: listener %r failed", listener)
 
     async def _send(self, eff: SendCue | SendCancel) -> None:
         link = self.links.get(eff.launcher_id)

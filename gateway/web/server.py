@@ -56,7 +56,8 @@ class SituationDisplay:
 
     ``authority`` and ``cues`` are what the page shows for the cue path:
     "HOLD" and an empty list until the cue path sets them (a list of dicts
-    with ``cue_id``, ``launcher_id``, ``track_id``, ``status``).
+    with ``cue_id``, ``launcher_id``, ``track_id``, ``status``); the
+    supervisor sets them on every change (``CuePath.on_state``).
     """
 
     def __init__(self, gw: Gateway, config: WebConfig) -> None:

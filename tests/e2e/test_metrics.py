@@ -123,6 +123,13 @@ async def test_metrics_and_healthz(links: tuple[str, str]) -> None:
         assert ("hilgw_queue_depth", (("subscriber", "fusion"), ("topic", "reports"))) in m
         assert ("hilgw_queue_drops_total", (("subscriber", "metrics"), ("topic", "tracks"))) in m
         assert m[("hilgw_authority", (("state", "HOLD"),))] == 1
+        # What fusion did with the 5 reports it took in (engine counters).
+        fates = {dict(k[1])["fate"]: v for k, v in m.items() if k[0] == "hilgw_fusion_reports_total"}
+        counters = gw.fusion.engine.counters  # type: ignore[attr-defined]
+        assert fates["received"] == counters["reports_in"] == 5
+        assert fates["dropped_late"] == counters["late_dropped"] == 0
+        assert fates["plot"] + fates["sensor_track"] + fates["out_of_sequence"] <= 5
+        assert ("hilgw_fusion_reports_held", ()) in m
         # Every report batch reached a published picture; its latency is at
         # least nothing and at most a few step periods.
         n = m[("hilgw_frame_to_track_seconds_count", dev)]
