@@ -76,10 +76,21 @@ def run_metadata(config: GatewayConfig, devices: Sequence[DeviceConfig]) -> dict
     supervisor registered their sensors) and the fusion config."""
     run = {
         "gateway_id": config.gateway_id,
-        "devices": [d.model_dump(mode="json") for d in devices],
+        "devices": [_without_secrets(d.model_dump(mode="json")) for d in devices],
         "fusion": config.fusion.model_dump(mode="json"),
     }
     return {"format": FORMAT, "gateway_id": config.gateway_id, "run": json.dumps(run, sort_keys=True)}
+
+
+def _without_secrets(block: dict[str, Any]) -> dict[str, Any]:
+    """A device block fit for a recording: key values written inline (``hex:``) are
+    replaced by a placeholder; ``env:``/``file:`` references name no secret and stay.
+    Replay needs no key (launchers are not replayed, see gateway/replay.py)."""
+    keys = block.get("cue_keys")
+    if keys:
+        inline = {k for k, v in keys.items() if str(v).startswith("hex:")}
+        block["cue_keys"] = {k: ("hex:<redacted>" if k in inline else v) for k, v in keys.items()}
+    return block
 
 
 #: One record to write: (topic, message, log time ns, per-topic sequence).

@@ -2,8 +2,8 @@
 the fusion engine (docs/recording.md).
 
 Nothing here looks at the wall clock to decide anything. Each recorded raw
-chunk goes through the same driver decode path as live
-(:meth:`SerialRadarDriver.feed`) with its recorded receive time, and the
+chunk goes through the same driver decode path as live (``feed_raw``, or the
+serial radar's ``feed``) with its recorded receive time, and the
 engine is stepped at the recorded step times (each recorded ``TrackBatch``'s
 ``time_ns`` is the time its step was taken). Frames and steps are merged in
 time order; a frame received at the very nanosecond of a step goes into that
@@ -12,6 +12,12 @@ replay is a pure function of the recording: the same recording gives
 byte-identical TrackBatches every time, and the ones the live run published
 while nothing was dropped (see :attr:`RecordingInfo.dropped`). ``speed`` only
 paces the loop; it changes no output.
+
+Launcher devices (protocols in :data:`SKIPPED_PROTOCOLS`) are not fed: their
+raw frames are acks and heartbeats of the cue path, which is no input of
+fusion. Their frames are counted in :attr:`ReplayResult.skipped`. A device of
+any other protocol whose driver has no replay interface makes replay refuse
+the recording (a :class:`ConfigError` naming the device), never skip it.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from hilgw.errors import ConfigError
 from hilgw.v1 import recording_pb2, track_pb2
 
 __all__ = [
+    "SKIPPED_PROTOCOLS",
     "Pacer",
     "RecordingInfo",
     "Replay",
@@ -64,6 +71,11 @@ class Replayable(Protocol):
 
 #: Drivers whose ``feed(data, t_rx)`` already takes the published raw bytes.
 _FEED_IS_RAW = frozenset({"serial_radar"})
+
+#: Protocols whose raw frames replay counts and does not feed: a launcher's
+#: acks and heartbeats feed the cue path, not fusion (no driver is built, so
+#: no cue keys are loaded either).
+SKIPPED_PROTOCOLS = frozenset({"launcher"})
 
 
 class _FeedAsRaw:
@@ -191,7 +203,10 @@ class ReplayResult:
 
     replayed: list[track_pb2.TrackBatch] = field(default_factory=list)
     recorded: list[track_pb2.TrackBatch] = field(default_factory=list)
+    #: Raw chunks fed to a driver.
     frames: int = 0
+    #: Raw chunks not fed, by device id (devices of SKIPPED_PROTOCOLS).
+    skipped: dict[str, int] = field(default_factory=dict)
 
     @property
     def identical(self) -> int:
@@ -208,7 +223,9 @@ class Replay:
     Built from the recording's own device blocks and fusion config, with the
     sensors registered in the recorded order (the same as
     ``Gateway._make_driver``), on private topics: nothing here touches a
-    transport, a broker or the clock.
+    transport, a broker or the clock. Devices of :data:`SKIPPED_PROTOCOLS`
+    get no driver (they register no sensor live either); their ids are in
+    :attr:`skipped_devices`.
     """
 
     def __init__(self, info: RecordingInfo) -> None:
@@ -228,7 +245,11 @@ class Replay:
         self.fusion = gw.fusion
         self.stats: dict[str, DeviceStats] = {}
         self.drivers: dict[str, Replayable] = {}
+        self.skipped_devices: dict[str, str] = {}  # device id -> protocol
         for dev in info.devices:
+            if dev.protocol in SKIPPED_PROTOCOLS:
+                self.skipped_devices[dev.id] = dev.protocol
+                continue
             stats = gw.stats[dev.id] = self.stats[dev.id] = DeviceStats(
                 dev.id, dev.protocol, dev.transport.kind, gateway_id=info.gateway_id
             )
@@ -246,11 +267,16 @@ class Replay:
             replayable.open_session()
             self.drivers[dev.id] = replayable
 
-    def feed(self, frame: recording_pb2.RawFrame) -> None:
+    def feed(self, frame: recording_pb2.RawFrame) -> bool:
+        """Feed one raw chunk to its device's driver; False when the device's
+        protocol is skipped (see :data:`SKIPPED_PROTOCOLS`)."""
         driver = self.drivers.get(frame.device_id)
         if driver is None:
+            if frame.device_id in self.skipped_devices:
+                return False
             raise ConfigError("replay", f"raw frame of device {frame.device_id!r} not in the run metadata")
         driver.feed_raw(frame.data, frame.receive_time_ns)
+        return True
 
     def step(self, t_ns: int) -> track_pb2.TrackBatch:
         return self.fusion.step_once(t_ns)
@@ -269,8 +295,10 @@ class Replay:
                 pace(t_ns)
             if rank == _RAW:
                 assert isinstance(msg, recording_pb2.RawFrame)
-                self.feed(msg)
-                result.frames += 1
+                if self.feed(msg):
+                    result.frames += 1
+                else:
+                    result.skipped[msg.device_id] = result.skipped.get(msg.device_id, 0) + 1
             else:
                 assert isinstance(msg, track_pb2.TrackBatch)
                 out = self.step(msg.time_ns)
@@ -353,11 +381,19 @@ def replay_command(paths: Sequence[Path], speed: float | None, check: bool, show
     steps = len(result.replayed)
     tracks = len(result.replayed[-1].tracks) if result.replayed else 0
     console.print(
-        f"{len(info.paths)} file(s), {result.frames} raw chunks, {steps} steps, "
-        f"{tracks} tracks at the end; {same}/{steps} steps identical to the recording",
+        f"{len(info.paths)} file(s), {result.frames} raw chunks, {_skipped_text(result.skipped)}"
+        f"{steps} steps, {tracks} tracks at the end; {same}/{steps} steps identical to the recording",
         soft_wrap=True,  # one line, whatever the terminal width: scripts grep it
     )
     return 0 if (same == steps or not check) else 1
+
+
+def _skipped_text(skipped: dict[str, int]) -> str:
+    """``"12 launcher chunks skipped (launcher-1: 12), "``, or nothing when none were."""
+    if not skipped:
+        return ""
+    each = ", ".join(f"{dev}: {n}" for dev, n in sorted(skipped.items()))
+    return f"{sum(skipped.values())} launcher chunks skipped ({each}), "
 
 
 def _chain(*fns: Callable[[int], None]) -> Callable[[int], None]:

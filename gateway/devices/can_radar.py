@@ -1,17 +1,27 @@
 """Driver of the land radar front-end on CAN / CAN FD (docs/icd/can-radar.md).
 
 The loop: take every frame the transport has buffered in one ``recv_batch()``,
-hand the list to the codec (classic parts joined, completed reports decoded
-in one vectorised pass), normalise each batch to ECEF with the same
+record the batch (one raw record, :func:`pack_raw_frames`), then hand it to
+:meth:`CanRadarDriver.receive`: the codec (classic parts joined, completed
+reports decoded in one vectorised pass), normalisation to ECEF with the same
 :func:`gateway.normalise.normalise_polar` as the serial radar, publish.
 Error frames, bus-off and frames the transport buffer could not take are
-counted by the transport and copied into this device's drop counters.
+counted by the transport; their increments go into the same raw record (link
+entries) and from there into this device's drop counters.
+
+Replay (docs/recording.md): :meth:`CanRadarDriver.feed_raw` unpacks one
+recorded record and calls the same :meth:`~CanRadarDriver.receive` with the
+recorded receive time, so a replay publishes the ReportsIn of the live run.
+For that the codec's clock is the batch receive time ``t_rx`` in both: live
+frames are restamped with it (the reader thread's per-frame stamp is not
+recorded), which moves reassembly time-outs by at most one batch latency.
 
 Bus-off (docs/icd/can-radar.md §2): the transport ends the session, the
 supervisor restarts the device with a new bus (RESTARTING), and until a frame
 arrives on it the device stays DEGRADED ("CAN bus-off ...", DOWN after
 ``heartbeat_timeout_s``) rather than STARTING; the first frame after it puts
-the device back UP.
+the device back UP. Every session ends with a record marked ``session_end``
+(the codec was closed there), so a replay reopens the codec where live did.
 """
 
 from __future__ import annotations
@@ -19,6 +29,8 @@ from __future__ import annotations
 import logging
 import struct
 from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 from drivers.base import Rejected, Role
 from drivers.can_radar import CanFrame, CanRadarCodec, Status, TrackReportBatch
@@ -28,29 +40,119 @@ from gateway.devices.radar import PolarRadarDriver
 from gateway.fusion.api import SensorGeometry
 from gateway.transports import create_transport
 from gateway.transports.can import FrameTransport
-from hilgw.errors import TransportError
+from hilgw.errors import RemoteProtocolError, TransportError
 from hilgw.v1 import health_pb2
 
-__all__ = ["CanRadarDriver", "pack_raw_frames"]
+__all__ = ["LINK_EVENTS", "CanRadarDriver", "RawCanRecord", "pack_raw_frames", "unpack_raw_frames"]
 
 log = logging.getLogger(__name__)
 
 _RAW_HEAD = struct.Struct("<IB")
+_U32 = struct.Struct("<I")
 _FLAG_EXTENDED = 1 << 31
 _FLAG_FD = 1 << 30
+#: An entry that is not a frame but a link event of the session (the bit
+#: SocketCAN uses for its error flag; CAN ids have 29 bits at most).
+_FLAG_LINK = 1 << 29
+_ID_MASK = _FLAG_LINK - 1
+#: Link events by name -> code (the low bits of a link entry's id). Each
+#: carries a u32 count: transport counter increments since the previous record
+#: (``error_frame``, ``bus_off``, ``queue_full``), or 1 for ``session_end``
+#: (the transport session ended after this record; the codec was closed).
+LINK_EVENTS: dict[str, int] = {"error_frame": 1, "bus_off": 2, "queue_full": 3, "session_end": 4}
+_LINK_NAMES = {code: name for name, code in LINK_EVENTS.items()}
 #: Transport counters copied into DeviceHealth drops, with their names there.
 _TRANSPORT_DROPS = {"error_frame": "can_error_frame", "bus_off": "can_bus_off", "queue_full": "queue_full"}
 
 
-def pack_raw_frames(frames: list[CanFrame]) -> bytes:
+def pack_raw_frames(
+    frames: Sequence[CanFrame], link: Mapping[str, int] | None = None, *, session_end: bool = False
+) -> bytes:
     """Frames as one recording record (docs/icd/can-radar.md §7): per frame a
-    little-endian u32 id (bit 31 extended, bit 30 FD), a u8 length, the data."""
+    little-endian u32 id (bit 31 extended, bit 30 FD), a u8 length, the data.
+
+    Then, only when there are any (so a plain batch is frames only), link
+    entries: id ``1 << 29 | code`` (:data:`LINK_EVENTS`), length 4, a u32
+    count; counts of 0 are left out. The inverse is :func:`unpack_raw_frames`.
+    """
     out = bytearray()
     for f in frames:
         fid = f.arbitration_id | (_FLAG_EXTENDED if f.is_extended else 0) | (_FLAG_FD if f.is_fd else 0)
         out += _RAW_HEAD.pack(fid, len(f.data))
         out += f.data
+    events = dict(link or {})
+    if session_end:
+        events["session_end"] = 1
+    for name, n in events.items():
+        if n:
+            out += _RAW_HEAD.pack(_FLAG_LINK | LINK_EVENTS[name], _U32.size)
+            out += _U32.pack(n)
     return bytes(out)
+
+
+class RawCanRecord(NamedTuple):
+    """One recording record unpacked (:func:`unpack_raw_frames`)."""
+
+    frames: list[CanFrame]
+    #: Link event counts by name (``error_frame``, ``bus_off``, ``queue_full``); absent = 0.
+    link: dict[str, int]
+    session_end: bool
+
+
+def unpack_raw_frames(data: bytes, timestamp_ns: int = 0) -> RawCanRecord:
+    """The inverse of :func:`pack_raw_frames`; every frame gets ``timestamp_ns``
+    (the record's receive time: the format keeps none per frame).
+
+    Raises :class:`RemoteProtocolError` (reason ``framing``) naming the byte
+    offset of an entry that runs past the end or a link entry it does not know.
+    """
+    frames: list[CanFrame] = []
+    link: dict[str, int] = {}
+    session_end = False
+    head, size, end = _RAW_HEAD.unpack_from, _RAW_HEAD.size, len(data)
+    pos = 0
+    while pos < end:
+        if pos + size > end:
+            raise RemoteProtocolError(
+                f"raw CAN record: entry header at byte {pos} cut off ({end - pos} of {size} bytes)",
+                reason="framing",
+                offset=pos,
+            )
+        fid, n = head(data, pos)
+        body = pos + size
+        if body + n > end:
+            raise RemoteProtocolError(
+                f"raw CAN record: entry at byte {pos} says {n} data bytes, {end - body} left",
+                reason="framing",
+                offset=pos,
+                value=n,
+            )
+        if fid & _FLAG_LINK:
+            name = _LINK_NAMES.get(fid & _ID_MASK)
+            if name is None or n != _U32.size:
+                raise RemoteProtocolError(
+                    f"raw CAN record: unknown link entry 0x{fid:08X} (length {n}) at byte {pos}",
+                    reason="framing",
+                    offset=pos,
+                    value=fid,
+                )
+            count = _U32.unpack_from(data, body)[0]
+            if name == "session_end":
+                session_end = True
+            else:
+                link[name] = link.get(name, 0) + count
+        else:
+            frames.append(
+                CanFrame(
+                    fid & _ID_MASK,
+                    data[body : body + n],
+                    bool(fid & _FLAG_FD),
+                    bool(fid & _FLAG_EXTENDED),
+                    timestamp_ns,
+                )
+            )
+        pos = body + n
+    return RawCanRecord(frames, link, session_end)
 
 
 class CanRadarDriver(PolarRadarDriver):
@@ -85,27 +187,56 @@ class CanRadarDriver(PolarRadarDriver):
             try:
                 while True:
                     frames = await transport.recv_batch()
-                    self.feed(frames, self.ctx.wall_ns())
-                    self._sync_counters(transport)
+                    self._take(frames, transport, self.ctx.wall_ns())
             finally:
-                self._sync_counters(transport)
-                for event in self._codec.close():
-                    self._handle(event, self.ctx.wall_ns())
+                self._take([], transport, self.ctx.wall_ns(), session_end=True)
 
     def open_session(self) -> None:
         """A fresh codec, as after (re)opening the bus: no partial report survives."""
         self._codec = self._new_codec()
         self._seen = Counter()
 
-    def feed(self, frames: list[CanFrame], t_rx: int) -> None:
-        """Handle frames received by ``t_rx`` (UTC ns): count, record, decode, publish.
-        ``hilgw replay`` can call this with recorded frames and times."""
+    def _take(
+        self, frames: list[CanFrame], transport: FrameTransport, t_rx: int, *, session_end: bool = False
+    ) -> None:
+        """Live: record what the bus gave at ``t_rx`` (frames and link events
+        since the last record), then handle it exactly as replay will."""
+        link = self._link_increments(transport)
+        data = pack_raw_frames(frames, link, session_end=session_end)
+        self.ctx.raw.publish(RawFrame(self.config.id, "can", t_rx, data))
+        # The codec's clock is t_rx, as in replay (module docstring).
+        stamped = [CanFrame(f[0], f[1], f[2], f[3], t_rx) for f in frames]
+        self.receive(stamped, link, t_rx, session_end=session_end)
+
+    def feed_raw(self, data: bytes, t_rx: int) -> None:
+        """Handle one recorded raw record (``RawFrame.data`` as the live loop
+        published it) at its receive time ``t_rx``: ``hilgw replay``."""
+        try:
+            rec = unpack_raw_frames(data, t_rx)
+        except RemoteProtocolError as exc:
+            raise RemoteProtocolError(
+                f"{self.config.id}: {exc}", reason=exc.reason, offset=exc.offset, value=exc.value
+            ) from None
+        self.receive(rec.frames, rec.link, t_rx, session_end=rec.session_end)
+        if rec.session_end:  # live, the supervisor restarts run(), which opens a new session
+            self.open_session()
+
+    def receive(
+        self, frames: list[CanFrame], link: Mapping[str, int], t_rx: int, *, session_end: bool = False
+    ) -> None:
+        """The decode path of live and replay alike: count the frames, decode
+        them, publish reports and status; then count the link events; at the
+        end of a session, close the codec (pending reports are ``incomplete``)."""
         stats = self.ctx.stats
-        stats.frames_in += len(frames)
-        stats.bytes_in += sum(len(f.data) for f in frames)
-        self.ctx.raw.publish(RawFrame(self.config.id, "can", t_rx, pack_raw_frames(frames)))
-        for event in self._codec.receive_frames(frames):
-            self._handle(event, t_rx)
+        if frames:
+            stats.frames_in += len(frames)
+            stats.bytes_in += sum(len(f.data) for f in frames)
+            for event in self._codec.receive_frames(frames):
+                self._handle(event, t_rx)
+        self._count_link(link)
+        if session_end:
+            for event in self._codec.close():
+                self._handle(event, t_rx)
 
     def _handle(self, event: object, t_rx: int) -> None:
         stats = self.ctx.stats
@@ -119,14 +250,22 @@ class CanRadarDriver(PolarRadarDriver):
             stats.last_error = str(event.error)
             log.debug("%s: %s", self.config.id, event.error)
 
-    def _sync_counters(self, transport: FrameTransport) -> None:
+    def _link_increments(self, transport: FrameTransport) -> dict[str, int]:
+        """Transport counters gone up since the last record (the reader thread writes them)."""
         counters = transport.counters
-        for key, name in _TRANSPORT_DROPS.items():
-            delta = counters[key] - self._seen[key]
-            if delta > 0:
-                self.ctx.stats.drop(name, delta)
-                self._seen[key] = counters[key]
-        if counters["bus_off"] and not self._after_bus_off:
+        out: dict[str, int] = {}
+        for key in _TRANSPORT_DROPS:
+            now = counters[key]
+            if now > self._seen[key]:
+                out[key] = now - self._seen[key]
+                self._seen[key] = now
+        return out
+
+    def _count_link(self, link: Mapping[str, int]) -> None:
+        for key, n in link.items():
+            if n > 0:
+                self.ctx.stats.drop(_TRANSPORT_DROPS[key], n)
+        if link.get("bus_off") and not self._after_bus_off:
             self._after_bus_off = True
             self.ctx.stats.set_state(health_pb2.DEVICE_STATE_DEGRADED, "CAN bus-off; restarting the bus")
 

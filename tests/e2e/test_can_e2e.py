@@ -85,7 +85,9 @@ async def test_in_process_virtual_bus(fd: bool) -> None:
     assert stats.device_time_ns > 0
     assert stats.reports_out >= 100
     if not fd:
-        assert stats.drops["duplicate"] == emu.counters["frames_duplicated"] > 0
+        # A duplicated report part is a counted duplicate; a duplicated status
+        # frame is simply a second status (decoded, not a drop).
+        assert 0 < stats.drops["duplicate"] <= emu.counters["frames_duplicated"]
     assert "incomplete" not in stats.drops
     assert "range" not in stats.drops
 

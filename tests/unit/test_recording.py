@@ -252,3 +252,26 @@ async def test_replay_gives_the_live_tracks_and_the_same_every_time(tmp_path: Pa
     assert [b.SerializeToString() for b in first.replayed] == [b.SerializeToString() for b in second.replayed]
     # And the same as the live run published (no tolerance: same inputs, same order, same code).
     assert first.identical == len(first.replayed)
+
+
+def test_run_metadata_keeps_no_inline_key() -> None:
+    """A launcher's ``hex:`` key never reaches a recording; env/file references do."""
+    secret = "c3" * 32
+    cfg = parse_config(
+        {
+            "devices": [
+                {
+                    "id": "L1",
+                    "protocol": "launcher",
+                    "cue_key_id": 1,
+                    "cue_keys": {1: f"hex:{secret}", 2: "env:HILGW_L1_KEY"},
+                    "transport": {"kind": "serial", "url": "/dev/null"},
+                }
+            ]
+        }
+    )
+    meta = recording.run_metadata(cfg, cfg.devices)
+    assert secret not in json.dumps(meta)
+    (dev,) = json.loads(meta["run"])["devices"]
+    assert dev["cue_keys"] == {"1": "hex:<redacted>", "2": "env:HILGW_L1_KEY"}
+    assert cfg.devices[0].cue_keys[1] == f"hex:{secret}"  # the live config is untouched
