@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("score", help="score tracks against truth (see `hilgw score --help`)", add_help=False)
     bench = sub.add_parser("bench", help="benchmarks (see `hilgw bench fusion --help`)")
     bench.add_argument("what", choices=["fusion"])
-    from gateway.cue.cli import add_parsers as add_cue_parsers
+    from gateway.cue.cli_args import add_parsers as add_cue_parsers
 
     add_cue_parsers(sub)  # authority show|set, cue list|approve|reject, audit verify
     return ap
