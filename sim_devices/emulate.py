@@ -579,7 +579,11 @@ def main(argv: list[str] | None = None) -> int:
                 "--sensor", f"no sensor {sensor_id!r} in the scenario (have: {known})"
             ) from None
         if kind != "serial_radar":
-            raise ConfigError("--sensor", f"sensor {sensor_id!r} is a {kind}; only serial_radar is emulated")
+            raise ConfigError(
+                "--sensor",
+                f"sensor {sensor_id!r} is a {kind}; --sensor runs a serial_radar in this process, "
+                f"--only {sensor_id} runs any device as its own process",
+            )
     except HilgwError as exc:
         print(f"hilgw emulate: {exc}", file=sys.stderr)
         return 2
