@@ -31,12 +31,12 @@ from typing import Any
 import pytest
 
 from hilgw.v1 import health_pb2
+from tests.can_support import SENSOR, fault, scenario_toml
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP = "239.74.163.7"
-SENSOR = "radar-can"
 _NETNS_SETUP = "ip link set lo up && ip link set lo multicast on && ip route add 224.0.0.0/4 dev lo"
 UP, DEGRADED, DOWN, RESTARTING = (
     health_pb2.DEVICE_STATE_UP,
@@ -49,45 +49,12 @@ BUS_OFF_S, BUS_OFF_FOR_S, END_S = 3.0, 3.0, 8.5
 #: Wall seconds from now to scenario t = 0: both processes of `hilgw emulate` start meanwhile.
 LEAD_S = 4.0
 
-SCENARIO = f"""
-[scenario]
-name = "can-radar-bus-off"
-seed = 5
-
-[[sites]]
-id = "s"
-lat_deg = 52.0
-lon_deg = 4.0
-alt_m = 10.0
-
-[[sensors]]
-id = "{SENSOR}"
-site = "s"
-kind = "can_radar"
-update_hz = 5.0
-range_max_m = 100000.0
-sigma_range_m = 10.0
-sigma_angle_mrad = 1.0
-sigma_range_rate_mps = 1.0
-detection_probability = 1.0
-clutter_rate = 0.0
-can = {{ interface = "udp_multicast", channel = "{GROUP}" }}
-
-[[targets]]
-kind = "air"
-id = "t1"
-speed_mps = 200.0
-waypoints = [
-  {{ lat_deg = 52.2, lon_deg = 4.0, alt_m = 3000.0 }},
-  {{ lat_deg = 52.2, lon_deg = 4.6, alt_m = 3000.0 }},
-]
-
-[[faults]]
-device = "{SENSOR}"
-kind = "can_bus_off"
-start_s = {BUS_OFF_S}
-duration_s = {BUS_OFF_FOR_S}
-"""
+SCENARIO = scenario_toml(
+    GROUP,
+    fault("can_bus_off", BUS_OFF_S, BUS_OFF_FOR_S),
+    interface="udp_multicast",
+    update_hz=5.0,
+)
 
 
 def _netns_unavailable() -> str | None:

@@ -36,63 +36,15 @@ from sim_devices.can_device import EmulatorCanTransport
 from sim_devices.can_radar_emulator import CanRadarEmulator, build_parser, resolve_bus
 from sim_devices.emulate_all import start_sensor_emulator
 from sim_devices.scenario import _WIRE_LIMITS, FAULT_TARGETS, load_scenario, parse_scenario
+from tests.can_support import SENSOR, fault, scenario_toml
 
 _chan = itertools.count()
-SENSOR = "radar-can"
 UP, DEGRADED, DOWN, RESTARTING = (
     health_pb2.DEVICE_STATE_UP,
     health_pb2.DEVICE_STATE_DEGRADED,
     health_pb2.DEVICE_STATE_DOWN,
     health_pb2.DEVICE_STATE_RESTARTING,
 )
-
-
-def scenario_toml(channel: str, faults: str = "", can_extra: str = "", sensor_extra: str = "") -> str:
-    """One CAN radar on site "s" and one air target always in its coverage (P_d = 1, no clutter)."""
-    return f"""
-[scenario]
-name = "can-radar"
-seed = 3
-
-[[sites]]
-id = "s"
-lat_deg = 52.0
-lon_deg = 4.0
-alt_m = 10.0
-
-[[sensors]]
-id = "{SENSOR}"
-site = "s"
-kind = "can_radar"
-update_hz = 10.0
-range_max_m = 100000.0
-sigma_range_m = 10.0
-sigma_angle_mrad = 1.0
-sigma_range_rate_mps = 1.0
-detection_probability = 1.0
-clutter_rate = 0.0
-latency_s = 0.0
-can = {{ interface = "virtual", channel = "{channel}"{can_extra} }}
-{sensor_extra}
-
-[[targets]]
-kind = "air"
-id = "t1"
-speed_mps = 200.0
-waypoints = [
-  {{ lat_deg = 52.2, lon_deg = 4.0, alt_m = 3000.0 }},
-  {{ lat_deg = 52.2, lon_deg = 4.6, alt_m = 3000.0 }},
-]
-{faults}
-"""
-
-
-def fault(kind: str, start_s: float, duration_s: float, **params: float) -> str:
-    extra = "".join(f"{k} = {v}\n" for k, v in params.items())
-    return (
-        f'\n[[faults]]\ndevice = "{SENSOR}"\nkind = "{kind}"\n'
-        f"start_s = {start_s}\nduration_s = {duration_s}\n{extra}"
-    )
 
 
 # --- the scenario model ---------------------------------------------------------------

@@ -39,6 +39,7 @@ from hilgw.v1 import recording_pb2, report_pb2, track_pb2
 from sim_devices.can_device import EmulatorCanTransport
 from sim_devices.can_radar_emulator import CanRadarEmulator, build_parser
 from sim_devices.scenario import load_scenario
+from tests.can_support import fault, scenario_toml
 
 RADAR = "can-radar"
 LAUNCHER = "launcher-1"
@@ -269,52 +270,10 @@ async def test_can_radar_and_launcher_run_replays_to_the_live_reports_and_tracks
     assert f"{len(live)}/{len(live)} steps identical" in err, err
 
 
-SCENARIO = """
-[scenario]
-name = "replay-can-bus-off"
-seed = 5
-
-[[sites]]
-id = "s"
-lat_deg = 52.0
-lon_deg = 4.0
-alt_m = 10.0
-
-[[sensors]]
-id = "{sensor}"
-site = "s"
-kind = "can_radar"
-update_hz = 10.0
-range_max_m = 100000.0
-sigma_range_m = 10.0
-sigma_angle_mrad = 1.0
-sigma_range_rate_mps = 1.0
-detection_probability = 1.0
-clutter_rate = 0.0
-latency_s = 0.0
-can = {{ interface = "virtual", channel = "{channel}" }}
-
-[[targets]]
-kind = "air"
-id = "t1"
-speed_mps = 200.0
-waypoints = [
-  {{ lat_deg = 52.2, lon_deg = 4.0, alt_m = 3000.0 }},
-  {{ lat_deg = 52.2, lon_deg = 4.6, alt_m = 3000.0 }},
-]
-
-[[faults]]
-device = "{sensor}"
-kind = "can_bus_off"
-start_s = 1.0
-duration_s = 1.0
-"""
-
-
 async def test_bus_off_in_the_recording_counts_and_reopens_as_live(tmp_path: Path) -> None:
     chan = channel("busoff")
     path = tmp_path / "scenario.toml"
-    path.write_text(SCENARIO.format(sensor=RADAR, channel=chan))
+    path.write_text(scenario_toml(chan, fault("can_bus_off", 1.0, 1.0, sensor=RADAR), sensor=RADAR))
     scenario = load_scenario(path)
     cfg = config(
         tmp_path,
