@@ -448,6 +448,35 @@ class GatewayConfig(_Model):
         return self
 
     @model_validator(mode="after")
+    def _can_ids_apart(self) -> GatewayConfig:
+        """Two devices on one CAN bus must not share an arbitration id (after
+        ``can_id_offset``): each driver would take the other's frames for its own."""
+        buses: dict[tuple[str, str], list[DeviceConfig]] = {}
+        for d in self.devices:
+            t = d.transport
+            if d.enabled and isinstance(t, CanTransportConfig) and d.protocol in ("can_radar", "launcher"):
+                buses.setdefault((t.interface, str(t.channel)), []).append(d)
+        shared = [devs for devs in buses.values() if len(devs) > 1]
+        if not shared:
+            return self
+        from drivers.can_radar.icd import LAYOUTS
+        from drivers.launcher.codec_can import BASE_IDS
+
+        base = {"can_radar": set(LAYOUTS), "launcher": set(BASE_IDS)}
+        for devs in shared:
+            owner: dict[int, str] = {}
+            for d in devs:
+                for frame_id in sorted(base[d.protocol]):
+                    arb = frame_id + d.can_id_offset
+                    other = owner.setdefault(arb, d.id)
+                    if other != d.id:
+                        raise ValueError(
+                            f"devices {other!r} and {d.id!r} share a CAN bus and arbitration id "
+                            f"0x{arb:03X}; give one a can_id_offset that keeps them apart"
+                        )
+        return self
+
+    @model_validator(mode="after")
     def _unique_ids(self) -> GatewayConfig:
         seen: set[str] = set()
         for d in self.devices:

@@ -30,8 +30,10 @@ __all__ = ["LauncherCanCodec"]
 _RAW_LIMIT = 512
 
 
+#: The DBC's arbitration ids (before ``id_offset``).
+BASE_IDS = tuple(sorted(lay.frame_id for lay in (m.CANCEL, m.CUE, m.CUE_MAC, m.ACK, m.STATUS)))
 #: Largest ``id_offset``: every DBC id plus it must stay an 11-bit identifier.
-MAX_ID_OFFSET = 0x7FF - max(lay.frame_id for lay in (m.CANCEL, m.CUE, m.CUE_MAC, m.ACK, m.STATUS))
+MAX_ID_OFFSET = 0x7FF - max(BASE_IDS)
 
 
 class LauncherCanCodec:

@@ -45,3 +45,36 @@ def test_codec_refuses_it_too() -> None:
         LauncherCanCodec(Role.DEVICE, launcher_id=1, id_offset=MAX_ID_OFFSET + 1)
     with pytest.raises(LocalProtocolError):
         LauncherCanCodec(Role.DEVICE, launcher_id=1, id_offset=-1)
+
+
+def can_device(dev_id: str, protocol: str, offset: int, channel: str = "can0") -> dict[str, object]:
+    dev: dict[str, object] = {
+        "id": dev_id,
+        "protocol": protocol,
+        "can_id_offset": offset,
+        "transport": {"kind": "can", "interface": "socketcan", "channel": channel, "fd": True},
+    }
+    if protocol == "can_radar":
+        dev["site"] = {"lat_deg": 54.0, "lon_deg": 10.0, "alt_m": 0.0}
+    return dev
+
+
+def test_devices_on_one_bus_must_not_share_an_arbitration_id() -> None:
+    # Two radars on one bus at the same offset would decode each other's frames.
+    with pytest.raises(ConfigError, match=r"devices 'r1' and 'r2' share a CAN bus and arbitration id 0x300"):
+        parse_config({"devices": [can_device("r1", "can_radar", 0), can_device("r2", "can_radar", 0)]})
+    # A radar shifted onto the launcher's ids (0x300 + 0x200 = 0x500).
+    with pytest.raises(ConfigError, match=r"'L1' and 'r1' share a CAN bus and arbitration id 0x500"):
+        parse_config({"devices": [can_device("L1", "launcher", 0), can_device("r1", "can_radar", 0x200)]})
+    # Apart: offsets that keep the ids disjoint, or another bus.
+    ok = parse_config(
+        {
+            "devices": [
+                can_device("r1", "can_radar", 0),
+                can_device("r2", "can_radar", 0x10),
+                can_device("L1", "launcher", 0),
+                can_device("r3", "can_radar", 0, channel="can1"),
+            ]
+        }
+    )
+    assert [d.id for d in ok.devices] == ["r1", "r2", "L1", "r3"]
