@@ -10,15 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import itertools
 import json
-import os
-import shutil
-import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,10 +27,10 @@ from gateway.health import DeviceStats
 from gateway.transports.can import CanTransport
 from hilgw.v1 import health_pb2
 from sim_devices.can_radar_emulator import CanRadarEmulator, build_parser
+from tests.netns import REPO, emit_result, run_in_netns
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
 _chan = itertools.count()
 SITE = {"lat_deg": 52.0, "lon_deg": 4.0, "alt_m": 10.0}
 
@@ -92,18 +87,6 @@ async def test_in_process_virtual_bus(fd: bool) -> None:
     assert "range" not in stats.drops
 
 
-def _netns_unavailable() -> str | None:
-    if sys.platform != "linux" or shutil.which("unshare") is None or shutil.which("ip") is None:
-        return "needs Linux with unshare(1) and ip(8)"
-    if importlib.util.find_spec("msgpack") is None:  # python-can's udp_multicast needs it
-        return "python-can udp_multicast needs msgpack (pip install 'python-can[multicast]')"
-    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True, timeout=10)
-    if probe.returncode != 0:
-        return f"cannot create a network namespace: {probe.stderr.decode().strip() or probe.returncode}"
-    return None
-
-
-_NETNS_SETUP = "ip link set lo up && ip link set lo multicast on && ip route add 224.0.0.0/4 dev lo"
 GROUP = "239.74.163.2"
 
 
@@ -132,28 +115,11 @@ async def _netns_main() -> dict[str, Any]:
 
 
 def netns_body() -> None:
-    print("RESULT " + json.dumps(asyncio.run(_netns_main())), flush=True)
+    emit_result(asyncio.run(_netns_main()))
 
 
 def test_cross_process_udp_multicast_in_a_network_namespace() -> None:
-    why = _netns_unavailable()
-    if why:
-        pytest.skip(why)
-    code = "from tests.e2e.test_can_e2e import netns_body; netns_body()"
-    body = f"{_NETNS_SETUP} && exec {sys.executable} -c '{code}'"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(
-        ["unshare", "-n", "sh", "-c", body],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        cwd=str(REPO),
-        env=env,
-    )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    assert lines, proc.stdout
-    res = json.loads(lines[0].removeprefix("RESULT "))
+    res = run_in_netns("from tests.e2e.test_can_e2e import netns_body; netns_body()", timeout_s=90)
     assert res["ready"]["event"] == "ready"
     assert res["ready"]["interface"] == "udp_multicast"
     assert res["got"] >= 50

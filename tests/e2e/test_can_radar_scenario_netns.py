@@ -17,12 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import json
-import os
-import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,12 +28,11 @@ import pytest
 
 from hilgw.v1 import health_pb2
 from tests.can_support import SENSOR, fault, scenario_toml
+from tests.netns import REPO, emit_result, run_in_netns
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
 GROUP = "239.74.163.7"
-_NETNS_SETUP = "ip link set lo up && ip link set lo multicast on && ip route add 224.0.0.0/4 dev lo"
 UP, DEGRADED, DOWN, RESTARTING = (
     health_pb2.DEVICE_STATE_UP,
     health_pb2.DEVICE_STATE_DEGRADED,
@@ -55,18 +50,6 @@ SCENARIO = scenario_toml(
     interface="udp_multicast",
     update_hz=5.0,
 )
-
-
-def _netns_unavailable() -> str | None:
-    if sys.platform != "linux" or shutil.which("unshare") is None or shutil.which("ip") is None:
-        return "needs Linux with unshare(1) and ip(8)"
-    if importlib.util.find_spec("msgpack") is None:  # python-can's udp_multicast needs it
-        return "python-can udp_multicast needs msgpack (pip install 'python-can[multicast]')"
-    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True, timeout=10)
-    if probe.returncode != 0:
-        why = probe.stderr.decode().strip() or f"exit {probe.returncode}"
-        return f"cannot create a network namespace (unshare -n not permitted here): {why}"
-    return None
 
 
 async def _read_json(stream: asyncio.StreamReader, until: str, within_s: float) -> list[dict[str, Any]]:
@@ -167,33 +150,16 @@ async def _bench_main(scenario_path: str) -> dict[str, Any]:
 
 def netns_body(scenario_path: str, mode: str = "emulate") -> None:
     main = _netns_main if mode == "emulate" else _bench_main
-    print("RESULT " + json.dumps(asyncio.run(main(scenario_path))), flush=True)
+    emit_result(asyncio.run(main(scenario_path)))
 
 
 def _in_netns(tmp_path: Path, mode: str, scenario: str = SCENARIO) -> dict[str, Any]:
-    why = _netns_unavailable()
-    if why:
-        pytest.skip(why)
     path = tmp_path / "can-radar.toml"
     path.write_text(scenario)
     code = (
         f"from tests.e2e.test_can_radar_scenario_netns import netns_body; netns_body({str(path)!r}, {mode!r})"
     )
-    body = f'{_NETNS_SETUP} && exec {sys.executable} -c "{code}"'
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(
-        ["unshare", "-n", "sh", "-c", body],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=str(REPO),
-        env=env,
-    )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout}\n{proc.stderr[-3000:]}"
-    assert lines, proc.stdout
-    res: dict[str, Any] = json.loads(lines[0].removeprefix("RESULT "))
-    return res
+    return run_in_netns(code, timeout_s=60)
 
 
 def test_bench_mode_reads_the_scenario_can_radar(tmp_path: Path) -> None:
