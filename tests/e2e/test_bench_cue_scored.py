@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
 import time
 from pathlib import Path
 
@@ -20,9 +19,9 @@ from gateway.config import parse_config
 from gateway.supervisor import Gateway
 from hilgw.v1 import cue_pb2, truth_pb2
 from tests.conftest import Mosquitto
-from tests.e2e.cue_rig import wait_for
+from tests.e2e.cue_rig import wait_for, write_keys_file
 from tests.e2e.test_score_e2e import SCENARIO as RADAR_SCENARIO
-from tests.unit.cue_support import OP_SECRET, authority_command
+from tests.unit.cue_support import authority_command
 
 pytestmark = pytest.mark.e2e
 
@@ -44,12 +43,7 @@ async def test_bench_cues_are_acked_and_scored(
     monkeypatch.setenv(KEY_ENV, "5e" * 32)
     scenario = tmp_path / "bench.toml"
     scenario.write_text(RADAR_SCENARIO + LAUNCHER)
-    keys = tmp_path / "keys.toml"
-    keys.write_text(
-        f'[operator.op-alice]\nsecret = "{OP_SECRET.hex()}"\noperator = "alice"\n'
-        f'[launcher.lk-1]\nsecret = "{"a1" * 32}"\n'
-    )
-    os.chmod(keys, 0o600)
+    keys = write_keys_file(tmp_path)
     gw_id = "e2e-bench-cue"
     cfg = parse_config(
         {

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,13 +22,12 @@ from gateway.config import load_config
 from gateway.cue.audit import read_records, verify_file
 from hilgw.v1 import cue_pb2
 from tests.conftest import Mosquitto
-from tests.e2e.cue_rig import Rig, wait_for
-from tests.unit.cue_support import OP_SECRET, authority_command
+from tests.e2e.cue_rig import Rig, wait_for, write_keys_file
+from tests.unit.cue_support import authority_command
 
 pytestmark = pytest.mark.e2e
 
 WIRE_KEY = "5a" * 32
-CUE_KEY = "a1" * 32
 
 
 class Emulator:
@@ -87,12 +85,7 @@ async def launcher_emulator() -> AsyncIterator[Emulator]:
 
 
 def write_config(tmp: Path, port: int, pty: str) -> Path:
-    keys = tmp / "keys.toml"
-    keys.write_text(
-        f'[operator.op-alice]\nsecret = "{OP_SECRET.hex()}"\noperator = "alice"\n'
-        f'[launcher.lk-1]\nsecret = "{CUE_KEY}"\n'
-    )
-    os.chmod(keys, 0o600)
+    keys = write_keys_file(tmp)
     cfg = tmp / "gw.toml"
     cfg.write_text(f"""
 gateway_id = "gw-test"

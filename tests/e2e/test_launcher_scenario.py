@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,13 +27,12 @@ import pytest
 from gateway.config import load_config
 from gateway.cue.audit import read_records, verify_file
 from hilgw.v1 import cue_pb2
-from tests.e2e.cue_rig import Rig, wait_for
-from tests.unit.cue_support import OP_SECRET, authority_command
+from tests.e2e.cue_rig import Rig, wait_for, write_keys_file
+from tests.unit.cue_support import authority_command
 
 pytestmark = pytest.mark.e2e
 
 WIRE_KEY = "3c" * 32
-CUE_KEY = "a1" * 32
 KEY_ENV = "HILGW_TEST_LAUNCHER_WIRE_KEY"
 HB_TIMEOUT_S = 0.5
 SILENT = (3.0, 5.5)  # scenario seconds [start, end)
@@ -84,12 +82,7 @@ duration_s = {NO_ACK[1] - NO_ACK[0]}
 
 
 def gateway_config(tmp: Path, pty: str) -> Path:
-    keys = tmp / "keys.toml"
-    keys.write_text(
-        f'[operator.op-alice]\nsecret = "{OP_SECRET.hex()}"\noperator = "alice"\n'
-        f'[launcher.lk-1]\nsecret = "{CUE_KEY}"\n'
-    )
-    os.chmod(keys, 0o600)
+    keys = write_keys_file(tmp)
     cfg = tmp / "gw.toml"
     cfg.write_text(f"""
 gateway_id = "gw-lf"
@@ -246,12 +239,7 @@ transport = "serial"
 range_max_m = 1000.0
 """
     )
-    keys = tmp_path / "keys.toml"
-    keys.write_text(
-        f'[operator.op-alice]\nsecret = "{OP_SECRET.hex()}"\noperator = "alice"\n'
-        f'[launcher.lk-1]\nsecret = "{CUE_KEY}"\n'
-    )
-    os.chmod(keys, 0o600)
+    keys = write_keys_file(tmp_path)
     cfg = parse_config(
         {
             "gateway_id": "gw-bench",
