@@ -245,7 +245,7 @@ class Gateway:
             now = time.monotonic()
             if now - started >= sup.healthy_run_s:
                 delay = sup.restart_initial_s  # it had been healthy: start the back-off over
-            self.task_health.restarted(name, reason, now)
+            self.task_health.restarted(name, reason, now, delay)
             log.warning(
                 "task %s ended (%s); restart %d in %.1f s",
                 name,

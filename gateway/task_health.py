@@ -29,11 +29,15 @@ class TaskHealth:
         self.restarts: Counter[str] = Counter()
         #: The reason of each task's last failure.
         self.last_error: dict[str, str] = {}
+        #: The back-off chosen after each of the last restarts, by task (seconds).
+        self.delays: dict[str, deque[float]] = {}
         self._recent: dict[str, deque[float]] = {}
 
-    def restarted(self, task: str, reason: str, now_mono: float) -> None:
+    def restarted(self, task: str, reason: str, now_mono: float, delay_s: float = 0.0) -> None:
+        """``task`` ended (``reason``) at ``now_mono``; it restarts after ``delay_s``."""
         self.restarts[task] += 1
         self.last_error[task] = reason
+        self.delays.setdefault(task, deque(maxlen=32)).append(delay_s)
         self._recent.setdefault(task, deque()).append(now_mono)
         self._expire(task, now_mono)
 

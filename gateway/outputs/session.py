@@ -140,6 +140,8 @@ class MqttSession:
         self._subs: list[Subscription] = []
         self._subs_changed = asyncio.Event()
         self._link_listeners: list[LinkListener] = []
+        #: Called with each message once the broker has it (QoS 1: PUBACK); for benches.
+        self.on_published: Callable[[Outgoing], None] | None = None
         #: (kind, reason) -> messages dropped. Reasons: ``queue_full``.
         self.dropped: Counter[tuple[str, str]] = Counter()
         self.published: Counter[str] = Counter()
@@ -237,7 +239,7 @@ class MqttSession:
             # A bad certificate file is an operator error: say so, keep retrying
             # (the file may be being replaced); `hilgw doctor` names the fix.
             raise aiomqtt.MqttError(f"tls: {err}") from err
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             hostname=addr.host,
             port=addr.port,
             identifier=self.client_id,
@@ -249,6 +251,10 @@ class MqttSession:
             tls_context=context,
             timeout=c.connect_timeout_s,
         )
+        # aiomqtt warns (one log line per publish) above 10 unconfirmed publishes;
+        # our window allows max_inflight of them by design.
+        client.pending_calls_threshold = c.max_inflight + 10
+        return client
 
     async def run(self) -> None:
         """Connect, publish, receive, reconnect on loss; runs until cancelled."""
@@ -367,3 +373,8 @@ class MqttSession:
         self._inflight.pop(seq, None)
         self.published[msg.kind] += 1
         window.release()
+        if self.on_published is not None:
+            try:
+                self.on_published(msg)
+            except Exception:  # an observer's bug must not end the connection
+                log.exception("mqtt: on_published observer failed")
