@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -48,8 +49,12 @@ class Mosquitto:
     def kill(self) -> None:
         """SIGKILL: no clean shutdown, sockets reset (a crash or power loss)."""
         if self.proc.poll() is None:
-            self.proc.kill()
+            self.proc.kill()  # also ends a paused one
             self.proc.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open, nothing is read or answered."""
+        self.proc.send_signal(signal.SIGSTOP)
 
     def start(self) -> None:
         """Start again on the same port and config after :meth:`stop` or :meth:`kill`."""
