@@ -14,7 +14,15 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from benchmarks.faults import broker_restart, cue_broker, gateway_kill, slow_consumer
+from benchmarks.faults import (
+    broker_restart,
+    can_bus_off,
+    clock_step,
+    cue_broker,
+    gateway_kill,
+    serial_unplug,
+    slow_consumer,
+)
 from benchmarks.faults.common import Result, verdict
 
 #: name -> (full-mode call, quick-mode call)
@@ -30,6 +38,18 @@ EXPERIMENTS: dict[str, tuple[Callable[[], Awaitable[Result]], Callable[[], Await
     "gateway_kill": (
         lambda: gateway_kill.run(reps=50),
         lambda: gateway_kill.run(reps=2),
+    ),
+    "serial_unplug": (
+        lambda: serial_unplug.run(reps=100),
+        lambda: serial_unplug.run(reps=1),
+    ),
+    "can_bus_off": (
+        lambda: can_bus_off.run(reps=20),
+        lambda: can_bus_off.run(reps=2),
+    ),
+    "clock_step": (
+        lambda: clock_step.run(steps=20),
+        lambda: clock_step.run(steps=2),
     ),
     "slow_consumer": (
         lambda: slow_consumer.run(stall_s=60.0, rate=10000),
@@ -49,6 +69,15 @@ KEY_FIGURES = {
     ],
     "cue_broker": ["reps", "task_deaths", "hold_after_loss_max_s", "audit_verifies", "violations"],
     "gateway_kill": ["reps", "audit_verified", "hold_at_start", "cues_reemitted", "restart_p99_s"],
+    "serial_unplug": ["reps", "to_down_p99_s", "to_up_p99_s", "missed", "tasks_threads_fds_after"],
+    "can_bus_off": ["reps", "reported_max_ms", "recovered", "reader_threads_left"],
+    "clock_step": [
+        "steps",
+        "cues_accepted",
+        "refused_by_launcher",
+        "negative_durations",
+        "refused_but_shown_acked",
+    ],
     "slow_consumer": ["bulk_sent", "drops_by_reason", "critical_sent", "critical_received", "rss_stalled_mb"],
 }
 

@@ -142,7 +142,8 @@ class MqttSession:
         self._link_listeners: list[LinkListener] = []
         #: Called with each message once the broker has it (QoS 1: PUBACK); for benches.
         self.on_published: Callable[[Outgoing], None] | None = None
-        #: (kind, reason) -> messages dropped. Reasons: ``queue_full``.
+        #: (kind, reason) -> messages dropped. Reasons: ``queue_full`` (bulk lane
+        #: full, the oldest went), ``link_lost`` (QoS 0, in flight when the link went).
         self.dropped: Counter[tuple[str, str]] = Counter()
         self.published: Counter[str] = Counter()
         #: Incoming messages by outcome: ``handled``, ``handler_error``.
@@ -188,7 +189,9 @@ class MqttSession:
         for seq in sorted(self._inflight, reverse=True):
             msg = self._inflight[seq]
             if msg.qos == 0:
-                continue  # at most once: handed to the socket, gone with it
+                # At most once: it may have reached the socket before the link went.
+                self.dropped[msg.kind, "link_lost"] += 1
+                continue
             (self._critical if msg.kind in CRITICAL_KINDS else self._bulk).appendleft((seq, msg))
         self._inflight.clear()
         self._trim()

@@ -42,3 +42,25 @@ async def test_stalled_broker_drops_only_bulk_and_counts_it() -> None:
     assert res["critical_received"] == res["critical_sent"]
     assert res["drops_by_reason"]  # the stall did fill the bulk lane ...
     assert res["bulk_unaccounted"] <= 0  # ... and every loss there is counted
+
+
+async def test_serial_unplug_goes_down_and_comes_back_without_leaking() -> None:
+    res = await EXPERIMENTS["serial_unplug"][1]()
+    assert res["missed"] == 0, res
+    assert res["tasks_threads_fds_before"] == res["tasks_threads_fds_after"]
+
+
+async def test_can_bus_off_is_reported_and_recovered_without_a_hung_reader() -> None:
+    res = await EXPERIMENTS["can_bus_off"][1]()
+    assert res["problems"] == []
+    assert res["recovered"] == res["reps"] - 1
+    assert res["reader_threads_left"] == 0
+
+
+async def test_clock_step_gives_no_negative_duration_and_no_stale_cue_taken_for_live() -> None:
+    res = await EXPERIMENTS["clock_step"][1]()
+    assert res["negative_durations"] == 0
+    assert res["bad_windows"] == 0
+    assert res["refused_but_shown_acked"] == 0
+    assert res["cues_accepted"] > 0
+    assert res["audit"].startswith("OK")
