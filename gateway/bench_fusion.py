@@ -46,9 +46,7 @@ VARIANTS: dict[str, FusionConfig] = {
     # the default with hard (GNN) updates
     "gnn": dataclasses.replace(BENCH_CONFIG, association="gnn"),
     # the former bench default: NCV only, q = 1, GNN
-    "ncv": dataclasses.replace(
-        BENCH_CONFIG, models=(MODEL_NCV,), imm_initial=(1.0,), association="gnn"
-    ),
+    "ncv": dataclasses.replace(BENCH_CONFIG, models=(MODEL_NCV,), imm_initial=(1.0,), association="gnn"),
     # the former `--imm`: NCV + ballistic, GNN
     "imm2": dataclasses.replace(
         BENCH_CONFIG,
@@ -181,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     cfg = VARIANTS["imm2" if a.imm else a.variant]
     if a.set:
-        over = {}
+        over: dict[str, Any] = {}
         for kv in a.set:
             k, _, v = kv.partition("=")
             val = json.loads(v)

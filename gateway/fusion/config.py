@@ -33,8 +33,9 @@ class FusionConfig:
       ``q_ncv`` / ``q_ballistic`` / ``q_manoeuvre``: white-noise acceleration
       power spectral density [m²/s³] of each model (Bar-Shalom, Li &
       Kirubarajan 2001, §6.2.2).
-      ``imm_switch_rate_hz``: rate of model switching; the Markov matrix for a
-      step of dt is p_stay = exp(-rate·dt), spread evenly over the others.
+      ``imm_switch_rate_hz``: rate of leaving each model, one for all or one
+      per model; the Markov matrix for a step of dt is p_stay =
+      exp(-rate·dt), spread evenly over the others.
       ``imm_initial``: initial model probabilities (same order as ``models``).
 
     Gating and association
@@ -44,6 +45,8 @@ class FusionConfig:
       1-sigma position spread of a track plus of a report (k-d tree query).
       ``pregate_max_m``: upper bound of that radius, so one lost track cannot
       make the pre-gate quadratic.
+      ``t2t_gate_prob``: gate probability of a new sensor-track pairing
+      (6-D state difference); ``gate_prob`` is that of plots.
       ``t2t_persist_gate_prob``: looser gate a persistent sensor-track pairing
       must pass to be kept (track-to-track association).
 
@@ -97,17 +100,18 @@ class FusionConfig:
     """
 
     models: tuple[str, ...] = (MODEL_NCV, MODEL_BALLISTIC, MODEL_MANOEUVRE)
-    q_ncv: float = 1.0
+    q_ncv: float = 0.5
     q_ballistic: float = 0.1
     q_manoeuvre: float = 3000.0
-    imm_switch_rate_hz: float = 0.05
+    imm_switch_rate_hz: float | tuple[float, ...] = 0.005
     imm_initial: tuple[float, ...] = (0.45, 0.45, 0.1)
 
-    gate_prob: float = 0.9995
+    gate_prob: float = 0.99999
     pregate_sigmas: float = 6.0
     pregate_max_m: float = 50_000.0
+    t2t_gate_prob: float = 0.9995
     t2t_persist_gate_prob: float = 0.999999
-    association: str = ASSOC_JPDA
+    association: str = ASSOC_GNN
     p_detect: float = 0.8
     clutter_density: float = 1e-5
     clutter_range_rate_span_mps: float = 2000.0
@@ -143,7 +147,8 @@ class FusionConfig:
             raise ConfigError("fusion.association", f"{self.association!r}: must be 'jpda' or 'gnn'")
         if not 0.0 < self.p_detect < 1.0:
             raise ConfigError("fusion.p_detect", f"{self.p_detect!r}: must be in (0, 1)")
-        if not 0.0 < self.gate_prob < 1.0 or not 0.0 < self.t2t_persist_gate_prob < 1.0:
+        probs = (self.gate_prob, self.t2t_gate_prob, self.t2t_persist_gate_prob)
+        if not all(0.0 < p < 1.0 for p in probs):
             raise ConfigError("fusion.gate_prob", "gate probabilities must be in (0, 1)")
         if not 1 <= self.confirm_m <= self.confirm_n <= 62:
             raise ConfigError(
@@ -162,7 +167,12 @@ class FusionConfig:
         ):
             if getattr(self, name) <= 0.0:
                 raise ConfigError(f"fusion.{name}", f"{getattr(self, name)!r}: must be > 0")
-        for name in ("scan_window_s", "oos_lag_s", "imm_switch_rate_hz", "bias_gain"):
+        rates = self.imm_switch_rate_hz
+        if isinstance(rates, tuple) and len(rates) != len(self.models):
+            raise ConfigError("fusion.imm_switch_rate_hz", f"{rates!r}: one rate, or one per model")
+        if min(rates if isinstance(rates, tuple) else (rates,)) < 0.0:
+            raise ConfigError("fusion.imm_switch_rate_hz", f"{rates!r}: must be >= 0")
+        for name in ("scan_window_s", "oos_lag_s", "bias_gain"):
             if getattr(self, name) < 0.0:
                 raise ConfigError(f"fusion.{name}", f"{getattr(self, name)!r}: must be >= 0")
         if self.drop_misses < 1 or self.coast_misses < 1 or self.tentative_drop_misses < 1:

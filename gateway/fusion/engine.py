@@ -41,8 +41,8 @@ from gateway.fusion.api import (
     TrackArrays,
 )
 from gateway.fusion.config import ASSOC_JPDA, MODEL_BALLISTIC, MODEL_MANOEUVRE, FusionConfig
-from gateway.fusion.jpda import jpda_weights, mixture_update, model_likelihoods
 from gateway.fusion.gating import IDX, gnn_assign, pregate
+from gateway.fusion.jpda import jpda_weights, mixture_update, model_likelihoods
 from gateway.fusion.kalman import covariance_intersection, ekf_update, innovation_cov, mahalanobis2
 from gateway.fusion.lifecycle import apply_misses, new_rows, rows_to_arrays, snapshot
 from gateway.fusion.measure import plot_dims, plot_residual, plot_to_state
@@ -95,7 +95,8 @@ class Engine:
         self._pending = ReportArrays.empty()
         self._dropped: list[TrackArrays] = []
         p = self.cfg.gate_prob
-        self.gate = {d: chi2_quantile(p, d) for d in (3, 4, 6)}
+        self.gate = {d: chi2_quantile(p, d) for d in (3, 4)}
+        self.gate[6] = chi2_quantile(self.cfg.t2t_gate_prob, 6)
         self.persist_gate = chi2_quantile(self.cfg.t2t_persist_gate_prob, 6)
         self.init_gate = {d: chi2_quantile(self.cfg.init_suppress_prob, d) for d in (3, 4, 6)}
         self._mu0 = np.asarray(self.cfg.imm_initial, dtype=np.float64)
@@ -299,7 +300,9 @@ class Engine:
         if plots and cfg.estimate_bias:
             self._learn_bias(s, at, ar, r, xm_a[in_sel], mu_a)
         if soft:
-            self._soft_update(r, t0, t_end, n_old, ut, ur, xm_a, Pm_a, loglik)
+            chosen = np.zeros(upd.size, bool)
+            chosen[in_sel] = True
+            self._soft_update(r, t0, t_end, n_old, ut, ur, xm_a, Pm_a, loglik, chosen)
         else:
             # Updated rows sit at their report's time: bring them to t_end;
             # the others go from t0 to t_end.
@@ -350,11 +353,26 @@ class Engine:
             )
 
     def _soft_update(
-        self, r: ReportArrays, t0: int, t_end: int, n_old: int, ti: IDX, rj: IDX, xa: F64, Pa: F64, loglik: F64
+        self,
+        r: ReportArrays,
+        t0: int,
+        t_end: int,
+        n_old: int,
+        ti: IDX,
+        rj: IDX,
+        xa: F64,
+        Pa: F64,
+        loglik: F64,
+        chosen: np.ndarray,
     ) -> None:
         """JPDA update of rows ``0 .. n_old-1`` from all gated plot pairs
         (:mod:`gateway.fusion.jpda`): per-pair EKF updates ``xa``/``Pa`` at
-        each report's time, all brought to ``t_end`` and mixed per track."""
+        each report's time, all brought to ``t_end`` and mixed per track.
+
+        Only confirmed (and coasting) tracks are updated softly. A tentative
+        track takes its GNN plot (``chosen``) alone and stays out of the
+        weights of the others: its wide gate would otherwise pull in every
+        neighbour's plot and smear it onto a settled neighbour."""
         st = self.store
         cfg = self.cfg
         dims4 = plot_dims(r.polar[rj], r.polar_sigma[rj]) > 3
@@ -370,7 +388,14 @@ class Engine:
         top = lmu.max(axis=1)
         log_g = top + np.log(np.exp(lmu - top[:, None]).sum(axis=1))
         b = 1.0 - cfg.p_detect
-        beta, beta0 = jpda_weights(ti, rj, log_g, n_old, len(r), b)
+        tent = st.status[ti] == STATUS_TENTATIVE
+        use = ~tent | chosen
+        ti, rj, xa, Pa, tent = ti[use], rj[use], xa[use], Pa[use], tent[use]
+        log_g, log_gm = log_g[use], log_gm[use]
+        sub = np.flatnonzero(~tent)
+        beta = np.ones(ti.size)
+        beta[sub], _ = jpda_weights(ti[sub], rj[sub], log_g[sub], n_old, len(r), b)
+        beta0 = np.clip(1.0 - np.bincount(ti, beta, n_old), 0.0, 1.0)
         if st.n_models > 1:
             ll = np.log(np.maximum(mu, 1e-300)) + model_likelihoods(ti, log_gm, n_old, b)
             w = np.exp(ll - ll.max(axis=1, keepdims=True))
