@@ -107,6 +107,31 @@ def gospa(x: F64, y: F64, c: float = 1000.0, p: float = 1.0) -> tuple[float, flo
     return (loc + c**p / 2.0 * (missed + false)) ** (1 / p), loc, missed, false
 
 
+def identity_pairs(objs: I64, x: F64, tid: I64, y: F64, last_id: I64, gate: float) -> list[tuple[int, int]]:
+    """CLEAR-MOT pairing of one time (Bernardin & Stiefelhagen, EURASIP JIVP 2008, §2.1.1).
+
+    A pairing from the previous time is kept while the object and the track are
+    still within ``gate`` of each other; the remaining objects and tracks are paired
+    by the optimal assignment (pairs closer than ``gate``). Without the keep rule a
+    perfect tracker on objects closer together than its error would be charged
+    switches whenever the optimal assignment flips between neighbours.
+    """
+    pairs: list[tuple[int, int]] = []
+    used_o = np.zeros(len(objs), bool)
+    used_t = np.zeros(len(tid), bool)
+    if len(tid):
+        col = {int(v): j for j, v in enumerate(tid.tolist())}
+        for a, obj in enumerate(objs.tolist()):
+            j = col.get(int(last_id[obj]), -1)
+            if j >= 0 and not used_t[j] and np.linalg.norm(x[a] - y[j]) < gate:
+                pairs.append((obj, int(tid[j])))
+                used_o[a] = used_t[j] = True
+    ro, rt = np.flatnonzero(~used_o), np.flatnonzero(~used_t)
+    i, j, _ = match(x[ro], y[rt], gate)
+    pairs += [(int(objs[ro[a]]), int(tid[rt[b]])) for a, b in zip(i.tolist(), j.tolist(), strict=True)]
+    return pairs
+
+
 @dataclass
 class Tracks:
     """A tracks file's rows, grouped by time key (µs)."""
@@ -177,9 +202,7 @@ def score(
         g, gl, gm, gf = gospa(x, y, c, p)
         rows.append((t, o, lc, cd, g, gl, gm, gf, len(x), len(y)))
         exist_n[live] += 1
-        i, j, d = match(x, y, c, p)
-        ok = d < gate
-        for obj, trk in zip(live[i[ok]].tolist(), tid[j[ok]].tolist(), strict=True):
+        for obj, trk in identity_pairs(live, x, tid, y, last_id, gate):
             paired_n[obj] += 1
             ids_paired.add(trk)
             pairs_seen.add((obj, trk))

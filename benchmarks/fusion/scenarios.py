@@ -76,20 +76,28 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-F64 = npt.NDArray[np.float64]
+from benchmarks.fusion.dynamics import (
+    A_EARTH,
+    F64,
+    GM,
+    POS,
+    VEL,
+    StepFn,
+    ballistic_step,
+    linear_step,
+    ncv_q,
+    to_ebr,
+    turn_step,
+    wrap,
+)
+
 Scenario = dict[str, Any]
 
-# WGS-84 (NIMA TR8350.2): GM, semi-major axis, J2.
-GM = 3.986004418e14
-A_EARTH = 6_378_137.0
-J2 = 1.08262982e-3
 
 SITES = np.array([[0.0, 0.0, 0.0], [60e3, -40e3, 100.0], [20e3, 70e3, 500.0]])
 SIGMA_ANGLE = 1e-3
 SIGMA_RANGE = 30.0
 EPOCH = "2025-01-01T00:00:00"
-_POS = [0, 2, 4]
-_VEL = [1, 3, 5]
 
 
 @dataclass(frozen=True)
@@ -123,82 +131,6 @@ def schedule(duration: float, rate_hz: float, n_sensors: int) -> tuple[F64, npt.
     j, k = np.meshgrid(np.arange(n_rep), np.arange(n_sensors), indexing="ij")
     t = (j * period + k * period / n_sensors).ravel()
     return t.astype(np.float64), k.ravel().astype(np.int32)
-
-
-def ncv_q(dt: float, q: float) -> F64:
-    """White-noise-acceleration process noise (BLK §6.2.2) in (x, vx, y, vy, z, vz) order."""
-    q1 = q * np.array([[dt**3 / 3.0, dt**2 / 2.0], [dt**2 / 2.0, dt]])
-    return np.kron(np.eye(3), q1)
-
-
-def ncv_f(dt: float) -> F64:
-    """Nearly-constant-velocity transition in (x, vx, y, vy, z, vz) order."""
-    return np.kron(np.eye(3), np.array([[1.0, dt], [0.0, 1.0]]))
-
-
-def to_ebr(rel: F64) -> F64:
-    """(…,3) position relative to a site -> (el, az, r)."""
-    r = np.linalg.norm(rel, axis=-1)
-    return np.stack([np.arcsin(rel[..., 2] / r), np.arctan2(rel[..., 1], rel[..., 0]), r], axis=-1)
-
-
-def wrap(a: F64) -> F64:
-    """Angle to [-π, π)."""
-    return np.asarray((a + np.pi) % (2.0 * np.pi) - np.pi, dtype=np.float64)
-
-
-def gravity(x: F64, j2: bool = True) -> F64:
-    """Acceleration (N,3) of states (N,6) in the local frame: central term (+ J2).
-
-    J2 term per Vallado, *Fundamentals of Astrodynamics*, 4th ed., eq. 8-30, with
-    the spin axis along local z and the centre at (0, 0, -a).
-    """
-    r = x[:, _POS] + np.array([0.0, 0.0, A_EARTH])
-    r2 = np.einsum("ni,ni->n", r, r)
-    rn = np.sqrt(r2)
-    a = -(GM / (r2 * rn))[:, None] * r
-    if j2:
-        z2 = r[:, 2] ** 2 / r2
-        k = 1.5 * J2 * GM * A_EARTH**2 / (r2 * r2 * rn)
-        a[:, 0] -= k * r[:, 0] * (1.0 - 5.0 * z2)
-        a[:, 1] -= k * r[:, 1] * (1.0 - 5.0 * z2)
-        a[:, 2] -= k * r[:, 2] * (3.0 - 5.0 * z2)
-    return np.asarray(a, dtype=np.float64)
-
-
-def ballistic_step(x: F64, dt: float, j2: bool = True) -> F64:
-    """Classical RK4 step of an unpowered body (states (N,6), bench order)."""
-
-    def f(s: F64) -> F64:
-        d = np.empty_like(s)
-        d[:, _POS] = s[:, _VEL]
-        d[:, _VEL] = gravity(s, j2)
-        return d
-
-    k1 = f(x)
-    k2 = f(x + 0.5 * dt * k1)
-    k3 = f(x + 0.5 * dt * k2)
-    k4 = f(x + dt * k3)
-    return np.asarray(x + dt / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4), dtype=np.float64)
-
-
-def turn_step(x: F64, dt: float, omega: F64) -> F64:
-    """Exact horizontal coordinated turn at rate ``omega`` (N,) [rad/s], z straight."""
-    out = x.copy()
-    w = np.where(np.abs(omega) < 1e-9, 1e-9, omega)
-    s, c = np.sin(w * dt), np.cos(w * dt)
-    vx, vy = x[:, 1], x[:, 3]
-    out[:, 0] = x[:, 0] + (s * vx - (1.0 - c) * vy) / w
-    out[:, 2] = x[:, 2] + ((1.0 - c) * vx + s * vy) / w
-    out[:, 1] = c * vx - s * vy
-    out[:, 3] = s * vx + c * vy
-    out[:, 4] = x[:, 4] + dt * x[:, 5]
-    return out
-
-
-# A family's truth: per step k -> k+1 the deterministic flow, so the floor can take
-# its Jacobian, and the process noise intensity q [m²/s³] added on top.
-StepFn = Callable[[F64, int, float], F64]
 
 
 @dataclass
@@ -240,7 +172,7 @@ def observe(
         s = int(scan_sensor[k])
         det = (rng.random(n) < arr["sensor_pd"][s]) & truth.exists[:, k]
         idx = np.nonzero(det)[0]
-        rel = truth.state[idx, k][:, _POS] - arr["sensor_pos"][s]
+        rel = truth.state[idx, k][:, POS] - arr["sensor_pos"][s]
         z = to_ebr(rel) + rng.standard_normal((len(idx), 3)) * arr["sensor_sigma"][s]
         z[:, 1] = wrap(z[:, 1])
         nc = rng.poisson(arr["sensor_clutter_rate"][s])
@@ -297,10 +229,6 @@ def _assemble(
     }
 
 
-def _linear_step(x: F64, k: int, dt: float) -> F64:
-    return np.asarray(x @ ncv_f(dt).T, dtype=np.float64)
-
-
 def _straight_start(rng: np.random.Generator, n: int) -> F64:
     """Inbound at 1-3 km/s, ±10° climb/dive, 200-400 km out (the original bench's draws)."""
     pos = np.column_stack(
@@ -310,8 +238,8 @@ def _straight_start(rng: np.random.Generator, n: int) -> F64:
     heading = np.pi + rng.uniform(-np.pi / 4, np.pi / 4, n)
     gamma = rng.uniform(-np.deg2rad(10), np.deg2rad(10), n)
     x = np.zeros((n, 6))
-    x[:, _POS] = pos
-    x[:, _VEL] = np.column_stack(
+    x[:, POS] = pos
+    x[:, VEL] = np.column_stack(
         [
             speed * np.cos(gamma) * np.cos(heading),
             speed * np.cos(gamma) * np.sin(heading),
@@ -329,8 +257,8 @@ def straight(
     radars = Radars(pd, clutter, (0.0, np.deg2rad(45), -np.pi / 2, np.pi / 2, 20e3, 500e3))
     scan_time, scan_sensor = schedule(duration, radars.rate_hz, radars.n)
     x0 = _straight_start(rng, n)
-    state = propagate(rng, x0, scan_time, _linear_step, q)
-    truth = Truth(state, np.ones(state.shape[:2], bool), np.full(n, -1, np.int32), _linear_step, q)
+    state = propagate(rng, x0, scan_time, linear_step, q)
+    truth = Truth(state, np.ones(state.shape[:2], bool), np.full(n, -1, np.int32), linear_step, q)
     meas = observe(rng, truth, scan_time, scan_sensor, radars)
     return _assemble(
         "straight", seed, truth, scan_time, scan_sensor, meas, duration_s=duration, pd=pd,
@@ -346,8 +274,8 @@ def _random_dirs(rng: np.random.Generator, n: int) -> F64:
 
 def _to_bench(pos: F64, vel: F64) -> F64:
     x = np.zeros((len(pos), 6))
-    x[:, _POS] = pos
-    x[:, _VEL] = vel
+    x[:, POS] = pos
+    x[:, VEL] = vel
     return x
 
 
@@ -390,7 +318,7 @@ def _cso_objects(
         c, fragments, 3
     )
     frag = np.repeat(back, fragments, axis=0)
-    frag[:, _VEL] += dv.reshape(-1, 3)
+    frag[:, VEL] += dv.reshape(-1, 3)
     for _ in range(n_back):
         frag = ballistic_step(frag, sep_before_s / n_back, j2)
     # Order: complex i holds rows i·(F+1) .. : parent first, then its fragments.
@@ -414,7 +342,7 @@ def _cso_objects(
         k0 = int(np.searchsorted(scan_time, t_sep[i]))
         new_state[i, : k0 + 1] = state[src[i], : k0 + 1]
         x = state[src[i], k0].copy()[None]
-        x[0, _VEL] += dvs[i]
+        x[0, VEL] += dvs[i]
         new_state[i, k0] = x[0]
         new_exists[i, k0:] = True
         sub = propagate(rng, x, scan_time[k0:], lambda s, k, dt: ballistic_step(s, dt, j2), q)
@@ -530,7 +458,7 @@ def mixed(
     a = _cso_objects(rng, complexes, fragments, spawns, scan_time, q_ballistic, j2)
     b = _manoeuvre_objects(rng, n_manoeuvre, scan_time, q_air)
     x0 = _straight_start(rng, n_straight)
-    c_state = propagate(rng, x0, scan_time, _linear_step, q_air)
+    c_state = propagate(rng, x0, scan_time, linear_step, q_air)
     na, nb = a.state.shape[0], b.state.shape[0]
     groups = [("cso", 0, na), ("manoeuvre", na, na + nb), ("straight", na + nb, na + nb + n_straight)]
 
@@ -538,7 +466,7 @@ def mixed(
         out = np.empty_like(x)
         out[:na] = a.step(x[:na], k, dt)
         out[na : na + nb] = b.step(x[na : na + nb], k, dt)
-        out[na + nb :] = _linear_step(x[na + nb :], k, dt)
+        out[na + nb :] = linear_step(x[na + nb :], k, dt)
         return out
 
     q_rows = np.concatenate([np.full(na, q_ballistic), np.full(nb + n_straight, q_air)])
@@ -569,58 +497,6 @@ FAMILIES: dict[str, Callable[..., Scenario]] = {
     "manoeuvre": manoeuvre,
     "mixed": mixed,
 }
-
-
-def truth_model(scen: Any) -> tuple[StepFn, F64]:
-    """Rebuild a saved scenario's deterministic truth step and per-object q.
-
-    The floor needs the flow's Jacobian along the true trajectory; the flow is
-    recovered from ``params_json`` (and, for turns, from the truth itself: the turn
-    rate of a step is the heading change of the true velocity over it, which is
-    exact for the noise-free part and what a known-manoeuvre bound assumes).
-    """
-    p = json.loads(str(scen["params_json"]))
-    fam = p["family"]
-    n = scen["truth_state"].shape[0]
-    q = (
-        np.asarray(scen["truth_q"], np.float64)
-        if "truth_q" in scen
-        else np.full(n, float(p["q_truth_m2_s3"]))
-    )
-    grav = p.get("gravity", "none")
-    j2 = bool(grav.get("j2", False)) if isinstance(grav, dict) else False
-    x_true = np.asarray(scen["truth_state"], np.float64)
-    t = np.asarray(scen["scan_time"], np.float64)
-
-    def turn_rate(rows: slice, k: int) -> F64:
-        v0, v1 = x_true[rows, k][:, [1, 3]], x_true[rows, k + 1][:, [1, 3]]
-        ang = np.arctan2(v1[:, 1], v1[:, 0]) - np.arctan2(v0[:, 1], v0[:, 0])
-        return wrap(ang) / (t[k + 1] - t[k])
-
-    def ballistic(x: F64, k: int, dt: float) -> F64:
-        return ballistic_step(x, dt, j2)
-
-    def turning(x: F64, k: int, dt: float, rows: slice = slice(None)) -> F64:
-        return turn_step(x, dt, turn_rate(rows, k))
-
-    if fam == "straight":
-        return _linear_step, q
-    if fam == "cso":
-        return ballistic, q
-    if fam == "manoeuvre":
-        return turning, q
-    if fam != "mixed":
-        raise ValueError(f"params_json family {fam!r}: unknown (one of {sorted(FAMILIES)})")
-    bounds = {g["family"]: slice(*g["rows"]) for g in p["groups"]}
-
-    def step(x: F64, k: int, dt: float) -> F64:
-        out = np.empty_like(x)
-        out[bounds["cso"]] = ballistic(x[bounds["cso"]], k, dt)
-        out[bounds["manoeuvre"]] = turning(x[bounds["manoeuvre"]], k, dt, bounds["manoeuvre"])
-        out[bounds["straight"]] = _linear_step(x[bounds["straight"]], k, dt)
-        return out
-
-    return step, q
 
 
 def generate(family: str, seed: int = 1, **kw: Any) -> Scenario:
