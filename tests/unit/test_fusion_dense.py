@@ -61,7 +61,8 @@ def test_second_object_inside_a_tracks_gate_gets_its_own_track() -> None:
             first_id = ids[0]
             assert first_id != 0
         if t >= 30.0:  # 20 s after the second object appeared
-            assert all(ids) and ids[0] != ids[1], (t, ids, pic.track_id)
+            assert all(ids), (t, ids, pic.track_id)
+            assert ids[0] != ids[1], (t, ids, pic.track_id)
             for i, tid in enumerate(ids):
                 seen[i].add(tid)
     assert seen[0] == {first_id}
@@ -76,11 +77,11 @@ def test_crossing_during_a_turn_keeps_one_id_per_target() -> None:
     c = np.array([80e3, 5e3, 8e3])
 
     def truth(t: float) -> np.ndarray:
-        a = np.array([*(c + [-speed * (t - 20.0), 0.0, 0.0]), -speed, 0.0, 0.0])
+        a = np.array([*(c + np.array([-speed * (t - 20.0), 0.0, 0.0])), -speed, 0.0, 0.0])
         # b: straight north until 15 s, then turns at omega (left) for 20 s
-        p15 = c + [0.0, 100.0 - speed * 5.0, 0.0]
+        p15 = c + np.array([0.0, 100.0 - speed * 5.0, 0.0])
         if t < 15.0:
-            b = np.array([*(p15 + [0.0, speed * (t - 15.0), 0.0]), 0.0, speed, 0.0])
+            b = np.array([*(p15 + np.array([0.0, speed * (t - 15.0), 0.0])), 0.0, speed, 0.0])
         else:
             tt = min(t, 35.0) - 15.0
             th = np.pi / 2 + omega * tt
