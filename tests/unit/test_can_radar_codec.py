@@ -140,7 +140,7 @@ def test_classic_round_trip_within_one_lsb() -> None:
 
 def test_fd_round_trip_matches_serial_resolution() -> None:
     src = reports(20, rates=False)
-    dev, gw = CanRadarCodec(Role.DEVICE, fd=True), CanRadarCodec(Role.GATEWAY)
+    dev, gw = CanRadarCodec(Role.DEVICE, fd=True), CanRadarCodec(Role.GATEWAY, fd=True)
     frames = dev.encode_reports(src)
     assert len(frames) == 20
     assert all(f.is_fd and len(f.data) == 64 for f in frames)
@@ -154,7 +154,7 @@ def test_fd_round_trip_matches_serial_resolution() -> None:
 
 @pytest.mark.parametrize("fd", [False, True])
 def test_status_round_trip(fd: bool) -> None:
-    dev, gw = CanRadarCodec(Role.DEVICE, fd=fd), CanRadarCodec(Role.GATEWAY, sensor_id=4)
+    dev, gw = CanRadarCodec(Role.DEVICE, fd=fd), CanRadarCodec(Role.GATEWAY, sensor_id=4, fd=fd)
     st_in = Status(
         sensor_time_ns=NOW + 123_456_789,
         state=SensorState.DEGRADED,
