@@ -378,3 +378,42 @@ def test_id_offset_moves_every_id() -> None:
     assert {f.arbitration_id for f in frames} == {0x310, 0x311, 0x312, 0x313, 0x314}
     assert len(batches(gw.receive_frames(frames))) == 2
     assert reasons(CanRadarCodec(Role.GATEWAY).receive_frames(frames[:1])) == ["unknown_id"]
+
+
+@pytest.mark.parametrize("fd", [False, True])
+def test_a_radar_takes_only_its_own_frame_format(fd: bool) -> None:
+    """Issue 14: the other format's frames and ids are counted drops, never decoded."""
+    own = stamp(CanRadarCodec(Role.DEVICE, fd=fd).encode_reports(reports(2)))
+    other = stamp(CanRadarCodec(Role.DEVICE, fd=not fd).encode_reports(reports(2)))
+    gw = CanRadarCodec(Role.GATEWAY, fd=fd)
+    ev = gw.receive_frames(other + own)
+    assert reasons(ev) == ["wrong_format"] * len(other)
+    assert len(batches(ev)) == 2
+    # Its own id with the FD flag the other way round: wrong_format as well.
+    flipped = [f._replace(is_fd=not f.is_fd) for f in own]
+    assert reasons(gw.receive_frames(flipped)) == ["wrong_format"] * len(own)
+    # An id in neither DBC, or a 29-bit id: unknown_id.
+    stray = [CanFrame(0x123, bytes(8), fd, False, NOW), own[0]._replace(is_extended=True)]
+    assert reasons(gw.receive_frames(stray)) == ["unknown_id", "unknown_id"]
+
+
+def test_fd_status_with_garbage_state_or_time_is_a_counted_drop() -> None:
+    """A wire State of 53 or a negative time is the peer's error: ``range``, not ValueError."""
+    frame = CanRadarCodec(Role.DEVICE, fd=True).send(
+        Status(
+            sensor_time_ns=NOW, state=SensorState.OK, time_sync_locked=True, radiating=True,
+            track_count=1, uptime_s=1,
+        )
+    )  # fmt: skip
+    gw = CanRadarCodec(Role.GATEWAY, fd=True)
+    bad = bytearray(frame.data)
+    bad[18] = 53  # State: bits 144..151 (can_radar_fd.dbc)
+    (ev,) = gw.receive_frames([CanFrame(frame.arbitration_id, bytes(bad), True, False, NOW)])
+    assert isinstance(ev, Rejected)
+    assert ev.reason == "range"
+    assert "State 53" in str(ev.error)
+    huge = bytearray(frame.data)
+    huge[0:8] = (1 << 63).to_bytes(8, "little")  # SensorTime is signed: negative
+    (ev,) = gw.receive_frames([CanFrame(frame.arbitration_id, bytes(huge), True, False, NOW)])
+    assert isinstance(ev, Rejected)
+    assert ev.reason == "range"
