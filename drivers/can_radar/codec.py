@@ -55,6 +55,7 @@ _CLASSIC_KINDS = frozenset(
 ) | {FrameKind.STATUS}
 _FD_KINDS = frozenset({FrameKind.FD_TRACK, FrameKind.FD_STATUS})
 _STATES = frozenset(int(s) for s in SensorState)
+_MAX_TIME_US = (2**63 - 1) // 1000
 _PART_WORDS = 1  # each classic part is one 64-bit word
 _CEIL_SLACK = 1e-6  # as the serial ICD: a value already on an LSB re-encodes to it
 
@@ -222,9 +223,12 @@ class CanRadarCodec:
         out = np.empty(n, dtype=TRACK_BATCH_DTYPE)
         out["sensor_track_id"] = raw["TrackId"]
         out["sequence"] = raw["Counter"]
-        out["sensor_time_ns"] = time_us * 1000
+        # A receive time near the ends of int64 (a replayed recording's, say)
+        # can unwrap to a time ns cannot hold: the row is dropped, not wrapped.
+        time_bad = (time_us < 0) | (time_us > _MAX_TIME_US)
+        out["sensor_time_ns"] = np.where(time_bad, 0, time_us) * 1000
         blobs = [d for d, _ in done]
-        return self._finish(out, raw, sig, blobs)
+        return self._finish(out, raw, sig, blobs, time_bad)
 
     def _decode_fd(self, datas: list[bytes]) -> list[CanRadarEvent]:
         words = stack_frames(datas, FD_TRACK)
@@ -241,12 +245,13 @@ class CanRadarCodec:
         raw: dict[str, npt.NDArray[np.int64]],
         sig: dict[str, SignalLayout],
         blobs: list[bytes],
+        time_bad: npt.NDArray[np.bool_] | None = None,
     ) -> list[CanRadarEvent]:
         """Scale to SI, check every ICD rule per row, split off the bad rows."""
         rates_valid = raw["RatesValid"] != 0
         out["rates_valid"] = rates_valid
         out["coasting"] = raw["Coasting"] != 0
-        bad = np.zeros(len(out), dtype=bool)
+        bad = np.zeros(len(out), dtype=bool) if time_bad is None else time_bad.copy()
         for name in ("SensorTime", "Quality"):
             if name in sig:
                 bad |= sig[name].out_of_range(raw[name])
@@ -266,6 +271,16 @@ class CanRadarCodec:
         events: list[CanRadarEvent] = []
         good = ~bad
         for i in np.flatnonzero(bad).tolist():
+            if time_bad is not None and time_bad[i]:
+                events.append(
+                    self._reject(
+                        "range",
+                        f"track {int(raw['TrackId'][i])} MeasTimeUs {int(raw['MeasTimeUs'][i])} unwraps "
+                        "to a time outside int64 ns (ICD §4.3)",
+                        blobs[i],
+                    )
+                )
+                continue
             events.append(self._row_rejection(i, raw, sig, rates_valid, blobs[i]))
         if good.any():
             events.append(TrackReportBatch(self.sensor_id, out[good]))

@@ -417,3 +417,28 @@ def test_fd_status_with_garbage_state_or_time_is_a_counted_drop() -> None:
     (ev,) = gw.receive_frames([CanFrame(frame.arbitration_id, bytes(huge), True, False, NOW)])
     assert isinstance(ev, Rejected)
     assert ev.reason == "range"
+
+
+def test_a_receive_time_near_the_end_of_int64_drops_not_raises() -> None:
+    """Classic times unwrap against the receive time (ICD §4.3); a replayed recording's
+    garbage receive time must give a counted ``range`` drop, never LocalProtocolError."""
+    from drivers.can_radar.icd import MEAS_TIME_MODULUS_US, STATUS_TIME_MODULUS_US
+
+    t_rx = 2**63 - 1
+    ref_us = t_rx // 1000
+
+    def ahead(modulus: int) -> int:  # a stamp that unwraps to 0.4 modulus after t_rx: past int64 ns
+        return (ref_us + (4 * modulus) // 10) % modulus * 1000
+
+    dev = CanRadarCodec(Role.DEVICE)
+    st_frame = dev.send(
+        Status(
+            sensor_time_ns=ahead(STATUS_TIME_MODULUS_US), state=SensorState.OK, time_sync_locked=True,
+            radiating=True, track_count=1, uptime_s=0,
+        )
+    )  # fmt: skip
+    src = reports(2)
+    src["sensor_time_ns"] = ahead(MEAS_TIME_MODULUS_US)
+    frames = [*dev.encode_reports(src), st_frame]
+    ev = CanRadarCodec(Role.GATEWAY).receive_frames(stamp(frames, t_rx))
+    assert reasons(ev) == ["range", "range", "range"]
