@@ -13,6 +13,7 @@ The reference of every key is ``docs/config.md``.
 from __future__ import annotations
 
 import socket
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -516,6 +517,30 @@ class GatewayConfig(_Model):
         return self
 
     @model_validator(mode="after")
+    def _multicast_groups_apart(self) -> GatewayConfig:
+        """Two ``udp_multicast`` CAN devices on different groups of one port can be
+        told apart only where the transport can keep a socket to its own group
+        (Linux: IP_MULTICAST_ALL, gateway/transports/can.py); elsewhere each
+        would receive the other's frames, so the config is refused."""
+        if sys.platform == "linux":
+            return self
+        seen: dict[int, tuple[str, str]] = {}
+        for d in self.devices:
+            t = d.transport
+            if not (d.enabled and isinstance(t, CanTransportConfig) and t.interface == "udp_multicast"):
+                continue
+            port = int(t.options.get("port", _UDP_MULTICAST_PORT))
+            group = str(t.channel)
+            other = seen.setdefault(port, (d.id, group))
+            if other[1] != group:
+                raise ValueError(
+                    f"devices {other[0]!r} and {d.id!r}: udp_multicast groups {other[1]} and {group} "
+                    f"share port {port}, and on {sys.platform} each bus would receive both groups; "
+                    "give one a different transport.options.port"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _unique_ids(self) -> GatewayConfig:
         seen: set[str] = set()
         for d in self.devices:
@@ -526,6 +551,9 @@ class GatewayConfig(_Model):
 
 
 # --- loading ------------------------------------------------------------------
+
+#: python-can's default udp_multicast port (can/interfaces/udp_multicast/bus.py).
+_UDP_MULTICAST_PORT = 43113
 
 #: Transport kinds pydantic puts into error locations (the union's tags).
 _TRANSPORT_TAGS = frozenset({"serial", "udp", "memory", "can"})
