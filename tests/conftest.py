@@ -45,6 +45,17 @@ class Mosquitto:
                 self.proc.kill()
                 self.proc.wait()
 
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, sockets reset (a crash or power loss)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def start(self) -> None:
+        """Start again on the same port and config after :meth:`stop` or :meth:`kill`."""
+        self.proc = _spawn(self.conf)
+        wait_port(self.port)
+
     def restart(self) -> None:
         self.stop()
         self.proc = _spawn(self.conf)
