@@ -86,9 +86,9 @@ class ReleaseProfile(_Model):
     """What may leave for one partner (docs/partners.md §3)."""
 
     #: Fields released per track; "position" is always required.
-    fields: list[ReleasableField] = Field(default_factory=lambda: ["position"])
+    fields: list[ReleasableField] = Field(default_factory=lambda: list[ReleasableField](["position"]))
     #: Track statuses released.
-    statuses: list[ReleasableStatus] = Field(default_factory=lambda: ["confirmed"])
+    statuses: list[ReleasableStatus] = Field(default_factory=lambda: list[ReleasableStatus](["confirmed"]))
     #: Precision: positions in whole multiples of this (ECEF metres).
     position_quantum_m: float = Field(default=100.0, ge=1.0, le=1e6)
     velocity_quantum_mps: float = Field(default=5.0, ge=0.01, le=1e4)
@@ -159,7 +159,7 @@ class PartnerConfig(_Model):
     id: str = Field(pattern=_ID)
     #: The name the partner sees as the releasing party (never the gateway id).
     release_as: str = Field(pattern=_ID)
-    broker: PartnerBrokerConfig = PartnerBrokerConfig()
+    broker: PartnerBrokerConfig = Field(default_factory=lambda: PartnerBrokerConfig())
     profile: ReleaseProfile = ReleaseProfile()
     #: Hash-chained audit of every release (``hilgw audit verify`` reads it).
     audit_log: Path
@@ -170,4 +170,3 @@ class PartnerConfig(_Model):
     @property
     def prefix(self) -> str:
         return self.broker.topic_prefix or f"partners/{self.id}"
-

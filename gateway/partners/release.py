@@ -28,7 +28,6 @@ picture of 1000 tracks is filtered in well under a millisecond
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 from collections import Counter
@@ -162,7 +161,9 @@ class ReleaseFilter:
         return rel, cls
 
     def _ref(self, track_id: int) -> int:
-        mac = hmac.new(self._ref_key, self.partner_id.encode() + b"\0" + track_id.to_bytes(8, "big"), "sha256")
+        mac = hmac.new(
+            self._ref_key, self.partner_id.encode() + b"\0" + track_id.to_bytes(8, "big"), "sha256"
+        )
         return int.from_bytes(mac.digest()[:8], "big")
 
     # --- the filter -----------------------------------------------------------------
@@ -180,7 +181,7 @@ class ReleaseFilter:
                 withheld[reason] += n
                 ok[fail] = False
 
-        check("invalid", np.isfinite(tr.x).all(axis=1) if m else ok)
+        check("invalid", np.asarray(np.isfinite(tr.x).all(axis=1), bool).reshape(m))
         check("status", np.isin(tr.status, self._statuses))
         rel, cls = self._sensor_tables(pic.markings)
         rows, sens = tr.contrib_row, tr.contrib_sensor
@@ -204,7 +205,10 @@ class ReleaseFilter:
             if prof.circle is not None:
                 c = prof.circle
                 p1, p2 = np.radians(c.lat_deg), np.radians(lat)
-                h = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lon - c.lon_deg) / 2) ** 2
+                h = (
+                    np.sin((p2 - p1) / 2) ** 2
+                    + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lon - c.lon_deg) / 2) ** 2
+                )
                 inside = 2 * _EARTH_R_M * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0))) <= c.radius_m
             else:
                 assert prof.polygon is not None
@@ -247,5 +251,5 @@ class ReleaseFilter:
             out.vy_q.extend(v[:, 1].tolist())
             out.vz_q.extend(v[:, 2].tolist())
         if "status" in prof.fields:
-            out.status.extend(_PARTNER_STATUS[tr.status[idx].astype(np.int64)].tolist())  # type: ignore[arg-type]
+            out.status.extend(_PARTNER_STATUS[tr.status[idx].astype(np.int64)].tolist())
         return out
