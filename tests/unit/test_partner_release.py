@@ -73,7 +73,12 @@ CLOSED = SourceMarkings(UNCLAS, frozenset({"bravo"}))
         ({}, one_track(), (None,), "classification"),  # an unmarked source
         ({}, one_track(), (SourceMarkings(0, frozenset({"alpha"})),), "classification"),
         ({}, one_track(), (SourceMarkings(SECRET, frozenset({"alpha"})),), "classification"),
-        ({"max_classification": "SECRET"}, one_track(), (SourceMarkings(SECRET, frozenset({"alpha"})),), None),
+        (
+            {"max_classification": "SECRET"},
+            one_track(),
+            (SourceMarkings(SECRET, frozenset({"alpha"})),),
+            None,
+        ),
         ({}, one_track(), (CLOSED,), "sources"),
         ({}, one_track(sensors=(0, 1)), (OPEN, CLOSED), "mixed"),
         ({"mixed_sources": "release"}, one_track(sensors=(0, 1)), (OPEN, CLOSED), None),
@@ -87,16 +92,22 @@ CLOSED = SourceMarkings(UNCLAS, frozenset({"bravo"}))
     ],
 )
 def test_each_reason(
-    profile: dict[str, object], tracks: TrackArrays, markings: tuple[SourceMarkings | None, ...], reason: str | None
+    profile: dict[str, object],
+    tracks: TrackArrays,
+    markings: tuple[SourceMarkings | None, ...],
+    reason: str | None,
 ) -> None:
     f = ReleaseFilter("alpha", "nation-x", ReleaseProfile.model_validate(profile))
     rel = f.apply(Picture(1, T0, tracks, markings))
     if reason is None:
-        assert rel.released == 1 and not rel.withheld
+        assert rel.released == 1
+        assert not rel.withheld
         assert len(rel.picture.track_ref) == 1
     else:
-        assert rel.released == 0 and dict(rel.withheld) == {reason: 1}
-        assert len(rel.picture.track_ref) == 0 and len(rel.picture.x_q) == 0
+        assert rel.released == 0
+        assert dict(rel.withheld) == {reason: 1}
+        assert len(rel.picture.track_ref) == 0
+        assert len(rel.picture.x_q) == 0
 
 
 def test_precision_time_and_fields() -> None:
@@ -105,16 +116,21 @@ def test_precision_time_and_fields() -> None:
     t_state = T0 - 300_000_000  # state 0.3 s older than the picture
     pic = f.apply(Picture(1, T0, one_track(t_ns=t_state), (OPEN,))).picture
     t_rel = (T0 + 500_000_000) // 1_000_000_000 * 1_000_000_000
-    assert pic.time_ns == t_rel and pic.time_quantum_ns == 1_000_000_000
+    assert pic.time_ns == t_rel
+    assert pic.time_quantum_ns == 1_000_000_000
     dt = (t_rel - t_state) * 1e-9
     want = np.rint((np.array(POS) + np.array([-50.0, 200.0, 10.0]) * dt) / 100.0)
     assert [pic.x_q[0], pic.y_q[0], pic.z_q[0]] == want.astype(int).tolist()
     # Only the allow-listed fields are filled; the rest stay empty.
-    assert len(pic.vx_q) == len(pic.status) == 0 and pic.velocity_quantum_mps == 0
-    assert pic.releasing_party == "nation-x" and pic.classification == UNCLAS
+    assert len(pic.vx_q) == len(pic.status) == 0
+    assert pic.velocity_quantum_mps == 0
+    assert pic.releasing_party == "nation-x"
+    assert pic.classification == UNCLAS
     f2 = ReleaseFilter("alpha", "x", ReleaseProfile(fields=["position", "velocity", "status"]))
     pic2 = f2.apply(Picture(1, T0, one_track(), (OPEN,))).picture
-    assert list(pic2.vx_q) == [-10] and list(pic2.vy_q) == [40] and list(pic2.vz_q) == [2]  # 5 m/s quantum
+    assert list(pic2.vx_q) == [-10]
+    assert list(pic2.vy_q) == [40]
+    assert list(pic2.vz_q) == [2]
     assert list(pic2.status) == [partner_pb2.PARTNER_TRACK_STATUS_CONFIRMED]
 
 
@@ -127,8 +143,10 @@ def test_pseudonyms_stable_per_partner_and_unlinkable() -> None:
     r2 = a.apply(Picture(2, T0 + 10**9, one_track(), (both,))).picture.track_ref[0]
     rb = b.apply(Picture(1, T0, one_track(), (both,))).picture.track_ref[0]
     assert r1 == r2  # stable for the track's life
-    assert rb != r1 and r1 != 42  # another partner, another name; never the internal id
-    assert a.sequence == 2 and b.sequence == 1
+    assert rb != r1
+    assert r1 != 42
+    assert a.sequence == 2
+    assert b.sequence == 1
 
 
 def test_partner_message_has_only_allow_listed_fields() -> None:
@@ -150,7 +168,12 @@ def check_case(seed: int, m: int = 40) -> int:
     profile = random_profile(rng)
     partner = PARTNERS[int(rng.integers(0, len(PARTNERS)))]
     batch = tracks_to_proto(
-        tracks, [f"s{i}" for i in range(n_sensors)], "gw", 1, T0, [mk.to_proto() if mk else None for mk in markings]
+        tracks,
+        [f"s{i}" for i in range(n_sensors)],
+        "gw",
+        1,
+        T0,
+        [mk.to_proto() if mk else None for mk in markings],
     )
     expected = reference_release(batch, profile, partner)
     f = ReleaseFilter(partner, "nation-x", profile, ref_key=b"\x01" * 32)
@@ -168,9 +191,7 @@ def check_case(seed: int, m: int = 40) -> int:
     assert len(pic.vx_q) == (n if "velocity" in profile.fields else 0)
     assert len(pic.status) == (n if "status" in profile.fields else 0)
     assert pic.classification <= profile.max_classification_value
-    assert set(pic.status) <= {
-        {"tentative": 1, "confirmed": 2, "coasting": 3}[s] for s in profile.statuses
-    }
+    assert set(pic.status) <= {{"tentative": 1, "confirmed": 2, "coasting": 3}[s] for s in profile.statuses}
     return m
 
 
