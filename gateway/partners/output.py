@@ -78,14 +78,17 @@ class PartnerFeed:
         self.config = config
         self.filter = ReleaseFilter(config.id, config.release_as, config.profile, ref_key)
         self.session = session or MqttSession(
-            partner_mqtt_config(config), config.release_as, client_id=config.broker.client_id
+            partner_mqtt_config(config),
+            config.release_as,
+            client_id=config.broker.client_id or f"hilgw-{config.release_as}-{config.id}",
         )
         self.topic = f"{config.prefix}/{config.release_as}/picture"
         self._pictures = pictures
         self._audit = audit
         self._held: deque[_Held] = deque()
-        #: Pictures by fate: ``released`` (handed to the session), ``rate`` (over
-        #: max_rate_hz, skipped), ``audit_failed`` (not sent: no journal, no release).
+        #: Pictures by fate: ``released`` (handed to the session), ``superseded``
+        #: (a newer one came before max_rate_hz allowed a send), ``delay_line_full``,
+        #: ``audit_failed`` (not sent: no journal, no release).
         self.pictures: Counter[str] = Counter()
         #: Tracks withheld, by reason (release.REASONS); tracks released.
         self.withheld: Counter[str] = Counter()
@@ -155,28 +158,34 @@ class PartnerFeed:
         return n
 
     async def run(self) -> None:
-        """Until cancelled: subscribe to pictures, release at most max_rate_hz."""
+        """Until cancelled: take the freshest picture at most max_rate_hz, release when due."""
         prof = self.config.profile
-        sub = self._pictures.subscribe(f"partner:{self.config.id}", maxsize=2, policy=FullPolicy.DROP_OLDEST)
+        sub = self._pictures.subscribe(f"partner:{self.config.id}", maxsize=1, policy=FullPolicy.DROP_OLDEST)
         period = 1.0 / prof.max_rate_hz
         last = -1e18
+        pending: Picture | None = None
         self.open_audit()
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.session.run(), name=f"partner:{self.config.id}:mqtt")
                 while True:
+                    # A picture that comes sooner than the rate allows waits,
+                    # and a newer one replaces it: the partner always gets the
+                    # freshest picture, at most max_rate_hz.
                     try:
-                        async with asyncio.timeout(0.1):
-                            pic = await sub.get()
+                        async with asyncio.timeout(0.05):
+                            await sub.wait()
                     except TimeoutError:
-                        pic = None
+                        pass
+                    for pic in sub.get_all():
+                        if pending is not None:
+                            self.pictures["superseded"] += 1
+                        pending = pic
                     now = time.monotonic()
-                    if pic is not None:
-                        if now - last >= period * 0.999:
-                            last = now
-                            self.take(pic, now)
-                        else:
-                            self.pictures["rate"] += 1
+                    if pending is not None and now - last >= period:
+                        last = now
+                        self.take(pending, now)
+                        pending = None
                     self.release_due(now)
         finally:
             sub.close()
