@@ -56,7 +56,7 @@ async def test_gateway_releases_only_marked_sources(mosquitto: Mosquitto, tmp_pa
                     7,
                     54.0,
                     {"classification": "UNCLASSIFIED", "releasable_to": ["alpha"]},
-                ),  # noqa: E501
+                ),
                 radar("radar-b", links[1], 8, 56.0, None),
             ],
             "partners": [
