@@ -401,6 +401,18 @@ class WebConfig(_Model):
     history_s: float = Field(default=60.0, gt=0, le=3600)
     #: Pushes per second to each open page.
     update_hz: float = Field(default=2.0, gt=0, le=20)
+    #: Open pages (WebSockets) at most; one more is refused with 503. Each takes
+    #: a file descriptor: keep it well below the process limit (LimitNOFILE in
+    #: deploy/systemd/hilgw.service); the server also lowers it to half the soft
+    #: RLIMIT_NOFILE it finds at start.
+    max_clients: int = Field(default=200, ge=1, le=100_000)
+    #: Snapshots queued for one page; a page this far behind is dropped.
+    client_queue: int = Field(default=4, ge=1, le=64)
+    #: A page that cannot take one snapshot in this time is dropped.
+    send_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    #: Host names (``name`` or ``name:port``) accepted in the Host and Origin
+    #: headers besides the served host, 127.0.0.1, localhost and [::1].
+    allowed_hosts: list[str] = Field(default_factory=list)
 
 
 class ScoringConfig(_Model):
