@@ -208,7 +208,7 @@ class _GatewayCollector(Collector):
             dropped = CounterMetricFamily(
                 "hilgw_web_clients_dropped", "Display pages dropped for falling behind", labels=["reason"]
             )
-            for reason in ("slow", "send_timeout", "send_error"):
+            for reason in ("slow", "send_timeout", "send_error", "no_pong"):
                 dropped.add_metric([reason], gw.web.dropped[reason])
             refused = CounterMetricFamily(
                 "hilgw_web_requests_refused",

@@ -77,7 +77,7 @@ class SituationDisplay:
         self.guard = HostGuard(config.host, config.allowed_hosts)
         self.sent = 0
         self.snapshot_errors = 0
-        #: Pages dropped by reason: slow (queue full), send_timeout, send_error.
+        #: Pages dropped by reason: slow (queue full), send_timeout, send_error, no_pong.
         self.dropped: Counter[str] = Counter()
 
     @property
@@ -290,6 +290,10 @@ class SituationDisplay:
                 if msg.type == WSMsgType.ERROR:
                     break
         finally:
+            if client in self._clients and isinstance(ws.exception(), TimeoutError):
+                # No pong within heartbeat/2 (aiohttp closes the socket): a page
+                # that stopped reading before it fell a queue behind.
+                self._drop(client, "no_pong")
             self._clients.discard(client)
             client.writer.cancel()
         return ws
