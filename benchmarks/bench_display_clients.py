@@ -87,7 +87,35 @@ async def _wait_healthz(session: aiohttp.ClientSession, port: int, proc: subproc
     raise RuntimeError("gateway not healthy within 90 s")
 
 
-async def bench(clients: int, stalled: int, duration: float, nofile: int) -> dict[str, Any]:
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+async def worker(port: int, clients: int, start: float, duration: float) -> dict[str, Any]:
+    """Open ``clients`` reading pages; from ``start`` (epoch s) for ``duration``
+    seconds note the delay of every snapshot; return them as JSON-ready values."""
+    readers = [ReadingClient() for _ in range(clients)]
+    stop = asyncio.Event()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        tasks = []
+        for i in range(0, clients, 25):  # open in groups: a handshake storm is not the test
+            tasks += [asyncio.create_task(r.run(session, HOST, port, stop)) for r in readers[i : i + 25]]
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(max(0.0, start - time.time()))
+        for r in readers:
+            r.delays_s.clear()
+        await asyncio.sleep(duration)
+        stop.set()
+        await asyncio.gather(*tasks)
+    return {
+        "delays": [round(d, 5) for r in readers for d in r.delays_s],
+        "received": [len(r.delays_s) for r in readers],
+        "closed": sum(r.closed is not None for r in readers),
+    }
+
+
+async def bench(clients: int, stalled: int, duration: float, nofile: int, n_workers: int) -> dict[str, Any]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = nofile if hard == resource.RLIM_INFINITY else min(nofile, hard)
     if soft < want:
@@ -110,29 +138,37 @@ async def bench(clients: int, stalled: int, duration: float, nofile: int) -> dic
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    readers = [ReadingClient() for _ in range(clients - stalled)]
     stop = asyncio.Event()
     health_ms: list[float] = []
     health_bad = 0
     rss: list[float] = []
     fds: list[int] = []
-    conn = aiohttp.TCPConnector(limit=0)
+    cpu: list[float] = []
+    workers: list[asyncio.subprocess.Process] = []
+    outputs: list[bytes] = []
     try:
-        async with aiohttp.ClientSession(connector=conn) as session:
+        async with aiohttp.ClientSession() as session:
             await _wait_healthz(session, metrics_port, proc)
             rss_idle = _rss_mb(proc.pid)
-            tasks = []
-            for i in range(0, len(readers), 50):  # open in groups: a handshake storm is not the test
-                tasks += [
-                    asyncio.create_task(r.run(session, HOST, web_port, stop)) for r in readers[i : i + 50]
-                ]
-                await asyncio.sleep(0.05)
+            # The reading pages live in worker processes, so that reading 1,000
+            # sockets in one Python loop is not what the delays measure.
+            t_start = time.time() + 8.0 + (clients - stalled) / 100  # all connected by then
+            share = [
+                (clients - stalled) // n_workers + (i < (clients - stalled) % n_workers)
+                for i in range(n_workers)
+            ]
+            for n in share:
+                workers.append(
+                    await asyncio.create_subprocess_exec(
+                        sys.executable, __file__, "--worker", "--port", str(web_port), "--clients", str(n),
+                        "--start", str(t_start), "--duration", str(duration),
+                        stdout=asyncio.subprocess.PIPE,
+                    )
+                )  # fmt: skip
             socks = [await stalled_client(HOST, web_port) for _ in range(stalled)]
-            await asyncio.sleep(2.0)  # every page has its first picture
+            await asyncio.sleep(max(0.0, t_start - time.time()))
             rss_connected = _rss_mb(proc.pid)
-            for r in readers:
-                r.delays_s.clear()
-            t0 = time.monotonic()
+            cpu0, t0 = _cpu_s(proc.pid), time.monotonic()
             next_sample = t0
             while (now := time.monotonic()) < t0 + duration:
                 if now >= next_sample:
@@ -141,23 +177,25 @@ async def bench(clients: int, stalled: int, duration: float, nofile: int) -> dic
                     next_sample += 1.0
                 t = time.perf_counter()
                 try:
-                    async with (
-                        asyncio.timeout(5.0),
-                        session.get(f"http://{HOST}:{metrics_port}/healthz") as resp,
-                    ):
+                    url = f"http://{HOST}:{metrics_port}/healthz"
+                    async with asyncio.timeout(5.0), session.get(url) as resp:
                         ok = resp.status == 200
                 except (TimeoutError, aiohttp.ClientError):
                     ok = False
                 health_ms.append((time.perf_counter() - t) * 1e3)
                 health_bad += not ok
                 await asyncio.sleep(0.5)
-            stop.set()
-            await asyncio.gather(*tasks)
+            cpu.append((_cpu_s(proc.pid) - cpu0) / (time.monotonic() - t0))
+            outputs = [(await w.communicate())[0] for w in workers]
             async with session.get(f"http://{HOST}:{metrics_port}/metrics") as resp:
                 metrics = await resp.text()
             for s in socks:
                 s.close()
     finally:
+        stop.set()
+        for w in workers:
+            if w.returncode is None:
+                w.kill()
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=30)
@@ -165,19 +203,23 @@ async def bench(clients: int, stalled: int, duration: float, nofile: int) -> dic
             proc.kill()
             proc.wait()
         log.close()
-    delays = np.array([d for r in readers for d in r.delays_s])
-    received = np.array([len(r.delays_s) for r in readers])
+    parts = [json.loads(o) for o in outputs]
+    all_delays = [d for part in parts for d in part["delays"]]
+    received = np.array([n for part in parts for n in part["received"]])
+    closed = sum(part["closed"] for part in parts)
+    delays = np.array(all_delays)
     return {
         "clients": clients,
         "stalled": stalled,
         "duration_s": duration,
         "nofile_soft": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        "client_processes": n_workers,
         "updates_received": int(delays.size),
         "updates_per_reader_min": int(received.min()) if received.size else 0,
         "delay_p50_s": round(float(np.percentile(delays, 50)), 4) if delays.size else None,
         "delay_p99_s": round(float(np.percentile(delays, 99)), 4) if delays.size else None,
         "delay_max_s": round(float(delays.max()), 4) if delays.size else None,
-        "readers_closed": sum(r.closed is not None for r in readers),
+        "readers_closed": closed,
         "dropped_slow": _metric(metrics, 'hilgw_web_clients_dropped_total{reason="slow"}'),
         "dropped_send_timeout": _metric(metrics, 'hilgw_web_clients_dropped_total{reason="send_timeout"}'),
         "dropped_send_error": _metric(metrics, 'hilgw_web_clients_dropped_total{reason="send_error"}'),
@@ -186,6 +228,7 @@ async def bench(clients: int, stalled: int, duration: float, nofile: int) -> dic
         "healthz_asked": len(health_ms),
         "healthz_not_200": health_bad,
         "healthz_p99_ms": round(float(np.percentile(health_ms, 99)), 1) if health_ms else None,
+        "gateway_cpu_percent": round(cpu[0] * 100, 1) if cpu else None,
         "gateway_fds_max": max(fds) if fds else None,
         "gateway_rss_idle_mb": round(rss_idle, 1),
         "gateway_rss_connected_mb": round(rss_connected, 1),
@@ -203,9 +246,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--nofile", type=int, default=8192, help="soft RLIMIT_NOFILE to set (at most the hard one)"
     )
+    ap.add_argument("--workers", type=int, default=4, help="processes the reading pages are spread over")
     ap.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--start", type=float, help=argparse.SUPPRESS)
     ns = ap.parse_args(argv)
-    res = asyncio.run(bench(ns.clients, ns.stalled, ns.duration, ns.nofile))
+    if ns.worker:
+        print(json.dumps(asyncio.run(worker(ns.port, ns.clients, ns.start, ns.duration))))
+        return 0
+    res = asyncio.run(bench(ns.clients, ns.stalled, ns.duration, ns.nofile, ns.workers))
     if ns.json:
         print(json.dumps(res))
     else:

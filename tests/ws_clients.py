@@ -68,7 +68,7 @@ class ReadingClient:
             ) as ws:
                 while not stop.is_set():
                     try:
-                        msg = await asyncio.wait_for(ws.receive(), timeout=0.5)
+                        msg = await ws.receive(timeout=0.5)  # aiohttp's own timeout: no task per call
                     except TimeoutError:
                         continue
                     if msg.type != aiohttp.WSMsgType.TEXT:

@@ -116,6 +116,8 @@ class CueConfig(_Model):
 
     enabled: bool = True
     keys_file: Path
+    #: keys_file may be a symbolic link (refused by default: gateway/cue/keyfile.py).
+    keys_file_symlink: bool = False
     audit_path: Path
     launchers: list[LauncherCueConfig] = Field(default_factory=list)
     rules: CueRulesConfig = CueRulesConfig()
