@@ -219,6 +219,20 @@ class _GatewayCollector(Collector):
                 refused.add_metric([reason], gw.web.refused[reason])
             yield from (dropped, refused)
 
+        scoring = gw.scoring
+        if scoring is not None:
+            rejected = CounterMetricFamily(
+                "hilgw_scoring_truth_rejected", "Truth batches not scored against", labels=["reason"]
+            )
+            for reason in ("non_finite", "out_of_range", "duplicate_id", "no_time"):
+                rejected.add_metric([reason], scoring.scorer.truth_rejected[reason])
+            yield rejected
+            yield CounterMetricFamily(
+                "hilgw_scoring_tracks_rejected",
+                "Tracks left out of scoring (non-finite state)",
+                value=scoring.scorer.tracks_rejected,
+            )
+
         ok, _ = health_check(gw)
         yield GaugeMetricFamily("hilgw_healthy", "1 when /healthz answers 200", value=int(ok))
 
