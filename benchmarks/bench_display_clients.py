@@ -109,6 +109,7 @@ async def worker(port: int, clients: int, start: float, duration: float) -> dict
         stop.set()
         await asyncio.gather(*tasks)
     return {
+        "cpu_s": time.process_time(),
         "delays": [round(d, 5) for r in readers for d in r.delays_s],
         "received": [len(r.delays_s) for r in readers],
         "closed": sum(r.closed is not None for r in readers),
@@ -229,6 +230,9 @@ async def bench(clients: int, stalled: int, duration: float, nofile: int, n_work
         "healthz_not_200": health_bad,
         "healthz_p99_ms": round(float(np.percentile(health_ms, 99)), 1) if health_ms else None,
         "gateway_cpu_percent": round(cpu[0] * 100, 1) if cpu else None,
+        # All client processes together, over their whole life (connecting included).
+        "clients_cpu_s": round(sum(part["cpu_s"] for part in parts), 1),
+        "load_average_1m": round(os.getloadavg()[0], 1),
         "gateway_fds_max": max(fds) if fds else None,
         "gateway_rss_idle_mb": round(rss_idle, 1),
         "gateway_rss_connected_mb": round(rss_connected, 1),
