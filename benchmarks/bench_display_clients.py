@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -43,7 +44,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.ws_clients import ReadingClient, stalled_client  # noqa: E402
+from tests.ws_clients import ReadingClient, stalled_client, track_batch  # noqa: E402
 
 HOST = "127.0.0.1"
 
@@ -116,7 +117,27 @@ async def worker(port: int, clients: int, start: float, duration: float) -> dict
     }
 
 
-async def bench(clients: int, stalled: int, duration: float, nofile: int, n_workers: int) -> dict[str, Any]:
+async def serve(config: Path, tracks: int) -> None:
+    """The synthetic source: a gateway (display and /metrics, no devices) and
+    a picture of ``tracks`` tracks published five times a second (positions
+    move, update times do not: the trails stay one point long)."""
+    from gateway.config import load_config
+    from gateway.supervisor import Gateway
+
+    async with Gateway(load_config(config)) as gw:
+        batch = track_batch(tracks, "bench-display")
+        while True:
+            for t in batch.tracks:
+                t.state.x += 20.0
+            batch.time_ns = time.time_ns()
+            batch.batch_sequence += 1
+            gw.tracks.publish(batch)
+            await asyncio.sleep(0.2)
+
+
+async def bench(
+    clients: int, stalled: int, duration: float, nofile: int, n_workers: int, source: str, tracks: int
+) -> dict[str, Any]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = nofile if hard == resource.RLIM_INFINITY else min(nofile, hard)
     if soft < want:
@@ -124,17 +145,26 @@ async def bench(clients: int, stalled: int, duration: float, nofile: int, n_work
     web_port, metrics_port = _free_port(), _free_port()
     tmp = Path(tempfile.mkdtemp(prefix="bench-display-"))
     cfg = tmp / "display.toml"
+    # demo: two of the demo's radars emulated (a live picture, without six
+    # emulators starting at once). synthetic: no devices; a picture of
+    # --tracks tracks published five times a second by the child itself, for
+    # a machine so loaded that emulators miss their 10 s start-up time.
+    emulation = (
+        '[emulation]\nscenario = "builtin:demo"\ntransport = "pty"\nonly = ["radar-fwd", "radar-rear"]\n'
+    )
     cfg.write_text(
-        f'gateway_id = "bench-display"\n[mqtt]\nenabled = false\n'
-        # Two of the demo's radars: a live picture, without six emulators starting at once.
-        f'[emulation]\nscenario = "builtin:demo"\ntransport = "pty"\nonly = ["radar-fwd", "radar-rear"]\n'
-        f'[web]\nhost = "{HOST}"\nport = {web_port}\nmax_clients = {clients + 100}\n'
+        'gateway_id = "bench-display"\n[mqtt]\nenabled = false\n'
+        + (emulation if source == "demo" else "[fusion]\npublish_hz = 0.01\n")
+        + f'[web]\nhost = "{HOST}"\nport = {web_port}\nmax_clients = {clients + 100}\n'
         f'[metrics]\nhost = "{HOST}"\nport = {metrics_port}\n'
     )
     log = (tmp / "gateway.log").open("wb")
-    argv = ["run", "--config", str(cfg), "--no-live", "--log-level", "WARNING"]
+    if source == "demo":
+        argv = ["-m", "gateway.cli", "run", "--config", str(cfg), "--no-live", "--log-level", "WARNING"]
+    else:
+        argv = [__file__, "--serve", str(cfg), "--tracks", str(tracks)]
     proc = subprocess.Popen(  # noqa: ASYNC220  # once, before the loop has anything else to do
-        [sys.executable, "-m", "gateway.cli", *argv],
+        [sys.executable, *argv],
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -215,6 +245,7 @@ async def bench(clients: int, stalled: int, duration: float, nofile: int, n_work
         "duration_s": duration,
         "nofile_soft": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         "client_processes": n_workers,
+        "source": source if source == "demo" else f"synthetic, {tracks} tracks",
         "updates_received": int(delays.size),
         "updates_per_reader_min": int(received.min()) if received.size else 0,
         "delay_p50_s": round(float(np.percentile(delays, 50)), 4) if delays.size else None,
@@ -252,14 +283,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--workers", type=int, default=4, help="processes the reading pages are spread over")
     ap.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    ap.add_argument("--source", choices=["demo", "synthetic"], default="demo", help="what the picture shows")
+    ap.add_argument("--tracks", type=int, default=20, help="tracks of the synthetic picture")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--start", type=float, help=argparse.SUPPRESS)
     ns = ap.parse_args(argv)
+    if ns.serve:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(ns.serve, ns.tracks))
+        return 0
     if ns.worker:
         print(json.dumps(asyncio.run(worker(ns.port, ns.clients, ns.start, ns.duration))))
         return 0
-    res = asyncio.run(bench(ns.clients, ns.stalled, ns.duration, ns.nofile, ns.workers))
+    res = asyncio.run(bench(ns.clients, ns.stalled, ns.duration, ns.nofile, ns.workers, ns.source, ns.tracks))
     if ns.json:
         print(json.dumps(res))
     else:
