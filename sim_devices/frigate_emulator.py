@@ -6,10 +6,13 @@ frigate's combat system would put on its feed, with the *same* codecs the
 gateway decodes with (device role):
 
 * ASTERIX (drivers/asterix): per scan one datagram (or a few) with a CAT034
-  north marker, CAT048 target reports of the radar (ρ, θ, 3-D height, track
-  number, ground speed/heading) and CAT062 system tracks of the ship's SDPS
-  (WGS-84 position, altitude, velocity, I062/500 accuracies); a CAT065 SDPS
-  status every second.
+  north marker, CAT048 target reports of the radar (I048/020 single PSR
+  detection, ρ, θ, 3-D height, track number, ground speed/heading) and CAT062
+  system tracks of the ship's SDPS (WGS-84 position, altitude, velocity,
+  I062/500 accuracies); a CAT065 SDPS status every second. Every item is
+  within the standard's range or omitted (docs/icd/asterix.md, "What the
+  emulator sends"): a ballistic target above I062/130's 150,000 ft carries
+  its height in I062/340 HEIGHT.
 * NMEA 0183 (drivers/nmea): GGA, VTG, HDT and PASHR of the own ship at
   ``nmea_hz``, to its own UDP destination.
 
