@@ -13,9 +13,12 @@ how to install it, rather than run a broker that teaches wrong semantics.
 
 The child gets its own temporary config (listener on 127.0.0.1 only,
 anonymous, no persistence), its stderr is kept in a file for the error
-message, and it is terminated (then killed) on exit; on Linux it also gets
-SIGTERM from the kernel if the gateway dies without cleaning up
-(``PR_SET_PDEATHSIG``).
+message, and it is terminated (then killed) on exit, SIGINT/SIGTERM of the
+gateway included. If the gateway is killed outright (SIGKILL), the kernel
+sends the child SIGTERM (``PR_SET_PDEATHSIG``) when it runs as the gateway's
+user; a gateway running as root gets a mosquitto that switches to its own
+``mosquitto`` user, which clears that signal (kernel rule), so there a
+SIGKILLed gateway leaves the broker running. Dropping root matters more.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import sys
 import tempfile
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 
 from hilgw.errors import ConfigError, TransportError
 
@@ -75,10 +78,23 @@ def find_mosquitto() -> str | None:
     return next((p for p in _SEARCH if os.access(p, os.X_OK)), None)
 
 
+def _libc_prctl() -> Any:
+    # Resolved once in the parent: the child between fork and exec only calls it
+    # (no dlopen there, which could wait on a lock another thread held at fork).
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _libc_prctl()
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
 class EmbeddedBroker:
@@ -157,7 +173,7 @@ class EmbeddedBroker:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=self._stderr,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent if _PRCTL is not None else None,
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + START_TIMEOUT_S
