@@ -20,6 +20,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.cue.config import CueConfig  # the [cue] section (docs/cue-path.md §7)
+from gateway.partners import config as _partners
+from gateway.partners.config import MarkingsConfig, PartnerConfig  # docs/partners.md
 from hilgw.tomlconfig import one_line, read_toml
 
 __all__ = [
@@ -248,6 +250,8 @@ class DeviceConfig(_Model):
     cue_key_id: int = Field(default=0, ge=0, le=65535)
     #: Launcher: cue keys by key id; values "hex:<hex>", "env:<VAR>" or "file:<path>".
     cue_keys: dict[int, str] = Field(default_factory=dict)
+    #: Releasability of this source's data (docs/partners.md); None: never released.
+    markings: MarkingsConfig | None = None
 
     @model_validator(mode="after")
     def _radar_needs_site(self) -> DeviceConfig:
@@ -290,6 +294,12 @@ class MqttTlsConfig(_Model):
         if self.key_password is not None and self.cert_file is None:
             raise ValueError("key_password needs cert_file")
         return self
+
+
+# The partner broker block takes the same TLS keys (resolved here, where the
+# model is defined; gateway.partners.config cannot import this module).
+_partners.PartnerBrokerConfig.model_rebuild(_types_namespace={"MqttTlsConfig": MqttTlsConfig})
+_partners.PartnerConfig.model_rebuild()
 
 
 class MqttConfig(_Model):
@@ -480,6 +490,25 @@ class GatewayConfig(_Model):
     web: WebConfig | None = None
     #: Live truth scoring; on when present.
     scoring: ScoringConfig | None = None
+    #: Partner feeds under release profiles (docs/partners.md).
+    partners: list[PartnerConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _partners_apart(self) -> GatewayConfig:
+        ids: set[str] = set()
+        trees: dict[str, str] = {}
+        for p in self.partners:
+            if p.id in ids:
+                raise ValueError(f"partner id {p.id!r} appears twice")
+            ids.add(p.id)
+            other = trees.setdefault(p.prefix, p.id)
+            if other != p.id:
+                raise ValueError(f"partners {other!r} and {p.id!r} share the topic tree {p.prefix!r}")
+        device_ids = {d.id for d in self.devices}
+        for p in self.partners:
+            if f"partner.{p.id}" in device_ids:
+                raise ValueError(f"device id 'partner.{p.id}' is taken by partner {p.id!r}'s inbound source")
+        return self
 
     @model_validator(mode="after")
     def _scoring_needs_mqtt(self) -> GatewayConfig:
