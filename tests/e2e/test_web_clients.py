@@ -58,13 +58,25 @@ async def test_never_reading_pages_are_dropped_and_the_others_keep_up() -> None:
         tasks = [asyncio.create_task(r.run(session, HOST, web_port, stop)) for r in readers]
         stalled = [await stalled_client(HOST, web_port) for _ in range(3)]
         health: list[int] = []
-        t_end = time.monotonic() + 5.0
-        while time.monotonic() < t_end:
+
+        async def tick() -> None:
             async with session.get(f"http://{HOST}:{metrics_port}/healthz") as r:
                 health.append(r.status)
             gw.tracks.publish(big)
             await asyncio.sleep(0.25)
-        t_check = time.monotonic()
+
+        # Until the three pages that never read are dropped (bounded, not timed:
+        # at 10 Hz and a queue of 2 it takes well under a second on a quiet machine).
+        deadline = time.monotonic() + 30.0
+        while sum(gw.web.dropped.values()) < 3 and time.monotonic() < deadline:  # type: ignore[union-attr]
+            await tick()
+        counts = [len(r.received_at) for r in readers]
+        # ... and every reading page still gets pictures after that.
+        deadline = time.monotonic() + 15.0
+        while time.monotonic() < deadline and any(
+            len(r.received_at) <= n for r, n in zip(readers, counts, strict=True)
+        ):
+            await tick()
         stop.set()
         await asyncio.gather(*tasks)
         async with session.get(f"http://{HOST}:{metrics_port}/metrics") as r:
@@ -75,16 +87,13 @@ async def test_never_reading_pages_are_dropped_and_the_others_keep_up() -> None:
         s.close()
 
     assert set(health) == {200}, health
-    for i, page in enumerate(readers):
-        assert page.closed is None, (i, page.closed)
-        # Still fed at the end: a picture in the last second of the 5 s.
-        assert page.received_at, i
-        assert page.received_at[-1] > t_check - 1.0, (i, len(page.received_at))
-        assert len(page.received_at) >= 10, (i, len(page.received_at))
     dropped = _sample(metrics, 'hilgw_web_clients_dropped_total{reason="slow"}') + _sample(
         metrics, 'hilgw_web_clients_dropped_total{reason="send_timeout"}'
     )
     assert dropped == 3, metrics
+    for i, (page, n) in enumerate(zip(readers, counts, strict=True)):
+        assert page.closed is None, (i, page.closed)
+        assert len(page.received_at) > n, (i, n)  # fed after the slow pages went
 
 
 async def test_pages_past_max_clients_get_503_and_are_counted() -> None:
@@ -98,7 +107,7 @@ async def test_pages_past_max_clients_get_503_and_are_counted() -> None:
         assert gw.web is not None
         assert gw.web.refused["limit"] == 1
         await open_ws[0].close()
-        for _ in range(50):  # the server sees the close
+        for _ in range(200):  # until the server sees the close (bounded: 10 s)
             if gw.web.clients < 3:
                 break
             await asyncio.sleep(0.05)
