@@ -108,7 +108,7 @@ class NatsCluster:
             # MQTT sessions and QoS 1 messages are JetStream streams: replicate
             # them so a node's loss loses nothing a client was sent.
             f"mqtt {{\n  listen: 127.0.0.1:{node.mqtt_port}\n  stream_replicas: {self.replicas}\n"
-            f"  ack_wait: \"5s\"\n}}\n"
+            f'  ack_wait: "5s"\n}}\n'
         )
 
     def start(self, timeout_s: float = 30.0) -> None:
