@@ -506,10 +506,7 @@ class GatewayConfig(_Model):
         ):
             raise ValueError("[federation] and [cue.picture] need [mqtt] enabled: pictures arrive over MQTT")
         if self.federation is not None:
-            taken = {d.id for d in self.devices}
             for s in self.federation.sites:
-                if f"site.{s.gateway_id}" in taken:
-                    raise ValueError(f"device id 'site.{s.gateway_id}' is taken by a federation site")
                 if s.gateway_id == self.gateway_id:
                     raise ValueError(f"federation.sites: {s.gateway_id!r} is this gateway itself")
         return self
@@ -525,10 +522,6 @@ class GatewayConfig(_Model):
             other = trees.setdefault(p.prefix, p.id)
             if other != p.id:
                 raise ValueError(f"partners {other!r} and {p.id!r} share the topic tree {p.prefix!r}")
-        device_ids = {d.id for d in self.devices}
-        for p in self.partners:
-            if f"partner.{p.id}" in device_ids:
-                raise ValueError(f"device id 'partner.{p.id}' is taken by partner {p.id!r}'s inbound source")
         return self
 
     @model_validator(mode="after")

@@ -3,7 +3,7 @@
 Each site gateway publishes its ``TrackBatch`` (``[mqtt] tracks_qos = 1``)
 on the cluster. The theatre gateway subscribes to each site's tracks topic
 and hands every accepted batch to its own fusion engine as ECEF sensor tracks
-of the source ``site.<gateway id>``: track-to-track association and
+of the source ``site:<gateway id>``: track-to-track association and
 covariance intersection (gateway/fusion/kalman.py), which stays consistent
 when two sites share a sensor's history and their errors correlate in a way
 nobody knows.
@@ -106,12 +106,15 @@ class SiteInput:
         self.reports = reports
         self.stats = stats
         self.sensor_index = sensor_index
-        self.device_id = f"site.{site.gateway_id}"
+        self.device_id = f"site:{site.gateway_id}"
         self.topic = f"{site.topic_prefix}/{site.gateway_id}/tracks"
         self.statuses = frozenset(_STATUS[s] for s in site.statuses)
         self._wall_ns = wall_ns
         self.epoch = -1
         self.last_seq = 0
+        #: The first sequence seen of the current epoch (a theatre that starts
+        #: after its site has no way to know what came before).
+        self.first_seq = 0
         self._recent: deque[int] = deque(maxlen=256)  # sequences used, to tell duplicates apart
         #: Batches used, and the UTC ns of the last one's picture time.
         self.used = 0
@@ -145,7 +148,9 @@ class SiteInput:
         if epoch < self.epoch:
             return "old_epoch"  # a picture from before the site's restart
         if epoch > self.epoch:  # the site (re)started: its sequence starts over
-            self.epoch, self.last_seq = epoch, 0
+            if self.epoch >= 0 and seq > 1:
+                self.stats.drop("gap", seq - 1)  # a restart seen, its first pictures missed
+            self.epoch, self.last_seq, self.first_seq = epoch, 0, seq
             self._recent.clear()
         elif seq <= self.last_seq:
             return "duplicate" if seq in self._recent else "out_of_order"

@@ -27,7 +27,7 @@ def start_sites(gw: Gateway) -> list[SiteInput]:
     assert session is not None
     inputs = []
     for site in fed.sites:
-        source = f"site.{site.gateway_id}"
+        source = f"site:{site.gateway_id}"
         stats = gw.stats[source] = DeviceStats(source, "federation", "mqtt", gateway_id=gw.config.gateway_id)
         # Site tracks are ECEF sensor tracks: the engine never measures in this frame.
         index = gw.fusion.engine.add_sensor(SensorGeometry(source, np.zeros(3), np.eye(3)))

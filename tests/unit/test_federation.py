@@ -44,7 +44,7 @@ def site_batch(
 def site_input(gw: str = "site-a", now: int = T0) -> tuple[SiteInput, Topic[ReportsIn], DeviceStats]:
     fed = FederationConfig(sites=[SiteConfig(gateway_id=gw)])
     reports: Topic[ReportsIn] = Topic("reports")
-    stats = DeviceStats(f"site.{gw}", "federation", "mqtt")
+    stats = DeviceStats(f"site:{gw}", "federation", "mqtt")
     return SiteInput(fed.sites[0], fed, reports, stats, 3, wall_ns=lambda: now), reports, stats
 
 
@@ -60,7 +60,7 @@ def test_site_batches_used_once_in_order_and_gaps_counted() -> None:
     used = sub.get_all()
     assert len(used) == 4  # 1, 2, 5, 6
     assert dict(stats.drops) == {"duplicate": 1, "gap": 2, "out_of_order": 1}
-    assert used[0].device_id == "site.site-a"
+    assert used[0].device_id == "site:site-a"
     r = used[0].reports
     assert r.sensor.tolist() == [3]
     assert r.sensor_track_id.tolist() == [5]
@@ -114,8 +114,8 @@ def test_theatre_fuses_two_sites_into_one_track() -> None:
     inputs = []
     clock = [T0]
     for k, site in enumerate(fed.sites):
-        idx = stage.engine.add_sensor(SensorGeometry(f"site.{site.gateway_id}", np.zeros(3), np.eye(3)))
-        stats = DeviceStats(f"site.{site.gateway_id}", "federation", "mqtt")
+        idx = stage.engine.add_sensor(SensorGeometry(f"site:{site.gateway_id}", np.zeros(3), np.eye(3)))
+        stats = DeviceStats(f"site:{site.gateway_id}", "federation", "mqtt")
         inputs.append((SiteInput(site, fed, reports, stats, idx, wall_ns=lambda: clock[0]), k))
     rng = np.random.default_rng(3)
     ids: set[int] = set()
@@ -133,7 +133,7 @@ def test_theatre_fuses_two_sites_into_one_track() -> None:
             assert len(live) == 1
             contributors = {c.sensor_id for c in live[0].contributors}
     assert len(ids) == 1
-    assert contributors == {"site.site-a", "site.site-b"}
+    assert contributors == {"site:site-a", "site:site-b"}
     assert batch.epoch_ns == stage.epoch_ns
 
 
@@ -152,11 +152,11 @@ def test_cue_picture_bridge_uses_each_batch_once_in_order() -> None:
 def test_single_source_track_is_not_a_candidate() -> None:
     t = track_pb2.SystemTrack(track_id=1, status=track_pb2.TRACK_STATUS_CONFIRMED, quality=1.0)
     t.last_update_time_ns = T0
-    t.contributors.add(sensor_id="site.site-a")
-    t.contributors.add(sensor_id="site.site-a", sensor_track_id=2)  # the same source twice is one source
+    t.contributors.add(sensor_id="site:site-a")
+    t.contributors.add(sensor_id="site:site-a", sensor_track_id=2)  # the same source twice is one source
     rules = CueRulesConfig(min_sources=2)
     assert _track_reason(rules, t, T0) == "single_source"
-    t.contributors.add(sensor_id="site.site-b")
+    t.contributors.add(sensor_id="site:site-b")
     assert _track_reason(rules, t, T0) is None
 
 
