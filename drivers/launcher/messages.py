@@ -23,7 +23,7 @@ import cantools
 import numpy as np
 
 from drivers.can_radar.layout import MessageLayout, compile_message, stack_frames
-from drivers.launcher.events import MAC_SIZE, Ack, Cue, CueCancel, LauncherStatus
+from drivers.launcher.events import MAC_SIZE, REPLY_MAC_SIZE, Ack, Cue, CueCancel, LauncherStatus
 from hilgw.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -33,10 +33,14 @@ __all__ = [
     "CUE",
     "CUE_MAC",
     "DB",
+    "DOMAIN_ACK",
     "DOMAIN_CANCEL",
     "DOMAIN_CUE",
+    "DOMAIN_STATUS",
+    "REPLY_SIGNED_SIZE",
     "STATUS",
     "compute_mac",
+    "compute_reply_mac",
     "decode_ack",
     "decode_cancel",
     "decode_cue",
@@ -47,24 +51,43 @@ __all__ = [
     "encode_cue",
     "encode_cue_mac",
     "encode_status",
+    "reply_key_id",
+    "reply_signed_bytes",
 ]
 
-#: The launcher database, loaded once (CAN FD only, ICD §3).
-DB: Any = cantools.database.load_string(
-    resources.files(__package__).joinpath("launcher.dbc").read_text(encoding="utf-8"), database_format="dbc"
-)
+
+def _load(name: str) -> Any:
+    text = resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+    return cantools.database.load_string(text, database_format="dbc")
+
+
+#: The launcher database, ICD v2, loaded once (CAN FD only, ICD §3).
+DB: Any = _load("launcher.dbc")
+#: The v1 (unauthenticated) ack and heartbeat layouts, for launchers a config
+#: explicitly accepts (ICD §7.6); nothing is ever sent in them.
+DB_V1: Any = _load("launcher_v1.dbc")
 _L: dict[str, MessageLayout] = {m.name: compile_message(m) for m in DB.messages}
 CANCEL = _L["LAUNCHER_CUE_CANCEL"]
 CUE = _L["LAUNCHER_CUE"]
 CUE_MAC = _L["LAUNCHER_CUE_MAC"]
 ACK = _L["LAUNCHER_ACK"]
 STATUS = _L["LAUNCHER_STATUS"]
+_L1: dict[str, MessageLayout] = {m.name: compile_message(m) for m in DB_V1.messages}
+ACK_V1 = _L1["LAUNCHER_ACK"]
+STATUS_V1 = _L1["LAUNCHER_STATUS"]
 
 #: Domain-separation prefixes of the MAC input (ICD §7): a tag made for one
 #: message kind never verifies as another.
 DOMAIN_CUE = b"hilgw.launcher.v1.cue\x00"
 DOMAIN_CANCEL = b"hilgw.launcher.v1.cancel\x00"
+#: ICD v2 (§7.5): the launcher's answers are signed too, each kind in its own domain.
+DOMAIN_ACK = b"hilgw.launcher.v2.ack\x00"
+DOMAIN_STATUS = b"hilgw.launcher.v2.status\x00"
 _MAC_WORDS = ("Mac0", "Mac1", "Mac2", "Mac3")
+_REPLY_MAC_WORDS = ("Mac0", "Mac1")
+#: An ack's or heartbeat's signed bytes end where its tag begins (both: 32).
+REPLY_SIGNED_SIZE = ACK.signals["Mac0"].start // 8
+assert REPLY_SIGNED_SIZE == STATUS.signals["Mac0"].start // 8 == ACK.length - REPLY_MAC_SIZE
 #: The cancel's signed bytes end where its tag begins (start bit of Mac0).
 CANCEL_SIGNED_SIZE = CANCEL.signals["Mac0"].start // 8
 _MS = 1_000_000
@@ -75,14 +98,20 @@ def compute_mac(key: bytes, domain: bytes, signed: bytes) -> bytes:
     return hmac.new(key, domain + signed, hashlib.sha256).digest()
 
 
-def _mac_columns(mac: bytes) -> dict[str, int]:
-    if len(mac) != MAC_SIZE:
-        raise LocalProtocolError(f"MAC of {len(mac)} bytes, expected {MAC_SIZE}", field="mac")
-    return {w: int.from_bytes(mac[8 * i : 8 * i + 8], "little") for i, w in enumerate(_MAC_WORDS)}
+def compute_reply_mac(key: bytes, domain: bytes, signed: bytes) -> bytes:
+    """The ICD v2 tag of an ack or heartbeat: HMAC-SHA256 of ``domain || signed``
+    truncated to its first 128 bits (RFC 2104 §5, NIST SP 800-107 §5.3.3)."""
+    return hmac.new(key, domain + signed, hashlib.sha256).digest()[:REPLY_MAC_SIZE]
 
 
-def _mac_of(raw: Mapping[str, int]) -> bytes:
-    return b"".join(int(raw[w]).to_bytes(8, "little") for w in _MAC_WORDS)
+def _mac_columns(mac: bytes, words: tuple[str, ...] = _MAC_WORDS) -> dict[str, int]:
+    if len(mac) != 8 * len(words):
+        raise LocalProtocolError(f"MAC of {len(mac)} bytes, expected {8 * len(words)}", field="mac")
+    return {w: int.from_bytes(mac[8 * i : 8 * i + 8], "little") for i, w in enumerate(words)}
+
+
+def _mac_of(raw: Mapping[str, int], words: tuple[str, ...] = _MAC_WORDS) -> bytes:
+    return b"".join(int(raw[w]).to_bytes(8, "little") for w in words)
 
 
 def _encode(layout: MessageLayout, columns: Mapping[str, int]) -> bytes:
@@ -245,23 +274,73 @@ def decode_cancel(data: bytes) -> CueCancel:
         raise RemoteProtocolError(f"LAUNCHER_CUE_CANCEL: {exc}", reason="range", field=exc.field) from None
 
 
+def _ack_columns(ack: Ack) -> dict[str, int]:
+    return {
+        "LauncherId": ack.launcher_id,
+        "Result": int(ack.result),
+        "Reason": int(ack.reason),
+        "CueSequence": ack.cue_sequence,
+        "CueId": ack.cue_id,
+        "AckSequence": ack.ack_sequence,
+        "LauncherTime": ack.launcher_time_ns,
+    }
+
+
+def _status_columns(status: LauncherStatus) -> dict[str, int]:
+    return {
+        "LauncherId": status.launcher_id,
+        "State": int(status.state),
+        "TimeLocked": int(status.time_locked),
+        "HeartbeatSequence": status.sequence,
+        "LauncherTime": status.launcher_time_ns,
+        "LastAcceptedSequence": status.last_accepted_sequence,
+        "FaultCode": status.fault_code,
+    }
+
+
+def reply_signed_bytes(event: Ack | LauncherStatus) -> bytes:
+    """The 32 bytes an ack's or heartbeat's v2 tag covers (ICD §7.5): its frame up to the tag.
+    ``event.key_id`` must be set (1..65535)."""
+    if isinstance(event, Ack):
+        layout, cols = ACK, _ack_columns(event)
+    else:
+        layout, cols = STATUS, _status_columns(event)
+    zero = dict.fromkeys(_REPLY_MAC_WORDS, 0)
+    return _encode(layout, {**cols, "KeyId": event.key_id, **zero})[:REPLY_SIGNED_SIZE]
+
+
 def encode_ack(ack: Ack) -> bytes:
+    """LAUNCHER_ACK data, ICD v2 (48 bytes) with the ack's ``key_id`` and ``mac``."""
+    return _encode(ACK, {**_ack_columns(ack), "KeyId": ack.key_id, **_mac_columns(ack.mac, _REPLY_MAC_WORDS)})
+
+
+def encode_status(status: LauncherStatus) -> bytes:
+    """LAUNCHER_STATUS data, ICD v2 (48 bytes) with the heartbeat's ``key_id`` and ``mac``."""
     return _encode(
-        ACK,
-        {
-            "LauncherId": ack.launcher_id,
-            "Result": int(ack.result),
-            "Reason": int(ack.reason),
-            "CueSequence": ack.cue_sequence,
-            "CueId": ack.cue_id,
-            "AckSequence": ack.ack_sequence,
-            "LauncherTime": ack.launcher_time_ns,
-        },
+        STATUS,
+        {**_status_columns(status), "KeyId": status.key_id, **_mac_columns(status.mac, _REPLY_MAC_WORDS)},
     )
 
 
+def encode_ack_v1(ack: Ack) -> bytes:
+    """LAUNCHER_ACK of ICD v1 (24 bytes, no tag): only to test a gateway against a v1 launcher."""
+    return _encode(ACK_V1, _ack_columns(ack))
+
+
+def encode_status_v1(status: LauncherStatus) -> bytes:
+    """LAUNCHER_STATUS of ICD v1 (24 bytes, no tag): only to test a gateway against a v1 launcher."""
+    return _encode(STATUS_V1, _status_columns(status))
+
+
+def reply_key_id(data: bytes) -> int:
+    """KeyId of a v2 ack or heartbeat, read before anything else is trusted (bytes 24-25)."""
+    return int.from_bytes(data[24:26], "little")
+
+
 def decode_ack(data: bytes) -> Ack:
-    raw = _decode(ACK, data)
+    """An ack from v2 (48 bytes) or v1 (24 bytes) data; the caller has checked the tag."""
+    v1 = len(data) == ACK_V1.length
+    raw = _decode(ACK_V1 if v1 else ACK, data)
     try:
         return Ack(
             launcher_id=raw["LauncherId"],
@@ -271,6 +350,9 @@ def decode_ack(data: bytes) -> Ack:
             cue_id=raw["CueId"],
             ack_sequence=raw["AckSequence"],
             launcher_time_ns=raw["LauncherTime"],
+            key_id=0 if v1 else raw["KeyId"],
+            mac=b"" if v1 else _mac_of(raw, _REPLY_MAC_WORDS),
+            icd_version=1 if v1 else 2,
         )
     except ProtocolError as exc:
         raise RemoteProtocolError(
@@ -278,23 +360,10 @@ def decode_ack(data: bytes) -> Ack:
         ) from None
 
 
-def encode_status(status: LauncherStatus) -> bytes:
-    return _encode(
-        STATUS,
-        {
-            "LauncherId": status.launcher_id,
-            "State": int(status.state),
-            "TimeLocked": int(status.time_locked),
-            "HeartbeatSequence": status.sequence,
-            "LauncherTime": status.launcher_time_ns,
-            "LastAcceptedSequence": status.last_accepted_sequence,
-            "FaultCode": status.fault_code,
-        },
-    )
-
-
 def decode_status(data: bytes) -> LauncherStatus:
-    raw = _decode(STATUS, data)
+    """A heartbeat from v2 (48 bytes) or v1 (24 bytes) data; the caller has checked the tag."""
+    v1 = len(data) == STATUS_V1.length
+    raw = _decode(STATUS_V1 if v1 else STATUS, data)
     try:
         return LauncherStatus(
             launcher_id=raw["LauncherId"],
@@ -304,6 +373,9 @@ def decode_status(data: bytes) -> LauncherStatus:
             launcher_time_ns=raw["LauncherTime"],
             last_accepted_sequence=raw["LastAcceptedSequence"],
             fault_code=raw["FaultCode"],
+            key_id=0 if v1 else raw["KeyId"],
+            mac=b"" if v1 else _mac_of(raw, _REPLY_MAC_WORDS),
+            icd_version=1 if v1 else 2,
         )
     except ProtocolError as exc:
         raise RemoteProtocolError(f"LAUNCHER_STATUS: {exc}", reason="range", field=exc.field) from None
