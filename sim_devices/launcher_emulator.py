@@ -5,8 +5,10 @@ or on a serial line (``--transport serial``: a raw pty whose slave path is in
 the ready line). It checks every cue and cancel as the ICD requires
 (:class:`drivers.launcher.CueValidator`: addressee, signature, key, MAC,
 sequence, window, freshness against its own clock, readiness), answers
-ack/nack, and sends a heartbeat (``--heartbeat-hz``). It holds accepted cues
-and does nothing else with them: nothing here models a weapon.
+ack/nack, and sends a heartbeat (``--heartbeat-hz``). Its acks and
+heartbeats are signed by its codec with its key (ICD v2 §7.5; ``--icd-version
+1`` plays an old launcher that does not sign). It holds accepted cues and does
+nothing else with them: nothing here models a weapon.
 
 Misbehaviour switches, for testing the gateway's cue path:
 ``--no-ack`` (never answer), ``--ack-delay S`` (answer S seconds late),
@@ -25,9 +27,14 @@ the sensor emulators): ``silent_heartbeat`` (no heartbeat), ``launcher_nack``
 (authentic cues nacked NOT_READY), ``launcher_no_ack`` (no answer),
 ``dropout`` (nothing sent, nothing heard), ``garbage`` / ``bad_crc`` (serial:
 junk frames, corrupted CRCs), ``serial_unplug`` (the pty pair closed and
-reopened; the ready ``path`` is then a stable symlink that follows it) and
+reopened; the ready ``path`` is then a stable symlink that follows it),
 ``can_bus_off`` (one SocketCAN bus-off error frame, then silence and
-deafness until the window ends).
+deafness until the window ends), and the answers an attacker (or a broken
+launcher) would put on the link instead of the real ones: ``launcher_forged``
+(acks and heartbeats tagged under a key the gateway does not hold),
+``launcher_replayed`` (the last authentic heartbeat/ack before the window,
+sent again byte for byte) and ``launcher_stale`` (properly signed, but
+``LauncherTime`` ``step_s`` off, default -5 s).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -73,8 +81,6 @@ from sim_devices.faults import FaultSchedule, corrupt_crc, garbage
 
 __all__ = ["Behaviour", "LauncherEmulator", "LauncherFaults", "build_parser", "main"]
 
-_U32 = (1 << 32) - 1
-
 
 @dataclass
 class Behaviour:
@@ -106,8 +112,6 @@ class LauncherEmulator:
         self.behaviour = behaviour or Behaviour()
         self.validator = CueValidator(launcher_id, keys, max_window_ns=int(max_window_s * 1e9))
         self.clock = clock
-        self._ack_seq = 0
-        self._hb_seq = 0
         self.log: list[dict[str, Any]] = []
         #: Verdicts by ``"<cue|cancel>:<reason>"``, for the stopped line.
         self.verdicts: Counter[str] = Counter()
@@ -132,23 +136,23 @@ class LauncherEmulator:
             reason = refuse  # told to refuse what it would accept
         self.log.append({"event": kind, "cue_id": cue_id, "sequence": seq, "reason": reason.name})
         self.verdicts[f"{kind}:{reason.name}"] += 1
-        self._ack_seq = (self._ack_seq + 1) & _U32
+        # AckSequence (the freshness counter), key id and tag: the codec's, when it sends (ICD §7.5).
         return Ack(
             launcher_id=self.launcher_id,
             result=AckResult.ACK if reason is NackReason.NONE else AckResult.NACK,
             reason=reason,
             cue_sequence=seq,
             cue_id=cue_id,
-            ack_sequence=self._ack_seq,
+            ack_sequence=0,
             launcher_time_ns=now,
         )
 
     def heartbeat(self) -> LauncherStatus:
-        self._hb_seq = (self._hb_seq + 1) & _U32
+        """A heartbeat to send now (its counter and tag: the codec's, ICD §7.5)."""
         return LauncherStatus(
             launcher_id=self.launcher_id,
             state=self.behaviour.state,
-            sequence=self._hb_seq,
+            sequence=0,
             launcher_time_ns=self.clock(),
             last_accepted_sequence=self.validator.highest_sequence,
         )
@@ -166,6 +170,24 @@ class _Link:
         raise NotImplementedError
 
     async def send(self, event: LauncherEvent) -> None:
+        raise NotImplementedError
+
+    def seal(self, event: Ack | LauncherStatus) -> Ack | LauncherStatus:
+        """The answer signed by the link's codec (ICD §7.5), ready to send."""
+        sealed = self._codec().seal(event)
+        assert isinstance(sealed, Ack | LauncherStatus)
+        return sealed
+
+    def forge(self, sealed: Ack | LauncherStatus, key: bytes) -> Ack | LauncherStatus:
+        """``sealed`` tagged under ``key`` instead (what an injector without the key can do)."""
+        signer = self._codec().signer
+        if signer is None:  # a v1 launcher tags nothing: a forgery looks like the real thing
+            return sealed
+        out = signer.sign(sealed, key)
+        assert isinstance(out, Ack | LauncherStatus)
+        return out
+
+    def _codec(self) -> LauncherCanCodec | LauncherSerialCodec:
         raise NotImplementedError
 
     def ready_info(self) -> dict[str, Any]:
@@ -187,6 +209,9 @@ class _Link:
 class CanLink(_Link):
     def __init__(self, transport: CanTransport, codec: LauncherCanCodec) -> None:
         self.transport, self.codec = transport, codec
+
+    def _codec(self) -> LauncherCanCodec:
+        return self.codec
 
     async def receive(self) -> list[LauncherEvent | Rejected]:
         # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
@@ -255,6 +280,9 @@ class PtyLink(_Link):
     def plugged(self) -> bool:
         return self.pty.plugged
 
+    def _codec(self) -> LauncherSerialCodec:
+        return self.codec
+
     @property
     def path(self) -> str:
         return self.pty.path
@@ -309,6 +337,7 @@ class LauncherFaults:
         self.clock = clock
         self.rng = np.random.default_rng(seed)
         self.counts: Counter[str] = Counter()
+        self._last_good: dict[str, Ack | LauncherStatus] = {}  # launcher_replayed sends these again
 
     def t(self) -> float:
         """Scenario time now (s)."""
@@ -326,6 +355,32 @@ class LauncherFaults:
 
     def no_ack(self) -> bool:
         return self._active(("launcher_no_ack",))
+
+    def reply(
+        self,
+        event: Ack | LauncherStatus,
+        seal: Callable[[Ack | LauncherStatus], Ack | LauncherStatus],
+        forge: Callable[[Ack | LauncherStatus, bytes], Ack | LauncherStatus],
+    ) -> Ack | LauncherStatus:
+        """The answer to put on the link for ``event`` through the active
+        ``launcher_forged`` / ``launcher_replayed`` / ``launcher_stale`` faults."""
+        t = self.t()
+        kind = type(event).__name__
+        stale = self.schedule.active_kind("launcher_stale", t)
+        if stale is not None:
+            step = stale.step_s if stale.step_s is not None else -5.0
+            self.counts["replies_stale"] += 1
+            return seal(dataclasses.replace(event, launcher_time_ns=event.launcher_time_ns + int(step * 1e9)))
+        sealed = seal(event)
+        replay = self.schedule.active_kind("launcher_replayed", t) is not None
+        if replay and kind in self._last_good:
+            self.counts["replies_replayed"] += 1
+            return self._last_good[kind]
+        if replay or self.schedule.active_kind("launcher_forged", t) is not None:
+            self.counts["replies_forged"] += 1
+            return forge(sealed, self.rng.bytes(32))
+        self._last_good[kind] = sealed
+        return sealed
 
     def nack(self) -> NackReason | None:
         """The nack a launcher_nack fault answers authentic cues with now (None: no such fault)."""
@@ -377,20 +432,26 @@ async def serve(
     pending: set[asyncio.Task[None]] = set()
     counts: Counter[str] = faults.counts if faults is not None else Counter()
 
+    def outgoing(event: Ack | LauncherStatus) -> Ack | LauncherStatus:
+        if faults is None:
+            return link.seal(event)
+        return faults.reply(event, link.seal, link.forge)
+
     async def answer(ack: Ack, delay: float) -> None:
         if delay:
             await asyncio.sleep(delay)
+            ack = dataclasses.replace(ack, launcher_time_ns=emu.clock())  # stamped when it leaves
         if faults is not None and faults.deaf():
             counts["acks_lost"] += 1
             return
-        await link.send(ack)
+        await link.send(outgoing(ack))
 
     async def heartbeats() -> None:
         while True:
             if faults is not None and faults.silent():
                 counts["heartbeats_silenced"] += 1
             elif not emu.behaviour.silent_heartbeat:
-                await link.send(emu.heartbeat())
+                await link.send(outgoing(emu.heartbeat()))
             await asyncio.sleep(1.0 / heartbeat_hz)
 
     async def receiver() -> None:
@@ -456,6 +517,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id-offset", type=int, default=None)
     p.add_argument("--launcher-id", type=int, default=None, help="id on the wire; default: 1")
     p.add_argument("--key", type=_key, action="append", default=[], metavar="ID:HEX")
+    p.add_argument(
+        "--icd-version",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="2: acks and heartbeats signed (default); 1: an old launcher that signs nothing",
+    )
     p.add_argument("--heartbeat-hz", type=float, default=None, help="default: 2")
     p.add_argument("--max-window-s", type=float, default=60.0)
     p.add_argument("--state", choices=("ready", "not_ready", "fault"), default="ready")
@@ -530,6 +598,9 @@ def resolve(ns: argparse.Namespace) -> tuple[argparse.Namespace, LauncherFaults 
 
 
 async def _main(ns: argparse.Namespace, faults: LauncherFaults | None) -> int:
+    if not ns.key and ns.icd_version == 2:
+        print("launcher_emulator: --key: an ICD v2 launcher signs its acks and heartbeats", file=sys.stderr)
+        return 2
     behaviour = Behaviour(
         no_ack=ns.no_ack,
         ack_delay_s=ns.ack_delay,
@@ -547,13 +618,20 @@ async def _main(ns: argparse.Namespace, faults: LauncherFaults | None) -> int:
         except TransportError as exc:
             print(f"launcher_emulator: {exc}", file=sys.stderr)
             return 3
-        link = CanLink(
-            transport, LauncherCanCodec(Role.DEVICE, launcher_id=ns.launcher_id, id_offset=ns.id_offset)
+        codec = LauncherCanCodec(
+            Role.DEVICE,
+            launcher_id=ns.launcher_id,
+            keys=dict(ns.key),
+            id_offset=ns.id_offset,
+            icd_version=ns.icd_version,
         )
+        link = CanLink(transport, codec)
     else:
         unplugs = faults is not None and "serial_unplug" in faults.schedule.kinds()
         link = PtyLink(
-            LauncherSerialCodec(Role.DEVICE, launcher_id=ns.launcher_id),
+            LauncherSerialCodec(
+                Role.DEVICE, launcher_id=ns.launcher_id, keys=dict(ns.key), icd_version=ns.icd_version
+            ),
             stable_link=unplugs,
             mutate=faults.mutate if faults is not None and faults.schedule else None,
         )
@@ -570,6 +648,7 @@ async def _main(ns: argparse.Namespace, faults: LauncherFaults | None) -> int:
             "launcher": ns.launcher,
             "transport": ns.transport,
             "launcher_id": ns.launcher_id,
+            "icd_version": ns.icd_version,
             **link.ready_info(),
             **({"interface": ns.interface, "channel": ns.channel} if ns.transport == "can" else {}),
             "pid": os.getpid(),

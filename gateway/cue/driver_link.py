@@ -8,7 +8,10 @@ status frames come back through the driver's listener and go to the cue path
 as :class:`~gateway.cue.link.Ack` / :class:`~gateway.cue.link.Heartbeat`.
 
 Sequence numbers belong to the cue path (journaled before use, ICD §7.3):
-:meth:`DriverLink.resync` moves the driver's counter to the journal's.
+the adapter carries the core's sequence to the wire unchanged, and the driver
+keeps no counter of its own. Acks and heartbeats that fail the codec's
+verification (ICD v2 §7.5) come back as :class:`~gateway.cue.link.ReplyRejected`
+for the audit; they never count as a heartbeat.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from drivers.base import Rejected
 from drivers.launcher import Ack as WireAck
 from drivers.launcher import AckResult, Cue, CueCancel, LauncherState, LauncherStatus
-from gateway.cue.link import Ack, Heartbeat, LauncherEvent
+from gateway.cue.link import Ack, Heartbeat, LauncherEvent, ReplyRejected
 from gateway.devices.launcher import LauncherDriver, LauncherIn
 from hilgw.v1 import cue_pb2
 
@@ -57,17 +61,11 @@ class DriverLink:
         self.driver = driver
         self.sink = sink
         driver.add_listener(self._on_event)
+        driver.add_rejection_listener(self._on_rejected)
 
     @property
     def wire_id(self) -> int:
         return self.driver.config.launcher_id or 0
-
-    def next_sequence(self) -> int:
-        return int(self.driver.next_sequence)
-
-    def resync(self, next_sequence: int) -> None:
-        """Make the driver continue at the cue path's journaled sequence."""
-        self.driver.next_sequence = next_sequence
 
     async def send_cue(self, cue: cue_pb2.EngagementCue) -> None:
         s = cue.state
@@ -96,6 +94,10 @@ class DriverLink:
             sequence=int(cancel.sequence),
         )
         await self.driver.send_cancel(wire)
+
+    def _on_rejected(self, _device_id: str, rejected: Rejected) -> None:
+        err = rejected.error
+        self.sink(ReplyRejected(self.launcher_id, str(err.field or ""), rejected.reason, str(err)))
 
     def _on_event(self, item: LauncherIn) -> None:
         ev = item.event

@@ -14,7 +14,7 @@ from hilgw.v1 import track_pb2
 __all__ = ["LOSS_KINDS", "LauncherState", "launcher_inhibits", "sensors_lost"]
 
 #: Inhibits that count as a loss of the launcher (``drop_to_hold_on = ["launcher_heartbeat"]``).
-LOSS_KINDS = frozenset({"heartbeat_lost", "link_down", "launcher_fault"})
+LOSS_KINDS = frozenset({"heartbeat_lost", "heartbeat_unverified", "link_down", "launcher_fault"})
 
 
 @dataclass
@@ -25,6 +25,8 @@ class LauncherState:
     secret: bytes = field(repr=False)
     sequence: int = 0  # last sequence used on the wire (cues and cancels)
     last_heartbeat_mono: int | None = None
+    #: Heartbeats that failed verification since the last one that passed (ICD v2 §7.5).
+    unverified_heartbeats: int = 0
     link_up: bool = True
     fault: str = ""
     inhibits: set[str] = field(default_factory=set)
@@ -39,6 +41,8 @@ def launcher_inhibits(lau: LauncherState, now_mono_ns: int, time_sync_ok: bool) 
         out.add("no_heartbeat")
     elif now_mono_ns - lau.last_heartbeat_mono > lau.config.heartbeat_timeout_s * 1e9:
         out.add("heartbeat_lost")
+    if lau.link_up and lau.unverified_heartbeats and out & {"no_heartbeat", "heartbeat_lost"}:
+        out.add("heartbeat_unverified")  # says why in the audit: frames came, none verified
     if lau.fault:
         out.add("launcher_fault")
     if not time_sync_ok:

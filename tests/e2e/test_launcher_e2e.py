@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[2]
 KEY = bytes(range(100, 132))
 LID = 3
 _chan = itertools.count()
+_seq = itertools.count(int(time.time()))  # the caller numbers cues (the cue path, ICD §7.3)
 
 
 def driver_for(transport: dict[str, Any]) -> LauncherDriver:
@@ -75,6 +76,7 @@ def a_cue(window_s: float = 5.0, offset_s: float = 0.0) -> Cue:
         pos_sigma_min_m=10.0,
         vel_sigma_max_mps=5.0,
         vel_sigma_min_mps=1.0,
+        sequence=next(_seq),
     )
 
 
@@ -87,7 +89,7 @@ async def can_link(behaviour: Behaviour) -> AsyncIterator[tuple[LauncherDriver, 
     await tx.open()
     stop = asyncio.Event()
     emu_task = asyncio.create_task(
-        serve(emu, CanLink(tx, LauncherCanCodec(Role.DEVICE, launcher_id=LID)), stop, 20.0)
+        serve(emu, CanLink(tx, LauncherCanCodec(Role.DEVICE, launcher_id=LID, keys={7: KEY})), stop, 20.0)
     )
     task = asyncio.create_task(driver.run())
     try:

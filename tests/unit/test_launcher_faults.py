@@ -101,7 +101,8 @@ def faults_on(clock: ScenarioClock, *windows: tuple[FaultKind, float, float]) ->
 
 
 class RecordingEmulator(LauncherEmulator):
-    """The emulator, noting the scenario time each heartbeat was made at (by sequence)."""
+    """The emulator, noting the scenario time each heartbeat was made at (by its
+    LauncherTime: the counter is the codec's, ICD §7.5)."""
 
     def __init__(self, clock: ScenarioClock) -> None:
         super().__init__(LID, KEYS)
@@ -110,7 +111,7 @@ class RecordingEmulator(LauncherEmulator):
 
     def heartbeat(self) -> LauncherStatus:
         status = super().heartbeat()
-        self.made[status.sequence] = self.scenario_clock.t()
+        self.made[status.launcher_time_ns] = self.scenario_clock.t()
         return status
 
 
@@ -263,12 +264,12 @@ def assert_silent_window(
     """No heartbeat made in [start, end); what arrived then was made before it; none lost."""
     assert not [(s, t) for s, t in emu.made.items() if start <= t < end]
     late = [st for t, st in got if start <= t < end]
-    assert all(emu.made[st.sequence] < start for st in late), late
+    assert all(emu.made[st.launcher_time_ns] < start for st in late), late
     seqs = [st.sequence for _, st in got]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs  # contiguous: nothing lost
     resumed = [st for t, st in got if t >= end]
     assert resumed, "heartbeats did not resume after the window"
-    assert emu.made[resumed[0].sequence] >= end
+    assert emu.made[resumed[0].launcher_time_ns] >= end
 
 
 # --- 1. resolve() and main() from a scenario file ----------------------------------------
@@ -521,13 +522,13 @@ def test_speed_scales_scenario_time() -> None:
 
 def heartbeat_frames(n: int) -> tuple[list[LauncherStatus], list[bytes]]:
     emu = LauncherEmulator(LID, KEYS)
-    dev = LauncherSerialCodec(Role.DEVICE, launcher_id=LID)
-    statuses = [emu.heartbeat() for _ in range(n)]
-    return statuses, [dev.send(s) for s in statuses]
+    dev = LauncherSerialCodec(Role.DEVICE, launcher_id=LID, keys=KEYS)
+    statuses = [dev.seal(emu.heartbeat()) for _ in range(n)]
+    return statuses, [dev.send(s) for s in statuses]  # type: ignore[arg-type]
 
 
 def decode(stream: bytes) -> list[LauncherEvent | Rejected]:
-    gw = LauncherSerialCodec(Role.GATEWAY, launcher_id=LID)
+    gw = LauncherSerialCodec(Role.GATEWAY, launcher_id=LID, keys=KEYS)
     gw.receive_data(stream)
     return gw.drain()
 
@@ -625,7 +626,7 @@ async def test_serial_cue_windows_and_silent_heartbeat() -> None:
         ("silent_heartbeat", 50.0, 60.0),
     )
     emu = RecordingEmulator(clock)
-    link = PtyLink(LauncherSerialCodec(Role.DEVICE, launcher_id=LID), mutate=faults.mutate)
+    link = PtyLink(LauncherSerialCodec(Role.DEVICE, launcher_id=LID, keys=KEYS), mutate=faults.mutate)
     async with serving(emu, link, faults) as task:
         gw = SerialEnd(link.path, clock)
         try:
@@ -681,7 +682,9 @@ async def test_serial_unplug_and_replug_behind_the_stable_link() -> None:
     clock = ScenarioClock()
     faults = faults_on(clock, ("serial_unplug", 10.0, 20.0))
     emu = RecordingEmulator(clock)
-    link = PtyLink(LauncherSerialCodec(Role.DEVICE, launcher_id=LID), stable_link=True, mutate=faults.mutate)
+    link = PtyLink(
+        LauncherSerialCodec(Role.DEVICE, launcher_id=LID, keys=KEYS), stable_link=True, mutate=faults.mutate
+    )
     stable = link.path
     first_pty = link.pty.pty_path
     assert stable != first_pty
@@ -713,7 +716,7 @@ async def test_serial_unplug_and_replug_behind_the_stable_link() -> None:
             assert new_pty != first_pty  # the old slave is still open here: a new pty
             gw2 = SerialEnd(stable, clock)
             await until(lambda: len(gw2.statuses()) >= 2, "heartbeat on the new pty", task)
-            made = [emu.made[st.sequence] for _, st in gw2.statuses()]
+            made = [emu.made[st.launcher_time_ns] for _, st in gw2.statuses()]
             assert all(t >= 20.0 for t in made)
             assert not [t for t in emu.made.values() if 10.0 <= t < 20.0]
             gw2.send(signed_cue(7))
@@ -738,7 +741,7 @@ async def test_can_bus_off_sends_one_error_frame_then_silence_and_deafness() -> 
         CanTransportConfig(kind="can", interface="virtual", channel=channel, fd=True, poll_s=0.01)
     )
     await tx.open()
-    link = CanLink(tx, LauncherCanCodec(Role.DEVICE, launcher_id=LID))
+    link = CanLink(tx, LauncherCanCodec(Role.DEVICE, launcher_id=LID, keys=KEYS))
     gw = CanEnd(channel, clock)
     try:
         async with serving(emu, link, faults) as task:
