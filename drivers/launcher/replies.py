@@ -206,3 +206,33 @@ class ReplyVerifier:
         return Rejected(
             RemoteProtocolError(f"{self._label}: {what}", reason=reason, field=name), bytes(raw[:_RAW_LIMIT])
         )
+
+
+#: Inputs of the ICD's test vectors (docs/icd/launcher.md §7.5).
+VECTOR_KEY_ID = 7
+VECTOR_KEY = bytes(range(32))
+VECTOR_TIME_NS = 1_800_000_000_000_000_000
+
+
+def reference_vectors() -> dict[str, Ack | LauncherStatus]:
+    """The signed ack and heartbeat of the ICD's test vectors, made by :class:`ReplySigner`."""
+    from drivers.launcher.events import AckResult, LauncherState, NackReason
+
+    signer = ReplySigner({VECTOR_KEY_ID: VECTOR_KEY})
+    ack = Ack(
+        launcher_id=3,
+        result=AckResult.ACK,
+        reason=NackReason.NONE,
+        cue_sequence=1_796_500_000,
+        cue_id=1001,
+        ack_sequence=0,
+        launcher_time_ns=VECTOR_TIME_NS,
+    )
+    status = LauncherStatus(
+        launcher_id=3,
+        state=LauncherState.READY,
+        sequence=0,
+        launcher_time_ns=VECTOR_TIME_NS + 500_000_000,
+        last_accepted_sequence=1_796_500_000,
+    )
+    return {"LAUNCHER_ACK": signer.seal(ack), "LAUNCHER_STATUS": signer.seal(status)}
