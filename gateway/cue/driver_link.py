@@ -27,7 +27,7 @@ from gateway.cue.link import Ack, Heartbeat, LauncherEvent, ReplyRejected
 from gateway.devices.launcher import LauncherDriver, LauncherIn
 from hilgw.v1 import cue_pb2
 
-__all__ = ["CANCEL_REASONS", "DriverLink"]
+__all__ = ["CANCEL_REASONS", "DriverLink", "link_event"]
 
 #: CueCancel.reason codes on the wire (ICD §5.3 leaves them to the sender).
 CANCEL_REASONS = {
@@ -96,33 +96,36 @@ class DriverLink:
         await self.driver.send_cancel(wire)
 
     def _on_rejected(self, _device_id: str, rejected: Rejected) -> None:
-        err = rejected.error
-        self.sink(ReplyRejected(self.launcher_id, str(err.field or ""), rejected.reason, str(err)))
+        self.sink(link_event(self.launcher_id, rejected))
 
     def _on_event(self, item: LauncherIn) -> None:
-        ev = item.event
-        if isinstance(ev, WireAck):
-            ok = ev.result is AckResult.ACK
-            self.sink(
-                Ack(
-                    cue_pb2.CueAck(
-                        cue_id=ev.cue_id,
-                        launcher_id=self.launcher_id,
-                        result=cue_pb2.ACK_RESULT_ACK if ok else cue_pb2.ACK_RESULT_NACK,
-                        reason_code=int(ev.reason),
-                        reason="" if ok else ev.reason.name.lower(),
-                        time_ns=ev.launcher_time_ns,
-                        sequence=ev.cue_sequence,
-                    )
-                )
+        self.sink(link_event(self.launcher_id, item.event))
+
+
+def link_event(launcher_id: str, ev: WireAck | LauncherStatus | Rejected) -> LauncherEvent:
+    """What the cue path hears of one verified answer, or of one that failed verification."""
+    if isinstance(ev, Rejected):
+        err = ev.error
+        return ReplyRejected(launcher_id, str(err.field or ""), ev.reason, str(err))
+    if isinstance(ev, WireAck):
+        ok = ev.result is AckResult.ACK
+        return Ack(
+            cue_pb2.CueAck(
+                cue_id=ev.cue_id,
+                launcher_id=launcher_id,
+                result=cue_pb2.ACK_RESULT_ACK if ok else cue_pb2.ACK_RESULT_NACK,
+                reason_code=int(ev.reason),
+                reason="" if ok else ev.reason.name.lower(),
+                time_ns=ev.launcher_time_ns,
+                sequence=ev.cue_sequence,
             )
-        elif isinstance(ev, LauncherStatus):
-            ready = ev.state is LauncherState.READY
-            detail = (
-                ""
-                if ready and ev.time_locked
-                else f"{ev.state.name.lower()}" + ("" if ev.time_locked else ", time not locked")
-            )
-            if ev.fault_code:
-                detail += f", fault code {ev.fault_code}"
-            self.sink(Heartbeat(self.launcher_id, ready and ev.time_locked, detail, ev.launcher_time_ns))
+        )
+    ready = ev.state is LauncherState.READY
+    detail = (
+        ""
+        if ready and ev.time_locked
+        else f"{ev.state.name.lower()}" + ("" if ev.time_locked else ", time not locked")
+    )
+    if ev.fault_code:
+        detail += f", fault code {ev.fault_code}"
+    return Heartbeat(launcher_id, ready and ev.time_locked, detail, ev.launcher_time_ns)

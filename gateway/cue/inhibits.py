@@ -14,7 +14,7 @@ from hilgw.v1 import track_pb2
 __all__ = ["LOSS_KINDS", "LauncherState", "launcher_inhibits", "sensors_lost"]
 
 #: Inhibits that count as a loss of the launcher (``drop_to_hold_on = ["launcher_heartbeat"]``).
-LOSS_KINDS = frozenset({"heartbeat_lost", "heartbeat_unverified", "link_down", "launcher_fault"})
+LOSS_KINDS = frozenset({"heartbeat_lost", "link_down", "launcher_fault"})
 
 
 @dataclass
@@ -41,8 +41,10 @@ def launcher_inhibits(lau: LauncherState, now_mono_ns: int, time_sync_ok: bool) 
         out.add("no_heartbeat")
     elif now_mono_ns - lau.last_heartbeat_mono > lau.config.heartbeat_timeout_s * 1e9:
         out.add("heartbeat_lost")
-    if lau.link_up and lau.unverified_heartbeats and out & {"no_heartbeat", "heartbeat_lost"}:
-        out.add("heartbeat_unverified")  # says why in the audit: frames came, none verified
+    if "heartbeat_lost" in out and lau.unverified_heartbeats:
+        # Says why in the audit: heartbeats came, none verified (ICD v2 §7.5).
+        # Not a loss kind of its own: it only ever comes with heartbeat_lost.
+        out.add("heartbeat_unverified")
     if lau.fault:
         out.add("launcher_fault")
     if not time_sync_ok:
