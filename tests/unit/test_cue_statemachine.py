@@ -164,6 +164,37 @@ def test_heartbeat_loss_inhibits_within_250_ms(tick_s: float) -> None:
     assert h.core.authority.value == AUTO  # not configured to drop to HOLD on heartbeat
 
 
+@pytest.mark.parametrize("tick_s", [0.1, 0.05])
+def test_heartbeats_that_stop_verifying_inhibit_within_250_ms_and_are_audited(tick_s: float) -> None:
+    """A launcher whose heartbeats keep coming but fail verification (ICD v2 §7.5)
+    is lost exactly as a silent one: inhibited within the same 250 ms bound."""
+    h = Harness()
+    _ready(h, "auto_cue")
+    h.tracks(make_track(1, t_ns=h.now.wall_ns))
+    assert h.launchers["L1"].accepted
+    last_hb = h.now.mono_ns
+    t, n = 0.0, 0
+    while not h.launchers["L1"].cancels:
+        h.advance(tick_s)
+        t += tick_s
+        h.apply(h.core.on_reply_rejected("L1", "LAUNCHER_STATUS", "auth_bad_mac", h.now))
+        n += 1
+        h.tracks(make_track(1, t_ns=h.now.wall_ns))
+        assert t < 5
+    lost_after = (h.now.mono_ns - last_hb) / 1e9 - 1.0  # heartbeat_timeout_s = 1
+    assert 0 < lost_after <= 0.25
+    assert h.launchers["L1"].cancels[0].reason == "inhibit:heartbeat_lost,heartbeat_unverified"
+    rejected = [r["data"] for r in h.audit.records if r["kind"] == "reply_rejected"]
+    # Audited at the 1st, 2nd, 4th, 8th, ... rejection of the kind: bounded under a flood.
+    assert [r["count"] for r in rejected] == [c for c in (1, 2, 4, 8, 16, 32) if c <= n]
+    assert rejected[0] == {
+        "launcher": "L1", "message": "LAUNCHER_STATUS", "reason": "auth_bad_mac", "count": 1
+    }  # fmt: skip
+    h.heartbeat()  # an authenticated one: alive again, the unverified count starts over
+    assert not h.core.launchers["L1"].inhibits
+    assert h.core.launchers["L1"].unverified_heartbeats == 0
+
+
 def test_heartbeat_loss_drops_to_hold_where_configured() -> None:
     h = Harness(config=cue_config(inhibit={"drop_to_hold_on": ["launcher_heartbeat"]}))
     _ready(h, "auto_cue")
