@@ -36,6 +36,7 @@ from drivers.launcher import (
     LauncherCanCodec,
     LauncherEvent,
     LauncherSerialCodec,
+    LauncherState,
     LauncherStatus,
     NackReason,
 )
@@ -776,3 +777,51 @@ async def test_can_bus_off_sends_one_error_frame_then_silence_and_deafness() -> 
             assert faults.counts["bus_offs"] == 1
     finally:
         await gw.close()
+
+
+# --- 5. answers an attacker would send (ICD v2 §7.5): forged, replayed, stale ----------------
+
+
+def test_forged_replayed_and_stale_answers_are_refused_by_the_gateway_codec() -> None:
+    """Through each window every answer the emulator puts on the link is refused by
+    the gateway's codec for the window's reason; outside them every one passes."""
+    clock = ScenarioClock()
+    faults = faults_on(
+        clock, ("launcher_forged", 1.0, 2.0), ("launcher_replayed", 3.0, 4.0), ("launcher_stale", 5.0, 6.0)
+    )
+    dev = LauncherCanCodec(Role.DEVICE, launcher_id=LID, keys=KEYS)
+    gw = LauncherCanCodec(Role.GATEWAY, launcher_id=LID, keys=KEYS)
+    assert gw.verifier is not None
+    signer = dev.signer
+    assert signer is not None
+
+    def seal(e: Ack | LauncherStatus) -> Ack | LauncherStatus:
+        out = dev.seal(e)
+        assert isinstance(out, Ack | LauncherStatus)
+        return out
+
+    def forge(e: Ack | LauncherStatus, key: bytes) -> Ack | LauncherStatus:
+        return signer.sign(e, key)
+
+    seen: dict[str, set[str]] = {}
+    for step in range(70):  # scenario time 0.0 .. 6.9 s
+        clock.at(step / 10)
+        window = {1: "forged", 3: "replayed", 5: "stale"}.get(step // 10, "none")
+        gw.verifier.expect(step + 1, 500 + step)
+        answers: list[Ack | LauncherStatus] = [
+            LauncherStatus(launcher_id=LID, state=LauncherState.READY, sequence=0, launcher_time_ns=clock()),
+            Ack(
+                launcher_id=LID, result=AckResult.ACK, reason=NackReason.NONE, cue_sequence=step + 1,
+                cue_id=500 + step, ack_sequence=0, launcher_time_ns=clock(),
+            ),
+        ]  # fmt: skip
+        for answer in answers:
+            (out,) = gw.receive_frames(dev.send(faults.reply(answer, seal, forge)), clock())
+            seen.setdefault(window, set()).add(out.reason if isinstance(out, Rejected) else "ok")
+    assert seen == {
+        "none": {"ok"},
+        "forged": {"auth_bad_mac"},
+        "replayed": {"auth_replayed"},
+        "stale": {"auth_stale"},
+    }
+    assert faults.counts == {"replies_forged": 20, "replies_replayed": 20, "replies_stale": 20}
