@@ -463,7 +463,8 @@ def resolve(ns: argparse.Namespace) -> tuple[argparse.Namespace, LauncherFaults 
             ns.key = sorted(load_keys(lc.keys, where=f"{where}.keys").items())
         if not ns.key:
             print(
-                f"launcher_emulator: warning: {where}.keys is empty: every cue is nacked UNKNOWN_KEY",
+                f"launcher_emulator: warning: {where}.keys is empty: every cue is nacked UNKNOWN_KEY, "
+                "and its acks and heartbeats go unsigned (a gateway drops them: auth_unsigned)",
                 file=sys.stderr,
             )
         epoch_ns = ns.epoch_ns if ns.epoch_ns is not None else time.time_ns()
@@ -488,9 +489,6 @@ def resolve(ns: argparse.Namespace) -> tuple[argparse.Namespace, LauncherFaults 
 
 
 async def _main(ns: argparse.Namespace, faults: LauncherFaults | None) -> int:
-    if not ns.key and ns.icd_version == 2:
-        print("launcher_emulator: --key: an ICD v2 launcher signs its acks and heartbeats", file=sys.stderr)
-        return 2
     behaviour = Behaviour(
         no_ack=ns.no_ack,
         ack_delay_s=ns.ack_delay,

@@ -93,7 +93,7 @@ class LauncherCanCodec:
                 accept_v1=accept_v1,
                 label=self._label,
             )
-        elif icd_version == 2 and self._keys:
+        elif icd_version == 2:
             self.signer = ReplySigner(self._keys, reply_key_id)
         ids = {lay.frame_id + id_offset: lay.name for lay in (m.CANCEL, m.CUE, m.CUE_MAC, m.ACK, m.STATUS)}
         self._names = ids

@@ -91,7 +91,7 @@ class LauncherSerialCodec:
                 accept_v1=accept_v1,
                 label=self._label,
             )
-        elif icd_version == 2 and self._keys:
+        elif icd_version == 2:
             self.signer = ReplySigner(self._keys, reply_key_id)
 
     def seal(self, event: LauncherEvent) -> LauncherEvent:

@@ -319,7 +319,7 @@ def reply_signed_bytes(event: Ack | LauncherStatus) -> bytes:
 
 
 def _v2(event: Ack | LauncherStatus) -> bytes:
-    if not 1 <= event.key_id <= 0xFFFF or len(event.mac) != REPLY_MAC_SIZE:
+    if len(event.mac) != REPLY_MAC_SIZE:
         raise LocalProtocolError(
             f"{type(event).__name__} is not signed (key id {event.key_id}, {len(event.mac)}-byte tag)",
             field="mac",

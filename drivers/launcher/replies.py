@@ -60,14 +60,14 @@ class ReplySigner:
 
     ``key_id``: the key to sign with (rotation: provision the new key on both
     ends, switch this, retire the old one); default the highest id in ``keys``.
+    Without any key the answers go out unsigned (KeyId 0, a zero tag), which a
+    gateway refuses (``auth_unsigned``): a launcher with no key is never heard.
     """
 
     def __init__(self, keys: Mapping[int, bytes], key_id: int | None = None) -> None:
         self._keys = dict(keys)
-        if not self._keys:
-            raise LocalProtocolError("no key to sign acks and heartbeats with (ICD v2)", field="keys")
-        self.key_id = max(self._keys) if key_id is None else key_id
-        if self.key_id not in self._keys or self.key_id == 0:
+        self.key_id = (max(self._keys) if self._keys else 0) if key_id is None else key_id
+        if self._keys and (self.key_id not in self._keys or self.key_id == 0):
             raise LocalProtocolError(f"no key for key id {self.key_id}", field="key_id", value=self.key_id)
         self.ack_counter = 0
         self.heartbeat_counter = 0
@@ -89,6 +89,8 @@ class ReplySigner:
     def sign(self, event: Ack | LauncherStatus, key: bytes | None = None) -> Ack | LauncherStatus:
         """``event`` (counter as it is) tagged under ``key_id`` (or under ``key``: a forgery, for tests)."""
         event = dataclasses.replace(event, key_id=self.key_id, mac=b"", icd_version=2)
+        if self.key_id == 0 and key is None:
+            return dataclasses.replace(event, mac=bytes(REPLY_MAC_SIZE))  # unsigned
         domain = m.DOMAIN_ACK if isinstance(event, Ack) else m.DOMAIN_STATUS
         tag = m.compute_reply_mac(key or self._keys[self.key_id], domain, m.reply_signed_bytes(event))
         return dataclasses.replace(event, mac=tag)
