@@ -281,7 +281,7 @@ class LauncherDriver(DeviceDriver):
         elif isinstance(event, Rejected):
             stats.drop(event.reason)
             stats.last_error = str(event.error)
-            log.warning("%s: %s", self.config.id, event.error)
+            self.drop_log.drop(event.reason, event.error)
             if event.reason in AUTH_REASONS:
                 for rejected_cb in self._rejection_listeners:
                     rejected_cb(self.config.id, event)
