@@ -30,7 +30,9 @@ from gateway.health import DeviceStats
 from gateway.transports.can import CanTransport
 from hilgw.errors import LocalProtocolError, TransportError
 from hilgw.v1 import health_pb2
-from sim_devices.launcher_emulator import Behaviour, CanLink, LauncherEmulator, serve
+from sim_devices.faults import FaultSchedule
+from sim_devices.launcher_emulator import Behaviour, CanLink, LauncherEmulator, LauncherFaults, serve
+from sim_devices.scenario_faults import FaultConfig, FaultKind
 
 pytestmark = pytest.mark.e2e
 
@@ -84,7 +86,12 @@ def a_cue(window_s: float = 5.0, offset_s: float = 0.0) -> Cue:
 
 @contextlib.asynccontextmanager
 async def can_link(
-    behaviour: Behaviour, *, launcher_keys: dict[int, bytes] | None = None, icd_version: int = 2, **over: Any
+    behaviour: Behaviour,
+    *,
+    launcher_keys: dict[int, bytes] | None = None,
+    icd_version: int = 2,
+    faults: LauncherFaults | None = None,
+    **over: Any,
 ) -> AsyncIterator[tuple[LauncherDriver, LauncherEmulator]]:
     chan = f"launch-{next(_chan)}"
     transport = {"kind": "can", "interface": "virtual", "channel": chan, "fd": True, "poll_s": 0.01}
@@ -104,6 +111,7 @@ async def can_link(
             ),
             stop,
             20.0,
+            faults,
         )
     )
     task = asyncio.create_task(driver.run())
@@ -213,6 +221,37 @@ async def test_a_launcher_signing_with_another_key_is_never_heard() -> None:
         assert set(rejected) == {"auth_bad_mac"}
         assert 2 <= len(rejected) <= drops["auth_bad_mac"]  # (the listener came after the first frames)
         assert driver.ctx.stats.state != health_pb2.DEVICE_STATE_UP
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("launcher_forged", "auth_bad_mac"),
+        ("launcher_replayed", "auth_replayed"),
+        ("launcher_stale", "auth_stale"),
+    ],
+)
+async def test_forged_replayed_stale_answers_from_the_emulator_are_dropped(
+    kind: FaultKind, reason: str
+) -> None:
+    """The emulator's fault window (0.4 s to 1.0 s) puts attacker answers on the bus
+    instead of its own: the driver drops every one under the fault's reason and
+    hears no heartbeat then; before and after, heartbeats pass."""
+    schedule = FaultSchedule([FaultConfig(device="d", kind=kind, start_s=0.4, duration_s=0.6)], "d")
+    faults = LauncherFaults(schedule, epoch_ns=time.time_ns(), seed=1)
+    async with can_link(Behaviour(), faults=faults) as (driver, _):
+        heard: list[tuple[float, LauncherIn]] = []
+        driver.add_listener(lambda item: heard.append((faults.t(), item)))
+        faults.epoch_ns = time.time_ns()  # scenario time 0 once the link is up (a loaded machine is slow)
+        await asyncio.sleep(max(0.0, 1.4 - faults.t()))
+    times = [t for t, h in heard if isinstance(h.event, LauncherStatus)]
+    assert any(t < 0.4 for t in times)
+    assert any(t > 1.05 for t in times)
+    assert not [t for t in times if 0.45 < t < 0.95]  # (edges: a frame in flight)
+    drops = driver.ctx.stats.drops
+    assert drops[reason] >= 5
+    assert set(drops) == {reason}
+    assert faults.counts[f"replies_{kind.removeprefix('launcher_')}"] >= drops[reason]
 
 
 async def test_a_v1_launcher_is_refused_unless_accepted(caplog: pytest.LogCaptureFixture) -> None:
