@@ -13,14 +13,17 @@
   3. the tag verifies over the bytes as received, in constant time (``auth_bad_mac``);
   4. addressed from this launcher (``launcher_id``, after the tag: a forged id
      is a bad tag first);
-  5. the counter is above the highest accepted of its kind from this launcher
-     (``auth_replayed``);
-  6. ``LauncherTime`` within ``max_age_ns`` of the receive time (``auth_stale``);
+  5. ``LauncherTime`` within ``max_age_ns`` of the receive time (``auth_stale``);
+  6. its freshness value (``LauncherTime``, counter) is after the last accepted
+     of its kind from this launcher: a later time, or the same time and a
+     higher counter (``auth_replayed``). Time first, so a rebooted launcher whose
+     counters start over at 1 is heard again at once; the counter orders
+     answers made within one clock tick and makes each one unique;
   7. an ack answers a cue or cancel this side sent, with that ``CueId``
      (``auth_mismatched``).
 
-  Only an answer that passes every check moves the counter (a rejected one
-  consumes nothing, so forged frames cannot burn counter space, ICD §7.3).
+  Only an answer that passes every check moves the freshness mark (a rejected
+  one consumes nothing, so forged frames cannot push it ahead, ICD §7.3).
 
 Keys are the cue keys of the link (ICD §7.2): the same secret, but each
 message kind has its own domain (§7.1, §7.5), so no tag verifies as another kind's.
@@ -73,16 +76,13 @@ class ReplySigner:
         self.heartbeat_counter = 0
 
     def seal(self, event: Ack | LauncherStatus) -> Ack | LauncherStatus:
-        """``event`` with the next counter of its kind, ``key_id`` and its tag."""
+        """``event`` with the next counter of its kind, ``key_id`` and its tag.
+        Counters wrap from 2^32 - 1 to 1: freshness is ordered by time first (§7.5)."""
         if isinstance(event, Ack):
-            if self.ack_counter >= U32_MAX:
-                raise LocalProtocolError("ack counter exhausted: rotate the key", field="ack_sequence")
-            self.ack_counter += 1
+            self.ack_counter = self.ack_counter % U32_MAX + 1
             event = dataclasses.replace(event, ack_sequence=self.ack_counter)
         else:
-            if self.heartbeat_counter >= U32_MAX:
-                raise LocalProtocolError("heartbeat counter exhausted: rotate the key", field="sequence")
-            self.heartbeat_counter += 1
+            self.heartbeat_counter = self.heartbeat_counter % U32_MAX + 1
             event = dataclasses.replace(event, sequence=self.heartbeat_counter)
         return self.sign(event)
 
@@ -117,7 +117,8 @@ class ReplyVerifier:
         self.max_age_ns = max_age_ns
         self.accept_v1 = accept_v1
         self._label = label
-        self.highest: dict[tuple[int, str], int] = {}  # (launcher id, "ack"|"status") -> counter
+        #: (launcher id, "ack"|"status") -> the last accepted (LauncherTime, counter).
+        self.highest: dict[tuple[int, str], tuple[int, int]] = {}
         self.v2_seen: set[int] = set()
         self._sent: OrderedDict[int, int] = OrderedDict()  # sequence -> cue id, of cues and cancels sent
 
@@ -128,7 +129,7 @@ class ReplyVerifier:
             self._sent.popitem(last=False)
 
     def check(self, data: bytes, *, ack: bool, rx_ns: int | None) -> Ack | LauncherStatus | Rejected:
-        """The verified event, or why not. ``rx_ns``: receive time (UTC ns); None skips check 6."""
+        """The verified event, or why not. ``rx_ns``: receive time (UTC ns); None skips check 5."""
         name = "LAUNCHER_ACK" if ack else "LAUNCHER_STATUS"
         v2_len = (m.ACK if ack else m.STATUS).length
         if len(data) == (m.ACK_V1 if ack else m.STATUS_V1).length:
@@ -156,17 +157,22 @@ class ReplyVerifier:
         if self.launcher_id is not None and lid != self.launcher_id:
             return self._reject("launcher_id", f"{name} from launcher {lid}", data, name)
         kind = "ack" if ack else "status"
-        counter = event.ack_sequence if isinstance(event, Ack) else event.sequence
-        high = self.highest.get((lid, kind), 0)
-        if counter <= high:
-            return self._reject(
-                "auth_replayed", f"{name} counter {counter} not above the highest accepted {high}", data, name
-            )
         if rx_ns is not None and abs(rx_ns - event.launcher_time_ns) > self.max_age_ns:
             age = (rx_ns - event.launcher_time_ns) / 1e9
             return self._reject(
                 "auth_stale",
                 f"{name} launcher time {age:+.3f} s from receipt (limit ±{self.max_age_ns / 1e9:g} s)",
+                data,
+                name,
+            )
+        counter = event.ack_sequence if isinstance(event, Ack) else event.sequence
+        fresh = (event.launcher_time_ns, counter)
+        high = self.highest.get((lid, kind), (-1, 0))
+        if fresh <= high:
+            return self._reject(
+                "auth_replayed",
+                f"{name} (time {fresh[0]}, counter {fresh[1]}) not after the last accepted "
+                f"(time {high[0]}, counter {high[1]})",
                 data,
                 name,
             )
@@ -177,7 +183,7 @@ class ReplyVerifier:
                 data,
                 name,
             )
-        self.highest[(lid, kind)] = counter
+        self.highest[(lid, kind)] = fresh
         self.v2_seen.add(lid)
         return event
 

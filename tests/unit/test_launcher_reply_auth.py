@@ -111,8 +111,8 @@ def test_10000_valid_pass_and_10000_bad_are_all_refused() -> None:
             bad = bad._replace(data=bytes(data))
             key_bits = range(8 * 24, 8 * 26)  # KeyId: the key lookup fails first
             want["auth_unknown_key" if bit in key_bits else "auth_bad_mac"] += 1
-        elif kind == 2:  # replayed: an answer the gateway already took
-            bad = accepted[int(rng.integers(0, len(accepted)))]
+        elif kind == 2:  # replayed: an answer the gateway took in the last 0.75 s (older: stale first)
+            bad = accepted[-1 - int(rng.integers(0, min(15, len(accepted))))]
             want["auth_replayed"] += 1
         elif kind == 3:  # stale: signed, fresh counter, but its time is off by more than the limit
             off = int(rng.integers(MAX_AGE_NS + 1, 100 * MAX_AGE_NS)) * (1 if rng.random() < 0.5 else -1)
@@ -285,3 +285,47 @@ def test_struct_layouts_are_the_dbc_layouts() -> None:
             assert enc(ev) == want, name  # type: ignore[operator]
             back = (m.decode_ack if isinstance(ev, Ack) else m.decode_status)(want)
             assert back == (ev if db is v2 else dataclasses.replace(ev, key_id=0, mac=b"", icd_version=1))
+
+
+def test_key_rotation_any_provisioned_key_verifies() -> None:
+    """ICD §7.5 keys: the launcher signs with its newest key; the gateway takes any of its own."""
+    old, new = bytes(range(32)), bytes(range(1, 33))
+    gw = LauncherCanCodec(Role.GATEWAY, launcher_id=LID, keys={7: old, 8: new})
+    before = LauncherCanCodec(Role.DEVICE, launcher_id=LID, keys={7: old})
+    during = LauncherCanCodec(Role.DEVICE, launcher_id=LID, keys={7: old, 8: new})
+    assert during.signer is not None
+    assert during.signer.key_id == 8
+    after = LauncherCanCodec(Role.DEVICE, launcher_id=LID, keys={9: bytes(32)})
+    got = [gw.receive_frames(c.send(status(T0 + i)), T0)[0] for i, c in enumerate((before, during))]
+    assert [g.key_id for g in got if isinstance(g, LauncherStatus)] == [7, 8]
+    (out,) = gw.receive_frames(after.send(status(T0 + 2)), T0)
+    assert isinstance(out, Rejected)
+    assert out.reason == "auth_unknown_key"
+
+
+def test_a_rebooted_launcher_is_heard_again_at_once() -> None:
+    """Its counters start over at 1; its clock does not: freshness is (time, counter)."""
+    gw = LauncherCanCodec(Role.GATEWAY, launcher_id=LID, keys=KEYS)
+    first = LauncherCanCodec(Role.DEVICE, launcher_id=LID, keys=KEYS)
+    for i in range(50):
+        assert isinstance(gw.receive_frames(first.send(status(T0 + i)), T0)[0], LauncherStatus)
+    rebooted = LauncherCanCodec(Role.DEVICE, launcher_id=LID, keys=KEYS)
+    (out,) = gw.receive_frames(rebooted.send(status(T0 + 100)), T0)
+    assert isinstance(out, LauncherStatus)
+    assert out.sequence == 1
+    (old,) = gw.receive_frames(first.send(status(T0 + 99)), T0)  # later counter, earlier time
+    assert isinstance(old, Rejected)
+    assert old.reason == "auth_replayed"
+
+
+def test_a_gateway_accepting_v1_sends_serial_cues_a_v2_launcher_still_takes() -> None:
+    from tests.unit.test_launcher_codec import cue
+
+    gw = LauncherSerialCodec(Role.GATEWAY, launcher_id=LID, keys=KEYS, accept_v1=True)
+    wire = gw.send(cue())
+    dev = LauncherSerialCodec(Role.DEVICE, launcher_id=LID, keys=KEYS)
+    dev.receive_data(wire)
+    (got,) = dev.drain()
+    assert not isinstance(got, Rejected)
+    strict = LauncherSerialCodec(Role.GATEWAY, launcher_id=LID, keys=KEYS)
+    assert strict.send(cue()) != wire  # header version 2 there
