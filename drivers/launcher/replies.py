@@ -19,8 +19,10 @@
      higher counter (``auth_replayed``). Time first, so a rebooted launcher whose
      counters start over at 1 is heard again at once; the counter orders
      answers made within one clock tick and makes each one unique;
-  7. an ack answers a cue or cancel this side sent, with that ``CueId``
-     (``auth_mismatched``).
+  7. an ack answers a cue or cancel this side sent, with that ``CueId``; a
+     heartbeat's ``LastAcceptedSequence`` is not above the highest sequence this
+     side sent, once it has sent one (``auth_mismatched``; only with a
+     ``launcher_id``: sequences are per launcher).
 
   Only an answer that passes every check moves the freshness mark (a rejected
   one consumes nothing, so forged frames cannot push it ahead, ICD §7.3).
@@ -121,10 +123,12 @@ class ReplyVerifier:
         self.highest: dict[tuple[int, str], tuple[int, int]] = {}
         self.v2_seen: set[int] = set()
         self._sent: OrderedDict[int, int] = OrderedDict()  # sequence -> cue id, of cues and cancels sent
+        self._max_sent = 0
 
     def expect(self, sequence: int, cue_id: int) -> None:
         """This side sent a cue or cancel: an ack of it may come."""
         self._sent[sequence] = cue_id
+        self._max_sent = max(self._max_sent, sequence)
         while len(self._sent) > _EXPECT_LIMIT:
             self._sent.popitem(last=False)
 
@@ -180,6 +184,19 @@ class ReplyVerifier:
             return self._reject(
                 "auth_mismatched",
                 f"{name} for sequence {event.cue_sequence} cue {event.cue_id}, which this side did not send",
+                data,
+                name,
+            )
+        if (
+            isinstance(event, LauncherStatus)
+            and self.launcher_id is not None
+            and self._max_sent
+            and event.last_accepted_sequence > self._max_sent
+        ):
+            return self._reject(
+                "auth_mismatched",
+                f"{name} reports sequence {event.last_accepted_sequence} accepted, above the highest "
+                f"this side sent ({self._max_sent})",
                 data,
                 name,
             )

@@ -329,3 +329,18 @@ def test_a_gateway_accepting_v1_sends_serial_cues_a_v2_launcher_still_takes() ->
     assert not isinstance(got, Rejected)
     strict = LauncherSerialCodec(Role.GATEWAY, launcher_id=LID, keys=KEYS)
     assert strict.send(cue()) != wire  # header version 2 there
+
+
+def test_a_heartbeat_claiming_a_sequence_never_sent_is_mismatched() -> None:
+    s = Stream()
+    assert isinstance(
+        s.receive(s.dev.send(dataclasses.replace(status(T0), last_accepted_sequence=99))[0], T0),
+        LauncherStatus,
+    )  # nothing sent yet: not judged
+    assert s.gw.verifier is not None
+    s.gw.verifier.expect(100, 5)
+    ok = s.dev.send(dataclasses.replace(status(T0 + 1), last_accepted_sequence=100))[0]
+    assert isinstance(s.receive(ok, T0), LauncherStatus)
+    out = s.receive(s.dev.send(dataclasses.replace(status(T0 + 2), last_accepted_sequence=101))[0], T0)
+    assert isinstance(out, Rejected)
+    assert out.reason == "auth_mismatched"
