@@ -310,8 +310,8 @@ _partners.PartnerConfig.model_rebuild()
 
 
 class MqttConfig(_Model):
-    """Where the gateway publishes. ``broker = "embedded"`` starts an amqtt
-    broker on 127.0.0.1 inside the gateway (bench use only)."""
+    """Where the gateway publishes. ``broker = "embedded"`` starts mosquitto as
+    a child process on 127.0.0.1 (bench use only; gateway/outputs/broker.py)."""
 
     broker: Literal["external", "embedded"] = "external"
     host: str = "127.0.0.1"
