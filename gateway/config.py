@@ -250,7 +250,14 @@ class DeviceConfig(_Model):
     #: Launcher: key id used to sign cues (0 = unsigned, never accepted).
     cue_key_id: int = Field(default=0, ge=0, le=65535)
     #: Launcher: cue keys by key id; values "hex:<hex>", "env:<VAR>" or "file:<path>".
+    #: They also verify the launcher's acks and heartbeats (docs/icd/launcher.md §7.5).
     cue_keys: dict[int, str] = Field(default_factory=dict)
+    #: Launcher: how far an ack's or heartbeat's LauncherTime may be from its
+    #: receive time before it is dropped as ``auth_stale`` (ICD §7.5).
+    reply_max_age_s: float = Field(default=1.0, gt=0, le=60)
+    #: Launcher: accept an ICD v1 launcher's untagged acks and heartbeats
+    #: (ICD §7.6). Off by default: a forged v1 heartbeat can hide a launcher's loss.
+    accept_launcher_icd_v1: bool = False
     #: Releasability of this source's data (docs/partners.md); None: never released.
     markings: MarkingsConfig | None = None
 
