@@ -532,6 +532,21 @@ class GatewayConfig(_Model):
         return self
 
     @model_validator(mode="after")
+    def _cue_only_own_launchers(self) -> GatewayConfig:
+        """A gateway cues only the launchers it owns: each [[cue.launchers]] is a
+        launcher device of this config (bench mode adds the scenario's at start)."""
+        if self.cue is None or self.emulation is not None:
+            return self
+        own = {d.id for d in self.devices if d.protocol == "launcher" and d.enabled}
+        for lc in self.cue.launchers:
+            if lc.id not in own:
+                raise ValueError(
+                    f"cue.launchers[{lc.id}]: no launcher device with this id in [[devices]]; "
+                    "a gateway cues only the launchers it owns"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _partners_apart(self) -> GatewayConfig:
         ids: set[str] = set()
         trees: dict[str, str] = {}

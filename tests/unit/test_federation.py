@@ -182,3 +182,20 @@ def test_cue_picture_accepted_with_two_sources() -> None:
     cfg = parse_config({"cue": {**CUE, "picture": {"gateway_id": "theatre"}, "rules": {"min_sources": 2}}})
     assert cfg.cue is not None
     assert cfg.cue.picture is not None
+
+
+COVERAGE = {"lat_deg": 54, "lon_deg": 10, "alt_m": 0, "max_range_m": 100_000}
+
+
+def test_a_theatre_cannot_cue_a_launcher_it_does_not_own() -> None:
+    raw = {
+        "gateway_id": "theatre",
+        "federation": {"sites": [{"gateway_id": "site-a"}]},
+        "cue": {
+            **CUE,
+            "launchers": [{"id": "L1", "key_id": "lk-1", "coverage": COVERAGE}],
+        },
+    }
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw)
+    assert "cue.launchers[L1]: no launcher device" in str(err.value)
