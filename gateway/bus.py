@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -88,10 +88,13 @@ class Subscription(Generic[T]):
 class Topic(Generic[T]):
     """A named stream of items of one type."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, on_publish: Callable[[T], None] | None = None) -> None:
+        """``on_publish``, when given, sees every item as it is published (before
+        any subscriber): the gateway times the ``bus`` stage with it (gateway/stages.py)."""
         self.name = name
         self.published = 0
         self._subs: list[Subscription[T]] = []
+        self._on_publish = on_publish
 
     def subscribe(
         self,
@@ -108,6 +111,8 @@ class Topic(Generic[T]):
 
     def publish(self, item: T) -> None:
         self.published += 1
+        if self._on_publish is not None:
+            self._on_publish(item)
         for sub in self._subs:
             sub._offer(item)
 

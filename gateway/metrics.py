@@ -287,6 +287,7 @@ class GatewayMetrics:
             buckets=_LATENCY_BUCKETS,
         )
         self.registry.register(_GatewayCollector(gw, self))
+        self.registry.register(gw.stages.histogram)  # hilgw_stage_seconds{stage} (gateway/stages.py)
         wake = asyncio.Event()
         self._wake = wake
         # DROP_OLDEST: a lost receive time only thins the histogram; counted like any drop.

@@ -139,7 +139,7 @@ def normalise_polar(geometry: SensorGeometry, sensor_index: int, arr: npt.NDArra
 def reports_to_proto(
     reports: ReportArrays,
     sensor_ids: list[str],
-    receive_time_ns: int,
+    receive_time_ns: int | npt.NDArray[np.int64],
     gateway_id: str,
     *,
     batch_sequence: int = 0,
@@ -151,7 +151,8 @@ def reports_to_proto(
     gets its ECEF state with all 36 covariance values (row-major, proto
     common.proto ``EcefState``), its polar measurement (range, azimuth,
     elevation, range rate and their sigmas), kind, quality, measurement and
-    receive times.
+    receive times. ``receive_time_ns`` is one time for all, or one per report
+    (several received batches published as one message).
 
     ``source``, when given, is the structured batch the reports were
     normalised from (same rows, same order, as :func:`normalise_polar` keeps
@@ -172,6 +173,16 @@ def reports_to_proto(
             f"source has {source.shape[0]} rows for {n} reports", field="source", value=source.shape[0]
         )
     names = [sensor_ids[i] for i in reports.sensor.tolist()]
+    if isinstance(receive_time_ns, np.ndarray):
+        if receive_time_ns.shape != (n,):
+            raise LocalProtocolError(
+                f"receive_time_ns has shape {receive_time_ns.shape} for {n} reports",
+                field="receive_time_ns",
+                value=receive_time_ns.shape,
+            )
+        rx: list[int] = receive_time_ns.tolist()
+    else:
+        rx = [receive_time_ns] * n
     track_ids = reports.sensor_track_id.tolist()
     kinds = reports.kind.tolist()
     t_ns = reports.t_ns.tolist()
@@ -204,7 +215,7 @@ def reports_to_proto(
             sensor_track_id=track_ids[i],
             sequence=sequence[i],
             measurement_time_ns=t_ns[i],
-            receive_time_ns=receive_time_ns,
+            receive_time_ns=rx[i],
             kind=kinds[i],
             quality=quality[i],
             gateway_id=gateway_id,

@@ -18,11 +18,15 @@ from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
+import numpy as np
+import numpy.typing as npt
+
 from gateway.bus import Topic
 from gateway.config import DeviceConfig, GatewayConfig
 from gateway.devices import driver_class
 from gateway.devices.base import DeviceDriver, DriverContext, RawFrame, ReportsIn
 from gateway.emulation import EmulatedDevices
+from gateway.fusion.api import ReportArrays
 from gateway.fusion_stage import FusionStage
 from gateway.geo import site_geometry
 from gateway.health import DeviceStats
@@ -30,6 +34,7 @@ from gateway.normalise import reports_to_proto
 from gateway.outputs.broker import EmbeddedBroker
 from gateway.outputs.mqtt import Outgoing
 from gateway.outputs.session import MqttSession
+from gateway.stages import StageClock
 from gateway.task_health import TaskHealth
 from hilgw.errors import ConfigError, HilgwError
 from hilgw.v1 import cue_pb2, health_pb2, track_pb2
@@ -52,7 +57,9 @@ _ALIVE = (health_pb2.DEVICE_STATE_UP, health_pb2.DEVICE_STATE_DEGRADED, health_p
 class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self.reports: Topic[ReportsIn] = Topic("reports")
+        #: Gateway-added latency by stage (``hilgw_stage_seconds``, gateway/stages.py).
+        self.stages = StageClock()
+        self.reports: Topic[ReportsIn] = Topic("reports", on_publish=self._on_report)
         self.raw: Topic[RawFrame] = Topic("raw")
         self.tracks: Topic[track_pb2.TrackBatch] = Topic("tracks")
         self.health: Topic[health_pb2.DeviceHealth] = Topic("health")
@@ -123,6 +130,7 @@ class Gateway:
                 self.mqtt_port = port = broker.port
             # One session for the publisher, the cue path and scoring (issue 15).
             self.mqtt = MqttSession(cfg.mqtt, cfg.gateway_id, port=port)
+            self.mqtt.stages = self.stages
 
         if cfg.federation is not None:  # a theatre: site pictures are its sensors (docs/federation.md)
             from gateway.federation.wiring import start_sites
@@ -331,19 +339,37 @@ class Gateway:
         for h in health:
             mqtt.enqueue(Outgoing(topics.health(h.device_id), h.SerializeToString(), 1, True, "health"))
         sensor_ids = self.fusion.sensor_ids
-        for r in reports:
+        for device_id, group in _by_device(reports):
+            # Batches of one device queued since the last wake go out as one
+            # message: under load a wake finds many small read-sized batches,
+            # and each message costs a task, a syscall and a broker hop
+            # (issue 18). Each report keeps its own receive time.
             # Lineage: (gateway, epoch, per-device sequence) names each batch (docs/federation.md).
-            seq = self._report_seq[r.device_id] = self._report_seq.get(r.device_id, 0) + 1
+            seq = self._report_seq[device_id] = self._report_seq.get(device_id, 0) + 1
+            arrays = ReportArrays.concat([r.reports for r in group])
+            sources = [r.source for r in group]
+            if len(group) == 1:
+                rx: int | npt.NDArray[np.int64] = group[0].receive_time_ns
+                source = sources[0]
+            else:
+                rx = np.repeat(
+                    np.array([r.receive_time_ns for r in group], np.int64), [len(r.reports) for r in group]
+                )
+                source = _concat_sources(sources)
             msg = reports_to_proto(
-                r.reports,
-                sensor_ids,
-                r.receive_time_ns,
-                self.config.gateway_id,
-                batch_sequence=seq,
-                source=r.source,
+                arrays, sensor_ids, rx, self.config.gateway_id, batch_sequence=seq, source=source
             )
             msg.epoch_ns = self.fusion.epoch_ns
-            mqtt.enqueue(Outgoing(topics.reports(r.device_id), msg.SerializeToString(), kind="reports"))
+            t_rx = group[0].receive_time_ns  # the oldest in the message: its latency is the worst
+            self.stages.observe("encoded", t_rx, len(arrays))
+            mqtt.enqueue(
+                Outgoing(
+                    topics.reports(device_id), msg.SerializeToString(), kind="reports", receive_time_ns=t_rx
+                )
+            )
+
+    def _on_report(self, r: ReportsIn) -> None:
+        self.stages.observe("bus", r.receive_time_ns, len(r.reports))
 
     # --- recording, metrics, web display (issue 7) ---------------------------------
 
@@ -435,3 +461,19 @@ class Gateway:
             for sub in topic.subscriptions:
                 out[f"{topic.name}/{sub.name}"] = sub.dropped
         return out
+
+
+def _by_device(reports: list[ReportsIn]) -> list[tuple[str, list[ReportsIn]]]:
+    """Report batches grouped by device, in arrival order within each device."""
+    groups: dict[str, list[ReportsIn]] = {}
+    for r in reports:
+        groups.setdefault(r.device_id, []).append(r)
+    return list(groups.items())
+
+
+def _concat_sources(sources: list[npt.NDArray[np.void] | None]) -> npt.NDArray[np.void] | None:
+    """The wire rows of several batches as one, or None unless all have the same layout."""
+    first = sources[0]
+    if first is None or any(s is None or s.dtype != first.dtype for s in sources):
+        return None
+    return np.concatenate(sources)  # type: ignore[arg-type]  # None excluded above

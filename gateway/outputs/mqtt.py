@@ -30,6 +30,8 @@ class Outgoing:
     qos: int = 0
     retain: bool = False
     kind: str = "other"  # counter key: tracks, reports, health, ...
+    #: Earliest frame receipt (UTC ns) in the payload, for the ``mqtt`` stage timer; 0: untimed.
+    receive_time_ns: int = 0
 
 
 class Topics:

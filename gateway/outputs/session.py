@@ -60,6 +60,7 @@ import aiomqtt
 
 from gateway.config import MqttConfig
 from gateway.outputs.mqtt import Outgoing, Topics, cancel_safe, publish, tls_context
+from gateway.stages import StageClock
 
 __all__ = ["CRITICAL_KINDS", "BrokerAddress", "MqttSession", "Subscription", "broker_addresses"]
 
@@ -142,6 +143,8 @@ class MqttSession:
         self._link_listeners: list[LinkListener] = []
         #: Called with each message once the broker has it (QoS 1: PUBACK); for benches.
         self.on_published: Callable[[Outgoing], None] | None = None
+        #: Times the ``mqtt`` stage of messages with a receive time (gateway/stages.py).
+        self.stages: StageClock | None = None
         #: (kind, reason) -> messages dropped. Reasons: ``queue_full`` (bulk lane
         #: full, the oldest went), ``link_lost`` (QoS 0, in flight when the link went).
         self.dropped: Counter[tuple[str, str]] = Counter()
@@ -378,6 +381,8 @@ class MqttSession:
         self._inflight.pop(seq, None)
         self.published[msg.kind] += 1
         window.release()
+        if self.stages is not None and msg.receive_time_ns:
+            self.stages.observe("mqtt", msg.receive_time_ns)
         if self.on_published is not None:
             try:
                 self.on_published(msg)
