@@ -82,32 +82,52 @@ def tracks_to_proto(
     """Render the stacked picture as one TrackBatch (protobuf is per-object by nature).
 
     ``markings``, by sensor index, are copied onto each contributor: the
-    releasability of the data travels with it (docs/partners.md)."""
-    batch = track_pb2.TrackBatch(gateway_id=gateway_id, batch_sequence=seq, time_ns=t_ns)
+    releasability of the data travels with it (docs/partners.md).
+
+    Every numpy column becomes a Python list once, up front, and each track's
+    scalars go in one ``add(**fields)`` call: no numpy scalar boxing or
+    ``int()`` per element (issue 18). Building nested messages first and
+    extending is slower: upb copies them into the batch.
+    """
+    m = len(tracks)
     x = tracks.x.tolist()
-    P = tracks.P.reshape(len(tracks), 36).tolist()
+    P = tracks.P.reshape(m, 36).tolist()
+    track_id = tracks.track_id.tolist()
+    status = tracks.status.tolist()
+    last_ns = tracks.t_ns.tolist()
+    first_ns = tracks.first_ns.tolist()
+    quality = tracks.quality.tolist()
+    model = tracks.model.tolist()
+    count = tracks.update_count.tolist()
+    c_row = tracks.contrib_row.tolist()
+    c_sensor = tracks.contrib_sensor.tolist()
+    c_track = tracks.contrib_sensor_track_id.tolist()
+    c_ns = tracks.contrib_t_ns.tolist()
     by_row: dict[int, list[int]] = {}
-    for k, row in enumerate(tracks.contrib_row.tolist()):
+    for k, row in enumerate(c_row):
         by_row.setdefault(row, []).append(k)
-    for i in range(len(tracks)):
-        st = batch.tracks.add()
-        st.track_id = int(tracks.track_id[i])
-        st.status = int(tracks.status[i])  # type: ignore[assignment]  # wire value of TrackStatus
+    batch = track_pb2.TrackBatch(gateway_id=gateway_id, batch_sequence=seq, time_ns=t_ns)
+    add = batch.tracks.add
+    for i in range(m):
+        st = add(
+            track_id=track_id[i],
+            status=status[i],  # type: ignore[arg-type]  # wire value of TrackStatus
+            last_update_time_ns=last_ns[i],
+            first_seen_time_ns=first_ns[i],
+            quality=quality[i],
+            motion_model=model[i],  # type: ignore[arg-type]  # wire value of MotionModel
+            update_count=count[i],
+        )
         s = st.state
         s.x, s.y, s.z, s.vx, s.vy, s.vz = x[i]
         s.covariance.extend(P[i])
-        st.last_update_time_ns = int(tracks.t_ns[i])
-        st.first_seen_time_ns = int(tracks.first_ns[i])
-        st.quality = float(tracks.quality[i])
-        st.motion_model = int(tracks.model[i])  # type: ignore[assignment]  # wire value of MotionModel
-        st.update_count = int(tracks.update_count[i])
         for k in by_row.get(i, ()):
-            c = st.contributors.add()
-            c.sensor_id = sensor_ids[int(tracks.contrib_sensor[k])]
-            c.sensor_track_id = int(tracks.contrib_sensor_track_id[k])
-            c.last_update_time_ns = int(tracks.contrib_t_ns[k])
-            if markings is not None and (m := markings[int(tracks.contrib_sensor[k])]) is not None:
-                c.markings.CopyFrom(m)
+            sensor = c_sensor[k]
+            c = st.contributors.add(
+                sensor_id=sensor_ids[sensor], sensor_track_id=c_track[k], last_update_time_ns=c_ns[k]
+            )
+            if markings is not None and (mk := markings[sensor]) is not None:
+                c.markings.CopyFrom(mk)
     return batch
 
 
