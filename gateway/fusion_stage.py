@@ -111,11 +111,11 @@ def tracks_to_proto(
     for i in range(m):
         st = add(
             track_id=track_id[i],
-            status=status[i],  # type: ignore[arg-type]  # wire value of TrackStatus
+            status=status[i],  # wire value of TrackStatus
             last_update_time_ns=last_ns[i],
             first_seen_time_ns=first_ns[i],
             quality=quality[i],
-            motion_model=model[i],  # type: ignore[arg-type]  # wire value of MotionModel
+            motion_model=model[i],  # wire value of MotionModel
             update_count=count[i],
         )
         s = st.state
