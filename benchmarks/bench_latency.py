@@ -109,7 +109,7 @@ def _writer(fd: int, rate: float, seconds: float, targets: int) -> None:
 # --- subscriber process -----------------------------------------------------------
 
 
-def _subscriber(port: int, out: str, seconds: float) -> None:
+def _subscriber(port: int, out: str) -> None:
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -135,7 +135,7 @@ def _subscriber(port: int, out: str, seconds: float) -> None:
     c.subscribe([("hilgw/bench/reports/radar", 0), ("hilgw/bench/tracks", 0)])
     c.loop_start()
     print("ready", flush=True)
-    time.sleep(seconds)
+    sys.stdin.readline()  # "stop", once the gateway has sent the tail
     c.loop_stop()
     cat = np.concatenate
     np.savez(
@@ -196,7 +196,8 @@ async def _run(rate: float, seconds: float, port: int, targets: int, publish_hz:
                 lambda st, rx, now, n: bus.append((rx, now, n)) if st == "bus" else None
             )
             sub = subprocess.Popen(
-                [py, me, "--subscriber", str(port), out, str(seconds + 2.0)],
+                [py, me, "--subscriber", str(port), out],
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
             )
@@ -220,7 +221,13 @@ async def _run(rate: float, seconds: float, port: int, targets: int, publish_hz:
             sent_s, _ = await asyncio.to_thread(writer.communicate)
             if writer.returncode != 0:
                 raise RuntimeError(f"writer process failed (exit {writer.returncode})")
-            await asyncio.sleep(1.0)  # let the tail through
+            # Let the tail through: until the subscriber has it all, at most 10 s.
+            for _ in range(100):
+                queued = any(len(s) for s in gw.reports.subscriptions)
+                if gw.mqtt is None or (not gw.mqtt.queued and not queued):
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)
             cpu = time.process_time() - cpu0
             wall = time.monotonic() - wall0
             stats = gw.stats["radar"]
@@ -229,6 +236,9 @@ async def _run(rate: float, seconds: float, port: int, targets: int, publish_hz:
             mq_drops = sum(gw.mqtt.dropped.values()) if gw.mqtt else 0
             tracks = len(gw.fusion.last_picture) if gw.fusion.last_picture is not None else 0
             rss = _rss_mb()
+            assert sub.stdin is not None
+            sub.stdin.write("stop\n")
+            sub.stdin.flush()
             await asyncio.to_thread(sub.wait)
         d = np.load(out)
     os.close(master)
@@ -273,7 +283,7 @@ def main() -> int:
         _writer(int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]))
         return 0
     if len(sys.argv) > 1 and sys.argv[1] == "--subscriber":
-        _subscriber(int(sys.argv[2]), sys.argv[3], float(sys.argv[4]))
+        _subscriber(int(sys.argv[2]), sys.argv[3])
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rates", default="1000,10000,max", help="reports/s, comma-separated; max = unpaced")
