@@ -213,3 +213,15 @@ def test_reports_to_proto_leaves_unknown_polar_unset() -> None:
         return out
 
     assert all(math.isfinite(v) for v in floats(back))
+
+
+def test_reports_to_proto_takes_a_receive_time_per_report() -> None:
+    """Batches merged into one message keep each report's own receive time (issue 18)."""
+    reports = normalise_polar(GEOM, 0, make_batch(3))
+    rx = np.array([10, 10, 25], np.int64)
+    msg = reports_to_proto(reports, ["radar-north"], rx, "gw")
+    back = report_pb2.SensorReportBatch.FromString(msg.SerializeToString())
+    assert [r.receive_time_ns for r in back.reports] == [10, 10, 25]
+    with pytest.raises(LocalProtocolError) as info:
+        reports_to_proto(reports, ["radar-north"], rx[:2], "gw")
+    assert info.value.field == "receive_time_ns"

@@ -221,3 +221,45 @@ async def test_a_crash_looping_task_is_counted_unhealthy_and_its_back_off_resets
         assert list(gw.task_health.delays["fusion"]) == [0.01, 0.02, 0.04, 0.04, 0.01]
         text = GatewayMetrics(gw).exposition().decode()
         assert 'hilgw_task_restarts_total{task="fusion"} 5.0' in text
+
+
+def test_queued_report_batches_go_out_as_one_message_per_device_and_are_timed(link: str) -> None:
+    """The MQTT feed sends what queued since its last wake as one SensorReportBatch per
+    device (each report keeps its receive time), and the stage clock times the batches
+    from their receipt (hilgw_stage_seconds, issue 18)."""
+    from gateway.devices.base import ReportsIn
+    from gateway.geo import site_geometry
+    from gateway.normalise import normalise_polar
+    from gateway.outputs.session import MqttSession
+    from hilgw.v1 import report_pb2
+
+    cfg = parse_config({**radar_config(link), "mqtt": {"enabled": True}})
+    gw = Gateway(cfg)
+    gw.mqtt = MqttSession(cfg.mqtt, cfg.gateway_id)  # not run: messages stay queued
+    geom = site_geometry("radar-1", 54.0, 10.0, 20.0)
+    idx = gw.fusion.engine.add_sensor(geom)
+    seen: list[tuple[str, int, int]] = []
+    gw.stages.listeners.append(lambda stage, rx, now, n: seen.append((stage, rx, n)))
+    now = time.time_ns()
+    a, b, c = reports(3, now), reports(2, now, track_id=12), reports(1, now, track_id=13)
+    batches = [
+        ReportsIn("radar-1", now - 3_000_000, normalise_polar(geom, idx, a), source=a),
+        ReportsIn("radar-2", now - 2_000_000, normalise_polar(geom, idx, c), source=c),
+        ReportsIn("radar-1", now - 1_000_000, normalise_polar(geom, idx, b), source=b),
+    ]
+    for r in batches:
+        gw.reports.publish(r)
+    gw._forward([], [], batches)
+
+    queued = [msg for _, msg in gw.mqtt._bulk]
+    assert [m.topic.rsplit("/", 1)[-1] for m in queued] == ["radar-1", "radar-2"]
+    one = report_pb2.SensorReportBatch.FromString(queued[0].payload)
+    assert [r.sensor_track_id for r in one.reports] == [11, 11, 11, 12, 12]
+    assert [r.receive_time_ns for r in one.reports] == [now - 3_000_000] * 3 + [now - 1_000_000] * 2
+    assert [r.sequence for r in one.reports] == a["sequence"].tolist() + b["sequence"].tolist()
+    assert one.batch_sequence == 1
+    assert queued[0].receive_time_ns == now - 3_000_000  # the oldest: the message's worst latency
+    assert [(s, rx) for s, rx, _ in seen if s == "bus"] == [("bus", r.receive_time_ns) for r in batches]
+    assert ("encoded", now - 3_000_000, 5) in seen
+    bus = gw.stages.histogram.labels("bus")._sum.get()  # type: ignore[attr-defined]
+    assert 0.006 <= bus < 60.0  # 3 + 2 + 1 ms at least, from receipt
