@@ -182,16 +182,19 @@ def run_bench(scenario: Path, tracks_out: Path | None, config: FusionConfig = BE
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: ``--scenario FILE.npz [--tracks-out FILE.npz] [--json]``."""
+    """CLI: ``--scenario FILE.npz [--tracks-out FILE.npz] [--variant NAME] [--json]``."""
     ap = argparse.ArgumentParser(prog="hilgw bench fusion", description=__doc__.split("\n\n")[0])
     ap.add_argument("--scenario", type=Path, required=True)
     ap.add_argument("--tracks-out", type=Path, default=None)
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     ap.add_argument("--imm", action="store_true", help="IMM with a ballistic model (NCV + gravity)")
+    ap.add_argument("--variant", choices=sorted(VARIANTS), default=None, help="a named configuration")
     a = ap.parse_args(argv)
     if not a.scenario.is_file():
         ap.error(f"--scenario {a.scenario}: no such file (write one: python -m benchmarks.fusion.scenarios)")
-    res = run_bench(a.scenario, a.tracks_out, IMM_BENCH_CONFIG if a.imm else BENCH_CONFIG)
+    name = a.variant or ("imm" if a.imm else "default")
+    res = run_bench(a.scenario, a.tracks_out, VARIANTS[name])
+    res["variant"] = name
     if a.json:
         print(json.dumps(res))
     else:
