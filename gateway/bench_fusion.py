@@ -40,31 +40,28 @@ from gateway.fusion.engine import Engine
 from gateway.fusion.motion import AccelFn, ecef_gravity, flat_gravity
 from gateway.geo import local_geometry
 
-# Tuned for the bench's targets (1-3 km/s air-breathing-like straight flight
-# with white-noise acceleration of about 1 m²/s³, no gravity) on scenarios of
-# other seeds, clutter levels and detection probabilities than the shared
-# file (benchmarks/bench_fusion_sweep.py). The targets do not fall, so the
-# IMM's ballistic model only costs accuracy here (see
-# benchmarks/fusion/RESULTS.md); IMM_BENCH_CONFIG runs it for comparison.
-BENCH_CONFIG = FusionConfig(
-    models=(MODEL_NCV,),
-    q_ncv=1.0,
-    imm_initial=(1.0,),
-    init_speed_sigma_mps=2000.0,
-    confirm_m=3,
-    confirm_n=5,
-    drop_misses=6,
-)
-IMM_BENCH_CONFIG = dataclasses.replace(
-    BENCH_CONFIG,
-    models=(MODEL_NCV, MODEL_BALLISTIC),
-    q_ballistic=0.1,
-    imm_initial=(0.99, 0.01),
-    imm_switch_rate_hz=0.01,
-)
+# The engine's own default (one configuration for straight, manoeuvring and
+# ballistic targets: IMM NCV + ballistic + manoeuvre, GNN with likelihood costs), the same
+# one `hilgw run` uses. The variants are only there to compare against it
+# (figures in benchmarks/fusion/RESULTS.md).
+BENCH_CONFIG = FusionConfig()
+VARIANTS: dict[str, FusionConfig] = {
+    "default": BENCH_CONFIG,
+    # the default with hard (GNN) updates
+    "gnn": dataclasses.replace(BENCH_CONFIG, association="gnn"),
+    # the former bench default: NCV only, q = 1, GNN
+    "ncv": dataclasses.replace(BENCH_CONFIG, models=(MODEL_NCV,), imm_initial=(1.0,), association="gnn"),
+    # the former `--imm`: NCV + ballistic, GNN
+    "imm": dataclasses.replace(
+        BENCH_CONFIG,
+        models=(MODEL_NCV, MODEL_BALLISTIC),
+        imm_initial=(0.99, 0.01),
+        imm_switch_rate_hz=0.01,
+        association="gnn",
+    ),
+}
+IMM_BENCH_CONFIG = VARIANTS["imm"]
 
-# The variants ``python -m benchmarks.fusion.run --variants`` can compare, by name.
-VARIANTS: dict[str, FusionConfig] = {"default": BENCH_CONFIG, "imm": IMM_BENCH_CONFIG}
 
 _TO_BENCH = [0, 3, 1, 4, 2, 5]  # (x, y, z, vx, vy, vz) -> (x, vx, y, vy, z, vz)
 _NAN6 = np.full(6, np.nan)
@@ -187,14 +184,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenario", type=Path, required=True)
     ap.add_argument("--tracks-out", type=Path, default=None)
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON object")
-    ap.add_argument("--imm", action="store_true", help="IMM with a ballistic model (NCV + gravity)")
-    ap.add_argument("--variant", choices=sorted(VARIANTS), default=None, help="a named configuration")
+    ap.add_argument(
+        "--variant",
+        choices=sorted(VARIANTS),
+        default="default",
+        help="engine configuration to compare with the default",
+    )
+    ap.add_argument("--imm", action="store_true", help="same as --variant imm (the former IMM option)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="override one FusionConfig field, e.g. --set q_manoeuvre=1000",
+    )
     a = ap.parse_args(argv)
     if not a.scenario.is_file():
         ap.error(f"--scenario {a.scenario}: no such file (write one: python -m benchmarks.fusion.scenarios)")
-    name = a.variant or ("imm" if a.imm else "default")
-    res = run_bench(a.scenario, a.tracks_out, VARIANTS[name])
-    res["variant"] = name
+    cfg = VARIANTS["imm" if a.imm else a.variant]
+    if a.set:
+        over: dict[str, Any] = {}
+        for kv in a.set:
+            k, _, v = kv.partition("=")
+            val = json.loads(v)
+            over[k] = tuple(val) if isinstance(val, list) else val
+        cfg = dataclasses.replace(cfg, **over)
+    res = run_bench(a.scenario, a.tracks_out, cfg)
+    res["variant"] = "imm" if a.imm else a.variant
     if a.json:
         print(json.dumps(res))
     else:
