@@ -16,6 +16,9 @@ its own, and scores its tracks (``metrics.py``). Time per scan covers
 ``Engine.step`` only: wall time and the thread's CPU time (on a shared machine
 the wall time includes waiting for a core). ``--scaling`` runs the default variant on the straight
 family at each N (duration ``--scaling-duration``) and reports time per scan.
+
+The cache is keyed by family, seed and overrides only: delete ``--work`` after
+changing the generator or the floor.
 """
 
 from __future__ import annotations
