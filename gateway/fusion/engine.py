@@ -46,6 +46,7 @@ from gateway.fusion.jpda import jpda_weights, mixture_update, model_likelihoods
 from gateway.fusion.kalman import covariance_intersection, ekf_update, innovation_cov, mahalanobis2
 from gateway.fusion.lifecycle import apply_misses, new_rows, rows_to_arrays, snapshot
 from gateway.fusion.measure import plot_dims, plot_residual, plot_to_state
+from gateway.fusion.merge import merge_duplicates
 from gateway.fusion.motion import (
     AccelFn,
     ecef_gravity,
@@ -91,6 +92,7 @@ class Engine:
             "late_dropped": 0,
             "oos_used": 0,
             "held_for_later": 0,
+            "tracks_merged": 0,
         }
         self._pending = ReportArrays.empty()
         self._dropped: list[TrackArrays] = []
@@ -98,6 +100,7 @@ class Engine:
         self.gate = {d: chi2_quantile(p, d) for d in (3, 4)}
         self.gate[6] = chi2_quantile(self.cfg.t2t_gate_prob, 6)
         self.persist_gate = chi2_quantile(self.cfg.t2t_persist_gate_prob, 6)
+        self.merge_gate = chi2_quantile(self.cfg.merge_gate_prob, 6)
         self.init_gate = {d: chi2_quantile(self.cfg.init_suppress_prob, d) for d in (3, 4, 6)}
         self._mu0 = np.asarray(self.cfg.imm_initial, dtype=np.float64)
 
@@ -156,6 +159,7 @@ class Engine:
             else:
                 self._batch(batch)
         self._drop_stale(t_ns)
+        merge_duplicates(self, t_ns)
         out = snapshot(self, t_ns, self._dropped)
         self._dropped = []
         return out
