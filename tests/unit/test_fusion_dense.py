@@ -1,4 +1,4 @@
-"""Association on hand-built dense scenes: objects inside one gate, a crossing
+"""Association and identity on hand-built scenes: objects inside one gate, a crossing
 during a turn, a fragment separating from its parent. Each scene runs the
 engine's default configuration (the one `hilgw run` uses) on three radars'
 plots in a flat local frame (z up, gravity -z)."""
@@ -171,3 +171,22 @@ def test_hand_over_duplicate_is_merged_into_the_older_track() -> None:
     assert alive == [first]
     r = int(np.flatnonzero(pic.track_id == first)[0])
     assert sorted(pic.contrib_sensor[pic.contrib_row == r].tolist()) == [0, 1]
+
+
+def test_sensor_track_that_jumps_keeps_its_system_track_id() -> None:
+    # A sensor's only track of a target jumps 40 km (a bad height, say) and
+    # back: its system track follows under the same id instead of a new
+    # confirmed track per jump with the old one left coasting.
+    x0 = np.array([[150e3, 0.0, 30e3, -500.0, 0.0, 0.0]])
+    e = engine(DEFAULT)
+    ids: set[int] = set()
+    for k in range(30):
+        t = float(k)
+        x = x0.copy()
+        x[:, :3] += t * x0[:, 3:]
+        if 10 <= k < 15:
+            x[0, 2] += 40e3
+        pic = e.step(sensor_tracks(0, [4], x, round(t * S), 100.0), round(t * S))
+        ids |= set(pic.track_id.tolist())
+    assert len(ids) == 1, ids
+    assert e.counters["tracks_started"] == 1
