@@ -129,14 +129,14 @@ class FusionConfig:
     confirm_m: int = 3
     confirm_n: int = 5
     tentative_drop_misses: int = 2
-    coast_misses: int = 1
+    coast_misses: int = 2
     drop_misses: int = 6
     coast_after_s: float = 2.0
     drop_after_s: float = 10.0
     sensor_track_confirms: bool = True
 
     merge_radius_m: float = 5000.0
-    merge_gate_prob: float = 0.99
+    merge_gate_prob: float = 0.9999
 
     scan_window_s: float = 0.1
     oos_lag_s: float = 2.0
