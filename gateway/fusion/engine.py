@@ -350,17 +350,25 @@ class Engine:
         free[ar] = False
         took = hit[ti] if plots else np.zeros(ti.size, bool)
         free[rj[near & np.isfinite(d2) & ~took]] = False
-        fr = np.flatnonzero(free)
-        if fr.size:
-            new_rows(
-                self,
-                s,
-                _take(r, fr),
-                rx[fr],
-                rP[fr],
-                t_end,
-                confirmed=not plots and cfg.sensor_track_confirms,
-            )
+        # A sensor track inside the wide gate of an existing track is most
+        # likely that target seen by one more sensor whose young track missed
+        # the pairing gate: it starts tentative (not in the picture), to be
+        # folded into the existing track (merge.py) or confirmed by M of N.
+        dup = np.zeros(len(r), bool)
+        if not plots:
+            dup[rj[np.isfinite(d2) & (d2 < self.init_gate[6])]] = True
+        for part, conf in ((free & ~dup, True), (free & dup, False)):
+            fr = np.flatnonzero(part)
+            if fr.size:
+                new_rows(
+                    self,
+                    s,
+                    _take(r, fr),
+                    rx[fr],
+                    rP[fr],
+                    t_end,
+                    confirmed=conf and not plots and cfg.sensor_track_confirms,
+                )
 
     def _with_pairings(self, r: ReportArrays, s: int, ti: IDX, rj: IDX) -> tuple[IDX, IDX]:
         """Add the (system track, report) pair of every persistent sensor-track

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.spatial import cKDTree
 
-from gateway.fusion.api import STATUS_CONFIRMED, STATUS_TENTATIVE
+from gateway.fusion.api import STATUS_COASTING, STATUS_CONFIRMED, STATUS_TENTATIVE
 from gateway.fusion.kalman import mahalanobis2
 
 if TYPE_CHECKING:
@@ -40,7 +40,10 @@ def merge_duplicates(engine: Engine, t_ns: int) -> int:
     n = st.n
     if n < 2 or cfg.merge_radius_m <= 0.0:
         return 0
-    live = np.flatnonzero(st.status[:n] != STATUS_TENTATIVE)
+    # Tentative tracks started from a sensor's track take part (a hand-over
+    # duplicate starts tentative); tentative plot tracks do not (a fragment
+    # separating from its parent must not be folded back into it).
+    live = np.flatnonzero((st.status[:n] != STATUS_TENTATIVE) | st.paired[:n].any(axis=1))
     if live.size < 2:
         return 0
     pairs = cKDTree(st.x[live, :3]).query_pairs(cfg.merge_radius_m, output_type="ndarray")
@@ -97,5 +100,8 @@ def _fold(engine: Engine, i: int, j: int) -> None:
     st.mask[i] |= st.mask[j]
     st.hist[i] |= st.hist[j]
     st.n_updates[i] += st.n_updates[j]
-    if STATUS_CONFIRMED in (st.status[i], st.status[j]) and st.miss_track[i] == 0:
+    pair = (int(st.status[i]), int(st.status[j]))
+    if STATUS_CONFIRMED in pair:
         st.status[i] = STATUS_CONFIRMED
+    elif STATUS_COASTING in pair:
+        st.status[i] = STATUS_COASTING
