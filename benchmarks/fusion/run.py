@@ -66,6 +66,7 @@ HEAD = [
     "false",
     "ms med",
     "ms p99",
+    "cpu med",
     "RSS",
 ]
 
@@ -147,9 +148,8 @@ def family_rows(
         with np.load(res["tracks"]) as tr:
             trk = Tracks.from_arrays(tr["track_id"], tr["track_time"], tr["track_state"])
         m = score(_load(path), trk, t0=t0)
-        m.update(
-            {k: res[k] for k in ("scan_ms_median", "scan_ms_p99", "peak_rss_mb", "measurements", "scans")}
-        )
+        keys = ("scan_ms_median", "scan_ms_p99", "scan_cpu_ms_median", "scan_cpu_ms_p99", "peak_rss_mb")
+        m.update({k: res.get(k) for k in (*keys, "measurements", "scans")})
         rows.append(_row(family, seed, n, f"hilgw {v}", m))
     return rows
 
