@@ -49,6 +49,8 @@ VARIANTS: dict[str, FusionConfig] = {
     "default": BENCH_CONFIG,
     # the default with hard (GNN) updates
     "gnn": dataclasses.replace(BENCH_CONFIG, association="gnn"),
+    # the default with cheap-JPDA updates of confirmed tracks
+    "jpda": dataclasses.replace(BENCH_CONFIG, association="jpda"),
     # the former bench default: NCV only, q = 1, GNN
     "ncv": dataclasses.replace(BENCH_CONFIG, models=(MODEL_NCV,), imm_initial=(1.0,), association="gnn"),
     # the former `--imm`: NCV + ballistic, GNN
@@ -212,7 +214,10 @@ def main(argv: list[str] | None = None) -> int:
         over: dict[str, Any] = {}
         for kv in a.set:
             k, _, v = kv.partition("=")
-            val = json.loads(v)
+            try:
+                val = json.loads(v)
+            except json.JSONDecodeError:
+                val = v  # a bare string, e.g. association=jpda
             over[k] = tuple(val) if isinstance(val, list) else val
         cfg = dataclasses.replace(cfg, **over)
     res = run_bench(a.scenario, a.tracks_out, cfg)
