@@ -289,7 +289,7 @@ def main() -> int:
     ap.add_argument("--rates", default="1000,10000,max", help="reports/s, comma-separated; max = unpaced")
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--targets", type=int, default=1000)
-    ap.add_argument("--publish-hz", type=float, default=10.0)
+    ap.add_argument("--publish-hz", type=float, default=5.0, help="fusion rate (the [fusion] default)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--profile", metavar="FILE", help="cProfile the gateway process into FILE (pstats)")
     ns = ap.parse_args()
