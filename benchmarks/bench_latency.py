@@ -23,7 +23,8 @@ taken right after the transport read):
 
 Also: reports/s at the subscriber, drops (gateway, bus, MQTT queue), the
 gateway's CPU seconds per second (process CPU of this process, the writer
-and subscriber run in their own), RSS and the live track count. The first
+and subscriber run in their own), peak RSS and the live track count as
+the writer stops. The first
 second of each run is warm-up and not counted.
 
     .venv/bin/python benchmarks/bench_latency.py [--rates 1000,10000,max] [--seconds 5] [--json]
@@ -151,7 +152,7 @@ def _subscriber(port: int, out: str) -> None:
 
 def _rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith("VmHWM:"):  # peak resident set
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -221,6 +222,8 @@ async def _run(rate: float, seconds: float, port: int, targets: int, publish_hz:
             sent_s, _ = await asyncio.to_thread(writer.communicate)
             if writer.returncode != 0:
                 raise RuntimeError(f"writer process failed (exit {writer.returncode})")
+            picture = gw.fusion.last_picture  # live tracks as the writer stops
+            tracks = len(picture) if picture is not None else 0
             # Let the tail through: until the subscriber has it all, at most 10 s.
             for _ in range(100):
                 queued = any(len(s) for s in gw.reports.subscriptions)
@@ -234,7 +237,6 @@ async def _run(rate: float, seconds: float, port: int, targets: int, publish_hz:
             gw_drops = sum(stats.drops.values())
             bus_drops = sum(gw.subscription_drops().values())
             mq_drops = sum(gw.mqtt.dropped.values()) if gw.mqtt else 0
-            tracks = len(gw.fusion.last_picture) if gw.fusion.last_picture is not None else 0
             rss = _rss_mb()
             assert sub.stdin is not None
             sub.stdin.write("stop\n")
