@@ -16,6 +16,9 @@ Latencies, per report, from the driver's receive stamp (``receive_time_ns``,
 taken right after the transport read):
 
 * ``bus``    : the report batch published on the gateway's bus (normalised);
+* ``out``    : the message handed to the broker connection (the gateway's
+  ``mqtt`` stage, hilgw_stage_seconds): all the latency the gateway adds,
+  per message, from its oldest report's receipt;
 * ``mqtt``   : the report on MQTT at the subscriber;
 * ``track``  : the first TrackBatch at the subscriber whose ``time_ns`` is
   at or after the receipt (the picture that took the report in); bounded below
@@ -193,9 +196,15 @@ async def _run(rate: float, seconds: float, port: int, targets: int, publish_hz:
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "sub.npz")
         async with Gateway(cfg) as gw:
-            gw.stages.listeners.append(
-                lambda st, rx, now, n: bus.append((rx, now, n)) if st == "bus" else None
-            )
+            out_stage: list[tuple[int, int]] = []
+
+            def listen(stage: str, rx: int, now: int, n: int) -> None:
+                if stage == "bus":
+                    bus.append((rx, now, n))
+                elif stage == "mqtt":
+                    out_stage.append((rx, now))
+
+            gw.stages.listeners.append(listen)
             sub = subprocess.Popen(
                 [py, me, "--subscriber", str(port), out],
                 stdin=subprocess.PIPE,
@@ -223,6 +232,7 @@ async def _run(rate: float, seconds: float, port: int, targets: int, publish_hz:
             if writer.returncode != 0:
                 raise RuntimeError(f"writer process failed (exit {writer.returncode})")
             picture = gw.fusion.last_picture  # live tracks as the writer stops
+            steps = np.array(gw.fusion.step_seconds) * 1e3  # engine.step, wall ms (recent 256)
             tracks = len(picture) if picture is not None else 0
             # Let the tail through: until the subscriber has it all, at most 10 s.
             for _ in range(100):
@@ -253,6 +263,9 @@ async def _run(rate: float, seconds: float, port: int, targets: int, publish_hz:
     b = np.array(bus, np.int64).reshape(-1, 3)
     b = b[b[:, 0] >= warm]
     bus_lat = np.repeat(b[:, 1] - b[:, 0], b[:, 2])
+    o = np.array(out_stage, np.int64).reshape(-1, 2)
+    o = o[o[:, 0] >= warm]
+    out_lat = o[:, 1] - o[:, 0]  # per message, from its oldest report's receipt
     trk = trk[np.argsort(trk[:, 0])] if len(trk) else trk
     track_lat = np.zeros(0, np.int64)
     if len(trk):
@@ -275,6 +288,11 @@ async def _run(rate: float, seconds: float, port: int, targets: int, publish_hz:
         "rss_mb": rss,
         "live_tracks": tracks,
         "bus_ms": _pct(bus_lat),
+        "fusion_step_ms": {
+            "p50": float(np.median(steps)) if len(steps) else float("nan"),
+            "max": float(steps.max()) if len(steps) else float("nan"),
+        },
+        "gateway_out_ms": _pct(out_lat),
         "mqtt_ms": _pct(mqtt_lat),
         "track_ms": _pct(track_lat),
     }
@@ -340,12 +358,17 @@ def main() -> int:
         "CPU",
         "RSS, tracks",
         "bus p50/p99/max",
+        "out p50/p99/max",
         "MQTT p50/p90/p99/max",
         "track p50/p99",
+        "step p50/max",
     ):
         t.add_column(col, justify="right")
     for x in rows:
-        bm, mm, tm = x["bus_ms"], x["mqtt_ms"], x["track_ms"]
+        bm, om, mm, tm = x["bus_ms"], x["gateway_out_ms"], x["mqtt_ms"], x["track_ms"]
+        fm = x["fusion_step_ms"]
+        assert isinstance(fm, dict)
+        assert isinstance(om, dict)
         assert isinstance(bm, dict)
         assert isinstance(mm, dict)
         assert isinstance(tm, dict)
@@ -356,8 +379,10 @@ def main() -> int:
             f"{x['gateway_cpu_per_s']:.2f}",
             f"{x['rss_mb']:.0f} MB, {x['live_tracks']}",
             f"{bm['p50']:.2f}/{bm['p99']:.2f}/{bm['max']:.1f} ms",
+            f"{om['p50']:.2f}/{om['p99']:.2f}/{om['max']:.1f} ms",
             f"{mm['p50']:.2f}/{mm['p90']:.2f}/{mm['p99']:.2f}/{mm['max']:.1f} ms",
             f"{tm['p50']:.0f}/{tm['p99']:.0f} ms",
+            f"{fm['p50']:.0f}/{fm['max']:.0f} ms",
         )
     Console(width=170).print(t)
     return 0
