@@ -20,6 +20,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.cue.config import CueConfig  # the [cue] section (docs/cue-path.md §7)
+from gateway.partners import config as _partners
+from gateway.partners.config import MarkingsConfig, PartnerConfig  # docs/partners.md
 from hilgw.tomlconfig import one_line, read_toml
 
 __all__ = [
@@ -248,6 +250,8 @@ class DeviceConfig(_Model):
     cue_key_id: int = Field(default=0, ge=0, le=65535)
     #: Launcher: cue keys by key id; values "hex:<hex>", "env:<VAR>" or "file:<path>".
     cue_keys: dict[int, str] = Field(default_factory=dict)
+    #: Releasability of this source's data (docs/partners.md); None: never released.
+    markings: MarkingsConfig | None = None
 
     @model_validator(mode="after")
     def _radar_needs_site(self) -> DeviceConfig:
@@ -292,6 +296,12 @@ class MqttTlsConfig(_Model):
         return self
 
 
+# The partner broker block takes the same TLS keys (resolved here, where the
+# model is defined; gateway.partners.config cannot import this module).
+_partners.PartnerBrokerConfig.model_rebuild(_types_namespace={"MqttTlsConfig": MqttTlsConfig})
+_partners.PartnerConfig.model_rebuild()
+
+
 class MqttConfig(_Model):
     """Where the gateway publishes. ``broker = "embedded"`` starts an amqtt
     broker on 127.0.0.1 inside the gateway (bench use only)."""
@@ -307,10 +317,31 @@ class MqttConfig(_Model):
     queue_size: int = Field(default=10000, ge=10)
     reconnect_initial_s: float = Field(default=0.5, gt=0)
     reconnect_max_s: float = Field(default=15.0, gt=0)
+    #: A connection that lived this long was healthy: its loss restarts the back-off.
+    reconnect_reset_s: float = Field(default=10.0, gt=0, le=3600)
+    #: Brokers to try in order ("host:port"); a failed attempt moves to the next.
+    #: Empty: ``host``/``port``.
+    hosts: list[str] = Field(default_factory=list)
+    #: clean_session = False with a stable client id: the broker keeps the
+    #: subscriptions and queues QoS 1 messages while the gateway is away.
+    persistent_session: bool = True
+    #: QoS 1 messages published and not yet acknowledged, at most.
+    max_inflight: int = Field(default=100, ge=1, le=65535)
+    #: aiomqtt's time-out for the connect (failover to the next host) and each PUBACK/SUBACK.
+    connect_timeout_s: float = Field(default=10.0, gt=0, le=300)
     publish_reports: bool = True
     enabled: bool = True
     #: None: plain TCP (bench on 127.0.0.1 only); set it for any real network.
     tls: MqttTlsConfig | None = None
+
+    @field_validator("hosts")
+    @classmethod
+    def _host_port(cls, hosts: list[str]) -> list[str]:
+        for entry in hosts:
+            host, sep, port = entry.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{entry!r} is not host:port (port 1..65535)")
+        return hosts
 
     @model_validator(mode="after")
     def _no_tls_on_embedded(self) -> MqttConfig:
@@ -423,6 +454,23 @@ class ScoringConfig(_Model):
     emulated_truth: bool = True
 
 
+class SupervisorConfig(_Model):
+    """``[supervisor]``: restarts of the gateway's own tasks (fusion, cue, mqtt, ...).
+
+    A failed task is restarted after a back-off that doubles from
+    ``restart_initial_s`` to ``restart_max_s`` and starts over after a run of
+    ``healthy_run_s`` or longer. ``max_restarts`` restarts of one task within
+    ``restart_window_s`` make the gateway unhealthy (/healthz 503, no systemd
+    watchdog pings) until they fall out of the window (docs/operations.md).
+    """
+
+    restart_initial_s: float = Field(default=0.5, gt=0, le=60)
+    restart_max_s: float = Field(default=10.0, gt=0, le=600)
+    healthy_run_s: float = Field(default=30.0, gt=0, le=86400)
+    max_restarts: int = Field(default=5, ge=1, le=10000)
+    restart_window_s: float = Field(default=300.0, gt=0, le=86400)
+
+
 class GatewayConfig(_Model):
     gateway_id: str = Field(default="hilgw", pattern=_ID)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -430,6 +478,7 @@ class GatewayConfig(_Model):
     shutdown_timeout_s: float = Field(default=2.0, gt=0)
     devices: list[DeviceConfig] = Field(default_factory=list)
     mqtt: MqttConfig = MqttConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
     fusion: FusionConfig = FusionConfig()
     emulation: EmulationConfig | None = None
     cue: CueConfig | None = None
@@ -441,6 +490,25 @@ class GatewayConfig(_Model):
     web: WebConfig | None = None
     #: Live truth scoring; on when present.
     scoring: ScoringConfig | None = None
+    #: Partner feeds under release profiles (docs/partners.md).
+    partners: list[PartnerConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _partners_apart(self) -> GatewayConfig:
+        ids: set[str] = set()
+        trees: dict[str, str] = {}
+        for p in self.partners:
+            if p.id in ids:
+                raise ValueError(f"partner id {p.id!r} appears twice")
+            ids.add(p.id)
+            other = trees.setdefault(p.prefix, p.id)
+            if other != p.id:
+                raise ValueError(f"partners {other!r} and {p.id!r} share the topic tree {p.prefix!r}")
+        device_ids = {d.id for d in self.devices}
+        for p in self.partners:
+            if f"partner.{p.id}" in device_ids:
+                raise ValueError(f"device id 'partner.{p.id}' is taken by partner {p.id!r}'s inbound source")
+        return self
 
     @model_validator(mode="after")
     def _scoring_needs_mqtt(self) -> GatewayConfig:

@@ -82,6 +82,9 @@ class CueRulesConfig(_Model):
     max_track_age_s: float = Field(default=2.0, gt=0)
     #: The whole picture older than this (no TrackBatch received) ends every cue.
     max_picture_age_s: float = Field(default=2.0, gt=0)
+    #: A track fed only by low-trust sources (a partner's assessments,
+    #: docs/partners.md §6) is a candidate only when this is true.
+    allow_low_trust_only: bool = False
 
 
 class TimeSyncConfig(_Model):
@@ -129,6 +132,9 @@ class CueConfig(_Model):
     max_retries: int = Field(default=2, ge=0, le=10)
     #: After a nack or a failure, the same track/launcher pair waits this long.
     retry_cooldown_s: float = Field(default=2.0, ge=0)
+    #: Authority above HOLD survives this long without the broker link that
+    #: carries operator commands, then falls to HOLD (docs/cue-path.md §11).
+    operator_link_timeout_s: float = Field(default=10.0, gt=0, le=3600)
 
     @model_validator(mode="after")
     def _unique_launchers(self) -> CueConfig:

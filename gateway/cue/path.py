@@ -21,12 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Callable
-
-import aiomqtt
 
 from gateway.bus import FullPolicy, Subscription, Topic
 from gateway.config import MqttConfig
@@ -36,7 +33,8 @@ from gateway.cue.config import CueConfig
 from gateway.cue.core import CueCore
 from gateway.cue.keys import KeyRing, load_keys
 from gateway.cue.link import Ack, Heartbeat, LauncherEvent, LauncherLink, LinkState
-from gateway.outputs.mqtt import cancel_safe, publish, tls_context
+from gateway.outputs.mqtt import Outgoing
+from gateway.outputs.session import MqttSession
 from hilgw.errors import HilgwError
 from hilgw.v1 import cue_pb2, health_pb2, track_pb2
 
@@ -97,6 +95,7 @@ class CuePath:
         health: Topic[health_pb2.DeviceHealth] | None = None,
         mqtt: MqttConfig | None = None,
         mqtt_port: int | None = None,
+        session: MqttSession | None = None,
         keys: KeyRing | None = None,
         clock: Callable[[], Now] = system_now,
         fsync: bool = True,
@@ -119,9 +118,12 @@ class CuePath:
         self.send_errors = 0
         self._inbox: deque[_Item] = deque()
         self._wake = asyncio.Event()
-        self._mqtt_out: deque[Publish] = deque()
-        self._mqtt_ready = asyncio.Event()
-        self._mqtt_dropped = 0
+        #: The gateway's shared MQTT session; None: the path opens its own (tests, tools).
+        self._shared_session = session
+        self.session: MqttSession | None = None
+        #: Monotonic ns since which the operator link is down (None: up); §11.
+        self._link_down_since: int | None = None
+        self._link_lost_acted = False
         self._last_sync_mono: int | None = None
         self._state_listeners: list[StateListener] = []
         self._ack_listeners: list[AckLatencyListener] = []
@@ -189,15 +191,27 @@ class CuePath:
         health = None
         if self._health_topic is not None:
             health = self._health_topic.subscribe("cue", maxsize=1024, wake=self._wake)
+        unhook: list[Callable[[], None]] = []
         try:
             await self._execute(core.tick(self.clock()))
             async with asyncio.TaskGroup() as tg:
                 if self.mqtt is not None and self.mqtt.enabled:
-                    tg.create_task(self._mqtt_loop(), name="cue:mqtt")
+                    session = self.session = self._shared_session or MqttSession(
+                        self.mqtt,
+                        self.gateway_id,
+                        port=self.mqtt_port,
+                        client_id=f"hilgw-{self.gateway_id}-cue",
+                    )
+                    unhook = self._attach(session)
+                    if self._shared_session is None:
+                        tg.create_task(session.run(), name="cue:mqtt")
                 if self.config.inhibit.time_sync.kind == "command":
                     tg.create_task(self._time_sync_loop(), name="cue:timesync")
                 tg.create_task(self._loop(core, tracks, health), name="cue:loop")
         finally:
+            for undo in unhook:
+                undo()
+            self.mqtt_connected.clear()
             tracks.close()
             if health is not None:
                 health.close()
@@ -238,6 +252,7 @@ class CuePath:
             while self._inbox:
                 kind, item = self._inbox.popleft()
                 await self._execute(self._dispatch(core, kind, item, self.clock()))
+            await self._execute(self._link_policy(core, self.clock()))
             await self._execute(core.tick(self.clock()))
 
     def _dispatch(self, core: CueCore, kind: str, item: object, now: Now) -> list[Effect]:
@@ -245,6 +260,8 @@ class CuePath:
             return core.on_authority_command(item, now)
         if kind == "cue" and isinstance(item, bytes):
             return core.on_cue_command(item, now)
+        if kind == "operator_link" and isinstance(item, tuple):
+            return core.on_operator_link(bool(item[0]), str(item[1]), now)
         if kind == "timesync" and isinstance(item, tuple):
             return core.on_time_sync(bool(item[0]), str(item[1]), now)
         if isinstance(item, Ack):
@@ -337,63 +354,54 @@ class CuePath:
             return False, f"time sync check timed out after {ts.timeout_s} s"
         return rc == 0, "synchronised" if rc == 0 else f"time sync check exit status {rc}"
 
-    # --- MQTT -------------------------------------------------------------------------------
+    # --- MQTT: the operator link (docs/cue-path.md §11) ------------------------------------
+
+    def _attach(self, session: MqttSession) -> list[Callable[[], None]]:
+        """Subscribe the command topics and follow the link; returns the undo calls."""
+        subs = [
+            session.subscribe(self.topics.authority_command, lambda _t, p: self.command("authority", p)),
+            session.subscribe(self.topics.cue_command, lambda _t, p: self.command("cue", p)),
+        ]
+        if session.connected:
+            self._on_link(True)
+        else:
+            self._link_down_since = self.clock().mono_ns  # counted from our start
+        remove = session.on_link(self._on_link)
+        return [remove, *(sub.close for sub in subs)]
+
+    def _on_link(self, up: bool) -> None:
+        """Called by the session on every connect and loss (in its task: never blocks)."""
+        session = self.session
+        where = str(session.address) if session is not None and session.address else "broker"
+        if up:
+            self.mqtt_connected.set()
+            self._link_down_since = None
+            self._link_lost_acted = False
+            if self.core is not None:  # the retained state is current after a reconnect
+                self._enqueue_mqtt(Publish("authority", self.core.authority_state(), retain=True))
+                self._enqueue_mqtt(Publish("cues", self.core.cue_list(), retain=True))
+        else:
+            self.mqtt_connected.clear()
+            self._link_down_since = self.clock().mono_ns
+        self._put(("operator_link", (up, f"{'connected to' if up else 'lost'} {where}")))
+
+    def _link_policy(self, core: CueCore, now: Now) -> list[Effect]:
+        """Authority outlives a lost operator link by ``operator_link_timeout_s``, then HOLD."""
+        since = self._link_down_since
+        if since is None or self._link_lost_acted:
+            return []
+        down_s = (now.mono_ns - since) * 1e-9
+        if down_s < self.config.operator_link_timeout_s:
+            return []
+        self._link_lost_acted = True  # once per loss; a reconnect re-arms it
+        log.warning("cue path: no operator link for %.1f s: HOLD (operator_link_lost)", down_s)
+        return core.operator_link_lost(down_s, now)
 
     def _enqueue_mqtt(self, p: Publish) -> None:
-        if self.mqtt is None or not self.mqtt.enabled:
+        if self.session is None:
             return
-        if len(self._mqtt_out) >= self.mqtt.queue_size:
-            self._mqtt_out.popleft()
-            self._mqtt_dropped += 1
-        self._mqtt_out.append(p)
-        self._mqtt_ready.set()
-
-    async def _mqtt_loop(self) -> None:
-        c = self.mqtt
-        assert c is not None
-        delay = c.reconnect_initial_s
-        while True:
-            try:
-                async with aiomqtt.Client(
-                    hostname=c.host,
-                    port=self.mqtt_port or c.port,
-                    identifier=f"hilgw-{self.gateway_id}-cue",
-                    username=c.username,
-                    password=c.password,
-                    keepalive=c.keepalive_s,
-                    # The same broker identity and verification as the publisher.
-                    tls_context=tls_context(c.tls) if c.tls is not None else None,
-                ) as client:
-                    delay = c.reconnect_initial_s
-                    await cancel_safe(client.subscribe(self.topics.authority_command, qos=1))
-                    await cancel_safe(client.subscribe(self.topics.cue_command, qos=1))
-                    if self.core is not None:  # the retained state is current after a reconnect
-                        self._enqueue_mqtt(Publish("authority", self.core.authority_state(), retain=True))
-                        self._enqueue_mqtt(Publish("cues", self.core.cue_list(), retain=True))
-                    self.mqtt_connected.set()
-                    async with asyncio.TaskGroup() as tg:
-                        tg.create_task(self._mqtt_pump(client))
-                        async for msg in client.messages:
-                            payload = msg.payload if isinstance(msg.payload, bytes) else b""
-                            if msg.topic.matches(self.topics.authority_command):
-                                self.command("authority", payload)
-                            elif msg.topic.matches(self.topics.cue_command):
-                                self.command("cue", payload)
-            except aiomqtt.MqttError as exc:
-                log.warning("cue path: mqtt: %s", exc)
-            finally:
-                self.mqtt_connected.clear()
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, c.reconnect_max_s)
-
-    async def _mqtt_pump(self, client: aiomqtt.Client) -> None:
-        while True:
-            while not self._mqtt_out:
-                self._mqtt_ready.clear()
-                await self._mqtt_ready.wait()
-            p = self._mqtt_out[0]
-            await publish(
-                client, self.topics.for_publish(p), p.message.SerializeToString(), qos=1, retain=p.retain
-            )
-            if self._mqtt_out and self._mqtt_out[0] is p:
-                self._mqtt_out.popleft()
+        payload = p.message.SerializeToString()
+        # All cue-path kinds are critical: never dropped (gateway/outputs/session.py).
+        self.session.enqueue(
+            Outgoing(self.topics.for_publish(p), payload, qos=1, retain=p.retain, kind=p.kind)
+        )
