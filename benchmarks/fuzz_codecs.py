@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         }
         if not ns.json:
             _print_target(name, results[name])
+        else:  # progress, so a long run shows where it is
+            line = f"{name}: {tally.inputs:,} inputs, {secs:.0f} s, foreign {tally.foreign_total}"
+            print(line, file=sys.stderr)
     if pool is not None:
         pool.shutdown()
     summary = {"n": ns.n, "seed": ns.seed, "jobs": jobs, "targets": results, "foreign_total": foreign_total}
