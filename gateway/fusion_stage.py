@@ -10,6 +10,7 @@ import asyncio
 import importlib
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,35 @@ ENGINES: dict[str, str] = {
     # gravity with J2, in the rotating ECEF frame): docs/fusion.md.
     "default": "gateway.fusion.engine:Engine",
 }
+
+
+#: Engine counters (gateway/fusion/engine.py) of the terminal fates of a report.
+_TERMINAL = {
+    "plot": "plots_used",
+    "sensor_track": "sensor_tracks_used",
+    "started_track": "tracks_started",
+    "dropped_late": "late_dropped",
+}
+
+
+def report_fates(counters: Mapping[str, int]) -> tuple[dict[str, int], int]:
+    """({fate: reports}, held) from an engine's counters; ``received`` is one of the keys.
+
+    Every report the engine took in (``received``) is either still held for a
+    later step (``held``) or has exactly one terminal fate: used to update a
+    track as a ``plot`` or a ``sensor_track`` (in or out of sequence), used to
+    start a track (``started_track``), ``dropped_late`` (older than the
+    out-of-sequence lag), or ``not_used`` (inside the gate of a track that
+    another report updated, so neither used nor a new track). The engine
+    counts all but ``not_used``, which is what remains; ``oos_used`` is a path
+    (a report can be used out of sequence as a plot), not a fate, so it is not
+    here: counting it as one counted those reports twice (issue 14).
+    """
+    received = int(counters.get("reports_in", 0))
+    held = int(counters.get("held_for_later", 0))
+    fates = {fate: int(counters.get(key, 0)) for fate, key in _TERMINAL.items()}
+    fates["not_used"] = received - held - sum(fates.values())
+    return {"received": received, **fates}, held
 
 
 def make_engine(config: FusionConfig) -> FusionEngine:
@@ -98,6 +128,8 @@ class FusionStage:
         self.sub = reports.subscribe("fusion", maxsize=config.report_queue, policy=FullPolicy.DROP_NEWEST)
         self.tracks = tracks
         self.seq = 0
+        #: The gateway's start time (UTC ns), stamped on every TrackBatch (lineage).
+        self.epoch_ns = time.time_ns()
         self.last_picture: TrackArrays | None = None
         self.step_seconds: list[float] = []  # recent step durations (monotonic), bounded
         #: Markings by device id (a sensor "dev/..." takes its device's), from the config.
@@ -124,7 +156,9 @@ class FusionStage:
         if self.pictures.subscriptions:
             self.pictures.publish(Picture(self.seq, t_ns, picture, marks))
         pb = self._sensor_markings_pb if self.markings else None
-        return tracks_to_proto(picture, sensor_ids, self.gateway_id, self.seq, t_ns, pb)
+        batch = tracks_to_proto(picture, sensor_ids, self.gateway_id, self.seq, t_ns, pb)
+        batch.epoch_ns = self.epoch_ns
+        return batch
 
     def _markings_by_sensor(self, sensor_ids: list[str]) -> tuple[SourceMarkings | None, ...]:
         """Markings per sensor index; rebuilt only when the sensor table grows."""

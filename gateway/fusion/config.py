@@ -7,9 +7,14 @@ durations are nanoseconds where they are compared with report times.
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import reprlib
 from dataclasses import dataclass
+from typing import Any
 
 from hilgw.errors import ConfigError
+from hilgw.tomlconfig import MAX_ABS_FLOAT
 
 MODEL_NCV = "ncv"
 MODEL_BALLISTIC = "ballistic"
@@ -86,6 +91,12 @@ class FusionConfig:
       ``sensor_track_confirms``: a system track started from a sensor's own
       track is confirmed at once (the sensor has already confirmed it).
 
+    Duplicates
+      ``merge_radius_m``: two non-tentative tracks closer than this, fed by
+      disjoint sets of sensors, are tested for being one target
+      (:mod:`gateway.fusion.merge`); 0 turns merging off.
+      ``merge_gate_prob``: gate probability of that test (6-D).
+
     Time
       ``scan_window_s``: reports of one sensor within this span form one batch
       (each report is still filtered at its own time).
@@ -123,11 +134,14 @@ class FusionConfig:
     confirm_m: int = 3
     confirm_n: int = 5
     tentative_drop_misses: int = 2
-    coast_misses: int = 1
+    coast_misses: int = 2
     drop_misses: int = 6
     coast_after_s: float = 2.0
     drop_after_s: float = 10.0
     sensor_track_confirms: bool = True
+
+    merge_radius_m: float = 5000.0
+    merge_gate_prob: float = 0.9999
 
     scan_window_s: float = 0.1
     oos_lag_s: float = 2.0
@@ -137,6 +151,7 @@ class FusionConfig:
 
     def check(self) -> None:
         """Raise :class:`ConfigError` naming the first field out of range."""
+        self._check_types()
         if not self.models or any(m not in KNOWN_MODELS for m in self.models):
             raise ConfigError("fusion.models", f"{self.models!r}: each must be one of {KNOWN_MODELS}")
         if len(set(self.models)) != len(self.models):
@@ -147,7 +162,7 @@ class FusionConfig:
             raise ConfigError("fusion.association", f"{self.association!r}: must be 'jpda' or 'gnn'")
         if not 0.0 < self.p_detect < 1.0:
             raise ConfigError("fusion.p_detect", f"{self.p_detect!r}: must be in (0, 1)")
-        probs = (self.gate_prob, self.t2t_gate_prob, self.t2t_persist_gate_prob)
+        probs = (self.gate_prob, self.t2t_gate_prob, self.t2t_persist_gate_prob, self.merge_gate_prob)
         if not all(0.0 < p < 1.0 for p in probs):
             raise ConfigError("fusion.gate_prob", "gate probabilities must be in (0, 1)")
         if not 1 <= self.confirm_m <= self.confirm_n <= 62:
@@ -172,8 +187,55 @@ class FusionConfig:
             raise ConfigError("fusion.imm_switch_rate_hz", f"{rates!r}: one rate, or one per model")
         if min(rates if isinstance(rates, tuple) else (rates,)) < 0.0:
             raise ConfigError("fusion.imm_switch_rate_hz", f"{rates!r}: must be >= 0")
-        for name in ("scan_window_s", "oos_lag_s", "bias_gain"):
+        for name in ("scan_window_s", "oos_lag_s", "bias_gain", "merge_radius_m"):
             if getattr(self, name) < 0.0:
                 raise ConfigError(f"fusion.{name}", f"{getattr(self, name)!r}: must be >= 0")
         if self.drop_misses < 1 or self.coast_misses < 1 or self.tentative_drop_misses < 1:
             raise ConfigError("fusion.drop_misses", "every *_misses count must be >= 1")
+
+    def _check_types(self) -> None:
+        """Each field has its default's type, and every number is finite and
+        bounded like the rest of the config (hilgw.tomlconfig.StrictModel):
+        ``fusion.params`` arrives as an untyped table, so a string or an
+        ``inf`` would otherwise reach the filter arithmetic."""
+        for f in dataclasses.fields(self):
+            value, default = getattr(self, f.name), f.default
+            items = value if isinstance(default, tuple) else (value,)
+            if isinstance(default, tuple) and not isinstance(value, tuple):
+                raise ConfigError(f"fusion.{f.name}", f"{value!r}: must be a list")
+            kind = type(default[0]) if isinstance(default, tuple) else type(default)
+            for v in items:
+                _check_value(f.name, v, kind)
+
+
+def _check_value(name: str, v: Any, kind: type) -> None:
+    if kind is bool:
+        ok = isinstance(v, bool)
+    elif kind is int:
+        ok = isinstance(v, int) and not isinstance(v, bool)
+    elif kind is float:
+        ok = isinstance(v, int | float) and not isinstance(v, bool)
+    else:
+        ok = isinstance(v, kind)
+    if not ok:
+        raise ConfigError(f"fusion.{name}", f"{reprlib.repr(v)}: must be {kind.__name__}")
+    # abs() first: math.isfinite overflows on a huge int, a comparison does not.
+    if kind in (int, float) and (abs(v) > MAX_ABS_FLOAT or not math.isfinite(v)):
+        limit = f"must be finite, of magnitude <= {MAX_ABS_FLOAT:g}"
+        raise ConfigError(f"fusion.{name}", f"{reprlib.repr(v)}: {limit}")
+
+
+def config_from_params(params: dict[str, Any]) -> FusionConfig:
+    """The checked :class:`FusionConfig` of a ``fusion.params`` table (``gravity``
+    is the engine's, not a field here). Raises :class:`ConfigError`."""
+    p = {k: v for k, v in params.items() if k != "gravity"}
+    if params.get("gravity", "ecef") not in ("ecef", "flat"):
+        raise ConfigError("fusion.gravity", f"{params['gravity']!r}: must be 'ecef' or 'flat'")
+    names = {f.name for f in dataclasses.fields(FusionConfig)}
+    unknown = sorted(set(p) - names)
+    if unknown:
+        raise ConfigError("fusion.params", f"unknown keys {unknown}; known: {sorted(names)}")
+    kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in p.items()}
+    cfg = FusionConfig(**kw)
+    cfg.check()
+    return cfg
