@@ -70,9 +70,7 @@ def topic_health(device_id: str) -> str:
     return f"/health/{device_id}"
 
 
-def run_metadata(
-    config: GatewayConfig, devices: Sequence[DeviceConfig], epoch_ns: int = 0
-) -> dict[str, str]:
+def run_metadata(config: GatewayConfig, devices: Sequence[DeviceConfig], epoch_ns: int = 0) -> dict[str, str]:
     """What replay needs to rebuild the decode path and the engine: the
     effective device blocks (emulated ones included, in the order the
     supervisor registered their sensors), the fusion config, and the run's
