@@ -34,6 +34,7 @@ __all__ = [
     "AuthorityStatus",
     "CommandVerifier",
     "Verdict",
+    "action_name",
     "authority_name",
     "parse_authority",
 ]
@@ -53,6 +54,14 @@ def authority_name(value: int) -> str:
         if v == value:
             return name
     return f"UNKNOWN({value})"
+
+
+def action_name(value: int) -> str:
+    """``CUE_ACTION_APPROVE`` etc.; ``UNKNOWN(n)`` for a value not in cue.proto (never raises)."""
+    try:
+        return cue_pb2.CueAction.Name(value)  # type: ignore[arg-type]  # an enum wire value
+    except ValueError:
+        return f"UNKNOWN({value})"
 
 
 def parse_authority(text: str) -> cue_pb2.Authority.ValueType:

@@ -129,6 +129,11 @@ class CueConfig(_Model):
     max_retries: int = Field(default=2, ge=0, le=10)
     #: After a nack or a failure, the same track/launcher pair waits this long.
     retry_cooldown_s: float = Field(default=2.0, ge=0)
+    #: The local hold-fire switch (docs/cue-path.md §4): a UNIX socket (mode 0600)
+    #: that takes ``HOLD`` without the broker; ``hilgw authority hold --local``.
+    local_hold_socket: Path | None = None
+    #: SIGUSR1 to the gateway is a local HOLD too.
+    local_hold_signal: bool = True
 
     @model_validator(mode="after")
     def _unique_launchers(self) -> CueConfig:

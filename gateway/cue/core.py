@@ -22,11 +22,12 @@ from google.protobuf.message import DecodeError
 
 from gateway.cue import rules
 from gateway.cue.audit import AuditLog
-from gateway.cue.authority import AuthorityStatus, CommandVerifier, Verdict, authority_name
+from gateway.cue.authority import AuthorityStatus, CommandVerifier, Verdict, action_name, authority_name
 from gateway.cue.book import LIVE, OPEN, Cue, Effect, Now, Publish, SendCancel, SendCue, status_name
 from gateway.cue.config import CueConfig
 from gateway.cue.inhibits import LOSS_KINDS, LauncherState, launcher_inhibits, sensors_lost
 from gateway.cue.keys import KeyRing
+from gateway.cue.recovery import Orphan, RecoveryScan
 from gateway.cue.signing import sign
 from hilgw.errors import ConfigError
 from hilgw.v1 import cue_pb2, track_pb2
@@ -94,6 +95,7 @@ class CueCore:
         # send to its ack or nack) for the shell to drain.
         self.sent_mono: dict[int, int] = {}
         self.ack_latency: deque[tuple[str, int]] = deque(maxlen=1024)
+        self.orphans: dict[int, Orphan] = {}  # cues a previous run may have left live
         self._effects: list[Effect] = []
         self._dirty = True
         self._restore(history)
@@ -104,14 +106,18 @@ class CueCore:
             gateway_id=gateway_id,
             command_high_water=dict(self.verifier.high_water),
             launcher_sequence={k: v.sequence for k, v in self.launchers.items()},
+            possibly_live=sorted(self.orphans),
         )
+        self._cancel_orphans(now)
 
     # --- restart ------------------------------------------------------------------
 
     def _restore(self, history: Iterable[dict[str, Any]]) -> None:
         """Rebuild replay high-water marks and sequence counters from the audit log.
         Authority is *not* restored: a restart is always HOLD."""
+        scan = RecoveryScan()
         for rec in history:
+            scan.add(rec)
             d = rec.get("data", {})
             if rec.get("kind") == "command_accepted":
                 self.verifier.restore(d["key_id"], int(d["sequence"]), d["mac"])
@@ -120,6 +126,9 @@ class CueCore:
                 lau.sequence = max(lau.sequence, int(d["sequence"]))
             if "cue_id" in d:
                 self.next_cue_id = max(self.next_cue_id, int(d["cue_id"]) + 1)
+        self.orphans = {
+            o.cue_id: o for o in scan.orphans(self.last_now_ns) if o.launcher_id in self.launchers
+        }
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -187,6 +196,8 @@ class CueCore:
         if lau is not None:
             if up != lau.link_up:
                 lau.last_heartbeat_mono = None  # a reconnect must hear a fresh heartbeat first
+                if up:
+                    self._cancel_orphans(now, launcher_id)
             lau.link_up = up
         self._evaluate(now)
         return self._take()
@@ -266,6 +277,7 @@ class CueCore:
         ours = cue is not None and (ack.sequence == 0 or ack.sequence in cue.sequences)
         if (ack.launcher_id, ack.sequence) in self.cancel_sequences:
             self._log(now, f"cancel_{result}ed", **info)  # the answer to a cancel (ICD §5.4)
+            self.orphans.pop(ack.cue_id, None)
         elif cue is None or not ours or cue.launcher_id != ack.launcher_id or cue.status not in LIVE:
             self._log(now, f"{result}_unmatched", **info)
         elif ack.result == S.ACK_RESULT_ACK:
@@ -311,7 +323,9 @@ class CueCore:
         if isinstance(cmd, cue_pb2.AuthorityCommand):
             what["requested"] = authority_name(cmd.requested)
         else:
-            what["action"], what["target_cue"] = S.CueAction.Name(cmd.action), cmd.cue_id
+            # Not CueAction.Name: an unknown wire value (proto3 keeps it) would raise
+            # there and kill the cue path (issue 23 §2, hex 08631001).
+            what["action"], what["target_cue"] = action_name(cmd.action), cmd.cue_id
         if verdict.accepted:
             self._log(now, "command_accepted", mac=verdict.mac_hex, **what)
             self.verifier.commit(verdict)
@@ -319,6 +333,40 @@ class CueCore:
             self._log(now, "command_rejected", reason=verdict.reason, **what)
         self._result(kind, verdict.accepted, verdict.reason, cmd, now)
         return verdict
+
+    def note(self, now: Now, kind: str, /, **data: Any) -> list[Effect]:
+        """Journal one record the shell decided (a rejection summary, a local hold's
+        source, a contained fault) and return the pending effects."""
+        self._log(now, kind, **data)
+        return self._take()
+
+    def local_hold(self, now: Now, source: str) -> list[Effect]:
+        """HOLD from a local switch (UNIX socket, signal): no broker, no key; the
+        filesystem permission of the socket is the authentication. Audited like any
+        authority change; live cues are cancelled by the evaluation that follows."""
+        self._log(now, "local_hold", source=source, was=authority_name(self.authority.value))
+        if self.authority.value != HOLD:
+            self._set_authority(HOLD, f"local:{source}", "local hold", 0, now)
+        self._evaluate(now)
+        return self._take()
+
+    def contain_fault(self, now: Now, where: str, error: str) -> list[Effect]:
+        """An event handler raised: fall to HOLD, cancel every live cue, journal the
+        fault with the authority it fell to and the cues it cancelled. The cue path
+        keeps running (a task crash would leave acked cues without a cancel)."""
+        live = [c.cue_id for c in self.cues.values() if c.status in LIVE]
+        was = authority_name(self.authority.value)
+        self.authority = AuthorityStatus(HOLD, now.wall_ns, "fault", f"{where}: {error}"[:200])
+        self._dirty = True
+        for cue in list(self.cues.values()):
+            try:
+                self._end(cue, S.CUE_STATUS_CANCELLED, "fault", now)
+            except Exception:
+                self.cues.pop(cue.cue_id, None)
+        self._log(
+            now, "fault", where=where, error=error, was=was, authority="HOLD", cancelled_live=sorted(live)
+        )
+        return self._take()
 
     def _result(
         self, kind: str, ok: bool, reason: str, cmd: cue_pb2.AuthorityCommand | cue_pb2.CueCommand, now: Now
@@ -573,28 +621,36 @@ class CueCore:
             why=why,
         )
         if was_live and notify and self.audit_ok:
-            lau = self.launchers[cue.launcher_id]
-            lau.sequence += 1
-            cancel = cue_pb2.CueCancel(
-                cue_id=cue.cue_id,
-                launcher_id=cue.launcher_id,
-                system_track_id=cue.track_id,
-                sequence=lau.sequence,
-                time_ns=now.wall_ns,
-                reason=why,
-                gateway_id=self.gateway_id,
-            )
-            sign(cancel, lau.config.key_id, lau.secret)
-            self.cancel_sequences.append((cue.launcher_id, lau.sequence))
-            self._log(
-                now,
-                "cancel_sent",
-                cue_id=cue.cue_id,
-                launcher=cue.launcher_id,
-                sequence=lau.sequence,
-                why=why,
-            )
-            self._effects.append(SendCancel(cue.launcher_id, cancel))
+            self._cancel(cue.launcher_id, cue.cue_id, cue.track_id, why, now)
+
+    def _cancel(
+        self, lid: str, cue_id: int, track_id: int, why: str, now: Now, kind: str = "cancel_sent"
+    ) -> None:
+        """Journal and stage a signed cancel of one cue (a new launcher sequence)."""
+        lau = self.launchers[lid]
+        lau.sequence += 1
+        cancel = cue_pb2.CueCancel(
+            cue_id=cue_id,
+            launcher_id=lid,
+            system_track_id=track_id,
+            sequence=lau.sequence,
+            time_ns=now.wall_ns,
+            reason=why,
+            gateway_id=self.gateway_id,
+        )
+        sign(cancel, lau.config.key_id, lau.secret)
+        self.cancel_sequences.append((lid, lau.sequence))
+        self._log(now, kind, cue_id=cue_id, launcher=lid, sequence=lau.sequence, why=why)
+        self._effects.append(SendCancel(lid, cancel))
+
+    def _cancel_orphans(self, now: Now, launcher_id: str | None = None) -> None:
+        """Cancel the cues a previous run may have left live (gateway.cue.recovery);
+        again whenever a launcher's link comes up, until the launcher answers."""
+        for o in list(self.orphans.values()):
+            if o.valid_until_ns <= now.wall_ns:
+                del self.orphans[o.cue_id]  # its validity is over at the launcher too
+            elif launcher_id is None or o.launcher_id == launcher_id:
+                self._cancel(o.launcher_id, o.cue_id, o.track_id, "gateway restart", now, "restart_cancel")
 
     def raise_sequence(self, launcher_id: str, at_least: int) -> None:
         """Never use a sequence at or below ``at_least`` again on this launcher
