@@ -14,6 +14,7 @@ believed, and refuses (audited) otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -326,6 +327,11 @@ class CueCore:
             # Not CueAction.Name: an unknown wire value (proto3 keeps it) would raise
             # there and kill the cue path (issue 23 §2, hex 08631001).
             what["action"], what["target_cue"] = action_name(cmd.action), cmd.cue_id
+        lowers = isinstance(cmd, cue_pb2.AuthorityCommand) and cmd.requested == HOLD
+        if verdict.accepted and not self.audit_ok and not lowers:
+            # The authority shown must be the one in effect: after an audit failure
+            # nothing but HOLD may be asked (issue 23 §5).
+            verdict = Verdict(False, "audit_failed", *dataclasses.astuple(verdict)[2:])
         if verdict.accepted:
             self._log(now, "command_accepted", mac=verdict.mac_hex, **what)
             self.verifier.commit(verdict)
