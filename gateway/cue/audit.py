@@ -48,6 +48,7 @@ __all__ = [
     "AuditError",
     "AuditLog",
     "VerifyResult",
+    "audit_head_key",
     "bound",
     "head_mac",
     "read_records",
@@ -87,6 +88,11 @@ def bound(value: Any, depth: int = 0) -> Any:
             kept.append(f"[{len(value) - _MAX_ITEMS} more]")
         return kept
     return value
+
+
+def audit_head_key(gateway_secret: bytes) -> bytes:
+    """The head MAC key, derived from the gateway's signing seed (never the seed itself)."""
+    return hashlib.sha256(b"hilgw.audit.head.key\x00" + gateway_secret).digest()
 
 
 def head_mac(count: int, head_hash: str, key: bytes) -> str:

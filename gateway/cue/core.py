@@ -28,6 +28,7 @@ from gateway.cue.book import LIVE, OPEN, Cue, Effect, Now, Publish, SendCancel, 
 from gateway.cue.config import CueConfig
 from gateway.cue.inhibits import LOSS_KINDS, LauncherState, launcher_inhibits, sensors_lost
 from gateway.cue.keys import KeyRing
+from gateway.cue.outputs import state_digest
 from gateway.cue.recovery import Orphan, RecoveryScan
 from gateway.cue.signing import sign
 from hilgw.errors import ConfigError
@@ -328,6 +329,9 @@ class CueCore:
             # there and kill the cue path (issue 23 §2, hex 08631001).
             what["action"], what["target_cue"] = action_name(cmd.action), cmd.cue_id
         lowers = isinstance(cmd, cue_pb2.AuthorityCommand) and cmd.requested == HOLD
+        binding = self._approval_binding(cmd, now) if verdict.accepted else ""
+        if binding:
+            verdict = Verdict(False, binding, *dataclasses.astuple(verdict)[2:])
         if verdict.accepted and not self.audit_ok and not lowers:
             # The authority shown must be the one in effect: after an audit failure
             # nothing but HOLD may be asked (issue 23 §5).
@@ -356,23 +360,35 @@ class CueCore:
         self._evaluate(now)
         return self._take()
 
-    def contain_fault(self, now: Now, where: str, error: str) -> list[Effect]:
+    def contain_fault(self, now: Now, where: str, error: str, *, kind: str = "fault") -> list[Effect]:
         """An event handler raised: fall to HOLD, cancel every live cue, journal the
         fault with the authority it fell to and the cues it cancelled. The cue path
         keeps running (a task crash would leave acked cues without a cancel)."""
         live = [c.cue_id for c in self.cues.values() if c.status in LIVE]
         was = authority_name(self.authority.value)
-        self.authority = AuthorityStatus(HOLD, now.wall_ns, "fault", f"{where}: {error}"[:200])
+        self.authority = AuthorityStatus(HOLD, now.wall_ns, kind, f"{where}: {error}"[:200])
         self._dirty = True
         for cue in list(self.cues.values()):
             try:
                 self._end(cue, S.CUE_STATUS_CANCELLED, "fault", now)
             except Exception:
                 self.cues.pop(cue.cue_id, None)
-        self._log(
-            now, "fault", where=where, error=error, was=was, authority="HOLD", cancelled_live=sorted(live)
-        )
+        self._log(now, kind, where=where, error=error, was=was, authority="HOLD", cancelled_live=sorted(live))
         return self._take()
+
+    def _approval_binding(self, cmd: cue_pb2.AuthorityCommand | cue_pb2.CueCommand, now: Now) -> str:
+        """Why an approval does not bind the cue as it stands ("" when it does): the
+        operator approved a track and a cued state, until an expiry (issue 23 §3)."""
+        if not isinstance(cmd, cue_pb2.CueCommand) or cmd.action != S.CUE_ACTION_APPROVE:
+            return ""
+        cue = self.cues.get(cmd.cue_id)
+        if cue is None or cue.message is None:
+            return ""  # answered as approval_ignored (unknown_cue / not pending)
+        if cmd.expires_ns <= now.wall_ns:
+            return "approval_expired"
+        if cmd.track_id != cue.track_id or cmd.state_digest != state_digest(cue.message):
+            return "approval_mismatch"
+        return ""
 
     def _result(
         self, kind: str, ok: bool, reason: str, cmd: cue_pb2.AuthorityCommand | cue_pb2.CueCommand, now: Now

@@ -30,7 +30,7 @@ import aiomqtt
 
 from gateway.bus import FullPolicy, Subscription, Topic
 from gateway.config import MqttConfig
-from gateway.cue.audit import AuditError, AuditLog
+from gateway.cue.audit import AuditError, AuditLog, audit_head_key
 from gateway.cue.book import LIVE, Effect, Now, Publish, SendCancel, SendCue
 from gateway.cue.config import CueConfig
 from gateway.cue.core import CueCore
@@ -38,6 +38,7 @@ from gateway.cue.intake import Intake
 from gateway.cue.keys import KeyRing, load_keys
 from gateway.cue.link import Ack, Heartbeat, LauncherEvent, LauncherLink, LinkState
 from gateway.cue.local_hold import LocalHoldServer
+from gateway.cue.outputs import OutputSigner
 from gateway.outputs.mqtt import cancel_safe, publish, tls_context
 from hilgw.errors import HilgwError
 from hilgw.v1 import cue_pb2, health_pb2, track_pb2
@@ -89,6 +90,10 @@ _Item = tuple[str, object]
 #: a flood must not crowd the authority state out of the MQTT queue.
 _ANSWER_RATE = 50.0
 _SUMMARY_PERIOD_NS = 1_000_000_000  # rejection summaries: at most one audit record a second
+#: The retained state is republished (signed, with a fresh time_ns) this often, so
+#: a reader can tell a live gateway from the last words of a dead one.
+STATE_REPUBLISH_S = 2.0
+_SIGNED_KINDS = ("authority", "cues", "result")
 
 
 class CuePath:
@@ -134,6 +139,8 @@ class CuePath:
         self._answer_tokens = _ANSWER_RATE
         self._answer_mono = 0
         self._summary_mono = 0
+        self._republish_mono = 0
+        self._signer: OutputSigner | None = None
         self._wake = asyncio.Event()
         self._mqtt_out: deque[Publish] = deque()
         self._mqtt_ready = asyncio.Event()
@@ -235,7 +242,16 @@ class CuePath:
         self._enqueue_mqtt(p)
 
     def _publish_result(self, res: cue_pb2.CommandResult) -> Publish:
-        return Publish("result", res)
+        return self._signed(Publish("result", res))
+
+    def _signed(self, p: Publish) -> Publish:
+        """Sign what operators read (gateway.cue.outputs); the authority state gets
+        the time of publication first, so its age tells whether the gateway lives."""
+        if p.kind in _SIGNED_KINDS and self._signer is not None:
+            if isinstance(p.message, cue_pb2.AuthorityState):
+                p.message.time_ns = time.time_ns()
+            self._signer.sign(p.message)
+        return p
 
     def _put(self, item: _Item) -> None:
         self._inbox.append(item)  # unbounded on purpose: acks and commands must not be lost
@@ -245,7 +261,12 @@ class CuePath:
 
     def _open(self) -> CueCore:
         keys = self._keys or load_keys(self.config.keys_file)
-        audit, history = AuditLog.open(self.config.audit_path, fsync=self.fsync)
+        gw_key = keys.signing_key()
+        self._signer = OutputSigner(gw_key) if gw_key is not None else None
+        if gw_key is None:
+            log.warning("cue path: no [gateway.<id>] secret in the keys file: outputs unsigned")
+        head_key = audit_head_key(gw_key.private) if gw_key is not None and gw_key.private else None
+        audit, history = AuditLog.open(self.config.audit_path, fsync=self.fsync, head_key=head_key)
         core = CueCore(self.config, keys, self.gateway_id, audit, self.clock(), history)
         for lid, link in self.links.items():
             # The journal owns sequence numbers (ICD §7.3); a link that counts
@@ -339,6 +360,10 @@ class CuePath:
                     self._summary_mono = now.mono_ns
                     summary["unanswered"] = self.unanswered
                     await self._guarded(core, "summary", self._summarise, core, now, summary)
+            if now.mono_ns - self._republish_mono >= STATE_REPUBLISH_S * 1e9:
+                self._republish_mono = now.mono_ns
+                self._enqueue_mqtt(self._signed(Publish("authority", core.authority_state(), retain=True)))
+                self._enqueue_mqtt(self._signed(Publish("cues", core.cue_list(), retain=True)))
             await self._guarded(core, "tick", core.tick, self.clock())
 
     async def _drain_priority(self, core: CueCore) -> None:
@@ -372,13 +397,23 @@ class CuePath:
         await self._execute(effects)
 
     async def _stopping(self, core: CueCore, exc: BaseException) -> None:
-        """The task is ending (cancelled, or failed): cancel live cues, journal why."""
-        if not core.audit_ok or not any(c.status in LIVE for c in core.cues.values()):
+        """The task is ending (cancelled, or failed): journal the rejections not yet
+        summarised, cancel live cues, journal why."""
+        if not core.audit_ok:
             return
-        why = "stopped" if isinstance(exc, asyncio.CancelledError) else f"{type(exc).__name__}: {exc}"
+        effects: list[Effect] = []
+        summary = self.intake.take_summary()
+        with contextlib.suppress(Exception):
+            if summary is not None:
+                effects += self._summarise(core, self.clock(), {**summary, "unanswered": self.unanswered})
+            if any(c.status in LIVE for c in core.cues.values()):
+                stopped = isinstance(exc, asyncio.CancelledError)
+                why = "stopped" if stopped else f"{type(exc).__name__}: {exc}"
+                kind = "stopped" if stopped else "fault"
+                effects += core.contain_fault(self.clock(), "cue path ending", why[:300], kind=kind)
         with contextlib.suppress(Exception, asyncio.CancelledError):
             async with asyncio.timeout(0.5):  # bounded: links may be going away too
-                await self._execute(core.contain_fault(self.clock(), "cue path ending", why[:300]))
+                await self._execute(effects)
 
     def _dispatch(self, core: CueCore, kind: str, item: object, now: Now) -> list[Effect]:
         if kind in ("authority", "cue") and isinstance(item, tuple):
@@ -415,6 +450,7 @@ class CuePath:
             if isinstance(eff, SendCue | SendCancel):
                 await self._send(eff)
             else:
+                self._signed(eff)
                 self.out.publish(eff)
                 self._enqueue_mqtt(eff)
                 if isinstance(eff.message, cue_pb2.AuthorityState):
@@ -513,8 +549,10 @@ class CuePath:
                     await cancel_safe(client.subscribe(self.topics.authority_command, qos=1))
                     await cancel_safe(client.subscribe(self.topics.cue_command, qos=1))
                     if self.core is not None:  # the retained state is current after a reconnect
-                        self._enqueue_mqtt(Publish("authority", self.core.authority_state(), retain=True))
-                        self._enqueue_mqtt(Publish("cues", self.core.cue_list(), retain=True))
+                        self._enqueue_mqtt(
+                            self._signed(Publish("authority", self.core.authority_state(), retain=True))
+                        )
+                        self._enqueue_mqtt(self._signed(Publish("cues", self.core.cue_list(), retain=True)))
                     self.mqtt_connected.set()
                     async with asyncio.TaskGroup() as tg:
                         tg.create_task(self._mqtt_pump(client))

@@ -265,8 +265,11 @@ def test_missing_launcher_key_is_a_config_error() -> None:
         CueCore(cue_config(), KeyRing(operator=KEYS.operator), GW, AuditLog(None), Now(T0, M0))
 
 
-def _cli_config(tmp_path: Path, port: int) -> Path:
-    keys = _write_keys(tmp_path, GOOD_KEYS)
+def _cli_config(tmp_path: Path, port: int, *, gateway_key: bool = True) -> Path:
+    public = KEYS.gateway["gw-key"].public.hex()  # an operator station holds only the public half
+    keys = _write_keys(
+        tmp_path, GOOD_KEYS + (f'[gateway.gw-key]\npublic = "{public}"\n' if gateway_key else "")
+    )
     cfg = tmp_path / "gw.toml"
     cfg.write_text(
         f'gateway_id = "gw"\n[mqtt]\nport = {port}\n[cue]\nkeys_file = "{keys}"\n'
@@ -295,3 +298,14 @@ def test_cli_errors_are_one_line(
     err = capsys.readouterr().err.strip()
     assert match in err
     assert "\n" not in err
+
+
+def test_cli_without_a_gateway_key_refuses_to_believe_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.cli import main
+    from tests.conftest import free_port
+
+    cfg = _cli_config(tmp_path, free_port(), gateway_key=False)
+    assert main(["authority", "show", "--config", str(cfg)]) == 2
+    assert "no [gateway.<id>] key" in capsys.readouterr().err

@@ -363,7 +363,8 @@ class CuePathMachine(RuleBasedStateMachine):
         cue_id = pending[pick % len(pending)] if pending else 1000 + pick
         self.seq["op-alice"] += 1
         t = self.true_wall - (10 * 10**9 if stale else 0)
-        self._submit("cue", cue_command(approve, cue_id, self.seq["op-alice"], t), False)
+        cmd = cue_command(approve, cue_id, self.seq["op-alice"], t, bind=self.h.core)
+        self._submit("cue", cmd, False)
 
     @precondition(lambda self: bool(self.sent_commands))
     @rule(pick=st.integers(0, 10**6))
