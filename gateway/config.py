@@ -306,10 +306,31 @@ class MqttConfig(_Model):
     queue_size: int = Field(default=10000, ge=10)
     reconnect_initial_s: float = Field(default=0.5, gt=0)
     reconnect_max_s: float = Field(default=15.0, gt=0)
+    #: A connection that lived this long was healthy: its loss restarts the back-off.
+    reconnect_reset_s: float = Field(default=10.0, gt=0, le=3600)
+    #: Brokers to try in order ("host:port"); a failed attempt moves to the next.
+    #: Empty: ``host``/``port``.
+    hosts: list[str] = Field(default_factory=list)
+    #: clean_session = False with a stable client id: the broker keeps the
+    #: subscriptions and queues QoS 1 messages while the gateway is away.
+    persistent_session: bool = True
+    #: QoS 1 messages published and not yet acknowledged, at most.
+    max_inflight: int = Field(default=100, ge=1, le=65535)
+    #: aiomqtt's time-out for the connect (failover to the next host) and each PUBACK/SUBACK.
+    connect_timeout_s: float = Field(default=10.0, gt=0, le=300)
     publish_reports: bool = True
     enabled: bool = True
     #: None: plain TCP (bench on 127.0.0.1 only); set it for any real network.
     tls: MqttTlsConfig | None = None
+
+    @field_validator("hosts")
+    @classmethod
+    def _host_port(cls, hosts: list[str]) -> list[str]:
+        for entry in hosts:
+            host, sep, port = entry.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{entry!r} is not host:port (port 1..65535)")
+        return hosts
 
     @model_validator(mode="after")
     def _no_tls_on_embedded(self) -> MqttConfig:
@@ -422,6 +443,23 @@ class ScoringConfig(_Model):
     emulated_truth: bool = True
 
 
+class SupervisorConfig(_Model):
+    """``[supervisor]``: restarts of the gateway's own tasks (fusion, cue, mqtt, ...).
+
+    A failed task is restarted after a back-off that doubles from
+    ``restart_initial_s`` to ``restart_max_s`` and starts over after a run of
+    ``healthy_run_s`` or longer. ``max_restarts`` restarts of one task within
+    ``restart_window_s`` make the gateway unhealthy (/healthz 503, no systemd
+    watchdog pings) until they fall out of the window (docs/operations.md).
+    """
+
+    restart_initial_s: float = Field(default=0.5, gt=0, le=60)
+    restart_max_s: float = Field(default=10.0, gt=0, le=600)
+    healthy_run_s: float = Field(default=30.0, gt=0, le=86400)
+    max_restarts: int = Field(default=5, ge=1, le=10000)
+    restart_window_s: float = Field(default=300.0, gt=0, le=86400)
+
+
 class GatewayConfig(_Model):
     gateway_id: str = Field(default="hilgw", pattern=_ID)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -429,6 +467,7 @@ class GatewayConfig(_Model):
     shutdown_timeout_s: float = Field(default=2.0, gt=0)
     devices: list[DeviceConfig] = Field(default_factory=list)
     mqtt: MqttConfig = MqttConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
     fusion: FusionConfig = FusionConfig()
     emulation: EmulationConfig | None = None
     cue: CueConfig | None = None

@@ -132,6 +132,9 @@ class Liveness:
         dead = [t.get_name() for t in gw.task_list if t.done()]
         if dead:
             return f"supervisor task(s) ended: {', '.join(dead)}"
+        looping = gw.task_health.problem(now_mono)
+        if looping is not None:  # restarted, so alive, but not healthy (issue 15)
+            return looping
         states = [st.state for st in gw.stats.values()]
         if states and all(s in _DOWN for s in states):
             if self._all_down_since is None:

@@ -75,6 +75,9 @@ def health_check(gw: Gateway) -> tuple[bool, dict[str, Any]]:
         reasons.append("no device is up")
     if not tasks:
         reasons.append("not started")
+    looping = gw.task_health.problem(time.monotonic())
+    if looping is not None:
+        reasons.append(looping)
     body = {
         "status": "unhealthy" if reasons else "ok",
         "reasons": reasons,
@@ -188,11 +191,28 @@ class _GatewayCollector(Collector):
             for kind, n in sorted(m.published.items()):
                 pub.add_metric([kind], n)
             mdrop = CounterMetricFamily(
-                "hilgw_mqtt_drops", "Messages the full queue discarded", labels=["kind"]
+                "hilgw_mqtt_drops",
+                "Messages the store-and-forward queue discarded",
+                labels=["kind", "reason"],
             )
-            for kind, n in sorted(m.dropped.items()):
-                mdrop.add_metric([kind], n)
+            for (kind, why), n in sorted(m.dropped.items()):
+                mdrop.add_metric([kind, why], n)
             yield from (pub, mdrop)
+            yield GaugeMetricFamily(
+                "hilgw_mqtt_queue_critical", "Cues, acks, authority, results waiting (never dropped)",
+                value=m.queued_critical,
+            )  # fmt: skip
+            yield CounterMetricFamily("hilgw_mqtt_connects", "Connections made", value=m.connects)
+            yield CounterMetricFamily(
+                "hilgw_mqtt_connect_failures", "Connection attempts that failed", value=m.connect_failures
+            )
+
+        tr = CounterMetricFamily(
+            "hilgw_task_restarts", "Restarts of the gateway's own tasks", labels=["task"]
+        )
+        for task, n in sorted(gw.task_health.restarts.items()):
+            tr.add_metric([task], n)
+        yield tr
 
         rec = gw.recorder
         if rec is not None:

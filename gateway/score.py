@@ -150,29 +150,39 @@ class GatewayScoring:
         mq = gw.config.mqtt
         if c.emulated_truth and gw.emulation is not None and gw.emulation.truth is None:
             await gw.emulation.start_truth(f"{mq.host}:{gw.mqtt_port}", c.truth_topic)
-        async with _client(mq, gw.mqtt_port, f"{gw.config.gateway_id}-scoring") as cli:
-            await cli.subscribe(c.truth_topic)
+        session = gw.mqtt
+        assert session is not None  # [scoring] needs [mqtt] (checked at config load)
+        # On the gateway's one MQTT session (issue 15): it resubscribes after a reconnect.
+        subs = [
+            session.subscribe(c.truth_topic, self._on_truth, qos=0),
             # The cue path publishes every cue it sends there (docs/topics.md).
-            await cli.subscribe(self._cues_topic)
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._mqtt(cli), name="scoring:mqtt")
-                tg.create_task(self._tick(), name="scoring:tick")
+            session.subscribe(self._cues_topic, self._on_cue, qos=0),
+        ]
+        try:
+            await self._tick()
+        finally:
+            for sub in subs:
+                sub.close()
 
-    async def _mqtt(self, cli: aiomqtt.Client) -> None:
-        async for msg in cli.messages:
-            try:
-                if msg.topic.matches(self._cues_topic):
-                    cue = cue_pb2.EngagementCue.FromString(bytes(msg.payload))
-                    self.cues += 1
-                    self.scorer.on_cue(cue.system_track_id, _cue_time(cue))
-                    continue
-                batch = truth_pb2.TruthBatch.FromString(bytes(msg.payload))
-            except DecodeError:  # a foreign message on the topic: count it, keep going
-                self.undecodable += 1
-                log.warning("scoring: undecodable message on %s", msg.topic)
-                continue
-            self.truth_batches += 1
-            self.scorer.on_truth_batch(batch)
+    def _on_cue(self, topic: str, payload: bytes) -> None:
+        try:
+            cue = cue_pb2.EngagementCue.FromString(payload)
+        except DecodeError:  # a foreign message on the topic: count it, keep going
+            self.undecodable += 1
+            log.warning("scoring: undecodable message on %s", topic)
+            return
+        self.cues += 1
+        self.scorer.on_cue(cue.system_track_id, _cue_time(cue))
+
+    def _on_truth(self, topic: str, payload: bytes) -> None:
+        try:
+            batch = truth_pb2.TruthBatch.FromString(payload)
+        except DecodeError:
+            self.undecodable += 1
+            log.warning("scoring: undecodable message on %s", topic)
+            return
+        self.truth_batches += 1
+        self.scorer.on_truth_batch(batch)
 
     async def _tick(self) -> None:
         period = 1.0 / self.config.publish_hz

@@ -28,7 +28,9 @@ from gateway.geo import site_geometry
 from gateway.health import DeviceStats
 from gateway.normalise import reports_to_proto
 from gateway.outputs.broker import EmbeddedBroker
-from gateway.outputs.mqtt import MqttPublisher, Outgoing
+from gateway.outputs.mqtt import Outgoing
+from gateway.outputs.session import MqttSession
+from gateway.task_health import TaskHealth
 from hilgw.errors import ConfigError, HilgwError
 from hilgw.v1 import cue_pb2, health_pb2, track_pb2
 
@@ -54,7 +56,8 @@ class Gateway:
         self.stats: dict[str, DeviceStats] = {}
         self.devices: list[DeviceConfig] = []
         self.fusion = FusionStage(config.fusion, config.gateway_id, self.reports, self.tracks)
-        self.mqtt: MqttPublisher | None = None
+        self.mqtt: MqttSession | None = None
+        self.task_health = TaskHealth(config.supervisor)
         self.mqtt_port = config.mqtt.port
         self.emulation: EmulatedDevices | None = None
         self.started_mono = 0.0
@@ -104,10 +107,12 @@ class Gateway:
         self.devices = [d for d in devices if d.enabled]
 
         if cfg.mqtt.enabled:
+            port: int | None = None  # the configured host(s)
             if cfg.mqtt.broker == "embedded":
                 broker = await self._stack.enter_async_context(EmbeddedBroker(cfg.mqtt.port))
-                self.mqtt_port = broker.port
-            self.mqtt = MqttPublisher(cfg.mqtt, cfg.gateway_id)
+                self.mqtt_port = port = broker.port
+            # One session for the publisher, the cue path and scoring (issue 15).
+            self.mqtt = MqttSession(cfg.mqtt, cfg.gateway_id, port=port)
 
         tg = await self._stack.enter_async_context(asyncio.TaskGroup())
         drivers: dict[str, DeviceDriver] = {}
@@ -129,7 +134,7 @@ class Gateway:
             self._spawn(tg, "scoring", self._keep_running("scoring", scoring.run))
         if self.mqtt is not None:
             mqtt = self.mqtt
-            self._spawn(tg, "mqtt", self._keep_running("mqtt", lambda: mqtt.run(self.mqtt_port)))
+            self._spawn(tg, "mqtt", self._keep_running("mqtt", mqtt.run))
             self._spawn(tg, "mqtt:feed", self._keep_running("mqtt:feed", self._feed_mqtt))
         await self._serve_observers()
         log.info("gateway %s started with %d device(s)", cfg.gateway_id, len(self.devices))
@@ -167,6 +172,7 @@ class Gateway:
             health=self.health,
             mqtt=cfg.mqtt if cfg.mqtt.enabled else None,
             mqtt_port=self.mqtt_port,
+            session=self.mqtt,
         )
         for launcher in cfg.cue.launchers:
             driver = drivers.get(launcher.id)
@@ -223,14 +229,32 @@ class Gateway:
             delay = min(delay * 2, dev.restart.max_s)
 
     async def _keep_running(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
-        delay = 0.5
+        """Run ``factory()`` for ever: restart it when it fails or returns, with a
+        back-off that starts over after a healthy run; every restart is counted
+        (:class:`~gateway.task_health.TaskHealth`: /metrics, /healthz, watchdog)."""
+        sup = self.config.supervisor
+        delay = sup.restart_initial_s
         while True:
+            started = time.monotonic()
             try:
                 await factory()
-            except Exception:
-                log.exception("task %s failed; restarting in %.1f s", name, delay)
+                reason = "returned"
+            except Exception as exc:  # a bug: keep the gateway up, make it loud and counted
+                log.exception("task %s failed", name)
+                reason = f"{type(exc).__name__}: {exc}"
+            now = time.monotonic()
+            if now - started >= sup.healthy_run_s:
+                delay = sup.restart_initial_s  # it had been healthy: start the back-off over
+            self.task_health.restarted(name, reason, now, delay)
+            log.warning(
+                "task %s ended (%s); restart %d in %.1f s",
+                name,
+                reason,
+                self.task_health.restarts[name],
+                delay,
+            )
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+            delay = min(delay * 2, sup.restart_max_s)
 
     # --- health and outputs -----------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -44,6 +45,21 @@ class Mosquitto:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, sockets reset (a crash or power loss)."""
+        if self.proc.poll() is None:
+            self.proc.kill()  # also ends a paused one
+            self.proc.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open, nothing is read or answered."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def start(self) -> None:
+        """Start again on the same port and config after :meth:`stop` or :meth:`kill`."""
+        self.proc = _spawn(self.conf)
+        wait_port(self.port)
 
     def restart(self) -> None:
         self.stop()

@@ -134,6 +134,9 @@ class CueConfig(_Model):
     local_hold_socket: Path | None = None
     #: SIGUSR1 to the gateway is a local HOLD too.
     local_hold_signal: bool = True
+    #: Authority above HOLD survives this long without the broker link that
+    #: carries operator commands, then falls to HOLD (docs/cue-path.md §11).
+    operator_link_timeout_s: float = Field(default=10.0, gt=0, le=3600)
 
     @model_validator(mode="after")
     def _unique_launchers(self) -> CueConfig:

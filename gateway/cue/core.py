@@ -215,6 +215,22 @@ class CueCore:
         self._evaluate(now)
         return self._take()
 
+    def on_operator_link(self, up: bool, detail: str, now: Now) -> list[Effect]:
+        """The broker link that carries operator commands came up or went down:
+        audited only; authority is untouched (docs/cue-path.md §11)."""
+        self._log(now, "operator_link", up=up, detail=detail)
+        return self._take()
+
+    def operator_link_lost(self, down_s: float, now: Now) -> list[Effect]:
+        """No operator link for ``operator_link_timeout_s``: authority above HOLD
+        falls to HOLD, an audited decision (reason ``operator_link_lost``); the
+        evaluation that follows cancels every live and pending cue (§1)."""
+        self._log(now, "operator_link", up=False, down_s=round(down_s, 3), hold=self.authority.value != HOLD)
+        if self.authority.value != HOLD:
+            self._set_authority(HOLD, "operator_link", "operator_link_lost", 0, now)
+        self._evaluate(now)
+        return self._take()
+
     def audit_failed(self, now: Now, why: str) -> list[Effect]:
         """The log cannot be written: nothing may leave any more (until a restart)."""
         self.audit_ok = False

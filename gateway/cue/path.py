@@ -21,12 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Callable
-
-import aiomqtt
 
 from gateway.bus import FullPolicy, Subscription, Topic
 from gateway.config import MqttConfig
@@ -39,7 +36,8 @@ from gateway.cue.keys import KeyRing, load_keys
 from gateway.cue.link import Ack, Heartbeat, LauncherEvent, LauncherLink, LinkState
 from gateway.cue.local_hold import LocalHoldServer
 from gateway.cue.outputs import OutputSigner
-from gateway.outputs.mqtt import cancel_safe, publish, tls_context
+from gateway.outputs.mqtt import Outgoing
+from gateway.outputs.session import MqttSession
 from hilgw.errors import HilgwError
 from hilgw.v1 import cue_pb2, health_pb2, track_pb2
 
@@ -108,6 +106,7 @@ class CuePath:
         health: Topic[health_pb2.DeviceHealth] | None = None,
         mqtt: MqttConfig | None = None,
         mqtt_port: int | None = None,
+        session: MqttSession | None = None,
         keys: KeyRing | None = None,
         clock: Callable[[], Now] = system_now,
         fsync: bool = True,
@@ -142,9 +141,12 @@ class CuePath:
         self._republish_mono = 0
         self._signer: OutputSigner | None = None
         self._wake = asyncio.Event()
-        self._mqtt_out: deque[Publish] = deque()
-        self._mqtt_ready = asyncio.Event()
-        self._mqtt_dropped = 0
+        #: The gateway's shared MQTT session; None: the path opens its own (tests, tools).
+        self._shared_session = session
+        self.session: MqttSession | None = None
+        #: Monotonic ns since which the operator link is down (None: up); §11.
+        self._link_down_since: int | None = None
+        self._link_lost_acted = False
         self._last_sync_mono: int | None = None
         self._state_listeners: list[StateListener] = []
         self._ack_listeners: list[AckLatencyListener] = []
@@ -244,6 +246,11 @@ class CuePath:
     def _publish_result(self, res: cue_pb2.CommandResult) -> Publish:
         return self._signed(Publish("result", res))
 
+    def _republish(self, core: CueCore) -> None:
+        """The retained state again, signed with a fresh time (MQTT only)."""
+        self._enqueue_mqtt(self._signed(Publish("authority", core.authority_state(), retain=True)))
+        self._enqueue_mqtt(self._signed(Publish("cues", core.cue_list(), retain=True)))
+
     def _signed(self, p: Publish) -> Publish:
         """Sign what operators read (gateway.cue.outputs); the authority state gets
         the time of publication first, so its age tells whether the gateway lives."""
@@ -293,11 +300,20 @@ class CuePath:
         local = LocalHoldServer(
             self.config.local_hold_socket, self.local_hold, use_signal=self.config.local_hold_signal
         )
+        unhook: list[Callable[[], None]] = []
         try:
             await self._execute(core.tick(self.clock()))  # HOLD, and cancels of a previous run's cues
             async with local, asyncio.TaskGroup() as tg:
                 if self.mqtt is not None and self.mqtt.enabled:
-                    tg.create_task(self._mqtt_loop(), name="cue:mqtt")
+                    session = self.session = self._shared_session or MqttSession(
+                        self.mqtt,
+                        self.gateway_id,
+                        port=self.mqtt_port,
+                        client_id=f"hilgw-{self.gateway_id}-cue",
+                    )
+                    unhook = self._attach(session)
+                    if self._shared_session is None:
+                        tg.create_task(session.run(), name="cue:mqtt")
                 if self.config.inhibit.time_sync.kind == "command":
                     tg.create_task(self._time_sync_loop(), name="cue:timesync")
                 tg.create_task(self._loop(core, tracks, health), name="cue:loop")
@@ -310,6 +326,9 @@ class CuePath:
                 if isinstance(item, tuple) and isinstance(item[1], asyncio.Future) and not item[1].done():
                     item[1].set_result("ERR cue path stopped (HOLD until restart)")
             self._priority.clear()
+            for undo in unhook:
+                undo()
+            self.mqtt_connected.clear()
             tracks.close()
             if health is not None:
                 health.close()
@@ -362,8 +381,8 @@ class CuePath:
                     await self._guarded(core, "summary", self._summarise, core, now, summary)
             if now.mono_ns - self._republish_mono >= STATE_REPUBLISH_S * 1e9:
                 self._republish_mono = now.mono_ns
-                self._enqueue_mqtt(self._signed(Publish("authority", core.authority_state(), retain=True)))
-                self._enqueue_mqtt(self._signed(Publish("cues", core.cue_list(), retain=True)))
+                self._republish(core)
+            await self._guarded(core, "link", self._link_policy, core, self.clock())
             await self._guarded(core, "tick", core.tick, self.clock())
 
     async def _drain_priority(self, core: CueCore) -> None:
@@ -425,6 +444,8 @@ class CuePath:
             finally:
                 if cmd is not None:
                     self.intake.done(cmd)
+        if kind == "operator_link" and isinstance(item, tuple):
+            return core.on_operator_link(bool(item[0]), str(item[1]), now)
         if kind == "timesync" and isinstance(item, tuple):
             return core.on_time_sync(bool(item[0]), str(item[1]), now)
         if isinstance(item, Ack):
@@ -518,65 +539,56 @@ class CuePath:
             return False, f"time sync check timed out after {ts.timeout_s} s"
         return rc == 0, "synchronised" if rc == 0 else f"time sync check exit status {rc}"
 
-    # --- MQTT -------------------------------------------------------------------------------
+    # --- MQTT: the operator link (docs/cue-path.md §11) ------------------------------------
+
+    def _attach(self, session: MqttSession) -> list[Callable[[], None]]:
+        """Subscribe the command topics and follow the link; returns the undo calls."""
+        subs = [
+            session.subscribe(self.topics.authority_command, lambda _t, p: self.command("authority", p)),
+            session.subscribe(self.topics.cue_command, lambda _t, p: self.command("cue", p)),
+        ]
+        if session.connected:
+            self._on_link(True)
+        else:
+            self._link_down_since = self.clock().mono_ns  # counted from our start
+        remove = session.on_link(self._on_link)
+        return [remove, *(sub.close for sub in subs)]
+
+    def _on_link(self, up: bool) -> None:
+        """Called by the session on every connect and loss (in its task: never blocks)."""
+        session = self.session
+        where = str(session.address) if session is not None and session.address else "broker"
+        if up:
+            self.mqtt_connected.set()
+            self._link_down_since = None
+            self._link_lost_acted = False
+            if self.core is not None:  # the retained state is current after a reconnect
+                self._enqueue_mqtt(
+                    self._signed(Publish("authority", self.core.authority_state(), retain=True))
+                )
+                self._enqueue_mqtt(self._signed(Publish("cues", self.core.cue_list(), retain=True)))
+        else:
+            self.mqtt_connected.clear()
+            self._link_down_since = self.clock().mono_ns
+        self._put(("operator_link", (up, f"{'connected to' if up else 'lost'} {where}")))
+
+    def _link_policy(self, core: CueCore, now: Now) -> list[Effect]:
+        """Authority outlives a lost operator link by ``operator_link_timeout_s``, then HOLD."""
+        since = self._link_down_since
+        if since is None or self._link_lost_acted:
+            return []
+        down_s = (now.mono_ns - since) * 1e-9
+        if down_s < self.config.operator_link_timeout_s:
+            return []
+        self._link_lost_acted = True  # once per loss; a reconnect re-arms it
+        log.warning("cue path: no operator link for %.1f s: HOLD (operator_link_lost)", down_s)
+        return core.operator_link_lost(down_s, now)
 
     def _enqueue_mqtt(self, p: Publish) -> None:
-        if self.mqtt is None or not self.mqtt.enabled:
+        if self.session is None:
             return
-        if len(self._mqtt_out) >= self.mqtt.queue_size:
-            self._mqtt_out.popleft()
-            self._mqtt_dropped += 1
-        self._mqtt_out.append(p)
-        self._mqtt_ready.set()
-
-    async def _mqtt_loop(self) -> None:
-        c = self.mqtt
-        assert c is not None
-        delay = c.reconnect_initial_s
-        while True:
-            try:
-                async with aiomqtt.Client(
-                    hostname=c.host,
-                    port=self.mqtt_port or c.port,
-                    identifier=f"hilgw-{self.gateway_id}-cue",
-                    username=c.username,
-                    password=c.password,
-                    keepalive=c.keepalive_s,
-                    # The same broker identity and verification as the publisher.
-                    tls_context=tls_context(c.tls) if c.tls is not None else None,
-                ) as client:
-                    delay = c.reconnect_initial_s
-                    await cancel_safe(client.subscribe(self.topics.authority_command, qos=1))
-                    await cancel_safe(client.subscribe(self.topics.cue_command, qos=1))
-                    if self.core is not None:  # the retained state is current after a reconnect
-                        self._enqueue_mqtt(
-                            self._signed(Publish("authority", self.core.authority_state(), retain=True))
-                        )
-                        self._enqueue_mqtt(self._signed(Publish("cues", self.core.cue_list(), retain=True)))
-                    self.mqtt_connected.set()
-                    async with asyncio.TaskGroup() as tg:
-                        tg.create_task(self._mqtt_pump(client))
-                        async for msg in client.messages:
-                            payload = msg.payload if isinstance(msg.payload, bytes) else b""
-                            if msg.topic.matches(self.topics.authority_command):
-                                self.command("authority", payload)
-                            elif msg.topic.matches(self.topics.cue_command):
-                                self.command("cue", payload)
-            except aiomqtt.MqttError as exc:
-                log.warning("cue path: mqtt: %s", exc)
-            finally:
-                self.mqtt_connected.clear()
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, c.reconnect_max_s)
-
-    async def _mqtt_pump(self, client: aiomqtt.Client) -> None:
-        while True:
-            while not self._mqtt_out:
-                self._mqtt_ready.clear()
-                await self._mqtt_ready.wait()
-            p = self._mqtt_out[0]
-            await publish(
-                client, self.topics.for_publish(p), p.message.SerializeToString(), qos=1, retain=p.retain
-            )
-            if self._mqtt_out and self._mqtt_out[0] is p:
-                self._mqtt_out.popleft()
+        payload = p.message.SerializeToString()
+        # All cue-path kinds are critical: never dropped (gateway/outputs/session.py).
+        self.session.enqueue(
+            Outgoing(self.topics.for_publish(p), payload, qos=1, retain=p.retain, kind=p.kind)
+        )

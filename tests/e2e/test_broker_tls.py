@@ -29,7 +29,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.config import MqttConfig, MqttTlsConfig
-from gateway.outputs.mqtt import MqttPublisher, Outgoing, tls_context
+from gateway.outputs.mqtt import Outgoing, tls_context
+from gateway.outputs.session import MqttSession
 from hilgw.v1 import track_pb2
 from tests.conftest import Mosquitto, _spawn, free_port, wait_port
 
@@ -205,7 +206,7 @@ async def wait_for(pred: object, timeout_s: float = 10.0) -> None:
 
 async def test_gateway_publishes_over_tls_with_its_certificate(pki: Pki, broker: Mosquitto) -> None:
     cfg = MqttConfig(port=broker.port, tls=tls_for(pki, GATEWAY_CN), reconnect_initial_s=0.1)
-    pub = MqttPublisher(cfg, GATEWAY_ID)
+    pub = MqttSession(cfg, GATEWAY_ID)
     task = asyncio.create_task(pub.run())
     try:
         async with client(broker, tls_for(pki, "consumer-1")) as consumer:
@@ -241,9 +242,9 @@ async def test_broker_refuses_client_without_valid_certificate(
 
 
 async def test_gateway_with_expired_certificate_stays_disconnected(pki: Pki, broker: Mosquitto) -> None:
-    def publisher(who: str, gateway_id: str) -> MqttPublisher:
+    def publisher(who: str, gateway_id: str) -> MqttSession:
         tls = tls_for(pki, who)
-        return MqttPublisher(MqttConfig(port=broker.port, tls=tls, reconnect_initial_s=0.05), gateway_id)
+        return MqttSession(MqttConfig(port=broker.port, tls=tls, reconnect_initial_s=0.05), gateway_id)
 
     expired, good = publisher("expired", GATEWAY_ID), publisher(GATEWAY_CN, GATEWAY_ID)
     tasks = [asyncio.create_task(p.run()) for p in (expired, good)]

@@ -11,7 +11,8 @@ import aiomqtt
 import pytest
 
 from gateway.config import MqttConfig
-from gateway.outputs.mqtt import MqttPublisher, Outgoing
+from gateway.outputs.mqtt import Outgoing
+from gateway.outputs.session import MqttSession
 from hilgw.v1 import track_pb2
 from tests.conftest import Mosquitto
 
@@ -47,7 +48,7 @@ async def wait_for(pred: object, timeout_s: float = 10.0) -> None:
 
 
 async def test_publishes_protobuf_and_survives_broker_restart(mosquitto: Mosquitto) -> None:
-    pub = MqttPublisher(cfg(mosquitto.port), "gw")
+    pub = MqttSession(cfg(mosquitto.port), "gw")
     task = asyncio.create_task(pub.run())
     try:
         await wait_for(lambda: pub.connected)
@@ -79,9 +80,9 @@ async def test_publishes_protobuf_and_survives_broker_restart(mosquitto: Mosquit
 
 async def test_full_queue_drops_oldest_and_counts() -> None:
     # No broker at all: nothing drains the queue.
-    pub = MqttPublisher(cfg(1, queue_size=10), "gw")
+    pub = MqttSession(cfg(1, queue_size=10), "gw")
     for seq in range(25):
         pub.enqueue(Outgoing("t", batch(seq), kind="tracks"))
     assert pub.queued == 10
-    assert pub.dropped["tracks"] == 15
-    assert track_pb2.TrackBatch.FromString(pub._queue[0].payload).batch_sequence == 15
+    assert pub.dropped["tracks", "queue_full"] == 15
+    assert track_pb2.TrackBatch.FromString(pub._bulk[0][1].payload).batch_sequence == 15

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import parse_config
+from gateway.config import SupervisorConfig, parse_config
 from gateway.console import Liveness, run_gateway
 from gateway.health import DeviceStats
 from gateway.sdnotify import Notifier, watchdog_period_s
+from gateway.task_health import TaskHealth
 from hilgw.v1 import health_pb2
 
 
@@ -108,6 +109,7 @@ class FakeGateway:
 
     def __init__(self, states: list[int], tasks: list[asyncio.Task[None]]) -> None:
         self.task_list = tasks
+        self.task_health = TaskHealth(SupervisorConfig(max_restarts=3, restart_window_s=60.0))
         self.stats = {
             f"d{i}": DeviceStats(f"d{i}", "serial_radar", "serial", state=s) for i, s in enumerate(states)
         }
@@ -132,6 +134,17 @@ async def test_liveness_rules() -> None:
         dead = Liveness().problem(FakeGateway([up], [alive, done]), 0.0)  # type: ignore[arg-type]
         assert dead is not None
         assert done.get_name() in dead
+        # A task restarted in a loop is alive but not healthy: no pings while it loops.
+        gw = FakeGateway([up], [alive])
+        for t in (0.0, 10.0):
+            gw.task_health.restarted("fusion", "ValueError: boom", t)
+        assert Liveness().problem(gw, 20.0) is None  # type: ignore[arg-type]  # 2 < 3
+        gw.task_health.restarted("fusion", "ValueError: boom", 20.0)
+        looping = Liveness().problem(gw, 20.0)  # type: ignore[arg-type]
+        assert looping is not None
+        assert "fusion restarted 3x" in looping
+        assert "boom" in looping
+        assert Liveness().problem(gw, 61.0) is None  # type: ignore[arg-type]  # first one left the window
     finally:
         alive.cancel()
 

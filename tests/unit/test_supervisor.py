@@ -174,3 +174,50 @@ async def test_sequence_gaps_are_counted(link: str) -> None:
         st = gw.stats["radar-1"]
         await wait_for(lambda: st.reports_out == 3)
         assert st.drops["sequence_gap"] == 3
+
+
+async def test_a_crash_looping_task_is_counted_unhealthy_and_its_back_off_resets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gateway.fusion_stage import FusionStage
+    from gateway.metrics import GatewayMetrics, health_check
+
+    calls = [0]
+
+    async def flaky(self: FusionStage) -> None:
+        calls[0] += 1
+        if calls[0] == 5:
+            await asyncio.sleep(0.4)  # a healthy run (longer than healthy_run_s) ...
+        if calls[0] <= 5:
+            raise ValueError(f"boom {calls[0]}")  # ... that still ends in a failure
+        await asyncio.Event().wait()  # then it stays up
+
+    monkeypatch.setattr(FusionStage, "run", flaky)
+    cfg = parse_config(
+        {
+            "gateway_id": "gw",
+            "mqtt": {"enabled": False},
+            "supervisor": {
+                "restart_initial_s": 0.01,
+                "restart_max_s": 0.04,
+                "healthy_run_s": 0.3,
+                "max_restarts": 3,
+                "restart_window_s": 60.0,
+            },
+        }
+    )
+    async with Gateway(cfg) as gw:
+        deadline = time.monotonic() + 10
+        while gw.task_health.restarts["fusion"] < 3:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        ok, body = health_check(gw)
+        assert not ok  # restarted, so alive, but crash-looping: not healthy
+        assert any("fusion restarted 3x" in r and "boom" in r for r in body["reasons"])
+        while calls[0] < 6:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        # Doubling to the cap, then back to the start after the healthy run.
+        assert list(gw.task_health.delays["fusion"]) == [0.01, 0.02, 0.04, 0.04, 0.01]
+        text = GatewayMetrics(gw).exposition().decode()
+        assert 'hilgw_task_restarts_total{task="fusion"} 5.0' in text

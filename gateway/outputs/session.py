@@ -1,0 +1,383 @@
+"""The gateway's one MQTT session (aiomqtt 2.x): connection, failover, subscriptions, store-and-forward.
+
+    session = MqttSession(config.mqtt, config.gateway_id)
+    sub = session.subscribe("hilgw/gw-1/authority/command", handler)   # handler(topic, payload)
+    unlink = session.on_link(listener)                                  # listener(up: bool)
+    session.enqueue(Outgoing(topic, payload, qos=1, kind="tracks"))     # never blocks
+    await session.run()                                                 # until cancelled
+
+The publisher, the cue path and live scoring share it (issue 15): one
+connection, one reconnect policy, one queue, one set of counters.
+
+Reconnect policy. aiomqtt does not reconnect by itself; :meth:`run` loops
+over connections. A failed attempt moves to the next broker address
+(``[mqtt] hosts``, failover) and doubles the back-off up to
+``reconnect_max_s``, jittered by +-20 % so a fleet does not reconnect in step.
+A connection that lived ``reconnect_reset_s`` or longer was healthy: when it
+is lost the back-off starts again from ``reconnect_initial_s``, on the same
+address first.
+
+Persistent session. The client id is stable (``[mqtt] client_id`` or
+``hilgw-{gateway_id}``) and, with ``persistent_session`` (the default),
+connects with ``clean_session = False``: the broker keeps the subscriptions
+and queues QoS 1 messages for the gateway while it is away (MQTT 3.1.1
+§3.1.2.4), so operator commands sent during a blip are delivered after it.
+
+Store-and-forward. Outgoing messages wait in two lanes:
+
+* the *critical* lane (:data:`CRITICAL_KINDS`: cues, acks, authority, cue
+  list, command results, status) is never dropped. Every one of these is
+  journaled in the cue audit log before it is enqueued (docs/cue-path.md §7),
+  is produced at the rate of decisions, not of sensor data, and is sent
+  before anything in the other lane;
+* the *bulk* lane (tracks, reports, health, score) holds ``queue_size``
+  messages; when full the *oldest* goes (the freshest picture matters most)
+  and is counted in ``dropped[(kind, "queue_full")]``.
+
+A message leaves its lane only when the broker has taken it (PUBACK for QoS 1):
+the ones in flight when the link drops go back to the front of their lane and
+are sent again after the reconnect (at least once; consumers dedupe by the
+message's own sequence). Up to ``max_inflight`` QoS 1 messages are in flight.
+
+Status. ``{base}/status`` is ``online`` (retained, QoS 1) on every connect and
+``offline`` on a clean stop, published before the disconnect; the will says
+``offline`` for an unclean end (a crash, SIGKILL, a lost link).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiomqtt
+
+from gateway.config import MqttConfig
+from gateway.outputs.mqtt import Outgoing, Topics, cancel_safe, publish, tls_context
+
+__all__ = ["CRITICAL_KINDS", "BrokerAddress", "MqttSession", "Subscription", "broker_addresses"]
+
+log = logging.getLogger(__name__)
+
+#: Message kinds that are never dropped (docs/topics.md, docs/cue-path.md §8).
+CRITICAL_KINDS = frozenset({"cue", "ack", "authority", "cues", "result", "status"})
+
+#: Called with (topic, payload) for every message on a subscribed filter.
+Handler = Callable[[str, bytes], None]
+#: Called with True on every connect, False on every loss of the connection.
+LinkListener = Callable[[bool], None]
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def broker_addresses(config: MqttConfig, port: int | None = None) -> list[BrokerAddress]:
+    """The brokers to try, in order: ``[mqtt] hosts`` or else ``host``/``port``.
+
+    ``port`` (the embedded broker's actual port) replaces the configured one.
+    """
+    if config.hosts and port is None:
+        out = []
+        for entry in config.hosts:
+            host, _, p = entry.rpartition(":")
+            out.append(BrokerAddress(host, int(p)))  # the format is checked at config load
+        return out
+    return [BrokerAddress(config.host, port or config.port)]
+
+
+def _first(exc: BaseException) -> BaseException:
+    """The first leaf of a (nested) exception group: the error to report."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+class Subscription:
+    """One topic filter and its handler; :meth:`close` unsubscribes it."""
+
+    def __init__(self, session: MqttSession, topic: str, qos: int, handler: Handler) -> None:
+        self.session = session
+        self.topic = topic
+        self.qos = qos
+        self.handler = handler
+
+    def close(self) -> None:
+        self.session._unsubscribe(self)
+
+
+class MqttSession:
+    """One MQTT connection for the whole gateway; see the module docstring."""
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        gateway_id: str,
+        *,
+        port: int | None = None,
+        client_id: str | None = None,
+    ) -> None:
+        self.config = config
+        self.topics = Topics(config.topic_prefix, gateway_id)
+        self.client_id = client_id or config.client_id or f"hilgw-{gateway_id}"
+        self.addresses = broker_addresses(config, port)
+        self._critical: deque[tuple[int, Outgoing]] = deque()
+        self._bulk: deque[tuple[int, Outgoing]] = deque()
+        self._inflight: dict[int, Outgoing] = {}
+        self._seq = itertools.count()
+        self._ready = asyncio.Event()
+        self._subs: list[Subscription] = []
+        self._subs_changed = asyncio.Event()
+        self._link_listeners: list[LinkListener] = []
+        #: Called with each message once the broker has it (QoS 1: PUBACK); for benches.
+        self.on_published: Callable[[Outgoing], None] | None = None
+        #: (kind, reason) -> messages dropped. Reasons: ``queue_full`` (bulk lane
+        #: full, the oldest went), ``link_lost`` (QoS 0, in flight when the link went).
+        self.dropped: Counter[tuple[str, str]] = Counter()
+        self.published: Counter[str] = Counter()
+        #: Incoming messages by outcome: ``handled``, ``handler_error``.
+        self.received: Counter[str] = Counter()
+        self.connected = False
+        self.address: BrokerAddress | None = None  # the broker of the current/last connection
+        self.connects = 0
+        self.connect_failures = 0
+        self.disconnects = 0
+        self.last_error = ""
+        #: Monotonic time of the last loss of the connection (None: never connected/lost).
+        self.down_since_mono: float | None = None
+        self._last_failure_log = -1e9
+
+    # --- the queue ------------------------------------------------------------------------
+
+    @property
+    def queued(self) -> int:
+        """Messages waiting (both lanes, not counting those in flight)."""
+        return len(self._critical) + len(self._bulk)
+
+    @property
+    def queued_critical(self) -> int:
+        return len(self._critical)
+
+    def enqueue(self, msg: Outgoing) -> None:
+        """Queue a message; never blocks. Bulk lane full: the oldest goes, counted."""
+        item = (next(self._seq), msg)
+        if msg.kind in CRITICAL_KINDS:
+            self._critical.append(item)
+        else:
+            self._bulk.append(item)
+            self._trim()
+        self._ready.set()
+
+    def _trim(self) -> None:
+        while len(self._bulk) > self.config.queue_size:
+            _, old = self._bulk.popleft()
+            self.dropped[old.kind, "queue_full"] += 1
+
+    def _requeue_inflight(self) -> None:
+        """Messages not confirmed when the link went: back to the front, in order."""
+        for seq in sorted(self._inflight, reverse=True):
+            msg = self._inflight[seq]
+            if msg.qos == 0:
+                # At most once: it may have reached the socket before the link went.
+                self.dropped[msg.kind, "link_lost"] += 1
+                continue
+            (self._critical if msg.kind in CRITICAL_KINDS else self._bulk).appendleft((seq, msg))
+        self._inflight.clear()
+        self._trim()
+
+    # --- subscriptions and link listeners -----------------------------------------------------
+
+    def subscribe(self, topic: str, handler: Handler, *, qos: int = 1) -> Subscription:
+        """Deliver every message on ``topic`` (a filter) to ``handler(topic, payload)``.
+
+        Kept across reconnects. The handler runs in the session's task: it must
+        not block; an exception it raises is logged and counted, never fatal.
+        """
+        sub = Subscription(self, topic, qos, handler)
+        self._subs.append(sub)
+        self._subs_changed.set()
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        with contextlib.suppress(ValueError):
+            self._subs.remove(sub)
+        # Left subscribed at the broker until the next connect: messages for it
+        # then match no handler and are ignored (counted as ``unmatched``).
+
+    def on_link(self, listener: LinkListener) -> Callable[[], None]:
+        """Call ``listener(up)`` on every connect and loss; returns a remover."""
+        self._link_listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._link_listeners.remove(listener)
+
+        return remove
+
+    def _notify(self, up: bool) -> None:
+        for listener in list(self._link_listeners):
+            try:
+                listener(up)
+            except Exception:  # a listener's bug must not end the connection
+                log.exception("mqtt: link listener %r failed", listener)
+
+    # --- the connection -----------------------------------------------------------------------
+
+    def _client(self, addr: BrokerAddress) -> aiomqtt.Client:
+        c = self.config
+        try:
+            context = tls_context(c.tls) if c.tls is not None else None
+        except OSError as err:  # ssl.SSLError is an OSError
+            # A bad certificate file is an operator error: say so, keep retrying
+            # (the file may be being replaced); `hilgw doctor` names the fix.
+            raise aiomqtt.MqttError(f"tls: {err}") from err
+        client = aiomqtt.Client(
+            hostname=addr.host,
+            port=addr.port,
+            identifier=self.client_id,
+            username=c.username,
+            password=c.password,
+            keepalive=c.keepalive_s,
+            clean_session=not c.persistent_session,
+            will=aiomqtt.Will(self.topics.status, b"offline", qos=1, retain=True),
+            tls_context=context,
+            timeout=c.connect_timeout_s,
+        )
+        # aiomqtt warns (one log line per publish) above 10 unconfirmed publishes;
+        # our window allows max_inflight of them by design.
+        client.pending_calls_threshold = c.max_inflight + 10
+        return client
+
+    async def run(self) -> None:
+        """Connect, publish, receive, reconnect on loss; runs until cancelled."""
+        c = self.config
+        delay = c.reconnect_initial_s
+        index = 0
+        while True:
+            addr = self.addresses[index % len(self.addresses)]
+            up_since: float | None = None
+            try:
+                async with self._client(addr) as client:
+                    up_since = time.monotonic()
+                    self.connected, self.address = True, addr
+                    self.connects += 1
+                    log.info("mqtt: connected to %s as %s", addr, self.client_id)
+                    await publish(client, self.topics.status, b"online", qos=1, retain=True)
+                    self._subs_changed.set()
+                    self._notify(True)
+                    try:
+                        async with asyncio.TaskGroup() as tg:
+                            tg.create_task(self._pump(client), name="mqtt:pump")
+                            tg.create_task(self._receive(client), name="mqtt:receive")
+                            tg.create_task(self._subscriber(client), name="mqtt:subscribe")
+                    except asyncio.CancelledError:
+                        await self._say_offline(client)
+                        raise
+            except* aiomqtt.MqttError as group:
+                self._failed(addr, _first(group), up_since is not None)
+            finally:
+                if self.connected:
+                    self.connected = False
+                    self.disconnects += 1
+                    self.down_since_mono = time.monotonic()
+                    self._notify(False)
+                self._requeue_inflight()
+            healthy = up_since is not None and time.monotonic() - up_since >= c.reconnect_reset_s
+            if healthy:
+                delay = c.reconnect_initial_s  # it had been healthy: start the back-off over
+            else:
+                index += 1  # failover: the next address on the list
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            if not healthy:
+                delay = min(delay * 2, c.reconnect_max_s)
+
+    def _failed(self, addr: BrokerAddress, exc: BaseException, was_connected: bool) -> None:
+        self.last_error = str(exc)
+        if was_connected:
+            log.warning("mqtt: connection to %s lost: %s", addr, exc)
+            return
+        self.connect_failures += 1
+        # An operator must see a broker that refuses us (a wrong certificate
+        # looks like a time-out to aiomqtt), but one line per attempt would
+        # flood the log: at most one a minute.
+        now = time.monotonic()
+        if now - self._last_failure_log >= 60.0:
+            self._last_failure_log = now
+            log.warning(
+                "mqtt: cannot connect to %s (%d attempts so far): %s", addr, self.connect_failures, exc
+            )
+
+    async def _say_offline(self, client: aiomqtt.Client) -> None:
+        """A clean stop: retained ``offline`` before the disconnect (the will is for unclean ends)."""
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            async with asyncio.timeout(1.0):
+                await client.publish(self.topics.status, b"offline", qos=1, retain=True)
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        """Dispatch incoming messages; raises MqttError when the connection drops."""
+        async for msg in client.messages:
+            payload = msg.payload if isinstance(msg.payload, bytes) else b""
+            matched = False
+            for sub in list(self._subs):
+                if msg.topic.matches(sub.topic):
+                    matched = True
+                    try:
+                        sub.handler(msg.topic.value, payload)
+                        self.received["handled"] += 1
+                    except Exception:  # a handler's bug must not end the connection
+                        self.received["handler_error"] += 1
+                        log.exception("mqtt: handler for %s failed", sub.topic)
+            if not matched:
+                self.received["unmatched"] += 1
+        raise aiomqtt.MqttError("message stream ended")  # aiomqtt ends iteration on a lost link
+
+    async def _subscriber(self, client: aiomqtt.Client) -> None:
+        """(Re)subscribe every filter on connect and whenever one is added."""
+        done: set[tuple[str, int]] = set()
+        while True:
+            await self._subs_changed.wait()
+            self._subs_changed.clear()
+            for sub in list(self._subs):
+                key = (sub.topic, sub.qos)
+                if key not in done:
+                    await cancel_safe(client.subscribe(sub.topic, qos=sub.qos))
+                    done.add(key)
+
+    async def _pump(self, client: aiomqtt.Client) -> None:
+        window = asyncio.Semaphore(self.config.max_inflight)
+        async with asyncio.TaskGroup() as tg:
+            while True:
+                while not self._critical and not self._bulk:
+                    self._ready.clear()
+                    await self._ready.wait()
+                await window.acquire()
+                lane = self._critical or self._bulk  # critical first
+                if not lane:
+                    window.release()
+                    continue
+                seq, msg = lane.popleft()
+                self._inflight[seq] = msg
+                tg.create_task(self._send(client, seq, msg, window))
+
+    async def _send(self, client: aiomqtt.Client, seq: int, msg: Outgoing, window: asyncio.Semaphore) -> None:
+        await publish(client, msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+        # Out of the store only once the broker has it (QoS 1: PUBACK).
+        self._inflight.pop(seq, None)
+        self.published[msg.kind] += 1
+        window.release()
+        if self.on_published is not None:
+            try:
+                self.on_published(msg)
+            except Exception:  # an observer's bug must not end the connection
+                log.exception("mqtt: on_published observer failed")

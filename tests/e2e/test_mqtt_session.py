@@ -1,0 +1,133 @@
+"""The gateway's one MQTT session against a real mosquitto (issue 15): failover
+to the next broker address, retained ``offline`` on a clean stop, a persistent
+session that receives what was sent while it was away, a critical lane that
+is never dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+import aiomqtt
+import pytest
+
+from gateway.config import MqttConfig
+from gateway.outputs.mqtt import Outgoing
+from gateway.outputs.session import MqttSession, broker_addresses
+from tests.conftest import Mosquitto, free_port
+
+pytestmark = pytest.mark.e2e
+
+
+async def wait_for(pred: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def retained(port: int, topic: str) -> bytes:
+    async with aiomqtt.Client("127.0.0.1", port) as sub:
+        await sub.subscribe(topic, qos=1)
+        async with asyncio.timeout(5):
+            msg = await anext(sub.messages)
+    return bytes(msg.payload)  # type: ignore[arg-type]
+
+
+def test_broker_addresses_from_hosts_or_host_port() -> None:
+    two = MqttConfig(hosts=["10.0.0.1:1883", "broker-b:8883"])
+    assert [str(a) for a in broker_addresses(two)] == ["10.0.0.1:1883", "broker-b:8883"]
+    assert [str(a) for a in broker_addresses(MqttConfig(host="h", port=1))] == ["h:1"]
+    # The embedded broker's actual port wins over the configured address.
+    assert [str(a) for a in broker_addresses(two, port=5)] == ["127.0.0.1:5"]
+    with pytest.raises(ValueError, match="not host:port"):
+        MqttConfig(hosts=["nohost"])
+
+
+async def test_fails_over_to_the_next_broker_and_says_offline_on_a_clean_stop(mosquitto: Mosquitto) -> None:
+    dead = free_port()  # nothing listens there
+    cfg = MqttConfig(hosts=[f"127.0.0.1:{dead}", f"127.0.0.1:{mosquitto.port}"], reconnect_initial_s=0.05)
+    session = MqttSession(cfg, "gw")
+    task = asyncio.create_task(session.run())
+    try:
+        await wait_for(lambda: session.connected)
+        assert session.address is not None
+        assert session.address.port == mosquitto.port
+        assert session.connect_failures >= 1
+        assert await retained(mosquitto.port, session.topics.status) == b"online"
+    finally:
+        await stop(task)
+    # A clean stop publishes offline itself (the will is only for unclean ends).
+    assert await retained(mosquitto.port, session.topics.status) == b"offline"
+
+
+async def test_persistent_session_receives_what_was_sent_while_it_was_away(mosquitto: Mosquitto) -> None:
+    cfg = MqttConfig(port=mosquitto.port, reconnect_initial_s=0.05)
+    got: list[bytes] = []
+    first = MqttSession(cfg, "gw")
+    first.subscribe("hilgw/gw/authority/command", lambda _t, p: got.append(p))
+    task = asyncio.create_task(first.run())
+    await wait_for(lambda: first.connected)
+    await asyncio.sleep(0.2)  # SUBACK
+    await stop(task)
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as op:  # the gateway is away
+        await op.publish("hilgw/gw/authority/command", b"while away", qos=1)
+    again = MqttSession(cfg, "gw")  # the same client id: the broker kept the session
+    again.subscribe("hilgw/gw/authority/command", lambda _t, p: got.append(p))
+    task = asyncio.create_task(again.run())
+    try:
+        await wait_for(lambda: got == [b"while away"])
+    finally:
+        await stop(task)
+
+
+async def test_critical_messages_are_never_dropped_and_go_first(mosquitto: Mosquitto) -> None:
+    cfg = MqttConfig(port=mosquitto.port, queue_size=10, reconnect_initial_s=0.05)
+    session = MqttSession(cfg, "gw")
+    for i in range(40):  # no connection yet: everything waits
+        session.enqueue(Outgoing("t/bulk", b"%d" % i, qos=1, kind="tracks"))
+        if i % 4 == 0:
+            session.enqueue(Outgoing("t/crit", b"%d" % i, qos=1, kind="cue"))
+    assert session.queued_critical == 10
+    assert session.dropped == {("tracks", "queue_full"): 30}
+    order: list[str] = []
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as sub:
+        await sub.subscribe("t/#", qos=1)
+        task = asyncio.create_task(session.run())
+        try:
+            async with asyncio.timeout(10):
+                async for msg in sub.messages:
+                    order.append(msg.topic.value)
+                    if len(order) == 20:
+                        break
+        finally:
+            await stop(task)
+    assert order == ["t/crit"] * 10 + ["t/bulk"] * 10
+
+
+async def test_messages_in_flight_when_the_broker_dies_are_sent_again(mosquitto: Mosquitto) -> None:
+    cfg = MqttConfig(port=mosquitto.port, reconnect_initial_s=0.05, reconnect_max_s=0.2)
+    session = MqttSession(cfg, "gw")
+    task = asyncio.create_task(session.run())
+    try:
+        await wait_for(lambda: session.connected)
+        await asyncio.to_thread(mosquitto.pause)  # takes, never acknowledges
+        for i in range(20):
+            session.enqueue(Outgoing("t/x", b"%d" % i, qos=1, kind="cue"))
+        await wait_for(lambda: len(session._inflight) == 20)
+        await asyncio.to_thread(mosquitto.kill)
+        await wait_for(lambda: not session.connected)
+        assert session.queued_critical == 20  # back in the store, in order
+        await asyncio.to_thread(mosquitto.start)
+        await wait_for(lambda: session.queued == 0 and not session._inflight)
+        assert session.published["cue"] == 20
+    finally:
+        await stop(task)
