@@ -332,7 +332,10 @@ class CuePath:
             tracks.close()
             if health is not None:
                 health.close()
-            core.audit.close()
+            try:
+                core.audit.close()
+            except AuditError as exc:  # already HOLD and unhealthy; stopping must not fail on it
+                log.error("cue path: closing the audit log: %s", exc)
             # Down (failed, or stopping): nothing can be cued until a restart,
             # which comes up in HOLD; the display and metrics say so now.
             down = cue_pb2.AuthorityState(
