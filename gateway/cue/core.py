@@ -74,6 +74,10 @@ class CueCore:
             self.launchers[lc.id] = LauncherState(lc, key.secret)
         self.authority = AuthorityStatus(since_ns=now.wall_ns)
         self.audit_ok = True
+        #: Set by the shell the instant a HOLD arrives (local switch, or a verified HOLD
+        #: command), before it is journaled: no cue leaves while set. It only forbids,
+        #: so it may act ahead of the journal; cleared once the HOLD was processed.
+        self.latched = False
         need_sync = (
             config.inhibit.time_sync.kind != "none" if time_sync_required is None else time_sync_required
         )
@@ -462,7 +466,8 @@ class CueCore:
     def _allowed(self, cue: Cue) -> bool:
         """May this cue be on a launcher now, as far as authority goes?"""
         a = self.authority.value
-        return self.audit_ok and (a == AUTO or (a == APPROVAL and bool(cue.approved_by)))
+        ok = self.audit_ok and not self.latched
+        return ok and (a == AUTO or (a == APPROVAL and bool(cue.approved_by)))
 
     def _evaluate(self, now: Now) -> None:
         self.last_now_ns = now.wall_ns
@@ -596,8 +601,10 @@ class CueCore:
         """The single exit of every cue. Re-checks authority and inhibits here."""
         lau = self.launchers[cue.launcher_id]
         msg = cue.message
-        allowed = self.audit_ok and (
-            self.authority.value == AUTO or (self.authority.value == APPROVAL and bool(cue.approved_by))
+        allowed = (
+            self.audit_ok
+            and not self.latched
+            and (self.authority.value == AUTO or (self.authority.value == APPROVAL and bool(cue.approved_by)))
         )
         if not allowed or lau.inhibits or msg is None or cue.track_id in self.track_inhibit:
             why = "authority" if not allowed else "inhibit"

@@ -19,6 +19,7 @@ fails, the core drops to HOLD for good and nothing is sent.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import time
@@ -92,6 +93,7 @@ _SUMMARY_PERIOD_NS = 1_000_000_000  # rejection summaries: at most one audit rec
 #: a reader can tell a live gateway from the last words of a dead one.
 STATE_REPUBLISH_S = 2.0
 _SIGNED_KINDS = ("authority", "cues", "result")
+_HOLD = cue_pb2.AUTHORITY_HOLD
 
 
 class CuePath:
@@ -135,6 +137,8 @@ class CuePath:
         self.unanswered = 0  # rejections counted but not answered (rate limit)
         self.faults = 0  # event handlers that raised and were contained (HOLD, audited)
         self.running = False
+        self.latches = 0  # HOLD latches set (local switch, verified HOLD commands)
+        self.last_latch_ns = 0
         self._answer_tokens = _ANSWER_RATE
         self._answer_mono = 0
         self._summary_mono = 0
@@ -199,20 +203,29 @@ class CuePath:
             return
         item = (kind, (payload, chk.command))
         if chk.lowers:
+            if isinstance(chk.command, cue_pb2.AuthorityCommand) and chk.command.requested == _HOLD:
+                self.latch()  # verified: no cue leaves from now, before the queue is even looked at
             self._priority.append(item)
             self._wake.set()
         else:
             self._put(item)
 
-    async def local_hold(self, source: str) -> str:
-        """HOLD from the local switch (gateway.cue.local_hold): on the priority lane;
-        returns once it is journaled and in effect ("OK HOLD n" or "ERR why")."""
+    def latch(self) -> None:
+        """No cue leaves from this instant (any thread; gateway.cue.local_hold)."""
+        core = self.core
+        if core is not None:
+            core.latched = True
+            self.latches += 1
+            self.last_latch_ns = time.time_ns()
+
+    def _submit_local(self, source: str, fut: concurrent.futures.Future[str] | None) -> None:
+        """A local HOLD (socket or signal), in the loop: onto the priority lane."""
         if self.core is None or not self.running:
-            return "ERR cue path not running (it starts in HOLD)"
-        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            if fut is not None and not fut.done():
+                fut.set_result("ERR cue path not running (it starts in HOLD)")
+            return
         self._priority.append(("local_hold", (source, fut)))
         self._wake.set()
-        return await fut
 
     def health_reasons(self) -> list[str]:
         """Why the cue path is not healthy (empty when it is): for ``/healthz``."""
@@ -298,7 +311,10 @@ class CuePath:
         if self._health_topic is not None:
             health = self._health_topic.subscribe("cue", maxsize=1024, wake=self._wake)
         local = LocalHoldServer(
-            self.config.local_hold_socket, self.local_hold, use_signal=self.config.local_hold_signal
+            self.config.local_hold_socket,
+            self.latch,
+            self._submit_local,
+            use_signal=self.config.local_hold_signal,
         )
         unhook: list[Callable[[], None]] = []
         try:
@@ -323,8 +339,9 @@ class CuePath:
         finally:
             self.running = False
             for _, item in self._priority:  # local holds still waiting: answer them
-                if isinstance(item, tuple) and isinstance(item[1], asyncio.Future) and not item[1].done():
-                    item[1].set_result("ERR cue path stopped (HOLD until restart)")
+                fut = item[1] if isinstance(item, tuple) else None
+                if isinstance(fut, concurrent.futures.Future) and not fut.done():
+                    fut.set_result("ERR cue path stopped (HOLD until restart)")
             self._priority.clear()
             for undo in unhook:
                 undo()
@@ -394,11 +411,13 @@ class CuePath:
             if kind == "local_hold" and isinstance(item, tuple):
                 source, fut = item
                 await self._guarded(core, kind, core.local_hold, self.clock(), str(source))
-                if isinstance(fut, asyncio.Future) and not fut.done():
+                if isinstance(fut, concurrent.futures.Future) and not fut.done():
                     ok = core.audit_ok and core.authority.value == cue_pb2.AUTHORITY_HOLD
                     fut.set_result(f"OK HOLD {core.audit.count}" if ok else "ERR audit log failed; HOLD")
             else:
                 await self._guarded(core, kind, self._dispatch, core, kind, item, self.clock())
+            if not self._priority:
+                core.latched = False  # the HOLD is journaled and the authority says so now
 
     @staticmethod
     def _summarise(core: CueCore, now: Now, summary: dict[str, object]) -> list[Effect]:

@@ -137,8 +137,20 @@ def test_forged_high_sequence_does_not_lock_out_the_operator() -> None:
 def test_freshness_window_edges() -> None:
     h = Harness()
     assert _send(h, authority_command("auto_cue", 1, h.now.wall_ns - 5 * 10**9)).accepted  # exactly max age
-    assert _send(h, authority_command("hold", 2, h.now.wall_ns - 5 * 10**9 - 1)).reason == "stale"
+    assert _send(h, authority_command("auto_cue", 2, h.now.wall_ns - 5 * 10**9 - 1)).reason == "stale"
     assert _send(h, authority_command("hold", 3, h.now.wall_ns + 2 * 10**9)).accepted  # exactly max future
+
+
+def test_a_late_hold_is_still_a_hold_but_not_a_replay() -> None:
+    """A HOLD held up (behind a flood) past the freshness window still takes effect;
+    a raise that late does not; the same HOLD again is a replay."""
+    h = Harness()
+    assert _send(h, authority_command("auto_cue", 1, h.now.wall_ns)).accepted
+    late = authority_command("hold", 2, h.now.wall_ns - 60 * 10**9)
+    assert _send(h, late).accepted
+    assert h.core.authority.value == cue_pb2.AUTHORITY_HOLD
+    assert _send(h, late).reason == "replayed"
+    assert _send(h, authority_command("cue_on_approval", 3, h.now.wall_ns - 60 * 10**9)).reason == "stale"
 
 
 def test_restart_is_hold_and_replay_after_restart_is_rejected(tmp_path: Path) -> None:

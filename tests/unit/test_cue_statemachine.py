@@ -307,10 +307,12 @@ class CuePathMachine(RuleBasedStateMachine):
 
     def _valid(self, cmd: cue_pb2.AuthorityCommand | cue_pb2.CueCommand, forged: bool) -> bool:
         age = self.h.now.wall_ns - cmd.timestamp_ns
+        late_hold = isinstance(cmd, cue_pb2.AuthorityCommand) and cmd.requested == HOLD  # never stale
         return (
             not forged
             and cmd.sequence > self.m_hw.get(cmd.key_id, 0)
-            and -2 * 10**9 <= age <= 5 * 10**9
+            and age >= -2 * 10**9
+            and (age <= 5 * 10**9 or late_hold)
             and (not isinstance(cmd, cue_pb2.AuthorityCommand) or cmd.requested in (HOLD, APPROVAL, AUTO))
         )
 
