@@ -284,3 +284,46 @@ def test_mutated_commands_are_counted_never_raise(msgs: list[tuple[str, bytes]])
             fn = h.core.on_authority_command if kind == "authority" else h.core.on_cue_command
             h.apply(fn(payload, h.now))
     assert intake.received == len(msgs) == intake.passed + sum(intake.rejected.values())
+
+
+def test_a_latched_core_sends_no_cue_until_the_hold_is_processed() -> None:
+    h = Harness()
+    h.heartbeat()
+    h.set_authority("auto_cue")
+    h.core.latched = True  # a HOLD arrived (local switch or verified command), not yet journaled
+    h.tracks(make_track(1, t_ns=h.now.wall_ns))
+    assert not h.sent
+    h.core.latched = False
+    h.tracks(make_track(1, t_ns=h.now.wall_ns))
+    assert h.sent
+
+
+def test_an_approval_binds_track_state_and_expiry() -> None:
+    from gateway.cue.signing import sign
+
+    h = Harness()
+    h.heartbeat()
+    h.set_authority("cue_on_approval")
+    h.tracks(make_track(1, t_ns=h.now.wall_ns))
+    (cue,) = h.core.open_cues()
+    reasons = []
+    for change in ("digest", "track", "expired", "unbound"):
+        h.seq += 1
+        cmd = cue_command(True, cue.cue_id, h.seq, h.now.wall_ns, bind=h.core)
+        if change == "digest":
+            cmd.state_digest = bytes(32)
+        elif change == "track":
+            cmd.track_id += 1
+        elif change == "expired":
+            cmd.expires_ns = h.now.wall_ns - 1
+        else:
+            cmd.ClearField("track_id")
+            cmd.ClearField("state_digest")
+            cmd.ClearField("expires_ns")
+        sign(cmd, "op-alice", bytes.fromhex("11" * 32))
+        h.apply(h.core.on_cue_command(cmd.SerializeToString(), h.now))
+        reasons.append([p.message for p in h.published if p.kind == "result"][-1].reason)
+    assert reasons == ["approval_mismatch", "approval_mismatch", "approval_expired", "approval_expired"]
+    assert not h.sent
+    h.approve(cue.cue_id)  # bound to what the gateway published: sent
+    assert h.sent
