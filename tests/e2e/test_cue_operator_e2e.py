@@ -175,7 +175,7 @@ async def test_dead_gateway_is_shown_offline_and_unanswered_commands_say_so(
 
 
 async def test_signed_hold_through_a_flood_on_real_mosquitto(mosquitto: Mosquitto, tmp_path: Path) -> None:
-    """The short version of benchmarks/bench_operator_flood.py: junk at full rate on both
+    """The short version of benchmarks/operator/flood.py: junk at full rate on both
     command topics; a signed HOLD published in the middle takes effect, the junk is
     counted, the audit log grows by a few summary records."""
     cfg_file = _config(tmp_path, mosquitto.port)

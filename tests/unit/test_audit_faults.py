@@ -2,7 +2,7 @@
 (write, a short write, fsync, the head file) never writes a record twice, the
 chain always verifies after a restart, and a cut tail is not "OK".
 
-The long campaign (1,000 faults) is ``benchmarks/bench_audit_faults.py``."""
+The long campaign (1,000 faults) is ``benchmarks/operator/audit_faults.py``."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ cue core is started on it. Counted: runs whose fault fired, runs whose chain
 verified (with the head file's MAC), runs whose cue path started, records
 written twice (must be 0).
 
-    .venv/bin/python -m benchmarks.bench_audit_faults [--runs 1000] [--json]
+    .venv/bin/python -m benchmarks.operator.audit_faults [--runs 1000] [--json]
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ A local HOLD (the 0600 UNIX socket) is timed the same way, from connect to
 the gateway's "OK HOLD" answer (journaled, in effect). The audit log's growth
 over the whole run is measured on disk (fsync on).
 
-    .venv/bin/python -m benchmarks.bench_operator_flood [--seconds 30] [--tries 20] [--json]
+    .venv/bin/python -m benchmarks.operator.flood [--seconds 30] [--tries 20] [--json]
 
 Goals: signed HOLD p99 <= 250 ms, local HOLD p99 <= 50 ms, audit growth a few MB.
 """
@@ -138,7 +138,7 @@ async def run(seconds: float, tries: int) -> dict[str, Any]:
         await asyncio.wait_for(path.mqtt_connected.wait(), 10)
         audit0 = cfg.audit_path.stat().st_size
         flood = await asyncio.create_subprocess_exec(
-            *[sys.executable, "-m", "benchmarks.bench_operator_flood"],
+            *[sys.executable, "-m", "benchmarks.operator.flood"],
             *["--flooder", str(broker.port), str(seconds)],
             stdout=asyncio.subprocess.PIPE,
         )

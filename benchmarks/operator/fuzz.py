@@ -9,7 +9,7 @@ published through a real mosquitto (QoS 1, so the broker loses none) on
 count every one (received = passed + rejected), answer within its rate, and
 never fail: 0 contained faults, the task alive, the audit chain intact.
 
-    .venv/bin/python -m benchmarks.bench_operator_fuzz [--messages 100000] [--json]
+    .venv/bin/python -m benchmarks.operator.fuzz [--messages 100000] [--json]
 """
 
 from __future__ import annotations
