@@ -240,6 +240,16 @@ async def test_local_hold_over_the_socket_and_sigusr1(tmp_path: Path) -> None:
         await _until(lambda: path.core is not None and path.core.authority.value == AUTO)
         os.kill(os.getpid(), signal.SIGUSR1)
         await _until(lambda: path.core is not None and path.core.authority.value == HOLD)
+        # The CLI's local switch: hilgw authority hold --local.
+        from gateway.cli import main
+
+        cfg_file = tmp_path / "gw.toml"
+        cfg_file.write_text(
+            f'gateway_id = "{GW}"\n[mqtt]\nenabled = false\n[cue]\nkeys_file = "{tmp_path / "k.toml"}"\n'
+            f'audit_path = "{tmp_path / "audit.jsonl"}"\nlocal_hold_socket = "{sock}"\n'
+        )
+        rc = await asyncio.to_thread(main, ["authority", "hold", "--local", "--config", str(cfg_file)])
+        assert rc == 0
         by = [
             r["data"]["by"]
             for r in read_records(tmp_path / "audit.jsonl")
