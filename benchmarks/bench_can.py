@@ -49,7 +49,7 @@ def make_frames(n_reports: int, fd: bool) -> list[CanFrame]:
 
 def bench_codec(frames: list[CanFrame], chunk: int = 2000) -> tuple[float, int]:
     geo = site_geometry("bench", 52.0, 4.0, 10.0)
-    codec = CanRadarCodec(Role.GATEWAY)
+    codec = CanRadarCodec(Role.GATEWAY, fd=frames[0].is_fd)  # a radar takes only its own format
     n_reports = 0
     t0 = time.perf_counter()
     for i in range(0, len(frames), chunk):
@@ -88,10 +88,10 @@ def bench_python_can_recv(frames: list[CanFrame], fd: bool) -> float:
 
 async def bench_pipeline(frames: list[CanFrame]) -> float:
     cfg = CanTransportConfig(
-        kind="can", interface="virtual", channel="bench-pipe", queue_size=len(frames) + 1
+        kind="can", interface="virtual", channel="bench-pipe", fd=frames[0].is_fd, queue_size=len(frames) + 1
     )
     geo = site_geometry("bench", 52.0, 4.0, 10.0)
-    codec = CanRadarCodec(Role.GATEWAY)
+    codec = CanRadarCodec(Role.GATEWAY, fd=frames[0].is_fd)
     async with CanTransport(cfg) as rx:
         tx = can.Bus(interface="virtual", channel="bench-pipe")
         msgs = [can.Message(arbitration_id=f.arbitration_id, data=f.data, is_fd=f.is_fd, is_extended_id=False)

@@ -6,7 +6,7 @@
 2. end to end: a writer process pumps pre-encoded TRACK_REPORT frames into a
    pty as fast as the kernel takes them; the gateway reads the pty, decodes,
    normalises, fuses and publishes to a real mosquitto on 127.0.0.1 (the
-   embedded amqtt broker when mosquitto is not installed); a subscriber
+   row is skipped when mosquitto is not installed); a subscriber
    counts the SensorReport rows that arrive. Reports/s = rows received / time
    from the first to the last.
 

@@ -1,17 +1,21 @@
-"""``hilgw bench fusion``: run the fusion engine on a reference-bench scenario.
+"""``hilgw bench fusion``: run the fusion engine on a fusion-bench scenario file.
 
-Reads the scenario format of the shared fusion bench (a ``gen_scenario.py``
-``.npz``: three radars in a local Cartesian frame, z up, plots of
-(elevation, azimuth, range) per scan) and writes its tracks format
+Reads the bench's scenario format (an ``.npz`` written by
+``python -m benchmarks.fusion.scenarios``, documented in
+``benchmarks/fusion/README.md``: three radars in a local Cartesian frame, z up,
+plots of (elevation, azimuth, range) per scan) and writes its tracks format
 (``track_id``, ``track_time`` [s], ``track_state`` in the order
 x, vx, y, vy, z, vz; confirmed tracks only, one row per track per scan).
-Score the tracks file with the bench's ``score_ospa.py``.
+Score the tracks file with ``python -m benchmarks.fusion.score``; run whole
+scenario families with ``python -m benchmarks.fusion.run``.
 
 The frame is the engine's "ECEF" here: each radar is a
 :func:`gateway.geo.local_geometry` with forward = x, right = y, up = z, so
-azimuth = atan2(dy, dx) as in the scenario, and gravity is -z
-(:func:`gateway.fusion.motion.flat_gravity`). State order is converted at
-this boundary only.
+azimuth = atan2(dy, dx) as in the scenario. Gravity is the scenario's: -z
+(:func:`gateway.fusion.motion.flat_gravity`) unless its ``params_json`` names a
+central field (the ballistic families: the Earth's centre at (0, 0, -a), spin
+axis z, not rotating), which is :func:`gateway.fusion.motion.ecef_gravity`
+shifted to that centre. State order is converted at this boundary only.
 
 Timing covers ``Engine.step`` per scan (one sensor's plots), not the file
 loading or the building of the report arrays.
@@ -33,31 +37,31 @@ import numpy as np
 from gateway.fusion.api import KIND_PLOT, STATUS_COASTING, STATUS_CONFIRMED, ReportArrays
 from gateway.fusion.config import MODEL_BALLISTIC, MODEL_NCV, FusionConfig
 from gateway.fusion.engine import Engine
-from gateway.fusion.motion import flat_gravity
+from gateway.fusion.motion import AccelFn, ecef_gravity, flat_gravity
 from gateway.geo import local_geometry
 
-# Tuned for the bench's targets (1-3 km/s air-breathing-like straight flight
-# with white-noise acceleration of about 1 m²/s³, no gravity) on scenarios of
-# other seeds, clutter levels and detection probabilities than the shared
-# file (benchmarks/bench_fusion_sweep.py). The targets do not fall, so the
-# IMM's ballistic model only costs accuracy here (see
-# benchmarks/fusion/RESULTS.md); IMM_BENCH_CONFIG runs it for comparison.
-BENCH_CONFIG = FusionConfig(
-    models=(MODEL_NCV,),
-    q_ncv=1.0,
-    imm_initial=(1.0,),
-    init_speed_sigma_mps=2000.0,
-    confirm_m=3,
-    confirm_n=5,
-    drop_misses=6,
-)
-IMM_BENCH_CONFIG = dataclasses.replace(
-    BENCH_CONFIG,
-    models=(MODEL_NCV, MODEL_BALLISTIC),
-    q_ballistic=0.1,
-    imm_initial=(0.99, 0.01),
-    imm_switch_rate_hz=0.01,
-)
+# The engine's own default (one configuration for straight, manoeuvring and
+# ballistic targets: IMM NCV + ballistic + manoeuvre, GNN with likelihood costs), the same
+# one `hilgw run` uses. The variants are only there to compare against it
+# (figures in benchmarks/fusion/RESULTS.md).
+BENCH_CONFIG = FusionConfig()
+VARIANTS: dict[str, FusionConfig] = {
+    "default": BENCH_CONFIG,
+    # the default with hard (GNN) updates
+    "gnn": dataclasses.replace(BENCH_CONFIG, association="gnn"),
+    # the former bench default: NCV only, q = 1, GNN
+    "ncv": dataclasses.replace(BENCH_CONFIG, models=(MODEL_NCV,), imm_initial=(1.0,), association="gnn"),
+    # the former `--imm`: NCV + ballistic, GNN
+    "imm": dataclasses.replace(
+        BENCH_CONFIG,
+        models=(MODEL_NCV, MODEL_BALLISTIC),
+        imm_initial=(0.99, 0.01),
+        imm_switch_rate_hz=0.01,
+        association="gnn",
+    ),
+}
+IMM_BENCH_CONFIG = VARIANTS["imm"]
+
 
 _TO_BENCH = [0, 3, 1, 4, 2, 5]  # (x, y, z, vx, vy, vz) -> (x, vx, y, vy, z, vz)
 _NAN6 = np.full(6, np.nan)
@@ -98,6 +102,22 @@ def _scans(sc: Any) -> list[tuple[int, ReportArrays]]:
     return out
 
 
+def scenario_gravity(params_json: str) -> AccelFn:
+    """The acceleration of unpowered bodies in a scenario's frame (its ``params_json``)."""
+    grav = json.loads(params_json).get("gravity", "none")
+    if not isinstance(grav, dict) or grav.get("model") != "central":
+        return flat_gravity()
+    centre = np.asarray(grav["centre"], np.float64)
+    field = ecef_gravity(j2=bool(grav.get("j2", False)), rotating=False)
+
+    def accel(x: np.ndarray) -> np.ndarray:
+        shifted = x.copy()
+        shifted[:, :3] -= centre
+        return field(shifted)
+
+    return accel
+
+
 def run_bench(scenario: Path, tracks_out: Path | None, config: FusionConfig = BENCH_CONFIG) -> dict[str, Any]:
     """Run the engine over every scan of ``scenario``; write ``tracks_out``.
 
@@ -109,8 +129,9 @@ def run_bench(scenario: Path, tracks_out: Path | None, config: FusionConfig = BE
         sc = {
             k: f[k] for k in ("scan_time", "meas_scan", "meas_z", "meas_sensor", "sensor_sigma", "sensor_pos")
         }
+        params = str(f["params_json"]) if "params_json" in f.files else "{}"
     scans = _scans(sc)
-    engine = Engine(config, accel=flat_gravity())
+    engine = Engine(config, accel=scenario_gravity(params))
     for s, pos in enumerate(np.asarray(sc["sensor_pos"], np.float64)):
         engine.add_sensor(local_geometry(f"radar{s}", pos))
 
@@ -163,9 +184,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenario", type=Path, required=True)
     ap.add_argument("--tracks-out", type=Path, default=None)
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON object")
-    ap.add_argument("--imm", action="store_true", help="IMM with a ballistic model (NCV + gravity)")
+    ap.add_argument(
+        "--variant",
+        choices=sorted(VARIANTS),
+        default="default",
+        help="engine configuration to compare with the default",
+    )
+    ap.add_argument("--imm", action="store_true", help="same as --variant imm (the former IMM option)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="override one FusionConfig field, e.g. --set q_manoeuvre=1000",
+    )
     a = ap.parse_args(argv)
-    res = run_bench(a.scenario, a.tracks_out, IMM_BENCH_CONFIG if a.imm else BENCH_CONFIG)
+    if not a.scenario.is_file():
+        ap.error(f"--scenario {a.scenario}: no such file (write one: python -m benchmarks.fusion.scenarios)")
+    cfg = VARIANTS["imm" if a.imm else a.variant]
+    if a.set:
+        over: dict[str, Any] = {}
+        for kv in a.set:
+            k, _, v = kv.partition("=")
+            val = json.loads(v)
+            over[k] = tuple(val) if isinstance(val, list) else val
+        cfg = dataclasses.replace(cfg, **over)
+    res = run_bench(a.scenario, a.tracks_out, cfg)
     if a.json:
         print(json.dumps(res))
     else:

@@ -13,12 +13,15 @@ The reference of every key is ``docs/config.md``.
 from __future__ import annotations
 
 import socket
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.cue.config import CueConfig  # the [cue] section (docs/cue-path.md §7)
+from gateway.partners import config as _partners
+from gateway.partners.config import MarkingsConfig, PartnerConfig  # docs/partners.md
 from hilgw.tomlconfig import one_line, read_toml
 
 __all__ = [
@@ -247,6 +250,8 @@ class DeviceConfig(_Model):
     cue_key_id: int = Field(default=0, ge=0, le=65535)
     #: Launcher: cue keys by key id; values "hex:<hex>", "env:<VAR>" or "file:<path>".
     cue_keys: dict[int, str] = Field(default_factory=dict)
+    #: Releasability of this source's data (docs/partners.md); None: never released.
+    markings: MarkingsConfig | None = None
 
     @model_validator(mode="after")
     def _radar_needs_site(self) -> DeviceConfig:
@@ -291,9 +296,15 @@ class MqttTlsConfig(_Model):
         return self
 
 
+# The partner broker block takes the same TLS keys (resolved here, where the
+# model is defined; gateway.partners.config cannot import this module).
+_partners.PartnerBrokerConfig.model_rebuild(_types_namespace={"MqttTlsConfig": MqttTlsConfig})
+_partners.PartnerConfig.model_rebuild()
+
+
 class MqttConfig(_Model):
-    """Where the gateway publishes. ``broker = "embedded"`` starts an amqtt
-    broker on 127.0.0.1 inside the gateway (bench use only)."""
+    """Where the gateway publishes. ``broker = "embedded"`` starts mosquitto as
+    a child process on 127.0.0.1 (bench use only; gateway/outputs/broker.py)."""
 
     broker: Literal["external", "embedded"] = "external"
     host: str = "127.0.0.1"
@@ -479,6 +490,25 @@ class GatewayConfig(_Model):
     web: WebConfig | None = None
     #: Live truth scoring; on when present.
     scoring: ScoringConfig | None = None
+    #: Partner feeds under release profiles (docs/partners.md).
+    partners: list[PartnerConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _partners_apart(self) -> GatewayConfig:
+        ids: set[str] = set()
+        trees: dict[str, str] = {}
+        for p in self.partners:
+            if p.id in ids:
+                raise ValueError(f"partner id {p.id!r} appears twice")
+            ids.add(p.id)
+            other = trees.setdefault(p.prefix, p.id)
+            if other != p.id:
+                raise ValueError(f"partners {other!r} and {p.id!r} share the topic tree {p.prefix!r}")
+        device_ids = {d.id for d in self.devices}
+        for p in self.partners:
+            if f"partner.{p.id}" in device_ids:
+                raise ValueError(f"device id 'partner.{p.id}' is taken by partner {p.id!r}'s inbound source")
+        return self
 
     @model_validator(mode="after")
     def _scoring_needs_mqtt(self) -> GatewayConfig:
@@ -516,6 +546,30 @@ class GatewayConfig(_Model):
         return self
 
     @model_validator(mode="after")
+    def _multicast_groups_apart(self) -> GatewayConfig:
+        """Two ``udp_multicast`` CAN devices on different groups of one port can be
+        told apart only where the transport can keep a socket to its own group
+        (Linux: IP_MULTICAST_ALL, gateway/transports/can.py); elsewhere each
+        would receive the other's frames, so the config is refused."""
+        if sys.platform == "linux":
+            return self
+        seen: dict[int, tuple[str, str]] = {}
+        for d in self.devices:
+            t = d.transport
+            if not (d.enabled and isinstance(t, CanTransportConfig) and t.interface == "udp_multicast"):
+                continue
+            port = int(t.options.get("port", _UDP_MULTICAST_PORT))
+            group = str(t.channel)
+            other = seen.setdefault(port, (d.id, group))
+            if other[1] != group:
+                raise ValueError(
+                    f"devices {other[0]!r} and {d.id!r}: udp_multicast groups {other[1]} and {group} "
+                    f"share port {port}, and on {sys.platform} each bus would receive both groups; "
+                    "give one a different transport.options.port"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _unique_ids(self) -> GatewayConfig:
         seen: set[str] = set()
         for d in self.devices:
@@ -526,6 +580,9 @@ class GatewayConfig(_Model):
 
 
 # --- loading ------------------------------------------------------------------
+
+#: python-can's default udp_multicast port (can/interfaces/udp_multicast/bus.py).
+_UDP_MULTICAST_PORT = 43113
 
 #: Transport kinds pydantic puts into error locations (the union's tags).
 _TRANSPORT_TAGS = frozenset({"serial", "udp", "memory", "can"})

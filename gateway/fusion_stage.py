@@ -10,6 +10,7 @@ import asyncio
 import importlib
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -18,8 +19,9 @@ from gateway.bus import FullPolicy, Topic
 from gateway.config import FusionConfig
 from gateway.devices.base import ReportsIn
 from gateway.fusion.api import FusionEngine, ReportArrays, TrackArrays
+from gateway.partners.release import Picture, SourceMarkings
 from hilgw.errors import ConfigError
-from hilgw.v1 import track_pb2
+from hilgw.v1 import common_pb2, track_pb2
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,35 @@ ENGINES: dict[str, str] = {
     # gravity with J2, in the rotating ECEF frame): docs/fusion.md.
     "default": "gateway.fusion.engine:Engine",
 }
+
+
+#: Engine counters (gateway/fusion/engine.py) of the terminal fates of a report.
+_TERMINAL = {
+    "plot": "plots_used",
+    "sensor_track": "sensor_tracks_used",
+    "started_track": "tracks_started",
+    "dropped_late": "late_dropped",
+}
+
+
+def report_fates(counters: Mapping[str, int]) -> tuple[dict[str, int], int]:
+    """({fate: reports}, held) from an engine's counters; ``received`` is one of the keys.
+
+    Every report the engine took in (``received``) is either still held for a
+    later step (``held``) or has exactly one terminal fate: used to update a
+    track as a ``plot`` or a ``sensor_track`` (in or out of sequence), used to
+    start a track (``started_track``), ``dropped_late`` (older than the
+    out-of-sequence lag), or ``not_used`` (inside the gate of a track that
+    another report updated, so neither used nor a new track). The engine
+    counts all but ``not_used``, which is what remains; ``oos_used`` is a path
+    (a report can be used out of sequence as a plot), not a fate, so it is not
+    here: counting it as one counted those reports twice (issue 14).
+    """
+    received = int(counters.get("reports_in", 0))
+    held = int(counters.get("held_for_later", 0))
+    fates = {fate: int(counters.get(key, 0)) for fate, key in _TERMINAL.items()}
+    fates["not_used"] = received - held - sum(fates.values())
+    return {"received": received, **fates}, held
 
 
 def make_engine(config: FusionConfig) -> FusionEngine:
@@ -41,9 +72,17 @@ def make_engine(config: FusionConfig) -> FusionEngine:
 
 
 def tracks_to_proto(
-    tracks: TrackArrays, sensor_ids: list[str], gateway_id: str, seq: int, t_ns: int
+    tracks: TrackArrays,
+    sensor_ids: list[str],
+    gateway_id: str,
+    seq: int,
+    t_ns: int,
+    markings: list[common_pb2.Markings | None] | None = None,
 ) -> track_pb2.TrackBatch:
-    """Render the stacked picture as one TrackBatch (protobuf is per-object by nature)."""
+    """Render the stacked picture as one TrackBatch (protobuf is per-object by nature).
+
+    ``markings``, by sensor index, are copied onto each contributor: the
+    releasability of the data travels with it (docs/partners.md)."""
     batch = track_pb2.TrackBatch(gateway_id=gateway_id, batch_sequence=seq, time_ns=t_ns)
     x = tracks.x.tolist()
     P = tracks.P.reshape(len(tracks), 36).tolist()
@@ -67,6 +106,8 @@ def tracks_to_proto(
             c.sensor_id = sensor_ids[int(tracks.contrib_sensor[k])]
             c.sensor_track_id = int(tracks.contrib_sensor_track_id[k])
             c.last_update_time_ns = int(tracks.contrib_t_ns[k])
+            if markings is not None and (m := markings[int(tracks.contrib_sensor[k])]) is not None:
+                c.markings.CopyFrom(m)
     return batch
 
 
@@ -89,6 +130,12 @@ class FusionStage:
         self.seq = 0
         self.last_picture: TrackArrays | None = None
         self.step_seconds: list[float] = []  # recent step durations (monotonic), bounded
+        #: Markings by device id (a sensor "dev/..." takes its device's), from the config.
+        self.markings: dict[str, SourceMarkings] = {}
+        #: The picture as arrays with per-sensor markings, for partner feeds.
+        self.pictures: Topic[Picture] = Topic("pictures")
+        self._sensor_markings: tuple[SourceMarkings | None, ...] = ()
+        self._sensor_markings_pb: list[common_pb2.Markings | None] = []
 
     @property
     def sensor_ids(self) -> list[str]:
@@ -102,7 +149,20 @@ class FusionStage:
         self.step_seconds = [*self.step_seconds[-255:], time.monotonic() - t0]
         self.last_picture = picture
         self.seq += 1
-        return tracks_to_proto(picture, self.sensor_ids, self.gateway_id, self.seq, t_ns)
+        sensor_ids = self.sensor_ids
+        marks = self._markings_by_sensor(sensor_ids)
+        if self.pictures.subscriptions:
+            self.pictures.publish(Picture(self.seq, t_ns, picture, marks))
+        pb = self._sensor_markings_pb if self.markings else None
+        return tracks_to_proto(picture, sensor_ids, self.gateway_id, self.seq, t_ns, pb)
+
+    def _markings_by_sensor(self, sensor_ids: list[str]) -> tuple[SourceMarkings | None, ...]:
+        """Markings per sensor index; rebuilt only when the sensor table grows."""
+        if len(self._sensor_markings) != len(sensor_ids):
+            marks = tuple(self.markings.get(s, self.markings.get(s.partition("/")[0])) for s in sensor_ids)
+            self._sensor_markings = marks
+            self._sensor_markings_pb = [m.to_proto() if m is not None else None for m in marks]
+        return self._sensor_markings
 
     async def run(self) -> None:
         period = 1.0 / self.config.publish_hz

@@ -26,6 +26,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from gateway.config import MetricsConfig
+from gateway.fusion_stage import report_fates
 from hilgw.errors import TransportError
 from hilgw.v1 import health_pb2
 
@@ -39,14 +40,6 @@ log = logging.getLogger(__name__)
 #: Drop reasons a driver counts for frames that decoded fine; every other
 #: reason comes from a codec's Rejected event (crc, framing, decode, range,
 #: sensor_id, ...) and counts as a decode error.
-#: Engine counters (gateway/fusion/engine.py) -> the ``fate`` label of ``hilgw_fusion_reports``.
-_FUSION_FATES = {
-    "reports_in": "received",
-    "plots_used": "plot",
-    "sensor_tracks_used": "sensor_track",
-    "oos_used": "out_of_sequence",
-    "late_dropped": "dropped_late",
-}
 NON_DECODE_DROPS = frozenset({"stale", "sequence_gap", "queue_full", "queue_overflow", "out_of_order"})
 
 #: Device states in which a device counts as receiving (for /healthz).
@@ -153,21 +146,27 @@ class _GatewayCollector(Collector):
         for status, n in sorted(gw.fusion.counts().items()):
             tracks.add_metric([_track_status(status)], n)
         yield tracks
-        # What became of the reports fusion took in (engine counters): used as
-        # plots or as sensor tracks, used out of sequence, or too late to use.
+        # What became of the reports fusion took in (engine counters): received =
+        # the terminal fates + held (gateway/fusion_stage.py report_fates).
         counters: dict[str, int] = getattr(gw.fusion.engine, "counters", {})
-        fates = CounterMetricFamily(
-            "hilgw_fusion_reports", "Reports by what fusion did with them", labels=["fate"]
-        )
-        for key, fate in _FUSION_FATES.items():
-            if key in counters:
-                fates.add_metric([fate], counters[key])
-        yield fates
-        if "held_for_later" in counters:
+        if "reports_in" in counters:
+            by_fate, held = report_fates(counters)
+            fates = CounterMetricFamily(
+                "hilgw_fusion_reports", "Reports by what fusion did with them", labels=["fate"]
+            )
+            for fate, n in by_fate.items():
+                fates.add_metric([fate], n)
+            yield fates
             yield GaugeMetricFamily(
                 "hilgw_fusion_reports_held",
                 "Reports held for a later step (out-of-sequence window)",
-                value=counters["held_for_later"],
+                value=held,
+            )
+        if "oos_used" in counters:
+            yield CounterMetricFamily(
+                "hilgw_fusion_reports_out_of_sequence",
+                "Reports handled out of sequence (older than the picture; their fate is counted too)",
+                value=counters["oos_used"],
             )
         steps = gw.fusion.step_seconds
         if steps:

@@ -82,6 +82,19 @@ def _columns(arr: npt.NDArray[np.void], names: tuple[str, ...]) -> npt.NDArray[n
     return out
 
 
+#: PolarMeasurement fields of ``polar`` then ``polar_sigma`` columns (report.proto).
+_POLAR_NAMES = (
+    "range_m",
+    "azimuth_rad",
+    "elevation_rad",
+    "range_rate_mps",
+    "sigma_range_m",
+    "sigma_azimuth_rad",
+    "sigma_elevation_rad",
+    "sigma_range_rate_mps",
+)
+
+
 def normalise_polar(geometry: SensorGeometry, sensor_index: int, arr: npt.NDArray[np.void]) -> ReportArrays:
     """Turn one decoded batch of polar track reports into ECEF reports.
 
@@ -199,12 +212,15 @@ def reports_to_proto(
         e = r.ecef
         e.x, e.y, e.z, e.vx, e.vy, e.vz = s
         e.covariance.extend(covs[i])
-        m = r.polar
-        m.range_m, m.azimuth_rad, m.elevation_rad, m.range_rate_mps = p
-        m.sigma_range_m, m.sigma_azimuth_rad, m.sigma_elevation_rad, m.sigma_range_rate_mps = ps
-        m.azimuth_rate_radps = ar
-        m.elevation_rate_radps = er
-        m.sigma_azimuth_rate_radps = sar
-        m.sigma_elevation_rate_radps = ser
-        m.angular_rates_valid = rv
+        if p[0] == p[0]:  # NaN range: no polar measurement (a CAT062 system track), block left unset
+            m = r.polar
+            for name, v in zip(_POLAR_NAMES, (*p, *ps), strict=True):
+                if v == v:  # a NaN component (e.g. no range rate) stays unset, never written as NaN
+                    setattr(m, name, v)
+            if rv:
+                m.azimuth_rate_radps = ar
+                m.elevation_rate_radps = er
+                m.sigma_azimuth_rate_radps = sar
+                m.sigma_elevation_rate_radps = ser
+                m.angular_rates_valid = True
     return batch

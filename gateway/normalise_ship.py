@@ -326,7 +326,8 @@ def system_tracks_to_ecef(
     ``origin_cov`` (N, 3, 3) ECEF is added to P), mapped through the origin's
     tangent plane with :func:`pymap3d.enu2geodetic` (the SDPS stereographic
     plane differs by ~(d/2R)², 6 m at 100 km). ``ok`` is false for rows with
-    neither (no origin configured). Height: I062/130 (WGS-84), else I062/136
+    neither (no origin configured). Height: I062/130 (WGS-84), else I062/340
+    HEIGHT (a 3-D radar's height, e.g. above I062/130's range), else I062/136
     (pressure altitude taken as height, with its larger sigma), else the
     default. Velocity: I062/185 east/north; vertical unknown to CAT062 here.
     """
@@ -344,6 +345,8 @@ def system_tracks_to_ecef(
         lat[i], lon[i] = la, lo
     ok = np.isfinite(lat) & np.isfinite(lon)
     geo = np.asarray(rows["geo_alt_m"], np.float64)
+    # I062/340 HEIGHT stands in for I062/130 above its 150,000 ft (ballistic targets).
+    geo = np.where(np.isfinite(geo), geo, np.asarray(rows["measured_height_m"], np.float64))
     fl = np.asarray(rows["flight_level_m"], np.float64)
     h = np.where(np.isfinite(geo), geo, np.where(np.isfinite(fl), fl, d.altitude_m))
     var_u = np.where(

@@ -73,7 +73,8 @@ def render(rep: truth_pb2.ScoreReport, epoch_ns: int = 0) -> Table:
         f"OSPA {rep.ospa_m:.0f} m (mean {rep.mean_ospa_m:.0f}), "
         f"GOSPA {rep.gospa_m:.0f} m (mean {rep.mean_gospa_m:.0f}; loc {rep.gospa_localisation_m:.0f} m, "
         f"{rep.missed} missed, {rep.false_tracks} false), c={rep.cutoff_m:g} m p={rep.order_p:g}, "
-        f"{rep.steps} steps, swaps {rep.id_swaps}, breaks {rep.track_breaks}"
+        f"{rep.steps} steps, swaps {rep.id_swaps}, breaks {rep.track_breaks}, "
+        f"track ids/target {rep.track_ids_per_target:.2f}"
     )
     tab = Table(title=title, title_justify="left")
     for col in (
@@ -86,6 +87,7 @@ def render(rep: truth_pb2.ScoreReport, epoch_ns: int = 0) -> Table:
         "det→cue s",
         "swaps",
         "breaks",
+        "ids",
         "tracked",
     ):
         tab.add_column(col, justify="left" if col == "target" else "right")
@@ -103,6 +105,7 @@ def render(rep: truth_pb2.ScoreReport, epoch_ns: int = 0) -> Table:
             dtq,
             str(t.id_swaps),
             str(t.track_breaks),
+            str(t.track_ids),
             frac,
         )
     return tab

@@ -135,6 +135,7 @@ class _TargetState:
     steps_tracked: int = 0
     steps_present: int = 0
     current: int | None = None
+    track_ids: set[int] = field(default_factory=set)  # every track id ever assigned
 
 
 class Continuity:
@@ -164,6 +165,7 @@ class Continuity:
             if st.last_track is not None and trk != st.last_track:
                 st.swaps += 1
             st.last_track = trk
+            st.track_ids.add(trk)
             st.assigned_prev = True
             st.current = trk
             st.steps_tracked += 1
@@ -372,7 +374,10 @@ class LiveScorer:
                 steps_present=st.steps_present,
                 first_cue_time_ns=st.first_cue_ns,
                 detection_to_cue_s=dtq,
+                track_ids=len(st.track_ids),
             )
             msg.id_swaps += st.swaps
             msg.track_breaks += st.breaks
+        held = [len(st.track_ids) for st in self.continuity.targets.values() if st.track_ids]
+        msg.track_ids_per_target = float(np.mean(held)) if held else 0.0
         return msg

@@ -37,6 +37,7 @@ from hilgw.v1 import cue_pb2, health_pb2, track_pb2
 if TYPE_CHECKING:
     from gateway.cue.path import CuePath  # issue 7: imported when configured (aiohttp is not free to import)
     from gateway.metrics import GatewayMetrics, HttpEndpoint
+    from gateway.partners.output import PartnerFeed
     from gateway.recording import Recorder
     from gateway.score import GatewayScoring
     from gateway.web.server import SituationDisplay
@@ -71,6 +72,7 @@ class Gateway:
         self.endpoints: dict[str, HttpEndpoint] = {}  # "metrics"/"web" -> bound host:port
         self.cue: CuePath | None = None  # issue 5: [cue]
         self.scoring: GatewayScoring | None = None  # issue 6: [scoring]
+        self.partner_feeds: dict[str, PartnerFeed] = {}  # [[partners]] (docs/partners.md)
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -105,6 +107,9 @@ class Gateway:
             self._stack.push_async_callback(self.emulation.stop)
             devices += await self.emulation.start()
         self.devices = [d for d in devices if d.enabled]
+        from gateway.partners.wiring import source_markings  # markings travel with the data
+
+        self.fusion.markings = source_markings(self.devices, cfg.partners)
 
         if cfg.mqtt.enabled:
             port: int | None = None  # the configured host(s)
@@ -132,6 +137,11 @@ class Gateway:
 
             scoring = self.scoring = GatewayScoring(self, cfg.scoring)
             self._spawn(tg, "scoring", self._keep_running("scoring", scoring.run))
+        if cfg.partners:  # partner feeds (docs/partners.md)
+            from gateway.partners.wiring import build_partners
+
+            for name, run in build_partners(self):
+                self._spawn(tg, name, self._keep_running(name, run))
         if self.mqtt is not None:
             mqtt = self.mqtt
             self._spawn(tg, "mqtt", self._keep_running("mqtt", mqtt.run))

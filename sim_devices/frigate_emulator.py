@@ -6,10 +6,13 @@ frigate's combat system would put on its feed, with the *same* codecs the
 gateway decodes with (device role):
 
 * ASTERIX (drivers/asterix): per scan one datagram (or a few) with a CAT034
-  north marker, CAT048 target reports of the radar (ρ, θ, 3-D height, track
-  number, ground speed/heading) and CAT062 system tracks of the ship's SDPS
-  (WGS-84 position, altitude, velocity, I062/500 accuracies); a CAT065 SDPS
-  status every second.
+  north marker, CAT048 target reports of the radar (I048/020 single PSR
+  detection, ρ, θ, 3-D height, track number, ground speed/heading) and CAT062
+  system tracks of the ship's SDPS (WGS-84 position, altitude, velocity,
+  I062/500 accuracies); a CAT065 SDPS status every second. Every item is
+  within the standard's range or omitted (docs/icd/asterix.md, "What the
+  emulator sends"): a ballistic target above I062/130's 150,000 ft carries
+  its height in I062/340 HEIGHT.
 * NMEA 0183 (drivers/nmea): GGA, VTG, HDT and PASHR of the own ship at
   ``nmea_hz``, to its own UDP destination.
 
@@ -86,11 +89,16 @@ __all__ = ["FrigateModel", "ShipMotion", "main", "start_frigate_emulator"]
 
 DEG = math.pi / 180.0
 _KR2 = 2.0 * (4.0 / 3.0) * 6_371_008.8  # 2kR of the 4/3-Earth radar horizon (Skolnik §8.2)
-#: Item limits of the wire (docs/icd/asterix.md): I048/040 RHO u16 of 1/256 NM,
-#: I048/110 and I062/130 s14/s16 of 25 / 6.25 ft.
+#: Item limits (docs/icd/asterix.md, "What the emulator sends"): the standard's
+#: range where it gives one (CAT062 ed. 1.21 I062/130: -1,500..150,000 ft), else
+#: the field width: I048/040 RHO u16 of 1/256 NM, I048/110 s14 of 25 ft, I048/200
+#: GSP u16 of 2^-14 NM/s, I062/185 s16 of 0.25 m/s, I062/340 HEIGHT s16 of 25 ft.
 MAX_RHO_M = 65535 / 256 * 1852.0
 MAX_3DH_M = 8191 * 25 * 0.3048
-MAX_GEO_ALT_M = 32767 * 6.25 * 0.3048
+GEO_ALT_RANGE_M = (-1500 * 0.3048, 150_000 * 0.3048)
+MAX_HEIGHT_340_M = 32767 * 25 * 0.3048
+MAX_GSP_MPS = 65535 / 2**14 * 1852.0
+MAX_V062_MPS = 8191.75
 RECORDS_PER_DATAGRAM = 60
 STATUS_PERIOD_S = 1.0
 
@@ -250,12 +258,20 @@ class FrigateModel:
         gs_m = abs(gs + n[3] * c.sigma_speed_mps)
         hdg_m = math.atan2(ve, vn) + n[4] * c.sigma_speed_mps / max(gs, c.sigma_speed_mps)
         tn = self.track_no[r]
-        plot = TargetReport048(c.sac, c.sic, t_ns, rho, theta, height, tn, gs_m, hdg_m % (2 * math.pi))
+        # I048/200 omitted (not wrapped, not the whole record skipped) beyond GSP's 4 NM/s.
+        speed = (gs_m, hdg_m % (2 * math.pi)) if gs_m < MAX_GSP_MPS * 0.99 else (None, None)
+        plot = TargetReport048(c.sac, c.sic, t_ns, rho, theta, height, tn, *speed)
         # The SDPS track: truth + noise with the accuracies it reports (I062/500).
         s_xy = max(c.sigma_range_m, pol[0] * c.sigma_angle_mrad * 1e-3) * 0.5
         dlat = n[5] * s_xy / 6_371_000.0
         dlon = n[6] * s_xy / (6_371_000.0 * max(math.cos(lat), 1e-6))
         geo = h + n[7] * 30.0  # within the 50 m the gateway assumes for I062/130 (no I062/500 AGA read)
+        # Above I062/130's 150,000 ft (a ballistic target) the altitude goes in
+        # I062/340 HEIGHT instead, and I062/080 SRC says "no source" for I062/130.
+        in_130 = GEO_ALT_RANGE_M[0] <= geo <= GEO_ALT_RANGE_M[1]
+        vx = ve + rng.standard_normal() * c.sigma_speed_mps
+        vy = vn + rng.standard_normal() * c.sigma_speed_mps
+        has_v = max(abs(vx), abs(vy)) < MAX_V062_MPS
         track = SystemTrack062(
             sac=c.sac,
             sic=c.sic + 1,
@@ -263,10 +279,11 @@ class FrigateModel:
             t_ns=t_ns,
             lat_rad=lat + dlat,
             lon_rad=lon + dlon,
-            vx_mps=ve + rng.standard_normal() * c.sigma_speed_mps,
-            vy_mps=vn + rng.standard_normal() * c.sigma_speed_mps,
-            geo_alt_m=geo if abs(geo) < MAX_GEO_ALT_M * 0.99 else None,
-            flight_level_m=None if abs(geo) < MAX_GEO_ALT_M * 0.99 else geo,
+            vx_mps=vx if has_v else None,
+            vy_mps=vy if has_v else None,
+            geo_alt_m=geo if in_130 else None,
+            altitude_source=2 if in_130 else 0,  # I062/080 SRC 2: 3-D radar
+            measured_height_m=geo if not in_130 and abs(geo) < MAX_HEIGHT_340_M else None,
             sigma_x_m=min(s_xy, 32000.0),
             sigma_y_m=min(s_xy, 32000.0),
             sigma_vx_mps=min(c.sigma_speed_mps, 63.0),

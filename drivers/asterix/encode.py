@@ -27,6 +27,26 @@ def _raw(value: float, k: float, bits: int, signed: bool, field: str) -> int:
     return r & ((1 << bits) - 1)
 
 
+#: Ranges the standard gives beyond the field width (CAT062 ed. 1.21, asterix-specs
+#: ``cat-1.21.ast``), in the item's own unit: I062/130 in ft, I062/136 in FL.
+I062_130_FT = (-1500.0, 150000.0)
+I062_136_FL = (-15.0, 1500.0)
+
+
+#: I048/020 first octet as libasterix's 7 data bits: TYP(3) SIM RDP SPI RAB.
+_I048_020_PSR = 1 << 4
+
+
+def _within(value: float, limits: tuple[float, float], field: str, item: str) -> float:
+    """``value`` if the standard's range of ``item`` holds it, else LocalProtocolError."""
+    lo, hi = limits
+    if not lo - 1e-9 <= value <= hi + 1e-9:  # slack for the m -> ft/FL division only
+        raise LocalProtocolError(
+            f"{field}: {item} holds {lo:g}..{hi:g}, not {value:g} (omit the item)", field=field, value=value
+        )
+    return value
+
+
 def _angle(value: float, k: float, bits: int) -> int:
     # Azimuths and headings wrap (0..360° maps onto the whole unsigned field).
     return round((value % (2 * math.pi)) / k) % (1 << bits)
@@ -54,6 +74,7 @@ class Encoder:
             "v": lsb(s62, "185", "VX"),
             "fl": lsb(s62, "136") * FL_M,
             "alt": lsb(s62, "130") * FT_M,
+            "hei": lsb(s62, "340", "HEIGHT") * FT_M,
             "apc": lsb(s62, "500", "APC", "X"),
             "atv": lsb(s62, "500", "ATV", "X"),
         }
@@ -101,8 +122,10 @@ class Encoder:
                 ("VY", _raw(ev.vy_mps, k["v"], 16, True, "vy_mps")),
             )
         if ev.flight_level_m is not None:
+            _within(ev.flight_level_m / FL_M, I062_136_FL, "flight_level_m", "I062/136")
             items["136"] = _raw(ev.flight_level_m, k["fl"], 16, True, "flight_level_m")
         if ev.geo_alt_m is not None:
+            _within(ev.geo_alt_m / FT_M, I062_130_FT, "geo_alt_m", "I062/130")
             items["130"] = _raw(ev.geo_alt_m, k["alt"], 16, True, "geo_alt_m")
         acc: dict[str, Any] = {}
         if ev.sigma_x_m is not None or ev.sigma_y_m is not None:
@@ -117,10 +140,18 @@ class Encoder:
             )
         if acc:
             items["500"] = acc
-        # I062/080 as FX groups of 7 data bits: CNF is bit 1 of group 1; SIM, TSE
-        # bits 7, 6 of group 2; CST bit 7 of group 4 (CAT062 ed. 1.21 §5.2.12).
+        if ev.measured_height_m is not None:
+            # I062/340 HEIGHT: the 3-D radar's measured height, s16 of 25 ft with no
+            # range of its own in the standard (ballistic targets above I062/130's).
+            items["340"] = {"HEIGHT": _raw(ev.measured_height_m, k["hei"], 16, True, "measured_height_m")}
+        # I062/080 as FX groups of 7 data bits: group 1 is MON SPI MRH SRC(3) CNF;
+        # SIM, TSE bits 7, 6 of group 2; CST bit 7 of group 4 (CAT062 ed. 1.21).
+        # MRH (geometric altitude more reliable) when I062/130 is sent; SRC names
+        # I062/130's source, 0 ("no source") when it is absent (ed. 1.21 I062/080
+        # notes 18-19).
+        src = ev.altitude_source if ev.geo_alt_m is not None else 0
         groups = [
-            0x01 if ev.tentative else 0,
+            (0x10 if ev.geo_alt_m is not None else 0) | (src << 1) | (0x01 if ev.tentative else 0),
             (0x40 if ev.simulated else 0) | (0x20 if ev.ended else 0),
             0,
             0,
@@ -136,6 +167,9 @@ class Encoder:
         items: dict[str, Any] = {
             "010": _sac_sic(ev.sac, ev.sic),
             "140": timeofday.to_raw(ev.t_ns),
+            # I048/020 (mandatory, CAT048 ed. 1.32): one octet, TYP=1 "single PSR
+            # detection" (the emulated radar is a primary 3-D radar), SIM RDP SPI RAB 0.
+            "020": (_I048_020_PSR,),
             "040": (
                 ("RHO", _raw(ev.range_m, k["rho"], 16, False, "range_m")),
                 ("THETA", _angle(ev.azimuth_rad, k["theta"], 16)),

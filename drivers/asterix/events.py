@@ -40,6 +40,8 @@ SYSTEM_TRACK_DTYPE = np.dtype(
         ("coasting", "?"),
         ("ended", "?"),
         ("simulated", "?"),
+        ("measured_height_m", "f8"),
+        ("altitude_source", "u1"),
     ]
 )
 
@@ -75,6 +77,13 @@ class SystemTrack062:
     (FL x 100 ft). ``geo_alt_m``: I062/130, WGS-84 geometric altitude.
     ``sigma_*``: I062/500 APC and ATV (1-sigma). Flags from I062/080:
     ``tentative`` (CNF), ``coasting`` (CST), ``ended`` (TSE), ``simulated`` (SIM).
+    ``measured_height_m``: I062/340 HEIGHT, the last 3-D radar height (the one
+    height item CAT062 allows above I062/130's 150,000 ft). ``altitude_source``:
+    I062/080 SRC, the source of I062/130 (0 no source, 2 3-D radar, ...).
+
+    The standard's ranges are checked on encoding (CAT062 ed. 1.21): I062/130
+    within -1,500..150,000 ft, I062/136 within FL -15..1,500; a value outside
+    is a LocalProtocolError, so the sender omits the item instead.
     """
 
     sac: int
@@ -97,9 +106,12 @@ class SystemTrack062:
     coasting: bool = False
     ended: bool = False
     simulated: bool = False
+    measured_height_m: float | None = None
+    altitude_source: int = 0
 
     def __post_init__(self) -> None:
         for name in (
+            "measured_height_m",
             "lat_rad",
             "lon_rad",
             "x_m",
@@ -120,6 +132,10 @@ class SystemTrack062:
             raise LocalProtocolError("x_m and y_m go together (I062/100)", field="x_m")
         if (self.vx_mps is None) != (self.vy_mps is None):
             raise LocalProtocolError("vx_mps and vy_mps go together (I062/185)", field="vx_mps")
+        if not 0 <= self.altitude_source <= 7:
+            raise LocalProtocolError(
+                "altitude_source is I062/080 SRC (0..7)", field="altitude_source", value=self.altitude_source
+            )
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,6 +93,9 @@ class Cat062Reader:
         self.f105, self.f100, self.f185 = f["105"], f["100"], f["185"]
         self.f136, self.f130, self.f500 = f["136"], f["130"], f["500"]
         self.rule500 = layout.rules[self.f500 - 1]
+        self.f340 = f["340"]
+        self.rule340 = layout.rules[self.f340 - 1]
+        self.k_hei = lsb(spec, "340", "HEIGHT") * FT_M
         self.k_lat = lsb(spec, "105", "LAT") * DEG
         self.k_xy = lsb(spec, "100", "X")
         self.k_v = lsb(spec, "185", "VX")
@@ -113,7 +116,7 @@ class Cat062Reader:
         sac, sic = _2U8.unpack_from(buf, pos[self.f010])
         trk = _U16.unpack_from(buf, pos[self.f040])[0]
         t_ns = _time(buf, pos[self.f070], t_rx_ns, "070")
-        lat = lon = x = y = vx = vy = fl = alt = sx = sy = svx = svy = NAN
+        lat = lon = x = y = vx = vy = fl = alt = sx = sy = svx = svy = hei = NAN
         if o105 is not None:
             la, lo = _2S32.unpack_from(buf, o105)
             lat, lon = la * self.k_lat, lo * self.k_lat
@@ -138,6 +141,11 @@ class Cat062Reader:
             if 5 in sub:
                 a, b = _2U8.unpack_from(buf, sub[5])
                 svx, svy = a * self.k_atv, b * self.k_atv
+        o = pos.get(self.f340)
+        if o is not None:
+            sub = compound_offsets(buf, o, self.rule340)
+            if 2 in sub:  # HEIGHT is sub-FRN 3 of I062/340 (SID, POS, HEIGHT, MDC, MDA, TYP)
+                hei = _S16.unpack_from(buf, sub[2])[0] * self.k_hei
         # I062/080 octet 1: MON SPI MRH SRC(3) CNF FX; octet 2: SIM TSE TSB FPC AFF STP KOS FX;
         # octet 3: AMA MD4(2) ME MI MD5(2) FX; octet 4: CST PSR SSR MDS ADS SUC AAC FX.
         o = pos[self.f080]
@@ -166,6 +174,8 @@ class Cat062Reader:
             bool(s4 & 0x80),
             bool(s2 & 0x40),
             bool(s2 & 0x80),
+            hei,
+            (s1 >> 2) & 0x07,  # SRC: source of I062/130
         )
 
 

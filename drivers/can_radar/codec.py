@@ -50,6 +50,12 @@ __all__ = ["CanRadarCodec", "CanRadarEvent", "unwrap_us"]
 CanRadarEvent: TypeAlias = TrackReportBatch | Status | Rejected
 
 _RAW_LIMIT = 512
+_CLASSIC_KINDS = frozenset(
+    {FrameKind.TRK_POS, FrameKind.TRK_VEL, FrameKind.TRK_RATE, FrameKind.TRK_ACC, FrameKind.TRK_TIME}
+) | {FrameKind.STATUS}
+_FD_KINDS = frozenset({FrameKind.FD_TRACK, FrameKind.FD_STATUS})
+_STATES = frozenset(int(s) for s in SensorState)
+_MAX_TIME_US = (2**63 - 1) // 1000
 _PART_WORDS = 1  # each classic part is one 64-bit word
 _CEIL_SLACK = 1e-6  # as the serial ICD: a value already on an LSB re-encodes to it
 
@@ -73,8 +79,12 @@ class CanRadarCodec:
     """Sans-I/O codec of the CAN radar ICD (classic and FD).
 
     ``sensor_id`` labels decoded batches (CAN frames carry no sensor id: one
-    radar per bus, or per ``id_offset``). ``fd`` picks the encoding of the
-    device role; the gateway role decodes both. ``id_offset`` is added to every
+    radar per bus, or per ``id_offset``). ``fd`` picks the frame format of
+    both roles (ICD §3): the device role encodes it, and the gateway role
+    accepts only it. A frame whose id belongs to the other format's DBC, or
+    whose FD flag disagrees with ``fd``, is dropped as ``wrong_format``; an id
+    in neither DBC as ``unknown_id``: a radar never takes another device's
+    frames for its own (issue 14). ``id_offset`` is added to every
     arbitration id of the DBC (ICD §3: several radars on one bus).
     ``reassembly_timeout_ns`` and ``reorder_window`` tune the classic join
     (ICD §4.4).
@@ -100,7 +110,11 @@ class CanRadarCodec:
         self.fd = fd
         self.id_offset = id_offset
         self._label = f"can radar {sensor_id}"
-        self._kinds = {fid + id_offset: kind for fid, kind in KIND_BY_ID.items()}
+        mine = _FD_KINDS if fd else _CLASSIC_KINDS
+        self._kinds = {fid + id_offset: kind for fid, kind in KIND_BY_ID.items() if kind in mine}
+        #: Ids of the other frame format: known, but not this radar's (``wrong_format``).
+        self._other = {fid + id_offset for fid, kind in KIND_BY_ID.items() if kind not in mine}
+        self._format = "CAN FD" if fd else "classic CAN"
         self._lengths = {fid + id_offset: LAYOUTS[fid].length for fid in KIND_BY_ID}
         self._join = Reassembler(
             timeout_ns=reassembly_timeout_ns,
@@ -119,10 +133,11 @@ class CanRadarCodec:
         return self._join.pending
 
     def receive_frame(
-        self, arbitration_id: int, data: bytes, timestamp_ns: int, is_fd: bool = False
+        self, arbitration_id: int, data: bytes, timestamp_ns: int, is_fd: bool | None = None
     ) -> list[CanRadarEvent]:
-        """One frame; see :meth:`receive_frames`."""
-        return self.receive_frames([CanFrame(arbitration_id, data, is_fd, False, timestamp_ns)])
+        """One frame (``is_fd`` None: in this codec's format); see :meth:`receive_frames`."""
+        fd = self.fd if is_fd is None else is_fd
+        return self.receive_frames([CanFrame(arbitration_id, data, fd, False, timestamp_ns)])
 
     def receive_frames(self, frames: Iterable[CanFrame]) -> list[CanRadarEvent]:
         """Decode frames: rejections and statuses in arrival order, then track batches."""
@@ -132,13 +147,13 @@ class CanRadarCodec:
         events: list[CanRadarEvent] = []
         fd_frames: list[bytes] = []
         fd_ts: list[int] = []
-        kinds, lengths = self._kinds, self._lengths
+        kinds, lengths, fd = self._kinds, self._lengths, self.fd
         add = join.add
         for frame in frames:
             fid, data, ts = frame.arbitration_id, frame.data, frame.timestamp_ns
             kind = kinds.get(fid)
-            if kind is None or frame.is_extended:
-                events.append(self._reject("unknown_id", f"arbitration id 0x{fid:X} is not in the DBC", data))
+            if kind is None or frame.is_extended or bool(frame.is_fd) is not fd:
+                events.append(self._foreign(frame))
                 continue
             if len(data) != lengths[fid]:
                 events.append(
@@ -164,6 +179,19 @@ class CanRadarCodec:
         if fd_frames:
             events.extend(self._decode_fd(fd_frames))
         return events
+
+    def _foreign(self, frame: CanFrame) -> Rejected:
+        """Why a frame is not this radar's: ``unknown_id`` or ``wrong_format`` (ICD §3)."""
+        fid = frame.arbitration_id
+        if frame.is_extended or (fid not in self._kinds and fid not in self._other):
+            ext = " (29-bit)" if frame.is_extended else ""
+            return self._reject("unknown_id", f"arbitration id 0x{fid:X}{ext} is not in the DBC", frame.data)
+        got = "CAN FD" if frame.is_fd else "classic CAN"
+        other = "classic" if self.fd else "CAN FD"
+        what = f"a {got} frame" if fid in self._kinds else f"an id of the {other} DBC"
+        return self._reject(
+            "wrong_format", f"id 0x{fid:X} is {what}; this radar is configured for {self._format}", frame.data
+        )
 
     def expire(self, now_ns: int) -> list[Rejected]:
         """Drop classic reports still incomplete after the time-out (call when the bus is idle)."""
@@ -195,9 +223,12 @@ class CanRadarCodec:
         out = np.empty(n, dtype=TRACK_BATCH_DTYPE)
         out["sensor_track_id"] = raw["TrackId"]
         out["sequence"] = raw["Counter"]
-        out["sensor_time_ns"] = time_us * 1000
+        # A receive time near the ends of int64 (a replayed recording's, say)
+        # can unwrap to a time ns cannot hold: the row is dropped, not wrapped.
+        time_bad = (time_us < 0) | (time_us > _MAX_TIME_US)
+        out["sensor_time_ns"] = np.where(time_bad, 0, time_us) * 1000
         blobs = [d for d, _ in done]
-        return self._finish(out, raw, sig, blobs)
+        return self._finish(out, raw, sig, blobs, time_bad)
 
     def _decode_fd(self, datas: list[bytes]) -> list[CanRadarEvent]:
         words = stack_frames(datas, FD_TRACK)
@@ -214,12 +245,13 @@ class CanRadarCodec:
         raw: dict[str, npt.NDArray[np.int64]],
         sig: dict[str, SignalLayout],
         blobs: list[bytes],
+        time_bad: npt.NDArray[np.bool_] | None = None,
     ) -> list[CanRadarEvent]:
         """Scale to SI, check every ICD rule per row, split off the bad rows."""
         rates_valid = raw["RatesValid"] != 0
         out["rates_valid"] = rates_valid
         out["coasting"] = raw["Coasting"] != 0
-        bad = np.zeros(len(out), dtype=bool)
+        bad = np.zeros(len(out), dtype=bool) if time_bad is None else time_bad.copy()
         for name in ("SensorTime", "Quality"):
             if name in sig:
                 bad |= sig[name].out_of_range(raw[name])
@@ -239,6 +271,16 @@ class CanRadarCodec:
         events: list[CanRadarEvent] = []
         good = ~bad
         for i in np.flatnonzero(bad).tolist():
+            if time_bad is not None and time_bad[i]:
+                events.append(
+                    self._reject(
+                        "range",
+                        f"track {int(raw['TrackId'][i])} MeasTimeUs {int(raw['MeasTimeUs'][i])} unwraps "
+                        "to a time outside int64 ns (ICD §4.3)",
+                        blobs[i],
+                    )
+                )
+                continue
             events.append(self._row_rejection(i, raw, sig, rates_valid, blobs[i]))
         if good.any():
             events.append(TrackReportBatch(self.sensor_id, out[good]))
@@ -295,16 +337,24 @@ class CanRadarCodec:
             time_ns, uptime = raw["SensorTime"], raw["Uptime"]
         if time_ns < 0:
             return self._reject("range", f"status sensor time {time_ns} ns is negative", data)
-        return Status(
-            sensor_time_ns=time_ns,
-            state=SensorState(raw["State"]),
-            time_sync_locked=bool(raw["TimeLocked"]),
-            radiating=bool(raw["Radiating"]),
-            track_count=raw["TrackCount"],
-            uptime_s=uptime,
-            fault_code=raw["FaultCode"],
-            sensor_id=self.sensor_id,
-        )
+        if raw["State"] not in _STATES:
+            # Not SensorState(raw): a wire byte outside the enum is the peer's error, not ours.
+            return self._reject("range", f"status State {raw['State']} is not a SensorState (ICD §4.2)", data)
+        try:
+            return Status(
+                sensor_time_ns=time_ns,
+                state=SensorState(raw["State"]),
+                time_sync_locked=bool(raw["TimeLocked"]),
+                radiating=bool(raw["Radiating"]),
+                track_count=raw["TrackCount"],
+                uptime_s=uptime,
+                fault_code=raw["FaultCode"],
+                sensor_id=self.sensor_id,
+            )
+        except LocalProtocolError as exc:
+            # The event refuses a value the peer sent (e.g. a time past int64):
+            # remote garbage, handed back as a drop like any other (hilgw/errors.py).
+            return self._reject("range", f"status {exc}", data)
 
     def _reject(self, reason: str, what: str, raw: bytes) -> Rejected:
         return Rejected(RemoteProtocolError(f"{self._label}: {what}", reason=reason), raw[:_RAW_LIMIT])

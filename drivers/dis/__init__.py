@@ -5,6 +5,7 @@ from drivers.dis.entity_state import (
     ESPDU_FIXED_LEN,
     DisCodec,
     EntityState,
+    dead_reckoning_for,
     resolve_timestamp,
     timestamp_raw,
 )
@@ -14,6 +15,7 @@ __all__ = [
     "ESPDU_FIXED_LEN",
     "DisCodec",
     "EntityState",
+    "dead_reckoning_for",
     "resolve_timestamp",
     "timestamp_raw",
 ]

@@ -73,7 +73,8 @@ class EntityState:
     velocity_mps: Vec3 = (0.0, 0.0, 0.0)
     orientation_rad: Vec3 = (0.0, 0.0, 0.0)
     appearance: int = 0
-    dead_reckoning_algorithm: int = 1  # 1 = static/other (DRM Other), 2 = DRM(F,P,W)...
+    #: None (encoding only): chosen from the motion by :func:`dead_reckoning_for`.
+    dead_reckoning_algorithm: int | None = None
     dead_reckoning_other: bytes = bytes(15)
     dr_linear_acceleration_mps2: Vec3 = (0.0, 0.0, 0.0)
     dr_angular_velocity_radps: Vec3 = (0.0, 0.0, 0.0)
@@ -95,6 +96,28 @@ class EntityState:
     @property
     def timestamp_absolute(self) -> bool:
         return bool(self.timestamp_raw & 1)
+
+
+#: Dead-reckoning algorithms, IEEE 1278.1-2012 Annex E (Table E.1): 1 Static,
+#: 2 DRM(F,P,W) constant velocity, 4 DRM(R,V,W) constant acceleration and rotation.
+DRM_STATIC, DRM_FPW, DRM_RVW = 1, 2, 4
+
+
+def dead_reckoning_for(ev: EntityState) -> int:
+    """The algorithm an ESPDU should carry for its motion (IEEE 1278.1 Annex E).
+
+    An explicit ``dead_reckoning_algorithm`` wins. Otherwise: RVW when an
+    acceleration or angular velocity is given (a receiver extrapolating with
+    FPW would drop them), FPW for a moving entity, Static only for one whose
+    velocity is zero too (a receiver does not move a Static entity at all).
+    """
+    if ev.dead_reckoning_algorithm is not None:
+        return ev.dead_reckoning_algorithm
+    if any(ev.dr_linear_acceleration_mps2) or any(ev.dr_angular_velocity_radps):
+        return DRM_RVW
+    if any(ev.velocity_mps):
+        return DRM_FPW
+    return DRM_STATIC
 
 
 def timestamp_raw(t_ns: int, absolute: bool = True) -> int:
@@ -245,7 +268,7 @@ class DisCodec:
             ("appearance", ev.appearance, 32),
             ("capabilities", ev.capabilities, 32),
             ("timestamp_raw", ev.timestamp_raw, 32),
-            ("dead_reckoning_algorithm", ev.dead_reckoning_algorithm, 8),
+            ("dead_reckoning_algorithm", dead_reckoning_for(ev), 8),
             ("marking_charset", ev.marking_charset, 8),
             ("pdu_status", ev.pdu_status, 8),
         ):
@@ -302,7 +325,7 @@ class DisCodec:
             *ev.location_m,
             *ev.orientation_rad,
             ev.appearance,
-            ev.dead_reckoning_algorithm,
+            dead_reckoning_for(ev),
             ev.dead_reckoning_other,
             *ev.dr_linear_acceleration_mps2,
             *ev.dr_angular_velocity_radps,

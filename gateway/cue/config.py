@@ -82,6 +82,9 @@ class CueRulesConfig(_Model):
     max_track_age_s: float = Field(default=2.0, gt=0)
     #: The whole picture older than this (no TrackBatch received) ends every cue.
     max_picture_age_s: float = Field(default=2.0, gt=0)
+    #: A track fed only by low-trust sources (a partner's assessments,
+    #: docs/partners.md §6) is a candidate only when this is true.
+    allow_low_trust_only: bool = False
 
 
 class TimeSyncConfig(_Model):

@@ -67,6 +67,12 @@ def _track_reason(rules: CueRulesConfig, track: track_pb2.SystemTrack, batch_tim
         return "category"
     if batch_time_ns - track.last_update_time_ns > rules.max_track_age_s * 1e9:
         return "track_stale"
+    if (
+        not rules.allow_low_trust_only
+        and track.contributors
+        and all(c.markings.low_trust for c in track.contributors)
+    ):
+        return "low_trust_only"  # only a partner's word for it (docs/partners.md §6)
     return None
 
 

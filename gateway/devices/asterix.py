@@ -161,7 +161,7 @@ class AsterixDriver(DeviceDriver):
                 stats.frames_in += 1
                 stats.drop(ev.reason)
                 stats.last_error = str(ev.error)
-                log.warning("%s: %s", self.config.id, ev.error)
+                self.drop_log.drop(ev.reason, ev.error)
             elif isinstance(ev, ServiceMessage034 | ServiceMessage065):
                 stats.frames_in += 1
                 self._service(ev, t_rx)

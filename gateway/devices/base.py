@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ import numpy.typing as npt
 
 from gateway.bus import Topic
 from gateway.config import DeviceConfig
+from gateway.devices.droplog import DropLog
 from gateway.fusion.api import ReportArrays
 from gateway.health import DeviceStats
 from gateway.transports.base import DatagramTransport
@@ -61,6 +63,8 @@ class DeviceDriver:
     def __init__(self, config: DeviceConfig, ctx: DriverContext) -> None:
         self.config = config
         self.ctx = ctx
+        #: Drop log lines, at most one per reason per minute (counts stay in ctx.stats).
+        self.drop_log = DropLog(logging.getLogger(type(self).__module__), config.id)
         self._loss_transport: DatagramTransport | None = None
         self._transport_lost = 0
 

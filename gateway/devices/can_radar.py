@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 from drivers.base import Rejected, Role
 from drivers.can_radar import CanFrame, CanRadarCodec, Status, TrackReportBatch
-from gateway.config import DeviceConfig
+from gateway.config import CanTransportConfig, DeviceConfig
 from gateway.devices.base import DriverContext, RawFrame
 from gateway.devices.radar import PolarRadarDriver
 from gateway.fusion.api import SensorGeometry
@@ -168,6 +168,8 @@ class CanRadarDriver(PolarRadarDriver):
         return CanRadarCodec(
             Role.GATEWAY,
             sensor_id=self.config.wire_sensor_id or 0,
+            # The codec takes only the bus's frame format (ICD §3, issue 14).
+            fd=isinstance(t := self.config.transport, CanTransportConfig) and t.fd,
             id_offset=self.config.can_id_offset,
         )
 
@@ -248,7 +250,7 @@ class CanRadarDriver(PolarRadarDriver):
         elif isinstance(event, Rejected):
             stats.drop(event.reason)
             stats.last_error = str(event.error)
-            log.debug("%s: %s", self.config.id, event.error)
+            self.drop_log.drop(event.reason, event.error)
 
     def _link_increments(self, transport: FrameTransport) -> dict[str, int]:
         """Transport counters gone up since the last record (the reader thread writes them)."""

@@ -250,7 +250,7 @@ class LauncherDriver(DeviceDriver):
         elif isinstance(event, Rejected):
             stats.drop(event.reason)
             stats.last_error = str(event.error)
-            log.warning("%s: %s", self.config.id, event.error)
+            self.drop_log.drop(event.reason, event.error)
 
     def _sync_counters(self, transport: FrameTransport) -> None:
         counters = transport.counters

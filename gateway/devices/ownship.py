@@ -304,7 +304,7 @@ class NmeaDriver(DeviceDriver):
                 stats.drop(ev.reason)
                 stats.last_error = str(ev.error)
                 if ev.reason != "unknown_sentence":  # other sentences are ordinary NMEA traffic
-                    log.warning("%s: %s", self.config.id, ev.error)
+                    self.drop_log.drop(ev.reason, ev.error)
                 continue
             before = self.store.fixes_invalid
             late = self.store.samples_out_of_order

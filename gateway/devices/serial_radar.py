@@ -75,7 +75,7 @@ class SerialRadarDriver(PolarRadarDriver):
             stats.frames_in += 1
             stats.drop(event.reason)
             stats.last_error = str(event.error)
-            log.warning("%s: %s", self.config.id, event.error)
+            self.drop_log.drop(event.reason, event.error)
 
     def _count_gaps(self, seq: np.ndarray) -> None:
         """Count frames lost upstream from the u32 wire sequence (ICD §6.2).

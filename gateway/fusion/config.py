@@ -13,7 +13,10 @@ from hilgw.errors import ConfigError
 
 MODEL_NCV = "ncv"
 MODEL_BALLISTIC = "ballistic"
-KNOWN_MODELS = (MODEL_NCV, MODEL_BALLISTIC)
+MODEL_MANOEUVRE = "manoeuvre"
+KNOWN_MODELS = (MODEL_NCV, MODEL_BALLISTIC, MODEL_MANOEUVRE)
+ASSOC_JPDA = "jpda"
+ASSOC_GNN = "gnn"
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,12 +25,17 @@ class FusionConfig:
 
     Motion models
       ``models``: the IMM model set, any of ``"ncv"`` (nearly-constant velocity,
-      air targets) and ``"ballistic"`` (gravity + small process noise). One
-      model means a plain EKF, no mixing.
-      ``q_ncv`` / ``q_ballistic``: white-noise acceleration power spectral
-      density [m²/s³] of each model (Bar-Shalom, Li & Kirubarajan 2001, §6.2.2).
-      ``imm_switch_rate_hz``: rate of model switching; the Markov matrix for a
-      step of dt is p_stay = exp(-rate·dt), spread evenly over the others.
+      air targets in straight flight), ``"ballistic"`` (gravity + small
+      process noise) and ``"manoeuvre"`` (NCV with a large process noise: a
+      turning or pulling target, BLK §11.7). One model means a plain EKF, no
+      mixing. The default holds all three, so one configuration serves air
+      and ballistic targets alike (figures: benchmarks/fusion/RESULTS.md).
+      ``q_ncv`` / ``q_ballistic`` / ``q_manoeuvre``: white-noise acceleration
+      power spectral density [m²/s³] of each model (Bar-Shalom, Li &
+      Kirubarajan 2001, §6.2.2).
+      ``imm_switch_rate_hz``: rate of leaving each model, one for all or one
+      per model; the Markov matrix for a step of dt is p_stay =
+      exp(-rate·dt), spread evenly over the others.
       ``imm_initial``: initial model probabilities (same order as ``models``).
 
     Gating and association
@@ -37,15 +45,31 @@ class FusionConfig:
       1-sigma position spread of a track plus of a report (k-d tree query).
       ``pregate_max_m``: upper bound of that radius, so one lost track cannot
       make the pre-gate quadratic.
+      ``t2t_gate_prob``: gate probability of a new sensor-track pairing
+      (6-D state difference); ``gate_prob`` is that of plots.
       ``t2t_persist_gate_prob``: looser gate a persistent sensor-track pairing
       must pass to be kept (track-to-track association).
+
+      ``association``: ``"jpda"`` (default) updates a track from every plot
+      in its gate, weighted by joint association probabilities (the
+      "cheap JPDA" of Fitzgerald 1990, computed on the sparse gate graph);
+      the hard global-nearest-neighbour assignment still decides which
+      plots count as hits and which start tracks. ``"gnn"`` updates from
+      the assigned plot only. Sensor tracks always use GNN.
+      ``p_detect``: detection probability assumed by the association weights.
+      ``clutter_density``: false plots per unit of measurement volume
+      (m·rad², range × azimuth × elevation) assumed by the weights; a range
+      rate adds ``clutter_range_rate_span_mps`` as a fourth extent.
 
     Initiation (plots)
       ``init_speed_sigma_mps``: 1-sigma of each velocity component of a track
       started from one plot (zero mean).
       ``init_suppress_prob``: a plot no track took starts no track when it
-      lies inside this (wider) gate of any track: it is most likely that
-      target's outlier, and a duplicate track would steal the next plots.
+      lies inside this (wider) gate of a track that took no plot of the
+      batch: it is most likely that target's outlier, and a duplicate track
+      would steal the next plots. A track that did take a plot has had its
+      one detection of the scan, so a second plot near it is another object
+      (closely spaced objects, a separating fragment) and starts a track.
       ``init_max_speed_mps``: velocity bound used to size the pre-gate of young
       tracks (kept as a hard cap of the velocity spread).
 
@@ -75,16 +99,22 @@ class FusionConfig:
       tracks; ``bias_gain`` is the smoothing gain of that estimate.
     """
 
-    models: tuple[str, ...] = (MODEL_NCV, MODEL_BALLISTIC)
-    q_ncv: float = 10.0
+    models: tuple[str, ...] = (MODEL_NCV, MODEL_BALLISTIC, MODEL_MANOEUVRE)
+    q_ncv: float = 0.5
     q_ballistic: float = 0.1
-    imm_switch_rate_hz: float = 0.05
-    imm_initial: tuple[float, ...] = (0.5, 0.5)
+    q_manoeuvre: float = 3000.0
+    imm_switch_rate_hz: float | tuple[float, ...] = 0.005
+    imm_initial: tuple[float, ...] = (0.45, 0.45, 0.1)
 
-    gate_prob: float = 0.9995
+    gate_prob: float = 0.99999
     pregate_sigmas: float = 6.0
     pregate_max_m: float = 50_000.0
+    t2t_gate_prob: float = 0.9995
     t2t_persist_gate_prob: float = 0.999999
+    association: str = ASSOC_GNN
+    p_detect: float = 0.8
+    clutter_density: float = 1e-5
+    clutter_range_rate_span_mps: float = 2000.0
 
     init_speed_sigma_mps: float = 2000.0
     init_suppress_prob: float = 0.9999999
@@ -113,7 +143,12 @@ class FusionConfig:
             raise ConfigError("fusion.models", f"{self.models!r} has a duplicate")
         if len(self.imm_initial) != len(self.models) or abs(sum(self.imm_initial) - 1.0) > 1e-6:
             raise ConfigError("fusion.imm_initial", f"{self.imm_initial!r}: one per model, summing to 1")
-        if not 0.0 < self.gate_prob < 1.0 or not 0.0 < self.t2t_persist_gate_prob < 1.0:
+        if self.association not in (ASSOC_JPDA, ASSOC_GNN):
+            raise ConfigError("fusion.association", f"{self.association!r}: must be 'jpda' or 'gnn'")
+        if not 0.0 < self.p_detect < 1.0:
+            raise ConfigError("fusion.p_detect", f"{self.p_detect!r}: must be in (0, 1)")
+        probs = (self.gate_prob, self.t2t_gate_prob, self.t2t_persist_gate_prob)
+        if not all(0.0 < p < 1.0 for p in probs):
             raise ConfigError("fusion.gate_prob", "gate probabilities must be in (0, 1)")
         if not 1 <= self.confirm_m <= self.confirm_n <= 62:
             raise ConfigError(
@@ -122,6 +157,9 @@ class FusionConfig:
         for name in (
             "q_ncv",
             "q_ballistic",
+            "q_manoeuvre",
+            "clutter_density",
+            "clutter_range_rate_span_mps",
             "init_speed_sigma_mps",
             "drop_after_s",
             "coast_after_s",
@@ -129,7 +167,12 @@ class FusionConfig:
         ):
             if getattr(self, name) <= 0.0:
                 raise ConfigError(f"fusion.{name}", f"{getattr(self, name)!r}: must be > 0")
-        for name in ("scan_window_s", "oos_lag_s", "imm_switch_rate_hz", "bias_gain"):
+        rates = self.imm_switch_rate_hz
+        if isinstance(rates, tuple) and len(rates) != len(self.models):
+            raise ConfigError("fusion.imm_switch_rate_hz", f"{rates!r}: one rate, or one per model")
+        if min(rates if isinstance(rates, tuple) else (rates,)) < 0.0:
+            raise ConfigError("fusion.imm_switch_rate_hz", f"{rates!r}: must be >= 0")
+        for name in ("scan_window_s", "oos_lag_s", "bias_gain"):
             if getattr(self, name) < 0.0:
                 raise ConfigError(f"fusion.{name}", f"{getattr(self, name)!r}: must be >= 0")
         if self.drop_misses < 1 or self.coast_misses < 1 or self.tentative_drop_misses < 1:

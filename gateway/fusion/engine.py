@@ -40,8 +40,9 @@ from gateway.fusion.api import (
     SensorGeometry,
     TrackArrays,
 )
-from gateway.fusion.config import MODEL_BALLISTIC, FusionConfig
+from gateway.fusion.config import ASSOC_JPDA, MODEL_BALLISTIC, MODEL_MANOEUVRE, FusionConfig
 from gateway.fusion.gating import IDX, gnn_assign, pregate
+from gateway.fusion.jpda import jpda_weights, mixture_update, model_likelihoods
 from gateway.fusion.kalman import covariance_intersection, ekf_update, innovation_cov, mahalanobis2
 from gateway.fusion.lifecycle import apply_misses, new_rows, rows_to_arrays, snapshot
 from gateway.fusion.measure import plot_dims, plot_residual, plot_to_state
@@ -94,7 +95,8 @@ class Engine:
         self._pending = ReportArrays.empty()
         self._dropped: list[TrackArrays] = []
         p = self.cfg.gate_prob
-        self.gate = {d: chi2_quantile(p, d) for d in (3, 4, 6)}
+        self.gate = {d: chi2_quantile(p, d) for d in (3, 4)}
+        self.gate[6] = chi2_quantile(self.cfg.t2t_gate_prob, 6)
         self.persist_gate = chi2_quantile(self.cfg.t2t_persist_gate_prob, 6)
         self.init_gate = {d: chi2_quantile(self.cfg.init_suppress_prob, d) for d in (3, 4, 6)}
         self._mu0 = np.asarray(self.cfg.imm_initial, dtype=np.float64)
@@ -183,6 +185,8 @@ class Engine:
                 xo[:, m], po[:, m] = predict_ballistic(
                     xm[:, m], Pm[:, m], dt, self.cfg.q_ballistic, self.accel
                 )
+            elif name == MODEL_MANOEUVRE:
+                xo[:, m], po[:, m] = predict_cv(xm[:, m], Pm[:, m], dt, self.cfg.q_manoeuvre)
             else:
                 xo[:, m], po[:, m] = predict_cv(xm[:, m], Pm[:, m], dt, self.cfg.q_ncv)
         return xo, po
@@ -270,36 +274,46 @@ class Engine:
         ok &= np.isfinite(d2)
         g = np.flatnonzero(ok)
         sel = g[gnn_assign(ti[g], rj[g], cost[g], miss)]
-        at, ar = ti[sel], rj[sel]
-        xm_a, Pm_a, mu_a = xm_p[sel], Pm_p[sel], st.mu[at]
-        loglik = np.empty((sel.size, st.n_models))
+        soft = plots and cfg.association == ASSOC_JPDA and g.size > 0
+        upd = g if soft else sel  # pairs whose per-model update is needed
+        xm_a, Pm_a = xm_p[upd], Pm_p[upd]
+        loglik = np.empty((upd.size, st.n_models))
+        ut, ur = ti[upd], rj[upd]
         for m in range(st.n_models):
             if plots:
                 nu, H, R = plot_residual(
-                    o, tl, xm_a[:, m], r.polar[ar], r.polar_sigma[ar], self.bias[s][None, :]
+                    o, tl, xm_a[:, m], r.polar[ur], r.polar_sigma[ur], self.bias[s][None, :]
                 )
                 xm_a[:, m], Pm_a[:, m], _, loglik[:, m] = ekf_update(xm_a[:, m], Pm_a[:, m], nu, H, R)
             else:
-                dx = r.x[ar] - xm_a[:, m]
-                Sm = Pm_a[:, m] + r.P[ar]
+                dx = r.x[ur] - xm_a[:, m]
+                Sm = Pm_a[:, m] + r.P[ur]
                 _, logdet = np.linalg.slogdet(Sm)
                 loglik[:, m] = -0.5 * (mahalanobis2(dx, Sm) + logdet)
-                xm_a[:, m], Pm_a[:, m], _ = covariance_intersection(xm_a[:, m], Pm_a[:, m], r.x[ar], r.P[ar])
-        if st.n_models > 1:
+                xm_a[:, m], Pm_a[:, m], _ = covariance_intersection(xm_a[:, m], Pm_a[:, m], r.x[ur], r.P[ur])
+        at, ar = ti[sel], rj[sel]
+        in_sel = np.searchsorted(upd, sel) if soft else np.arange(sel.size)
+        mu_a = st.mu[at]
+        if st.n_models > 1 and not soft:
             w = mu_a * np.exp(loglik - loglik.max(axis=1, keepdims=True))
             mu_a = w / w.sum(axis=1, keepdims=True)
         if plots and cfg.estimate_bias:
-            self._learn_bias(s, at, ar, r, xm_a, mu_a)
-        # Updated rows sit at their report's time: bring them to t_end;
-        # the others go from t0 to t_end.
-        dt_rest = np.full(n_old, (t_end - t0) * _NS)
-        dt_rest[at] = seconds(t_end - r.t_ns[ar])
-        if sel.size:
-            st.xm[at], st.Pm[at], st.mu[at] = xm_a, Pm_a, mu_a
-        if t_end != t0 and n_old:
-            st.xm[:n_old], st.Pm[:n_old] = self.predict_models(st.xm[:n_old], st.Pm[:n_old], dt_rest)
-        if sel.size or t_end != t0:
-            st.x[:n_old], st.P[:n_old] = imm_combine(st.xm[:n_old], st.Pm[:n_old], st.mu[:n_old])
+            self._learn_bias(s, at, ar, r, xm_a[in_sel], mu_a)
+        if soft:
+            chosen = np.zeros(upd.size, bool)
+            chosen[in_sel] = True
+            self._soft_update(r, t0, t_end, n_old, ut, ur, xm_a, Pm_a, loglik, chosen)
+        else:
+            # Updated rows sit at their report's time: bring them to t_end;
+            # the others go from t0 to t_end.
+            dt_rest = np.full(n_old, (t_end - t0) * _NS)
+            dt_rest[at] = seconds(t_end - r.t_ns[ar])
+            if sel.size:
+                st.xm[at], st.Pm[at], st.mu[at] = xm_a, Pm_a, mu_a
+            if t_end != t0 and n_old:
+                st.xm[:n_old], st.Pm[:n_old] = self.predict_models(st.xm[:n_old], st.Pm[:n_old], dt_rest)
+            if sel.size or t_end != t0:
+                st.x[:n_old], st.P[:n_old] = imm_combine(st.xm[:n_old], st.Pm[:n_old], st.mu[:n_old])
         self.t_store = t_end
 
         # Bookkeeping of the hits.
@@ -319,9 +333,13 @@ class Engine:
         # Unused reports start tracks.
         # A plot inside a wide gate of a track it did not get is that
         # target's plot lost to association, not a new target: no start.
+        # Only the wide gate of a track that took no plot suppresses: a track
+        # that took one has had its detection of this scan, so another plot
+        # near it is another object (CSO, a separating fragment).
         free = np.ones(len(r), bool)
         free[ar] = False
-        free[rj[near & np.isfinite(d2)]] = False
+        took = hit[ti] if plots else np.zeros(ti.size, bool)
+        free[rj[near & np.isfinite(d2) & ~took]] = False
         fr = np.flatnonzero(free)
         if fr.size:
             new_rows(
@@ -333,6 +351,63 @@ class Engine:
                 t_end,
                 confirmed=not plots and cfg.sensor_track_confirms,
             )
+
+    def _soft_update(
+        self,
+        r: ReportArrays,
+        t0: int,
+        t_end: int,
+        n_old: int,
+        ti: IDX,
+        rj: IDX,
+        xa: F64,
+        Pa: F64,
+        loglik: F64,
+        chosen: np.ndarray,
+    ) -> None:
+        """JPDA update of rows ``0 .. n_old-1`` from all gated plot pairs
+        (:mod:`gateway.fusion.jpda`): per-pair EKF updates ``xa``/``Pa`` at
+        each report's time, all brought to ``t_end`` and mixed per track.
+
+        Only confirmed (and coasting) tracks are updated softly. A tentative
+        track takes its GNN plot (``chosen``) alone and stays out of the
+        weights of the others: its wide gate would otherwise pull in every
+        neighbour's plot and smear it onto a settled neighbour."""
+        st = self.store
+        cfg = self.cfg
+        dims4 = plot_dims(r.polar[rj], r.polar_sigma[rj]) > 3
+        lam = cfg.clutter_density * np.where(dims4, cfg.clutter_range_rate_span_mps, 1.0)
+        # ln G_ijm = ln P_D + ln N_m(ν) - ln λ; the pair's G mixes the models
+        # with the track's predicted model probabilities. ekf_update's
+        # log-likelihood counts a 3-D plot's dummy fourth row as a unit
+        # Gaussian at 0: its -ln(2π)/2 is taken back here.
+        fix = np.where(dims4, 0.0, 0.5 * np.log(2.0 * np.pi)) - np.log(lam)
+        log_gm = np.log(cfg.p_detect) + loglik + fix[:, None]
+        mu = st.mu[:n_old]
+        lmu = np.log(np.maximum(mu[ti], 1e-300)) + log_gm
+        top = lmu.max(axis=1)
+        log_g = top + np.log(np.exp(lmu - top[:, None]).sum(axis=1))
+        b = 1.0 - cfg.p_detect
+        tent = st.status[ti] == STATUS_TENTATIVE
+        use = ~tent | chosen
+        ti, rj, xa, Pa, tent = ti[use], rj[use], xa[use], Pa[use], tent[use]
+        log_g, log_gm = log_g[use], log_gm[use]
+        sub = np.flatnonzero(~tent)
+        beta = np.ones(ti.size)
+        beta[sub], _ = jpda_weights(ti[sub], rj[sub], log_g[sub], n_old, len(r), b)
+        beta0 = np.clip(1.0 - np.bincount(ti, beta, n_old), 0.0, 1.0)
+        if st.n_models > 1:
+            ll = np.log(np.maximum(mu, 1e-300)) + model_likelihoods(ti, log_gm, n_old, b)
+            w = np.exp(ll - ll.max(axis=1, keepdims=True))
+            st.mu[:n_old] = w / w.sum(axis=1, keepdims=True)
+        dt_pair = seconds(t_end - r.t_ns[rj])
+        if np.any(dt_pair != 0.0):
+            xa, Pa = self.predict_models(xa, Pa, dt_pair)
+        x0, P0 = st.xm[:n_old], st.Pm[:n_old]
+        if t_end != t0 and n_old:
+            x0, P0 = self.predict_models(x0, P0, np.full(n_old, (t_end - t0) * _NS))
+        st.xm[:n_old], st.Pm[:n_old] = mixture_update(x0, P0, ti, xa, Pa, beta, beta0)
+        st.x[:n_old], st.P[:n_old] = imm_combine(st.xm[:n_old], st.Pm[:n_old], st.mu[:n_old])
 
     def _oos_batch(self, r: ReportArrays) -> None:
         """A batch older than the table: retrodicted plot updates, or sensor

@@ -17,12 +17,29 @@ the next ``recv()`` as :class:`TransportError`, so the supervisor sees the
 failure and restarts the device with a new bus. Error frames and bus-off
 events are counted in :attr:`CanTransport.counters`; frames the bounded
 buffer cannot take are dropped and counted there too (``queue_full``).
+
+``fd`` is passed to ``can.Bus`` both ways, never left to the interface's
+default: ``udp_multicast`` defaults to FD and would hand a classic radar
+every FD frame on its group (issue 14).
+
+``udp_multicast`` isolation: python-can binds every such bus to the wildcard
+address on one port (43113 unless ``options.port``), and Linux delivers a
+datagram to every socket bound there that joined *any* group, so two buses
+on two groups heard each other's frames. After opening we clear
+``IP_MULTICAST_ALL`` (``IPV6_MULTICAST_ALL``) on the bus's socket
+(ip(7): with it cleared the socket receives only the groups it joined
+itself), so a bus hears its own group only. Where that option does not
+exist (not Linux), :mod:`gateway.config` refuses two ``udp_multicast``
+devices on different groups of one port instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -36,10 +53,34 @@ from gateway.config import CanTransportConfig
 from gateway.transports.base import Transport
 from hilgw.errors import TransportError
 
-__all__ = ["CAN_ERR_BUSOFF", "CanTransport", "FrameTransport"]
+__all__ = ["CAN_ERR_BUSOFF", "MULTICAST_ISOLATION", "CanTransport", "FrameTransport", "isolate_multicast"]
 
 #: SocketCAN error class bit for bus-off in an error frame's id (linux/can/error.h).
 CAN_ERR_BUSOFF = 0x00000040
+#: linux/in.h IP_MULTICAST_ALL and linux/in6.h IPV6_MULTICAST_ALL (the socket module has neither).
+_IP_MULTICAST_ALL = 49
+_IPV6_MULTICAST_ALL = 29
+#: Whether a udp_multicast bus can be kept to its own group here (see the module docstring).
+MULTICAST_ISOLATION = sys.platform == "linux"
+
+
+def isolate_multicast(bus: can.BusABC) -> None:
+    """Make a ``udp_multicast`` bus receive only the group it joined (Linux, ip(7)).
+
+    Raises ``OSError`` if the socket refuses; does nothing for a bus without a
+    socket (``fileno() < 0``) or where the option does not exist.
+    """
+    if not MULTICAST_ISOLATION:
+        return
+    fd = bus.fileno()
+    if fd < 0:
+        return
+    # A second handle on the same socket: the option is set on the socket, not the handle.
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_MULTICAST_ALL, 0)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, _IP_MULTICAST_ALL, 0)
 
 
 class FrameTransport(Transport):
@@ -98,8 +139,7 @@ class CanTransport(FrameTransport):
             kw["channel"] = c.channel
         if c.bitrate is not None:
             kw["bitrate"] = c.bitrate
-        if c.fd:
-            kw["fd"] = True
+        kw["fd"] = c.fd  # explicit both ways: udp_multicast defaults to FD
         if c.data_bitrate is not None:
             kw["data_bitrate"] = c.data_bitrate
         if c.filters:
@@ -121,6 +161,15 @@ class CanTransport(FrameTransport):
             self._bus = await asyncio.to_thread(self._factory, **self.bus_kwargs())
         except (can.CanError, OSError, ValueError, ImportError, NotImplementedError) as exc:
             raise TransportError(f"{self.describe}: cannot open: {exc}") from exc
+        if self.config.interface == "udp_multicast":
+            try:
+                isolate_multicast(self._bus)
+            except OSError as exc:
+                bus, self._bus = self._bus, None
+                bus.shutdown()
+                raise TransportError(
+                    f"{self.describe}: cannot keep the bus to its own group (IP_MULTICAST_ALL): {exc}"
+                ) from exc
         self._thread = threading.Thread(
             target=self._read_loop, name=f"can-reader {self.describe}", daemon=True
         )

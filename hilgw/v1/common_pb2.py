@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15hilgw/v1/common.proto\x12\x08hilgw.v1\"h\n\tEcefState\x12\t\n\x01x\x18\x01 \x01(\x01\x12\t\n\x01y\x18\x02 \x01(\x01\x12\t\n\x01z\x18\x03 \x01(\x01\x12\n\n\x02vx\x18\x04 \x01(\x01\x12\n\n\x02vy\x18\x05 \x01(\x01\x12\n\n\x02vz\x18\x06 \x01(\x01\x12\x16\n\ncovariance\x18\x07 \x03(\x01\x42\x02\x10\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15hilgw/v1/common.proto\x12\x08hilgw.v1\"h\n\tEcefState\x12\t\n\x01x\x18\x01 \x01(\x01\x12\t\n\x01y\x18\x02 \x01(\x01\x12\t\n\x01z\x18\x03 \x01(\x01\x12\n\n\x02vx\x18\x04 \x01(\x01\x12\n\n\x02vy\x18\x05 \x01(\x01\x12\n\n\x02vz\x18\x06 \x01(\x01\x12\x16\n\ncovariance\x18\x07 \x03(\x01\x42\x02\x10\x01\"f\n\x08Markings\x12\x30\n\x0e\x63lassification\x18\x01 \x01(\x0e\x32\x18.hilgw.v1.Classification\x12\x15\n\rreleasable_to\x18\x02 \x03(\t\x12\x11\n\tlow_trust\x18\x03 \x01(\x08*\xcb\x01\n\x0e\x43lassification\x12\x1e\n\x1a\x43LASSIFICATION_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x43LASSIFICATION_UNCLASSIFIED\x10\x01\x12\x1d\n\x19\x43LASSIFICATION_RESTRICTED\x10\x02\x12\x1f\n\x1b\x43LASSIFICATION_CONFIDENTIAL\x10\x03\x12\x19\n\x15\x43LASSIFICATION_SECRET\x10\x04\x12\x1d\n\x19\x43LASSIFICATION_TOP_SECRET\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,6 +33,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ECEFSTATE'].fields_by_name['covariance']._loaded_options = None
   _globals['_ECEFSTATE'].fields_by_name['covariance']._serialized_options = b'\020\001'
+  _globals['_CLASSIFICATION']._serialized_start=246
+  _globals['_CLASSIFICATION']._serialized_end=449
   _globals['_ECEFSTATE']._serialized_start=35
   _globals['_ECEFSTATE']._serialized_end=139
+  _globals['_MARKINGS']._serialized_start=141
+  _globals['_MARKINGS']._serialized_end=243
 # @@protoc_insertion_point(module_scope)

@@ -16,6 +16,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -26,6 +27,34 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _Classification:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ClassificationEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Classification.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CLASSIFICATION_UNSPECIFIED: _Classification.ValueType  # 0
+    """unmarked: treated as never releasable"""
+    CLASSIFICATION_UNCLASSIFIED: _Classification.ValueType  # 1
+    CLASSIFICATION_RESTRICTED: _Classification.ValueType  # 2
+    CLASSIFICATION_CONFIDENTIAL: _Classification.ValueType  # 3
+    CLASSIFICATION_SECRET: _Classification.ValueType  # 4
+    CLASSIFICATION_TOP_SECRET: _Classification.ValueType  # 5
+
+class Classification(_Classification, metaclass=_ClassificationEnumTypeWrapper):
+    """Security classification of a source's data (docs/partners.md §2). Ordered:
+    a higher value is more restrictive.
+    """
+
+CLASSIFICATION_UNSPECIFIED: Classification.ValueType  # 0
+"""unmarked: treated as never releasable"""
+CLASSIFICATION_UNCLASSIFIED: Classification.ValueType  # 1
+CLASSIFICATION_RESTRICTED: Classification.ValueType  # 2
+CLASSIFICATION_CONFIDENTIAL: Classification.ValueType  # 3
+CLASSIFICATION_SECRET: Classification.ValueType  # 4
+CLASSIFICATION_TOP_SECRET: Classification.ValueType  # 5
+Global___Classification: _TypeAlias = Classification  # noqa: Y015
 
 @_typing.final
 class EcefState(_message.Message):
@@ -74,3 +103,37 @@ class EcefState(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EcefState: _TypeAlias = EcefState  # noqa: Y015
+
+@_typing.final
+class Markings(_message.Message):
+    """Releasability markings of one source, from its device's config
+    (docs/partners.md §2). They travel with the data through fusion (on each
+    TrackContributor), so a partner filter decides on data, not on topic names.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLASSIFICATION_FIELD_NUMBER: _builtins.int
+    RELEASABLE_TO_FIELD_NUMBER: _builtins.int
+    LOW_TRUST_FIELD_NUMBER: _builtins.int
+    classification: Global___Classification.ValueType
+    low_trust: _builtins.bool
+    """Inbound partner data: never cues a launcher unless a cue rule allows it."""
+    @_builtins.property
+    def releasable_to(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Partner ids this source's data may be released to; empty: none."""
+
+    def __init__(
+        self,
+        *,
+        classification: Global___Classification.ValueType = ...,
+        releasable_to: _abc.Iterable[_builtins.str] | None = ...,
+        low_trust: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["classification", b"classification", "low_trust", b"low_trust", "releasable_to", b"releasable_to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Markings: _TypeAlias = Markings  # noqa: Y015

@@ -67,19 +67,25 @@ class TrackContributor(_message.Message):
     SENSOR_ID_FIELD_NUMBER: _builtins.int
     SENSOR_TRACK_ID_FIELD_NUMBER: _builtins.int
     LAST_UPDATE_TIME_NS_FIELD_NUMBER: _builtins.int
+    MARKINGS_FIELD_NUMBER: _builtins.int
     sensor_id: _builtins.str
     sensor_track_id: _builtins.int
     last_update_time_ns: _builtins.int
+    @_builtins.property
+    def markings(self) -> _common_pb2.Markings:
+        """the source's releasability (docs/partners.md)"""
+
     def __init__(
         self,
         *,
         sensor_id: _builtins.str = ...,
         sensor_track_id: _builtins.int = ...,
         last_update_time_ns: _builtins.int = ...,
+        markings: _common_pb2.Markings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["markings", b"markings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_update_time_ns", b"last_update_time_ns", "sensor_id", b"sensor_id", "sensor_track_id", b"sensor_track_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_update_time_ns", b"last_update_time_ns", "markings", b"markings", "sensor_id", b"sensor_id", "sensor_track_id", b"sensor_track_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

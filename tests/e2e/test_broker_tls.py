@@ -124,14 +124,16 @@ def _leaf(
     return b.sign(ca[1], hashes.SHA256()), key
 
 
-def make_pki(d: Path) -> Pki:
-    """CA, broker (SAN IP 127.0.0.1), gateway/operator/consumer clients, an
-    expired gateway certificate and a gateway certificate from another CA."""
+def make_pki(d: Path, extra: tuple[str, ...] = ()) -> Pki:
+    """CA, broker (SAN IP 127.0.0.1), gateway/operator/consumer clients (and
+    ``extra`` client CNs), an expired gateway certificate and a gateway
+    certificate from another CA."""
     d.mkdir(parents=True, exist_ok=True)
     ca, other = _ca("hilgw test CA"), _ca("somebody else's CA")
     _write(d / "ca", *ca)
     _write(d / "other-ca", *other)
-    clients = {cn: _write(d / cn, *_leaf(cn, ca)) for cn in (GATEWAY_CN, "operator-1", "consumer-1")}
+    cns = (GATEWAY_CN, "operator-1", "consumer-1", *extra)
+    clients = {cn: _write(d / cn, *_leaf(cn, ca)) for cn in cns}
     clients["expired"] = _write(d / "expired", *_leaf(GATEWAY_CN, ca, valid_days=(-30, -1)))
     clients["other-ca"] = _write(d / "rogue", *_leaf(GATEWAY_CN, other))
     broker = _write(d / "broker", *_leaf("broker", ca, server=True))

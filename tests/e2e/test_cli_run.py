@@ -1,6 +1,8 @@
-"""`hilgw run` as a user runs it: the bench demo with its embedded broker shows
-confirmed system tracks within 10 s, and SIGINT/SIGTERM stop it cleanly
-within 2 s, emulator processes included."""
+"""`hilgw run` as a user runs it: the bench demo with its embedded broker (a
+mosquitto child) shows confirmed system tracks within 10 s, a QoS 1
+subscriber gets every topic at its documented QoS and each retained message
+once, and SIGINT/SIGTERM stop it cleanly within 2 s, emulator and broker
+processes included."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import pytest
 
 from hilgw.v1 import track_pb2
 from tests.conftest import free_port, wait_port
+from tests.e2e.test_embedded_broker import documented
 
 pytestmark = pytest.mark.e2e
 
@@ -32,6 +35,26 @@ async def first_confirmed(port: int, deadline: float) -> float:
                 if any(t.status == track_pb2.TRACK_STATUS_CONFIRMED for t in batch.tracks):
                     return time.monotonic()
     raise AssertionError("unreachable")
+
+
+async def delivered_as_documented(port: int, seconds: float) -> set[str]:
+    """Subscribe at QoS 1 to the gateway's topics for ``seconds``: each message at the QoS
+    docs/topics.md gives (QoS 0 topics stay 0), each retained topic delivered with RETAIN
+    once, at subscription. Returns the topics seen."""
+    seen: dict[str, int] = {}
+    async with aiomqtt.Client("127.0.0.1", port, identifier="qos1-check") as client:
+        assert list(await client.subscribe("hilgw/demo-test/#", qos=1)) == [1]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                async for msg in client.messages:
+                    topic = msg.topic.value
+                    qos, retained = documented(topic, "hilgw", "demo-test")
+                    assert msg.qos == min(qos, 1), (topic, msg.qos)
+                    if msg.retain:
+                        assert retained, topic
+                        assert topic not in seen, f"{topic}: retained message delivered again"
+                    seen[topic] = seen.get(topic, 0) + 1
+    return set(seen)
 
 
 def children(pid: int) -> list[int]:
@@ -57,10 +80,20 @@ def test_demo_shows_tracks_and_stops_cleanly(tmp_path: Path, sig: signal.Signals
     )
     try:
         wait_port(port, timeout_s=10)
-        emulators = children(proc.pid)
+        kids = children(proc.pid)
+        brokers = [p for p in kids if Path(f"/proc/{p}/comm").read_text().strip() == "mosquitto"]
+        emulators = [p for p in kids if p not in brokers]
         assert len(emulators) == 4, emulators  # radar-fwd, radar-rear, ew-ship-a, ew-ship-b
+        assert len(brokers) == 1, kids  # the embedded broker is a mosquitto child
         seen = asyncio.run(first_confirmed(port, start + 10.0))
         assert seen - start < 10.0
+        topics = asyncio.run(delivered_as_documented(port, 2.5))
+        assert {
+            "hilgw/demo-test/tracks",
+            "hilgw/demo-test/status",
+            "hilgw/demo-test/health/ew-ship-a",
+        } <= topics
+        assert any(t.startswith("hilgw/demo-test/reports/") for t in topics)
 
         t0 = time.monotonic()
         proc.send_signal(sig)
@@ -74,5 +107,5 @@ def test_demo_shows_tracks_and_stops_cleanly(tmp_path: Path, sig: signal.Signals
     assert rc == 0, stderr[-2000:]
     assert took < 2.0, f"shutdown took {took:.2f} s"
     assert "Traceback" not in stderr, stderr[-2000:]
-    for pid in emulators:
+    for pid in emulators + brokers:
         assert not os.path.exists(f"/proc/{pid}") or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]

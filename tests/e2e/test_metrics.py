@@ -128,8 +128,12 @@ async def test_metrics_and_healthz(links: tuple[str, str]) -> None:
         counters = gw.fusion.engine.counters  # type: ignore[attr-defined]
         assert fates["received"] == counters["reports_in"] == 5
         assert fates["dropped_late"] == counters["late_dropped"] == 0
-        assert fates["plot"] + fates["sensor_track"] + fates["out_of_sequence"] <= 5
-        assert ("hilgw_fusion_reports_held", ()) in m
+        # Each report has one terminal fate or is held (issue 14: out_of_sequence was counted as one).
+        held = m[("hilgw_fusion_reports_held", ())]
+        terminal = ("plot", "sensor_track", "started_track", "not_used", "dropped_late")
+        assert set(fates) == {"received", *terminal}
+        assert fates["received"] == sum(fates[f] for f in terminal) + held
+        assert ("hilgw_fusion_reports_out_of_sequence_total", ()) in m
         # Every report batch reached a published picture; its latency is at
         # least nothing and at most a few step periods.
         n = m[("hilgw_frame_to_track_seconds_count", dev)]

@@ -57,8 +57,11 @@ tracks = st.builds(
     lon_rad=st.floats(-3.1, 3.1),
     vx_mps=st.floats(-8000, 8000),
     vy_mps=st.floats(-8000, 8000),
-    flight_level_m=st.none() | st.floats(-1000, 30000),
-    geo_alt_m=st.none() | st.floats(-1000, 60000),
+    # The standard's ranges: I062/136 FL -15..1500, I062/130 -1,500..150,000 ft (CAT062 ed. 1.21).
+    flight_level_m=st.none() | st.floats(-457, 45_700),
+    geo_alt_m=st.none() | st.floats(-457, 45_700),
+    measured_height_m=st.none() | st.floats(-9000, 240_000),
+    altitude_source=st.integers(0, 7),
     sigma_x_m=st.none() | st.floats(0, 30000),
     sigma_y_m=st.none() | st.floats(0, 30000),
     tentative=st.booleans(),
@@ -100,6 +103,13 @@ def test_round_trip_within_one_lsb(events: list[SystemTrack062 | TargetReport048
             assert back.lon_rad == pytest.approx(sent.lon_rad, abs=LAT_LSB)
             assert back.vx_mps == pytest.approx(sent.vx_mps, abs=0.125)
             assert (back.flight_level_m is None) == (sent.flight_level_m is None)
+            assert (back.geo_alt_m is None) == (sent.geo_alt_m is None)
+            if sent.measured_height_m is None:
+                assert back.measured_height_m is None
+            else:
+                assert back.measured_height_m == pytest.approx(sent.measured_height_m, abs=12.5 * 0.3048)
+            # I062/080 SRC is the source of I062/130: "no source" (0) without it.
+            assert back.altitude_source == (sent.altitude_source if sent.geo_alt_m is not None else 0)
             assert (back.tentative, back.coasting, back.ended, back.simulated) == (
                 sent.tentative,
                 sent.coasting,
@@ -280,6 +290,12 @@ def test_encode_refuses_out_of_range_and_wrong_role() -> None:
         DEV.send(plot(range_m=300 * NM))  # I048/040 RHO tops out at 256 NM
     with pytest.raises(LocalProtocolError):
         DEV.send(track(track_number=70000))
+    # Within the field's width, outside the standard's range (CAT062 ed. 1.21): refused, not sent.
+    with pytest.raises(LocalProtocolError, match="I062/130"):
+        DEV.send(track(geo_alt_m=150_001 * 0.3048))  # s16 of 6.25 ft would hold 204,793 ft
+    with pytest.raises(LocalProtocolError, match="I062/136"):
+        DEV.send(track(flight_level_m=1501 * 100 * 0.3048))
+    DEV.send(track(geo_alt_m=150_000 * 0.3048, flight_level_m=-15 * 100 * 0.3048))  # the limits are in
     with pytest.raises(LocalProtocolError):
         GW.send(track())
     with pytest.raises(LocalProtocolError):

@@ -140,7 +140,7 @@ def test_classic_round_trip_within_one_lsb() -> None:
 
 def test_fd_round_trip_matches_serial_resolution() -> None:
     src = reports(20, rates=False)
-    dev, gw = CanRadarCodec(Role.DEVICE, fd=True), CanRadarCodec(Role.GATEWAY)
+    dev, gw = CanRadarCodec(Role.DEVICE, fd=True), CanRadarCodec(Role.GATEWAY, fd=True)
     frames = dev.encode_reports(src)
     assert len(frames) == 20
     assert all(f.is_fd and len(f.data) == 64 for f in frames)
@@ -154,7 +154,7 @@ def test_fd_round_trip_matches_serial_resolution() -> None:
 
 @pytest.mark.parametrize("fd", [False, True])
 def test_status_round_trip(fd: bool) -> None:
-    dev, gw = CanRadarCodec(Role.DEVICE, fd=fd), CanRadarCodec(Role.GATEWAY, sensor_id=4)
+    dev, gw = CanRadarCodec(Role.DEVICE, fd=fd), CanRadarCodec(Role.GATEWAY, sensor_id=4, fd=fd)
     st_in = Status(
         sensor_time_ns=NOW + 123_456_789,
         state=SensorState.DEGRADED,
@@ -378,3 +378,67 @@ def test_id_offset_moves_every_id() -> None:
     assert {f.arbitration_id for f in frames} == {0x310, 0x311, 0x312, 0x313, 0x314}
     assert len(batches(gw.receive_frames(frames))) == 2
     assert reasons(CanRadarCodec(Role.GATEWAY).receive_frames(frames[:1])) == ["unknown_id"]
+
+
+@pytest.mark.parametrize("fd", [False, True])
+def test_a_radar_takes_only_its_own_frame_format(fd: bool) -> None:
+    """Issue 14: the other format's frames and ids are counted drops, never decoded."""
+    own = stamp(CanRadarCodec(Role.DEVICE, fd=fd).encode_reports(reports(2)))
+    other = stamp(CanRadarCodec(Role.DEVICE, fd=not fd).encode_reports(reports(2)))
+    gw = CanRadarCodec(Role.GATEWAY, fd=fd)
+    ev = gw.receive_frames(other + own)
+    assert reasons(ev) == ["wrong_format"] * len(other)
+    assert len(batches(ev)) == 2
+    # Its own id with the FD flag the other way round: wrong_format as well.
+    flipped = [f._replace(is_fd=not f.is_fd) for f in own]
+    assert reasons(gw.receive_frames(flipped)) == ["wrong_format"] * len(own)
+    # An id in neither DBC, or a 29-bit id: unknown_id.
+    stray = [CanFrame(0x123, bytes(8), fd, False, NOW), own[0]._replace(is_extended=True)]
+    assert reasons(gw.receive_frames(stray)) == ["unknown_id", "unknown_id"]
+
+
+def test_fd_status_with_garbage_state_or_time_is_a_counted_drop() -> None:
+    """A wire State of 53 or a negative time is the peer's error: ``range``, not ValueError."""
+    frame = CanRadarCodec(Role.DEVICE, fd=True).send(
+        Status(
+            sensor_time_ns=NOW, state=SensorState.OK, time_sync_locked=True, radiating=True,
+            track_count=1, uptime_s=1,
+        )
+    )  # fmt: skip
+    gw = CanRadarCodec(Role.GATEWAY, fd=True)
+    bad = bytearray(frame.data)
+    bad[18] = 53  # State: bits 144..151 (can_radar_fd.dbc)
+    (ev,) = gw.receive_frames([CanFrame(frame.arbitration_id, bytes(bad), True, False, NOW)])
+    assert isinstance(ev, Rejected)
+    assert ev.reason == "range"
+    assert "State 53" in str(ev.error)
+    huge = bytearray(frame.data)
+    huge[0:8] = (1 << 63).to_bytes(8, "little")  # SensorTime is signed: negative
+    (ev,) = gw.receive_frames([CanFrame(frame.arbitration_id, bytes(huge), True, False, NOW)])
+    assert isinstance(ev, Rejected)
+    assert ev.reason == "range"
+
+
+def test_a_receive_time_near_the_end_of_int64_drops_not_raises() -> None:
+    """Classic times unwrap against the receive time (ICD §4.3); a replayed recording's
+    garbage receive time must give a counted ``range`` drop, never LocalProtocolError."""
+    from drivers.can_radar.icd import MEAS_TIME_MODULUS_US, STATUS_TIME_MODULUS_US
+
+    t_rx = 2**63 - 1
+    ref_us = t_rx // 1000
+
+    def ahead(modulus: int) -> int:  # a stamp that unwraps to 0.4 modulus after t_rx: past int64 ns
+        return (ref_us + (4 * modulus) // 10) % modulus * 1000
+
+    dev = CanRadarCodec(Role.DEVICE)
+    st_frame = dev.send(
+        Status(
+            sensor_time_ns=ahead(STATUS_TIME_MODULUS_US), state=SensorState.OK, time_sync_locked=True,
+            radiating=True, track_count=1, uptime_s=0,
+        )
+    )  # fmt: skip
+    src = reports(2)
+    src["sensor_time_ns"] = ahead(MEAS_TIME_MODULUS_US)
+    frames = [*dev.encode_reports(src), st_frame]
+    ev = CanRadarCodec(Role.GATEWAY).receive_frames(stamp(frames, t_rx))
+    assert reasons(ev) == ["range", "range", "range"]

@@ -204,8 +204,8 @@ def is_status(m: can.Message) -> bool:
     return bool(CLASSIC_DB.get_message_by_frame_id(m.arbitration_id).name == "RADAR_STATUS")
 
 
-def decode(msgs: list[can.Message], t_rx: int) -> list[Any]:
-    codec = CanRadarCodec(Role.GATEWAY)
+def decode(msgs: list[can.Message], t_rx: int, fd: bool = False) -> list[Any]:
+    codec = CanRadarCodec(Role.GATEWAY, fd=fd)
     frames = [CanFrame(m.arbitration_id, bytes(m.data), m.is_fd, False, t_rx) for m in data_frames(msgs)]
     return codec.receive_frames(frames)
 
@@ -315,9 +315,9 @@ async def test_fd_bus_from_block_encodes_fd_frames(tmp_path: Path) -> None:
         msgs = [m for _, ms in await r.run(0.0, 0.5) for m in ms]
     assert msgs
     assert all(m.is_fd for m in msgs)
-    reports = [e for e in decode(msgs, r.epoch_ns) if isinstance(e, TrackReportBatch)]
+    reports = [e for e in decode(msgs, r.epoch_ns, fd=True) if isinstance(e, TrackReportBatch)]
     assert sum(len(e.reports) for e in reports) == 5
-    assert any(isinstance(e, Status) for e in decode(msgs, r.epoch_ns))
+    assert any(isinstance(e, Status) for e in decode(msgs, r.epoch_ns, fd=True))
 
 
 # --- the gateway sees it --------------------------------------------------------------

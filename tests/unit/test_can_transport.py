@@ -187,6 +187,8 @@ def test_registry_and_config() -> None:
     assert kw["fd"] is True
     assert kw["data_bitrate"] == 2_000_000
     assert kw["x"] == 1
+    # False is passed too: udp_multicast defaults to FD and would hand a classic device FD frames.
+    assert CanTransport(cfg()).bus_kwargs()["fd"] is False
     conf = parse_config(
         {
             "devices": [

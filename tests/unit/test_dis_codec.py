@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivers.base import Rejected, Role
-from drivers.dis import ESPDU_FIXED_LEN, DisCodec, EntityState, resolve_timestamp, timestamp_raw
+from drivers.dis import (
+    ESPDU_FIXED_LEN,
+    DisCodec,
+    EntityState,
+    dead_reckoning_for,
+    resolve_timestamp,
+    timestamp_raw,
+)
 from hilgw.errors import LocalProtocolError
 
 T0 = 1_700_000_123_456_000_000
@@ -167,3 +174,24 @@ def test_encode_refuses_bad_values() -> None:
         CODEC.send(EntityState((1, 2, 70000)))
     with pytest.raises(LocalProtocolError):
         CODEC.send(EntityState((1, 2, 3), location_m=(float("inf"), 0.0, 0.0)))
+
+
+@pytest.mark.parametrize(
+    ("motion", "drm"),
+    [
+        ({}, 1),  # at rest: Static
+        ({"velocity_mps": (250.0, 0.0, 0.0)}, 2),  # moving: DRM(F,P,W)
+        ({"velocity_mps": (250.0, 0.0, 0.0), "dr_linear_acceleration_mps2": (0.0, 0.0, -9.8)}, 4),
+        ({"dr_angular_velocity_radps": (0.0, 0.0, 0.1)}, 4),  # rotating: DRM(R,V,W)
+        ({"velocity_mps": (250.0, 0.0, 0.0), "dead_reckoning_algorithm": 5}, 5),  # explicit wins
+    ],
+)
+def test_dead_reckoning_algorithm_follows_the_motion(motion: dict[str, object], drm: int) -> None:
+    """IEEE 1278.1 Annex E: a moving entity is never sent as Static (algorithm 1)."""
+    ev = EntityState((1, 2, 3), **motion)  # type: ignore[arg-type]
+    assert dead_reckoning_for(ev) == drm
+    wire = DisCodec(Role.DEVICE).send(ev)
+    assert wire[88] == drm  # PDU octet 88 (docs/icd/dis.md)
+    (back,) = CODEC.receive_datagram(wire, T0)
+    assert isinstance(back, EntityState)
+    assert back.dead_reckoning_algorithm == drm

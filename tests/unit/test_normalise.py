@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -186,3 +187,29 @@ def test_reports_to_proto_rejects_misaligned_source() -> None:
     reports = normalise_polar(GEOM, 0, make_batch(3))
     with pytest.raises(LocalProtocolError):
         reports_to_proto(reports, ["radar-north"], 0, "gw", source=make_batch(2))
+
+
+def test_reports_to_proto_leaves_unknown_polar_unset() -> None:
+    """A CAT062 system track (no polar measurement) gets no polar block; a missing component
+    (no range rate) stays unset; no NaN is written anywhere (issue 14)."""
+    reports = normalise_polar(GEOM, 0, make_batch(3))
+    reports.polar[1], reports.polar_sigma[1] = np.nan, np.nan  # as AsterixDriver._tracks builds them
+    reports.polar[2, 3], reports.polar_sigma[2, 3] = np.nan, np.nan
+    msg = reports_to_proto(reports, ["radar-north"], 5, "gw")
+    back = report_pb2.SensorReportBatch.FromString(msg.SerializeToString())
+    assert [r.HasField("polar") for r in back.reports] == [True, False, True]
+    assert back.reports[0].polar.range_rate_mps == float(reports.polar[0, 3])
+    assert back.reports[2].polar.range_m == float(reports.polar[2, 0])
+    assert (back.reports[2].polar.range_rate_mps, back.reports[2].polar.sigma_range_rate_mps) == (0.0, 0.0)
+
+    def floats(m: Any) -> list[float]:
+        out: list[float] = []
+        for fd, v in m.ListFields():
+            for x in list(v) if fd.is_repeated else [v]:
+                if fd.message_type is not None:
+                    out += floats(x)
+                elif isinstance(x, float):
+                    out.append(x)
+        return out
+
+    assert all(math.isfinite(v) for v in floats(back))

@@ -124,7 +124,7 @@ def test_elevation_from_height_is_zero_on_the_horizon_plane() -> None:
 def test_system_tracks_latlon_and_xy_paths() -> None:
     rows = np.zeros(3, SYSTEM_TRACK_DTYPE)
     for f in ("lat_rad", "lon_rad", "x_m", "y_m", "vx_mps", "vy_mps", "flight_level_m", "geo_alt_m",
-              "sigma_x_m", "sigma_y_m", "sigma_vx_mps", "sigma_vy_mps"):  # fmt: skip
+              "sigma_x_m", "sigma_y_m", "sigma_vx_mps", "sigma_vy_mps", "measured_height_m"):  # fmt: skip
         rows[f] = np.nan
     rows[0]["lat_rad"], rows[0]["lon_rad"], rows[0]["geo_alt_m"] = 45.2 * DEG, -30.1 * DEG, 1000.0
     rows[0]["vx_mps"], rows[0]["vy_mps"] = 0.0, 100.0
@@ -140,6 +140,23 @@ def test_system_tracks_latlon_and_xy_paths() -> None:
     assert (e1, n1) == pytest.approx((10_000.0, 0.0), abs=1.0)
     # Default sigmas: 100 m horizontal, 3000 m vertical.
     assert np.trace(P[1, :3, :3]) == pytest.approx(2 * 100.0**2 + 3000.0**2, rel=1e-9)
+
+
+def test_system_track_height_items_in_order() -> None:
+    """Height: I062/130, else I062/340 HEIGHT (ballistic, above I062/130's range), else I062/136."""
+    rows = np.zeros(4, SYSTEM_TRACK_DTYPE)
+    for f in SYSTEM_TRACK_DTYPE.names:
+        if SYSTEM_TRACK_DTYPE[f].kind == "f":
+            rows[f] = np.nan
+    rows["lat_rad"], rows["lon_rad"] = 45.0 * DEG, -30.0 * DEG
+    rows["geo_alt_m"][0], rows["measured_height_m"][0] = 1000.0, 2000.0
+    rows["measured_height_m"][1], rows["flight_level_m"][1] = 90_000.0, 3000.0
+    rows["flight_level_m"][2] = 3000.0
+    x, _, ok = system_tracks_to_ecef(rows, TrackDefaults())
+    assert ok.all()
+    h = pymap3d.ecef2geodetic(x[:, 0], x[:, 1], x[:, 2])[2]
+    assert h[:3] == pytest.approx([1000.0, 90_000.0, 3000.0], abs=1e-3)
+    assert h[3] == pytest.approx(TrackDefaults().altitude_m, abs=1e-3)
 
 
 @pytest.mark.parametrize("ref", ["north", "bow", "deck"])

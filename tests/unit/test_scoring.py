@@ -111,6 +111,8 @@ def test_continuity_swaps_and_breaks() -> None:
     a, b = c.targets["A"], c.targets["B"]
     assert (a.swaps, a.breaks, a.steps_tracked, a.steps_present) == (1, 0, 4, 4)
     assert (b.swaps, b.breaks, b.steps_tracked, b.steps_present) == (2, 1, 5, 6)
+    # Track ids per target: A saw 1 and 2, B saw 2, 1 and 3.
+    assert (a.track_ids, b.track_ids) == ({1, 2}, {1, 2, 3})
 
 
 def _truth(t_ns: int, targets: dict[str, tuple[float, ...]]) -> truth_pb2.TruthBatch:
@@ -165,7 +167,10 @@ def test_live_scorer_aligns_times_and_times_confirmation() -> None:
     assert a.first_confirmed_time_ns == 11 * S
     assert a.detection_to_confirmed_s == pytest.approx(0.8)
     assert a.track_id == 7
+    assert a.track_ids == 1
     b = {t.target_id: t for t in rep.targets}["B"]
+    assert b.track_ids == 0  # never assigned: left out of the mean
+    assert rep.track_ids_per_target == pytest.approx(1.0)
     assert b.first_detection_time_ns == 0
     assert math.isnan(b.detection_to_confirmed_s)
 

@@ -1,0 +1,1 @@
+"""Partner feeds: a filtered picture under releasability rules (docs/partners.md)."""
