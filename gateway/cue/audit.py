@@ -31,6 +31,7 @@ is handed to a launcher link, and any failure to write stops cues (HOLD).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -52,6 +53,7 @@ __all__ = [
     "bound",
     "head_mac",
     "read_records",
+    "rotated_parts",
     "verify_file",
     "verify_lines",
 ]
@@ -184,21 +186,42 @@ def _read_head(path: Path) -> tuple[int, str] | None:
     return None if raw is None else (int(raw["records"]), str(raw["hash"]))
 
 
+def rotated_parts(path: str | Path) -> list[Path]:
+    """The parts a log was rotated into (``FILE.1``, ``FILE.2``, ...), oldest first."""
+    p = Path(path)
+    found: list[tuple[int, Path]] = []
+    with contextlib.suppress(OSError):
+        for q in p.parent.iterdir():
+            suffix = q.name[len(p.name) + 1 :]
+            if q.name.startswith(p.name + ".") and suffix.isdigit():
+                found.append((int(suffix), q))
+    return [q for _, q in sorted(found)]
+
+
+def _read_all(p: Path) -> tuple[bytes, bytes]:
+    """(the rotated parts joined, the live file); the chain runs through both in order."""
+    try:
+        prior = b"".join(q.read_bytes() for q in rotated_parts(p))
+        live = p.read_bytes() if p.exists() else b""
+    except OSError as exc:
+        raise AuditError(f"{p}: cannot read: {exc.strerror}") from None
+    return prior, live
+
+
 def verify_file(
     path: str | Path, *, head_key: bytes | None = None, require_head: bool = True
 ) -> VerifyResult:
-    """Verify a log on disk and its head file.
+    """Verify a log on disk (its rotated parts first, then the live file) and its head file.
 
     Without a head file the tail may have been cut undetectably: not OK unless
     ``require_head`` is False. With ``head_key`` the head's MAC must match
     (a head written by someone without the key is refused).
     """
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise AuditError(f"{p}: cannot read: {exc.strerror}") from None
-    lines = data.splitlines(keepends=True)
+    if not p.exists() and not rotated_parts(p):
+        raise AuditError(f"{p}: cannot read: no such file")
+    prior, live = _read_all(p)
+    lines = (prior + live).splitlines(keepends=True)
     raw = _read_head_raw(p)
     head = None if raw is None else (int(raw["records"]), str(raw["hash"]))
     res = verify_lines(lines, head)
@@ -218,11 +241,14 @@ def verify_file(
 
 
 def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
-    """The records of a log (unverified; call :func:`verify_file` first)."""
-    with Path(path).open("rb") as f:
-        for line in f:
-            if line.endswith(b"\n"):
-                yield json.loads(line)
+    """The records of a log, its rotated parts first (unverified; call :func:`verify_file` first)."""
+    p = Path(path)
+    parts = rotated_parts(p)
+    for q in [*parts, p] if p.exists() or not parts else parts:
+        with q.open("rb") as f:
+            for line in f:
+                if line.endswith(b"\n"):
+                    yield json.loads(line)
 
 
 class AuditLog:
@@ -239,8 +265,15 @@ class AuditLog:
         fsync: bool = True,
         keep: bool | None = None,
         head_key: bytes | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         self.path = Path(path) if path is not None else None
+        #: Rotate the live file into ``FILE.<k>`` once it is this large; the chain
+        #: goes on in the new file (``n`` and ``prev`` continue), so the parts
+        #: joined in order verify as one log.
+        self.max_bytes = max_bytes
+        self.rotations = 0
+        self._parts = 0
         self.fsync = fsync
         self.head_key = head_key
         #: Flushes that failed (any step); ``/metrics``.
@@ -259,7 +292,12 @@ class AuditLog:
 
     @classmethod
     def open(
-        cls, path: str | Path, *, fsync: bool = True, head_key: bytes | None = None
+        cls,
+        path: str | Path,
+        *,
+        fsync: bool = True,
+        head_key: bytes | None = None,
+        max_bytes: int | None = None,
     ) -> tuple[AuditLog, list[dict[str, Any]]]:
         """Open (or create) a log, verify it, and return it with its records.
 
@@ -268,21 +306,23 @@ class AuditLog:
         other fault raises :class:`AuditError`: a log that does not verify
         cannot be trusted for the replay high-water marks.
         """
-        log = cls(path, fsync=fsync, head_key=head_key)
+        log = cls(path, fsync=fsync, head_key=head_key, max_bytes=max_bytes)
         p = Path(path)
         records: list[dict[str, Any]] = []
         torn = b""
-        if p.exists():
-            data = p.read_bytes()
+        prior, data = _read_all(p)
+        if prior or data:
             lines = data.splitlines(keepends=True)
             if lines and not lines[-1].endswith(b"\n"):
                 torn = lines.pop()
+            lines = prior.splitlines(keepends=True) + lines
             res = verify_lines(lines, _read_head(p))
             if not res.ok:
                 raise AuditError(f"{p}: audit log does not verify: {res}; move it aside to start a new one")
             records = [json.loads(line) for line in lines]
             log.count, log.head = len(lines), res.head_hash
             log._size = len(data) - len(torn)
+            log._parts = len(rotated_parts(p))
             if torn:
                 with p.open("r+b") as f:
                     f.truncate(log._size)
@@ -336,6 +376,8 @@ class AuditLog:
                 if self._head_stale:
                     self._write_head()
                     self._head_stale = False
+                if self.max_bytes is not None and self._size >= self.max_bytes:
+                    self._rotate()
             except OSError as exc:
                 self.failures += 1
                 raise AuditError(f"{self.path}: cannot write audit log: {exc.strerror}") from None
@@ -358,6 +400,28 @@ class AuditLog:
         self._size += len(buf)
         self._staged.clear()  # written: never again, whatever fails next
         self._unsynced = self._head_stale = True
+
+    def _rotate(self) -> None:
+        """Close the live file, rename it to the next part, start an empty one.
+        Everything in it is written, fsynced and in the head already."""
+        assert self.path is not None
+        assert self._fd is not None
+        part = self.path.with_name(f"{self.path.name}.{self._parts + 1}")
+        os.close(self._fd)
+        self._fd = None
+        try:
+            os.replace(self.path, part)
+            self._parts += 1
+            self._size = 0
+            self.rotations += 1
+        finally:  # renamed or not, the live path is open again (the same file if not)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        if self.fsync:  # the rename and the new file survive a crash
+            dfd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
 
     def _write_head(self) -> None:
         assert self.path is not None

@@ -137,6 +137,9 @@ class CueConfig(_Model):
     local_hold_socket: Path | None = None
     #: SIGUSR1 to the gateway is a local HOLD too.
     local_hold_signal: bool = True
+    #: The audit log's live file is rotated into ``<audit_path>.<k>`` at this size;
+    #: the hash chain runs on through the parts (docs/cue-path.md §7).
+    audit_max_bytes: int = Field(default=64 * 2**20, ge=4096)
     #: Authority above HOLD survives this long without the broker link that
     #: carries operator commands, then falls to HOLD (docs/cue-path.md §11).
     operator_link_timeout_s: float = Field(default=10.0, gt=0, le=3600)

@@ -286,7 +286,9 @@ class CuePath:
         if gw_key is None:
             log.warning("cue path: no [gateway.<id>] secret in the keys file: outputs unsigned")
         head_key = audit_head_key(gw_key.private) if gw_key is not None and gw_key.private else None
-        audit, history = AuditLog.open(self.config.audit_path, fsync=self.fsync, head_key=head_key)
+        audit, history = AuditLog.open(
+            self.config.audit_path, fsync=self.fsync, head_key=head_key, max_bytes=self.config.audit_max_bytes
+        )
         core = CueCore(self.config, keys, self.gateway_id, audit, self.clock(), history)
         for lid, link in self.links.items():
             # The journal owns sequence numbers (ICD §7.3); a link that counts

@@ -169,3 +169,23 @@ def test_a_cut_tail_without_head_is_not_ok(tmp_path: Path) -> None:
     assert not verify_file(p, head_key=KEY).ok  # ... and it does
     head.write_text(saved)
     assert "deleted tail" in verify_file(p, head_key=KEY).why
+
+
+def test_rotation_keeps_one_chain_across_files(tmp_path: Path) -> None:
+    p = tmp_path / "audit.jsonl"
+    log, _ = AuditLog.open(p, fsync=False, head_key=KEY, max_bytes=4096)
+    for i in range(200):
+        log.append("event", {"i": i, "pad": "y" * 40}, i)
+        log.flush()
+    log.close()
+    parts = audit_mod.rotated_parts(p)
+    assert len(parts) >= 3
+    assert all(q.stat().st_size >= 4096 for q in parts)
+    assert verify_file(p, head_key=KEY).ok
+    log2, hist = AuditLog.open(p, fsync=False, head_key=KEY, max_bytes=4096)  # a restart reads every part
+    log2.close()
+    assert [r["data"]["i"] for r in hist] == list(range(200))
+    assert [r["n"] for r in read_records(p)] == list(range(200))
+    # A part removed from the middle breaks the chain; the last part cut is caught by the head.
+    parts[1].rename(tmp_path / "elsewhere")
+    assert not verify_file(p, head_key=KEY).ok
