@@ -147,6 +147,10 @@ async def run(seconds: float, tries: int) -> dict[str, Any]:
         op.start()
         await asyncio.to_thread(op.join)
         out, _ = await flood.communicate()
+        # Every HOLD published is counted until it takes effect (bounded: 30 s after the flood).
+        end = time.monotonic() + 30
+        while any(s not in effect for s in op.sent) and time.monotonic() < end:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
         await asyncio.sleep(1.5)  # the last summary
         flood_stats = json.loads(out.decode().strip().splitlines()[-1])
         audit_growth = cfg.audit_path.stat().st_size - audit0
