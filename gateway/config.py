@@ -17,12 +17,13 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from gateway.cue.config import CueConfig  # the [cue] section (docs/cue-path.md §7)
 from gateway.partners import config as _partners
 from gateway.partners.config import MarkingsConfig, PartnerConfig  # docs/partners.md
-from hilgw.tomlconfig import one_line, read_toml
+from hilgw.errors import ConfigError
+from hilgw.tomlconfig import StrictModel, one_line, read_toml
 
 __all__ = [
     "CanTransportConfig",
@@ -50,8 +51,8 @@ STANDARD_BAUDRATES = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 500000,
                       1000000, 1500000, 2000000, 3000000, 4000000)  # fmt: skip
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Model(StrictModel):
+    """Unknown keys, non-finite and absurdly large numbers refused (hilgw.tomlconfig)."""
 
 
 # --- transports ---------------------------------------------------------------
@@ -432,6 +433,18 @@ class WebConfig(_Model):
     history_s: float = Field(default=60.0, gt=0, le=3600)
     #: Pushes per second to each open page.
     update_hz: float = Field(default=2.0, gt=0, le=20)
+    #: Open pages (WebSockets) at most; one more is refused with 503. Each takes
+    #: a file descriptor: keep it well below the process limit (LimitNOFILE in
+    #: deploy/systemd/hilgw.service); the server also lowers it to half the soft
+    #: RLIMIT_NOFILE it finds at start.
+    max_clients: int = Field(default=200, ge=1, le=100_000)
+    #: Snapshots queued for one page; a page this far behind is dropped.
+    client_queue: int = Field(default=4, ge=1, le=64)
+    #: A page that cannot take one snapshot in this time is dropped.
+    send_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    #: Host names (``name`` or ``name:port``) accepted in the Host and Origin
+    #: headers besides the served host, 127.0.0.1, localhost and [::1].
+    allowed_hosts: list[str] = Field(default_factory=list)
 
 
 class ScoringConfig(_Model):
@@ -591,9 +604,22 @@ _TRANSPORT_TAGS = frozenset({"serial", "udp", "memory", "can"})
 def parse_config(raw: dict[str, Any], source: str = "config") -> GatewayConfig:
     """Validate a parsed TOML document; raise ConfigError with a one-line message."""
     try:
-        return GatewayConfig.model_validate(raw)
+        config = GatewayConfig.model_validate(raw)
     except ValidationError as exc:
         raise one_line(exc, raw, source, _TRANSPORT_TAGS) from None
+    if config.fusion.engine == "default":
+        # The engine's parameters are an untyped table: check them now, not
+        # when the fusion task starts (its keys are ``fusion.<field>``).
+        from gateway.fusion.config import config_from_params
+
+        try:
+            config_from_params(config.fusion.params)
+        except ConfigError as exc:
+            key = exc.key.replace("fusion.", "fusion.params.", 1)
+            raise ConfigError(f"{source}: {key}", exc.reason) from None
+        except TypeError as exc:  # a dataclass field given twice cannot happen; a bad one can
+            raise ConfigError(f"{source}: fusion.params", str(exc)) from None
+    return config
 
 
 def load_config(path: str | Path) -> GatewayConfig:

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from hilgw.tomlconfig import StrictModel
 
 __all__ = ["FAULT_TARGETS", "FaultConfig", "FaultKind"]
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # as sim_devices.scenario's ids
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Model(StrictModel):
+    """Unknown keys, non-finite and absurdly large numbers refused (hilgw.tomlconfig)."""
 
 
 FaultKind = Literal[

@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from hilgw.tomlconfig import StrictModel
 
 __all__ = [
     "CoverageConfig",
@@ -25,8 +27,8 @@ InhibitKind = Literal["launcher_heartbeat", "sensors", "time_sync"]
 Category = Literal["ballistic", "constant_velocity", "unspecified"]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Model(StrictModel):
+    """Unknown keys, non-finite and absurdly large numbers refused (hilgw.tomlconfig)."""
 
 
 class CoverageConfig(_Model):
@@ -117,6 +119,8 @@ class CueConfig(_Model):
 
     enabled: bool = True
     keys_file: Path
+    #: keys_file may be a symbolic link (refused by default: gateway/cue/keyfile.py).
+    keys_file_symlink: bool = False
     audit_path: Path
     launchers: list[LauncherCueConfig] = Field(default_factory=list)
     rules: CueRulesConfig = CueRulesConfig()
@@ -125,13 +129,14 @@ class CueConfig(_Model):
     command_max_age_s: float = Field(default=5.0, gt=0, le=300)
     command_max_future_s: float = Field(default=2.0, ge=0, le=300)
     #: A cue waiting for approval longer than this expires.
-    approval_timeout_s: float = Field(default=30.0, gt=0)
+    approval_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     #: Validity window of a cue from the moment it is sent.
     cue_validity_s: float = Field(default=5.0, gt=0, le=600)
-    ack_timeout_s: float = Field(default=0.5, gt=0)
+    #: Bounded: a launcher that takes longer than a minute to ack is not acking.
+    ack_timeout_s: float = Field(default=0.5, gt=0, le=60)
     max_retries: int = Field(default=2, ge=0, le=10)
     #: After a nack or a failure, the same track/launcher pair waits this long.
-    retry_cooldown_s: float = Field(default=2.0, ge=0)
+    retry_cooldown_s: float = Field(default=2.0, ge=0, le=3600)
     #: The local hold-fire switch (docs/cue-path.md §4): a UNIX socket (mode 0600)
     #: that takes ``HOLD`` without the broker; ``hilgw authority hold --local``.
     local_hold_socket: Path | None = None
@@ -139,7 +144,7 @@ class CueConfig(_Model):
     local_hold_signal: bool = True
     #: The audit log's live file is rotated into ``<audit_path>.<k>`` at this size;
     #: the hash chain runs on through the parts (docs/cue-path.md §7).
-    audit_max_bytes: int = Field(default=64 * 2**20, ge=4096)
+    audit_max_bytes: int = Field(default=64 * 2**20, ge=4096, le=2**40)
     #: Authority above HOLD survives this long without the broker link that
     #: carries operator commands, then falls to HOLD (docs/cue-path.md §11).
     operator_link_timeout_s: float = Field(default=10.0, gt=0, le=3600)
