@@ -337,3 +337,21 @@ def test_an_approval_binds_track_state_and_expiry() -> None:
     assert not h.sent
     h.approve(cue.cue_id)  # bound to what the gateway published: sent
     assert h.sent
+
+
+def test_doctor_warns_when_the_gateway_cannot_sign(tmp_path: Path) -> None:
+    from gateway.config import parse_config
+    from gateway.doctor import Result, check_keys_file
+
+    keys = tmp_path / "keys.toml"
+    base = f'[operator.op-alice]\nsecret = "{"11" * 32}"\n'
+    cfg = parse_config(
+        {"gateway_id": GW, "cue": {"keys_file": str(keys), "audit_path": str(tmp_path / "a.jsonl")}}
+    )
+    for text, want in (
+        (base, Result.WARN),
+        (base + f'[gateway.gw-1]\nsecret = "{"33" * 32}"\n', Result.PASS),
+    ):
+        keys.write_text(text)
+        os.chmod(keys, 0o600)
+        assert check_keys_file(cfg).result is want
