@@ -329,17 +329,29 @@ class MqttSession:
     async def _receive(self, client: aiomqtt.Client) -> None:
         """Dispatch incoming messages; raises MqttError when the connection drops."""
         queued = client._queue  # aiomqtt's incoming queue, private: see below
-        async for msg in client.messages:
-            self._dispatch(msg)
-            # aiomqtt hands over one message per several loop turns (a task and an
-            # asyncio.wait each) while paho reads many per turn: under a flood the
-            # queue grew without bound and a HOLD behind it waited for seconds
-            # (issue 23 §1). Take what is queued already in the same turn.
-            for _ in range(_DRAIN_PER_TURN):  # bounded: other tasks (a local HOLD) get turns too
-                if queued.empty():
-                    break
-                self._dispatch(queued.get_nowait())
+        try:
+            async for msg in client.messages:
+                self._dispatch(msg)
+                # aiomqtt hands over one message per several loop turns (a task and an
+                # asyncio.wait each) while paho reads many per turn: under a flood the
+                # queue grew without bound and a HOLD behind it waited for seconds
+                # (issue 23 §1). Take what is queued already in the same turn.
+                for _ in range(_DRAIN_PER_TURN):  # bounded: other tasks (a local HOLD) get turns too
+                    if queued.empty():
+                        break
+                    self._dispatch(queued.get_nowait())
+        except aiomqtt.MqttError:
+            self._drain_after_loss(queued)
+            raise
+        self._drain_after_loss(queued)
         raise aiomqtt.MqttError("message stream ended")  # aiomqtt ends iteration on a lost link
+
+    def _drain_after_loss(self, queued: asyncio.Queue[aiomqtt.Message]) -> None:
+        """The link is gone, but paho acknowledged (PUBACK) what it read already: the
+        broker will not send those again, so they are handled now, not dropped with
+        this connection's client (a HOLD among them was lost that way, issue 23)."""
+        while not queued.empty():
+            self._dispatch(queued.get_nowait())
 
     def _dispatch(self, msg: aiomqtt.Message) -> None:
         payload = msg.payload if isinstance(msg.payload, bytes) else b""
