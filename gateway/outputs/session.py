@@ -349,7 +349,7 @@ class MqttSession:
     def _drain_after_loss(self, queued: asyncio.Queue[aiomqtt.Message]) -> None:
         """The link is gone, but paho acknowledged (PUBACK) what it read already: the
         broker will not send those again, so they are handled now, not dropped with
-        this connection's client (a HOLD among them was lost that way, issue 23)."""
+        this connection's client (under a flood a HOLD could be among them, issue 23)."""
         while not queued.empty():
             self._dispatch(queued.get_nowait())
 
