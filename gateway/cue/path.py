@@ -34,7 +34,7 @@ from gateway.cue.config import CueConfig
 from gateway.cue.core import CueCore
 from gateway.cue.intake import Intake
 from gateway.cue.keys import KeyRing, load_keys
-from gateway.cue.link import Ack, Heartbeat, LauncherEvent, LauncherLink, LinkState
+from gateway.cue.link import Ack, Heartbeat, LauncherEvent, LauncherLink, LinkState, ReplyRejected
 from gateway.cue.local_hold import LocalHoldServer
 from gateway.cue.outputs import OutputSigner
 from gateway.outputs.mqtt import Outgoing
@@ -290,15 +290,6 @@ class CuePath:
             self.config.audit_path, fsync=self.fsync, head_key=head_key, max_bytes=self.config.audit_max_bytes
         )
         core = CueCore(self.config, keys, self.gateway_id, audit, self.clock(), history)
-        for lid, link in self.links.items():
-            # The journal owns sequence numbers (ICD §7.3); a link that counts
-            # higher already (its own floor) moves the journal's mark up, never down.
-            nxt = getattr(link, "next_sequence", None)
-            if callable(nxt):
-                core.raise_sequence(lid, int(nxt()) - 1)
-            resync = getattr(link, "resync", None)
-            if callable(resync) and lid in core.launchers:
-                resync(core.launchers[lid].sequence + 1)
         log.info("cue path: HOLD at start; audit %s (%d records)", self.config.audit_path, audit.count)
         return core
 
@@ -478,6 +469,8 @@ class CuePath:
             return core.on_heartbeat(item.launcher_id, now, item.ok, item.detail)
         if isinstance(item, LinkState):
             return core.on_link(item.launcher_id, item.up, now)
+        if isinstance(item, ReplyRejected):
+            return core.on_reply_rejected(item.launcher_id, item.message, item.reason, now)
         log.error("cue path: unknown inbox item %r", item)
         return []
 
