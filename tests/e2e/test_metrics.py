@@ -141,12 +141,17 @@ async def test_metrics_and_healthz(links: tuple[str, str]) -> None:
         assert n == 5
         assert 0 < total / n < 0.5
         assert m[("hilgw_healthy", ())] == 1
+        # Gateway-added latency by stage (issue 18): one observation per batch on the bus.
+        bus = (("stage", "bus"),)
+        assert m[("hilgw_stage_seconds_count", bus)] == 5
+        assert 0 < m[("hilgw_stage_seconds_sum", bus)] / 5 < 0.5
 
         # The other gateway's registry has its own (untouched) device.
         _, _, other_text = await get(http, f"http://127.0.0.1:{other.endpoints['metrics'].port}/metrics")
         om = samples(other_text)
         assert om[("hilgw_device_frames_total", dev)] == 0
         assert not any(k[0] == "hilgw_frame_to_track_seconds_count" for k in om)
+        assert om[("hilgw_stage_seconds_count", (("stage", "bus"),))] == 0
 
         status, _, _ = await get(http, base + "/nothing-here")
         assert status == 404
