@@ -311,6 +311,7 @@ def main() -> int:
     ap.add_argument("--targets", type=int, default=1000)
     ap.add_argument("--publish-hz", type=float, default=5.0, help="fusion rate (the [fusion] default)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--uvloop", action="store_true", help="run the gateway on uvloop (if installed)")
     ap.add_argument("--profile", metavar="FILE", help="cProfile the gateway process into FILE (pstats)")
     ns = ap.parse_args()
     mosq = shutil.which("mosquitto") or (
@@ -332,14 +333,23 @@ def main() -> int:
             try:
                 wait_port(port)
                 run = _run(rate, ns.seconds, port, ns.targets, ns.publish_hz)
+                factory = None
+                if ns.uvloop:
+                    try:
+                        import uvloop
+                    except ImportError:
+                        print("--uvloop: uvloop is not installed (pip install uvloop)", file=sys.stderr)
+                        return 2
+                    factory = uvloop.new_event_loop
                 if ns.profile:
                     import cProfile
 
-                    with cProfile.Profile() as prof:
-                        rows.append(asyncio.run(run))
+                    with cProfile.Profile() as prof, asyncio.Runner(loop_factory=factory) as runner:
+                        rows.append(runner.run(run))
                     prof.dump_stats(f"{ns.profile}.{r.strip()}")
                 else:
-                    rows.append(asyncio.run(run))
+                    with asyncio.Runner(loop_factory=factory) as runner:
+                        rows.append(runner.run(run))
             finally:
                 proc.terminate()
                 proc.wait()
