@@ -203,3 +203,43 @@ async def test_a_feed_of_only_malformed_datagrams_is_degraded_with_the_reason() 
         msg = st.to_proto()
         assert msg.state == health_pb2.DEVICE_STATE_DEGRADED
         assert msg.detail.startswith(ALL_REJECTED)
+
+
+def test_doctor_and_summary_name_the_sources_seen() -> None:
+    import socket
+    import threading
+
+    from gateway.console import summary_line
+    from gateway.doctor import Result
+    from gateway.doctor_asterix import check_asterix_sources
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    only_r1 = [s for s in mb.one_stream_device(PORT)["sources"] if s["name"] in ("r1", "r1-sdps")]
+    dev = _device(only_r1)
+    dev["transport"] = {"kind": "udp", "bind_port": port}
+    gw = _gateway([dev])
+    scans = _scans(1_800_000_000_000_000_000, 1.0)
+
+    def send() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            for _ in range(10):  # until the doctor listens (bounded)
+                for _, dg in scans:
+                    tx.sendto(dg, ("127.0.0.1", port))
+                threading.Event().wait(0.1)
+
+    th = threading.Thread(target=send)
+    th.start()
+    check = check_asterix_sources(gw.config.devices[0], listen_s=1.0)
+    th.join()
+    assert check.result is Result.WARN
+    assert "r1 (30.1 CAT034/CAT048)" in check.detail
+    assert "not configured: 30.3 CAT034/CAT048, 30.4 CAT062, 31.5 CAT034/CAT048, 31.6 CAT062" in check.detail
+    # The summary line: the configured sources with their state, the unknown ids seen.
+    stats = gw.stats["net"] = DeviceStats("net", "asterix", "udp")
+    drv: Any = gw._make_driver(gw.config.devices[0], stats)
+    for t, dg in scans:
+        drv.handle_datagram(dg, t)
+    line = summary_line(gw, {})
+    assert "[r1=STARTING r1-sdps=STARTING unknown=30.3,30.4,31.5,31.6]" in line
