@@ -109,12 +109,15 @@ def _free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _live(ports: list[int]) -> dict[str, Any]:
+async def _live(ports: list[int], tmp: Path) -> dict[str, Any]:
     from gateway.config import parse_config
     from gateway.supervisor import Gateway
     from sim_devices.frigate_emulator import start_frigate_emulator
 
-    cfg = parse_config(gateway_config([one_stream_device(ports[0])]))
+    raw = gateway_config([one_stream_device(ports[0])])
+    raw["recording"] = {"path": str(tmp / "multi.mcap")}  # the same traffic as hilgw records it
+    cfg = parse_config(raw)
+    files: list[str] = []
     emus = []
     reports: list[tuple[str, list[list[float]]]] = []
     try:
@@ -158,10 +161,14 @@ async def _live(ports: list[int]) -> dict[str, Any]:
                 r = b.reports
                 for k in range(len(r.t_ns)):
                     reports.append((names[int(r.sensor[k])], [int(r.t_ns[k]), *map(float, r.x[k, :3])]))
+            assert gw.recorder is not None
+            recorder = gw.recorder
+        files = [str(f) for f in recorder.files]
     finally:
         for e in emus:
             e.stop()
     return {
+        "mcap": files,
         "ports": ports,
         "epoch_ns": epoch,
         "live": [b.SerializeToString().hex() for b in live],
@@ -188,7 +195,7 @@ def live_capture(tmp: str) -> None:
         while not (cap.exists() and cap.stat().st_size > 0) and time.monotonic() < deadline:
             time.sleep(0.05)  # dumpcap writes the section header once it captures
         time.sleep(0.3)
-        res = asyncio.run(_live(ports))
+        res = asyncio.run(_live(ports, Path(tmp)))
     finally:
         time.sleep(1.0)  # dumpcap writes what the kernel buffered on its next poll
         dumpcap.send_signal(signal.SIGINT)
