@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from hilgw.errors import ConfigError, HilgwError
+from hilgw.errors import ConfigError, HilgwError, RecordingError
 
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
@@ -22,6 +22,13 @@ def _run(ns: argparse.Namespace) -> int:
     from gateway.config import default_config, load_config
 
     config = load_config(ns.config) if ns.config else default_config()
+    if config.cue is not None and config.cue.enabled:
+        # The keys file now, not when the cue path starts (exit 2, one line).
+        from gateway.cue.keyfile import check_key_file
+        from gateway.cue.keys import load_keys
+
+        check_key_file(config.cue.keys_file, allow_symlink=config.cue.keys_file_symlink)
+        load_keys(config.cue.keys_file)
     logging.basicConfig(
         level=ns.log_level or config.log_level,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -40,6 +47,8 @@ def _doctor(ns: argparse.Namespace) -> int:
 
 
 def _replay(ns: argparse.Namespace) -> int:
+    if ns.recover:
+        return _recover(ns.files)
     from gateway.replay import replay_command
     from gateway.replay_pcap import capture_command, is_capture
 
@@ -59,6 +68,23 @@ def _replay(ns: argparse.Namespace) -> int:
             return 2
         return capture_command(ns.files, ns.config, speed)
     return replay_command(ns.files, speed=speed, check=ns.check, show_progress=progress)
+
+
+def _recover(files: list[Path]) -> int:
+    """``hilgw replay --recover``: a complete copy of each part's intact records."""
+    from gateway.recording_check import check_part, recover_part, recovered_path
+
+    for path in files:
+        found = check_part(path)
+        if found.problem() is None:
+            print(f"{path}: sound, nothing to recover")
+            continue
+        found = recover_part(path)
+        print(
+            f"{path}: wrote {recovered_path(path)} with {found.messages} messages "
+            f"(stopped at byte {found.offset}: {found.error or 'no footer'})"
+        )
+    return 0
 
 
 def _emulate(ns: argparse.Namespace, rest: list[str]) -> int:
@@ -111,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     pace.add_argument("--speed", type=float, default=1.0, help="times real time (default 1.0)")
     pace.add_argument("--max-speed", action="store_true", help="as fast as possible")
     replay.add_argument("--check", action="store_true", help="exit 1 unless every step matches the recording")
+    replay.add_argument(
+        "--recover",
+        action="store_true",
+        help="copy the intact records of a damaged or unclosed part to <name>.recovered.mcap; no replay",
+    )
     bar = replay.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None, help="progress bar")
     bar.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -154,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
             return cue_main(ns)
     except ConfigError as exc:
         print(f"hilgw: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except RecordingError as exc:
+        print(f"hilgw: recording: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except HilgwError as exc:
         print(f"hilgw: {exc}", file=sys.stderr)

@@ -17,12 +17,14 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from gateway.cue.config import CueConfig  # the [cue] section (docs/cue-path.md §7)
+from gateway.federation.config import FederationConfig  # docs/federation.md
 from gateway.partners import config as _partners
 from gateway.partners.config import MarkingsConfig, PartnerConfig  # docs/partners.md
-from hilgw.tomlconfig import one_line, read_toml
+from hilgw.errors import ConfigError
+from hilgw.tomlconfig import StrictModel, one_line, read_toml
 
 __all__ = [
     "CanTransportConfig",
@@ -50,8 +52,8 @@ STANDARD_BAUDRATES = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 500000,
                       1000000, 1500000, 2000000, 3000000, 4000000)  # fmt: skip
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Model(StrictModel):
+    """Unknown keys, non-finite and absurdly large numbers refused (hilgw.tomlconfig)."""
 
 
 # --- transports ---------------------------------------------------------------
@@ -287,7 +289,14 @@ class DeviceConfig(_Model):
     #: Launcher: key id used to sign cues (0 = unsigned, never accepted).
     cue_key_id: int = Field(default=0, ge=0, le=65535)
     #: Launcher: cue keys by key id; values "hex:<hex>", "env:<VAR>" or "file:<path>".
+    #: They also verify the launcher's acks and heartbeats (docs/icd/launcher.md §7.5).
     cue_keys: dict[int, str] = Field(default_factory=dict)
+    #: Launcher: how far an ack's or heartbeat's LauncherTime may be from its
+    #: receive time before it is dropped as ``auth_stale`` (ICD §7.5).
+    reply_max_age_s: float = Field(default=1.0, gt=0, le=60)
+    #: Launcher: accept an ICD v1 launcher's untagged acks and heartbeats
+    #: (ICD §7.6). Off by default: a forged v1 heartbeat can hide a launcher's loss.
+    accept_launcher_icd_v1: bool = False
     #: Releasability of this source's data (docs/partners.md); None: never released.
     markings: MarkingsConfig | None = None
     #: asterix: the radars on this stream by SAC/SIC ([[devices.sources]]);
@@ -380,6 +389,9 @@ class MqttConfig(_Model):
     max_inflight: int = Field(default=100, ge=1, le=65535)
     #: aiomqtt's time-out for the connect (failover to the next host) and each PUBACK/SUBACK.
     connect_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    #: QoS of the TrackBatch topic: 0 (the freshest picture matters most) or 1
+    #: (a theatre gateway must get every picture; docs/federation.md).
+    tracks_qos: Literal[0, 1] = 0
     publish_reports: bool = True
     enabled: bool = True
     #: None: plain TCP (bench on 127.0.0.1 only); set it for any real network.
@@ -483,6 +495,18 @@ class WebConfig(_Model):
     history_s: float = Field(default=60.0, gt=0, le=3600)
     #: Pushes per second to each open page.
     update_hz: float = Field(default=2.0, gt=0, le=20)
+    #: Open pages (WebSockets) at most; one more is refused with 503. Each takes
+    #: a file descriptor: keep it well below the process limit (LimitNOFILE in
+    #: deploy/systemd/hilgw.service); the server also lowers it to half the soft
+    #: RLIMIT_NOFILE it finds at start.
+    max_clients: int = Field(default=200, ge=1, le=100_000)
+    #: Snapshots queued for one page; a page this far behind is dropped.
+    client_queue: int = Field(default=4, ge=1, le=64)
+    #: A page that cannot take one snapshot in this time is dropped.
+    send_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    #: Host names (``name`` or ``name:port``) accepted in the Host and Origin
+    #: headers besides the served host, 127.0.0.1, localhost and [::1].
+    allowed_hosts: list[str] = Field(default_factory=list)
 
 
 class ScoringConfig(_Model):
@@ -543,6 +567,35 @@ class GatewayConfig(_Model):
     scoring: ScoringConfig | None = None
     #: Partner feeds under release profiles (docs/partners.md).
     partners: list[PartnerConfig] = Field(default_factory=list)
+    #: A theatre gateway: fuse these site gateways' pictures (docs/federation.md).
+    federation: FederationConfig | None = None
+
+    @model_validator(mode="after")
+    def _federation_needs_mqtt(self) -> GatewayConfig:
+        if not self.mqtt.enabled and (
+            self.federation is not None or (self.cue is not None and self.cue.picture is not None)
+        ):
+            raise ValueError("[federation] and [cue.picture] need [mqtt] enabled: pictures arrive over MQTT")
+        if self.federation is not None:
+            for s in self.federation.sites:
+                if s.gateway_id == self.gateway_id:
+                    raise ValueError(f"federation.sites: {s.gateway_id!r} is this gateway itself")
+        return self
+
+    @model_validator(mode="after")
+    def _cue_only_own_launchers(self) -> GatewayConfig:
+        """A gateway cues only the launchers it owns: each [[cue.launchers]] is a
+        launcher device of this config (bench mode adds the scenario's at start)."""
+        if self.cue is None or self.emulation is not None:
+            return self
+        own = {d.id for d in self.devices if d.protocol == "launcher" and d.enabled}
+        for lc in self.cue.launchers:
+            if lc.id not in own:
+                raise ValueError(
+                    f"cue.launchers[{lc.id}]: no launcher device with this id in [[devices]]; "
+                    "a gateway cues only the launchers it owns"
+                )
+        return self
 
     @model_validator(mode="after")
     def _partners_apart(self) -> GatewayConfig:
@@ -555,10 +608,6 @@ class GatewayConfig(_Model):
             other = trees.setdefault(p.prefix, p.id)
             if other != p.id:
                 raise ValueError(f"partners {other!r} and {p.id!r} share the topic tree {p.prefix!r}")
-        device_ids = {d.id for d in self.devices}
-        for p in self.partners:
-            if f"partner.{p.id}" in device_ids:
-                raise ValueError(f"device id 'partner.{p.id}' is taken by partner {p.id!r}'s inbound source")
         return self
 
     @model_validator(mode="after")
@@ -642,9 +691,22 @@ _TRANSPORT_TAGS = frozenset({"serial", "udp", "memory", "can"})
 def parse_config(raw: dict[str, Any], source: str = "config") -> GatewayConfig:
     """Validate a parsed TOML document; raise ConfigError with a one-line message."""
     try:
-        return GatewayConfig.model_validate(raw)
+        config = GatewayConfig.model_validate(raw)
     except ValidationError as exc:
         raise one_line(exc, raw, source, _TRANSPORT_TAGS) from None
+    if config.fusion.engine == "default":
+        # The engine's parameters are an untyped table: check them now, not
+        # when the fusion task starts (its keys are ``fusion.<field>``).
+        from gateway.fusion.config import config_from_params
+
+        try:
+            config_from_params(config.fusion.params)
+        except ConfigError as exc:
+            key = exc.key.replace("fusion.", "fusion.params.", 1)
+            raise ConfigError(f"{source}: {key}", exc.reason) from None
+        except TypeError as exc:  # a dataclass field given twice cannot happen; a bad one can
+            raise ConfigError(f"{source}: fusion.params", str(exc)) from None
+    return config
 
 
 def load_config(path: str | Path) -> GatewayConfig:

@@ -16,6 +16,8 @@ What is checked:
   down interface gets the ``ip link`` line that brings it up;
 * the MQTT broker: TCP, then TLS with the configured identity (the broker is
   verified against ``ca_file``), then an MQTT CONNECT/CONNACK;
+* the cue keys file, when ``[cue]`` is on: owner, mode, symbolic link and
+  directory (:mod:`gateway.cue.keyfile`), then its content;
 * clock sync, when ``[time_sync]`` is configured: the kernel's clock
   discipline state (adjtimex) or an SNTP query (RFC 4330).
 """
@@ -57,6 +59,7 @@ __all__ = [
     "Result",
     "check_can",
     "check_clock",
+    "check_keys_file",
     "check_mqtt",
     "check_serial",
     "check_udp",
@@ -556,10 +559,33 @@ def run_checks(config: GatewayConfig, timeout_s: float = 3.0) -> list[Check]:
         )
     if not config.devices and config.emulation is None:
         checks.append(Check("devices", Result.WARN, "no devices configured", "add [[devices]] blocks"))
+    if config.cue is not None and config.cue.enabled:
+        checks.append(check_keys_file(config))
     checks.extend(check_mqtt(config.mqtt, config.gateway_id, timeout_s))
     if config.time_sync is not None:
         checks.append(check_clock(config.time_sync))
     return checks
+
+
+def check_keys_file(config: GatewayConfig) -> Check:
+    """The cue keys file: owner, mode, symlink, directory, then its content."""
+    from gateway.cue.keyfile import check_key_file
+    from gateway.cue.keys import load_keys
+    from hilgw.errors import ConfigError
+
+    assert config.cue is not None
+    name = "cue keys file"
+    try:
+        check_key_file(config.cue.keys_file, allow_symlink=config.cue.keys_file_symlink)
+        ring = load_keys(config.cue.keys_file)
+    except ConfigError as exc:
+        reason, _, fix = exc.reason.partition("; ")
+        return Check(name, Result.FAIL, f"{exc.key}: {reason}", fix or "see docs/cue-path.md §7")
+    return Check(
+        name,
+        Result.PASS,
+        f"{config.cue.keys_file}: {len(ring.operator)} operator, {len(ring.launcher)} launcher key(s)",
+    )
 
 
 def exit_code(checks: list[Check]) -> int:

@@ -259,6 +259,33 @@ class _GatewayCollector(Collector):
 
         if gw.web is not None:
             yield GaugeMetricFamily("hilgw_web_clients", "Open situation-display pages", value=gw.web.clients)
+            dropped = CounterMetricFamily(
+                "hilgw_web_clients_dropped", "Display pages dropped for falling behind", labels=["reason"]
+            )
+            for reason in ("slow", "send_timeout", "send_error", "no_pong"):
+                dropped.add_metric([reason], gw.web.dropped[reason])
+            refused = CounterMetricFamily(
+                "hilgw_web_requests_refused",
+                "Display requests refused (limit: 503; host, origin: 403)",
+                labels=["reason"],
+            )
+            for reason in ("limit", "host", "origin"):
+                refused.add_metric([reason], gw.web.refused[reason])
+            yield from (dropped, refused)
+
+        scoring = gw.scoring
+        if scoring is not None:
+            rejected = CounterMetricFamily(
+                "hilgw_scoring_truth_rejected", "Truth batches not scored against", labels=["reason"]
+            )
+            for reason in ("non_finite", "out_of_range", "duplicate_id", "no_time"):
+                rejected.add_metric([reason], scoring.scorer.truth_rejected[reason])
+            yield rejected
+            yield CounterMetricFamily(
+                "hilgw_scoring_tracks_rejected",
+                "Tracks left out of scoring (non-finite state)",
+                value=scoring.scorer.tracks_rejected,
+            )
 
         ok, _ = health_check(gw)
         yield GaugeMetricFamily("hilgw_healthy", "1 when /healthz answers 200", value=int(ok))

@@ -33,11 +33,14 @@ from typing import Any, Protocol, runtime_checkable
 
 from mcap.exceptions import McapError
 from mcap.reader import make_reader
+from pydantic import ValidationError
 
 from gateway.config import DeviceConfig, FusionConfig, GatewayConfig, MqttConfig
 from gateway.health import DeviceStats
 from gateway.recording import FORMAT, META_END, META_RUN, TOPIC_TRACKS
+from gateway.recording_check import RecordingError, check_parts
 from hilgw.errors import ConfigError
+from hilgw.tomlconfig import one_line
 from hilgw.v1 import recording_pb2, track_pb2
 
 __all__ = [
@@ -121,13 +124,16 @@ def read_info(paths: Sequence[Path]) -> RecordingInfo:
     if not paths:
         raise ConfigError("replay", "no recording given")
     ordered = sorted((Path(p) for p in paths), key=_part_key)
+    # Every part read once, every CRC checked, before anything is replayed:
+    # a damaged or unclosed part is named with its offset (gateway/recording_check.py).
+    check_parts(ordered)
     run: str | None = None
     dropped: dict[str, int] = {}
     start, end, n_raw, n_tracks = 0, 0, 0, 0
     for path in ordered:
         try:
             with path.open("rb") as f:
-                reader = make_reader(f)
+                reader = make_reader(f, validate_crcs=True)
                 metas = {m.name: m.metadata for m in reader.iter_metadata()}
                 summary = reader.get_summary()
         except (OSError, McapError, ValueError, EOFError, struct.error) as exc:
@@ -153,18 +159,23 @@ def read_info(paths: Sequence[Path]) -> RecordingInfo:
                 elif topics.get(cid) == TOPIC_TRACKS:
                     n_tracks += n
     assert run is not None
-    cfg = json.loads(run)
-    return RecordingInfo(
-        paths=ordered,
-        gateway_id=cfg["gateway_id"],
-        devices=[DeviceConfig.model_validate(d) for d in cfg["devices"]],
-        fusion=FusionConfig.model_validate(cfg["fusion"]),
-        start_ns=start,
-        end_ns=end,
-        raw_frames=n_raw,
-        track_batches=n_tracks,
-        dropped=dropped,
-    )
+    try:
+        cfg = json.loads(run)
+        return RecordingInfo(
+            paths=ordered,
+            gateway_id=cfg["gateway_id"],
+            devices=[DeviceConfig.model_validate(d) for d in cfg["devices"]],
+            fusion=FusionConfig.model_validate(cfg["fusion"]),
+            start_ns=start,
+            end_ns=end,
+            raw_frames=n_raw,
+            track_batches=n_tracks,
+            dropped=dropped,
+        )
+    except ValidationError as exc:  # metadata lie outside the chunks' CRCs
+        raise one_line(exc, cfg, f"{ordered[0]}: run metadata") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(str(ordered[0]), f"run metadata unusable: {type(exc).__name__}: {exc}") from None
 
 
 #: One timeline entry: (time ns, rank, decoded message).
@@ -172,8 +183,19 @@ Entry = tuple[int, int, recording_pb2.RawFrame | track_pb2.TrackBatch]
 
 
 def _part_entries(path: Path) -> Iterator[Entry]:
+    n = 0
+    try:
+        for n, entry in enumerate(_read_entries(path), 1):  # noqa: B007  # n names the place of a failure
+            yield entry
+    except (McapError, ValueError, EOFError, struct.error, KeyError, OSError, MemoryError) as exc:
+        # check_parts read this part whole; a failure here is damage it could
+        # not see (a CRC of 0, an index that points elsewhere).
+        raise RecordingError(f"{path}: damaged after message {n}: {type(exc).__name__}: {exc}") from None
+
+
+def _read_entries(path: Path) -> Iterator[Entry]:
     with path.open("rb") as f:
-        reader = make_reader(f)
+        reader = make_reader(f, validate_crcs=True)
         group: list[tuple[int, int, int, Entry]] = []
         for _schema, channel, message in reader.iter_messages(log_time_order=True):
             entry: Entry

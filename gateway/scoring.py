@@ -40,7 +40,7 @@ truth from its batch time, to the track batch's time at constant velocity
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -65,6 +65,11 @@ __all__ = [
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 B = npt.NDArray[np.bool_]
+
+
+#: Largest |position| (m) or |velocity| (m/s) a truth state may have: 1e9 is
+#: far beyond any orbit, and keeps extrapolated positions finite.
+MAX_STATE = 1e9
 
 
 def _costs(x: F64, y: F64, c: float, p: float) -> tuple[F64, F64]:
@@ -243,16 +248,40 @@ class LiveScorer:
         # Recent report positions and times, so truth that arrives a little
         # after the first reports (a scorer started with the bench) still sees them.
         self._recent: deque[tuple[F64, I64]] = deque()
+        #: Truth batches rejected, by reason (non_finite, out_of_range, duplicate_id, no_time).
+        self.truth_rejected: Counter[str] = Counter()
+        #: Tracks left out of scoring for a non-finite state (a broken publisher).
+        self.tracks_rejected = 0
 
-    def on_truth(self, ids: Sequence[str], x: F64, t_ns: int) -> None:
-        """The truth at ``t_ns``: target ids and ECEF states (N, 6) of the targets that exist."""
-        self.truth = _Truth(tuple(ids), np.asarray(x, np.float64).reshape(-1, 6), int(t_ns))
+    def on_truth(self, ids: Sequence[str], x: F64, t_ns: int) -> bool:
+        """The truth at ``t_ns``: target ids and ECEF states (N, 6) of the targets that exist.
+
+        A batch with a non-finite state, a repeated id or no time is rejected
+        whole (False) and counted in :attr:`truth_rejected` by reason; the
+        truth before it stays in force. One NaN would otherwise reach the
+        assignment (scipy refuses a NaN cost) at every step after it.
+        """
+        xs = np.asarray(x, np.float64).reshape(-1, 6)
+        reason = None
+        if not np.isfinite(xs).all():
+            reason = "non_finite"
+        elif np.abs(xs).max(initial=0.0) > MAX_STATE:
+            reason = "out_of_range"
+        elif len(set(ids)) != len(ids):
+            reason = "duplicate_id"
+        elif int(t_ns) <= 0:
+            reason = "no_time"
+        if reason is not None:
+            self.truth_rejected[reason] += 1
+            return False
+        self.truth = _Truth(tuple(ids), xs, int(t_ns))
         for tid in ids:
             st = self.continuity.get(tid)
             if not st.first_truth_ns:
                 st.first_truth_ns = int(t_ns)
         for pos, t in self._recent:
             self._detect(pos, t)
+        return True
 
     def truth_at(self, t_ns: int) -> tuple[tuple[str, ...], F64] | None:
         """Truth extrapolated to ``t_ns`` (ids, (N, 6)), or None if too old or none yet."""
@@ -303,7 +332,12 @@ class LiveScorer:
         trk_ids = np.asarray(track_ids)[keep]
         xe = np.asarray(x, np.float64).reshape(-1, 6)[keep]
         dt = (t_ns - np.asarray(t_valid_ns, np.int64)[keep]) * 1e-9
-        ye = xe[:, :3] + xe[:, 3:] * dt[:, None]
+        with np.errstate(over="ignore", invalid="ignore"):
+            ye = xe[:, :3] + xe[:, 3:] * dt[:, None]
+        finite = np.isfinite(ye).all(axis=1)  # a NaN/inf track (a broken publisher) is left out, counted
+        self.tracks_rejected += int((~finite).sum())
+        keep[keep] = finite
+        trk_ids, ye = trk_ids[finite], ye[finite]
         g = gospa(xt[:, :3], ye, self.c, self.p)
         o = ospa(xt[:, :3], ye, self.c, self.p)
         assigned = {ids[i]: int(trk_ids[j]) for i, j in g.pairs}
@@ -334,9 +368,9 @@ class LiveScorer:
         ids, st, x, tv = tracks_from_proto(msg)
         return self.on_tracks(ids, st, x, tv, int(msg.time_ns))
 
-    def on_truth_batch(self, msg: truth_pb2.TruthBatch) -> None:
-        """:meth:`on_truth` of a TruthBatch."""
-        self.on_truth(*truth_from_proto(msg))
+    def on_truth_batch(self, msg: truth_pb2.TruthBatch) -> bool:
+        """:meth:`on_truth` of a TruthBatch (False: rejected and counted)."""
+        return self.on_truth(*truth_from_proto(msg))
 
     def report(self, gateway_id: str = "", final: bool = False) -> truth_pb2.ScoreReport:
         """The ScoreReport so far (last step, means, per-target continuity and timeliness)."""

@@ -14,6 +14,8 @@
     :attr:`RemoteProtocolError.reason`.
 
 * :class:`TransportError`: a transport could not be opened, or failed.
+* :class:`RecordingError`: a recording part is damaged or was not closed
+  (names the file and the byte offset; gateway/recording_check.py).
 
 Any other exception escaping a codec is a bug. Messages name the device, the
 field or byte offset, and the offending value, so an integrator can act on one
@@ -27,6 +29,7 @@ __all__ = [
     "HilgwError",
     "LocalProtocolError",
     "ProtocolError",
+    "RecordingError",
     "RemoteProtocolError",
     "TransportError",
 ]
@@ -79,3 +82,8 @@ class RemoteProtocolError(ProtocolError):
 
 class TransportError(HilgwError):
     """A transport could not be opened, or failed while in use."""
+
+
+class RecordingError(HilgwError):
+    """A recording part is damaged or incomplete; the message names the file,
+    the byte offset and the record, and says what to do."""

@@ -8,29 +8,68 @@ Shared by the gateway config (gateway/config.py) and the scenario files
 
 from __future__ import annotations
 
+import math
+import reprlib
 import tomllib
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from hilgw.errors import ConfigError
 
-__all__ = ["dotted_key", "one_line", "read_toml"]
+__all__ = ["MAX_ABS_FLOAT", "StrictModel", "dotted_key", "one_line", "parse_toml", "read_toml"]
+
+#: Largest magnitude of any float config value. Durations become nanoseconds
+#: in int64 fields (1e9 s * 1e9 = 1e18 < 2**63), so a larger value would
+#: overflow a protobuf field or a deadline far from where it was written;
+#: no quantity in a config (metres, seconds, hertz) needs more.
+MAX_ABS_FLOAT = 1e9
+
+
+class StrictModel(BaseModel):
+    """Base of every config and scenario model: unknown keys refused, frozen,
+    and no float may be ``inf``/``nan`` (TOML spells them ``inf``/``nan``, and
+    ``1e309`` overflows to ``inf``) or larger in magnitude than
+    :data:`MAX_ABS_FLOAT`. One place, so every numeric key gets it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _bounded_floats(cls, value: Any) -> Any:
+        # allow_inf_nan covers plain float fields; this also reaches floats in
+        # tuples/lists (waypoints, matrices) and catches huge finite values.
+        for v in value if isinstance(value, list | tuple) else (value,):
+            if isinstance(v, float) and (not math.isfinite(v) or abs(v) > MAX_ABS_FLOAT):
+                raise ValueError(f"must be a finite number of magnitude <= {MAX_ABS_FLOAT:g}")
+        return value
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     """The parsed document; ConfigError naming the file when unreadable or not TOML."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        data = p.read_bytes()
     except OSError as exc:
         raise ConfigError(str(p), f"cannot read: {exc.strerror}") from None
+    return parse_toml(data, str(p))
+
+
+def parse_toml(data: bytes, source: str) -> dict[str, Any]:
+    """Parse TOML bytes; every failure is a one-line ConfigError naming ``source``."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, f"not UTF-8 text (byte offset {exc.start})") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(p), f"not valid TOML: {exc}") from None
+        raise ConfigError(source, f"not valid TOML: {exc}") from None
+    except RecursionError:
+        # tomllib recurses once per nesting level of arrays/inline tables.
+        raise ConfigError(source, "not valid TOML: nested too deeply") from None
 
 
 def dotted_key(loc: tuple[int | str, ...], raw: Any, tags: Collection[str] = ()) -> str:
@@ -65,7 +104,7 @@ def one_line(exc: ValidationError, raw: Any, source: str, tags: Collection[str] 
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
     elif "input" in err and err["type"] != "missing" and not isinstance(err["input"], dict | list):
-        msg = f"{msg} (got {err['input']!r})"
+        msg = f"{msg} (got {reprlib.repr(err['input'])})"  # shortened: one line
     more = len(exc.errors()) - 1
     if more:
         msg += f" (and {more} more error{'s' if more > 1 else ''})"

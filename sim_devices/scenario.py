@@ -34,20 +34,19 @@ for the model), so an infeasible flight is a config error naming its key.
 from __future__ import annotations
 
 import math
-import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 import numpy as np
 import pymap3d
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 from scipy.optimize import brentq
 
 from gateway.fusion.api import SensorGeometry
 from gateway.geo import site_geometry
 from hilgw.errors import ConfigError
-from hilgw.tomlconfig import one_line, read_toml
+from hilgw.tomlconfig import StrictModel, one_line, parse_toml, read_toml
 from sim_devices import kepler
 from sim_devices.scenario_faults import FAULT_TARGETS, FaultConfig, FaultKind
 
@@ -77,8 +76,8 @@ BUILTIN_PREFIX = "builtin:"
 _SCENARIO_DIR = "scenarios"
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Model(StrictModel):
+    """Unknown keys, non-finite and absurdly large numbers refused (hilgw.tomlconfig)."""
 
 
 class ScenarioInfo(_Model):
@@ -675,9 +674,6 @@ def resolve_scenario(spec: str | Path) -> Scenario:
         res = resources.files("sim_devices").joinpath(_SCENARIO_DIR, f"{name}.toml")
         if not res.is_file():
             raise ConfigError(s, f"no built-in scenario {name!r} (have: {', '.join(builtin_scenarios())})")
-        try:
-            raw = tomllib.loads(res.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:  # a packaging bug, but say where
-            raise ConfigError(s, f"not valid TOML: {exc}") from None
+        raw = parse_toml(res.read_bytes(), s)  # a packaging bug if it fails, but say where
         return parse_scenario(raw, source=f"{name}.toml")
     return load_scenario(s)

@@ -9,11 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from hilgw.tomlconfig import StrictModel
 
 __all__ = [
     "CoverageConfig",
     "CueConfig",
+    "CuePictureConfig",
     "CueRulesConfig",
     "InhibitConfig",
     "LauncherCueConfig",
@@ -25,8 +28,8 @@ InhibitKind = Literal["launcher_heartbeat", "sensors", "time_sync"]
 Category = Literal["ballistic", "constant_velocity", "unspecified"]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Model(StrictModel):
+    """Unknown keys, non-finite and absurdly large numbers refused (hilgw.tomlconfig)."""
 
 
 class CoverageConfig(_Model):
@@ -85,6 +88,9 @@ class CueRulesConfig(_Model):
     #: A track fed only by low-trust sources (a partner's assessments,
     #: docs/partners.md §6) is a candidate only when this is true.
     allow_low_trust_only: bool = False
+    #: A track with fewer distinct contributing sources is not a candidate
+    #: (``single_source``); at least 2 with a theatre picture (``[cue.picture]``).
+    min_sources: int = Field(default=1, ge=1, le=100)
 
 
 class TimeSyncConfig(_Model):
@@ -112,11 +118,28 @@ class InhibitConfig(_Model):
     time_sync: TimeSyncConfig = TimeSyncConfig()
 
 
+class CuePictureConfig(_Model):
+    """Cue on another gateway's picture (a theatre's), docs/federation.md §4.
+
+    The cue path takes its tracks from ``{topic_prefix}/{gateway_id}/tracks``
+    on this gateway's broker instead of its own fusion. Authority, inhibits,
+    rules and the audit stay here, and cues go only to this gateway's own
+    launchers.
+    """
+
+    gateway_id: str = Field(pattern=_ID)
+    topic_prefix: str = Field(default="hilgw", pattern=r"^[A-Za-z0-9_/-]+$")
+    #: Accept ``rules.min_sources = 1`` (single-source theatre tracks may cue).
+    allow_single_source: bool = False
+
+
 class CueConfig(_Model):
     """``[cue]``: the engagement-cue path (docs/cue-path.md)."""
 
     enabled: bool = True
     keys_file: Path
+    #: keys_file may be a symbolic link (refused by default: gateway/cue/keyfile.py).
+    keys_file_symlink: bool = False
     audit_path: Path
     launchers: list[LauncherCueConfig] = Field(default_factory=list)
     rules: CueRulesConfig = CueRulesConfig()
@@ -125,16 +148,29 @@ class CueConfig(_Model):
     command_max_age_s: float = Field(default=5.0, gt=0, le=300)
     command_max_future_s: float = Field(default=2.0, ge=0, le=300)
     #: A cue waiting for approval longer than this expires.
-    approval_timeout_s: float = Field(default=30.0, gt=0)
+    approval_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     #: Validity window of a cue from the moment it is sent.
     cue_validity_s: float = Field(default=5.0, gt=0, le=600)
-    ack_timeout_s: float = Field(default=0.5, gt=0)
+    #: Bounded: a launcher that takes longer than a minute to ack is not acking.
+    ack_timeout_s: float = Field(default=0.5, gt=0, le=60)
     max_retries: int = Field(default=2, ge=0, le=10)
     #: After a nack or a failure, the same track/launcher pair waits this long.
-    retry_cooldown_s: float = Field(default=2.0, ge=0)
+    retry_cooldown_s: float = Field(default=2.0, ge=0, le=3600)
     #: Authority above HOLD survives this long without the broker link that
     #: carries operator commands, then falls to HOLD (docs/cue-path.md §11).
     operator_link_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+
+    #: Cue on another gateway's picture; None: this gateway's own.
+    picture: CuePictureConfig | None = None
+
+    @model_validator(mode="after")
+    def _theatre_needs_sources(self) -> CueConfig:
+        if self.picture is not None and self.rules.min_sources < 2 and not self.picture.allow_single_source:
+            raise ValueError(
+                "rules.min_sources must be at least 2 with a [cue.picture] (a theatre track held by one "
+                "source alone must not cue); set picture.allow_single_source = true to accept 1"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_launchers(self) -> CueConfig:

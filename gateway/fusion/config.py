@@ -7,9 +7,14 @@ durations are nanoseconds where they are compared with report times.
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import reprlib
 from dataclasses import dataclass
+from typing import Any
 
 from hilgw.errors import ConfigError
+from hilgw.tomlconfig import MAX_ABS_FLOAT
 
 MODEL_NCV = "ncv"
 MODEL_BALLISTIC = "ballistic"
@@ -137,6 +142,7 @@ class FusionConfig:
 
     def check(self) -> None:
         """Raise :class:`ConfigError` naming the first field out of range."""
+        self._check_types()
         if not self.models or any(m not in KNOWN_MODELS for m in self.models):
             raise ConfigError("fusion.models", f"{self.models!r}: each must be one of {KNOWN_MODELS}")
         if len(set(self.models)) != len(self.models):
@@ -177,3 +183,50 @@ class FusionConfig:
                 raise ConfigError(f"fusion.{name}", f"{getattr(self, name)!r}: must be >= 0")
         if self.drop_misses < 1 or self.coast_misses < 1 or self.tentative_drop_misses < 1:
             raise ConfigError("fusion.drop_misses", "every *_misses count must be >= 1")
+
+    def _check_types(self) -> None:
+        """Each field has its default's type, and every number is finite and
+        bounded like the rest of the config (hilgw.tomlconfig.StrictModel):
+        ``fusion.params`` arrives as an untyped table, so a string or an
+        ``inf`` would otherwise reach the filter arithmetic."""
+        for f in dataclasses.fields(self):
+            value, default = getattr(self, f.name), f.default
+            items = value if isinstance(default, tuple) else (value,)
+            if isinstance(default, tuple) and not isinstance(value, tuple):
+                raise ConfigError(f"fusion.{f.name}", f"{value!r}: must be a list")
+            kind = type(default[0]) if isinstance(default, tuple) else type(default)
+            for v in items:
+                _check_value(f.name, v, kind)
+
+
+def _check_value(name: str, v: Any, kind: type) -> None:
+    if kind is bool:
+        ok = isinstance(v, bool)
+    elif kind is int:
+        ok = isinstance(v, int) and not isinstance(v, bool)
+    elif kind is float:
+        ok = isinstance(v, int | float) and not isinstance(v, bool)
+    else:
+        ok = isinstance(v, kind)
+    if not ok:
+        raise ConfigError(f"fusion.{name}", f"{reprlib.repr(v)}: must be {kind.__name__}")
+    # abs() first: math.isfinite overflows on a huge int, a comparison does not.
+    if kind in (int, float) and (abs(v) > MAX_ABS_FLOAT or not math.isfinite(v)):
+        limit = f"must be finite, of magnitude <= {MAX_ABS_FLOAT:g}"
+        raise ConfigError(f"fusion.{name}", f"{reprlib.repr(v)}: {limit}")
+
+
+def config_from_params(params: dict[str, Any]) -> FusionConfig:
+    """The checked :class:`FusionConfig` of a ``fusion.params`` table (``gravity``
+    is the engine's, not a field here). Raises :class:`ConfigError`."""
+    p = {k: v for k, v in params.items() if k != "gravity"}
+    if params.get("gravity", "ecef") not in ("ecef", "flat"):
+        raise ConfigError("fusion.gravity", f"{params['gravity']!r}: must be 'ecef' or 'flat'")
+    names = {f.name for f in dataclasses.fields(FusionConfig)}
+    unknown = sorted(set(p) - names)
+    if unknown:
+        raise ConfigError("fusion.params", f"unknown keys {unknown}; known: {sorted(names)}")
+    kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in p.items()}
+    cfg = FusionConfig(**kw)
+    cfg.check()
+    return cfg

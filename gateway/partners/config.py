@@ -11,7 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from hilgw.tomlconfig import StrictModel
 
 if TYPE_CHECKING:
     # Resolved by gateway.config (which imports this module) with model_rebuild:
@@ -39,10 +41,9 @@ ReleasableField = Literal["position", "velocity", "status"]
 ReleasableStatus = Literal["tentative", "confirmed", "coasting"]
 
 
-class _Model(BaseModel):
-    # allow_inf_nan=False: a quantum or radius of inf/nan would silently
-    # release everything (or nothing); refuse it at load, naming the key.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+class _Model(StrictModel):
+    """No inf/nan (StrictModel): a quantum or radius of inf/nan would silently
+    release everything (or nothing); refused at load, naming the key."""
 
 
 class MarkingsConfig(_Model):

@@ -16,8 +16,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import resource
 import time
-from collections import deque
+from collections import Counter, deque
+from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +29,7 @@ from aiohttp import WSMsgType, web
 
 from gateway.config import WebConfig
 from gateway.metrics import HttpEndpoint
+from gateway.web.security import HostGuard, add_security_headers
 from hilgw.v1 import health_pb2, track_pb2
 
 if TYPE_CHECKING:
@@ -42,9 +45,6 @@ _STATIC = {
     "/display.js": ("display.js", "text/javascript"),
     "/display.css": ("display.css", "text/css"),
 }
-# Nothing but this origin: no CDN, no font service, no tile server.
-_CSP = "default-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'"
-_SEND_TIMEOUT_S = 2.0  # a page that cannot take a snapshot this fast is closed
 
 
 def _state_name(state: int) -> str:
@@ -70,13 +70,24 @@ class SituationDisplay:
         self.picture_time_ns = 0
         self.batch_sequence = 0
         self._trails: dict[int, deque[tuple[int, float, float]]] = {}
-        self._sockets: set[web.WebSocketResponse] = set()
+        self._clients: set[_Client] = set()
+        self._opening = 0  # handshakes under way, counted against max_clients
         self._sensors: list[dict[str, Any]] | None = None
+        self.max_clients = config.max_clients
+        self.guard = HostGuard(config.host, config.allowed_hosts)
         self.sent = 0
+        self.snapshot_errors = 0
+        #: Pages dropped by reason: slow (queue full), send_timeout, send_error, no_pong.
+        self.dropped: Counter[str] = Counter()
 
     @property
     def clients(self) -> int:
-        return len(self._sockets)
+        return len(self._clients)
+
+    @property
+    def refused(self) -> Counter[str]:
+        """Requests refused by reason: limit (503), host, origin (403)."""
+        return self.guard.refused
 
     # --- state ------------------------------------------------------------------
 
@@ -200,46 +211,95 @@ class SituationDisplay:
         }
 
     # --- serving ----------------------------------------------------------------
+    #
+    # Each page has its own bounded queue and writer task: the broadcast only
+    # puts the (shared) snapshot text on the queues, so it never waits for a
+    # page. A page whose queue is full, or whose write takes longer than
+    # send_timeout_s, is dropped (its connection aborted) and counted; it does
+    # not slow the others, /healthz or the cue path (issue 23, item 4).
 
     async def run(self) -> None:
-        """Push a snapshot to every open page ``update_hz`` times a second."""
+        """Queue a snapshot for every open page ``update_hz`` times a second."""
         period = 1.0 / self.config.update_hz
         while True:
             await asyncio.sleep(period)
-            if not self._sockets:
+            if not self._clients:
                 continue
-            text = _dumps(self.snapshot())
-            await self._broadcast(text)
-
-    async def _broadcast(self, text: str) -> None:
-        async def send(ws: web.WebSocketResponse) -> None:
             try:
-                async with asyncio.timeout(_SEND_TIMEOUT_S):  # not wait_for: it can swallow a cancel on 3.11
-                    await ws.send_str(text)
-                self.sent += 1
-            except (TimeoutError, ConnectionError, RuntimeError):
-                self._sockets.discard(ws)
-                with contextlib.suppress(Exception):
-                    await ws.close()
+                text = _dumps(self.snapshot())
+            except ValueError as exc:  # a NaN in the picture: skip this one, keep the display
+                self.snapshot_errors += 1
+                log.warning("web: snapshot not sent: %s", exc)
+                continue
+            self._broadcast(text)
 
-        await asyncio.gather(*(send(ws) for ws in list(self._sockets)))
+    def _broadcast(self, text: str) -> None:
+        for client in list(self._clients):
+            try:
+                client.queue.put_nowait(text)
+            except asyncio.QueueFull:
+                self._drop(client, "slow")
+
+    def _drop(self, client: _Client, reason: str) -> None:
+        """Forget a page, count it by reason, and abort its connection (a close
+        handshake would wait on the very client that does not read)."""
+        if client not in self._clients:
+            return
+        self._clients.discard(client)
+        self.dropped[reason] += 1
+        log.info("web: display client %s dropped (%s)", client.peer, reason)
+        if client.writer is not None and client.writer is not asyncio.current_task():
+            client.writer.cancel()
+        if client.transport is not None:
+            client.transport.abort()
+
+    async def _write(self, client: _Client) -> None:
+        timeout = self.config.send_timeout_s
+        try:
+            while True:
+                text = await client.queue.get()
+                async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancel on 3.11
+                    await client.ws.send_str(text)
+                self.sent += 1
+        except TimeoutError:
+            self._drop(client, "send_timeout")
+        except Exception as exc:  # closed under us, or anything else: this page only
+            log.debug("web: send to %s failed: %r", client.peer, exc)
+            self._drop(client, "send_error")
 
     async def handle_ws(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=10.0)
-        await ws.prepare(request)
-        self._sockets.add(ws)
+        if len(self._clients) + self._opening >= self.max_clients:
+            self.refused["limit"] += 1
+            raise web.HTTPServiceUnavailable(
+                text="display: too many open pages (web.max_clients)\n",
+                headers={"Retry-After": "10", "Connection": "close"},
+            )
+        # The page sends nothing but pongs and a close: a small frame limit.
+        ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=4096)
+        self._opening += 1
         try:
-            # First picture at once, not one period later.
-            await ws.send_str(_dumps(self.snapshot()))
-            async for msg in ws:  # the page sends nothing; this waits for the close
+            await ws.prepare(request)
+        finally:
+            self._opening -= 1
+        client = _Client(ws, request.transport, request.remote, asyncio.Queue(self.config.client_queue))
+        self._clients.add(client)
+        client.queue.put_nowait(_dumps(self.snapshot()))  # first picture at once, not one period later
+        client.writer = asyncio.create_task(self._write(client), name=f"web:{client.peer}")
+        try:
+            async for msg in ws:
                 if msg.type == WSMsgType.ERROR:
                     break
         finally:
-            self._sockets.discard(ws)
+            if client in self._clients and isinstance(ws.exception(), TimeoutError):
+                # No pong within heartbeat/2 (aiohttp closes the socket): a page
+                # that stopped reading before it fell a queue behind.
+                self._drop(client, "no_pong")
+            self._clients.discard(client)
+            client.writer.cancel()
         return ws
 
     async def handle_state(self, request: web.Request) -> web.Response:
-        return web.json_response(self.snapshot())
+        return web.json_response(self.snapshot(), dumps=_dumps)
 
     def app(self) -> web.Application:
         static = resources.files("gateway.web").joinpath("static")
@@ -248,26 +308,61 @@ class SituationDisplay:
             body = static.joinpath(name).read_bytes()
 
             async def handler(request: web.Request) -> web.Response:
-                resp = web.Response(body=body, content_type=ctype, charset="utf-8")
-                resp.headers["Content-Security-Policy"] = _CSP
-                resp.headers["Cache-Control"] = "no-store"
-                return resp
+                return web.Response(body=body, content_type=ctype, charset="utf-8")
 
             return handler
 
-        app = web.Application()
+        app = web.Application(middlewares=[self.guard.middleware])
         for path, (name, ctype) in _STATIC.items():
             app.router.add_get(path, page(name, ctype))
         app.router.add_get("/ws", self.handle_ws)
         app.router.add_get("/state.json", self.handle_state)
+        app.on_response_prepare.append(add_security_headers)
         app.on_shutdown.append(self._close_all)
         return app
 
+    def bind(self, port: int) -> None:
+        """The server listens on ``port``: fix the Host/Origin allow-list, and
+        keep the page limit under the file descriptors this process may open."""
+        self.guard.bind(port)
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and self.max_clients > soft // 2:
+            log.warning(
+                "web: max_clients %d lowered to %d, half the open-file limit %d (LimitNOFILE)",
+                self.max_clients,
+                soft // 2,
+                soft,
+            )
+            self.max_clients = max(1, soft // 2)
+
     async def _close_all(self, app: web.Application) -> None:
-        for ws in list(self._sockets):
+        """Close every page at once (a close handshake each, 0.5 s at most, then
+        the socket is aborted): a page that does not read must not stretch the
+        gateway's shutdown past shutdown_timeout_s."""
+        clients = list(self._clients)
+        self._clients.clear()
+
+        async def close(client: _Client) -> None:
+            if client.writer is not None:
+                client.writer.cancel()
             with contextlib.suppress(Exception):
-                await ws.close()
-        self._sockets.clear()
+                async with asyncio.timeout(0.5):
+                    await client.ws.close()
+            if client.transport is not None:
+                client.transport.abort()
+
+        await asyncio.gather(*(close(c) for c in clients))
+
+
+@dataclass(eq=False)
+class _Client:
+    """One open page: its socket, its transport (to abort it) and its queue."""
+
+    ws: web.WebSocketResponse
+    transport: asyncio.Transport | None
+    peer: str | None
+    queue: asyncio.Queue[str]
+    writer: asyncio.Task[None] | None = None
 
 
 def _dumps(snapshot: dict[str, Any]) -> str:
@@ -279,4 +374,5 @@ async def start_web_server(display: SituationDisplay) -> HttpEndpoint:
     cfg = display.config
     endpoint = HttpEndpoint(display.app(), cfg.host, cfg.port, "situation display")
     await endpoint.start()
+    display.bind(endpoint.port)
     return endpoint

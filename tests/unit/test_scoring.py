@@ -206,3 +206,29 @@ def test_first_cue_goes_to_the_target_of_the_cued_track() -> None:
     assert t["A"].detection_to_cue_s == pytest.approx(2.0)
     assert t["B"].first_cue_time_ns == 0
     assert math.isnan(t["B"].detection_to_cue_s)
+
+
+def test_a_nan_truth_batch_is_rejected_counted_and_scoring_goes_on() -> None:
+    """Issue 23 item 6: one NaN in a truth batch used to raise in the assignment
+    at every step after it (the scoring task crash-looped)."""
+    sc = LiveScorer(cutoff_m=100.0, order_p=2.0, max_truth_age_s=2.0)
+    assert sc.on_truth_batch(_truth(10 * S, {"A": (0, 0, 0, 100, 0, 0)}))
+    assert not sc.on_truth_batch(_truth(10 * S + S // 2, {"A": (math.nan, 0, 0, 100, 0, 0)}))
+    assert not sc.on_truth_batch(_truth(10 * S + S // 2, {"A": (0, 0, 0, math.inf, 0, 0)}))
+    assert not sc.on_truth_batch(_truth(10 * S + S // 2, {"A": (1e300, 0, 0, 0, 0, 0)}))
+    assert dict(sc.truth_rejected) == {"non_finite": 2, "out_of_range": 1}
+    # The truth before the bad batches stays in force: A at 100 m at 11 s.
+    step = sc.on_track_batch(_tracks(11 * S, [(7, CONF, (100, 0, 0, 100, 0, 0), 11 * S)]))
+    assert step is not None
+    assert step.gospa.distance == pytest.approx(0.0)
+
+
+def test_a_non_finite_track_is_left_out_and_counted() -> None:
+    sc = LiveScorer(cutoff_m=100.0, order_p=2.0, max_truth_age_s=2.0)
+    sc.on_truth_batch(_truth(10 * S, {"A": (0, 0, 0, 0, 0, 0)}))
+    step = sc.on_track_batch(
+        _tracks(10 * S, [(7, CONF, (0, 0, 0, 0, 0, 0), 10 * S), (8, CONF, (math.nan, 0, 0, 0, 0, 0), 10 * S)])
+    )
+    assert step is not None
+    assert (step.track_count, step.gospa.false_tracks) == (1, 0)
+    assert sc.tracks_rejected == 1
