@@ -243,3 +243,45 @@ def test_doctor_and_summary_name_the_sources_seen() -> None:
         drv.handle_datagram(dg, t)
     line = summary_line(gw, {})
     assert "[r1=STARTING r1-sdps=STARTING unknown=30.3,30.4,31.5,31.6]" in line
+
+
+def test_hilgw_replay_reads_a_pcapng_with_a_config(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    cap = tmp_path / "two.pcapng"
+    packets = _scans(1_800_000_000_000_000_000, 2.0, ("r1",))
+    _pcapng(cap, [*packets, (packets[-1][0] + 1, b"\x30\x00\x05\x80\x01")], PORT)  # and one malformed
+    (tmp_path / "site.toml").write_text(
+        'gateway_id = "lab"\n[mqtt]\nenabled = false\n'
+        f'[[devices]]\nid = "net"\nprotocol = "asterix"\ntransport = {{ kind = "udp", bind_port = {PORT} }}\n'
+        '[[devices.sources]]\nsac = 30\nsic = 1\nname = "r1"\nsite = { lat_deg = 45.0, lon_deg = -30.0, alt_m = 20.0 }\n'
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "replay",
+            "--config",
+            str(tmp_path / "site.toml"),
+            str(cap),
+            "--max-speed",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = " ".join(proc.stderr.split())
+    assert (
+        f"{len(packets) + 1} packets: decoded net: {len(packets)}; rejected net truncated: 1; unmapped none"
+        in out
+    ), out
+    assert "unknown sources 30.2" in out  # r1's SDPS is not named in this config
+    # Without --config a capture is refused with the reason.
+    bad = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "replay", str(cap)], capture_output=True, text=True, timeout=120
+    )
+    assert bad.returncode == 2
+    assert "needs --config" in bad.stderr
