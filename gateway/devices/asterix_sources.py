@@ -42,6 +42,7 @@ _STATE_TEXT: dict[int, str] = {
     _DOWN: "DOWN",
     health_pb2.DEVICE_STATE_STARTING: "STARTING",
 }
+_NOGO_TEXT = {1: "degraded", 2: "NOGO"}
 #: Per-source "all records dropped" is judged over windows this long.
 _WINDOW_S = 2.0
 
@@ -62,6 +63,8 @@ class Source:
     last_heard_mono: float = 0.0
     last_north_ns: int = 0
     last_sector: tuple[int, float] | None = None
+    #: I065/040 NOGO of the last SDPS status (0 operational, 1 degraded, 2 NOGO).
+    nogo: int = 0
     #: (records_in, reports_out, drops, monotonic s) at the window's start.
     window: tuple[int, int, Counter[str], float] = field(default_factory=lambda: (0, 0, Counter(), 0.0))
 
@@ -77,7 +80,8 @@ class Source:
         st = self.stats
         st.service_messages += 1
         self.last_service_mono = self.last_heard_mono = mono
-        if not isinstance(ev, ServiceMessage034):
+        if isinstance(ev, ServiceMessage065):
+            self.nogo = ev.nogo if ev.nogo is not None else 0
             return
         if ev.message_type == 1:  # north marker: one per revolution (CAT034 ed. 1.29 I034/000)
             if self.last_north_ns and ev.t_ns > self.last_north_ns:
@@ -105,6 +109,8 @@ class Source:
             st.set_state(_DOWN, "nothing received from this source")
         elif self.last_heard_mono and now_mono - self.last_heard_mono > max(timeout, heartbeat_s):
             st.set_state(_DOWN, f"nothing for {now_mono - self.last_heard_mono:.1f} s")
+        elif self.nogo:
+            st.set_state(_DEGRADED, f"SDPS says {_NOGO_TEXT.get(self.nogo, 'invalid NOGO')} (I065/040)")
         elif d_in > 0 and d_out == 0 and dropped:
             why = ", ".join(f"{r} {n}" for r, n in dropped.most_common(3))
             st.set_state(_DEGRADED, f"all records rejected ({why})")

@@ -12,7 +12,7 @@ import dpkt
 import numpy as np
 import pytest
 
-from drivers.asterix import AsterixCodec
+from drivers.asterix import AsterixCodec, ServiceMessage065
 from drivers.asterix.timeofday import DAY_NS
 from drivers.base import Role
 from gateway.config import parse_config
@@ -108,6 +108,12 @@ def test_source_health_from_service_messages_and_rejects() -> None:
     assert stats.sources["r1"].state == health_pb2.DEVICE_STATE_UP
     assert stats.state == health_pb2.DEVICE_STATE_DEGRADED
     assert "r3 DOWN: no service message" in stats.detail
+    # An SDPS that says NOGO (I065/040) is DEGRADED, with the reason.
+    nogo = AsterixCodec(Role.DEVICE).send(ServiceMessage065(30, 4, 1, 1, epoch + 3 * 10**9, nogo=2))
+    drv.handle_datagram(nogo, epoch + 3 * 10**9)
+    stats.check(104.5)
+    assert stats.sources["r2-sdps"].state == health_pb2.DEVICE_STATE_DEGRADED
+    assert "NOGO" in stats.sources["r2-sdps"].detail
     # r1's reports all stale (a clock off by a minute): DEGRADED with the reason.
     clock[0] = 107.0
     for t, dg in _scans(epoch + 4 * 10**9, 1.0, ("r1",)):
@@ -255,7 +261,8 @@ def test_hilgw_replay_reads_a_pcapng_with_a_config(tmp_path: Path) -> None:
     (tmp_path / "site.toml").write_text(
         'gateway_id = "lab"\n[mqtt]\nenabled = false\n'
         f'[[devices]]\nid = "net"\nprotocol = "asterix"\ntransport = {{ kind = "udp", bind_port = {PORT} }}\n'
-        '[[devices.sources]]\nsac = 30\nsic = 1\nname = "r1"\nsite = { lat_deg = 45.0, lon_deg = -30.0, alt_m = 20.0 }\n'
+        '[[devices.sources]]\nsac = 30\nsic = 1\nname = "r1"\n'
+        "site = { lat_deg = 45.0, lon_deg = -30.0, alt_m = 20.0 }\n"
     )
     proc = subprocess.run(
         [
