@@ -6,6 +6,13 @@ per batch (:mod:`gateway.normalise_ship`), one ``ReportsIn`` publish per
 source. Service messages (CAT034 radar, CAT065 SDPS) are heartbeats;
 ``Rejected`` records are counted by reason.
 
+Many radars on one stream (issue 22): with ``[[devices.sources]]`` each
+record's SAC/SIC is looked up in a :class:`~gateway.devices.asterix_sources.SourceTable`:
+its site (fixed, or an own-ship store), noise, counters, sequence and health
+are that source's; a record of an unnamed SAC/SIC is counted
+``unknown_source`` and placed nowhere. Without sources every record is placed
+at the device's own ship (one radar per device).
+
 Sensors in fusion: each (category, SAC, SIC) is its own fusion sensor,
 registered on first sight as ``<device>/cat062/<sac>.<sic>`` or
 ``<device>/cat048/<sac>.<sic>``, so a system track of the SDPS and a
