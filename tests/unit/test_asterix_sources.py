@@ -292,3 +292,19 @@ def test_hilgw_replay_reads_a_pcapng_with_a_config(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2
     assert "needs --config" in bad.stderr
+
+
+def test_a_source_s_markings_reach_its_fusion_sensors() -> None:
+    from gateway.partners.wiring import source_markings
+
+    sources = mb.one_stream_device(PORT)["sources"]
+    sources[0] = {**sources[0], "markings": {"classification": "SECRET", "releasable_to": ["ally"]}}
+    gw = _gateway([_device(sources)])
+    marks = source_markings(gw.config.devices, [])
+    assert set(marks) == {"net/cat048/30.1", "net/cat062/30.1"}
+    assert marks["net/cat048/30.1"] == marks["net/cat062/30.1"]
+    # The stage's lookup by sensor name finds it; another radar of the stream has none.
+    gw.fusion.markings = marks
+    got = gw.fusion._markings_by_sensor(["net/cat048/30.1", "net/cat048/30.3"])
+    assert got[0] is not None
+    assert got[1] is None
