@@ -13,8 +13,9 @@ State = health_pb2.DeviceState
 
 #: Detail of a device whose frames arrive but are all rejected by its codec.
 ALL_REJECTED = "all input rejected (decode)"
-#: The span over which "all input rejected" is judged (refreshed this often).
-INPUT_WINDOW_S = 2.0
+#: The span over which "all input rejected" is judged: with the default 1 s
+#: health interval a feed turned all-junk is DEGRADED within 2 windows + 1 s.
+INPUT_WINDOW_S = 1.5
 
 
 @dataclass
@@ -71,18 +72,27 @@ class DeviceStats:
     check: Callable[[float], None] | None = None
     #: (frames_in, rejected_in, monotonic s) at the start of the input window.
     _window: tuple[int, int, float] = (0, 0, 0.0)
+    _verdict: str | None = None
 
     def input_verdict(self, now_mono: float) -> str | None:
-        """What came in since the window began: ``"rejected"`` (inputs, every
-        one rejected), ``"accepted"`` (some decoded) or None (nothing); the
-        window restarts every :data:`INPUT_WINDOW_S`."""
+        """What came in over the last whole window of :data:`INPUT_WINDOW_S`:
+        ``"rejected"`` (inputs, every one rejected), ``"accepted"`` (some
+        decoded) or None (nothing). A decoded input counts at once; "rejected"
+        only for a whole window, so a short stretch of junk between good
+        frames never reads as a dirty feed."""
         f0, r0, t0 = self._window
         df, dr = self.frames_in - f0, self.rejected_in - r0
-        if now_mono - t0 >= INPUT_WINDOW_S:
+        full = now_mono - t0 >= INPUT_WINDOW_S
+        if df > dr:
+            verdict: str | None = "accepted"
+        elif full:
+            verdict = "rejected" if dr > 0 else None
+        else:  # a window still filling: the last whole one's word stands, unless it was "accepted"
+            return self._verdict if self._verdict == "rejected" else None
+        if full:
             self._window = (self.frames_in, self.rejected_in, now_mono)
-        if dr > 0 and df <= dr:
-            return "rejected"
-        return "accepted" if df > dr else None
+            self._verdict = verdict
+        return verdict
 
     def drop(self, reason: str, n: int = 1) -> None:
         self.drops[reason] += n

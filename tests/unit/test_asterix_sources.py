@@ -308,3 +308,35 @@ def test_a_source_s_markings_reach_its_fusion_sensors() -> None:
     got = gw.fusion._markings_by_sensor(["net/cat048/30.1", "net/cat048/30.3"])
     assert got[0] is not None
     assert got[1] is None
+
+
+def test_input_verdict_needs_a_whole_window_of_junk() -> None:
+    from gateway.health import INPUT_WINDOW_S
+
+    st = DeviceStats("d", "serial_radar", "serial")
+    t = 1000.0
+    assert st.input_verdict(t) is None  # nothing yet
+    verdicts = []
+    # A good frame every 1 s, junk every 0.1 s in between: never "rejected".
+    for k in range(60):
+        t += 0.1
+        st.frames_in += 1
+        if k % 10:
+            st.reject("crc")
+        verdicts.append(st.input_verdict(t))
+    assert "rejected" not in verdicts
+    # Junk only: "rejected" once a whole window holds nothing else, and it stays so.
+    first = None
+    for _ in range(40):
+        t += 0.1
+        st.frames_in += 1
+        st.reject("crc")
+        if st.input_verdict(t) == "rejected" and first is None:
+            first = t
+        elif first is not None:
+            assert st.input_verdict(t) == "rejected"
+    assert first is not None
+    assert first - (t - 4.0) <= 2 * INPUT_WINDOW_S + 1e-9
+    # One good frame: "accepted" at once.
+    st.frames_in += 1
+    assert st.input_verdict(t + 0.05) == "accepted"
