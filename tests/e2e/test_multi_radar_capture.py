@@ -64,6 +64,10 @@ def _compare(
     return float(np.mean(oa)), float(np.mean(ob)), len(oa) / len(steps)
 
 
+def _end_count(steps: list[track_pb2.TrackBatch], epoch_ns: int) -> int:
+    return max(_score(s, epoch_ns)[0] for s in steps if s.time_ns > steps[-1].time_ns - 1_000_000_000)
+
+
 def test_three_radars_on_one_stream_each_at_its_own_site(bench: dict[str, Any]) -> None:
     h = bench["health"]
     assert h["unknown"] == {}, h
@@ -119,7 +123,9 @@ def test_capture_replays_like_live_and_like_three_devices(bench: dict[str, Any])
     o1, o3, same = _compare(one.steps, three.steps, epoch)
     # (A copy sent microseconds later can fall on the other side of a step: a step may differ.)
     assert same >= 0.9, same
-    assert _score(one.steps[-1], epoch)[0] == _score(three.steps[-1], epoch)[0] == 3
+    # Confirmed tracks at the end (the most over the last second: a track may be
+    # tentative again for a step): all three targets, both ways.
+    assert _end_count(one.steps, epoch) == _end_count(three.steps, epoch) == 3
     assert o1 == pytest.approx(o3, rel=0.05), (o1, o3)
     assert o1 < 200.0  # and a good one: three confirmed tracks close to truth
     # The replay on the capture's clock == what the live gateway published.
