@@ -131,7 +131,11 @@ def test_capture_replays_like_live_and_like_three_devices(bench: dict[str, Any])
     # The replay on the capture's clock == what the live gateway published.
     live = [track_pb2.TrackBatch.FromString(bytes.fromhex(h)) for h in bench["live"]]
     o_rep, o_live, same_live = _compare(one.steps, live, epoch)
-    assert same_live >= 0.9, same_live
+    # Live steps are taken when a loaded machine gets round to them, so a few
+    # differ by a report from the capture-clock steps; the end count may not.
+    assert same_live >= 0.8, same_live
+    in_span = [b for b in live if b.time_ns <= one.steps[-1].time_ns]
+    assert _end_count(in_span, epoch) == _end_count(one.steps, epoch) == 3
     assert o_rep == pytest.approx(o_live, rel=0.05), (o_rep, o_live)
     # hilgw's own MCAP recording of the same run replays to the same picture as the pcapng.
     mcap = replay_files([Path(f) for f in bench["mcap"]])
