@@ -50,9 +50,23 @@ def _replay(ns: argparse.Namespace) -> int:
     if ns.recover:
         return _recover(ns.files)
     from gateway.replay import replay_command
+    from gateway.replay_pcap import capture_command, is_capture
 
     speed = None if ns.max_speed else ns.speed
     progress = sys.stderr.isatty() if ns.progress is None else ns.progress
+    captures = [is_capture(f) for f in ns.files]
+    if any(captures):
+        # pcap/pcapng (issue 22): the config says which device each address feeds.
+        if not all(captures):
+            print(
+                "hilgw replay: give either .mcap recordings or pcap/pcapng captures, not both",
+                file=sys.stderr,
+            )
+            return 2
+        if ns.config is None:
+            print("hilgw replay: a capture needs --config (which device listens where)", file=sys.stderr)
+            return 2
+        return capture_command(ns.files, ns.config, speed)
     return replay_command(ns.files, speed=speed, check=ns.check, show_progress=progress)
 
 
@@ -109,7 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--config", type=Path, required=True, help="TOML config file (docs/config.md)")
 
     replay = sub.add_parser("replay", help="re-run a recording through codecs and fusion (docs/recording.md)")
-    replay.add_argument("files", type=Path, nargs="+", metavar="FILE", help="the .mcap part(s) of one run")
+    replay.add_argument(
+        "files",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="the .mcap part(s) of one run, or pcap/pcapng captures",
+    )
+    replay.add_argument(
+        "--config", type=Path, help="captures: the gateway config mapping addresses to devices"
+    )
     pace = replay.add_mutually_exclusive_group()
     pace.add_argument("--speed", type=float, default=1.0, help="times real time (default 1.0)")
     pace.add_argument("--max-speed", action="store_true", help="as fast as possible")

@@ -225,6 +225,44 @@ class AsterixConfig(_Model):
     sigma_flight_level_m: float = Field(default=150.0, gt=0)
 
 
+class AsterixSourceConfig(_Model):
+    """One radar (or SDPS) on a multi-source ASTERIX stream, by its data source
+    identifier I0xx/010 SAC/SIC (docs/icd/frigate-feed.md, "Many radars on one stream").
+
+    Its reports are placed at ``site`` (a fixed radar) or at ``ownship`` (the
+    own ship of a moving platform: an NMEA ``source`` or a fixed position);
+    a source with neither may only send CAT062 WGS-84 tracks (CAT048 plots of
+    it are counted ``no_site``). ``sigma_*`` override the device's
+    ``[asterix]`` values for this radar; ``markings`` its releasability.
+    """
+
+    sac: int = Field(ge=0, le=255)
+    sic: int = Field(ge=0, le=255)
+    #: Label in metrics, health and the summary (default "<sac>.<sic>").
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    site: GeoPointConfig | None = None
+    ownship: OwnShipConfig | None = None
+    azimuth_reference: Literal["north", "bow", "deck"] | None = None
+    sigma_range_m: float | None = Field(default=None, gt=0)
+    sigma_azimuth_mrad: float | None = Field(default=None, gt=0)
+    sigma_height_m: float | None = Field(default=None, gt=0)
+    #: No service message (CAT034/CAT065) for this long, after the first: DOWN.
+    #: None: three antenna rotations as measured, at least ``heartbeat_timeout_s``.
+    service_timeout_s: float | None = Field(default=None, gt=0)
+    markings: MarkingsConfig | None = None
+
+    @property
+    def label(self) -> str:
+        """The source's name in metrics and health."""
+        return self.name if self.name is not None else f"{self.sac}.{self.sic}"
+
+    @model_validator(mode="after")
+    def _one_place(self) -> AsterixSourceConfig:
+        if self.site is not None and self.ownship is not None:
+            raise ValueError(f"source {self.sac}/{self.sic}: give site or ownship, not both")
+        return self
+
+
 class DeviceConfig(_Model):
     id: str = Field(pattern=_ID)
     protocol: Literal["serial_radar", "asterix", "nmea", "can_radar", "launcher"]
@@ -261,9 +299,22 @@ class DeviceConfig(_Model):
     accept_launcher_icd_v1: bool = False
     #: Releasability of this source's data (docs/partners.md); None: never released.
     markings: MarkingsConfig | None = None
+    #: asterix: the radars on this stream by SAC/SIC ([[devices.sources]]);
+    #: empty: every source is placed at ``ownship`` (one radar per device).
+    sources: list[AsterixSourceConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _radar_needs_site(self) -> DeviceConfig:
+        if self.sources:
+            if self.protocol != "asterix":
+                raise ValueError(f"sources: only an asterix device has a sources list, not {self.protocol}")
+            ids = [(s.sac, s.sic) for s in self.sources]
+            dup = sorted({f"{a}/{b}" for a, b in ids if ids.count((a, b)) > 1})
+            if dup:
+                raise ValueError(f"sources: SAC/SIC {', '.join(dup)} listed more than once")
+            labels = [s.label for s in self.sources]
+            if len(set(labels)) != len(labels):
+                raise ValueError("sources: two sources have the same name")
         if self.protocol in ("serial_radar", "can_radar") and self.site is None:
             raise ValueError(f"a {self.protocol} device needs a [site] block (lat_deg, lon_deg, alt_m)")
         if self.protocol == "launcher" and self.transport.kind == "can":

@@ -26,6 +26,7 @@ from rich.table import Table
 
 from gateway.config import GatewayConfig
 from gateway.fusion.api import STATUS_COASTING, STATUS_CONFIRMED, STATUS_TENTATIVE
+from gateway.health import DeviceStats
 from gateway.sdnotify import Notifier, watchdog_period_s
 from gateway.supervisor import Gateway
 from hilgw.v1 import health_pb2
@@ -65,6 +66,14 @@ def render(gw: Gateway, rates: dict[str, tuple[float, float]]) -> Group:
         drops = ", ".join(f"{k}={v}" for k, v in sorted(st.drops.items())) or "0"
         state = health_pb2.DeviceState.Name(st.state).removeprefix("DEVICE_STATE_")  # type: ignore[arg-type]
         devs.add_row(dev_id, state, f"{fr:.1f}", f"{rr:.1f}", str(st.frames_in), drops, st.detail[:60])
+        # The radars of a multi-source stream (issue 22), and the ids it carries that no source names.
+        for name, src in st.sources.items():
+            sdrops = ", ".join(f"{k}={v}" for k, v in sorted(src.drops.items())) or "0"
+            sstate = health_pb2.DeviceState.Name(src.state).removeprefix("DEVICE_STATE_")  # type: ignore[arg-type]
+            devs.add_row(f"  {name}", sstate, "", "", str(src.records_in), sdrops, src.detail[:60])
+        if st.unknown_sources:
+            seen = ", ".join(f"{i} ({n})" for i, n in sorted(st.unknown_sources.items()))
+            devs.add_row("  unknown", "", "", "", str(sum(st.unknown_sources.values())), "", seen[:60])
     conf, tent, coast = _picture_counts(gw)
     pic = Table(title="track picture and outputs", expand=False)
     for col in (
@@ -94,11 +103,24 @@ def render(gw: Gateway, rates: dict[str, tuple[float, float]]) -> Group:
     return Group(devs, pic)
 
 
+def _sources_text(st: DeviceStats) -> str:
+    """``[r1=UP r2=DOWN unknown=99.9]``: the sources of a multi-source device, as seen."""
+    if not st.sources and not st.unknown_sources:
+        return ""
+    parts = [
+        f"{n}={health_pb2.DeviceState.Name(s.state).removeprefix('DEVICE_STATE_')}"  # type: ignore[arg-type]
+        for n, s in st.sources.items()
+    ]
+    if st.unknown_sources:
+        parts.append("unknown=" + ",".join(sorted(st.unknown_sources)))
+    return "[" + " ".join(parts) + "]"
+
+
 def summary_line(gw: Gateway, rates: dict[str, tuple[float, float]]) -> str:
     conf, tent, coast = _picture_counts(gw)
     devs = " ".join(
         f"{d}={health_pb2.DeviceState.Name(st.state).removeprefix('DEVICE_STATE_')}"  # type: ignore[arg-type]
-        f"/{rates.get(d, (0.0, 0.0))[0]:.1f}fps/drops={sum(st.drops.values())}"
+        f"/{rates.get(d, (0.0, 0.0))[0]:.1f}fps/drops={sum(st.drops.values())}{_sources_text(st)}"
         for d, st in gw.stats.items()
     )
     mq = f"mqtt={'up' if gw.mqtt and gw.mqtt.connected else 'down'}"

@@ -544,7 +544,11 @@ def run_checks(config: GatewayConfig, timeout_s: float = 3.0) -> list[Check]:
         if not dev.enabled:
             checks.append(Check(f"device {dev.id}", Result.SKIP, "enabled = false"))
             continue
-        checks.append(_device_checks(dev))
+        checks.append(c := _device_checks(dev))
+        if dev.protocol == "asterix" and c.result is Result.PASS:
+            from gateway.doctor_asterix import check_asterix_sources  # the sources a stream carries
+
+            checks.append(check_asterix_sources(dev, listen_s=min(timeout_s, 2.0)))
     if config.emulation is not None:
         checks.append(
             Check(

@@ -55,6 +55,38 @@ def _state_name(state: int) -> str:
     return health_pb2.DeviceState.Name(state).removeprefix("DEVICE_STATE_")  # type: ignore[arg-type]  # int is the wire value
 
 
+def _source_metrics(gw: Gateway) -> Iterator[Metric]:
+    """Per-radar counters of multi-source devices (``[[devices.sources]]``, issue 22)."""
+    lab = ["device", "source"]
+    records = CounterMetricFamily("hilgw_source_records", "Records received from the source", labels=lab)
+    reports = CounterMetricFamily("hilgw_source_reports", "Reports handed to fusion", labels=lab)
+    service = CounterMetricFamily("hilgw_source_service_messages", "CAT034/CAT065 messages", labels=lab)
+    oos = CounterMetricFamily(
+        "hilgw_source_out_of_sequence", "Records older than the source's newest", labels=lab
+    )
+    drops = CounterMetricFamily("hilgw_source_drops", "Records dropped, by reason", labels=[*lab, "reason"])
+    state = GaugeMetricFamily("hilgw_source_state", "1 for the source's state", labels=[*lab, "state"])
+    rot = GaugeMetricFamily("hilgw_source_rotation_seconds", "Antenna rotation period (CAT034)", labels=lab)
+    unknown = CounterMetricFamily(
+        "hilgw_device_unknown_source_records", "Records of a SAC/SIC the config does not name", labels=lab
+    )
+    for dev_id, st in gw.stats.items():
+        for name, src in st.sources.items():
+            key = [dev_id, name]
+            records.add_metric(key, src.records_in)
+            reports.add_metric(key, src.reports_out)
+            service.add_metric(key, src.service_messages)
+            oos.add_metric(key, src.out_of_sequence)
+            for reason, n in sorted(src.drops.items()):
+                drops.add_metric([*key, reason], n)
+            state.add_metric([*key, _state_name(src.state)], 1)
+            if src.rotation_s > 0:
+                rot.add_metric(key, src.rotation_s)
+        for sid, n in sorted(st.unknown_sources.items()):
+            unknown.add_metric([dev_id, sid], n)
+    yield from (records, reports, service, oos, drops, state, rot, unknown)
+
+
 def health_check(gw: Gateway) -> tuple[bool, dict[str, Any]]:
     """Healthy when every task is alive and, if the gateway has devices, at
     least one is UP or DEGRADED (link alive, frames arriving)."""
@@ -64,6 +96,7 @@ def health_check(gw: Gateway) -> tuple[bool, dict[str, Any]]:
         if t.done():  # every task loops until shutdown: a finished one is dead
             reasons.append(f"task {t.get_name()} ended")
     devices = {dev_id: _state_name(st.state) for dev_id, st in gw.stats.items()}
+    details = {dev_id: st.detail for dev_id, st in gw.stats.items() if st.detail}
     if gw.stats and not any(st.state in _RECEIVING for st in gw.stats.values()):
         reasons.append("no device is up")
     if not tasks:
@@ -80,6 +113,7 @@ def health_check(gw: Gateway) -> tuple[bool, dict[str, Any]]:
         "reasons": reasons,
         "gateway_id": gw.config.gateway_id,
         "devices": devices,
+        "details": details,
         "tasks": len(tasks),
     }
     return not reasons, body
@@ -126,6 +160,7 @@ class _GatewayCollector(Collector):
             if st.last_frame_time_ns:
                 age.add_metric([dev_id], max(now_ns - st.last_frame_time_ns, 0) * 1e-9)
         yield from (frames, nbytes, reports, drops, decode, restarts, state, age)
+        yield from _source_metrics(gw)
 
         sub = ["topic", "subscriber"]
         depth = GaugeMetricFamily("hilgw_queue_depth", "Items waiting in a bus subscription", labels=sub)

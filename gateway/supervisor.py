@@ -29,7 +29,7 @@ from gateway.emulation import EmulatedDevices
 from gateway.fusion.api import ReportArrays
 from gateway.fusion_stage import FusionStage
 from gateway.geo import site_geometry
-from gateway.health import DeviceStats
+from gateway.health import ALL_REJECTED, DeviceStats
 from gateway.normalise import reports_to_proto
 from gateway.outputs.broker import EmbeddedBroker
 from gateway.outputs.mqtt import Outgoing
@@ -291,9 +291,20 @@ class Gateway:
     # --- health and outputs -----------------------------------------------------
 
     def check_heartbeats(self, now_mono: float) -> None:
-        """Mark devices DOWN whose last frame is older than their timeout."""
+        """Mark devices DOWN whose last frame is older than their timeout, and
+        DEGRADED whose frames arrive but are all rejected (issue 22)."""
         for dev in self.devices:
             st = self.stats[dev.id]
+            if st.check is not None:
+                st.check(now_mono)  # the driver's own (per-source) checks
+            verdict = st.input_verdict(now_mono)
+            if verdict == "rejected" and st.state in (*_ALIVE, health_pb2.DEVICE_STATE_DOWN):
+                # A dirty feed is not a dead one, nor one still starting.
+                last = f"; last: {st.last_error}" if st.last_error else ""
+                st.set_state(health_pb2.DEVICE_STATE_DEGRADED, f"{ALL_REJECTED}{last}")
+                continue
+            if verdict == "accepted" and st.detail.startswith(ALL_REJECTED):
+                st.set_state(health_pb2.DEVICE_STATE_UP, "receiving")
             if st.state not in _ALIVE:
                 continue
             since = st.last_frame_mono or self.started_mono

@@ -31,6 +31,12 @@ dropout (nothing sent), garbage (a junk datagram before each ASTERIX one),
 duplicate, delay and clock_step (every reported time jumps) — see
 :class:`sim_devices.faults.DatagramFaults`.
 
+Several radars on one stream: ``--sensor`` repeated (each its own SAC/SIC,
+ship or shore site, update rate); their scans interleave on the one ASTERIX
+destination, each with its CAT034 north marker and CAT065 status of SIC + 1
+(a shore radar: a ship lying at its first waypoint, ``start_time_s`` beyond
+the run). NMEA and faults are those of the first radar's.
+
 Ready line on stdout: ``{"event": "ready", "sensor": ..., "asterix": [host,
 port], "nmea": [host, port], "sac": .., "sic": .., "antenna_height_m": ..,
 "dis_port": ..}``; at exit a ``{"event": "stopped", ...}`` line with counters.
@@ -398,13 +404,17 @@ def encode_scan(codec: AsterixCodec, events: list[AsterixRecordEvent], counters:
     return out
 
 
-async def _serve(ns: argparse.Namespace, scenario: Scenario, sensor_id: str) -> int:
+async def _serve(ns: argparse.Namespace, scenario: Scenario, sensor_ids: list[str]) -> int:
+    sensor_id = sensor_ids[0]
     epoch_ns = ns.epoch_ns if ns.epoch_ns is not None else time.time_ns()
     counters = Counters()
     faults = FaultSchedule.of(scenario, sensor_id)
     fault_rng = np.random.default_rng((scenario.scenario.seed, zlib.crc32(sensor_id.encode()), 0xFA17))
     sender = DatagramFaults(Sender(counters, ns.multicast_if).send, faults, fault_rng)
     ast_dest = _hostport(ns.asterix, "--asterix")
+    # --split-asterix: each radar's datagrams also to a destination of its own
+    # (the same bytes), so a bench can compare one stream with one port per radar.
+    split = [_hostport(h, "--split-asterix") for h in ns.split_asterix.split(",")] if ns.split_asterix else []
     nmea_dest = _hostport(ns.nmea, "--nmea") if ns.nmea else None
     truth_fn: TruthFn | None = None
     dis_port = None
@@ -414,7 +424,10 @@ async def _serve(ns: argparse.Namespace, scenario: Scenario, sensor_id: str) -> 
         listener = await open_listener(dis, "127.0.0.1", ns.dis_port, time.time_ns)
         dis_port = listener.port
         truth_fn = dis.at
-    model = FrigateModel(scenario, sensor_id, epoch_ns, truth_fn)
+    # Several radars on one stream (issue 22): one model each, one socket and
+    # destination for all; their scans interleave on the wire by time.
+    models = [FrigateModel(scenario, sid, epoch_ns, truth_fn) for sid in sensor_ids]
+    model = models[0]  # the own ship of the NMEA feed and the fault schedule are the first radar's
     codec = AsterixCodec(Role.DEVICE, source=sensor_id)
     ncodec = NmeaCodec(Role.DEVICE, source=sensor_id)
     c = model.sensor
@@ -437,6 +450,16 @@ async def _serve(ns: argparse.Namespace, scenario: Scenario, sensor_id: str) -> 
             "speed": ns.speed,
             "update_hz": c.update_hz,
             "pid": os.getpid(),
+            "split_asterix": [list(d) for d in split],
+            "sensors": [
+                {
+                    "sensor": m.sensor.id,
+                    "sac": m.sensor.sac,
+                    "sic": m.sensor.sic,
+                    "update_hz": m.sensor.update_hz,
+                }
+                for m in models
+            ],
         }
     )
     speed = ns.speed
@@ -444,7 +467,7 @@ async def _serve(ns: argparse.Namespace, scenario: Scenario, sensor_id: str) -> 
     def t_of(now_ns: int) -> float:
         return float(speed * (now_ns - epoch_ns) / 1e9)
 
-    k = max(0, math.ceil(t_of(time.time_ns()) * c.update_hz))
+    ks = [max(0, math.ceil(t_of(time.time_ns()) * m.sensor.update_hz)) for m in models]
     m = max(0, math.ceil(t_of(time.time_ns()) * c.nmea_hz))
     next_status = time.time_ns()
     duration = scenario.scenario.duration_s
@@ -452,28 +475,43 @@ async def _serve(ns: argparse.Namespace, scenario: Scenario, sensor_id: str) -> 
         while not stop.is_set():
             now = time.time_ns()
             t_now = t_of(now)
-            t_scan, t_nav = k / c.update_hz, m / c.nmea_hz
+            # The radar whose next scan is due first.
+            i = min(range(len(models)), key=lambda j: ks[j] / models[j].sensor.update_hz)
+            mi = models[i]
+            t_scan, t_nav = ks[i] / mi.sensor.update_hz, m / c.nmea_hz
             if duration > 0 and t_scan >= duration:
                 break
-            due_scan = epoch_ns + round((t_scan / speed + c.latency_s) * 1e9)
+            due_scan = epoch_ns + round((t_scan / speed + mi.sensor.latency_s) * 1e9)
             due_nav = epoch_ns + round(t_nav / speed * 1e9)
             due_fault = sender.flush(now)
             # A clock_step fault: the ship's clock (every reported time) jumps.
             step_ns = round(faults.clock_step_s(t_now) * 1e9) if faults else 0
-            model.epoch_ns = epoch_ns + step_ns
+            for mm in models:
+                mm.epoch_ns = epoch_ns + step_ns
             if now >= next_status:
-                st = ServiceMessage065(
-                    c.sac, c.sic + 1, 1, 1, epoch_ns + step_ns + round(t_now * 1e9), nogo=0
-                )
-                sender.send(codec.send(st), ast_dest, t_now, now, junk=True)
-                counters.records += 1
+                for mm in models:
+                    st = ServiceMessage065(
+                        mm.sensor.sac,
+                        mm.sensor.sic + 1,
+                        1,
+                        1,
+                        epoch_ns + step_ns + round(t_now * 1e9),
+                        nogo=0,
+                    )
+                    data = codec.send(st)
+                    sender.send(data, ast_dest, t_now, now, junk=True)
+                    if split:
+                        sender.send(data, split[models.index(mm)], t_now, now, junk=True)
+                    counters.records += 1
                 next_status = max(next_status + round(STATUS_PERIOD_S * 1e9), now)
             elif now >= due_scan:
-                events, _ = model.scan(t_scan)
+                events, _ = mi.scan(t_scan)
                 for dg in encode_scan(codec, events, counters):
                     sender.send(dg, ast_dest, t_now, now, junk=True)
+                    if split:
+                        sender.send(dg, split[i], t_now, now, junk=True)
                 counters.scans += 1
-                k += 1
+                ks[i] += 1
             elif now >= due_nav:
                 if nmea_dest is not None:
                     sentences = model.nmea(t_nav)
@@ -511,8 +549,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="frigate-emulator", description="Emulate a frigate's ASTERIX + NMEA feed."
     )
     p.add_argument("--scenario", required=True, help="scenario TOML file or builtin:NAME")
-    p.add_argument("--sensor", help="id of the asterix sensor (default: the first asterix sensor)")
+    p.add_argument(
+        "--sensor",
+        action="append",
+        help="id of an asterix sensor (default: the first); repeat it to send several radars on one stream",
+    )
     p.add_argument("--asterix", required=True, metavar="HOST:PORT", help="where ASTERIX datagrams go")
+    p.add_argument(
+        "--split-asterix",
+        metavar="HOST:PORT,...",
+        help="also send each radar's datagrams to its own destination (one per --sensor, in order)",
+    )
     p.add_argument("--nmea", metavar="HOST:PORT", help="where own-ship NMEA datagrams go")
     p.add_argument("--multicast-if", default="127.0.0.1", help="local address multicast leaves by")
     p.add_argument("--epoch-ns", type=int, default=None, help="UTC ns of scenario t=0 (default: now)")
@@ -529,17 +576,25 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--speed", f"must be > 0, got {ns.speed}")
         scenario = resolve_scenario(ns.scenario)
         ids = [s.id for s in scenario.sensors if s.kind == "asterix"]
-        sensor_id = ns.sensor or (ids[0] if ids else "")
-        if sensor_id not in ids:
-            raise ConfigError(
-                "--sensor", f"no asterix sensor {sensor_id!r} (have: {', '.join(ids) or 'none'})"
-            )
+        sensor_ids = ns.sensor or ids[:1] or [""]
+        for sensor_id in sensor_ids:
+            if sensor_id not in ids:
+                raise ConfigError(
+                    "--sensor", f"no asterix sensor {sensor_id!r} (have: {', '.join(ids) or 'none'})"
+                )
+        if ns.split_asterix and len(ns.split_asterix.split(",")) != len(sensor_ids):
+            raise ConfigError("--split-asterix", f"one destination per --sensor ({len(sensor_ids)})")
+        if len(set(sensor_ids)) != len(sensor_ids):
+            raise ConfigError("--sensor", "a sensor given twice")
+        sacsic = [(scenario.sensor(i).sac, scenario.sensor(i).sic) for i in sensor_ids]
+        if len(set(sacsic)) != len(sacsic):
+            raise ConfigError("--sensor", f"two radars with the same SAC/SIC on one stream: {sacsic}")
         _hostport(ns.asterix, "--asterix")
     except HilgwError as exc:
         print(f"frigate-emulator: {exc}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(_serve(ns, scenario, sensor_id))
+        return asyncio.run(_serve(ns, scenario, sensor_ids))
     except KeyboardInterrupt:
         return 130
 

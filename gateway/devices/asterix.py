@@ -6,6 +6,13 @@ per batch (:mod:`gateway.normalise_ship`), one ``ReportsIn`` publish per
 source. Service messages (CAT034 radar, CAT065 SDPS) are heartbeats;
 ``Rejected`` records are counted by reason.
 
+Many radars on one stream (issue 22): with ``[[devices.sources]]`` each
+record's SAC/SIC is looked up in a :class:`~gateway.devices.asterix_sources.SourceTable`:
+its site (fixed, or an own-ship store), noise, counters, sequence and health
+are that source's; a record of an unnamed SAC/SIC is counted
+``unknown_source`` and placed nowhere. Without sources every record is placed
+at the device's own ship (one radar per device).
+
 Sensors in fusion: each (category, SAC, SIC) is its own fusion sensor,
 registered on first sight as ``<device>/cat062/<sac>.<sic>`` or
 ``<device>/cat048/<sac>.<sic>``, so a system track of the SDPS and a
@@ -36,6 +43,7 @@ from drivers.asterix import (
 )
 from drivers.base import Rejected, Role
 from gateway.config import AsterixConfig, DeviceConfig, GeoPointConfig
+from gateway.devices.asterix_sources import Source, SourceTable
 from gateway.devices.base import DeviceDriver, DriverContext, RawFrame, ReportsIn
 from gateway.devices.ownship import OwnShipRegistry, OwnShipStore
 from gateway.fusion.api import KIND_SENSOR_TRACK, ReportArrays, SensorGeometry
@@ -95,6 +103,7 @@ class AsterixDriver(DeviceDriver):
         *,
         ownship: OwnShipStore | None,
         add_sensor: Callable[[SensorGeometry], int],
+        registry: OwnShipRegistry | None = None,
     ) -> None:
         super().__init__(config, ctx)
         self.acfg = config.asterix if config.asterix is not None else AsterixConfig()
@@ -107,6 +116,11 @@ class AsterixDriver(DeviceDriver):
         self._sdps: dict[tuple[int, int], int] = {}
         eds = {int(k): tuple(v) for k, v in self.acfg.editions.items()}
         self.codec = AsterixCodec(Role.GATEWAY, editions=eds, source=config.id)  # type: ignore[arg-type]  # (major, minor) pairs
+        #: Many radars on one stream (issue 22): None keeps one radar per device.
+        self.sources: SourceTable | None = None
+        if config.sources:
+            self.sources = SourceTable(config, ctx.stats, registry or OwnShipRegistry(), self.sigmas)
+            ctx.stats.check = self.sources.check
 
     @classmethod
     def build(
@@ -117,7 +131,7 @@ class AsterixDriver(DeviceDriver):
         add_sensor: Callable[[SensorGeometry], int],
     ) -> AsterixDriver:
         """Supervisor hook: the driver with its own-ship store and the engine's ``add_sensor``."""
-        return cls(config, ctx, ownship=registry.for_device(config), add_sensor=add_sensor)
+        return cls(config, ctx, ownship=registry.for_device(config), add_sensor=add_sensor, registry=registry)
 
     async def run(self) -> None:
         transport = create_transport(self.config.transport)
@@ -159,7 +173,7 @@ class AsterixDriver(DeviceDriver):
                 out += self._tracks(ev.rows, t_rx)
             elif isinstance(ev, Rejected):
                 stats.frames_in += 1
-                stats.drop(ev.reason)
+                stats.reject(ev.reason)
                 stats.last_error = str(ev.error)
                 self.drop_log.drop(ev.reason, ev.error)
             elif isinstance(ev, ServiceMessage034 | ServiceMessage065):
@@ -169,23 +183,52 @@ class AsterixDriver(DeviceDriver):
             stats.reports_out += len(r.reports)
         return out
 
-    def _fresh(self, rows: npt.NDArray[np.void], t_rx: int) -> npt.NDArray[np.void]:
+    def _fresh(self, rows: npt.NDArray[np.void], t_rx: int, src: Source | None) -> npt.NDArray[np.void]:
         age = np.abs(t_rx - rows["t_ns"].astype(np.int64)) * 1e-9
         fresh = age <= self.config.max_report_age_s
         n_stale = int(rows.shape[0] - np.count_nonzero(fresh))
         if n_stale:
-            self.ctx.stats.drop("stale", n_stale)
+            self._drop(src, "stale", n_stale)
             return rows[fresh]
         return rows
 
-    def _sensor(self, cat: int, sac: int, sic: int, t_rx: int) -> int:
+    def _drop(self, src: Source | None, reason: str, n: int) -> None:
+        """Count ``n`` dropped records on the device and on their source."""
+        self.ctx.stats.drop(reason, n)
+        if src is not None:
+            src.stats.drops[reason] += n
+
+    def _source_rows(
+        self, rows: npt.NDArray[np.void]
+    ) -> list[tuple[int, int, Source | None, npt.NDArray[np.void]]]:
+        """Rows by SAC/SIC with their configured source; records of an unknown
+        source are counted (``unknown_source``) and left out (issue 22)."""
+        out: list[tuple[int, int, Source | None, npt.NDArray[np.void]]] = []
+        mono = self.ctx.mono()
+        for sac, sic, grp in self._groups(rows):
+            if self.sources is None:
+                out.append((sac, sic, None, grp))
+                continue
+            src = self.sources.get(sac, sic, grp.shape[0])
+            if src is None:
+                continue
+            t = grp["t_ns"].astype(np.int64)
+            # Out of sequence within the source's own stream: other radars' times do not count.
+            before = np.maximum.accumulate(np.concatenate(([src.newest_ns], t[:-1])))
+            late = int(np.count_nonzero(t < before))
+            src.records(int(t.max()), int(t.min()), grp.shape[0], late, mono)
+            out.append((sac, sic, src, grp))
+        return out
+
+    def _sensor(self, cat: int, sac: int, sic: int, t_rx: int, store: OwnShipStore | None) -> int:
         key = (cat, sac, sic)
         idx = self.sensors.get(key)
         if idx is None:
+            # The name is what markings are looked up by (gateway/partners/wiring.py).
             name = f"{self.config.id}/cat{cat:03d}/{sac}.{sic}"
             origin = np.zeros(3)
-            if self.ownship is not None and self.ownship.has_position:
-                origin = self.ownship.states_at(np.array([t_rx], np.int64)).pos[0]
+            if store is not None and store.has_position:
+                origin = store.states_at(np.array([t_rx], np.int64)).pos[0]
             # Nominal geometry: reports of this driver are ECEF sensor tracks,
             # so the engine never measures in this frame (module docstring).
             idx = self.sensors[key] = self.add_sensor(local_geometry(name, origin))
@@ -200,33 +243,35 @@ class AsterixDriver(DeviceDriver):
         return [(int(k) >> 8, int(k) & 0xFF, rows[key == k]) for k in np.unique(key)]
 
     def _plots(self, rows: npt.NDArray[np.void], t_rx: int) -> list[ReportsIn]:
-        stats = self.ctx.stats
-        rows = self._fresh(rows, t_rx)
-        tracked = rows["track_number"] >= 0
-        n_untracked = int(rows.shape[0] - np.count_nonzero(tracked))
-        if n_untracked:
-            stats.drop("untracked_plot", n_untracked)
-            rows = rows[tracked]
-        if rows.shape[0] == 0:
-            return []
-        if self.ownship is None or not self.ownship.has_position:
-            stats.drop("no_ownship", rows.shape[0])
-            return []
         out: list[ReportsIn] = []
-        for sac, sic, grp in self._groups(rows):
+        for sac, sic, src, grp in self._source_rows(rows):
+            grp = self._fresh(grp, t_rx, src)
+            tracked = grp["track_number"] >= 0
+            n_untracked = int(grp.shape[0] - np.count_nonzero(tracked))
+            if n_untracked:
+                self._drop(src, "untracked_plot", n_untracked)
+                grp = grp[tracked]
+            if grp.shape[0] == 0:
+                continue
+            store = self.ownship if src is None else src.store
+            if store is None or not store.has_position:
+                self._drop(src, "no_ownship" if src is None or src.cfg.ownship else "no_site", grp.shape[0])
+                continue
             t = grp["t_ns"].astype(np.int64)
-            ship = self.ownship.states_at(t)
+            ship = store.states_at(t)
             if not ship.valid.all():
-                stats.drop("ownship_stale", int(np.count_nonzero(~ship.valid)))
+                self._drop(src, "ownship_stale", int(np.count_nonzero(~ship.valid)))
                 keep = np.flatnonzero(ship.valid)
                 if keep.size == 0:
                     continue
                 grp, t = grp[keep], t[keep]
-                ship = self.ownship.states_at(t)
-            x, P, polar, psig, _, _ = plots_to_ecef(grp, ship, self.acfg.azimuth_reference, self.sigmas)
+                ship = store.states_at(t)
+            sigmas = self.sigmas if src is None else src.sigmas
+            azref = self.acfg.azimuth_reference if src is None else src.azimuth_reference
+            x, P, polar, psig, _, _ = plots_to_ecef(grp, ship, azref, sigmas)
             n = grp.shape[0]
             reports = ReportArrays(
-                sensor=np.full(n, self._sensor(48, sac, sic, t_rx), np.int32),
+                sensor=np.full(n, self._sensor(48, sac, sic, t_rx, store), np.int32),
                 sensor_track_id=grp["track_number"].astype(np.uint32),
                 kind=np.full(n, KIND_SENSOR_TRACK, np.int8),
                 t_ns=t,
@@ -236,35 +281,37 @@ class AsterixDriver(DeviceDriver):
                 polar=polar,
                 polar_sigma=psig,
             )
+            if src is not None:
+                src.stats.reports_out += n
             out.append(ReportsIn(self.config.id, t_rx, reports))
         return out
 
     def _tracks(self, rows: npt.NDArray[np.void], t_rx: int) -> list[ReportsIn]:
-        stats = self.ctx.stats
-        rows = self._fresh(rows, t_rx)
-        ended = rows["ended"]
-        if ended.any():
-            # TSE: the SDPS says this is the track's last update; it carries no new state.
-            stats.drop("track_ended", int(np.count_nonzero(ended)))
-            rows = rows[~ended]
-        if rows.shape[0] == 0:
-            return []
         out: list[ReportsIn] = []
         org = self.acfg.cat062_origin
-        for sac, sic, grp in self._groups(rows):
+        for sac, sic, src, grp in self._source_rows(rows):
+            grp = self._fresh(grp, t_rx, src)
+            ended = grp["ended"]
+            if ended.any():
+                # TSE: the SDPS says this is the track's last update; it carries no new state.
+                self._drop(src, "track_ended", int(np.count_nonzero(ended)))
+                grp = grp[~ended]
             n = grp.shape[0]
+            if n == 0:
+                continue
+            store = self.ownship if src is None else src.store
             t = grp["t_ns"].astype(np.int64)
             o_lat = o_lon = o_h = o_cov = None
             if isinstance(org, GeoPointConfig):
                 o_lat, o_lon = np.full(n, org.lat_deg * DEG), np.full(n, org.lon_deg * DEG)
                 o_h = np.full(n, org.alt_m)
-            elif org == "ownship" and self.ownship is not None and self.ownship.has_position:
-                ship = self.ownship.states_at(t)
+            elif org == "ownship" and store is not None and store.has_position:
+                ship = store.states_at(t)
                 o_lat, o_lon, o_h, o_cov = ship.lat, ship.lon, ship.h, ship.pos_cov
                 o_lat = np.where(ship.valid, o_lat, np.nan)  # stale navigation: no origin
             x, P, ok = system_tracks_to_ecef(grp, self.defaults, o_lat, o_lon, o_h, o_cov)
             if not ok.all():
-                stats.drop("no_position", int(np.count_nonzero(~ok)))
+                self._drop(src, "no_position", int(np.count_nonzero(~ok)))
                 keep = np.flatnonzero(ok)
                 grp, t, x, P = grp[keep], t[keep], x[keep], P[keep]
                 n = keep.size
@@ -272,7 +319,7 @@ class AsterixDriver(DeviceDriver):
                     continue
             quality = np.where(grp["tentative"], 0.5, np.where(grp["coasting"], 0.3, 1.0))
             reports = ReportArrays(
-                sensor=np.full(n, self._sensor(62, sac, sic, t_rx), np.int32),
+                sensor=np.full(n, self._sensor(62, sac, sic, t_rx, store), np.int32),
                 sensor_track_id=grp["track_number"].astype(np.uint32),
                 kind=np.full(n, KIND_SENSOR_TRACK, np.int8),
                 t_ns=t,
@@ -282,6 +329,8 @@ class AsterixDriver(DeviceDriver):
                 polar=np.full((n, 4), np.nan),
                 polar_sigma=np.full((n, 4), np.nan),
             )
+            if src is not None:
+                src.stats.reports_out += n
             out.append(ReportsIn(self.config.id, t_rx, reports))
         return out
 
@@ -289,6 +338,15 @@ class AsterixDriver(DeviceDriver):
 
     def _service(self, ev: ServiceMessage034 | ServiceMessage065, t_rx: int) -> None:
         stats = self.ctx.stats
+        if self.sources is not None:
+            # Many radars: each source's health is its own; SourceTable.check
+            # sets the device's state from them (never from one message).
+            src = self.sources.get(ev.sac, ev.sic)
+            if src is not None:
+                self._mark_alive(t_rx)
+                stats.device_time_ns = ev.t_ns
+                src.service(ev, self.ctx.mono())
+            return
         self._mark_alive(t_rx)
         stats.device_time_ns = ev.t_ns
         if isinstance(ev, ServiceMessage065):

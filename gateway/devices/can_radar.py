@@ -248,7 +248,7 @@ class CanRadarDriver(PolarRadarDriver):
         elif isinstance(event, Status):
             self.apply_status(event, t_rx)
         elif isinstance(event, Rejected):
-            stats.drop(event.reason)
+            stats.reject(event.reason)
             stats.last_error = str(event.error)
             self.drop_log.drop(event.reason, event.error)
 

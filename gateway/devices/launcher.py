@@ -279,7 +279,7 @@ class LauncherDriver(DeviceDriver):
             for callback in self._listeners:
                 callback(item)
         elif isinstance(event, Rejected):
-            stats.drop(event.reason)
+            stats.reject(event.reason)
             stats.last_error = str(event.error)
             self.drop_log.drop(event.reason, event.error)
             if event.reason in AUTH_REASONS:

@@ -301,7 +301,7 @@ class NmeaDriver(DeviceDriver):
         for ev in events:
             stats.frames_in += 1
             if isinstance(ev, Rejected):
-                stats.drop(ev.reason)
+                stats.reject(ev.reason)
                 stats.last_error = str(ev.error)
                 if ev.reason != "unknown_sentence":  # other sentences are ordinary NMEA traffic
                     self.drop_log.drop(ev.reason, ev.error)

@@ -73,7 +73,7 @@ class SerialRadarDriver(PolarRadarDriver):
             self.apply_status(event, t_rx)
         elif isinstance(event, Rejected):
             stats.frames_in += 1
-            stats.drop(event.reason)
+            stats.reject(event.reason)
             stats.last_error = str(event.error)
             self.drop_log.drop(event.reason, event.error)
 

@@ -27,6 +27,13 @@ __all__ = ["build_partners", "source_markings"]
 def source_markings(devices: list[DeviceConfig], partners: list[PartnerConfig]) -> dict[str, SourceMarkings]:
     """Markings by source id: each marked device, and each partner's inbound source (low trust)."""
     out = {d.id: SourceMarkings.from_config(d.markings) for d in devices if d.markings is not None}
+    for d in devices:
+        # A radar of a multi-source stream: its own fusion sensors, named by
+        # the asterix driver "<device>/cat<NNN>/<sac>.<sic>" (issue 22).
+        for s in d.sources:
+            if s.markings is not None:
+                for cat in ("cat048", "cat062"):
+                    out[f"{d.id}/{cat}/{s.sac}.{s.sic}"] = SourceMarkings.from_config(s.markings)
     for p in partners:
         if p.inbound is not None:
             out[f"partner:{p.id}"] = SourceMarkings.from_config(p.inbound.markings, low_trust=True)
