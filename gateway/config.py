@@ -17,11 +17,12 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
 from gateway.cue.config import CueConfig  # the [cue] section (docs/cue-path.md §7)
 from gateway.partners import config as _partners
 from gateway.partners.config import MarkingsConfig, PartnerConfig  # docs/partners.md
+from gateway.protocols import load_codec, protocol_spec
 from hilgw.errors import ConfigError
 from hilgw.tomlconfig import StrictModel, one_line, read_toml
 
@@ -226,8 +227,12 @@ class AsterixConfig(_Model):
 
 class DeviceConfig(_Model):
     id: str = Field(pattern=_ID)
-    protocol: Literal["serial_radar", "asterix", "nmea", "can_radar", "launcher"]
+    #: A registered protocol (gateway/protocols.py, or a ``hilgw.protocols`` entry point).
+    protocol: str = Field(min_length=1)
     transport: TransportConfig
+    #: Described protocols (can_dbc_radar, binary_radar): the wire description, a
+    #: table or a TOML file's path (relative to the config file's folder).
+    codec: dict[str, Any] | str | None = None
     site: SiteConfig | None = None
     enabled: bool = True
     #: The sensor id the device puts on the wire; frames with another id are
@@ -253,6 +258,37 @@ class DeviceConfig(_Model):
     cue_keys: dict[int, str] = Field(default_factory=dict)
     #: Releasability of this source's data (docs/partners.md); None: never released.
     markings: MarkingsConfig | None = None
+
+    #: The codec compiled from ``codec`` at load time (None: the protocol takes none).
+    _compiled: Any = PrivateAttr(default=None)
+
+    @property
+    def compiled_codec(self) -> Any:
+        """The described protocol's codec, checked and compiled when the config was loaded."""
+        return self._compiled
+
+    @field_validator("protocol")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        try:
+            protocol_spec(v)
+        except ConfigError as exc:
+            raise ValueError(exc.reason) from None
+        return v
+
+    @model_validator(mode="after")
+    def _fits_protocol(self, info: ValidationInfo) -> DeviceConfig:
+        """The protocol's transport kinds, its site and its codec description, checked
+        here (gateway/protocols.py) so that no mistake waits until the device runs."""
+        spec = protocol_spec(self.protocol)
+        if self.transport.kind not in spec.transports:
+            kinds = ", ".join(sorted(spec.transports))
+            raise ValueError(f"transport.kind: {self.protocol} runs on {kinds}, not {self.transport.kind}")
+        if spec.needs_site and self.site is None:
+            raise ValueError(f"a {self.protocol} device needs a [site] block (lat_deg, lon_deg, alt_m)")
+        base_dir = (info.context or {}).get("base_dir")
+        self._compiled = load_codec(spec, self.codec, base_dir)
+        return self
 
     @model_validator(mode="after")
     def _radar_needs_site(self) -> DeviceConfig:
@@ -536,7 +572,7 @@ class GatewayConfig(_Model):
         buses: dict[tuple[str, str], list[DeviceConfig]] = {}
         for d in self.devices:
             t = d.transport
-            if d.enabled and isinstance(t, CanTransportConfig) and d.protocol in ("can_radar", "launcher"):
+            if d.enabled and isinstance(t, CanTransportConfig) and d.protocol in _CAN_ID_PROTOCOLS:
                 buses.setdefault((t.interface, str(t.channel)), []).append(d)
         shared = [devs for devs in buses.values() if len(devs) > 1]
         if not shared:
@@ -548,7 +584,8 @@ class GatewayConfig(_Model):
         for devs in shared:
             owner: dict[int, str] = {}
             for d in devs:
-                for frame_id in sorted(base[d.protocol]):
+                ids = {d.compiled_codec.frame_id} if d.protocol == "can_dbc_radar" else base[d.protocol]
+                for frame_id in sorted(ids):
                     arb = frame_id + d.can_id_offset
                     other = owner.setdefault(arb, d.id)
                     if other != d.id:
@@ -594,6 +631,9 @@ class GatewayConfig(_Model):
 
 # --- loading ------------------------------------------------------------------
 
+#: Protocols whose CAN arbitration ids are checked apart on a shared bus.
+_CAN_ID_PROTOCOLS = ("can_radar", "launcher", "can_dbc_radar")
+
 #: python-can's default udp_multicast port (can/interfaces/udp_multicast/bus.py).
 _UDP_MULTICAST_PORT = 43113
 
@@ -601,10 +641,13 @@ _UDP_MULTICAST_PORT = 43113
 _TRANSPORT_TAGS = frozenset({"serial", "udp", "memory", "can"})
 
 
-def parse_config(raw: dict[str, Any], source: str = "config") -> GatewayConfig:
-    """Validate a parsed TOML document; raise ConfigError with a one-line message."""
+def parse_config(raw: dict[str, Any], source: str = "config", base_dir: Path | None = None) -> GatewayConfig:
+    """Validate a parsed TOML document; raise ConfigError with a one-line message.
+
+    ``base_dir``: where relative paths of described devices (a DBC, a codec
+    file) are found; the config file's folder (None: the working directory)."""
     try:
-        config = GatewayConfig.model_validate(raw)
+        config = GatewayConfig.model_validate(raw, context={"base_dir": base_dir})
     except ValidationError as exc:
         raise one_line(exc, raw, source, _TRANSPORT_TAGS) from None
     if config.fusion.engine == "default":
@@ -624,7 +667,7 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> GatewayConfig:
 
 def load_config(path: str | Path) -> GatewayConfig:
     """Load and validate a TOML config file."""
-    return parse_config(read_toml(path), source=str(path))
+    return parse_config(read_toml(path), source=str(path), base_dir=Path(path).parent)
 
 
 def default_config() -> GatewayConfig:
