@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
 from gateway.cue.config import CueConfig  # the [cue] section (docs/cue-path.md §7)
+from gateway.federation.config import FederationConfig  # docs/federation.md
 from gateway.partners import config as _partners
 from gateway.partners.config import MarkingsConfig, PartnerConfig  # docs/partners.md
 from gateway.protocols import load_codec, protocol_spec
@@ -255,7 +256,14 @@ class DeviceConfig(_Model):
     #: Launcher: key id used to sign cues (0 = unsigned, never accepted).
     cue_key_id: int = Field(default=0, ge=0, le=65535)
     #: Launcher: cue keys by key id; values "hex:<hex>", "env:<VAR>" or "file:<path>".
+    #: They also verify the launcher's acks and heartbeats (docs/icd/launcher.md §7.5).
     cue_keys: dict[int, str] = Field(default_factory=dict)
+    #: Launcher: how far an ack's or heartbeat's LauncherTime may be from its
+    #: receive time before it is dropped as ``auth_stale`` (ICD §7.5).
+    reply_max_age_s: float = Field(default=1.0, gt=0, le=60)
+    #: Launcher: accept an ICD v1 launcher's untagged acks and heartbeats
+    #: (ICD §7.6). Off by default: a forged v1 heartbeat can hide a launcher's loss.
+    accept_launcher_icd_v1: bool = False
     #: Releasability of this source's data (docs/partners.md); None: never released.
     markings: MarkingsConfig | None = None
 
@@ -366,6 +374,9 @@ class MqttConfig(_Model):
     max_inflight: int = Field(default=100, ge=1, le=65535)
     #: aiomqtt's time-out for the connect (failover to the next host) and each PUBACK/SUBACK.
     connect_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    #: QoS of the TrackBatch topic: 0 (the freshest picture matters most) or 1
+    #: (a theatre gateway must get every picture; docs/federation.md).
+    tracks_qos: Literal[0, 1] = 0
     publish_reports: bool = True
     enabled: bool = True
     #: None: plain TCP (bench on 127.0.0.1 only); set it for any real network.
@@ -541,6 +552,35 @@ class GatewayConfig(_Model):
     scoring: ScoringConfig | None = None
     #: Partner feeds under release profiles (docs/partners.md).
     partners: list[PartnerConfig] = Field(default_factory=list)
+    #: A theatre gateway: fuse these site gateways' pictures (docs/federation.md).
+    federation: FederationConfig | None = None
+
+    @model_validator(mode="after")
+    def _federation_needs_mqtt(self) -> GatewayConfig:
+        if not self.mqtt.enabled and (
+            self.federation is not None or (self.cue is not None and self.cue.picture is not None)
+        ):
+            raise ValueError("[federation] and [cue.picture] need [mqtt] enabled: pictures arrive over MQTT")
+        if self.federation is not None:
+            for s in self.federation.sites:
+                if s.gateway_id == self.gateway_id:
+                    raise ValueError(f"federation.sites: {s.gateway_id!r} is this gateway itself")
+        return self
+
+    @model_validator(mode="after")
+    def _cue_only_own_launchers(self) -> GatewayConfig:
+        """A gateway cues only the launchers it owns: each [[cue.launchers]] is a
+        launcher device of this config (bench mode adds the scenario's at start)."""
+        if self.cue is None or self.emulation is not None:
+            return self
+        own = {d.id for d in self.devices if d.protocol == "launcher" and d.enabled}
+        for lc in self.cue.launchers:
+            if lc.id not in own:
+                raise ValueError(
+                    f"cue.launchers[{lc.id}]: no launcher device with this id in [[devices]]; "
+                    "a gateway cues only the launchers it owns"
+                )
+        return self
 
     @model_validator(mode="after")
     def _partners_apart(self) -> GatewayConfig:
@@ -553,10 +593,6 @@ class GatewayConfig(_Model):
             other = trees.setdefault(p.prefix, p.id)
             if other != p.id:
                 raise ValueError(f"partners {other!r} and {p.id!r} share the topic tree {p.prefix!r}")
-        device_ids = {d.id for d in self.devices}
-        for p in self.partners:
-            if f"partner.{p.id}" in device_ids:
-                raise ValueError(f"device id 'partner.{p.id}' is taken by partner {p.id!r}'s inbound source")
         return self
 
     @model_validator(mode="after")

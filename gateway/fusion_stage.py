@@ -128,6 +128,8 @@ class FusionStage:
         self.sub = reports.subscribe("fusion", maxsize=config.report_queue, policy=FullPolicy.DROP_NEWEST)
         self.tracks = tracks
         self.seq = 0
+        #: The gateway's start time (UTC ns), stamped on every TrackBatch (lineage).
+        self.epoch_ns = time.time_ns()
         self.last_picture: TrackArrays | None = None
         self.step_seconds: list[float] = []  # recent step durations (monotonic), bounded
         #: Markings by device id (a sensor "dev/..." takes its device's), from the config.
@@ -154,7 +156,9 @@ class FusionStage:
         if self.pictures.subscriptions:
             self.pictures.publish(Picture(self.seq, t_ns, picture, marks))
         pb = self._sensor_markings_pb if self.markings else None
-        return tracks_to_proto(picture, sensor_ids, self.gateway_id, self.seq, t_ns, pb)
+        batch = tracks_to_proto(picture, sensor_ids, self.gateway_id, self.seq, t_ns, pb)
+        batch.epoch_ns = self.epoch_ns
+        return batch
 
     def _markings_by_sensor(self, sensor_ids: list[str]) -> tuple[SourceMarkings | None, ...]:
         """Markings per sensor index; rebuilt only when the sensor table grows."""

@@ -35,6 +35,8 @@ from hilgw.v1 import cue_pb2, health_pb2, track_pb2
 
 if TYPE_CHECKING:
     from gateway.cue.path import CuePath  # issue 7: imported when configured (aiohttp is not free to import)
+    from gateway.federation.picture import PictureBridge
+    from gateway.federation.sites import SiteInput
     from gateway.metrics import GatewayMetrics, HttpEndpoint
     from gateway.partners.output import PartnerFeed
     from gateway.recording import Recorder
@@ -72,6 +74,9 @@ class Gateway:
         self.cue: CuePath | None = None  # issue 5: [cue]
         self.scoring: GatewayScoring | None = None  # issue 6: [scoring]
         self.partner_feeds: dict[str, PartnerFeed] = {}  # [[partners]] (docs/partners.md)
+        self._report_seq: dict[str, int] = {}  # per-device SensorReportBatch sequence on MQTT
+        self.sites: list[SiteInput] = []  # [federation]: one input per site gateway
+        self.cue_picture: PictureBridge | None = None  # [cue.picture]: the remote picture
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -118,6 +123,10 @@ class Gateway:
             # One session for the publisher, the cue path and scoring (issue 15).
             self.mqtt = MqttSession(cfg.mqtt, cfg.gateway_id, port=port)
 
+        if cfg.federation is not None:  # a theatre: site pictures are its sensors (docs/federation.md)
+            from gateway.federation.wiring import start_sites
+
+            self.sites = start_sites(self)
         tg = await self._stack.enter_async_context(asyncio.TaskGroup())
         drivers: dict[str, DeviceDriver] = {}
         for dev in self.devices:
@@ -174,10 +183,15 @@ class Gateway:
 
         cfg = self.config
         assert cfg.cue is not None
+        tracks = self.tracks
+        if cfg.cue.picture is not None:  # cue on a theatre's picture (docs/federation.md §4)
+            from gateway.federation.wiring import start_cue_picture
+
+            tracks, self.cue_picture = start_cue_picture(self)
         cue = self.cue = CuePath(
             cfg.cue,
             cfg.gateway_id,
-            tracks=self.tracks,
+            tracks=tracks,
             health=self.health,
             mqtt=cfg.mqtt if cfg.mqtt.enabled else None,
             mqtt_port=self.mqtt_port,
@@ -299,15 +313,24 @@ class Gateway:
     ) -> None:
         assert self.mqtt is not None
         mqtt, topics = self.mqtt, self.mqtt.topics
+        qos = self.config.mqtt.tracks_qos  # 1 when a theatre must get every picture
         for batch in tracks:
-            mqtt.enqueue(Outgoing(topics.tracks, batch.SerializeToString(), kind="tracks"))
+            mqtt.enqueue(Outgoing(topics.tracks, batch.SerializeToString(), qos, kind="tracks"))
         for h in health:
             mqtt.enqueue(Outgoing(topics.health(h.device_id), h.SerializeToString(), 1, True, "health"))
         sensor_ids = self.fusion.sensor_ids
         for r in reports:
+            # Lineage: (gateway, epoch, per-device sequence) names each batch (docs/federation.md).
+            seq = self._report_seq[r.device_id] = self._report_seq.get(r.device_id, 0) + 1
             msg = reports_to_proto(
-                r.reports, sensor_ids, r.receive_time_ns, self.config.gateway_id, source=r.source
+                r.reports,
+                sensor_ids,
+                r.receive_time_ns,
+                self.config.gateway_id,
+                batch_sequence=seq,
+                source=r.source,
             )
+            msg.epoch_ns = self.fusion.epoch_ns
             mqtt.enqueue(Outgoing(topics.reports(r.device_id), msg.SerializeToString(), kind="reports"))
 
     # --- recording, metrics, web display (issue 7) ---------------------------------

@@ -5,8 +5,10 @@ or on a serial line (``--transport serial``: a raw pty whose slave path is in
 the ready line). It checks every cue and cancel as the ICD requires
 (:class:`drivers.launcher.CueValidator`: addressee, signature, key, MAC,
 sequence, window, freshness against its own clock, readiness), answers
-ack/nack, and sends a heartbeat (``--heartbeat-hz``). It holds accepted cues
-and does nothing else with them: nothing here models a weapon.
+ack/nack, and sends a heartbeat (``--heartbeat-hz``). Its acks and
+heartbeats are signed by its codec with its key (ICD v2 §7.5; ``--icd-version
+1`` plays an old launcher that does not sign). It holds accepted cues and does
+nothing else with them: nothing here models a weapon.
 
 Misbehaviour switches, for testing the gateway's cue path:
 ``--no-ack`` (never answer), ``--ack-delay S`` (answer S seconds late),
@@ -25,9 +27,14 @@ the sensor emulators): ``silent_heartbeat`` (no heartbeat), ``launcher_nack``
 (authentic cues nacked NOT_READY), ``launcher_no_ack`` (no answer),
 ``dropout`` (nothing sent, nothing heard), ``garbage`` / ``bad_crc`` (serial:
 junk frames, corrupted CRCs), ``serial_unplug`` (the pty pair closed and
-reopened; the ready ``path`` is then a stable symlink that follows it) and
+reopened; the ready ``path`` is then a stable symlink that follows it),
 ``can_bus_off`` (one SocketCAN bus-off error frame, then silence and
-deafness until the window ends).
+deafness until the window ends), and the answers an attacker (or a broken
+launcher) would put on the link instead of the real ones: ``launcher_forged``
+(acks and heartbeats tagged under a key the gateway does not hold),
+``launcher_replayed`` (the last authentic heartbeat/ack before the window,
+sent again byte for byte) and ``launcher_stale`` (properly signed, but
+``LauncherTime`` ``step_s`` off, default -5 s).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -45,8 +53,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from drivers.base import Rejected, Role
 from drivers.can_radar import CanFrame
@@ -69,11 +75,10 @@ from gateway.transports.can import CAN_ERR_BUSOFF, CanTransport
 from hilgw.errors import ConfigError, HilgwError, TransportError
 from sim_devices import emulate
 from sim_devices.can_device import EmulatorCanTransport
-from sim_devices.faults import FaultSchedule, corrupt_crc, garbage
+from sim_devices.faults import FaultSchedule
+from sim_devices.launcher_faults import LauncherFaults
 
 __all__ = ["Behaviour", "LauncherEmulator", "LauncherFaults", "build_parser", "main"]
-
-_U32 = (1 << 32) - 1
 
 
 @dataclass
@@ -106,8 +111,6 @@ class LauncherEmulator:
         self.behaviour = behaviour or Behaviour()
         self.validator = CueValidator(launcher_id, keys, max_window_ns=int(max_window_s * 1e9))
         self.clock = clock
-        self._ack_seq = 0
-        self._hb_seq = 0
         self.log: list[dict[str, Any]] = []
         #: Verdicts by ``"<cue|cancel>:<reason>"``, for the stopped line.
         self.verdicts: Counter[str] = Counter()
@@ -132,23 +135,23 @@ class LauncherEmulator:
             reason = refuse  # told to refuse what it would accept
         self.log.append({"event": kind, "cue_id": cue_id, "sequence": seq, "reason": reason.name})
         self.verdicts[f"{kind}:{reason.name}"] += 1
-        self._ack_seq = (self._ack_seq + 1) & _U32
+        # AckSequence (the freshness counter), key id and tag: the codec's, when it sends (ICD §7.5).
         return Ack(
             launcher_id=self.launcher_id,
             result=AckResult.ACK if reason is NackReason.NONE else AckResult.NACK,
             reason=reason,
             cue_sequence=seq,
             cue_id=cue_id,
-            ack_sequence=self._ack_seq,
+            ack_sequence=0,
             launcher_time_ns=now,
         )
 
     def heartbeat(self) -> LauncherStatus:
-        self._hb_seq = (self._hb_seq + 1) & _U32
+        """A heartbeat to send now (its counter and tag: the codec's, ICD §7.5)."""
         return LauncherStatus(
             launcher_id=self.launcher_id,
             state=self.behaviour.state,
-            sequence=self._hb_seq,
+            sequence=0,
             launcher_time_ns=self.clock(),
             last_accepted_sequence=self.validator.highest_sequence,
         )
@@ -166,6 +169,24 @@ class _Link:
         raise NotImplementedError
 
     async def send(self, event: LauncherEvent) -> None:
+        raise NotImplementedError
+
+    def seal(self, event: Ack | LauncherStatus) -> Ack | LauncherStatus:
+        """The answer signed by the link's codec (ICD §7.5), ready to send."""
+        sealed = self._codec().seal(event)
+        assert isinstance(sealed, Ack | LauncherStatus)
+        return sealed
+
+    def forge(self, sealed: Ack | LauncherStatus, key: bytes) -> Ack | LauncherStatus:
+        """``sealed`` tagged under ``key`` instead (what an injector without the key can do)."""
+        signer = self._codec().signer
+        if signer is None:  # a v1 launcher tags nothing: a forgery looks like the real thing
+            return sealed
+        out = signer.sign(sealed, key)
+        assert isinstance(out, Ack | LauncherStatus)
+        return out
+
+    def _codec(self) -> LauncherCanCodec | LauncherSerialCodec:
         raise NotImplementedError
 
     def ready_info(self) -> dict[str, Any]:
@@ -187,6 +208,9 @@ class _Link:
 class CanLink(_Link):
     def __init__(self, transport: CanTransport, codec: LauncherCanCodec) -> None:
         self.transport, self.codec = transport, codec
+
+    def _codec(self) -> LauncherCanCodec:
+        return self.codec
 
     async def receive(self) -> list[LauncherEvent | Rejected]:
         # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
@@ -255,6 +279,9 @@ class PtyLink(_Link):
     def plugged(self) -> bool:
         return self.pty.plugged
 
+    def _codec(self) -> LauncherSerialCodec:
+        return self.codec
+
     @property
     def path(self) -> str:
         return self.pty.path
@@ -282,88 +309,6 @@ class PtyLink(_Link):
         await self.pty.close(self._loop)
 
 
-class LauncherFaults:
-    """One launcher's fault timeline (sim_devices/faults.py) on the scenario clock.
-
-    Scenario time is ``speed · (now - epoch)``, as in the sensor emulators.
-    What each fault did is counted in :attr:`counts` (the ``stopped`` line).
-    """
-
-    #: Faults during which no heartbeat leaves.
-    _SILENT = ("silent_heartbeat", "dropout", "can_bus_off", "serial_unplug")
-    #: Faults during which nothing leaves and nothing is heard.
-    _DEAF = ("dropout", "can_bus_off", "serial_unplug")
-
-    def __init__(
-        self,
-        schedule: FaultSchedule,
-        *,
-        epoch_ns: int,
-        speed: float = 1.0,
-        seed: int = 0,
-        clock: Callable[[], int] = time.time_ns,
-    ) -> None:
-        self.schedule = schedule
-        self.epoch_ns = epoch_ns
-        self.speed = speed
-        self.clock = clock
-        self.rng = np.random.default_rng(seed)
-        self.counts: Counter[str] = Counter()
-
-    def t(self) -> float:
-        """Scenario time now (s)."""
-        return (self.clock() - self.epoch_ns) / 1e9 * self.speed
-
-    def _active(self, kinds: tuple[str, ...]) -> bool:
-        t = self.t()
-        return any(self.schedule.active_kind(k, t) is not None for k in kinds)
-
-    def silent(self) -> bool:
-        return self._active(self._SILENT)
-
-    def deaf(self) -> bool:
-        return self._active(self._DEAF)
-
-    def no_ack(self) -> bool:
-        return self._active(("launcher_no_ack",))
-
-    def nack(self) -> NackReason | None:
-        """The nack a launcher_nack fault answers authentic cues with now (None: no such fault)."""
-        return NackReason.NOT_READY if self._active(("launcher_nack",)) else None
-
-    def mutate(self, data: bytes) -> bytes:
-        """Serial output through the active garbage and bad_crc faults."""
-        t = self.t()
-        p = self.schedule.probability("bad_crc", t)
-        if p > 0:
-            data, n = corrupt_crc(data, self.rng, p)
-            self.counts["crc_corrupted"] += n
-        junk = self.schedule.garbage_bytes(t)
-        if junk:
-            data = garbage(junk, self.rng) + data
-            self.counts["garbage_frames"] += 1
-        return data
-
-    async def run_edges(self, link: _Link) -> None:
-        """Unplug and replug a serial line, take a CAN controller bus-off, at the timeline's edges."""
-        off = False
-        while True:
-            t = self.t()
-            unplug = self.schedule.active_kind("serial_unplug", t) is not None
-            if unplug and link.plugged:
-                await link.unplug()
-                self.counts["unplugs"] += 1
-            elif not unplug and not link.plugged:
-                await link.replug()
-            bus_off = self.schedule.active_kind("can_bus_off", t) is not None
-            if bus_off and not off:
-                await link.bus_off()
-                self.counts["bus_offs"] += 1
-            off = bus_off
-            nxt = self.schedule.next_change(t)
-            await asyncio.sleep(0.5 if nxt is None else min(0.5, max(0.001, (nxt - t) / self.speed)))
-
-
 async def serve(
     emu: LauncherEmulator,
     link: _Link,
@@ -377,20 +322,26 @@ async def serve(
     pending: set[asyncio.Task[None]] = set()
     counts: Counter[str] = faults.counts if faults is not None else Counter()
 
+    def outgoing(event: Ack | LauncherStatus) -> Ack | LauncherStatus:
+        if faults is None:
+            return link.seal(event)
+        return faults.reply(event, link.seal, link.forge)
+
     async def answer(ack: Ack, delay: float) -> None:
         if delay:
             await asyncio.sleep(delay)
+            ack = dataclasses.replace(ack, launcher_time_ns=emu.clock())  # stamped when it leaves
         if faults is not None and faults.deaf():
             counts["acks_lost"] += 1
             return
-        await link.send(ack)
+        await link.send(outgoing(ack))
 
     async def heartbeats() -> None:
         while True:
             if faults is not None and faults.silent():
                 counts["heartbeats_silenced"] += 1
             elif not emu.behaviour.silent_heartbeat:
-                await link.send(emu.heartbeat())
+                await link.send(outgoing(emu.heartbeat()))
             await asyncio.sleep(1.0 / heartbeat_hz)
 
     async def receiver() -> None:
@@ -456,6 +407,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id-offset", type=int, default=None)
     p.add_argument("--launcher-id", type=int, default=None, help="id on the wire; default: 1")
     p.add_argument("--key", type=_key, action="append", default=[], metavar="ID:HEX")
+    p.add_argument(
+        "--icd-version",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="2: acks and heartbeats signed (default); 1: an old launcher that signs nothing",
+    )
     p.add_argument("--heartbeat-hz", type=float, default=None, help="default: 2")
     p.add_argument("--max-window-s", type=float, default=60.0)
     p.add_argument("--state", choices=("ready", "not_ready", "fault"), default="ready")
@@ -505,7 +463,8 @@ def resolve(ns: argparse.Namespace) -> tuple[argparse.Namespace, LauncherFaults 
             ns.key = sorted(load_keys(lc.keys, where=f"{where}.keys").items())
         if not ns.key:
             print(
-                f"launcher_emulator: warning: {where}.keys is empty: every cue is nacked UNKNOWN_KEY",
+                f"launcher_emulator: warning: {where}.keys is empty: every cue is nacked UNKNOWN_KEY, "
+                "and its acks and heartbeats go unsigned (a gateway drops them: auth_unsigned)",
                 file=sys.stderr,
             )
         epoch_ns = ns.epoch_ns if ns.epoch_ns is not None else time.time_ns()
@@ -547,13 +506,20 @@ async def _main(ns: argparse.Namespace, faults: LauncherFaults | None) -> int:
         except TransportError as exc:
             print(f"launcher_emulator: {exc}", file=sys.stderr)
             return 3
-        link = CanLink(
-            transport, LauncherCanCodec(Role.DEVICE, launcher_id=ns.launcher_id, id_offset=ns.id_offset)
+        codec = LauncherCanCodec(
+            Role.DEVICE,
+            launcher_id=ns.launcher_id,
+            keys=dict(ns.key),
+            id_offset=ns.id_offset,
+            icd_version=ns.icd_version,
         )
+        link = CanLink(transport, codec)
     else:
         unplugs = faults is not None and "serial_unplug" in faults.schedule.kinds()
         link = PtyLink(
-            LauncherSerialCodec(Role.DEVICE, launcher_id=ns.launcher_id),
+            LauncherSerialCodec(
+                Role.DEVICE, launcher_id=ns.launcher_id, keys=dict(ns.key), icd_version=ns.icd_version
+            ),
             stable_link=unplugs,
             mutate=faults.mutate if faults is not None and faults.schedule else None,
         )
@@ -570,6 +536,7 @@ async def _main(ns: argparse.Namespace, faults: LauncherFaults | None) -> int:
             "launcher": ns.launcher,
             "transport": ns.transport,
             "launcher_id": ns.launcher_id,
+            "icd_version": ns.icd_version,
             **link.ready_info(),
             **({"interface": ns.interface, "channel": ns.channel} if ns.transport == "can" else {}),
             "pid": os.getpid(),

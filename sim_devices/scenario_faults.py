@@ -36,6 +36,9 @@ FaultKind = Literal[
     "silent_heartbeat",
     "launcher_nack",
     "launcher_no_ack",
+    "launcher_forged",
+    "launcher_replayed",
+    "launcher_stale",
 ]
 
 #: Which device kinds each fault applies to (sensor kinds, and "launcher:can" /
@@ -55,6 +58,9 @@ FAULT_TARGETS: dict[str, frozenset[str]] = {
     "silent_heartbeat": frozenset({"serial_radar", "can_radar", "launcher:can", "launcher:serial"}),
     "launcher_nack": frozenset({"launcher:can", "launcher:serial"}),
     "launcher_no_ack": frozenset({"launcher:can", "launcher:serial"}),
+    "launcher_forged": frozenset({"launcher:can", "launcher:serial"}),
+    "launcher_replayed": frozenset({"launcher:can", "launcher:serial"}),
+    "launcher_stale": frozenset({"launcher:can", "launcher:serial"}),
 }
 
 
@@ -68,7 +74,11 @@ class FaultConfig(_Model):
       junk between delimiters on a serial line; a junk datagram on UDP);
     * ``bad_crc`` / ``duplicate``: ``probability`` that a frame is corrupted / sent twice;
     * ``delay``: ``delay_s`` added to every byte's departure;
-    * ``clock_step``: ``step_s`` added to the device clock (reported times).
+    * ``clock_step``: ``step_s`` added to the device clock (reported times);
+    * ``launcher_stale``: ``step_s`` added to the LauncherTime of acks and
+      heartbeats (default -5 s); ``launcher_forged`` / ``launcher_replayed``
+      put forged / replayed answers on the link instead of the real ones
+      (docs/icd/launcher.md §7.5, sim_devices/launcher_emulator.py).
 
     ``dropout`` sends nothing; ``silent_heartbeat`` sends no STATUS;
     ``serial_unplug`` closes the line and reopens it at the end (see
@@ -93,6 +103,7 @@ class FaultConfig(_Model):
             "garbage": {"garbage_bytes"},
             "delay": {"delay_s"},
             "clock_step": {"step_s"},
+            "launcher_stale": {"step_s"},
         }.get(self.kind, set())
         for name in ("probability", "garbage_bytes", "delay_s", "step_s"):
             if getattr(self, name) is not None and name not in takes:

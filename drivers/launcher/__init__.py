@@ -4,10 +4,11 @@ Gateway side::
 
     codec = LauncherCanCodec(Role.GATEWAY, launcher_id=3, keys={1: secret})
     frames = codec.send(cue)                       # LAUNCHER_CUE + LAUNCHER_CUE_MAC
-    events = codec.receive_frames(frames_in)       # Ack | LauncherStatus | Rejected
+    events = codec.receive_frames(frames_in, now)  # verified Ack | LauncherStatus, or Rejected
 
-Launcher side (emulator): the same codec with ``Role.DEVICE``, plus
-:class:`CueValidator` for freshness, replay and MAC checks. The serial link
+Launcher side (emulator): the same codec with ``Role.DEVICE`` (it signs acks
+and heartbeats, ICD v2), plus :class:`CueValidator` for freshness, replay and
+MAC checks of cues. The serial link
 (:class:`LauncherSerialCodec`) carries the same bytes in COBS/CRC frames.
 Nothing here models a weapon: cues carry track state and validity only.
 """
@@ -25,9 +26,11 @@ from drivers.launcher.events import (
     NackReason,
     covariance_summary,
 )
+from drivers.launcher.replies import AUTH_REASONS, ReplySigner, ReplyVerifier
 from drivers.launcher.validator import CueValidator
 
 __all__ = [
+    "AUTH_REASONS",
     "Ack",
     "AckResult",
     "Cue",
@@ -39,6 +42,8 @@ __all__ = [
     "LauncherState",
     "LauncherStatus",
     "NackReason",
+    "ReplySigner",
+    "ReplyVerifier",
     "SerialType",
     "covariance_summary",
 ]

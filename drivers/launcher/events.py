@@ -37,7 +37,8 @@ __all__ = [
 U16_MAX = (1 << 16) - 1
 U32_MAX = (1 << 32) - 1
 I64_MAX = (1 << 63) - 1
-MAC_SIZE = 32  # HMAC-SHA256 tag, never truncated (ICD §7)
+MAC_SIZE = 32  # HMAC-SHA256 tag of a cue or cancel, never truncated (ICD §7)
+REPLY_MAC_SIZE = 16  # HMAC-SHA256 tag of an ack or heartbeat, truncated to 128 bits (ICD §7.5)
 
 
 class AckResult(enum.IntEnum):
@@ -211,7 +212,13 @@ class CueCancel:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Ack:
-    """The launcher's answer to the cue or cancel with sequence ``cue_sequence`` (ICD §5.4)."""
+    """The launcher's answer to the cue or cancel with sequence ``cue_sequence`` (ICD §5.4).
+
+    ``ack_sequence`` is the freshness counter and ``key_id``/``mac`` the
+    truncated tag of ICD v2 (§7.5), filled in by the sending codec; a received
+    ack has been verified by the receiving codec. ``icd_version`` 1: an
+    unauthenticated v1 ack (only where a config accepts v1 launchers).
+    """
 
     launcher_id: int
     result: AckResult
@@ -220,9 +227,13 @@ class Ack:
     cue_id: int
     ack_sequence: int
     launcher_time_ns: int
+    key_id: int = 0
+    mac: bytes = b""
+    icd_version: int = 2
 
     def __post_init__(self) -> None:
         c = "Ack"
+        _reply_auth(c, self.key_id, self.mac, self.icd_version)
         _int(c, "launcher_id", self.launcher_id, 0, U16_MAX)
         object.__setattr__(self, "result", _enum(c, "result", AckResult, self.result))
         object.__setattr__(self, "reason", _enum(c, "reason", NackReason, self.reason))
@@ -236,7 +247,10 @@ class Ack:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LauncherStatus:
-    """Launcher heartbeat (ICD §5.5): state, clock and the highest accepted sequence."""
+    """Launcher heartbeat (ICD §5.5): state, clock and the highest accepted sequence.
+
+    ``sequence`` (HeartbeatSequence), ``key_id`` and ``mac`` as for :class:`Ack`.
+    """
 
     launcher_id: int
     state: LauncherState
@@ -245,9 +259,13 @@ class LauncherStatus:
     last_accepted_sequence: int = 0
     fault_code: int = 0
     time_locked: bool = True
+    key_id: int = 0
+    mac: bytes = b""
+    icd_version: int = 2
 
     def __post_init__(self) -> None:
         c = "LauncherStatus"
+        _reply_auth(c, self.key_id, self.mac, self.icd_version)
         _int(c, "launcher_id", self.launcher_id, 0, U16_MAX)
         object.__setattr__(self, "state", _enum(c, "state", LauncherState, self.state))
         _int(c, "sequence", self.sequence, 0, U32_MAX)
@@ -256,6 +274,14 @@ class LauncherStatus:
         _int(c, "fault_code", self.fault_code, 0, U16_MAX)
         if not isinstance(self.time_locked, bool):
             raise _bad(c, "time_locked", self.time_locked, "is not a bool")
+
+
+def _reply_auth(cls: str, key_id: int, mac: bytes, version: int) -> None:
+    _int(cls, "key_id", key_id, 0, U16_MAX)
+    if mac and len(mac) != REPLY_MAC_SIZE:
+        raise _bad(cls, "mac", mac, f"is not {REPLY_MAC_SIZE} bytes")
+    if version not in (1, 2):
+        raise _bad(cls, "icd_version", version, "is not 1 or 2")
 
 
 def _enum(cls: str, name: str, kind: type[enum.IntEnum], value: object) -> enum.IntEnum:

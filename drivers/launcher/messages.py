@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+import struct
 from collections.abc import Mapping
 from importlib import resources
 from typing import Any
@@ -23,7 +24,7 @@ import cantools
 import numpy as np
 
 from drivers.can_radar.layout import MessageLayout, compile_message, stack_frames
-from drivers.launcher.events import MAC_SIZE, Ack, Cue, CueCancel, LauncherStatus
+from drivers.launcher.events import MAC_SIZE, REPLY_MAC_SIZE, Ack, Cue, CueCancel, LauncherStatus
 from hilgw.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -33,10 +34,14 @@ __all__ = [
     "CUE",
     "CUE_MAC",
     "DB",
+    "DOMAIN_ACK",
     "DOMAIN_CANCEL",
     "DOMAIN_CUE",
+    "DOMAIN_STATUS",
+    "REPLY_SIGNED_SIZE",
     "STATUS",
     "compute_mac",
+    "compute_reply_mac",
     "decode_ack",
     "decode_cancel",
     "decode_cue",
@@ -47,24 +52,42 @@ __all__ = [
     "encode_cue",
     "encode_cue_mac",
     "encode_status",
+    "reply_key_id",
+    "reply_signed_bytes",
 ]
 
-#: The launcher database, loaded once (CAN FD only, ICD §3).
-DB: Any = cantools.database.load_string(
-    resources.files(__package__).joinpath("launcher.dbc").read_text(encoding="utf-8"), database_format="dbc"
-)
+
+def _load(name: str) -> Any:
+    text = resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+    return cantools.database.load_string(text, database_format="dbc")
+
+
+#: The launcher database, ICD v2, loaded once (CAN FD only, ICD §3).
+DB: Any = _load("launcher.dbc")
+#: The v1 (unauthenticated) ack and heartbeat layouts, for launchers a config
+#: explicitly accepts (ICD §7.6); nothing is ever sent in them.
+DB_V1: Any = _load("launcher_v1.dbc")
 _L: dict[str, MessageLayout] = {m.name: compile_message(m) for m in DB.messages}
 CANCEL = _L["LAUNCHER_CUE_CANCEL"]
 CUE = _L["LAUNCHER_CUE"]
 CUE_MAC = _L["LAUNCHER_CUE_MAC"]
 ACK = _L["LAUNCHER_ACK"]
 STATUS = _L["LAUNCHER_STATUS"]
+_L1: dict[str, MessageLayout] = {m.name: compile_message(m) for m in DB_V1.messages}
+ACK_V1 = _L1["LAUNCHER_ACK"]
+STATUS_V1 = _L1["LAUNCHER_STATUS"]
 
 #: Domain-separation prefixes of the MAC input (ICD §7): a tag made for one
 #: message kind never verifies as another.
 DOMAIN_CUE = b"hilgw.launcher.v1.cue\x00"
 DOMAIN_CANCEL = b"hilgw.launcher.v1.cancel\x00"
+#: ICD v2 (§7.5): the launcher's answers are signed too, each kind in its own domain.
+DOMAIN_ACK = b"hilgw.launcher.v2.ack\x00"
+DOMAIN_STATUS = b"hilgw.launcher.v2.status\x00"
 _MAC_WORDS = ("Mac0", "Mac1", "Mac2", "Mac3")
+#: An ack's or heartbeat's signed bytes end where its tag begins (both: 32).
+REPLY_SIGNED_SIZE = ACK.signals["Mac0"].start // 8
+assert REPLY_SIGNED_SIZE == STATUS.signals["Mac0"].start // 8 == ACK.length - REPLY_MAC_SIZE
 #: The cancel's signed bytes end where its tag begins (start bit of Mac0).
 CANCEL_SIGNED_SIZE = CANCEL.signals["Mac0"].start // 8
 _MS = 1_000_000
@@ -73,6 +96,12 @@ _MS = 1_000_000
 def compute_mac(key: bytes, domain: bytes, signed: bytes) -> bytes:
     """HMAC-SHA256 (RFC 2104, FIPS 198-1) of ``domain || signed`` under ``key``."""
     return hmac.new(key, domain + signed, hashlib.sha256).digest()
+
+
+def compute_reply_mac(key: bytes, domain: bytes, signed: bytes) -> bytes:
+    """The ICD v2 tag of an ack or heartbeat: HMAC-SHA256 of ``domain || signed``
+    truncated to its first 128 bits (RFC 2104 §5, NIST SP 800-107 §5.3.3)."""
+    return hmac.new(key, domain + signed, hashlib.sha256).digest()[:REPLY_MAC_SIZE]
 
 
 def _mac_columns(mac: bytes) -> dict[str, int]:
@@ -245,32 +274,109 @@ def decode_cancel(data: bytes) -> CueCancel:
         raise RemoteProtocolError(f"LAUNCHER_CUE_CANCEL: {exc}", reason="range", field=exc.field) from None
 
 
-def encode_ack(ack: Ack) -> bytes:
-    return _encode(
-        ACK,
-        {
-            "LauncherId": ack.launcher_id,
-            "Result": int(ack.result),
-            "Reason": int(ack.reason),
-            "CueSequence": ack.cue_sequence,
-            "CueId": ack.cue_id,
-            "AckSequence": ack.ack_sequence,
-            "LauncherTime": ack.launcher_time_ns,
-        },
+# --- acks and heartbeats (ICD §5.4, §5.5, §7.5) ----------------------------------
+#
+# Written with struct, not the numpy layout engine above: these are single
+# fixed frames on the verification hot path (every heartbeat, every ack), and
+# one struct call is ~50x cheaper than a one-row numpy encode. The DBC stays
+# normative: tests/unit/test_launcher_reply_auth.py checks both layouts against
+# cantools' encoding of launcher.dbc and launcher_v1.dbc.
+_ACK_V1 = struct.Struct("<HBBIIIq")  # LauncherId Result Reason CueSequence CueId AckSequence LauncherTime
+_STATUS_V1 = struct.Struct("<HBBIqIH2x")  # LauncherId State TimeLocked HbSeq LauncherTime LastAccepted Fault
+_TAIL = struct.Struct("<H6x")  # KeyId, reserved: bytes 24..31 of a v2 answer
+assert _ACK_V1.size == _STATUS_V1.size == ACK_V1.length == STATUS_V1.length == 24
+assert ACK.length == STATUS.length == 24 + _TAIL.size + REPLY_MAC_SIZE
+
+
+def _ack_head(ack: Ack) -> bytes:
+    return _ACK_V1.pack(
+        ack.launcher_id,
+        int(ack.result),
+        int(ack.reason),
+        ack.cue_sequence,
+        ack.cue_id,
+        ack.ack_sequence,
+        ack.launcher_time_ns,
     )
 
 
+def _status_head(status: LauncherStatus) -> bytes:
+    return _STATUS_V1.pack(
+        status.launcher_id,
+        int(status.state),
+        int(status.time_locked),
+        status.sequence,
+        status.launcher_time_ns,
+        status.last_accepted_sequence,
+        status.fault_code,
+    )
+
+
+def reply_signed_bytes(event: Ack | LauncherStatus) -> bytes:
+    """The 32 bytes an ack's or heartbeat's v2 tag covers (ICD §7.5): its frame up to the tag."""
+    head = _ack_head(event) if isinstance(event, Ack) else _status_head(event)
+    return head + _TAIL.pack(event.key_id)
+
+
+def _v2(event: Ack | LauncherStatus) -> bytes:
+    if len(event.mac) != REPLY_MAC_SIZE:
+        raise LocalProtocolError(
+            f"{type(event).__name__} is not signed (key id {event.key_id}, {len(event.mac)}-byte tag)",
+            field="mac",
+        )
+    return reply_signed_bytes(event) + event.mac
+
+
+def encode_ack(ack: Ack) -> bytes:
+    """LAUNCHER_ACK data, ICD v2 (48 bytes) with the ack's ``key_id`` and ``mac``."""
+    return _v2(ack)
+
+
+def encode_status(status: LauncherStatus) -> bytes:
+    """LAUNCHER_STATUS data, ICD v2 (48 bytes) with the heartbeat's ``key_id`` and ``mac``."""
+    return _v2(status)
+
+
+def encode_ack_v1(ack: Ack) -> bytes:
+    """LAUNCHER_ACK of ICD v1 (24 bytes, no tag): only to test a gateway against a v1 launcher."""
+    return _ack_head(ack)
+
+
+def encode_status_v1(status: LauncherStatus) -> bytes:
+    """LAUNCHER_STATUS of ICD v1 (24 bytes, no tag): only to test a gateway against a v1 launcher."""
+    return _status_head(status)
+
+
+def reply_key_id(data: bytes) -> int:
+    """KeyId of a v2 ack or heartbeat, read before anything else is trusted (bytes 24-25)."""
+    return int.from_bytes(data[24:26], "little")
+
+
+def _reply_length(name: str, data: bytes) -> bool:
+    """True for a v1 (24-byte) answer, False for v2 (48); anything else is refused."""
+    if len(data) not in (24, ACK.length):
+        raise RemoteProtocolError(
+            f"{name}: {len(data)} bytes, the ICD says {ACK.length} (v1: 24)", reason="dlc", value=len(data)
+        )
+    return len(data) == 24
+
+
 def decode_ack(data: bytes) -> Ack:
-    raw = _decode(ACK, data)
+    """An ack from v2 (48 bytes) or v1 (24 bytes) data; the caller has checked the tag."""
+    v1 = _reply_length("LAUNCHER_ACK", data)
+    lid, result, reason, cue_seq, cue_id, ack_seq, t = _ACK_V1.unpack_from(data)
     try:
         return Ack(
-            launcher_id=raw["LauncherId"],
-            result=raw["Result"],  # type: ignore[arg-type]  # converted and checked in __post_init__
-            reason=raw["Reason"],  # type: ignore[arg-type]  # converted and checked in __post_init__
-            cue_sequence=raw["CueSequence"],
-            cue_id=raw["CueId"],
-            ack_sequence=raw["AckSequence"],
-            launcher_time_ns=raw["LauncherTime"],
+            launcher_id=lid,
+            result=result,
+            reason=reason,
+            cue_sequence=cue_seq,
+            cue_id=cue_id,
+            ack_sequence=ack_seq,
+            launcher_time_ns=t,
+            key_id=0 if v1 else reply_key_id(data),
+            mac=b"" if v1 else bytes(data[32:48]),
+            icd_version=1 if v1 else 2,
         )
     except ProtocolError as exc:
         raise RemoteProtocolError(
@@ -278,35 +384,27 @@ def decode_ack(data: bytes) -> Ack:
         ) from None
 
 
-def encode_status(status: LauncherStatus) -> bytes:
-    return _encode(
-        STATUS,
-        {
-            "LauncherId": status.launcher_id,
-            "State": int(status.state),
-            "TimeLocked": int(status.time_locked),
-            "HeartbeatSequence": status.sequence,
-            "LauncherTime": status.launcher_time_ns,
-            "LastAcceptedSequence": status.last_accepted_sequence,
-            "FaultCode": status.fault_code,
-        },
-    )
-
-
 def decode_status(data: bytes) -> LauncherStatus:
-    raw = _decode(STATUS, data)
+    """A heartbeat from v2 (48 bytes) or v1 (24 bytes) data; the caller has checked the tag."""
+    v1 = _reply_length("LAUNCHER_STATUS", data)
+    lid, state, locked, seq, t, last, fault = _STATUS_V1.unpack_from(data)
     try:
         return LauncherStatus(
-            launcher_id=raw["LauncherId"],
-            state=raw["State"],  # type: ignore[arg-type]  # converted and checked in __post_init__
-            time_locked=bool(raw["TimeLocked"]),
-            sequence=raw["HeartbeatSequence"],
-            launcher_time_ns=raw["LauncherTime"],
-            last_accepted_sequence=raw["LastAcceptedSequence"],
-            fault_code=raw["FaultCode"],
+            launcher_id=lid,
+            state=state,
+            time_locked=bool(locked & 1),  # TimeLocked is bit 24; bits 25..31 are reserved
+            sequence=seq,
+            launcher_time_ns=t,
+            last_accepted_sequence=last,
+            fault_code=fault,
+            key_id=0 if v1 else reply_key_id(data),
+            mac=b"" if v1 else bytes(data[32:48]),
+            icd_version=1 if v1 else 2,
         )
     except ProtocolError as exc:
-        raise RemoteProtocolError(f"LAUNCHER_STATUS: {exc}", reason="range", field=exc.field) from None
+        raise RemoteProtocolError(
+            f"LAUNCHER_STATUS: {exc}", reason="range", field=exc.field, value=exc.value
+        ) from None
 
 
 def sign(event: Cue | CueCancel, keys: Mapping[int, bytes]) -> bytes:

@@ -16,6 +16,7 @@ from hilgw.tomlconfig import StrictModel
 __all__ = [
     "CoverageConfig",
     "CueConfig",
+    "CuePictureConfig",
     "CueRulesConfig",
     "InhibitConfig",
     "LauncherCueConfig",
@@ -87,6 +88,9 @@ class CueRulesConfig(_Model):
     #: A track fed only by low-trust sources (a partner's assessments,
     #: docs/partners.md §6) is a candidate only when this is true.
     allow_low_trust_only: bool = False
+    #: A track with fewer distinct contributing sources is not a candidate
+    #: (``single_source``); at least 2 with a theatre picture (``[cue.picture]``).
+    min_sources: int = Field(default=1, ge=1, le=100)
 
 
 class TimeSyncConfig(_Model):
@@ -112,6 +116,21 @@ class InhibitConfig(_Model):
     #: Which inhibits also drop authority to HOLD.
     drop_to_hold_on: list[InhibitKind] = Field(default_factory=lambda: list[InhibitKind](["time_sync"]))
     time_sync: TimeSyncConfig = TimeSyncConfig()
+
+
+class CuePictureConfig(_Model):
+    """Cue on another gateway's picture (a theatre's), docs/federation.md §4.
+
+    The cue path takes its tracks from ``{topic_prefix}/{gateway_id}/tracks``
+    on this gateway's broker instead of its own fusion. Authority, inhibits,
+    rules and the audit stay here, and cues go only to this gateway's own
+    launchers.
+    """
+
+    gateway_id: str = Field(pattern=_ID)
+    topic_prefix: str = Field(default="hilgw", pattern=r"^[A-Za-z0-9_/-]+$")
+    #: Accept ``rules.min_sources = 1`` (single-source theatre tracks may cue).
+    allow_single_source: bool = False
 
 
 class CueConfig(_Model):
@@ -140,6 +159,18 @@ class CueConfig(_Model):
     #: Authority above HOLD survives this long without the broker link that
     #: carries operator commands, then falls to HOLD (docs/cue-path.md §11).
     operator_link_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+
+    #: Cue on another gateway's picture; None: this gateway's own.
+    picture: CuePictureConfig | None = None
+
+    @model_validator(mode="after")
+    def _theatre_needs_sources(self) -> CueConfig:
+        if self.picture is not None and self.rules.min_sources < 2 and not self.picture.allow_single_source:
+            raise ValueError(
+                "rules.min_sources must be at least 2 with a [cue.picture] (a theatre track held by one "
+                "source alone must not cue); set picture.allow_single_source = true to accept 1"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_launchers(self) -> CueConfig:

@@ -97,6 +97,14 @@ class CueCore:
         self._effects: list[Effect] = []
         self._dirty = True
         self._restore(history)
+        # The core is the one owner of launcher sequence numbers (ICD §7.3). Beyond
+        # the journal, start no lower than the UTC second: a lost journal then
+        # reuses no sequence unless more than one a second was sent on average.
+        floor = (now.wall_ns // 1_000_000_000) & 0xFFFFFFFF
+        for lau in self.launchers.values():
+            lau.sequence = max(lau.sequence, floor)
+        #: Answers that failed verification, per (launcher, reason) (ICD v2 §7.5).
+        self.reply_rejected: dict[tuple[str, str], int] = {}
         self._log(
             now,
             "startup",
@@ -178,7 +186,24 @@ class CueCore:
         lau = self.launchers.get(launcher_id)
         if lau is not None and lau.link_up:  # while the link is down, heartbeats count for nothing
             lau.last_heartbeat_mono = now.mono_ns
+            lau.unverified_heartbeats = 0
             lau.fault = "" if ok else (detail or "fault")
+        self._evaluate(now)
+        return self._take()
+
+    def on_reply_rejected(self, launcher_id: str, message: str, reason: str, now: Now) -> list[Effect]:
+        """An ack or heartbeat that failed verification (ICD v2 §7.5). It is no
+        heartbeat: a launcher whose heartbeats stop verifying goes
+        ``heartbeat_lost`` (and ``heartbeat_unverified``) on the heartbeat timer.
+        Audited at the 1st, 2nd, 4th, 8th, ... of each (launcher, reason), so a
+        flood of forgeries cannot flood the journal."""
+        lau = self.launchers.get(launcher_id)
+        if lau is not None and message == "LAUNCHER_STATUS":
+            lau.unverified_heartbeats += 1
+        key = (launcher_id, reason)
+        n = self.reply_rejected[key] = self.reply_rejected.get(key, 0) + 1
+        if n & (n - 1) == 0:
+            self._log(now, "reply_rejected", launcher=launcher_id, message=message, reason=reason, count=n)
         self._evaluate(now)
         return self._take()
 
@@ -611,13 +636,6 @@ class CueCore:
                 why=why,
             )
             self._effects.append(SendCancel(cue.launcher_id, cancel))
-
-    def raise_sequence(self, launcher_id: str, at_least: int) -> None:
-        """Never use a sequence at or below ``at_least`` again on this launcher
-        (a link that already counts higher, e.g. a driver started earlier)."""
-        lau = self.launchers.get(launcher_id)
-        if lau is not None and at_least > lau.sequence:
-            lau.sequence = at_least
 
     # --- views --------------------------------------------------------------------------------
 

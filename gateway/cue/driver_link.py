@@ -8,7 +8,10 @@ status frames come back through the driver's listener and go to the cue path
 as :class:`~gateway.cue.link.Ack` / :class:`~gateway.cue.link.Heartbeat`.
 
 Sequence numbers belong to the cue path (journaled before use, ICD §7.3):
-:meth:`DriverLink.resync` moves the driver's counter to the journal's.
+the adapter carries the core's sequence to the wire unchanged, and the driver
+keeps no counter of its own. Acks and heartbeats that fail the codec's
+verification (ICD v2 §7.5) come back as :class:`~gateway.cue.link.ReplyRejected`
+for the audit; they never count as a heartbeat.
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ from collections.abc import Callable
 
 import numpy as np
 
+from drivers.base import Rejected
 from drivers.launcher import Ack as WireAck
 from drivers.launcher import AckResult, Cue, CueCancel, LauncherState, LauncherStatus
-from gateway.cue.link import Ack, Heartbeat, LauncherEvent
+from gateway.cue.link import Ack, Heartbeat, LauncherEvent, ReplyRejected
 from gateway.devices.launcher import LauncherDriver, LauncherIn
 from hilgw.v1 import cue_pb2
 
-__all__ = ["CANCEL_REASONS", "DriverLink"]
+__all__ = ["CANCEL_REASONS", "DriverLink", "link_event"]
 
 #: CueCancel.reason codes on the wire (ICD §5.3 leaves them to the sender).
 CANCEL_REASONS = {
@@ -57,17 +61,11 @@ class DriverLink:
         self.driver = driver
         self.sink = sink
         driver.add_listener(self._on_event)
+        driver.add_rejection_listener(self._on_rejected)
 
     @property
     def wire_id(self) -> int:
         return self.driver.config.launcher_id or 0
-
-    def next_sequence(self) -> int:
-        return int(self.driver.next_sequence)
-
-    def resync(self, next_sequence: int) -> None:
-        """Make the driver continue at the cue path's journaled sequence."""
-        self.driver.next_sequence = next_sequence
 
     async def send_cue(self, cue: cue_pb2.EngagementCue) -> None:
         s = cue.state
@@ -97,30 +95,37 @@ class DriverLink:
         )
         await self.driver.send_cancel(wire)
 
+    def _on_rejected(self, _device_id: str, rejected: Rejected) -> None:
+        self.sink(link_event(self.launcher_id, rejected))
+
     def _on_event(self, item: LauncherIn) -> None:
-        ev = item.event
-        if isinstance(ev, WireAck):
-            ok = ev.result is AckResult.ACK
-            self.sink(
-                Ack(
-                    cue_pb2.CueAck(
-                        cue_id=ev.cue_id,
-                        launcher_id=self.launcher_id,
-                        result=cue_pb2.ACK_RESULT_ACK if ok else cue_pb2.ACK_RESULT_NACK,
-                        reason_code=int(ev.reason),
-                        reason="" if ok else ev.reason.name.lower(),
-                        time_ns=ev.launcher_time_ns,
-                        sequence=ev.cue_sequence,
-                    )
-                )
+        self.sink(link_event(self.launcher_id, item.event))
+
+
+def link_event(launcher_id: str, ev: WireAck | LauncherStatus | Rejected) -> LauncherEvent:
+    """What the cue path hears of one verified answer, or of one that failed verification."""
+    if isinstance(ev, Rejected):
+        err = ev.error
+        return ReplyRejected(launcher_id, str(err.field or ""), ev.reason, str(err))
+    if isinstance(ev, WireAck):
+        ok = ev.result is AckResult.ACK
+        return Ack(
+            cue_pb2.CueAck(
+                cue_id=ev.cue_id,
+                launcher_id=launcher_id,
+                result=cue_pb2.ACK_RESULT_ACK if ok else cue_pb2.ACK_RESULT_NACK,
+                reason_code=int(ev.reason),
+                reason="" if ok else ev.reason.name.lower(),
+                time_ns=ev.launcher_time_ns,
+                sequence=ev.cue_sequence,
             )
-        elif isinstance(ev, LauncherStatus):
-            ready = ev.state is LauncherState.READY
-            detail = (
-                ""
-                if ready and ev.time_locked
-                else f"{ev.state.name.lower()}" + ("" if ev.time_locked else ", time not locked")
-            )
-            if ev.fault_code:
-                detail += f", fault code {ev.fault_code}"
-            self.sink(Heartbeat(self.launcher_id, ready and ev.time_locked, detail, ev.launcher_time_ns))
+        )
+    ready = ev.state is LauncherState.READY
+    detail = (
+        ""
+        if ready and ev.time_locked
+        else f"{ev.state.name.lower()}" + ("" if ev.time_locked else ", time not locked")
+    )
+    if ev.fault_code:
+        detail += f", fault code {ev.fault_code}"
+    return Heartbeat(launcher_id, ready and ev.time_locked, detail, ev.launcher_time_ns)

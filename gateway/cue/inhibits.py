@@ -25,6 +25,8 @@ class LauncherState:
     secret: bytes = field(repr=False)
     sequence: int = 0  # last sequence used on the wire (cues and cancels)
     last_heartbeat_mono: int | None = None
+    #: Heartbeats that failed verification since the last one that passed (ICD v2 §7.5).
+    unverified_heartbeats: int = 0
     link_up: bool = True
     fault: str = ""
     inhibits: set[str] = field(default_factory=set)
@@ -39,6 +41,10 @@ def launcher_inhibits(lau: LauncherState, now_mono_ns: int, time_sync_ok: bool) 
         out.add("no_heartbeat")
     elif now_mono_ns - lau.last_heartbeat_mono > lau.config.heartbeat_timeout_s * 1e9:
         out.add("heartbeat_lost")
+    if "heartbeat_lost" in out and lau.unverified_heartbeats:
+        # Says why in the audit: heartbeats came, none verified (ICD v2 §7.5).
+        # Not a loss kind of its own: it only ever comes with heartbeat_lost.
+        out.add("heartbeat_unverified")
     if lau.fault:
         out.add("launcher_fault")
     if not time_sync_ok:

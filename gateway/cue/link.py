@@ -13,7 +13,7 @@ from typing import Protocol
 
 from hilgw.v1 import cue_pb2
 
-__all__ = ["Ack", "Heartbeat", "LauncherEvent", "LauncherLink", "LinkState"]
+__all__ = ["Ack", "Heartbeat", "LauncherEvent", "LauncherLink", "LinkState", "ReplyRejected"]
 
 
 class LauncherLink(Protocol):
@@ -49,4 +49,15 @@ class LinkState:
     up: bool
 
 
-LauncherEvent = Ack | Heartbeat | LinkState
+@dataclass(frozen=True, slots=True)
+class ReplyRejected:
+    """An ack or heartbeat that failed verification (ICD v2 §7.5): audited, never
+    counted as a heartbeat (so a launcher whose heartbeats stop verifying is lost)."""
+
+    launcher_id: str
+    message: str  # "LAUNCHER_ACK" or "LAUNCHER_STATUS"
+    reason: str  # auth_bad_mac, auth_replayed, auth_stale, ...
+    detail: str = ""
+
+
+LauncherEvent = Ack | Heartbeat | LinkState | ReplyRejected

@@ -32,7 +32,7 @@ from gateway.cue.book import Effect, Now, Publish, SendCancel, SendCue
 from gateway.cue.config import CueConfig
 from gateway.cue.core import CueCore
 from gateway.cue.keys import KeyRing, load_keys
-from gateway.cue.link import Ack, Heartbeat, LauncherEvent, LauncherLink, LinkState
+from gateway.cue.link import Ack, Heartbeat, LauncherEvent, LauncherLink, LinkState, ReplyRejected
 from gateway.outputs.mqtt import Outgoing
 from gateway.outputs.session import MqttSession
 from hilgw.errors import HilgwError
@@ -170,15 +170,6 @@ class CuePath:
         keys = self._keys or load_keys(self.config.keys_file)
         audit, history = AuditLog.open(self.config.audit_path, fsync=self.fsync)
         core = CueCore(self.config, keys, self.gateway_id, audit, self.clock(), history)
-        for lid, link in self.links.items():
-            # The journal owns sequence numbers (ICD §7.3); a link that counts
-            # higher already (its own floor) moves the journal's mark up, never down.
-            nxt = getattr(link, "next_sequence", None)
-            if callable(nxt):
-                core.raise_sequence(lid, int(nxt()) - 1)
-            resync = getattr(link, "resync", None)
-            if callable(resync) and lid in core.launchers:
-                resync(core.launchers[lid].sequence + 1)
         log.info("cue path: HOLD at start; audit %s (%d records)", self.config.audit_path, audit.count)
         return core
 
@@ -270,6 +261,8 @@ class CuePath:
             return core.on_heartbeat(item.launcher_id, now, item.ok, item.detail)
         if isinstance(item, LinkState):
             return core.on_link(item.launcher_id, item.up, now)
+        if isinstance(item, ReplyRejected):
+            return core.on_reply_rejected(item.launcher_id, item.message, item.reason, now)
         log.error("cue path: unknown inbox item %r", item)
         return []
 

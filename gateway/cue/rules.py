@@ -73,6 +73,8 @@ def _track_reason(rules: CueRulesConfig, track: track_pb2.SystemTrack, batch_tim
         and all(c.markings.low_trust for c in track.contributors)
     ):
         return "low_trust_only"  # only a partner's word for it (docs/partners.md §6)
+    if rules.min_sources > 1 and len({c.sensor_id for c in track.contributors}) < rules.min_sources:
+        return "single_source"  # e.g. a theatre track only one site holds (docs/federation.md §4)
     return None
 
 

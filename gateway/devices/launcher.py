@@ -6,11 +6,17 @@ heartbeats, which it publishes on :attr:`LauncherDriver.events` and hands
 to listeners. It never decides to send a cue: the engagement authority and
 the cue rules live in the cue path, which calls ``send_cue``.
 
-Sequence numbers: a cue or cancel without one gets the next from
-:attr:`LauncherDriver.next_sequence`, which starts at the UTC second of the
-driver's creation so a restarted gateway does not reuse a sequence unless it
-sent more than one message a second on average (the cue path may set it
-from its journal instead, ICD §7.3).
+Sequence numbers belong to the caller (the cue path journals them before
+use, ICD §7.3): the driver sends the sequence it is given and refuses one
+that is missing or not above the last it sent. Signing belongs to the codec
+(:meth:`~drivers.launcher.LauncherCanCodec.seal`), which also verifies every
+ack and heartbeat (ICD v2 §7.5); what fails is dropped and counted by reason
+(``auth_*``) and handed to :meth:`LauncherDriver.add_rejection_listener`
+listeners, so the cue path can audit it. A heartbeat that does not verify
+is no heartbeat: the cue path's heartbeat timeout inhibits the launcher.
+
+``accept_launcher_icd_v1 = true`` on the device lets an ICD v1 launcher's
+untagged answers through (a WARNING at every start says so).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from pathlib import Path
 
 from drivers.base import Rejected, Role
 from drivers.launcher import (
+    AUTH_REASONS,
     Ack,
     Cue,
     CueCancel,
@@ -34,7 +41,6 @@ from drivers.launcher import (
     LauncherState,
     LauncherStatus,
 )
-from drivers.launcher import messages as msgs
 from gateway.bus import Topic
 from gateway.config import DeviceConfig
 from gateway.devices.base import DeviceDriver, DriverContext, RawFrame
@@ -49,7 +55,6 @@ __all__ = ["LauncherDriver", "LauncherIn", "load_keys"]
 
 log = logging.getLogger(__name__)
 
-_U32 = (1 << 32) - 1
 _STATE_FROM_STATUS: dict[int, int] = {
     LauncherState.READY: health_pb2.DEVICE_STATE_UP,
     LauncherState.NOT_READY: health_pb2.DEVICE_STATE_DEGRADED,
@@ -99,7 +104,8 @@ class LauncherDriver(DeviceDriver):
         self.events: Topic[LauncherIn] = events or Topic(f"launcher:{config.id}")
         self._listeners: list[Callable[[LauncherIn], None]] = []
         self._keys = load_keys(config.cue_keys, f"devices[{config.id}].cue_keys")
-        self.next_sequence = max(1, (ctx.wall_ns() // 1_000_000_000) & _U32)
+        self._rejection_listeners: list[Callable[[str, Rejected], None]] = []
+        self.last_sequence = 0  # of the last cue or cancel sent (a check, not a counter)
         self._transport: Transport | None = None
         self._can: LauncherCanCodec | None = None
         self._serial: LauncherSerialCodec | None = None
@@ -110,6 +116,11 @@ class LauncherDriver(DeviceDriver):
     def add_listener(self, callback: Callable[[LauncherIn], None]) -> None:
         """Call ``callback`` (synchronously, in the driver task) for every ack and heartbeat."""
         self._listeners.append(callback)
+
+    def add_rejection_listener(self, callback: Callable[[str, Rejected], None]) -> None:
+        """Call ``callback(device_id, rejected)`` for every ack or heartbeat that fails
+        verification (reasons ``auth_*``, ICD v2 §7.5), after it is counted."""
+        self._rejection_listeners.append(callback)
 
     @property
     def connected(self) -> bool:
@@ -123,17 +134,13 @@ class LauncherDriver(DeviceDriver):
     # --- sending -------------------------------------------------------------------
 
     def _prepare(self, event: Cue | CueCancel) -> Cue | CueCancel:
-        changes: dict[str, int] = {}
-        if event.sequence is None:
-            changes["sequence"] = self.next_sequence
-        elif event.sequence < self.next_sequence:
+        if event.sequence is None or event.sequence <= self.last_sequence:
             raise LocalProtocolError(
-                f"{self.config.id}: sequence {event.sequence} is below the next ({self.next_sequence})",
+                f"{self.config.id}: {type(event).__name__} sequence {event.sequence} is not above "
+                f"the last sent ({self.last_sequence}); the cue path numbers them (ICD §7.3)",
                 field="sequence",
                 value=event.sequence,
             )
-        if event.key_id == 0:
-            changes["key_id"] = self.config.cue_key_id
         if self.config.launcher_id is not None and event.launcher_id != self.config.launcher_id:
             raise LocalProtocolError(
                 f"{self.config.id}: {type(event).__name__} for launcher {event.launcher_id}, "
@@ -141,16 +148,16 @@ class LauncherDriver(DeviceDriver):
                 field="launcher_id",
                 value=event.launcher_id,
             )
-        prepared = dataclasses.replace(event, **changes) if changes else event  # type: ignore[arg-type]  # int fields
-        mac = msgs.sign(prepared, self._keys)
-        return dataclasses.replace(prepared, mac=mac)
+        if event.key_id == 0:
+            return dataclasses.replace(event, key_id=self.config.cue_key_id)
+        return event
 
     async def send_cue(self, cue: Cue) -> Cue:
-        """Sign and send a cue; returns it as sent (sequence, key id and MAC filled in).
+        """Sign (the codec) and send a cue; returns it as sent (key id and MAC filled in).
 
         Raises :class:`TransportError` when the link is down (the caller keeps
         the cue withheld) and :class:`LocalProtocolError` for a cue this link
-        cannot carry (no key for its key id, wrong launcher id, ...).
+        cannot carry (no sequence, no key for its key id, wrong launcher id, ...).
         """
         sent = await self._send(cue)
         assert isinstance(sent, Cue)
@@ -167,22 +174,27 @@ class LauncherDriver(DeviceDriver):
             transport = self._transport
             if transport is None:
                 raise TransportError(f"{self.config.id}: launcher link is down")
-            prepared = self._prepare(event)
             stats = self.ctx.stats
             if isinstance(transport, FrameTransport):
                 assert self._can is not None
+                prepared = self._can.seal(self._prepare(event))
+                assert isinstance(prepared, Cue | CueCancel)
                 frames = self._can.send(prepared)
                 await transport.send_many(frames)
                 stats.frames_out += len(frames)
                 stats.bytes_out += sum(len(f.data) for f in frames)
             elif isinstance(transport, StreamTransport):
                 assert self._serial is not None
+                prepared = self._serial.seal(self._prepare(event))
+                assert isinstance(prepared, Cue | CueCancel)
                 data = self._serial.send(prepared)
                 await transport.write(data)
                 stats.frames_out += 1
                 stats.bytes_out += len(data)
+            else:  # pragma: no cover - run() only opens these two kinds
+                raise TransportError(f"{self.config.id}: a launcher needs a CAN or a stream transport")
             assert prepared.sequence is not None
-            self.next_sequence = (prepared.sequence % _U32) + 1
+            self.last_sequence = prepared.sequence
             return prepared
 
     # --- receiving -----------------------------------------------------------------
@@ -191,13 +203,26 @@ class LauncherDriver(DeviceDriver):
         transport = create_transport(self.config.transport)
         stats = self.ctx.stats
         lid = self.config.launcher_id
+        accept_v1 = self.config.accept_launcher_icd_v1
+        max_age = int(self.config.reply_max_age_s * 1e9)
+        if accept_v1:
+            log.warning(
+                "%s: accept_launcher_icd_v1 = true: acks and heartbeats without a MAC (ICD v1) are accepted "
+                "from this launcher; a forged heartbeat can hide its loss (docs/icd/launcher.md §7.6)",
+                self.config.id,
+            )
         async with transport:
             stats.set_state(health_pb2.DEVICE_STATE_STARTING, f"open: {transport.describe}")
             self._seen = Counter()
             try:
                 if isinstance(transport, FrameTransport):
                     self._can = LauncherCanCodec(
-                        Role.GATEWAY, launcher_id=lid, keys=self._keys, id_offset=self.config.can_id_offset
+                        Role.GATEWAY,
+                        launcher_id=lid,
+                        keys=self._keys,
+                        id_offset=self.config.can_id_offset,
+                        max_reply_age_ns=max_age,
+                        accept_v1=accept_v1,
                     )
                     self._transport = transport
                     self._up.set()
@@ -208,10 +233,16 @@ class LauncherDriver(DeviceDriver):
                         stats.bytes_in += sum(len(f.data) for f in frames)
                         self.ctx.raw.publish(RawFrame(self.config.id, "can", t_rx, pack_raw_frames(frames)))
                         self._sync_counters(transport)
-                        for event in self._can.receive_frames(frames):
+                        for event in self._can.receive_frames(frames, t_rx):
                             self._handle(event, t_rx)
                 elif isinstance(transport, StreamTransport):
-                    self._serial = LauncherSerialCodec(Role.GATEWAY, launcher_id=lid, keys=self._keys)
+                    self._serial = LauncherSerialCodec(
+                        Role.GATEWAY,
+                        launcher_id=lid,
+                        keys=self._keys,
+                        max_reply_age_ns=max_age,
+                        accept_v1=accept_v1,
+                    )
                     self._transport = transport
                     self._up.set()
                     while True:
@@ -219,7 +250,7 @@ class LauncherDriver(DeviceDriver):
                         t_rx = self.ctx.wall_ns()
                         stats.bytes_in += len(data)
                         self.ctx.raw.publish(RawFrame(self.config.id, "serial", t_rx, data))
-                        self._serial.receive_data(data)
+                        self._serial.receive_data(data, t_rx)
                         for event in self._serial.drain():
                             stats.frames_in += 1
                             self._handle(event, t_rx)
@@ -251,6 +282,9 @@ class LauncherDriver(DeviceDriver):
             stats.drop(event.reason)
             stats.last_error = str(event.error)
             self.drop_log.drop(event.reason, event.error)
+            if event.reason in AUTH_REASONS:
+                for rejected_cb in self._rejection_listeners:
+                    rejected_cb(self.config.id, event)
 
     def _sync_counters(self, transport: FrameTransport) -> None:
         counters = transport.counters

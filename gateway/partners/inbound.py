@@ -2,7 +2,7 @@
 
 A partner publishes ``hilgw.v1.PartnerAssessment`` on ``<prefix>/inbound``
 (the only topic its ACL lets it write). Each valid message becomes one batch
-of ECEF sensor tracks from the fusion sensor ``partner.<id>``, whose markings
+of ECEF sensor tracks from the fusion sensor ``partner:<id>``, whose markings
 say ``low_trust``: a system track fed only by low-trust sources is never a
 cue candidate unless ``[cue.rules] allow_low_trust_only`` says so
 (gateway/cue/rules.py). What a partner claims is not believed more than the
@@ -113,7 +113,7 @@ class PartnerInbound:
         self.reports = reports
         self.stats = stats
         self.sensor_index = sensor_index
-        self.device_id = f"partner.{config.id}"
+        self.device_id = f"partner:{config.id}"
         self.topic = f"{config.prefix}/inbound"
         self._wall_ns = wall_ns
 

@@ -29,7 +29,7 @@ def source_markings(devices: list[DeviceConfig], partners: list[PartnerConfig]) 
     out = {d.id: SourceMarkings.from_config(d.markings) for d in devices if d.markings is not None}
     for p in partners:
         if p.inbound is not None:
-            out[f"partner.{p.id}"] = SourceMarkings.from_config(p.inbound.markings, low_trust=True)
+            out[f"partner:{p.id}"] = SourceMarkings.from_config(p.inbound.markings, low_trust=True)
     return out
 
 
@@ -42,7 +42,7 @@ def build_partners(gw: Gateway) -> list[tuple[str, Callable[[], Awaitable[None]]
         feed = PartnerFeed(p, gw.fusion.pictures)
         gw.partner_feeds[p.id] = feed
         if p.inbound is not None:
-            source = f"partner.{p.id}"
+            source = f"partner:{p.id}"
             stats = gw.stats[source] = DeviceStats(source, "partner", "mqtt", gateway_id=gw.config.gateway_id)
             # Partner tracks are ECEF sensor tracks: the engine never measures in this frame.
             index = gw.fusion.engine.add_sensor(SensorGeometry(source, np.zeros(3), np.eye(3)))

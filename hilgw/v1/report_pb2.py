@@ -25,19 +25,19 @@ _sym_db = _symbol_database.Default()
 from hilgw.v1 import common_pb2 as hilgw_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15hilgw/v1/report.proto\x12\x08hilgw.v1\x1a\x15hilgw/v1/common.proto\"\xf1\x02\n\x10PolarMeasurement\x12\x0f\n\x07range_m\x18\x01 \x01(\x01\x12\x13\n\x0b\x61zimuth_rad\x18\x02 \x01(\x01\x12\x15\n\relevation_rad\x18\x03 \x01(\x01\x12\x16\n\x0erange_rate_mps\x18\x04 \x01(\x01\x12\x1a\n\x12\x61zimuth_rate_radps\x18\x05 \x01(\x01\x12\x1c\n\x14\x65levation_rate_radps\x18\x06 \x01(\x01\x12\x1b\n\x13\x61ngular_rates_valid\x18\x07 \x01(\x08\x12\x15\n\rsigma_range_m\x18\x08 \x01(\x01\x12\x19\n\x11sigma_azimuth_rad\x18\t \x01(\x01\x12\x1b\n\x13sigma_elevation_rad\x18\n \x01(\x01\x12\x1c\n\x14sigma_range_rate_mps\x18\x0b \x01(\x01\x12 \n\x18sigma_azimuth_rate_radps\x18\x0c \x01(\x01\x12\"\n\x1asigma_elevation_rate_radps\x18\r \x01(\x01\"\x99\x02\n\x0cSensorReport\x12\x11\n\tsensor_id\x18\x01 \x01(\t\x12\x17\n\x0fsensor_track_id\x18\x02 \x01(\r\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\x1b\n\x13measurement_time_ns\x18\x04 \x01(\x03\x12\x17\n\x0freceive_time_ns\x18\x05 \x01(\x03\x12\"\n\x04kind\x18\x06 \x01(\x0e\x32\x14.hilgw.v1.ReportKind\x12!\n\x04\x65\x63\x65\x66\x18\x07 \x01(\x0b\x32\x13.hilgw.v1.EcefState\x12)\n\x05polar\x18\x08 \x01(\x0b\x32\x1a.hilgw.v1.PolarMeasurement\x12\x0f\n\x07quality\x18\t \x01(\x01\x12\x12\n\ngateway_id\x18\n \x01(\t\"h\n\x11SensorReportBatch\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12\x16\n\x0e\x62\x61tch_sequence\x18\x02 \x01(\x04\x12\'\n\x07reports\x18\x03 \x03(\x0b\x32\x16.hilgw.v1.SensorReport*]\n\nReportKind\x12\x1b\n\x17REPORT_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18REPORT_KIND_SENSOR_TRACK\x10\x01\x12\x14\n\x10REPORT_KIND_PLOT\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15hilgw/v1/report.proto\x12\x08hilgw.v1\x1a\x15hilgw/v1/common.proto\"\xf1\x02\n\x10PolarMeasurement\x12\x0f\n\x07range_m\x18\x01 \x01(\x01\x12\x13\n\x0b\x61zimuth_rad\x18\x02 \x01(\x01\x12\x15\n\relevation_rad\x18\x03 \x01(\x01\x12\x16\n\x0erange_rate_mps\x18\x04 \x01(\x01\x12\x1a\n\x12\x61zimuth_rate_radps\x18\x05 \x01(\x01\x12\x1c\n\x14\x65levation_rate_radps\x18\x06 \x01(\x01\x12\x1b\n\x13\x61ngular_rates_valid\x18\x07 \x01(\x08\x12\x15\n\rsigma_range_m\x18\x08 \x01(\x01\x12\x19\n\x11sigma_azimuth_rad\x18\t \x01(\x01\x12\x1b\n\x13sigma_elevation_rad\x18\n \x01(\x01\x12\x1c\n\x14sigma_range_rate_mps\x18\x0b \x01(\x01\x12 \n\x18sigma_azimuth_rate_radps\x18\x0c \x01(\x01\x12\"\n\x1asigma_elevation_rate_radps\x18\r \x01(\x01\"\x99\x02\n\x0cSensorReport\x12\x11\n\tsensor_id\x18\x01 \x01(\t\x12\x17\n\x0fsensor_track_id\x18\x02 \x01(\r\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\x1b\n\x13measurement_time_ns\x18\x04 \x01(\x03\x12\x17\n\x0freceive_time_ns\x18\x05 \x01(\x03\x12\"\n\x04kind\x18\x06 \x01(\x0e\x32\x14.hilgw.v1.ReportKind\x12!\n\x04\x65\x63\x65\x66\x18\x07 \x01(\x0b\x32\x13.hilgw.v1.EcefState\x12)\n\x05polar\x18\x08 \x01(\x0b\x32\x1a.hilgw.v1.PolarMeasurement\x12\x0f\n\x07quality\x18\t \x01(\x01\x12\x12\n\ngateway_id\x18\n \x01(\t\"z\n\x11SensorReportBatch\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12\x16\n\x0e\x62\x61tch_sequence\x18\x02 \x01(\x04\x12\'\n\x07reports\x18\x03 \x03(\x0b\x32\x16.hilgw.v1.SensorReport\x12\x10\n\x08\x65poch_ns\x18\x04 \x01(\x03*]\n\nReportKind\x12\x1b\n\x17REPORT_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18REPORT_KIND_SENSOR_TRACK\x10\x01\x12\x14\n\x10REPORT_KIND_PLOT\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hilgw.v1.report_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REPORTKIND']._serialized_start=820
-  _globals['_REPORTKIND']._serialized_end=913
+  _globals['_REPORTKIND']._serialized_start=838
+  _globals['_REPORTKIND']._serialized_end=931
   _globals['_POLARMEASUREMENT']._serialized_start=59
   _globals['_POLARMEASUREMENT']._serialized_end=428
   _globals['_SENSORREPORT']._serialized_start=431
   _globals['_SENSORREPORT']._serialized_end=712
   _globals['_SENSORREPORTBATCH']._serialized_start=714
-  _globals['_SENSORREPORTBATCH']._serialized_end=818
+  _globals['_SENSORREPORTBATCH']._serialized_end=836
 # @@protoc_insertion_point(module_scope)

@@ -168,8 +168,12 @@ class SensorReportBatch(_message.Message):
     GATEWAY_ID_FIELD_NUMBER: _builtins.int
     BATCH_SEQUENCE_FIELD_NUMBER: _builtins.int
     REPORTS_FIELD_NUMBER: _builtins.int
+    EPOCH_NS_FIELD_NUMBER: _builtins.int
     gateway_id: _builtins.str
     batch_sequence: _builtins.int
+    """+1 per batch published for this device"""
+    epoch_ns: _builtins.int
+    """the publishing gateway's start time, as TrackBatch.epoch_ns"""
     @_builtins.property
     def reports(self) -> _containers.RepeatedCompositeFieldContainer[Global___SensorReport]: ...
     def __init__(
@@ -178,10 +182,11 @@ class SensorReportBatch(_message.Message):
         gateway_id: _builtins.str = ...,
         batch_sequence: _builtins.int = ...,
         reports: _abc.Iterable[Global___SensorReport] | None = ...,
+        epoch_ns: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_sequence", b"batch_sequence", "gateway_id", b"gateway_id", "reports", b"reports"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_sequence", b"batch_sequence", "epoch_ns", b"epoch_ns", "gateway_id", b"gateway_id", "reports", b"reports"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,21 +25,21 @@ _sym_db = _symbol_database.Default()
 from hilgw.v1 import common_pb2 as hilgw_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14hilgw/v1/track.proto\x12\x08hilgw.v1\x1a\x15hilgw/v1/common.proto\"\x81\x01\n\x10TrackContributor\x12\x11\n\tsensor_id\x18\x01 \x01(\t\x12\x17\n\x0fsensor_track_id\x18\x02 \x01(\r\x12\x1b\n\x13last_update_time_ns\x18\x03 \x01(\x03\x12$\n\x08markings\x18\x04 \x01(\x0b\x32\x12.hilgw.v1.Markings\"\xa9\x02\n\x0bSystemTrack\x12\x10\n\x08track_id\x18\x01 \x01(\x04\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.hilgw.v1.TrackStatus\x12\"\n\x05state\x18\x03 \x01(\x0b\x32\x13.hilgw.v1.EcefState\x12\x30\n\x0c\x63ontributors\x18\x04 \x03(\x0b\x32\x1a.hilgw.v1.TrackContributor\x12\x1b\n\x13last_update_time_ns\x18\x05 \x01(\x03\x12\x1a\n\x12\x66irst_seen_time_ns\x18\x06 \x01(\x03\x12\x0f\n\x07quality\x18\x07 \x01(\x01\x12+\n\x0cmotion_model\x18\x08 \x01(\x0e\x32\x15.hilgw.v1.MotionModel\x12\x14\n\x0cupdate_count\x18\t \x01(\r\"p\n\nTrackBatch\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12\x16\n\x0e\x62\x61tch_sequence\x18\x02 \x01(\x04\x12\x0f\n\x07time_ns\x18\x03 \x01(\x03\x12%\n\x06tracks\x18\x04 \x03(\x0b\x32\x15.hilgw.v1.SystemTrack*\x98\x01\n\x0bTrackStatus\x12\x1c\n\x18TRACK_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16TRACK_STATUS_TENTATIVE\x10\x01\x12\x1a\n\x16TRACK_STATUS_CONFIRMED\x10\x02\x12\x19\n\x15TRACK_STATUS_COASTING\x10\x03\x12\x18\n\x14TRACK_STATUS_DROPPED\x10\x04*k\n\x0bMotionModel\x12\x1c\n\x18MOTION_MODEL_UNSPECIFIED\x10\x00\x12\"\n\x1eMOTION_MODEL_CONSTANT_VELOCITY\x10\x01\x12\x1a\n\x16MOTION_MODEL_BALLISTIC\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14hilgw/v1/track.proto\x12\x08hilgw.v1\x1a\x15hilgw/v1/common.proto\"\x81\x01\n\x10TrackContributor\x12\x11\n\tsensor_id\x18\x01 \x01(\t\x12\x17\n\x0fsensor_track_id\x18\x02 \x01(\r\x12\x1b\n\x13last_update_time_ns\x18\x03 \x01(\x03\x12$\n\x08markings\x18\x04 \x01(\x0b\x32\x12.hilgw.v1.Markings\"\xa9\x02\n\x0bSystemTrack\x12\x10\n\x08track_id\x18\x01 \x01(\x04\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.hilgw.v1.TrackStatus\x12\"\n\x05state\x18\x03 \x01(\x0b\x32\x13.hilgw.v1.EcefState\x12\x30\n\x0c\x63ontributors\x18\x04 \x03(\x0b\x32\x1a.hilgw.v1.TrackContributor\x12\x1b\n\x13last_update_time_ns\x18\x05 \x01(\x03\x12\x1a\n\x12\x66irst_seen_time_ns\x18\x06 \x01(\x03\x12\x0f\n\x07quality\x18\x07 \x01(\x01\x12+\n\x0cmotion_model\x18\x08 \x01(\x0e\x32\x15.hilgw.v1.MotionModel\x12\x14\n\x0cupdate_count\x18\t \x01(\r\"\x82\x01\n\nTrackBatch\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12\x16\n\x0e\x62\x61tch_sequence\x18\x02 \x01(\x04\x12\x0f\n\x07time_ns\x18\x03 \x01(\x03\x12%\n\x06tracks\x18\x04 \x03(\x0b\x32\x15.hilgw.v1.SystemTrack\x12\x10\n\x08\x65poch_ns\x18\x05 \x01(\x03*\x98\x01\n\x0bTrackStatus\x12\x1c\n\x18TRACK_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16TRACK_STATUS_TENTATIVE\x10\x01\x12\x1a\n\x16TRACK_STATUS_CONFIRMED\x10\x02\x12\x19\n\x15TRACK_STATUS_COASTING\x10\x03\x12\x18\n\x14TRACK_STATUS_DROPPED\x10\x04*k\n\x0bMotionModel\x12\x1c\n\x18MOTION_MODEL_UNSPECIFIED\x10\x00\x12\"\n\x1eMOTION_MODEL_CONSTANT_VELOCITY\x10\x01\x12\x1a\n\x16MOTION_MODEL_BALLISTIC\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hilgw.v1.track_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRACKSTATUS']._serialized_start=604
-  _globals['_TRACKSTATUS']._serialized_end=756
-  _globals['_MOTIONMODEL']._serialized_start=758
-  _globals['_MOTIONMODEL']._serialized_end=865
+  _globals['_TRACKSTATUS']._serialized_start=623
+  _globals['_TRACKSTATUS']._serialized_end=775
+  _globals['_MOTIONMODEL']._serialized_start=777
+  _globals['_MOTIONMODEL']._serialized_end=884
   _globals['_TRACKCONTRIBUTOR']._serialized_start=58
   _globals['_TRACKCONTRIBUTOR']._serialized_end=187
   _globals['_SYSTEMTRACK']._serialized_start=190
   _globals['_SYSTEMTRACK']._serialized_end=487
-  _globals['_TRACKBATCH']._serialized_start=489
-  _globals['_TRACKBATCH']._serialized_end=601
+  _globals['_TRACKBATCH']._serialized_start=490
+  _globals['_TRACKBATCH']._serialized_end=620
 # @@protoc_insertion_point(module_scope)

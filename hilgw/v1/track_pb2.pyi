@@ -149,11 +149,17 @@ class TrackBatch(_message.Message):
     BATCH_SEQUENCE_FIELD_NUMBER: _builtins.int
     TIME_NS_FIELD_NUMBER: _builtins.int
     TRACKS_FIELD_NUMBER: _builtins.int
+    EPOCH_NS_FIELD_NUMBER: _builtins.int
     gateway_id: _builtins.str
     batch_sequence: _builtins.int
     """increases by one per published batch"""
     time_ns: _builtins.int
     """UTC ns, time of validity of the picture"""
+    epoch_ns: _builtins.int
+    """UTC ns at which the publishing gateway started. (gateway_id, epoch_ns,
+    batch_sequence) names a batch uniquely across restarts and across the
+    paths by which it reaches a consumer (docs/federation.md §2).
+    """
     @_builtins.property
     def tracks(self) -> _containers.RepeatedCompositeFieldContainer[Global___SystemTrack]: ...
     def __init__(
@@ -163,10 +169,11 @@ class TrackBatch(_message.Message):
         batch_sequence: _builtins.int = ...,
         time_ns: _builtins.int = ...,
         tracks: _abc.Iterable[Global___SystemTrack] | None = ...,
+        epoch_ns: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_sequence", b"batch_sequence", "gateway_id", b"gateway_id", "time_ns", b"time_ns", "tracks", b"tracks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_sequence", b"batch_sequence", "epoch_ns", b"epoch_ns", "gateway_id", b"gateway_id", "time_ns", b"time_ns", "tracks", b"tracks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import sys
@@ -27,9 +28,11 @@ from gateway.devices.base import DriverContext, RawFrame, ReportsIn
 from gateway.devices.launcher import LauncherDriver, LauncherIn
 from gateway.health import DeviceStats
 from gateway.transports.can import CanTransport
-from hilgw.errors import TransportError
+from hilgw.errors import LocalProtocolError, TransportError
 from hilgw.v1 import health_pb2
-from sim_devices.launcher_emulator import Behaviour, CanLink, LauncherEmulator, serve
+from sim_devices.faults import FaultSchedule
+from sim_devices.launcher_emulator import Behaviour, CanLink, LauncherEmulator, LauncherFaults, serve
+from sim_devices.scenario_faults import FaultConfig, FaultKind
 
 pytestmark = pytest.mark.e2e
 
@@ -37,9 +40,10 @@ REPO = Path(__file__).resolve().parents[2]
 KEY = bytes(range(100, 132))
 LID = 3
 _chan = itertools.count()
+_seq = itertools.count(int(time.time()))  # the caller numbers cues (the cue path, ICD §7.3)
 
 
-def driver_for(transport: dict[str, Any]) -> LauncherDriver:
+def driver_for(transport: dict[str, Any], **over: Any) -> LauncherDriver:
     dev = DeviceConfig.model_validate(
         {
             "id": "launcher-1",
@@ -48,6 +52,7 @@ def driver_for(transport: dict[str, Any]) -> LauncherDriver:
             "launcher_id": LID,
             "cue_key_id": 7,
             "cue_keys": {"7": "hex:" + KEY.hex()},
+            **over,
         }
     )
     ctx = DriverContext(
@@ -75,19 +80,39 @@ def a_cue(window_s: float = 5.0, offset_s: float = 0.0) -> Cue:
         pos_sigma_min_m=10.0,
         vel_sigma_max_mps=5.0,
         vel_sigma_min_mps=1.0,
+        sequence=next(_seq),
     )
 
 
 @contextlib.asynccontextmanager
-async def can_link(behaviour: Behaviour) -> AsyncIterator[tuple[LauncherDriver, LauncherEmulator]]:
+async def can_link(
+    behaviour: Behaviour,
+    *,
+    launcher_keys: dict[int, bytes] | None = None,
+    icd_version: int = 2,
+    faults: LauncherFaults | None = None,
+    **over: Any,
+) -> AsyncIterator[tuple[LauncherDriver, LauncherEmulator]]:
     chan = f"launch-{next(_chan)}"
-    driver = driver_for({"kind": "can", "interface": "virtual", "channel": chan, "fd": True, "poll_s": 0.01})
+    transport = {"kind": "can", "interface": "virtual", "channel": chan, "fd": True, "poll_s": 0.01}
+    driver = driver_for(transport, **over)
     emu = LauncherEmulator(LID, {7: KEY}, behaviour)
     tx = CanTransport(CanTransportConfig(kind="can", interface="virtual", channel=chan, fd=True, poll_s=0.01))
     await tx.open()
     stop = asyncio.Event()
     emu_task = asyncio.create_task(
-        serve(emu, CanLink(tx, LauncherCanCodec(Role.DEVICE, launcher_id=LID)), stop, 20.0)
+        serve(
+            emu,
+            CanLink(
+                tx,
+                LauncherCanCodec(
+                    Role.DEVICE, launcher_id=LID, keys=launcher_keys or {7: KEY}, icd_version=icd_version
+                ),
+            ),
+            stop,
+            20.0,
+            faults,
+        )
     )
     task = asyncio.create_task(driver.run())
     try:
@@ -176,6 +201,87 @@ async def test_silent_heartbeat_sends_no_status() -> None:
         driver.add_listener(heard.append)
         await asyncio.sleep(0.4)
         assert not any(isinstance(h.event, LauncherStatus) for h in heard)
+
+
+async def test_a_launcher_signing_with_another_key_is_never_heard() -> None:
+    """ICD v2 §7.5: every heartbeat and ack fails verification, is dropped and
+    counted (auth_bad_mac), reported to rejection listeners, and the device
+    never comes UP, so the cue path never hears an authenticated heartbeat."""
+    async with can_link(Behaviour(), launcher_keys={7: bytes(32)}) as (driver, emu):
+        heard: list[LauncherIn] = []
+        rejected: list[str] = []
+        driver.add_listener(heard.append)
+        driver.add_rejection_listener(lambda _dev, r: rejected.append(r.reason))
+        await driver.send_cue(a_cue())
+        await asyncio.sleep(0.4)
+        assert emu.log[-1]["reason"] == "NONE"  # the launcher took the cue; its ack is not believed
+        assert not heard
+        drops = driver.ctx.stats.drops
+        assert drops["auth_bad_mac"] >= 3
+        assert set(rejected) == {"auth_bad_mac"}
+        assert 2 <= len(rejected) <= drops["auth_bad_mac"]  # (the listener came after the first frames)
+        assert driver.ctx.stats.state != health_pb2.DEVICE_STATE_UP
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("launcher_forged", "auth_bad_mac"),
+        ("launcher_replayed", "auth_replayed"),
+        ("launcher_stale", "auth_stale"),
+    ],
+)
+async def test_forged_replayed_stale_answers_from_the_emulator_are_dropped(
+    kind: FaultKind, reason: str
+) -> None:
+    """The emulator's fault window (0.4 s to 1.0 s) puts attacker answers on the bus
+    instead of its own: the driver drops every one under the fault's reason and
+    hears no heartbeat then; before and after, heartbeats pass."""
+    schedule = FaultSchedule([FaultConfig(device="d", kind=kind, start_s=0.4, duration_s=0.6)], "d")
+    faults = LauncherFaults(schedule, epoch_ns=time.time_ns(), seed=1)
+    async with can_link(Behaviour(), faults=faults) as (driver, _):
+        heard: list[tuple[float, LauncherIn]] = []
+        driver.add_listener(lambda item: heard.append((faults.t(), item)))
+        faults.epoch_ns = time.time_ns()  # scenario time 0 once the link is up (a loaded machine is slow)
+        await asyncio.sleep(max(0.0, 1.4 - faults.t()))
+    times = [t for t, h in heard if isinstance(h.event, LauncherStatus)]
+    assert any(t < 0.4 for t in times)
+    assert any(t > 1.05 for t in times)
+    assert not [t for t in times if 0.45 < t < 0.95]  # (edges: a frame in flight)
+    drops = driver.ctx.stats.drops
+    assert drops[reason] >= 5
+    assert set(drops) == {reason}
+    assert faults.counts[f"replies_{kind.removeprefix('launcher_')}"] >= drops[reason]
+
+
+async def test_a_v1_launcher_is_refused_unless_accepted(caplog: pytest.LogCaptureFixture) -> None:
+    async with can_link(Behaviour(), icd_version=1) as (driver, _):
+        heard: list[LauncherIn] = []
+        driver.add_listener(heard.append)
+        await asyncio.sleep(0.3)
+        assert not heard
+        assert driver.ctx.stats.drops["auth_v1"] >= 2
+        assert "accept_launcher_icd_v1" in driver.ctx.stats.last_error
+    assert "accept_launcher_icd_v1 = true" not in caplog.text
+    with caplog.at_level("WARNING"):
+        async with can_link(Behaviour(), icd_version=1, accept_launcher_icd_v1=True) as (driver, _):
+            waiter = asyncio.create_task(next_ack(driver.events))
+            await driver.send_cue(a_cue())
+            got = await waiter
+            assert got is not None
+            assert got.icd_version == 1
+            assert driver.ctx.stats.state == health_pb2.DEVICE_STATE_UP
+    assert "accept_launcher_icd_v1 = true" in caplog.text  # a WARNING at every start
+
+
+async def test_the_driver_keeps_no_sequence_counter() -> None:
+    """The cue path numbers cues (ICD §7.3): none, or one not above the last sent, is refused."""
+    async with can_link(Behaviour()) as (driver, _):
+        with pytest.raises(LocalProtocolError, match="sequence None"):
+            await driver.send_cue(dataclasses.replace(a_cue(), sequence=None))
+        sent = await driver.send_cue(a_cue())
+        with pytest.raises(LocalProtocolError, match="not above"):
+            await driver.send_cue(dataclasses.replace(a_cue(), sequence=sent.sequence))
 
 
 async def test_send_while_the_link_is_down_raises() -> None:

@@ -85,7 +85,7 @@ async def test_each_partner_reads_only_its_own_tree(pki: Pki, broker: Mosquitto,
     reports: Topic[ReportsIn] = Topic("reports")
     inbound_reports = reports.subscribe("test")
     feeds = {p: PartnerFeed(partner_config(p, broker, pki, tmp_path), pictures) for p in PARTNERS}
-    stats = {p: DeviceStats(f"partner.{p}", "partner", "mqtt") for p in PARTNERS}
+    stats = {p: DeviceStats(f"partner:{p}", "partner", "mqtt") for p in PARTNERS}
     for p, feed in feeds.items():
         h = PartnerInbound(feed.config, reports, stats[p], sensor_index=0, wall_ns=lambda: T0)
         feed.session.subscribe(h.topic, h)
@@ -164,4 +164,4 @@ async def test_each_partner_reads_only_its_own_tree(pki: Pki, broker: Mosquitto,
     # ... nor bravo's inbound; alpha's own inbound arrived as reports.
     assert stats["bravo"].frames_in == 0
     assert stats["alpha"].frames_in == 1
-    assert [b.device_id for b in inbound_reports.get_all()] == ["partner.alpha"]
+    assert [b.device_id for b in inbound_reports.get_all()] == ["partner:alpha"]

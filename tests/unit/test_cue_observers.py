@@ -81,7 +81,7 @@ async def launcher_end(link: str) -> None:
     """The launcher: heartbeats at 20 Hz, and an ack or nack for every cue and cancel."""
     end = memory_registry.link(link)[1]
     await end.open()
-    codec = LauncherSerialCodec(Role.DEVICE, launcher_id=1)
+    codec = LauncherSerialCodec(Role.DEVICE, launcher_id=1, keys={1: WIRE_KEY})
     emu = LauncherEmulator(1, {1: WIRE_KEY})
 
     async def heartbeats() -> None:

@@ -1,6 +1,9 @@
 """The cue state machine: approvals, acks, resends, inhibits; and a hypothesis
 RuleBasedStateMachine whose invariant is that no cue reaches a launcher unless
-authority allowed it at that moment.
+authority allowed it at that moment, and none reaches a launcher whose
+*authenticated* heartbeat is lost: heartbeats and acks cross the real ICD v2
+codecs (docs/icd/launcher.md §7.5), and the machine also injects forged,
+bit-flipped, replayed, stale and v1 heartbeats and acks.
 
 Long run (>= 10,000 sequences; minutes)::
 
@@ -21,12 +24,17 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from drivers.base import Rejected, Role
+from drivers.can_radar import CanFrame
+from drivers.launcher import Ack as WireAck
+from drivers.launcher import AckResult, LauncherCanCodec, LauncherState, LauncherStatus, NackReason
 from gateway.bus import Topic
 from gateway.cue.audit import AuditLog, verify_file
 from gateway.cue.book import Now
 from gateway.cue.config import CueConfig
 from gateway.cue.core import CueCore
-from gateway.cue.link import Heartbeat
+from gateway.cue.driver_link import link_event
+from gateway.cue.link import Ack, Heartbeat, ReplyRejected
 from gateway.cue.memory_link import FakeLauncher, MemoryLink
 from gateway.cue.path import CuePath
 from hilgw.v1 import cue_pb2, track_pb2
@@ -156,6 +164,37 @@ def test_heartbeat_loss_inhibits_within_250_ms(tick_s: float) -> None:
     assert h.core.authority.value == AUTO  # not configured to drop to HOLD on heartbeat
 
 
+@pytest.mark.parametrize("tick_s", [0.1, 0.05])
+def test_heartbeats_that_stop_verifying_inhibit_within_250_ms_and_are_audited(tick_s: float) -> None:
+    """A launcher whose heartbeats keep coming but fail verification (ICD v2 §7.5)
+    is lost exactly as a silent one: inhibited within the same 250 ms bound."""
+    h = Harness()
+    _ready(h, "auto_cue")
+    h.tracks(make_track(1, t_ns=h.now.wall_ns))
+    assert h.launchers["L1"].accepted
+    last_hb = h.now.mono_ns
+    t, n = 0.0, 0
+    while not h.launchers["L1"].cancels:
+        h.advance(tick_s)
+        t += tick_s
+        h.apply(h.core.on_reply_rejected("L1", "LAUNCHER_STATUS", "auth_bad_mac", h.now))
+        n += 1
+        h.tracks(make_track(1, t_ns=h.now.wall_ns))
+        assert t < 5
+    lost_after = (h.now.mono_ns - last_hb) / 1e9 - 1.0  # heartbeat_timeout_s = 1
+    assert 0 < lost_after <= 0.25
+    assert h.launchers["L1"].cancels[0].reason == "inhibit:heartbeat_lost,heartbeat_unverified"
+    rejected = [r["data"] for r in h.audit.records if r["kind"] == "reply_rejected"]
+    # Audited at the 1st, 2nd, 4th, 8th, ... rejection of the kind: bounded under a flood.
+    assert [r["count"] for r in rejected] == [c for c in (1, 2, 4, 8, 16, 32) if c <= n]
+    assert rejected[0] == {
+        "launcher": "L1", "message": "LAUNCHER_STATUS", "reason": "auth_bad_mac", "count": 1
+    }  # fmt: skip
+    h.heartbeat()  # an authenticated one: alive again, the unverified count starts over
+    assert not h.core.launchers["L1"].inhibits
+    assert h.core.launchers["L1"].unverified_heartbeats == 0
+
+
 def test_heartbeat_loss_drops_to_hold_where_configured() -> None:
     h = Harness(config=cue_config(inhibit={"drop_to_hold_on": ["launcher_heartbeat"]}))
     _ready(h, "auto_cue")
@@ -231,6 +270,10 @@ def test_restart_continues_sequences_and_cue_ids(tmp_path: Path) -> None:
 
 TRACKS = {1: ((54.2, 10.1), "radar-1"), 2: ((55.1, 12.1), "radar-2")}  # in L1's, in L2's volume
 HB_TIMEOUT_NS = 10**9
+WIRE_ID = {"L1": 1, "L2": 2}  # launcher ids on the wire
+WIRE_KEYS = {7: bytes(range(7, 39))}
+REPLY_MAX_AGE_NS = 10**9
+FORGERIES = ("wrong_key", "bit_flip", "replay", "stale", "v1", "unknown_key")
 
 
 class CuePathMachine(RuleBasedStateMachine):
@@ -256,6 +299,17 @@ class CuePathMachine(RuleBasedStateMachine):
         self.m_present: set[int] = set()
         self.m_picture_mono: int | None = None
         self.true_wall = self.h.now.wall_ns  # the operators' and launchers' clock
+        # The ICD v2 wire of each launcher: its codec signs, the gateway's verifies.
+        self.wire = {
+            lid: (
+                LauncherCanCodec(Role.DEVICE, launcher_id=w, keys=WIRE_KEYS),
+                LauncherCanCodec(
+                    Role.GATEWAY, launcher_id=w, keys=WIRE_KEYS, max_reply_age_ns=REPLY_MAX_AGE_NS
+                ),
+            )
+            for lid, w in WIRE_ID.items()
+        }
+        self.heard: dict[str, list[CanFrame]] = {"L1": [], "L2": []}  # authentic, accepted: replay material
         self.sent_commands: list[tuple[str, bytes, cue_pb2.AuthorityCommand | cue_pb2.CueCommand]] = []
         self.seq = {"op-alice": 0, "op-any": 0}
 
@@ -271,6 +325,9 @@ class CuePathMachine(RuleBasedStateMachine):
         self.deliveries += 1
         now = self.h.now
         lid = cue.launcher_id
+        verifier = self.wire[lid][1].verifier
+        assert verifier is not None
+        verifier.expect(cue.sequence, cue.cue_id)  # on the wire: the gateway's codec sent it
         assert self.m_auth == AUTO or (self.m_auth == APPROVAL and cue.cue_id in self.m_approved), (
             f"cue {cue.cue_id} delivered under {self.m_auth}, approved={sorted(self.m_approved)}"
         )
@@ -292,6 +349,13 @@ class CuePathMachine(RuleBasedStateMachine):
     @invariant()
     def state_matches_model(self) -> None:
         assert self.h.core.authority.value == self.m_auth
+
+    @invariant()
+    def heartbeat_loss_matches_model(self) -> None:
+        """Only an authenticated heartbeat keeps a launcher alive: the core's
+        ``heartbeat_lost`` is the model's, whatever forgeries came in between."""
+        for lid, lau in self.h.core.launchers.items():
+            assert ("heartbeat_lost" in lau.inhibits) == self.m_hb_lost[lid], (lid, lau.inhibits)
 
     # -- model helpers --
 
@@ -372,12 +436,111 @@ class CuePathMachine(RuleBasedStateMachine):
         forged = kind == "authority" and not _authentic(cmd)
         self._submit(kind, cmd, forged)
 
+    # -- the wire (ICD v2): what the gateway's codec passes reaches the core as the driver link does --
+
+    def _feed(self, which: str, frames: list[CanFrame]) -> list[object]:
+        h = self.h
+        out: list[object] = []
+        for ev in self.wire[which][1].receive_frames(frames, h.now.wall_ns):
+            out.append(ev)
+            assert isinstance(ev, WireAck | LauncherStatus | Rejected)
+            item = link_event(which, ev)
+            if isinstance(item, Heartbeat):
+                h.apply(h.core.on_heartbeat(which, h.now, item.ok, item.detail))
+            elif isinstance(item, ReplyRejected):
+                h.apply(h.core.on_reply_rejected(which, item.message, item.reason, h.now))
+            elif isinstance(item, Ack):
+                h.apply(h.core.on_ack(item.ack, h.now))
+        return out
+
+    def _status(self, which: str, t_ns: int | None = None) -> LauncherStatus:
+        t = self.true_wall if t_ns is None else t_ns
+        return LauncherStatus(
+            launcher_id=WIRE_ID[which], state=LauncherState.READY, sequence=0, launcher_time_ns=t
+        )
+
+    def _forge(self, frame: CanFrame, how: str, bit: int, which: str) -> CanFrame:
+        """``frame`` (just signed, never delivered) turned into what an attacker sends."""
+        data = bytearray(frame.data)
+        if how == "bit_flip":
+            data[bit // 8] ^= 1 << (bit % 8)
+        elif how == "unknown_key":
+            data[24:26] = (8).to_bytes(2, "little")
+        return frame._replace(data=bytes(data))
+
     @rule(which=st.sampled_from(["L1", "L2"]))
     def heartbeat(self, which: str) -> None:
-        if self.m_link[which]:
+        # Authentic: it counts if the gateway's clock is within the age limit of the launcher's.
+        fresh = abs(self.h.now.wall_ns - self.true_wall) <= REPLY_MAX_AGE_NS
+        if self.m_link[which] and fresh:
             self.m_hb[which] = self.h.now.mono_ns
             self.m_hb_lost[which] = False
-        self.h.apply(self.h.core.on_heartbeat(which, self.h.now))
+        frames = self.wire[which][0].send(self._status(which))
+        (out,) = self._feed(which, frames)
+        assert isinstance(out, LauncherStatus) == fresh, out
+        if fresh:
+            self.heard[which].extend(frames)
+
+    @rule(
+        which=st.sampled_from(["L1", "L2"]),
+        how=st.sampled_from(FORGERIES),
+        bit=st.integers(0, 8 * 48 - 1),
+    )
+    def forged_heartbeat(self, which: str, how: str, bit: int) -> None:
+        """A heartbeat that must count for nothing: the model's heartbeat clock does not move."""
+        dev = self.wire[which][0]
+        w = WIRE_ID[which]
+        if how == "replay" and self.heard[which]:
+            frames = [self.heard[which][-1]]
+        elif how in ("wrong_key", "replay"):
+            frames = LauncherCanCodec(Role.DEVICE, launcher_id=w, keys={7: bytes(32)}).send(
+                self._status(which)
+            )
+        elif how == "stale":  # signed by the launcher's key, but 5 s off the gateway's clock
+            frames = dev.send(self._status(which, self.h.now.wall_ns - 5 * 10**9))
+        elif how == "v1":
+            frames = LauncherCanCodec(Role.DEVICE, launcher_id=w, icd_version=1).send(self._status(which))
+        else:
+            frames = [self._forge(dev.send(self._status(which))[0], how, bit, which)]
+        (out,) = self._feed(which, frames)
+        assert isinstance(out, Rejected), (how, out)
+
+    @precondition(lambda self: bool(self.h.sent))
+    @rule(
+        pick=st.integers(0, 10**6),
+        how=st.sampled_from((*FORGERIES, "mismatched")),
+        bit=st.integers(0, 8 * 48 - 1),
+    )
+    def forged_ack(self, pick: int, how: str, bit: int) -> None:
+        """An ack of a sent cue that must never reach the core."""
+        cue = self.h.sent[pick % len(self.h.sent)]
+        which = cue.launcher_id
+        dev = self.wire[which][0]
+        a = WireAck(
+            launcher_id=WIRE_ID[which],
+            result=AckResult.ACK,
+            reason=NackReason.NONE,
+            cue_sequence=cue.sequence,
+            cue_id=cue.cue_id + (1 if how == "mismatched" else 0),
+            ack_sequence=0,
+            launcher_time_ns=self.true_wall if how != "stale" else self.h.now.wall_ns + 5 * 10**9,
+        )
+        if how == "replay":  # the genuine ack went through (or was refused); its copy never passes
+            genuine = dev.send(a)
+            self._feed(which, genuine)
+            frames = genuine
+        elif how == "wrong_key":
+            frames = LauncherCanCodec(Role.DEVICE, launcher_id=WIRE_ID[which], keys={7: bytes(32)}).send(a)
+        elif how == "v1":
+            frames = LauncherCanCodec(Role.DEVICE, launcher_id=WIRE_ID[which], icd_version=1).send(a)
+        elif how in ("bit_flip", "unknown_key"):
+            frames = [self._forge(dev.send(a)[0], how, bit, which)]
+        else:  # stale, mismatched: signed with the right key
+            frames = dev.send(a)
+        acked_before = self.h.kinds().count("acked")
+        (out,) = self._feed(which, frames)
+        assert isinstance(out, Rejected), (how, out)
+        assert self.h.kinds().count("acked") == acked_before
 
     @rule(which=st.sampled_from(["L1", "L2"]), up=st.booleans())
     def link(self, which: str, up: bool) -> None:  # disconnects and reconnects

@@ -103,13 +103,13 @@ def same_cue(a: object, b: object) -> bool:
 
 def can_pair() -> tuple[LauncherCanCodec, LauncherCanCodec]:
     return LauncherCanCodec(Role.GATEWAY, launcher_id=LID, keys=KEYS), LauncherCanCodec(
-        Role.DEVICE, launcher_id=LID
+        Role.DEVICE, launcher_id=LID, keys=KEYS
     )
 
 
 def ser_pair() -> tuple[LauncherSerialCodec, LauncherSerialCodec]:
     return LauncherSerialCodec(Role.GATEWAY, launcher_id=LID, keys=KEYS), LauncherSerialCodec(
-        Role.DEVICE, launcher_id=LID
+        Role.DEVICE, launcher_id=LID, keys=KEYS
     )
 
 
@@ -147,23 +147,29 @@ def test_quantisation_of_a_cue() -> None:
 @pytest.mark.parametrize("event", [cancel(), ack(), status()], ids=["cancel", "ack", "status"])
 def test_single_frame_messages_round_trip_on_can(event: object) -> None:
     gw, dev = can_pair()
+    gw.send(cue())  # the ack answers it (ICD §7.5: an ack of nothing sent is refused)
     sender, receiver = (gw, dev) if isinstance(event, CueCancel) else (dev, gw)
-    (frame,) = sender.send(event)  # type: ignore[arg-type]
+    sealed = sender.seal(event)  # type: ignore[arg-type]
+    (frame,) = sender.send(sealed)
     (got,) = receiver.receive_frames([frame])
     if isinstance(event, CueCancel):
         assert same_cue(got, event)
     else:
-        assert got == event
+        assert got == sealed
+        assert len(frame.data) == 48
 
 
 @pytest.mark.parametrize("event", [cue(), cancel(), ack(), status()], ids=["cue", "cancel", "ack", "status"])
 def test_serial_round_trip_whole_byte_by_byte_and_with_junk(event: object) -> None:
     gw, dev = ser_pair()
     sender, receiver = (gw, dev) if isinstance(event, Cue | CueCancel) else (dev, gw)
-    wire = sender.send(event)  # type: ignore[arg-type]
+    sealed = sender.seal(event)  # type: ignore[arg-type]
+    wire = sender.send(sealed)
     for chunks in ([wire], [wire[i : i + 1] for i in range(len(wire))], [b"\x00\x00", wire, b"\x01\x02"]):
         _, r = ser_pair()
         recv = r if receiver is dev else ser_pair()[0]
+        if recv is not r:
+            recv.send(cue())  # the ack answers it
         for c in chunks:
             recv.receive_data(c)
         out = recv.drain()
@@ -172,7 +178,7 @@ def test_serial_round_trip_whole_byte_by_byte_and_with_junk(event: object) -> No
         if isinstance(event, Cue | CueCancel):
             assert same_cue(got[0], event)
         else:
-            assert got[0] == event
+            assert got[0] == sealed
 
 
 def test_serial_and_can_carry_the_same_canonical_bytes_and_tag() -> None:
@@ -204,7 +210,7 @@ def test_serial_corruption_is_rejected_by_reason() -> None:
     assert rej.reason in {"crc", "framing"}
     dev.receive_data(encode_frame(bytes([0x7F, 1]) + bytes(24)))
     dev.receive_data(encode_frame(bytes([0x10, 9]) + bytes(24)))
-    dev.receive_data(encode_frame(bytes([0x10, 1]) + bytes(24)))  # an ACK sent to the launcher
+    dev.receive_data(encode_frame(bytes([0x10, 2]) + bytes(48)))  # an ACK sent to the launcher
     assert [r.reason for r in dev.drain()] == ["unknown_type", "version", "direction"]  # type: ignore[union-attr]
 
 

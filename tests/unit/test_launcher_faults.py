@@ -36,6 +36,7 @@ from drivers.launcher import (
     LauncherCanCodec,
     LauncherEvent,
     LauncherSerialCodec,
+    LauncherState,
     LauncherStatus,
     NackReason,
 )
@@ -101,7 +102,8 @@ def faults_on(clock: ScenarioClock, *windows: tuple[FaultKind, float, float]) ->
 
 
 class RecordingEmulator(LauncherEmulator):
-    """The emulator, noting the scenario time each heartbeat was made at (by sequence)."""
+    """The emulator, noting the scenario time each heartbeat was made at (by its
+    LauncherTime: the counter is the codec's, ICD §7.5)."""
 
     def __init__(self, clock: ScenarioClock) -> None:
         super().__init__(LID, KEYS)
@@ -110,7 +112,7 @@ class RecordingEmulator(LauncherEmulator):
 
     def heartbeat(self) -> LauncherStatus:
         status = super().heartbeat()
-        self.made[status.sequence] = self.scenario_clock.t()
+        self.made[status.launcher_time_ns] = self.scenario_clock.t()
         return status
 
 
@@ -263,12 +265,12 @@ def assert_silent_window(
     """No heartbeat made in [start, end); what arrived then was made before it; none lost."""
     assert not [(s, t) for s, t in emu.made.items() if start <= t < end]
     late = [st for t, st in got if start <= t < end]
-    assert all(emu.made[st.sequence] < start for st in late), late
+    assert all(emu.made[st.launcher_time_ns] < start for st in late), late
     seqs = [st.sequence for _, st in got]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs  # contiguous: nothing lost
     resumed = [st for t, st in got if t >= end]
     assert resumed, "heartbeats did not resume after the window"
-    assert emu.made[resumed[0].sequence] >= end
+    assert emu.made[resumed[0].launcher_time_ns] >= end
 
 
 # --- 1. resolve() and main() from a scenario file ----------------------------------------
@@ -521,13 +523,13 @@ def test_speed_scales_scenario_time() -> None:
 
 def heartbeat_frames(n: int) -> tuple[list[LauncherStatus], list[bytes]]:
     emu = LauncherEmulator(LID, KEYS)
-    dev = LauncherSerialCodec(Role.DEVICE, launcher_id=LID)
-    statuses = [emu.heartbeat() for _ in range(n)]
-    return statuses, [dev.send(s) for s in statuses]
+    dev = LauncherSerialCodec(Role.DEVICE, launcher_id=LID, keys=KEYS)
+    statuses = [dev.seal(emu.heartbeat()) for _ in range(n)]
+    return statuses, [dev.send(s) for s in statuses]  # type: ignore[arg-type]
 
 
 def decode(stream: bytes) -> list[LauncherEvent | Rejected]:
-    gw = LauncherSerialCodec(Role.GATEWAY, launcher_id=LID)
+    gw = LauncherSerialCodec(Role.GATEWAY, launcher_id=LID, keys=KEYS)
     gw.receive_data(stream)
     return gw.drain()
 
@@ -625,7 +627,7 @@ async def test_serial_cue_windows_and_silent_heartbeat() -> None:
         ("silent_heartbeat", 50.0, 60.0),
     )
     emu = RecordingEmulator(clock)
-    link = PtyLink(LauncherSerialCodec(Role.DEVICE, launcher_id=LID), mutate=faults.mutate)
+    link = PtyLink(LauncherSerialCodec(Role.DEVICE, launcher_id=LID, keys=KEYS), mutate=faults.mutate)
     async with serving(emu, link, faults) as task:
         gw = SerialEnd(link.path, clock)
         try:
@@ -681,7 +683,9 @@ async def test_serial_unplug_and_replug_behind_the_stable_link() -> None:
     clock = ScenarioClock()
     faults = faults_on(clock, ("serial_unplug", 10.0, 20.0))
     emu = RecordingEmulator(clock)
-    link = PtyLink(LauncherSerialCodec(Role.DEVICE, launcher_id=LID), stable_link=True, mutate=faults.mutate)
+    link = PtyLink(
+        LauncherSerialCodec(Role.DEVICE, launcher_id=LID, keys=KEYS), stable_link=True, mutate=faults.mutate
+    )
     stable = link.path
     first_pty = link.pty.pty_path
     assert stable != first_pty
@@ -713,7 +717,7 @@ async def test_serial_unplug_and_replug_behind_the_stable_link() -> None:
             assert new_pty != first_pty  # the old slave is still open here: a new pty
             gw2 = SerialEnd(stable, clock)
             await until(lambda: len(gw2.statuses()) >= 2, "heartbeat on the new pty", task)
-            made = [emu.made[st.sequence] for _, st in gw2.statuses()]
+            made = [emu.made[st.launcher_time_ns] for _, st in gw2.statuses()]
             assert all(t >= 20.0 for t in made)
             assert not [t for t in emu.made.values() if 10.0 <= t < 20.0]
             gw2.send(signed_cue(7))
@@ -738,7 +742,7 @@ async def test_can_bus_off_sends_one_error_frame_then_silence_and_deafness() -> 
         CanTransportConfig(kind="can", interface="virtual", channel=channel, fd=True, poll_s=0.01)
     )
     await tx.open()
-    link = CanLink(tx, LauncherCanCodec(Role.DEVICE, launcher_id=LID))
+    link = CanLink(tx, LauncherCanCodec(Role.DEVICE, launcher_id=LID, keys=KEYS))
     gw = CanEnd(channel, clock)
     try:
         async with serving(emu, link, faults) as task:
@@ -773,3 +777,51 @@ async def test_can_bus_off_sends_one_error_frame_then_silence_and_deafness() -> 
             assert faults.counts["bus_offs"] == 1
     finally:
         await gw.close()
+
+
+# --- 5. answers an attacker would send (ICD v2 §7.5): forged, replayed, stale ----------------
+
+
+def test_forged_replayed_and_stale_answers_are_refused_by_the_gateway_codec() -> None:
+    """Through each window every answer the emulator puts on the link is refused by
+    the gateway's codec for the window's reason; outside them every one passes."""
+    clock = ScenarioClock()
+    faults = faults_on(
+        clock, ("launcher_forged", 1.0, 2.0), ("launcher_replayed", 3.0, 4.0), ("launcher_stale", 5.0, 6.0)
+    )
+    dev = LauncherCanCodec(Role.DEVICE, launcher_id=LID, keys=KEYS)
+    gw = LauncherCanCodec(Role.GATEWAY, launcher_id=LID, keys=KEYS)
+    assert gw.verifier is not None
+    signer = dev.signer
+    assert signer is not None
+
+    def seal(e: Ack | LauncherStatus) -> Ack | LauncherStatus:
+        out = dev.seal(e)
+        assert isinstance(out, Ack | LauncherStatus)
+        return out
+
+    def forge(e: Ack | LauncherStatus, key: bytes) -> Ack | LauncherStatus:
+        return signer.sign(e, key)
+
+    seen: dict[str, set[str]] = {}
+    for step in range(70):  # scenario time 0.0 .. 6.9 s
+        clock.at(step / 10)
+        window = {1: "forged", 3: "replayed", 5: "stale"}.get(step // 10, "none")
+        gw.verifier.expect(step + 1, 500 + step)
+        answers: list[Ack | LauncherStatus] = [
+            LauncherStatus(launcher_id=LID, state=LauncherState.READY, sequence=0, launcher_time_ns=clock()),
+            Ack(
+                launcher_id=LID, result=AckResult.ACK, reason=NackReason.NONE, cue_sequence=step + 1,
+                cue_id=500 + step, ack_sequence=0, launcher_time_ns=clock(),
+            ),
+        ]  # fmt: skip
+        for answer in answers:
+            (out,) = gw.receive_frames(dev.send(faults.reply(answer, seal, forge)), clock())
+            seen.setdefault(window, set()).add(out.reason if isinstance(out, Rejected) else "ok")
+    assert seen == {
+        "none": {"ok"},
+        "forged": {"auth_bad_mac"},
+        "replayed": {"auth_replayed"},
+        "stale": {"auth_stale"},
+    }
+    assert faults.counts == {"replies_forged": 20, "replies_replayed": 20, "replies_stale": 20}

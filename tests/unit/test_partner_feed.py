@@ -158,7 +158,7 @@ def assessment(n: int = 2, t_ns: int = T0, **over: object) -> bytes:
 def inbound(tmp_path: Path) -> tuple[PartnerInbound, Topic[ReportsIn], DeviceStats]:
     cfg = partner(tmp_path, inbound={})
     reports: Topic[ReportsIn] = Topic("reports")
-    stats = DeviceStats("partner.alpha", "partner", "mqtt")
+    stats = DeviceStats("partner:alpha", "partner", "mqtt")
     return PartnerInbound(cfg, reports, stats, sensor_index=7, wall_ns=lambda: T0 + 10**9), reports, stats
 
 
@@ -168,7 +168,7 @@ def test_inbound_assessment_becomes_low_trust_reports(tmp_path: Path) -> None:
     handler("partners/alpha/inbound", assessment())
     (batch,) = sub.get_all()
     r = batch.reports
-    assert batch.device_id == "partner.alpha"
+    assert batch.device_id == "partner:alpha"
     assert r.sensor.tolist() == [7, 7]
     assert np.allclose(np.sqrt(r.P[0].diagonal()), [500, 500, 500, 80, 80, 80])
     assert stats.reports_out == 2
@@ -202,7 +202,7 @@ def test_low_trust_only_track_never_a_candidate_unless_allowed() -> None:
     t = track_pb2.SystemTrack(track_id=1, status=track_pb2.TRACK_STATUS_CONFIRMED, quality=1.0)
     t.last_update_time_ns = T0
     c = t.contributors.add()
-    c.sensor_id = "partner.alpha"
+    c.sensor_id = "partner:alpha"
     c.markings.low_trust = True
     assert _track_reason(CueRulesConfig(), t, T0) == "low_trust_only"
     assert _track_reason(CueRulesConfig(allow_low_trust_only=True), t, T0) is None

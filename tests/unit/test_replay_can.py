@@ -192,7 +192,7 @@ async def test_can_radar_and_launcher_run_replays_to_the_live_reports_and_tracks
         },
     }
     cfg = config(tmp_path, [radar_device(radar_ch), launcher])
-    heartbeat = LauncherCanCodec(Role.DEVICE, launcher_id=3)
+    heartbeat = LauncherCanCodec(Role.DEVICE, launcher_id=3, keys={1: bytes(16)})
     async with Gateway(cfg) as gw:
         published = gw.tracks.subscribe("test", maxsize=10_000)
         await asyncio.sleep(0.2)  # the driver's bus must exist before frames are sent (virtual bus)

@@ -73,8 +73,8 @@ async def test_gateway_starts_the_cue_path_in_hold(tmp_path: Path) -> None:
 
 
 async def test_cue_launcher_without_device_is_a_config_error(tmp_path: Path) -> None:
-    cfg = parse_config(config(tmp_path, launcher_device_id="L9"))
-    with pytest.raises(ConfigError, match=r"cue.launchers\[L1\]"):
-        async with Gateway(cfg):
-            pass
+    # Refused when the config loads (not only when the gateway starts): a
+    # gateway cues only the launchers it owns.
+    with pytest.raises(ConfigError, match=r"cue.launchers\[L1\]: no launcher device"):
+        parse_config(config(tmp_path, launcher_device_id="L9"))
     memory_registry.forget(f"cue-{tmp_path.name}")

@@ -1,0 +1,1 @@
+"""Federation: site gateways and a theatre gateway joined over a broker cluster (docs/federation.md)."""

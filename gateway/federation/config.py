@@ -1,0 +1,49 @@
+"""``[federation]``: the site pictures a theatre gateway fuses (docs/federation.md)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gateway.partners.config import MarkingsConfig
+
+__all__ = ["FederationConfig", "SiteConfig"]
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class SiteConfig(_Model):
+    """One site gateway whose TrackBatch this gateway takes as a sensor."""
+
+    gateway_id: str = Field(pattern=_ID)
+    topic_prefix: str = Field(default="hilgw", pattern=r"^[A-Za-z0-9_/-]+$")
+    #: Site track statuses taken (tentative tracks stay at their site).
+    statuses: list[Literal["tentative", "confirmed", "coasting"]] = Field(
+        default_factory=lambda: list[Literal["tentative", "confirmed", "coasting"]](["confirmed", "coasting"])
+    )
+    #: Releasability of what this site contributes (docs/partners.md); None: never released.
+    markings: MarkingsConfig | None = None
+
+
+class FederationConfig(_Model):
+    """A theatre gateway: fuse the pictures of ``sites`` into one of its own."""
+
+    sites: list[SiteConfig] = Field(min_length=1)
+    #: A site picture older than this on arrival is dropped ("stale").
+    max_batch_age_s: float = Field(default=10.0, gt=0, le=3600)
+    #: A site picture larger than this is rejected ("too_large").
+    max_tracks: int = Field(default=20_000, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _unique(self) -> FederationConfig:
+        seen: set[str] = set()
+        for s in self.sites:
+            if s.gateway_id in seen:
+                raise ValueError(f"site {s.gateway_id!r} appears twice")
+            seen.add(s.gateway_id)
+        return self

@@ -1,0 +1,178 @@
+"""A NATS JetStream cluster on 127.0.0.1 for benches and tests (docs/federation.md).
+
+Starts ``nats-server`` (Debian package ``nats-server``, 2.9.x) ``n`` times, each
+with its own client, cluster-route and MQTT ports (free ports), its own
+JetStream store under a work directory, and routes to all the others. Site
+and theatre gateways reach it over its MQTT 3.1.1 listeners, so a gateway
+speaks the same aiomqtt code path to mosquitto and to the cluster; MQTT
+sessions, retained messages and QoS 1 flows live in JetStream streams
+replicated across the nodes, which is what lets a client fail over to
+another node without losing what it was sent.
+
+    cluster = NatsCluster(tmp_dir, nodes=3)
+    cluster.start()                # returns once every node answers and a leader exists
+    cluster.mqtt_hosts             # ["127.0.0.1:p1", "127.0.0.1:p2", "127.0.0.1:p3"]
+    cluster.kill(0); cluster.restart(0)
+    cluster.stop()
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["NatsCluster", "NatsNode", "nats_server_path"]
+
+
+def nats_server_path() -> str | None:
+    return shutil.which("nats-server")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class NatsNode:
+    name: str
+    client_port: int
+    cluster_port: int
+    mqtt_port: int
+    monitor_port: int
+    store: Path
+    conf: Path
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class NatsCluster:
+    """``nodes`` nats-server processes joined in one JetStream cluster, all on 127.0.0.1."""
+
+    def __init__(self, work: Path, nodes: int = 3, *, mqtt_replicas: int | None = None) -> None:
+        exe = nats_server_path()
+        if exe is None:
+            raise RuntimeError("nats-server is not installed (Debian: apt install nats-server)")
+        self.exe = exe
+        self.work = work
+        self.nodes = [
+            NatsNode(
+                f"n{i + 1}",
+                _free_port(),
+                _free_port(),
+                _free_port(),
+                _free_port(),
+                work / f"n{i + 1}" / "store",
+                work / f"n{i + 1}" / "nats.conf",
+            )
+            for i in range(nodes)
+        ]
+        self.replicas = mqtt_replicas or min(3, nodes)
+
+    @property
+    def mqtt_hosts(self) -> list[str]:
+        return [f"127.0.0.1:{n.mqtt_port}" for n in self.nodes]
+
+    def _write(self, node: NatsNode) -> None:
+        node.store.mkdir(parents=True, exist_ok=True)
+        routes = ", ".join(f"nats-route://127.0.0.1:{o.cluster_port}" for o in self.nodes if o is not node)
+        cluster = ""
+        if len(self.nodes) > 1:
+            cluster = (
+                f"cluster {{\n  name: hilgw\n  listen: 127.0.0.1:{node.cluster_port}\n"
+                f"  routes: [{routes}]\n}}\n"
+            )
+        node.conf.write_text(
+            f"server_name: {node.name}\n"
+            f"listen: 127.0.0.1:{node.client_port}\n"
+            f"http: 127.0.0.1:{node.monitor_port}\n"
+            f"jetstream {{\n  store_dir: {node.store}\n  max_memory_store: 268435456\n"
+            f"  max_file_store: 2147483648\n}}\n"
+            f"{cluster}"
+            # MQTT sessions and QoS 1 messages are JetStream streams: replicate
+            # them so a node's loss loses nothing a client was sent.
+            f"mqtt {{\n  listen: 127.0.0.1:{node.mqtt_port}\n  stream_replicas: {self.replicas}\n"
+            f'  ack_wait: "5s"\n}}\n'
+        )
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        for node in self.nodes:
+            self._write(node)
+            self._spawn(node)
+        self.wait_ready(timeout_s)
+
+    def _spawn(self, node: NatsNode) -> None:
+        log = (node.conf.parent / "nats.log").open("ab")
+        node.proc = subprocess.Popen(
+            [self.exe, "-c", str(node.conf)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        """Every running node listens on MQTT and the cluster has a JetStream leader."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(_listening(n.mqtt_port) for n in self.nodes if n.running) and self._has_leader():
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"NATS cluster not ready in {timeout_s} s; logs under {self.work}")
+
+    def _has_leader(self) -> bool:
+        import json
+        import urllib.request
+
+        for n in self.nodes:
+            if not n.running:
+                continue
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{n.monitor_port}/jsz", timeout=0.5) as r:
+                    info = json.load(r)
+            except (OSError, ValueError):
+                continue
+            meta = info.get("meta_cluster") or {}
+            if len(self.nodes) == 1 or meta.get("leader"):
+                return True
+        return False
+
+    def kill(self, i: int) -> None:
+        """SIGKILL node ``i`` (a crash: no goodbye to clients or routes)."""
+        p = self.nodes[i].proc
+        if p is not None and p.poll() is None:
+            p.kill()
+            p.wait()
+
+    def restart(self, i: int, timeout_s: float = 30.0) -> None:
+        self.kill(i)
+        self._spawn(self.nodes[i])
+        deadline = time.monotonic() + timeout_s
+        while not _listening(self.nodes[i].mqtt_port):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"NATS node {self.nodes[i].name} did not come back in {timeout_s} s")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            if n.proc is not None and n.proc.poll() is None:
+                n.proc.terminate()
+        for n in self.nodes:
+            if n.proc is not None:
+                try:
+                    n.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    n.proc.kill()
+                    n.proc.wait()
