@@ -61,8 +61,8 @@ async def opened(driver: DeviceDriver) -> None:
     raise TimeoutError(f"{driver.config.id} did not open its transport")
 
 
-async def take(reports: Topic[ReportsIn], n: int) -> np.ndarray:
-    sub = reports.subscribe("test", maxsize=10_000)
+async def take(sub: Any, n: int) -> np.ndarray:
+    """Rows of ``n`` reports from a subscription made before anything was sent."""
     rows = []
     async with asyncio.timeout(5):
         while sum(len(r) for r in rows) < n:
@@ -89,12 +89,13 @@ async def test_binary_radar_over_a_pty() -> None:
         driver, reports = build(dev)
         task = asyncio.create_task(driver.run())
         await opened(driver)
+        sub = reports.subscribe("test", maxsize=10_000)
         emu = DescribedRadarEmulator(dev)
         now = time.time_ns()
         sent = synthetic_tracks(4, now)
         bad = bytearray(emu.codec.compiled.dtype.itemsize)  # msg_type 0, not the layout's 0x21
         os.write(master, encode_frame(bytes(bad)) + emu.codec.encode_tracks(sent))  # type: ignore[arg-type]
-        got = await take(reports, 4)
+        got = await take(sub, 4)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -115,11 +116,12 @@ async def test_can_dbc_radar_over_a_virtual_bus() -> None:
     driver, reports = build(dev)
     task = asyncio.create_task(driver.run())
     await opened(driver)
+    sub = reports.subscribe("test", maxsize=10_000)
     emu = DescribedRadarEmulator(dev)
     sent = synthetic_tracks(6, time.time_ns())
     async with EmulatorCanTransport(CanTransportConfig(kind="can", interface="virtual", channel=chan)) as bus:
         await bus.send_many(emu.codec.encode_tracks(sent))  # type: ignore[arg-type]
-        got = await take(reports, 6)
+        got = await take(sub, 6)
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
