@@ -37,7 +37,7 @@ EXPERIMENTS: dict[str, tuple[Callable[[], Awaitable[Result]], Callable[[], Await
     ),
     "gateway_kill": (
         lambda: gateway_kill.run(reps=50),
-        lambda: gateway_kill.run(reps=2),
+        lambda: gateway_kill.run(reps=2, max_wait_s=0.6),
     ),
     "serial_unplug": (
         lambda: serial_unplug.run(reps=100),

@@ -1,7 +1,7 @@
 """Gateway SIGKILL at random points with cues flowing (``cue_child.py``).
 
 Each repetition starts the cue-path process on the same directory (audit
-log, launcher record), waits a random 0.3-2.0 s while it cues, and SIGKILLs
+log, launcher record), waits a random 0.3 s to ``max_wait_s`` while it cues, and SIGKILLs
 it. Figures: the audit chain verifies after every kill (a torn last line,
 which the next start cuts off and records, is counted apart), the authority
 at every start is HOLD, no cue id is sent again by a later process (0
@@ -24,7 +24,7 @@ from benchmarks.faults.common import Result, pct
 from gateway.cue.audit import verify_file
 
 
-async def run(reps: int = 50, seed: int = 15) -> Result:
+async def run(reps: int = 50, seed: int = 15, max_wait_s: float = 2.0) -> Result:
     rng = random.Random(seed)
     d = Path(tempfile.mkdtemp(prefix="hilgw-gwkill-"))
     from tests.e2e.cue_rig import write_keys_file  # the keys file the cue config names
@@ -52,7 +52,7 @@ async def run(reps: int = 50, seed: int = 15) -> Result:
                 continue
             starts.append(parts[1])
             restart.append((int(parts[2]) - t0) * 1e-9)
-            await asyncio.sleep(rng.uniform(0.3, 2.0))
+            await asyncio.sleep(rng.uniform(0.3, max_wait_s))
             proc.kill()
             proc.wait()
             res = verify_file(d / "audit.jsonl")

@@ -24,6 +24,7 @@ def main() -> None:
     port, topic, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     got: list[bytes] = []
     done = threading.Event()
+    subscribed = threading.Event()
 
     def on_connect(client: mqtt.Client, _u: object, _f: object, rc: object, _p: object = None) -> None:
         client.subscribe([(topic, 1), ("faults/control", 1)])  # again on every connect
@@ -40,11 +41,14 @@ def main() -> None:
 
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="faults-sink", clean_session=False)
     client.on_connect = on_connect
+    client.on_subscribe = lambda *_: subscribed.set()
     client.on_message = on_message
     client.reconnect_delay_set(0.05, 0.5)
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     client.connect_async("127.0.0.1", port, keepalive=5)
     client.loop_start()
+    # Ready only once subscribed: what is published before would not reach us.
+    subscribed.wait(30)
     print("ready", flush=True)
     done.wait(3600)
     client.loop_stop()

@@ -10,8 +10,9 @@ Euclidean base distance, at every truth time t >= t0, averaged over those times.
   d = (min_γ Σ_{(i,j)∈γ} d_ij^p + c^p/2 (|X| + |Y| - 2|γ|))^(1/p) over partial
   assignments γ of pairs closer than c; it splits into localisation, missed
   objects and false tracks, and is not normalised by the set size.
-* Identity: at each time the same optimal assignment pairs an object with a
-  track when they are closer than ``gate``. Per object: the distinct track ids
+* Identity: at each time an optimal assignment pairs an object with a track
+  closer than ``gate``, preferring (by ``switch_cost`` metres) the pairing it
+  had before (:func:`identity_pairs`). Per object: the distinct track ids
   it was paired with (fragmentation: ids per object), id switches (its paired
   id changed from one id to another, CLEAR-MOT style), swaps (a switch to an id
   that was paired with another object before: the track jumped objects), and
@@ -41,48 +42,55 @@ I64 = npt.NDArray[np.int64]
 POS = [0, 2, 4]
 
 
+def _pairs(x: F64, y: F64, c: float) -> tuple[I64, I64, F64]:
+    """Every (i, j, d_ij) with d_ij < c (k-d tree)."""
+    if len(x) == 0 or len(y) == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
+    sp = cKDTree(x).sparse_distance_matrix(cKDTree(y), c, output_type="coo_matrix")
+    keep = sp.data < c
+    return sp.row[keep].astype(np.int64), sp.col[keep].astype(np.int64), sp.data[keep]
+
+
+def _assign(r: I64, k: I64, cost: F64, m: int, n: int) -> I64:
+    """Indices of the pairs (r, k) of a minimum-total-cost matching (a pair costs
+    ``cost``, leaving both unpaired costs 0), solved per connected component."""
+    if len(r) == 0:
+        return np.empty(0, np.int64)
+    graph = coo_matrix((np.ones(len(r)), (r, m + k)), shape=(m + n, m + n))
+    _, lab = connected_components(graph, directed=False)
+    order = np.argsort(lab[r], kind="stable")
+    comp = lab[r][order]
+    bounds = np.flatnonzero(np.diff(comp)) + 1
+    chosen = []
+    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(order)], strict=True):
+        idx = order[lo:hi]
+        if hi - lo == 1:
+            if cost[idx[0]] < 0.0:
+                chosen.append(idx)
+            continue
+        ur, rr = np.unique(r[idx], return_inverse=True)
+        uk, kk = np.unique(k[idx], return_inverse=True)
+        mat = np.zeros((len(ur), len(uk)))
+        back = np.full((len(ur), len(uk)), -1, np.int64)
+        mat[rr, kk] = cost[idx]
+        back[rr, kk] = idx
+        a, b = linear_sum_assignment(mat)
+        sel = back[a, b]
+        chosen.append(sel[(sel >= 0) & (mat[a, b] < 0.0)])
+    return np.concatenate(chosen) if chosen else np.empty(0, np.int64)
+
+
 def match(x: F64, y: F64, c: float, p: float = 1.0) -> tuple[I64, I64, F64]:
     """Optimal pairs (i, j, d_ij) with d_ij < c minimising Σ min(d, c)^p + c^p·unpaired.
 
     ``x`` (m, 3), ``y`` (n, 3). Equivalent to the full m x n assignment on
-    min(d, c)^p used by OSPA; solved per connected component of the sparse graph.
+    min(d, c)^p used by OSPA: a pair at c or farther gains nothing over leaving
+    both unpaired, so the problem splits into the connected components of the
+    "closer than c" graph.
     """
-    empty = (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
-    if len(x) == 0 or len(y) == 0:
-        return empty
-    sp = cKDTree(x).sparse_distance_matrix(cKDTree(y), c, output_type="coo_matrix")
-    keep = sp.data < c
-    r, k, d = sp.row[keep], sp.col[keep], sp.data[keep]
-    if len(d) == 0:
-        return empty
-    m, n = len(x), len(y)
-    graph = coo_matrix((np.ones(len(d)), (r, m + k)), shape=(m + n, m + n))
-    _, lab = connected_components(graph, directed=False)
-    comp = lab[r]
-    order = np.argsort(comp, kind="stable")
-    r, k, d, comp = r[order], k[order], d[order], comp[order]
-    bounds = np.flatnonzero(np.diff(comp)) + 1
-    out_i, out_j, out_d = [], [], []
-    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(d)], strict=True):
-        ri, ki, di = r[lo:hi], k[lo:hi], d[lo:hi]
-        if hi - lo == 1:
-            out_i.append(ri)
-            out_j.append(ki)
-            out_d.append(di)
-            continue
-        ur, rr = np.unique(ri, return_inverse=True)
-        uk, kk = np.unique(ki, return_inverse=True)
-        gain = np.zeros((len(ur), len(uk)))  # Σ (d^p - c^p) over pairs: ≤ 0, 0 = no pair
-        gain[rr, kk] = di**p - c**p
-        a, b = linear_sum_assignment(gain)
-        good = gain[a, b] < 0.0
-        a, b = a[good], b[good]
-        out_i.append(ur[a])
-        out_j.append(uk[b])
-        dd = np.zeros((len(ur), len(uk)))
-        dd[rr, kk] = di
-        out_d.append(dd[a, b])
-    return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_d)
+    r, k, d = _pairs(x, y, c)
+    sel = _assign(r, k, d**p - c**p, len(x), len(y))
+    return r[sel], k[sel], d[sel]
 
 
 def ospa(x: F64, y: F64, c: float = 1000.0, p: float = 1.0) -> tuple[float, float, float]:
@@ -107,29 +115,25 @@ def gospa(x: F64, y: F64, c: float = 1000.0, p: float = 1.0) -> tuple[float, flo
     return (loc + c**p / 2.0 * (missed + false)) ** (1 / p), loc, missed, false
 
 
-def identity_pairs(objs: I64, x: F64, tid: I64, y: F64, last_id: I64, gate: float) -> list[tuple[int, int]]:
-    """CLEAR-MOT pairing of one time (Bernardin & Stiefelhagen, EURASIP JIVP 2008, §2.1.1).
+def identity_pairs(
+    objs: I64, x: F64, tid: I64, y: F64, last_id: I64, gate: float, switch_cost: float
+) -> list[tuple[int, int]]:
+    """Object-track pairing of one time, with a cost for changing a pairing.
 
-    A pairing from the previous time is kept while the object and the track are
-    still within ``gate`` of each other; the remaining objects and tracks are paired
-    by the optimal assignment (pairs closer than ``gate``). Without the keep rule a
-    perfect tracker on objects closer together than its error would be charged
-    switches whenever the optimal assignment flips between neighbours.
+    The optimal assignment of pairs closer than ``gate`` (cost d - gate), where a
+    pair that continues the object's previous pairing costs ``switch_cost`` less:
+    in the spirit of the trajectory metric's switching cost (García-Fernández,
+    Rahmathullah & Svensson, IEEE TSP 68, 2020) and of CLEAR-MOT's keeping of
+    valid correspondences (Bernardin & Stiefelhagen 2008). Without it a perfect
+    tracker on objects closer together than its error would be charged a switch
+    whenever the nearest track flips between neighbours; with it a track that
+    moves to another object (by more than about ``switch_cost``) still is.
     """
-    pairs: list[tuple[int, int]] = []
-    used_o = np.zeros(len(objs), bool)
-    used_t = np.zeros(len(tid), bool)
-    if len(tid):
-        col = {int(v): j for j, v in enumerate(tid.tolist())}
-        for a, obj in enumerate(objs.tolist()):
-            j = col.get(int(last_id[obj]), -1)
-            if j >= 0 and not used_t[j] and np.linalg.norm(x[a] - y[j]) < gate:
-                pairs.append((obj, int(tid[j])))
-                used_o[a] = used_t[j] = True
-    ro, rt = np.flatnonzero(~used_o), np.flatnonzero(~used_t)
-    i, j, _ = match(x[ro], y[rt], gate)
-    pairs += [(int(objs[ro[a]]), int(tid[rt[b]])) for a, b in zip(i.tolist(), j.tolist(), strict=True)]
-    return pairs
+    r, k, d = _pairs(x, y, gate)
+    cost = d - gate
+    cost[last_id[objs[r]] == tid[k]] -= switch_cost
+    sel = _assign(r, k, cost, len(x), len(y))
+    return list(zip(objs[r[sel]].tolist(), tid[k[sel]].tolist(), strict=True))
 
 
 @dataclass
@@ -172,6 +176,8 @@ def score(
     t0: float = 30.0,
     gate: float | None = None,
     held_frac: float = 0.9,
+    switch_cost: float = 250.0,
+    id_warmup: bool = False,
 ) -> dict[str, Any]:
     """Every metric over the truth times t >= t0; ``scen`` is a loaded scenario."""
     gate = c if gate is None else gate
@@ -192,17 +198,24 @@ def score(
     ids_seen: set[int] = set()
     ids_paired: set[int] = set()
     for k, t in enumerate(t_all):
-        if t < t0 - 1e-9:
+        scoring = t >= t0 - 1e-9
+        if not scoring and not id_warmup:
             continue
         live = np.flatnonzero(exists[:, k])
         x = truth[live, k][:, POS]
         tid, y = tracks.at(float(t))
+        pairs = identity_pairs(live, x, tid, y, last_id, gate, switch_cost)
+        if not scoring:  # before t0: only the pairing history
+            for obj, trk in pairs:
+                last_id[obj] = trk
+                owner[trk] = obj
+            continue
         ids_seen.update(tid.tolist())
         o, lc, cd = ospa(x, y, c, p)
         g, gl, gm, gf = gospa(x, y, c, p)
         rows.append((t, o, lc, cd, g, gl, gm, gf, len(x), len(y)))
         exist_n[live] += 1
-        for obj, trk in identity_pairs(live, x, tid, y, last_id, gate):
+        for obj, trk in pairs:
             paired_n[obj] += 1
             ids_paired.add(trk)
             pairs_seen.add((obj, trk))
@@ -242,5 +255,6 @@ def score(
         "track_ids": len(ids_seen),
         "false_track_ids": len(ids_seen - ids_paired),
         "id_gate_m": gate,
+        "id_switch_cost_m": switch_cost,
         "held_min_frac": held_frac,
     }

@@ -151,8 +151,9 @@ def propagate(rng: np.random.Generator, x0: F64, scan_time: F64, step: StepFn, q
     out[:, 0] = x = x0
     for k in range(1, k_scans):
         dt = float(scan_time[k] - scan_time[k - 1])
-        chol = np.linalg.cholesky(ncv_q(dt, q))
-        x = step(x, k - 1, dt) + rng.standard_normal((n, 6)) @ chol.T
+        x = step(x, k - 1, dt)
+        if q > 0.0:
+            x = x + rng.standard_normal((n, 6)) @ np.linalg.cholesky(ncv_q(dt, q)).T
         out[:, k] = x
     return out
 
@@ -334,7 +335,8 @@ def _cso_objects(
     exists = np.ones((n0, len(scan_time)), bool)
     # Mid-flight separation: a new object leaves a parent at 20-80 s, at 2-15 m/s.
     src = rng.choice(c, size=spawns, replace=spawns > c) * (fragments + 1)
-    t_sep = rng.uniform(20.0, 80.0, spawns)
+    span = float(scan_time[-1])
+    t_sep = rng.uniform(min(20.0, 0.2 * span), min(80.0, 0.8 * span), spawns)
     dvs = rng.uniform(2.0, 15.0, spawns)[:, None] * _random_dirs(rng, spawns)
     new_state = np.zeros((spawns, len(scan_time), 6))
     new_exists = np.zeros((spawns, len(scan_time)), bool)

@@ -3,7 +3,7 @@
 Usage (from the repository root)::
 
     .venv/bin/python -m benchmarks.fusion.score SCENARIO.npz TRACKS.npz [--json]
-        [--c 1000] [--p 1] [--t0 30] [--gate 1000] [--held 0.9]
+        [--c 1000] [--p 1] [--t0 30] [--gate 1000] [--switch-cost 250] [--held 0.9]
 
 Defaults are the reference bench's (OSPA c = 1000 m, p = 1, times t >= 30 s);
 GOSPA uses α = 2 and the same c and p. Definitions: ``benchmarks/fusion/metrics.py``.
@@ -68,10 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--p", type=float, default=1.0, help="order")
     ap.add_argument("--t0", type=float, default=30.0, help="score times t >= t0 [s]")
     ap.add_argument("--gate", type=float, default=None, help="identity pairing distance [m] (default c)")
+    ap.add_argument(
+        "--switch-cost", type=float, default=250.0, help="identity: preference for the last pairing [m]"
+    )
     ap.add_argument("--held", type=float, default=0.9, help="held: paired at >= this fraction of its times")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     a = ap.parse_args(argv)
-    res = score_files(a.scenario, a.tracks, c=a.c, p=a.p, t0=a.t0, gate=a.gate, held_frac=a.held)
+    res = score_files(
+        a.scenario, a.tracks, c=a.c, p=a.p, t0=a.t0, gate=a.gate, held_frac=a.held, switch_cost=a.switch_cost
+    )
     print(json.dumps(res) if a.json else table(res))
     return 0
 

@@ -91,6 +91,12 @@ class FusionConfig:
       ``sensor_track_confirms``: a system track started from a sensor's own
       track is confirmed at once (the sensor has already confirmed it).
 
+    Duplicates
+      ``merge_radius_m``: two non-tentative tracks closer than this, fed by
+      disjoint sets of sensors, are tested for being one target
+      (:mod:`gateway.fusion.merge`); 0 turns merging off.
+      ``merge_gate_prob``: gate probability of that test (6-D).
+
     Time
       ``scan_window_s``: reports of one sensor within this span form one batch
       (each report is still filtered at its own time).
@@ -128,11 +134,14 @@ class FusionConfig:
     confirm_m: int = 3
     confirm_n: int = 5
     tentative_drop_misses: int = 2
-    coast_misses: int = 1
+    coast_misses: int = 2
     drop_misses: int = 6
     coast_after_s: float = 2.0
     drop_after_s: float = 10.0
     sensor_track_confirms: bool = True
+
+    merge_radius_m: float = 5000.0
+    merge_gate_prob: float = 0.9999
 
     scan_window_s: float = 0.1
     oos_lag_s: float = 2.0
@@ -153,7 +162,7 @@ class FusionConfig:
             raise ConfigError("fusion.association", f"{self.association!r}: must be 'jpda' or 'gnn'")
         if not 0.0 < self.p_detect < 1.0:
             raise ConfigError("fusion.p_detect", f"{self.p_detect!r}: must be in (0, 1)")
-        probs = (self.gate_prob, self.t2t_gate_prob, self.t2t_persist_gate_prob)
+        probs = (self.gate_prob, self.t2t_gate_prob, self.t2t_persist_gate_prob, self.merge_gate_prob)
         if not all(0.0 < p < 1.0 for p in probs):
             raise ConfigError("fusion.gate_prob", "gate probabilities must be in (0, 1)")
         if not 1 <= self.confirm_m <= self.confirm_n <= 62:
@@ -178,7 +187,7 @@ class FusionConfig:
             raise ConfigError("fusion.imm_switch_rate_hz", f"{rates!r}: one rate, or one per model")
         if min(rates if isinstance(rates, tuple) else (rates,)) < 0.0:
             raise ConfigError("fusion.imm_switch_rate_hz", f"{rates!r}: must be >= 0")
-        for name in ("scan_window_s", "oos_lag_s", "bias_gain"):
+        for name in ("scan_window_s", "oos_lag_s", "bias_gain", "merge_radius_m"):
             if getattr(self, name) < 0.0:
                 raise ConfigError(f"fusion.{name}", f"{getattr(self, name)!r}: must be >= 0")
         if self.drop_misses < 1 or self.coast_misses < 1 or self.tentative_drop_misses < 1:

@@ -46,6 +46,7 @@ from gateway.fusion.jpda import jpda_weights, mixture_update, model_likelihoods
 from gateway.fusion.kalman import covariance_intersection, ekf_update, innovation_cov, mahalanobis2
 from gateway.fusion.lifecycle import apply_misses, new_rows, rows_to_arrays, snapshot
 from gateway.fusion.measure import plot_dims, plot_residual, plot_to_state
+from gateway.fusion.merge import merge_duplicates
 from gateway.fusion.motion import (
     AccelFn,
     ecef_gravity,
@@ -91,6 +92,8 @@ class Engine:
             "late_dropped": 0,
             "oos_used": 0,
             "held_for_later": 0,
+            "tracks_merged": 0,
+            "sensor_track_reseeds": 0,
         }
         self._pending = ReportArrays.empty()
         self._dropped: list[TrackArrays] = []
@@ -98,6 +101,7 @@ class Engine:
         self.gate = {d: chi2_quantile(p, d) for d in (3, 4)}
         self.gate[6] = chi2_quantile(self.cfg.t2t_gate_prob, 6)
         self.persist_gate = chi2_quantile(self.cfg.t2t_persist_gate_prob, 6)
+        self.merge_gate = chi2_quantile(self.cfg.merge_gate_prob, 6)
         self.init_gate = {d: chi2_quantile(self.cfg.init_suppress_prob, d) for d in (3, 4, 6)}
         self._mu0 = np.asarray(self.cfg.imm_initial, dtype=np.float64)
 
@@ -156,6 +160,7 @@ class Engine:
             else:
                 self._batch(batch)
         self._drop_stale(t_ns)
+        merge_duplicates(self, t_ns)
         out = snapshot(self, t_ns, self._dropped)
         self._dropped = []
         return out
@@ -239,6 +244,8 @@ class Engine:
             rx, rP = r.x, r.P
         rep_var = np.trace(rP[:, :3, :3], axis1=1, axis2=2)
         ti, rj = self._pairs(r, rx[:, :3], rep_var)
+        if not plots:
+            ti, rj = self._with_pairings(r, s, ti, rj)
         dtp = seconds(r.t_ns - t0)
         shifted = bool(np.any(dtp != 0.0))
         if shifted:
@@ -260,6 +267,7 @@ class Engine:
             _, logdet = np.linalg.slogdet(S)
             cost = d2 + logdet
             miss = float(cost.max(initial=0.0)) + self.gate[4] + 1.0
+            same = np.zeros(ti.size, bool)
         else:
             d2 = mahalanobis2(r.x[rj] - xc, Pc + r.P[rj])
             same = st.paired[ti, s] & (st.stid[ti, s] == r.sensor_track_id[rj])
@@ -315,6 +323,8 @@ class Engine:
             if sel.size or t_end != t0:
                 st.x[:n_old], st.P[:n_old] = imm_combine(st.xm[:n_old], st.Pm[:n_old], st.mu[:n_old])
         self.t_store = t_end
+        if not plots:
+            at, ar = self._reseed(r, ti, rj, same, sel, at, ar, t_end)
 
         # Bookkeeping of the hits.
         st.n_updates[at] += 1
@@ -340,17 +350,77 @@ class Engine:
         free[ar] = False
         took = hit[ti] if plots else np.zeros(ti.size, bool)
         free[rj[near & np.isfinite(d2) & ~took]] = False
-        fr = np.flatnonzero(free)
-        if fr.size:
-            new_rows(
-                self,
-                s,
-                _take(r, fr),
-                rx[fr],
-                rP[fr],
-                t_end,
-                confirmed=not plots and cfg.sensor_track_confirms,
-            )
+        # A sensor track inside the wide gate of an existing track is most
+        # likely that target seen by one more sensor whose young track missed
+        # the pairing gate: it starts tentative (not in the picture), to be
+        # folded into the existing track (merge.py) or confirmed by M of N.
+        dup = np.zeros(len(r), bool)
+        if not plots:
+            dup[rj[np.isfinite(d2) & (d2 < self.init_gate[6])]] = True
+        for part, conf in ((free & ~dup, True), (free & dup, False)):
+            fr = np.flatnonzero(part)
+            if fr.size:
+                new_rows(
+                    self,
+                    s,
+                    _take(r, fr),
+                    rx[fr],
+                    rP[fr],
+                    t_end,
+                    confirmed=conf and not plots and cfg.sensor_track_confirms,
+                )
+
+    def _with_pairings(self, r: ReportArrays, s: int, ti: IDX, rj: IDX) -> tuple[IDX, IDX]:
+        """Add the (system track, report) pair of every persistent sensor-track
+        pairing of sensor ``s`` the spatial pre-gate left out (the sensor
+        track jumped): the pairing, not the distance, names the candidate."""
+        st = self.store
+        rows = np.flatnonzero(st.paired[: st.n, s])
+        if rows.size == 0:
+            return ti, rj
+        keys = st.stid[rows, s]
+        order = np.argsort(keys)
+        pos = np.searchsorted(keys[order], r.sensor_track_id)
+        pos = np.minimum(pos, rows.size - 1)
+        hit = keys[order][pos] == r.sensor_track_id
+        pt, pr = rows[order][pos[hit]], np.flatnonzero(hit)
+        key = np.concatenate([ti, pt]).astype(np.int64) * len(r) + np.concatenate([rj, pr])
+        _, first = np.unique(key, return_index=True)
+        both_t, both_r = np.concatenate([ti, pt]), np.concatenate([rj, pr])
+        return both_t[first], both_r[first]
+
+    def _reseed(
+        self, r: ReportArrays, ti: IDX, rj: IDX, same: np.ndarray, sel: IDX, at: IDX, ar: IDX, t_end: int
+    ) -> tuple[IDX, IDX]:
+        """A sensor track that jumped out of its own system track's persistence
+        gate, when no other sensor feeds that track now: the system track is
+        restarted from the report and keeps its id (one sensor track, one
+        system track id), instead of a new track per jump with the old one
+        left coasting. Returns the hits extended by those rows."""
+        st = self.store
+        s = int(r.sensor[0])
+        chosen = np.zeros(ti.size, bool)
+        chosen[sel] = True
+        used_r = np.zeros(len(r), bool)
+        used_r[ar] = True
+        used_t = np.zeros(st.n, bool)
+        used_t[at] = True
+        cand = same & ~chosen & ~used_r[rj] & ~used_t[ti]
+        if not cand.any():
+            return at, ar
+        n_s = len(self.sensors)
+        recent = (st.seen_ns[ti, :n_s] > 0) & ((t_end - st.seen_ns[ti, :n_s]) * _NS <= self.cfg.coast_after_s)
+        recent[:, s] = False
+        cand &= ~recent.any(axis=1)
+        rows, reps = ti[cand], rj[cand]
+        if rows.size == 0:
+            return at, ar
+        x, P = predict_cv(r.x[reps], r.P[reps], seconds(t_end - r.t_ns[reps]), self.cfg.q_ncv)
+        st.xm[rows] = x[:, None, :]
+        st.Pm[rows] = P[:, None, :, :]
+        st.x[rows], st.P[rows] = x, P
+        self.counters["sensor_track_reseeds"] += int(rows.size)
+        return np.concatenate([at, rows]), np.concatenate([ar, reps])
 
     def _soft_update(
         self,

@@ -371,7 +371,9 @@ class MqttSession:
                 tg.create_task(self._send(client, seq, msg, window))
 
     async def _send(self, client: aiomqtt.Client, seq: int, msg: Outgoing, window: asyncio.Semaphore) -> None:
-        await publish(client, msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+        # Not through cancel_safe (a task per call): this task is no loop, so a
+        # cancel that aiomqtt's wait_for swallows (CPython gh-86296) just ends it.
+        await client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
         # Out of the store only once the broker has it (QoS 1: PUBACK).
         self._inflight.pop(seq, None)
         self.published[msg.kind] += 1

@@ -52,6 +52,32 @@ _PARTNER_STATUS[STATUS_TENTATIVE] = partner_pb2.PARTNER_TRACK_STATUS_TENTATIVE
 _PARTNER_STATUS[STATUS_CONFIRMED] = partner_pb2.PARTNER_TRACK_STATUS_CONFIRMED
 _PARTNER_STATUS[STATUS_COASTING] = partner_pb2.PARTNER_TRACK_STATUS_COASTING
 
+# Field numbers of PartnerPicture's columns (proto/hilgw/v1/partner.proto).
+_F_TRACK_REF, _F_X_Q, _F_Y_Q, _F_Z_Q, _F_VX_Q, _F_VY_Q, _F_VZ_Q, _F_STATUS = 8, 9, 10, 11, 12, 13, 14, 15
+assert [partner_pb2.PartnerPicture.DESCRIPTOR.fields_by_name[n].number for n in (
+    "track_ref", "x_q", "y_q", "z_q", "vx_q", "vy_q", "vz_q", "status")] == list(range(8, 16))  # fmt: skip
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _packed(field_number: int, payload: bytes) -> bytes:
+    """One packed repeated field (wire type 2: key, length, the elements' bytes).
+
+    Written here because the protobuf runtime has no bulk append from a
+    buffer: ``extend`` from a list costs tens of ns per element, while a
+    packed fixed-width column is one copy of the numpy array's bytes; the
+    message is then filled by the runtime's own parser (``MergeFromString``).
+    """
+    return _varint(field_number << 3 | 2) + _varint(len(payload)) + payload
+
+
 _EARTH_R_M = 6_371_008.8  # mean Earth radius (IUGG), for great-circle distances
 _WGS84_A = 6_378_137.0
 _WGS84_E2 = 6.69437999014e-3
@@ -138,7 +164,10 @@ class ReleaseFilter:
         # Pseudonyms are keyed per start: a partner cannot recover internal
         # track ids, nor link its references with another partner's.
         self._ref_key = ref_key if ref_key is not None else secrets.token_bytes(32)
-        self._refs: dict[int, int] = {}
+        self._known: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]] = (
+            np.empty(0, np.uint64),
+            np.empty(0, np.uint64),
+        )
         self.sequence = 0
         self._statuses = np.array(sorted(_STATUS_OF_NAME[s] for s in profile.statuses), np.int8)
         self._tq_ns = max(1, round(profile.time_quantum_s * 1e9))
@@ -236,20 +265,34 @@ class ReleaseFilter:
             classification=int(top_cls[idx].max()) if len(idx) else 1,
             position_quantum_m=prof.position_quantum_m,
         )
-        ids = tr.track_id[idx].tolist()
-        refs = self._refs
-        self._refs = refs = {t: refs.get(t) or self._ref(t) for t in ids}  # forget tracks no longer released
-        out.track_ref.extend(refs[t] for t in ids)
-        q = np.rint(pos / prof.position_quantum_m).astype(np.int64)
-        out.x_q.extend(q[:, 0].tolist())
-        out.y_q.extend(q[:, 1].tolist())
-        out.z_q.extend(q[:, 2].tolist())
+        cols: list[tuple[int, bytes]] = [
+            (_F_TRACK_REF, self._pseudonyms(tr.track_id[idx]).astype("<u8").tobytes())
+        ]
+        q = np.rint(pos / prof.position_quantum_m).astype("<i8")
+        cols += [(_F_X_Q, q[:, 0].tobytes()), (_F_Y_Q, q[:, 1].tobytes()), (_F_Z_Q, q[:, 2].tobytes())]
         if "velocity" in prof.fields:
             out.velocity_quantum_mps = prof.velocity_quantum_mps
-            v = np.rint(tr.x[idx, 3:] / prof.velocity_quantum_mps).astype(np.int64)
-            out.vx_q.extend(v[:, 0].tolist())
-            out.vy_q.extend(v[:, 1].tolist())
-            out.vz_q.extend(v[:, 2].tolist())
+            v = np.rint(tr.x[idx, 3:] / prof.velocity_quantum_mps).astype("<i8")
+            cols += [(_F_VX_Q, v[:, 0].tobytes()), (_F_VY_Q, v[:, 1].tobytes()), (_F_VZ_Q, v[:, 2].tobytes())]
         if "status" in prof.fields:
-            out.status.extend(_PARTNER_STATUS[tr.status[idx].astype(np.int64)].tolist())
+            # Enum values 1..3: each packed varint is that one byte.
+            cols.append(
+                (_F_STATUS, _PARTNER_STATUS[tr.status[idx].astype(np.int64)].astype(np.uint8).tobytes())
+            )
+        out.MergeFromString(b"".join(_packed(f, data) for f, data in cols if data))
+        return out
+
+    def _pseudonyms(self, ids: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+        """Per-partner pseudonyms of ``ids``: looked up in the sorted table of the
+        last picture's, HMAC computed only for tracks new to this partner; the
+        table then holds exactly this picture's (forgetting tracks not released)."""
+        known, refs = self._known
+        pos = np.searchsorted(known, ids)
+        pos_c = np.minimum(pos, max(len(known) - 1, 0))
+        found = (known[pos_c] == ids) if len(known) else np.zeros(len(ids), bool)
+        out = np.where(found, refs[pos_c] if len(known) else 0, 0).astype(np.uint64)
+        for i in np.flatnonzero(~found):
+            out[i] = self._ref(int(ids[i]))
+        order = np.argsort(ids, kind="stable")
+        self._known = (ids[order], out[order])
         return out

@@ -11,7 +11,9 @@ by field from a release profile's allow-list (gateway/partners/release.py).
 The picture is columnar: track i is element i of every repeated field that
 the profile releases (a field the profile withholds is empty). Positions
 and velocities are integers in units of the profile's quantum, so the
-released precision is the wire format itself, not a promise.
+released precision is the wire format itself, not a promise. The columns
+are fixed-width (sfixed64/fixed64, packed) so the gateway writes each as
+one copy of an array (gateway/partners/release.py).
 """
 
 from collections import abc as _abc

@@ -131,3 +131,16 @@ async def test_messages_in_flight_when_the_broker_dies_are_sent_again(mosquitto:
         assert session.published["cue"] == 20
     finally:
         await stop(task)
+
+
+async def test_a_gateway_stopped_cleanly_leaves_status_offline(mosquitto: Mosquitto) -> None:
+    from gateway.config import parse_config
+    from gateway.supervisor import Gateway
+
+    cfg = parse_config({"gateway_id": "gw-stop", "mqtt": {"port": mosquitto.port}})
+    async with Gateway(cfg) as gw:
+        assert gw.mqtt is not None
+        session = gw.mqtt
+        await wait_for(lambda: session.connected)
+        assert await retained(mosquitto.port, "hilgw/gw-stop/status") == b"online"
+    assert await retained(mosquitto.port, "hilgw/gw-stop/status") == b"offline"

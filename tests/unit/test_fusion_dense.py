@@ -1,4 +1,4 @@
-"""Association on hand-built dense scenes: objects inside one gate, a crossing
+"""Association and identity on hand-built scenes: objects inside one gate, a crossing
 during a turn, a fragment separating from its parent. Each scene runs the
 engine's default configuration (the one `hilgw run` uses) on three radars'
 plots in a flat local frame (z up, gravity -z)."""
@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from gateway.fusion.api import STATUS_COASTING, STATUS_CONFIRMED, TrackArrays
+from gateway.fusion.api import STATUS_COASTING, STATUS_CONFIRMED, STATUS_DROPPED, ReportArrays, TrackArrays
 from gateway.fusion.config import FusionConfig
-from tests.unit.test_fusion_engine import S, engine, plots
+from tests.unit.test_fusion_engine import S, engine, plots, sensor_tracks
 
 G = 9.80665
 DEFAULT = FusionConfig()
@@ -137,3 +137,56 @@ def test_fragment_separating_mid_flight_starts_a_track_and_parent_keeps_its_id()
             assert ids[1] not in (0, parent_id), (t, ids)
             frag_ids.add(ids[1])
     assert len(frag_ids) == 1
+
+
+def test_hand_over_duplicate_is_merged_into_the_older_track() -> None:
+    # Sensor 0 holds a target from t = 0; sensor 1 picks it up at t = 5 s
+    # with a young track whose velocity is 600 m/s off (settling over a few
+    # seconds), so the pairing gate refuses it and a second system track
+    # starts, which its persistent pairing then keeps feeding. Once sensor 1's track has
+    # settled, the two system tracks agree and are fed by different sensors:
+    # one target, which keeps its first system track id, both sensors on it.
+    x0 = np.array([[100e3, 5e3, 20e3, -1000.0, 0.0, 0.0]])
+    e = engine(DEFAULT)
+    first = 0
+    pic = None
+    for k in range(60):
+        t = k / 2.0
+        truth = x0.copy()
+        truth[:, :3] += t * x0[:, 3:]
+        if k % 2 == 0:
+            rep = sensor_tracks(0, [9], truth, round(t * S), 100.0)
+        elif t >= 5.0:
+            young = truth.copy()
+            young[0, 3] += 600.0 * np.exp(-(t - 5.0) / 1.5)  # settles over a few s
+            rep = sensor_tracks(1, [5], young, round(t * S), 100.0)
+        else:
+            rep = ReportArrays.empty()
+        pic = e.step(rep, round(t * S))
+        if k == 0:
+            first = int(pic.track_id[0])
+    assert pic is not None
+    assert e.counters["tracks_started"] >= 2  # the duplicate did start
+    alive = pic.track_id[pic.status != STATUS_DROPPED].tolist()
+    assert alive == [first]
+    r = int(np.flatnonzero(pic.track_id == first)[0])
+    assert sorted(pic.contrib_sensor[pic.contrib_row == r].tolist()) == [0, 1]
+
+
+def test_sensor_track_that_jumps_keeps_its_system_track_id() -> None:
+    # A sensor's only track of a target jumps 40 km (a bad height, say) and
+    # back: its system track follows under the same id instead of a new
+    # confirmed track per jump with the old one left coasting.
+    x0 = np.array([[150e3, 0.0, 30e3, -500.0, 0.0, 0.0]])
+    e = engine(DEFAULT)
+    ids: set[int] = set()
+    for k in range(30):
+        t = float(k)
+        x = x0.copy()
+        x[:, :3] += t * x0[:, 3:]
+        if 10 <= k < 15:
+            x[0, 2] += 40e3
+        pic = e.step(sensor_tracks(0, [4], x, round(t * S), 100.0), round(t * S))
+        ids |= set(pic.track_id.tolist())
+    assert len(ids) == 1, ids
+    assert e.counters["tracks_started"] == 1
