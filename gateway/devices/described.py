@@ -63,6 +63,9 @@ class DbcRadarDriver(_DescribedDriver):
         stats.bytes_in += sum(len(f.data) for f in frames)
         self.handle(list(codec.receive_frames(f._replace(timestamp_ns=t_rx) for f in frames)), t_rx)
 
+    def open_session(self) -> None:
+        """Nothing to reset: one track per frame, no state between frames (``hilgw replay``)."""
+
     def feed_raw(self, data: bytes, t_rx: int) -> None:
         """``hilgw replay``: one recorded record at its receive time."""
         self.receive(self._codec(), unpack_raw_frames(data, t_rx).frames, t_rx)
@@ -100,3 +103,7 @@ class BinaryRadarDriver(_DescribedDriver):
         events = codec.drain()
         self.ctx.stats.frames_in += sum(len(e.reports) if not isinstance(e, Rejected) else 1 for e in events)
         self.handle(list(events), t_rx)
+
+    def feed_raw(self, data: bytes, t_rx: int) -> None:
+        """``hilgw replay``: a recorded chunk is what :meth:`feed` took live."""
+        self.feed(data, t_rx)
