@@ -526,7 +526,7 @@ _CAN_ID_PROTOCOLS = ("can_radar", "launcher", "can_dbc_radar")
 _UDP_MULTICAST_PORT = 43113
 
 #: Transport kinds pydantic puts into error locations (the union's tags).
-_TRANSPORT_TAGS = frozenset({"serial", "udp", "memory", "can"})
+_TRANSPORT_TAGS = frozenset({"serial", "udp", "memory", "can", "plugin"})
 
 
 def parse_config(raw: dict[str, Any], source: str = "config", base_dir: Path | None = None) -> GatewayConfig:

@@ -211,7 +211,8 @@ def _device_checks(dev: DeviceConfig) -> Check:
         return check_udp(dev.id, t)
     if isinstance(t, CanTransportConfig):
         return check_can(dev.id, t)
-    return Check(f"{t.kind} {dev.id}", Result.SKIP, "in-process transport: nothing to check")
+    what = "in-process transport" if t.kind == "memory" else "a plug-in transport"
+    return Check(f"{t.kind} {dev.id}", Result.SKIP, f"{what}: nothing to check")
 
 
 # --- MQTT broker ----------------------------------------------------------------

@@ -9,15 +9,26 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import (
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hilgw.tomlconfig import StrictModel
 
 __all__ = [
+    "BUILT_IN_KINDS",
     "STANDARD_BAUDRATES",
     "CanFilterConfig",
     "CanTransportConfig",
     "MemoryTransportConfig",
+    "PluginTransportConfig",
     "SerialTransportConfig",
     "TransportConfig",
     "UdpTransportConfig",
@@ -96,7 +107,58 @@ class CanTransportConfig(StrictModel):
     send_timeout_s: float = Field(default=0.1, gt=0)
 
 
+#: The kinds built in (gateway/transports/__init__.py ``TRANSPORTS``); any other
+#: kind is a plug-in's.
+BUILT_IN_KINDS = ("serial", "udp", "memory", "can")
+
+
+class PluginTransportConfig(StrictModel):
+    """A transport kind registered under the ``hilgw.transports`` entry-point
+    group: ``kind`` and the plug-in's own keys. At load the kind must resolve
+    (gateway.transports.resolve) and, when its class declares ``CONFIG_MODEL``
+    (a pydantic model), the keys are validated by it; :attr:`resolved` is then
+    what the transport class is called with."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
+
+    kind: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    _resolved: Any = PrivateAttr(default=None)
+
+    @property
+    def resolved(self) -> Any:
+        """The plug-in's own config model (or this block when it declares none)."""
+        return self._resolved if self._resolved is not None else self
+
+    @model_validator(mode="after")
+    def _registered(self) -> PluginTransportConfig:
+        from gateway.transports import resolve  # lazily: the registry imports the transports
+        from hilgw.errors import ConfigError
+
+        try:
+            cls = resolve(self.kind)
+        except ConfigError as exc:
+            raise ValueError(f"kind: {exc.reason}") from None
+        model = getattr(cls, "CONFIG_MODEL", None)
+        if model is not None:
+            try:
+                self._resolved = model.model_validate({"kind": self.kind, **(self.model_extra or {})})
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                key = ".".join(str(p) for p in err["loc"])
+                raise ValueError(f"{key}: {str(err['msg']).removeprefix('Value error, ')}") from None
+        return self
+
+
+def _kind_tag(value: Any) -> str:
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    return kind if kind in BUILT_IN_KINDS else "plugin"
+
+
 TransportConfig = Annotated[
-    SerialTransportConfig | UdpTransportConfig | MemoryTransportConfig | CanTransportConfig,
-    Field(discriminator="kind"),
+    Annotated[SerialTransportConfig, Tag("serial")]
+    | Annotated[UdpTransportConfig, Tag("udp")]
+    | Annotated[MemoryTransportConfig, Tag("memory")]
+    | Annotated[CanTransportConfig, Tag("can")]
+    | Annotated[PluginTransportConfig, Tag("plugin")],
+    Discriminator(_kind_tag),
 ]

@@ -6,17 +6,39 @@ from importlib.metadata import EntryPoint
 from typing import Any
 
 import pytest
+from pydantic import BaseModel, ConfigDict, Field
 
 import gateway.protocols as protocols
+import gateway.transports as transports
 from gateway.config import parse_config
 from gateway.devices.base import DeviceDriver
+from gateway.transports.memory import MemoryStream
 from hilgw.errors import ConfigError
 
 
 class PartnerFeedDriver(DeviceDriver):
     """A third-party protocol, as an installed package would register it."""
 
-    TRANSPORTS = ("udp",)
+    TRANSPORTS = ("udp", "loopback")
+
+
+class LoopbackConfig(BaseModel):
+    """A third-party transport's own config model."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: str
+    name: str
+    depth: int = Field(default=8, ge=1)
+
+
+class LoopbackTransport(MemoryStream):
+    """A third-party transport kind, as an installed package would register it."""
+
+    CONFIG_MODEL = LoopbackConfig
+
+    def __init__(self, config: LoopbackConfig) -> None:
+        super().__init__(config.name)
+        self.config = config
 
 
 def _device(protocol: str, transport: dict[str, Any]) -> dict[str, Any]:
@@ -40,6 +62,34 @@ def partner_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(protocols, "entry_points", fake)
 
 
+@pytest.fixture
+def loopback_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    ep = EntryPoint("loopback", f"{__name__}:LoopbackTransport", "hilgw.transports")
+    monkeypatch.setattr(transports, "entry_points", lambda group: [ep] if group == "hilgw.transports" else [])
+
+
+@pytest.mark.usefixtures("partner_entry_point", "loopback_entry_point")
+def test_an_entry_point_transport_is_configured_validated_and_built_by_kind() -> None:
+    cfg = parse_config(_device("partner_feed", {"kind": "loopback", "name": "lb", "depth": 3}))
+    transport = transports.create_transport(cfg.devices[0].transport)
+    assert isinstance(transport, LoopbackTransport)
+    assert transport.config.depth == 3
+    with pytest.raises(
+        ConfigError, match=r"devices\[dev\]\.transport: depth: Input should be greater than or equal to 1"
+    ):
+        parse_config(_device("partner_feed", {"kind": "loopback", "name": "lb", "depth": 0}))
+    with pytest.raises(
+        ConfigError, match=r"devices\[dev\]\.transport: colour: Extra inputs are not permitted"
+    ):
+        parse_config(_device("partner_feed", {"kind": "loopback", "name": "lb", "colour": "red"}))
+
+
+@pytest.mark.usefixtures("partner_entry_point")
+def test_an_unregistered_transport_kind_is_refused_at_load() -> None:
+    with pytest.raises(ConfigError, match=r"devices\[dev\]\.transport: kind: unknown transport 'zmq'"):
+        parse_config(_device("partner_feed", {"kind": "zmq"}))
+
+
 @pytest.mark.usefixtures("partner_entry_point")
 def test_an_entry_point_protocol_is_configured_and_built_by_name() -> None:
     cfg = parse_config(_device("partner_feed", UDP))
@@ -50,7 +100,7 @@ def test_an_entry_point_protocol_is_configured_and_built_by_name() -> None:
 @pytest.mark.usefixtures("partner_entry_point")
 def test_an_entry_point_protocol_on_a_kind_it_does_not_declare_is_refused_at_load() -> None:
     with pytest.raises(
-        ConfigError, match=r"devices\[dev\]: transport.kind: partner_feed runs on udp, not serial"
+        ConfigError, match=r"devices\[dev\]: transport.kind: partner_feed runs on loopback, udp, not serial"
     ):
         parse_config(_device("partner_feed", SERIAL))
 
