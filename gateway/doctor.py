@@ -462,11 +462,16 @@ def check_keys_file(config: GatewayConfig) -> Check:
     except ConfigError as exc:
         reason, _, fix = exc.reason.partition("; ")
         return Check(name, Result.FAIL, f"{exc.key}: {reason}", fix or "see docs/cue-path.md §7")
-    return Check(
-        name,
-        Result.PASS,
-        f"{config.cue.keys_file}: {len(ring.operator)} operator, {len(ring.launcher)} launcher key(s)",
-    )
+    counts = f"{len(ring.operator)} operator, {len(ring.launcher)} launcher key(s)"
+    own = ring.signing_key()
+    if own is None:  # the CLI believes only what this key signs (docs/cue-path.md §3)
+        return Check(
+            name,
+            Result.WARN,
+            f"{config.cue.keys_file}: {counts}, no [gateway.<id>] secret: results and state go out unsigned",
+            "add [gateway.<id>] secret = <64 hex> (Ed25519 seed); give stations its public key",
+        )
+    return Check(name, Result.PASS, f"{config.cue.keys_file}: {counts}, gateway key {own.key_id}")
 
 
 def exit_code(checks: list[Check]) -> int:

@@ -71,6 +71,10 @@ def health_check(gw: Gateway) -> tuple[bool, dict[str, Any]]:
     looping = gw.task_health.problem(time.monotonic())
     if looping is not None:
         reasons.append(looping)
+    if gw.cue is not None:  # the cue path down, or its audit log failed (issue 23 §7)
+        from gateway.cue.observe import cue_health_reasons
+
+        reasons.extend(cue_health_reasons(gw.cue))
     body = {
         "status": "unhealthy" if reasons else "ok",
         "reasons": reasons,
@@ -251,6 +255,11 @@ class _GatewayCollector(Collector):
                 "Tracks left out of scoring (non-finite state)",
                 value=scoring.scorer.tracks_rejected,
             )
+
+        if gw.cue is not None:  # operator commands by fate, faults, audit failures (issue 23 §7)
+            from gateway.cue.observe import cue_metrics
+
+            yield from cue_metrics(gw.cue)
 
         ok, _ = health_check(gw)
         yield GaugeMetricFamily("hilgw_healthy", "1 when /healthz answers 200", value=int(ok))

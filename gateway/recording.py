@@ -70,12 +70,14 @@ def topic_health(device_id: str) -> str:
     return f"/health/{device_id}"
 
 
-def run_metadata(config: GatewayConfig, devices: Sequence[DeviceConfig]) -> dict[str, str]:
+def run_metadata(config: GatewayConfig, devices: Sequence[DeviceConfig], epoch_ns: int = 0) -> dict[str, str]:
     """What replay needs to rebuild the decode path and the engine: the
     effective device blocks (emulated ones included, in the order the
-    supervisor registered their sensors) and the fusion config."""
+    supervisor registered their sensors), the fusion config, and the run's
+    epoch (``TrackBatch.epoch_ns``, so replayed batches are the live ones)."""
     run = {
         "gateway_id": config.gateway_id,
+        "epoch_ns": epoch_ns,
         "devices": [_without_secrets(d.model_dump(mode="json")) for d in devices],
         "fusion": config.fusion.model_dump(mode="json"),
     }

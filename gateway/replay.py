@@ -109,6 +109,8 @@ class RecordingInfo:
     #: Items the live recorder dropped, by topic ({} when it did not say:
     #: the file was not closed). Non-zero raw or tracks: replay cannot match.
     dropped: dict[str, int]
+    #: The live run's epoch (TrackBatch.epoch_ns); 0 for recordings made before it.
+    epoch_ns: int = 0
 
 
 def _part_key(p: Path) -> tuple[str, str]:
@@ -171,6 +173,7 @@ def read_info(paths: Sequence[Path]) -> RecordingInfo:
             raw_frames=n_raw,
             track_batches=n_tracks,
             dropped=dropped,
+            epoch_ns=int(cfg.get("epoch_ns", 0)),
         )
     except ValidationError as exc:  # metadata lie outside the chunks' CRCs
         raise one_line(exc, cfg, f"{ordered[0]}: run metadata") from None
@@ -265,6 +268,7 @@ class Replay:
         # the live ones. Its tracks topic has no subscriber; steps are taken here.
         self.gateway = gw = Gateway(config)
         self.fusion = gw.fusion
+        self.fusion.epoch_ns = info.epoch_ns  # the live batches' lineage, not this process's
         self.stats: dict[str, DeviceStats] = {}
         self.drivers: dict[str, Replayable] = {}
         self.skipped_devices: dict[str, str] = {}  # device id -> protocol

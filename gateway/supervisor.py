@@ -343,7 +343,7 @@ class Gateway:
 
             rec = self.recorder = Recorder(
                 cfg.recording,
-                run_metadata(cfg, self.devices),
+                run_metadata(cfg, self.devices, self.fusion.epoch_ns),
                 raw=self.raw,
                 tracks=self.tracks,
                 health=self.health,

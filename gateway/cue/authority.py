@@ -11,7 +11,9 @@ anything only when every check passes, in this order (docs/cue-path.md §4):
 5. ``wrong_operator``: the key is bound to another operator id;
 6. ``replayed`` (this exact command was accepted before) or
    ``out_of_sequence``: sequence not above the key's high-water mark;
-7. ``stale`` / ``future``: timestamp outside the freshness window;
+7. ``stale`` / ``future``: timestamp outside the freshness window (a HOLD
+   is never ``stale``: lowering to HOLD is always safe, and a HOLD delayed
+   by a flood must still take effect);
 8. ``invalid``: an authenticated command that asks for nothing meaningful.
 
 Only accepted commands advance a key's high-water mark, so forged or stale
@@ -34,6 +36,7 @@ __all__ = [
     "AuthorityStatus",
     "CommandVerifier",
     "Verdict",
+    "action_name",
     "authority_name",
     "parse_authority",
 ]
@@ -53,6 +56,14 @@ def authority_name(value: int) -> str:
         if v == value:
             return name
     return f"UNKNOWN({value})"
+
+
+def action_name(value: int) -> str:
+    """``CUE_ACTION_APPROVE`` etc.; ``UNKNOWN(n)`` for a value not in cue.proto (never raises)."""
+    try:
+        return cue_pb2.CueAction.Name(value)  # type: ignore[arg-type]  # an enum wire value
+    except ValueError:
+        return f"UNKNOWN({value})"
 
 
 def parse_authority(text: str) -> cue_pb2.Authority.ValueType:
@@ -130,7 +141,11 @@ class CommandVerifier:
             seen = any(s == cmd.sequence and m == cmd.mac.hex() for s, m in self._recent.get(cmd.key_id, ()))
             return no("replayed" if seen else "out_of_sequence")
         age = now_ns - cmd.timestamp_ns
-        if age > self.max_age_ns:
+        # A late HOLD is still a HOLD: lowering to HOLD is always safe, and a HOLD held
+        # up behind a flood must not be thrown away for its age (issue 23 §1). Replays
+        # are refused above (sequence); a stale raise or approval is refused here.
+        late_hold = isinstance(cmd, cue_pb2.AuthorityCommand) and cmd.requested == cue_pb2.AUTHORITY_HOLD
+        if age > self.max_age_ns and not late_hold:
             return no("stale")
         if -age > self.max_future_ns:
             return no("future")

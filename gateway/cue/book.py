@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
 
+from gateway.cue.outputs import state_digest
 from hilgw.v1 import cue_pb2
 
 __all__ = ["LIVE", "Cue", "Effect", "Now", "Publish", "SendCancel", "SendCue", "status_name"]
@@ -78,6 +79,7 @@ class Cue:
             attempts=self.attempts,
             sequence=self.sequences[-1] if self.sequences else 0,
             valid_until_ns=self.message.valid_until_ns if self.message is not None else 0,
+            state_digest=state_digest(self.message) if self.message is not None else b"",
         )
 
 

@@ -156,6 +156,14 @@ class CueConfig(_Model):
     max_retries: int = Field(default=2, ge=0, le=10)
     #: After a nack or a failure, the same track/launcher pair waits this long.
     retry_cooldown_s: float = Field(default=2.0, ge=0, le=3600)
+    #: The local hold-fire switch (docs/cue-path.md §4): a UNIX socket (mode 0600)
+    #: that takes ``HOLD`` without the broker; ``hilgw authority hold --local``.
+    local_hold_socket: Path | None = None
+    #: SIGUSR1 to the gateway is a local HOLD too.
+    local_hold_signal: bool = True
+    #: The audit log's live file is rotated into ``<audit_path>.<k>`` at this size;
+    #: the hash chain runs on through the parts (docs/cue-path.md §7).
+    audit_max_bytes: int = Field(default=64 * 2**20, ge=4096, le=2**40)
     #: Authority above HOLD survives this long without the broker link that
     #: carries operator commands, then falls to HOLD (docs/cue-path.md §11).
     operator_link_timeout_s: float = Field(default=10.0, gt=0, le=3600)

@@ -18,15 +18,15 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from google.protobuf.message import DecodeError
-
 from gateway.cue import rules
 from gateway.cue.audit import AuditLog
-from gateway.cue.authority import AuthorityStatus, CommandVerifier, Verdict, authority_name
+from gateway.cue.authority import AuthorityStatus, CommandVerifier, authority_name
 from gateway.cue.book import LIVE, OPEN, Cue, Effect, Now, Publish, SendCancel, SendCue, status_name
+from gateway.cue.commands import CommandsMixin
 from gateway.cue.config import CueConfig
 from gateway.cue.inhibits import LOSS_KINDS, LauncherState, launcher_inhibits, sensors_lost
 from gateway.cue.keys import KeyRing
+from gateway.cue.recovery import Orphan, RecoveryScan
 from gateway.cue.signing import sign
 from hilgw.errors import ConfigError
 from hilgw.v1 import cue_pb2, track_pb2
@@ -38,7 +38,7 @@ HOLD, APPROVAL, AUTO = S.AUTHORITY_HOLD, S.AUTHORITY_CUE_ON_APPROVAL, S.AUTHORIT
 _RECENT_ENDED = 64
 
 
-class CueCore:
+class CueCore(CommandsMixin):
     """All cue-path state and decisions. Construct it at start: it is in HOLD."""
 
     def __init__(
@@ -71,6 +71,10 @@ class CueCore:
             self.launchers[lc.id] = LauncherState(lc, key.secret)
         self.authority = AuthorityStatus(since_ns=now.wall_ns)
         self.audit_ok = True
+        #: Set by the shell the instant a HOLD arrives (local switch, or a verified HOLD
+        #: command), before it is journaled: no cue leaves while set. It only forbids,
+        #: so it may act ahead of the journal; cleared once the HOLD was processed.
+        self.latched = False
         need_sync = (
             config.inhibit.time_sync.kind != "none" if time_sync_required is None else time_sync_required
         )
@@ -94,6 +98,7 @@ class CueCore:
         # send to its ack or nack) for the shell to drain.
         self.sent_mono: dict[int, int] = {}
         self.ack_latency: deque[tuple[str, int]] = deque(maxlen=1024)
+        self.orphans: dict[int, Orphan] = {}  # cues a previous run may have left live
         self._effects: list[Effect] = []
         self._dirty = True
         self._restore(history)
@@ -112,14 +117,18 @@ class CueCore:
             gateway_id=gateway_id,
             command_high_water=dict(self.verifier.high_water),
             launcher_sequence={k: v.sequence for k, v in self.launchers.items()},
+            possibly_live=sorted(self.orphans),
         )
+        self._cancel_orphans(now)
 
     # --- restart ------------------------------------------------------------------
 
     def _restore(self, history: Iterable[dict[str, Any]]) -> None:
         """Rebuild replay high-water marks and sequence counters from the audit log.
         Authority is *not* restored: a restart is always HOLD."""
+        scan = RecoveryScan()
         for rec in history:
+            scan.add(rec)
             d = rec.get("data", {})
             if rec.get("kind") == "command_accepted":
                 self.verifier.restore(d["key_id"], int(d["sequence"]), d["mac"])
@@ -128,6 +137,9 @@ class CueCore:
                 lau.sequence = max(lau.sequence, int(d["sequence"]))
             if "cue_id" in d:
                 self.next_cue_id = max(self.next_cue_id, int(d["cue_id"]) + 1)
+        self.orphans = {
+            o.cue_id: o for o in scan.orphans(self.last_now_ns) if o.launcher_id in self.launchers
+        }
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -212,6 +224,8 @@ class CueCore:
         if lau is not None:
             if up != lau.link_up:
                 lau.last_heartbeat_mono = None  # a reconnect must hear a fresh heartbeat first
+                if up:
+                    self._cancel_orphans(now, launcher_id)
             lau.link_up = up
         self._evaluate(now)
         return self._take()
@@ -252,48 +266,6 @@ class CueCore:
         self._dirty = True
         return self._take()
 
-    def on_authority_command(self, payload: bytes, now: Now) -> list[Effect]:
-        cmd = cue_pb2.AuthorityCommand()
-        verdict = self._verify(cmd, payload, "authority", now)
-        if verdict is not None and verdict.accepted:
-            self._set_authority(
-                cmd.requested, cmd.operator_id, cmd.reason or "operator command", cmd.sequence, now
-            )
-        self._evaluate(now)
-        return self._take()
-
-    def on_cue_command(self, payload: bytes, now: Now) -> list[Effect]:
-        cmd = cue_pb2.CueCommand()
-        verdict = self._verify(cmd, payload, "cue", now)
-        if verdict is not None and verdict.accepted:
-            cue = self.cues.get(cmd.cue_id)
-            approve = cmd.action == S.CUE_ACTION_APPROVE
-            if cue is None or cue.status != S.CUE_STATUS_PENDING_APPROVAL:
-                why = "unknown_cue" if cue is None else f"not_pending ({status_name(cue.status)})"
-                self._log(
-                    now,
-                    "approval_ignored" if approve else "reject_ignored",
-                    cue_id=cmd.cue_id,
-                    operator=cmd.operator_id,
-                    why=why,
-                )
-            elif approve:
-                cue.approved_by = cmd.operator_id
-                self._log(
-                    now,
-                    "approved",
-                    cue_id=cue.cue_id,
-                    launcher=cue.launcher_id,
-                    track=cue.track_id,
-                    operator=cmd.operator_id,
-                )
-            else:
-                self._log(now, "rejected", cue_id=cue.cue_id, operator=cmd.operator_id, reason=cmd.reason)
-                self._end(cue, S.CUE_STATUS_REJECTED, f"rejected by {cmd.operator_id}", now)
-                self.cooldown[cue.pair] = now.mono_ns + int(self.config.approval_timeout_s * 1e9)
-        self._evaluate(now)
-        return self._take()
-
     def on_ack(self, ack: cue_pb2.CueAck, now: Now) -> list[Effect]:
         cue = self.cues.get(ack.cue_id)
         result = "ack" if ack.result == S.ACK_RESULT_ACK else "nack"
@@ -307,6 +279,7 @@ class CueCore:
         ours = cue is not None and (ack.sequence == 0 or ack.sequence in cue.sequences)
         if (ack.launcher_id, ack.sequence) in self.cancel_sequences:
             self._log(now, f"cancel_{result}ed", **info)  # the answer to a cancel (ICD §5.4)
+            self.orphans.pop(ack.cue_id, None)
         elif cue is None or not ours or cue.launcher_id != ack.launcher_id or cue.status not in LIVE:
             self._log(now, f"{result}_unmatched", **info)
         elif ack.result == S.ACK_RESULT_ACK:
@@ -329,54 +302,6 @@ class CueCore:
         sent = self.sent_mono.get(cue.cue_id)
         if sent is not None:
             self.ack_latency.append((cue.launcher_id, max(now.mono_ns - sent, 0)))
-
-    # --- commands -----------------------------------------------------------------------
-
-    def _verify(
-        self, cmd: cue_pb2.AuthorityCommand | cue_pb2.CueCommand, payload: bytes, kind: str, now: Now
-    ) -> Verdict | None:
-        try:
-            cmd.ParseFromString(payload)
-        except DecodeError:
-            self._log(now, "command_rejected", kind=kind, reason="decode", size=len(payload))
-            self._result(kind, False, "decode", cmd, now)
-            return None
-        verdict = self.verifier.check(cmd, now.wall_ns)
-        what: dict[str, Any] = {
-            "kind": kind,
-            "key_id": cmd.key_id,
-            "operator": cmd.operator_id,
-            "sequence": cmd.sequence,
-            "timestamp_ns": cmd.timestamp_ns,
-        }
-        if isinstance(cmd, cue_pb2.AuthorityCommand):
-            what["requested"] = authority_name(cmd.requested)
-        else:
-            what["action"], what["target_cue"] = S.CueAction.Name(cmd.action), cmd.cue_id
-        if verdict.accepted:
-            self._log(now, "command_accepted", mac=verdict.mac_hex, **what)
-            self.verifier.commit(verdict)
-        else:
-            self._log(now, "command_rejected", reason=verdict.reason, **what)
-        self._result(kind, verdict.accepted, verdict.reason, cmd, now)
-        return verdict
-
-    def _result(
-        self, kind: str, ok: bool, reason: str, cmd: cue_pb2.AuthorityCommand | cue_pb2.CueCommand, now: Now
-    ) -> None:
-        res = cue_pb2.CommandResult(
-            kind=kind,
-            accepted=ok,
-            reason=reason,
-            operator_id=cmd.operator_id,
-            key_id=cmd.key_id,
-            sequence=cmd.sequence,
-            time_ns=now.wall_ns,
-            gateway_id=self.gateway_id,
-        )
-        if isinstance(cmd, cue_pb2.CueCommand):
-            res.cue_id = cmd.cue_id
-        self._effects.append(Publish("result", res))
 
     def _set_authority(self, value: int, by: str, reason: str, sequence: int, now: Now) -> None:
         old = self.authority.value
@@ -417,7 +342,8 @@ class CueCore:
     def _allowed(self, cue: Cue) -> bool:
         """May this cue be on a launcher now, as far as authority goes?"""
         a = self.authority.value
-        return self.audit_ok and (a == AUTO or (a == APPROVAL and bool(cue.approved_by)))
+        ok = self.audit_ok and not self.latched
+        return ok and (a == AUTO or (a == APPROVAL and bool(cue.approved_by)))
 
     def _evaluate(self, now: Now) -> None:
         self.last_now_ns = now.wall_ns
@@ -551,8 +477,10 @@ class CueCore:
         """The single exit of every cue. Re-checks authority and inhibits here."""
         lau = self.launchers[cue.launcher_id]
         msg = cue.message
-        allowed = self.audit_ok and (
-            self.authority.value == AUTO or (self.authority.value == APPROVAL and bool(cue.approved_by))
+        allowed = (
+            self.audit_ok
+            and not self.latched
+            and (self.authority.value == AUTO or (self.authority.value == APPROVAL and bool(cue.approved_by)))
         )
         if not allowed or lau.inhibits or msg is None or cue.track_id in self.track_inhibit:
             why = "authority" if not allowed else "inhibit"
@@ -614,28 +542,36 @@ class CueCore:
             why=why,
         )
         if was_live and notify and self.audit_ok:
-            lau = self.launchers[cue.launcher_id]
-            lau.sequence += 1
-            cancel = cue_pb2.CueCancel(
-                cue_id=cue.cue_id,
-                launcher_id=cue.launcher_id,
-                system_track_id=cue.track_id,
-                sequence=lau.sequence,
-                time_ns=now.wall_ns,
-                reason=why,
-                gateway_id=self.gateway_id,
-            )
-            sign(cancel, lau.config.key_id, lau.secret)
-            self.cancel_sequences.append((cue.launcher_id, lau.sequence))
-            self._log(
-                now,
-                "cancel_sent",
-                cue_id=cue.cue_id,
-                launcher=cue.launcher_id,
-                sequence=lau.sequence,
-                why=why,
-            )
-            self._effects.append(SendCancel(cue.launcher_id, cancel))
+            self._cancel(cue.launcher_id, cue.cue_id, cue.track_id, why, now)
+
+    def _cancel(
+        self, lid: str, cue_id: int, track_id: int, why: str, now: Now, kind: str = "cancel_sent"
+    ) -> None:
+        """Journal and stage a signed cancel of one cue (a new launcher sequence)."""
+        lau = self.launchers[lid]
+        lau.sequence += 1
+        cancel = cue_pb2.CueCancel(
+            cue_id=cue_id,
+            launcher_id=lid,
+            system_track_id=track_id,
+            sequence=lau.sequence,
+            time_ns=now.wall_ns,
+            reason=why,
+            gateway_id=self.gateway_id,
+        )
+        sign(cancel, lau.config.key_id, lau.secret)
+        self.cancel_sequences.append((lid, lau.sequence))
+        self._log(now, kind, cue_id=cue_id, launcher=lid, sequence=lau.sequence, why=why)
+        self._effects.append(SendCancel(lid, cancel))
+
+    def _cancel_orphans(self, now: Now, launcher_id: str | None = None) -> None:
+        """Cancel the cues a previous run may have left live (gateway.cue.recovery);
+        again whenever a launcher's link comes up, until the launcher answers."""
+        for o in list(self.orphans.values()):
+            if o.valid_until_ns <= now.wall_ns:
+                del self.orphans[o.cue_id]  # its validity is over at the launcher too
+            elif launcher_id is None or o.launcher_id == launcher_id:
+                self._cancel(o.launcher_id, o.cue_id, o.track_id, "gateway restart", now, "restart_cancel")
 
     # --- views --------------------------------------------------------------------------------
 

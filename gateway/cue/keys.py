@@ -10,6 +10,15 @@ world-readable) and referenced from ``[cue] keys_file``::
     [launcher.lk-north-1]
     secret = "..."
 
+    [gateway.gw-1]               # the gateway's own signing key (Ed25519, RFC 8032)
+    secret = "..."               # on the gateway: the 32-byte private seed
+    # public = "..."             # on operator stations: the 32-byte public key only
+
+The gateway signs what operators read (CommandResult, the retained authority
+and cue list, the audit head) with its ``[gateway.*]`` key; the CLI verifies
+them against the public key. An asymmetric key, so that a station able to
+verify cannot forge (``hilgw keys gateway-public`` prints the public half).
+
 The file must not be readable by group or others (mode 0600): a secret anyone
 on the machine can read authenticates nothing. Load fails with a one-line
 :class:`~hilgw.errors.ConfigError` otherwise.
@@ -25,7 +34,7 @@ from pathlib import Path
 
 from hilgw.errors import ConfigError
 
-__all__ = ["Key", "KeyRing", "load_keys", "parse_keys"]
+__all__ = ["GatewayKey", "Key", "KeyRing", "load_keys", "parse_keys"]
 
 MIN_SECRET_BYTES = 16
 
@@ -38,11 +47,67 @@ class Key:
 
 
 @dataclass(frozen=True, slots=True)
+class GatewayKey:
+    """The gateway's Ed25519 key: ``private`` (32-byte seed) only where the gateway runs."""
+
+    key_id: str
+    public: bytes
+    private: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class KeyRing:
-    """Operator keys (sign commands) and launcher keys (sign cues), by key id."""
+    """Operator keys (sign commands), launcher keys (sign cues), gateway keys (sign outputs)."""
 
     operator: dict[str, Key] = field(default_factory=dict)
     launcher: dict[str, Key] = field(default_factory=dict)
+    gateway: dict[str, GatewayKey] = field(default_factory=dict)
+
+    def signing_key(self) -> GatewayKey | None:
+        """The one gateway key with a private half (None if there is none)."""
+        own = [k for k in self.gateway.values() if k.private is not None]
+        return own[0] if len(own) == 1 else None
+
+
+def _gateway_section(raw: object, source: str) -> dict[str, GatewayKey]:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: gateway", "must be a table of key ids")
+    out: dict[str, GatewayKey] = {}
+    for key_id, body in raw.items():
+        where = f"{source}: gateway.{key_id}"
+        if not isinstance(body, dict) or not (set(body) & {"secret", "public"}):
+            raise ConfigError(where, 'needs secret = "<64 hex>" (gateway) or public = "<64 hex>" (stations)')
+        unknown = set(body) - {"secret", "public"}
+        if unknown:
+            raise ConfigError(f"{where}.{sorted(unknown)[0]}", "unknown key")
+        vals: dict[str, bytes] = {}
+        for name in ("secret", "public"):
+            if name in body:
+                try:
+                    vals[name] = bytes.fromhex(str(body[name]))
+                except ValueError:
+                    raise ConfigError(f"{where}.{name}", "not a hex string") from None
+                if len(vals[name]) != 32:
+                    raise ConfigError(f"{where}.{name}", f"{len(vals[name])} bytes, need 32 (Ed25519)")
+        private = vals.get("secret")
+        public = vals.get("public")
+        if private is not None:
+            derived = (
+                Ed25519PrivateKey.from_private_bytes(private)
+                .public_key()
+                .public_bytes(Encoding.Raw, PublicFormat.Raw)
+            )
+            if public is not None and public != derived:
+                raise ConfigError(f"{where}.public", "does not belong to the secret")
+            public = derived
+        assert public is not None
+        out[str(key_id)] = GatewayKey(str(key_id), public, private)
+    return out
 
 
 def _section(raw: object, kind: str, source: str) -> dict[str, Key]:
@@ -75,11 +140,13 @@ def _section(raw: object, kind: str, source: str) -> dict[str, Key]:
 
 def parse_keys(raw: dict[str, object], source: str = "keys") -> KeyRing:
     """Validate a parsed keys document."""
-    unknown = set(raw) - {"operator", "launcher"}
+    unknown = set(raw) - {"operator", "launcher", "gateway"}
     if unknown:
-        raise ConfigError(f"{source}: {sorted(unknown)[0]}", "unknown section (operator, launcher)")
+        raise ConfigError(f"{source}: {sorted(unknown)[0]}", "unknown section (operator, launcher, gateway)")
     return KeyRing(
-        _section(raw.get("operator"), "operator", source), _section(raw.get("launcher"), "launcher", source)
+        _section(raw.get("operator"), "operator", source),
+        _section(raw.get("launcher"), "launcher", source),
+        _gateway_section(raw.get("gateway"), source),
     )
 
 

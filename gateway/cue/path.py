@@ -19,6 +19,7 @@ fails, the core drops to HOLD for good and nothing is sent.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import time
@@ -27,12 +28,15 @@ from collections.abc import Callable
 
 from gateway.bus import FullPolicy, Subscription, Topic
 from gateway.config import MqttConfig
-from gateway.cue.audit import AuditError, AuditLog
-from gateway.cue.book import Effect, Now, Publish, SendCancel, SendCue
+from gateway.cue.audit import AuditError, AuditLog, audit_head_key
+from gateway.cue.book import LIVE, Effect, Now, Publish, SendCancel, SendCue
 from gateway.cue.config import CueConfig
 from gateway.cue.core import CueCore
+from gateway.cue.intake import Intake
 from gateway.cue.keys import KeyRing, load_keys
 from gateway.cue.link import Ack, Heartbeat, LauncherEvent, LauncherLink, LinkState, ReplyRejected
+from gateway.cue.local_hold import LocalHoldServer
+from gateway.cue.outputs import OutputSigner
 from gateway.outputs.mqtt import Outgoing
 from gateway.outputs.session import MqttSession
 from hilgw.errors import HilgwError
@@ -81,6 +85,15 @@ class CueTopics:
 
 
 _Item = tuple[str, object]
+#: Rejections answered on the result topic per second (more are counted, not answered):
+#: a flood must not crowd the authority state out of the MQTT queue.
+_ANSWER_RATE = 50.0
+_SUMMARY_PERIOD_NS = 1_000_000_000  # rejection summaries: at most one audit record a second
+#: The retained state is republished (signed, with a fresh time_ns) this often, so
+#: a reader can tell a live gateway from the last words of a dead one.
+STATE_REPUBLISH_S = 2.0
+_SIGNED_KINDS = ("authority", "cues", "result")
+_HOLD = cue_pb2.AUTHORITY_HOLD
 
 
 class CuePath:
@@ -117,6 +130,20 @@ class CuePath:
         self.mqtt_connected = asyncio.Event()
         self.send_errors = 0
         self._inbox: deque[_Item] = deque()
+        #: Commands that lower the authority, and local holds: taken before anything queued.
+        self._priority: deque[_Item] = deque()
+        #: Cheap pre-checks and per-reason counts of operator commands (gateway.cue.intake).
+        self.intake = Intake()
+        self.unanswered = 0  # rejections counted but not answered (rate limit)
+        self.faults = 0  # event handlers that raised and were contained (HOLD, audited)
+        self.running = False
+        self.latches = 0  # HOLD latches set (local switch, verified HOLD commands)
+        self.last_latch_ns = 0
+        self._answer_tokens = _ANSWER_RATE
+        self._answer_mono = 0
+        self._summary_mono = 0
+        self._republish_mono = 0
+        self._signer: OutputSigner | None = None
         self._wake = asyncio.Event()
         #: The gateway's shared MQTT session; None: the path opens its own (tests, tools).
         self._shared_session = session
@@ -157,8 +184,94 @@ class CuePath:
         self._put(("launcher", event))
 
     def command(self, kind: str, payload: bytes) -> None:
-        """An operator command from any transport (``kind``: "authority" or "cue")."""
-        self._put((kind, payload))
+        """An operator command from any transport (``kind``: "authority" or "cue").
+
+        Never raises and never touches the disk: the cheap checks of
+        :class:`~gateway.cue.intake.Intake` run here, at arrival; a rejection is
+        counted (summarised in the audit once a second) and answered (rate
+        limited); a command that passes goes to the core, on the priority lane
+        if it lowers the authority.
+        """
+        core = self.core
+        if core is None:  # not started: the core checks (and journals) it at start
+            self._put((kind, (payload, None)))
+            return
+        now = self.clock()
+        chk = self.intake.check(kind, payload, core.verifier, now.wall_ns, core.authority.value)
+        if chk.reason:
+            self._answer_rejection(chk.kind, chk.reason, chk.command, now)
+            return
+        item = (kind, (payload, chk.command))
+        if chk.lowers:
+            if isinstance(chk.command, cue_pb2.AuthorityCommand) and chk.command.requested == _HOLD:
+                self.latch()  # verified: no cue leaves from now, before the queue is even looked at
+            self._priority.append(item)
+            self._wake.set()
+        else:
+            self._put(item)
+
+    def latch(self) -> None:
+        """No cue leaves from this instant (any thread; gateway.cue.local_hold)."""
+        core = self.core
+        if core is not None:
+            core.latched = True
+            self.latches += 1
+            self.last_latch_ns = time.time_ns()
+
+    def _submit_local(self, source: str, fut: concurrent.futures.Future[str] | None) -> None:
+        """A local HOLD (socket or signal), in the loop: onto the priority lane."""
+        if self.core is None or not self.running:
+            if fut is not None and not fut.done():
+                fut.set_result("ERR cue path not running (it starts in HOLD)")
+            return
+        self._priority.append(("local_hold", (source, fut)))
+        self._wake.set()
+
+    def health_reasons(self) -> list[str]:
+        """Why the cue path is not healthy (empty when it is): for ``/healthz``."""
+        core = self.core
+        if core is None or not self.running:
+            return ["cue path not running"]
+        if not core.audit_ok:
+            return ["cue path: audit log failed (HOLD until restart)"]
+        return []
+
+    def _answer_rejection(self, kind: str, reason: str, cmd: object, now: Now) -> None:
+        """Publish a CommandResult for a rejected command, at most ``_ANSWER_RATE``/s."""
+        elapsed = (now.mono_ns - self._answer_mono) * 1e-9
+        self._answer_mono = now.mono_ns
+        self._answer_tokens = min(_ANSWER_RATE, self._answer_tokens + elapsed * _ANSWER_RATE)
+        if self._answer_tokens < 1.0:
+            self.unanswered += 1
+            return
+        self._answer_tokens -= 1.0
+        res = cue_pb2.CommandResult(
+            kind=kind[:16], accepted=False, reason=reason, time_ns=now.wall_ns, gateway_id=self.gateway_id
+        )
+        if isinstance(cmd, cue_pb2.AuthorityCommand | cue_pb2.CueCommand):
+            res.operator_id, res.key_id, res.sequence = cmd.operator_id[:64], cmd.key_id[:64], cmd.sequence
+            if isinstance(cmd, cue_pb2.CueCommand):
+                res.cue_id = cmd.cue_id
+        p = self._publish_result(res)
+        self.out.publish(p)
+        self._enqueue_mqtt(p)
+
+    def _publish_result(self, res: cue_pb2.CommandResult) -> Publish:
+        return self._signed(Publish("result", res))
+
+    def _republish(self, core: CueCore) -> None:
+        """The retained state again, signed with a fresh time (MQTT only)."""
+        self._enqueue_mqtt(self._signed(Publish("authority", core.authority_state(), retain=True)))
+        self._enqueue_mqtt(self._signed(Publish("cues", core.cue_list(), retain=True)))
+
+    def _signed(self, p: Publish) -> Publish:
+        """Sign what operators read (gateway.cue.outputs); the authority state gets
+        the time of publication first, so its age tells whether the gateway lives."""
+        if p.kind in _SIGNED_KINDS and self._signer is not None:
+            if isinstance(p.message, cue_pb2.AuthorityState):
+                p.message.time_ns = time.time_ns()
+            self._signer.sign(p.message)
+        return p
 
     def _put(self, item: _Item) -> None:
         self._inbox.append(item)  # unbounded on purpose: acks and commands must not be lost
@@ -168,7 +281,14 @@ class CuePath:
 
     def _open(self) -> CueCore:
         keys = self._keys or load_keys(self.config.keys_file)
-        audit, history = AuditLog.open(self.config.audit_path, fsync=self.fsync)
+        gw_key = keys.signing_key()
+        self._signer = OutputSigner(gw_key) if gw_key is not None else None
+        if gw_key is None:
+            log.warning("cue path: no [gateway.<id>] secret in the keys file: outputs unsigned")
+        head_key = audit_head_key(gw_key.private) if gw_key is not None and gw_key.private else None
+        audit, history = AuditLog.open(
+            self.config.audit_path, fsync=self.fsync, head_key=head_key, max_bytes=self.config.audit_max_bytes
+        )
         core = CueCore(self.config, keys, self.gateway_id, audit, self.clock(), history)
         log.info("cue path: HOLD at start; audit %s (%d records)", self.config.audit_path, audit.count)
         return core
@@ -176,16 +296,23 @@ class CuePath:
     async def run(self) -> None:
         """Run until cancelled. A failure ends the task (the supervisor restarts it in HOLD)."""
         self.core = core = self._open()  # before subscribing: a failure leaves no stray subscription
+        self.running = True
         tracks = self._tracks_topic.subscribe(
             "cue", maxsize=8, policy=FullPolicy.DROP_OLDEST, wake=self._wake
         )
         health = None
         if self._health_topic is not None:
             health = self._health_topic.subscribe("cue", maxsize=1024, wake=self._wake)
+        local = LocalHoldServer(
+            self.config.local_hold_socket,
+            self.latch,
+            self._submit_local,
+            use_signal=self.config.local_hold_signal,
+        )
         unhook: list[Callable[[], None]] = []
         try:
-            await self._execute(core.tick(self.clock()))
-            async with asyncio.TaskGroup() as tg:
+            await self._execute(core.tick(self.clock()))  # HOLD, and cancels of a previous run's cues
+            async with local, asyncio.TaskGroup() as tg:
                 if self.mqtt is not None and self.mqtt.enabled:
                     session = self.session = self._shared_session or MqttSession(
                         self.mqtt,
@@ -199,14 +326,26 @@ class CuePath:
                 if self.config.inhibit.time_sync.kind == "command":
                     tg.create_task(self._time_sync_loop(), name="cue:timesync")
                 tg.create_task(self._loop(core, tracks, health), name="cue:loop")
+        except BaseException as exc:
+            await self._stopping(core, exc)
+            raise
         finally:
+            self.running = False
+            for _, item in self._priority:  # local holds still waiting: answer them
+                fut = item[1] if isinstance(item, tuple) else None
+                if isinstance(fut, concurrent.futures.Future) and not fut.done():
+                    fut.set_result("ERR cue path stopped (HOLD until restart)")
+            self._priority.clear()
             for undo in unhook:
                 undo()
             self.mqtt_connected.clear()
             tracks.close()
             if health is not None:
                 health.close()
-            core.audit.close()
+            try:
+                core.audit.close()
+            except AuditError as exc:  # already HOLD and unhealthy; stopping must not fail on it
+                log.error("cue path: closing the audit log: %s", exc)
             # Down (failed, or stopping): nothing can be cued until a restart,
             # which comes up in HOLD; the display and metrics say so now.
             down = cue_pb2.AuthorityState(
@@ -235,22 +374,91 @@ class CuePath:
                     await self._wake.wait()
             self._wake.clear()
             now = self.clock()
+            await self._drain_priority(core)
             for batch in tracks.get_all()[-1:]:  # only the freshest picture matters
-                await self._execute(core.on_tracks(batch, now))
+                await self._guarded(core, "tracks", core.on_tracks, batch, self.clock())
             if health is not None:
                 for h in health.get_all():
-                    await self._execute(core.on_sensor_health(h.device_id, h.state in _ALIVE, now))
+                    alive = h.state in _ALIVE
+                    await self._guarded(core, "health", core.on_sensor_health, h.device_id, alive, now)
             while self._inbox:
+                await self._drain_priority(core)  # a lowering command never waits behind the queue
                 kind, item = self._inbox.popleft()
-                await self._execute(self._dispatch(core, kind, item, self.clock()))
-            await self._execute(self._link_policy(core, self.clock()))
-            await self._execute(core.tick(self.clock()))
+                await self._guarded(core, kind, self._dispatch, core, kind, item, self.clock())
+            now = self.clock()
+            if now.mono_ns - self._summary_mono >= _SUMMARY_PERIOD_NS:
+                summary = self.intake.take_summary()
+                if summary is not None:
+                    self._summary_mono = now.mono_ns
+                    summary["unanswered"] = self.unanswered
+                    await self._guarded(core, "summary", self._summarise, core, now, summary)
+            if now.mono_ns - self._republish_mono >= STATE_REPUBLISH_S * 1e9:
+                self._republish_mono = now.mono_ns
+                self._republish(core)
+            await self._guarded(core, "link", self._link_policy, core, self.clock())
+            await self._guarded(core, "tick", core.tick, self.clock())
+
+    async def _drain_priority(self, core: CueCore) -> None:
+        while self._priority:
+            kind, item = self._priority.popleft()
+            if kind == "local_hold" and isinstance(item, tuple):
+                source, fut = item
+                await self._guarded(core, kind, core.local_hold, self.clock(), str(source))
+                if isinstance(fut, concurrent.futures.Future) and not fut.done():
+                    ok = core.audit_ok and core.authority.value == cue_pb2.AUTHORITY_HOLD
+                    fut.set_result(f"OK HOLD {core.audit.count}" if ok else "ERR audit log failed; HOLD")
+            else:
+                await self._guarded(core, kind, self._dispatch, core, kind, item, self.clock())
+            if not self._priority:
+                core.latched = False  # the HOLD is journaled and the authority says so now
+
+    @staticmethod
+    def _summarise(core: CueCore, now: Now, summary: dict[str, object]) -> list[Effect]:
+        return core.note(now, "commands_rejected", **summary)
+
+    async def _guarded(
+        self, core: CueCore, where: str, handle: Callable[..., list[Effect]], *args: object
+    ) -> None:
+        """Run one event handler; if it raises (a bug, or an input nobody foresaw),
+        contain it: HOLD, live cues cancelled, the fault journaled, the path goes on
+        (issue 23 §2). A fault while containing one ends the task (supervisor: HOLD)."""
+        try:
+            effects = handle(*args)
+        except Exception as exc:
+            self.faults += 1
+            log.exception("cue path: %s handler failed; HOLD", where)
+            effects = core.contain_fault(self.clock(), where, f"{type(exc).__name__}: {exc}"[:300])
+        await self._execute(effects)
+
+    async def _stopping(self, core: CueCore, exc: BaseException) -> None:
+        """The task is ending (cancelled, or failed): journal the rejections not yet
+        summarised, cancel live cues, journal why."""
+        if not core.audit_ok:
+            return
+        effects: list[Effect] = []
+        summary = self.intake.take_summary()
+        with contextlib.suppress(Exception):
+            if summary is not None:
+                effects += self._summarise(core, self.clock(), {**summary, "unanswered": self.unanswered})
+            if any(c.status in LIVE for c in core.cues.values()):
+                stopped = isinstance(exc, asyncio.CancelledError)
+                why = "stopped" if stopped else f"{type(exc).__name__}: {exc}"
+                kind = "stopped" if stopped else "fault"
+                effects += core.contain_fault(self.clock(), "cue path ending", why[:300], kind=kind)
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            async with asyncio.timeout(0.5):  # bounded: links may be going away too
+                await self._execute(effects)
 
     def _dispatch(self, core: CueCore, kind: str, item: object, now: Now) -> list[Effect]:
-        if kind == "authority" and isinstance(item, bytes):
-            return core.on_authority_command(item, now)
-        if kind == "cue" and isinstance(item, bytes):
-            return core.on_cue_command(item, now)
+        if kind in ("authority", "cue") and isinstance(item, tuple):
+            payload, cmd = item
+            try:
+                if kind == "authority":
+                    return core.on_authority_command(payload, now)
+                return core.on_cue_command(payload, now)
+            finally:
+                if cmd is not None:
+                    self.intake.done(cmd)
         if kind == "operator_link" and isinstance(item, tuple):
             return core.on_operator_link(bool(item[0]), str(item[1]), now)
         if kind == "timesync" and isinstance(item, tuple):
@@ -280,6 +488,7 @@ class CuePath:
             if isinstance(eff, SendCue | SendCancel):
                 await self._send(eff)
             else:
+                self._signed(eff)
                 self.out.publish(eff)
                 self._enqueue_mqtt(eff)
                 if isinstance(eff.message, cue_pb2.AuthorityState):
@@ -371,8 +580,10 @@ class CuePath:
             self._link_down_since = None
             self._link_lost_acted = False
             if self.core is not None:  # the retained state is current after a reconnect
-                self._enqueue_mqtt(Publish("authority", self.core.authority_state(), retain=True))
-                self._enqueue_mqtt(Publish("cues", self.core.cue_list(), retain=True))
+                self._enqueue_mqtt(
+                    self._signed(Publish("authority", self.core.authority_state(), retain=True))
+                )
+                self._enqueue_mqtt(self._signed(Publish("cues", self.core.cue_list(), retain=True)))
         else:
             self.mqtt_connected.clear()
             self._link_down_since = self.clock().mono_ns

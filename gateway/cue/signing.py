@@ -87,9 +87,10 @@ def _fields(msg: Message, skip: str | None = None) -> bytes:
     return bytes(out)
 
 
-def canonical_bytes(msg: Message) -> bytes:
-    """The bytes a signed message's MAC covers (every field but ``mac``)."""
-    return msg.DESCRIPTOR.full_name.encode("ascii") + b"\x00" + _fields(msg, skip="mac")
+def canonical_bytes(msg: Message, skip: str = "mac") -> bytes:
+    """The bytes a signed message's MAC covers (every field but ``skip``: ``mac``, or
+    ``signature`` for the gateway's Ed25519-signed outputs)."""
+    return msg.DESCRIPTOR.full_name.encode("ascii") + b"\x00" + _fields(msg, skip=skip)
 
 
 def compute_mac(msg: Message, secret: bytes) -> bytes:

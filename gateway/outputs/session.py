@@ -64,6 +64,8 @@ from gateway.outputs.mqtt import Outgoing, Topics, cancel_safe, publish, tls_con
 __all__ = ["CRITICAL_KINDS", "BrokerAddress", "MqttSession", "Subscription", "broker_addresses"]
 
 log = logging.getLogger(__name__)
+#: Incoming messages dispatched per loop turn at most, beyond the one aiomqtt hands over.
+_DRAIN_PER_TURN = 256
 
 #: Message kinds that are never dropped (docs/topics.md, docs/cue-path.md §8).
 CRITICAL_KINDS = frozenset({"cue", "ack", "authority", "cues", "result", "status"})
@@ -326,21 +328,45 @@ class MqttSession:
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         """Dispatch incoming messages; raises MqttError when the connection drops."""
-        async for msg in client.messages:
-            payload = msg.payload if isinstance(msg.payload, bytes) else b""
-            matched = False
-            for sub in list(self._subs):
-                if msg.topic.matches(sub.topic):
-                    matched = True
-                    try:
-                        sub.handler(msg.topic.value, payload)
-                        self.received["handled"] += 1
-                    except Exception:  # a handler's bug must not end the connection
-                        self.received["handler_error"] += 1
-                        log.exception("mqtt: handler for %s failed", sub.topic)
-            if not matched:
-                self.received["unmatched"] += 1
+        queued = client._queue  # aiomqtt's incoming queue, private: see below
+        try:
+            async for msg in client.messages:
+                self._dispatch(msg)
+                # aiomqtt hands over one message per several loop turns (a task and an
+                # asyncio.wait each) while paho reads many per turn: under a flood the
+                # queue grew without bound and a HOLD behind it waited for seconds
+                # (issue 23 §1). Take what is queued already in the same turn.
+                for _ in range(_DRAIN_PER_TURN):  # bounded: other tasks (a local HOLD) get turns too
+                    if queued.empty():
+                        break
+                    self._dispatch(queued.get_nowait())
+        except aiomqtt.MqttError:
+            self._drain_after_loss(queued)
+            raise
+        self._drain_after_loss(queued)
         raise aiomqtt.MqttError("message stream ended")  # aiomqtt ends iteration on a lost link
+
+    def _drain_after_loss(self, queued: asyncio.Queue[aiomqtt.Message]) -> None:
+        """The link is gone, but paho acknowledged (PUBACK) what it read already: the
+        broker will not send those again, so they are handled now, not dropped with
+        this connection's client (under a flood a HOLD could be among them, issue 23)."""
+        while not queued.empty():
+            self._dispatch(queued.get_nowait())
+
+    def _dispatch(self, msg: aiomqtt.Message) -> None:
+        payload = msg.payload if isinstance(msg.payload, bytes) else b""
+        matched = False
+        for sub in list(self._subs):
+            if msg.topic.matches(sub.topic):
+                matched = True
+                try:
+                    sub.handler(msg.topic.value, payload)
+                    self.received["handled"] += 1
+                except Exception:  # a handler's bug must not end the connection
+                    self.received["handler_error"] += 1
+                    log.exception("mqtt: handler for %s failed", sub.topic)
+        if not matched:
+            self.received["unmatched"] += 1
 
     async def _subscriber(self, client: aiomqtt.Client) -> None:
         """(Re)subscribe every filter on connect and whenever one is added."""

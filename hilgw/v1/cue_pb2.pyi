@@ -139,6 +139,9 @@ class AuthorityState(_message.Message):
     SEQUENCE_FIELD_NUMBER: _builtins.int
     GATEWAY_ID_FIELD_NUMBER: _builtins.int
     INHIBITS_FIELD_NUMBER: _builtins.int
+    TIME_NS_FIELD_NUMBER: _builtins.int
+    GATEWAY_KEY_ID_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
     authority: Global___Authority.ValueType
     since_time_ns: _builtins.int
     changed_by: _builtins.str
@@ -147,6 +150,14 @@ class AuthorityState(_message.Message):
     sequence: _builtins.int
     """command sequence that made the change (0: none)"""
     gateway_id: _builtins.str
+    time_ns: _builtins.int
+    """UTC ns when published (republished every few seconds:"""
+    gateway_key_id: _builtins.str
+    """an old time_ns means the gateway is offline)
+    the gateway's signing key ([gateway.<id>] in the keys file)
+    """
+    signature: _builtins.bytes
+    """Ed25519 over the canonical bytes (docs/cue-path.md §3)"""
     @_builtins.property
     def inhibits(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """active inhibits, "launcher:<id>:<why>", "timesync", ..."""
@@ -161,10 +172,13 @@ class AuthorityState(_message.Message):
         sequence: _builtins.int = ...,
         gateway_id: _builtins.str = ...,
         inhibits: _abc.Iterable[_builtins.str] | None = ...,
+        time_ns: _builtins.int = ...,
+        gateway_key_id: _builtins.str = ...,
+        signature: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["authority", b"authority", "changed_by", b"changed_by", "gateway_id", b"gateway_id", "inhibits", b"inhibits", "reason", b"reason", "sequence", b"sequence", "since_time_ns", b"since_time_ns"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authority", b"authority", "changed_by", b"changed_by", "gateway_id", b"gateway_id", "gateway_key_id", b"gateway_key_id", "inhibits", b"inhibits", "reason", b"reason", "sequence", b"sequence", "signature", b"signature", "since_time_ns", b"since_time_ns", "time_ns", b"time_ns"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -232,6 +246,9 @@ class CueCommand(_message.Message):
     MAC_FIELD_NUMBER: _builtins.int
     GATEWAY_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    TRACK_ID_FIELD_NUMBER: _builtins.int
+    STATE_DIGEST_FIELD_NUMBER: _builtins.int
+    EXPIRES_NS_FIELD_NUMBER: _builtins.int
     action: Global___CueAction.ValueType
     cue_id: _builtins.int
     operator_id: _builtins.str
@@ -242,6 +259,13 @@ class CueCommand(_message.Message):
     mac: _builtins.bytes
     gateway_id: _builtins.str
     reason: _builtins.str
+    track_id: _builtins.int
+    """An approval binds what the operator saw (docs/cue-path.md §4): the cue's
+    track, the digest of its cued state (CueRecord.state_digest) and an expiry.
+    """
+    state_digest: _builtins.bytes
+    expires_ns: _builtins.int
+    """UTC ns after which the approval is refused"""
     def __init__(
         self,
         *,
@@ -254,10 +278,13 @@ class CueCommand(_message.Message):
         mac: _builtins.bytes = ...,
         gateway_id: _builtins.str = ...,
         reason: _builtins.str = ...,
+        track_id: _builtins.int = ...,
+        state_digest: _builtins.bytes = ...,
+        expires_ns: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "cue_id", b"cue_id", "gateway_id", b"gateway_id", "key_id", b"key_id", "mac", b"mac", "operator_id", b"operator_id", "reason", b"reason", "sequence", b"sequence", "timestamp_ns", b"timestamp_ns"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "cue_id", b"cue_id", "expires_ns", b"expires_ns", "gateway_id", b"gateway_id", "key_id", b"key_id", "mac", b"mac", "operator_id", b"operator_id", "reason", b"reason", "sequence", b"sequence", "state_digest", b"state_digest", "timestamp_ns", b"timestamp_ns", "track_id", b"track_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -280,6 +307,8 @@ class CommandResult(_message.Message):
     CUE_ID_FIELD_NUMBER: _builtins.int
     TIME_NS_FIELD_NUMBER: _builtins.int
     GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    GATEWAY_KEY_ID_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
     """"authority" or "cue" """
     accepted: _builtins.bool
@@ -291,6 +320,9 @@ class CommandResult(_message.Message):
     cue_id: _builtins.int
     time_ns: _builtins.int
     gateway_id: _builtins.str
+    gateway_key_id: _builtins.str
+    """signed by the gateway: see AuthorityState"""
+    signature: _builtins.bytes
     def __init__(
         self,
         *,
@@ -303,10 +335,12 @@ class CommandResult(_message.Message):
         cue_id: _builtins.int = ...,
         time_ns: _builtins.int = ...,
         gateway_id: _builtins.str = ...,
+        gateway_key_id: _builtins.str = ...,
+        signature: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "cue_id", b"cue_id", "gateway_id", b"gateway_id", "key_id", b"key_id", "kind", b"kind", "operator_id", b"operator_id", "reason", b"reason", "sequence", b"sequence", "time_ns", b"time_ns"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "cue_id", b"cue_id", "gateway_id", b"gateway_id", "gateway_key_id", b"gateway_key_id", "key_id", b"key_id", "kind", b"kind", "operator_id", b"operator_id", "reason", b"reason", "sequence", b"sequence", "signature", b"signature", "time_ns", b"time_ns"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -467,6 +501,7 @@ class CueRecord(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
     VALID_UNTIL_NS_FIELD_NUMBER: _builtins.int
+    STATE_DIGEST_FIELD_NUMBER: _builtins.int
     cue_id: _builtins.int
     launcher_id: _builtins.str
     system_track_id: _builtins.int
@@ -477,6 +512,8 @@ class CueRecord(_message.Message):
     attempts: _builtins.int
     sequence: _builtins.int
     valid_until_ns: _builtins.int
+    state_digest: _builtins.bytes
+    """SHA-256 of the cued state (gateway.cue.outputs.state_digest)"""
     def __init__(
         self,
         *,
@@ -490,10 +527,11 @@ class CueRecord(_message.Message):
         attempts: _builtins.int = ...,
         sequence: _builtins.int = ...,
         valid_until_ns: _builtins.int = ...,
+        state_digest: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "created_time_ns", b"created_time_ns", "cue_id", b"cue_id", "detail", b"detail", "launcher_id", b"launcher_id", "sequence", b"sequence", "status", b"status", "system_track_id", b"system_track_id", "updated_time_ns", b"updated_time_ns", "valid_until_ns", b"valid_until_ns"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "created_time_ns", b"created_time_ns", "cue_id", b"cue_id", "detail", b"detail", "launcher_id", b"launcher_id", "sequence", b"sequence", "state_digest", b"state_digest", "status", b"status", "system_track_id", b"system_track_id", "updated_time_ns", b"updated_time_ns", "valid_until_ns", b"valid_until_ns"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -509,9 +547,14 @@ class CueList(_message.Message):
     TIME_NS_FIELD_NUMBER: _builtins.int
     AUTHORITY_FIELD_NUMBER: _builtins.int
     CUES_FIELD_NUMBER: _builtins.int
+    GATEWAY_KEY_ID_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
     gateway_id: _builtins.str
     time_ns: _builtins.int
     authority: Global___Authority.ValueType
+    gateway_key_id: _builtins.str
+    """signed by the gateway: see AuthorityState"""
+    signature: _builtins.bytes
     @_builtins.property
     def cues(self) -> _containers.RepeatedCompositeFieldContainer[Global___CueRecord]: ...
     def __init__(
@@ -521,10 +564,12 @@ class CueList(_message.Message):
         time_ns: _builtins.int = ...,
         authority: Global___Authority.ValueType = ...,
         cues: _abc.Iterable[Global___CueRecord] | None = ...,
+        gateway_key_id: _builtins.str = ...,
+        signature: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["authority", b"authority", "cues", b"cues", "gateway_id", b"gateway_id", "time_ns", b"time_ns"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authority", b"authority", "cues", b"cues", "gateway_id", b"gateway_id", "gateway_key_id", b"gateway_key_id", "signature", b"signature", "time_ns", b"time_ns"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

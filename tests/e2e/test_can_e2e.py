@@ -59,7 +59,9 @@ async def collect(reports: Topic[ReportsIn], n: int, within_s: float) -> int:
 @pytest.mark.parametrize("fd", [False, True], ids=["classic", "fd"])
 async def test_in_process_virtual_bus(fd: bool) -> None:
     chan = f"e2e-{next(_chan)}"
-    driver, reports = make_driver({"kind": "can", "interface": "virtual", "channel": chan, "poll_s": 0.01})
+    driver, reports = make_driver(
+        {"kind": "can", "interface": "virtual", "channel": chan, "fd": fd, "poll_s": 0.01}
+    )
     args = ["--channel", chan, "--synthetic", "20", "--rate-hz", "20", "--duplicate", "0.05", "--shuffle"]
     ns = build_parser().parse_args([*args, "--fd"] if fd else args)
     stop = asyncio.Event()

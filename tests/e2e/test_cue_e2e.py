@@ -234,7 +234,7 @@ async def test_cue_path_end_to_end(mosquitto: Mosquitto, tmp_path: Path) -> None
         "cue_sent",
         "acked",
         "cancel_sent",
-        "command_rejected",
+        "commands_rejected",  # the replay: pre-checked, counted, summarised (not one record each)
     ):
         assert k in kinds, k
     assert kinds.count("startup") == 2

@@ -15,8 +15,9 @@ from gateway.cue.authority import parse_authority
 from gateway.cue.book import Effect, Now, Publish, SendCancel, SendCue
 from gateway.cue.config import CueConfig
 from gateway.cue.core import CueCore
-from gateway.cue.keys import Key, KeyRing
+from gateway.cue.keys import Key, KeyRing, parse_keys
 from gateway.cue.memory_link import FakeLauncher
+from gateway.cue.outputs import state_digest
 from gateway.cue.signing import sign
 from hilgw.v1 import cue_pb2, track_pb2
 
@@ -27,9 +28,11 @@ OP_SECRET = bytes.fromhex("11" * 32)
 OP2_SECRET = bytes.fromhex("22" * 32)
 L1_SECRET = bytes.fromhex("a1" * 32)
 L2_SECRET = bytes.fromhex("a2" * 32)
+GW_SEED = bytes.fromhex("33" * 32)  # the gateway's Ed25519 signing seed ([gateway.gw-key])
 KEYS = KeyRing(
     operator={"op-alice": Key("op-alice", OP_SECRET, "alice"), "op-any": Key("op-any", OP2_SECRET)},
     launcher={"lk-1": Key("lk-1", L1_SECRET), "lk-2": Key("lk-2", L2_SECRET)},
+    gateway=parse_keys({"gateway": {"gw-key": {"secret": GW_SEED.hex()}}}).gateway,
 )
 SITE1 = (54.0, 10.0, 0.0)
 SITE2 = (55.0, 12.0, 0.0)
@@ -133,11 +136,18 @@ def cue_command(
     key_id: str = "op-alice",
     secret: bytes = OP_SECRET,
     operator: str = "alice",
+    bind: CueCore | None = None,
 ) -> cue_pb2.CueCommand:
+    """A signed approve/reject; ``bind``: take the track and state digest of the cue
+    from this core, as an operator's CLI takes them from the signed cue list."""
     action = cue_pb2.CUE_ACTION_APPROVE if approve else cue_pb2.CUE_ACTION_REJECT
     cmd = cue_pb2.CueCommand(
         action=action, cue_id=cue_id, operator_id=operator, sequence=seq, timestamp_ns=t_ns, gateway_id=GW
     )
+    cue = bind.cues.get(cue_id) if bind is not None else None
+    if cue is not None and cue.message is not None:
+        cmd.track_id, cmd.state_digest = cue.track_id, state_digest(cue.message)
+        cmd.expires_ns = t_ns + 30 * 10**9
     sign(cmd, key_id, secret)
     return cmd
 
@@ -210,7 +220,7 @@ class Harness:
 
     def approve(self, cue_id: int, approve: bool = True) -> None:
         self.seq += 1
-        cmd = cue_command(approve, cue_id, self.seq, self.now.wall_ns)
+        cmd = cue_command(approve, cue_id, self.seq, self.now.wall_ns, bind=self.core)
         self.apply(self.core.on_cue_command(cmd.SerializeToString(), self.now))
 
     def kinds(self) -> list[str]:

@@ -137,8 +137,20 @@ def test_forged_high_sequence_does_not_lock_out_the_operator() -> None:
 def test_freshness_window_edges() -> None:
     h = Harness()
     assert _send(h, authority_command("auto_cue", 1, h.now.wall_ns - 5 * 10**9)).accepted  # exactly max age
-    assert _send(h, authority_command("hold", 2, h.now.wall_ns - 5 * 10**9 - 1)).reason == "stale"
+    assert _send(h, authority_command("auto_cue", 2, h.now.wall_ns - 5 * 10**9 - 1)).reason == "stale"
     assert _send(h, authority_command("hold", 3, h.now.wall_ns + 2 * 10**9)).accepted  # exactly max future
+
+
+def test_a_late_hold_is_still_a_hold_but_not_a_replay() -> None:
+    """A HOLD held up (behind a flood) past the freshness window still takes effect;
+    a raise that late does not; the same HOLD again is a replay."""
+    h = Harness()
+    assert _send(h, authority_command("auto_cue", 1, h.now.wall_ns)).accepted
+    late = authority_command("hold", 2, h.now.wall_ns - 60 * 10**9)
+    assert _send(h, late).accepted
+    assert h.core.authority.value == cue_pb2.AUTHORITY_HOLD
+    assert _send(h, late).reason == "replayed"
+    assert _send(h, authority_command("cue_on_approval", 3, h.now.wall_ns - 60 * 10**9)).reason == "stale"
 
 
 def test_restart_is_hold_and_replay_after_restart_is_rejected(tmp_path: Path) -> None:
@@ -265,8 +277,11 @@ def test_missing_launcher_key_is_a_config_error() -> None:
         CueCore(cue_config(), KeyRing(operator=KEYS.operator), GW, AuditLog(None), Now(T0, M0))
 
 
-def _cli_config(tmp_path: Path, port: int) -> Path:
-    keys = _write_keys(tmp_path, GOOD_KEYS)
+def _cli_config(tmp_path: Path, port: int, *, gateway_key: bool = True) -> Path:
+    public = KEYS.gateway["gw-key"].public.hex()  # an operator station holds only the public half
+    keys = _write_keys(
+        tmp_path, GOOD_KEYS + (f'[gateway.gw-key]\npublic = "{public}"\n' if gateway_key else "")
+    )
     cfg = tmp_path / "gw.toml"
     cfg.write_text(
         f'gateway_id = "gw"\n[mqtt]\nport = {port}\n[cue]\nkeys_file = "{keys}"\n'
@@ -295,3 +310,14 @@ def test_cli_errors_are_one_line(
     err = capsys.readouterr().err.strip()
     assert match in err
     assert "\n" not in err
+
+
+def test_cli_without_a_gateway_key_refuses_to_believe_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.cli import main
+    from tests.conftest import free_port
+
+    cfg = _cli_config(tmp_path, free_port(), gateway_key=False)
+    assert main(["authority", "show", "--config", str(cfg)]) == 2
+    assert "no [gateway.<id>] key" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sys
 from typing import Any
 
 import can
@@ -215,3 +216,22 @@ def test_registry_and_config() -> None:
         }
     )
     assert conf.devices[1].cue_keys == {7: "hex:" + "00" * 32}
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="IP_MULTICAST_ALL is Linux's (ip(7))")
+def test_a_udp_multicast_socket_is_kept_to_its_own_groups() -> None:
+    """isolate_multicast clears IP_MULTICAST_ALL on the bus's own socket (it defaults to 1)."""
+    import socket
+
+    from gateway.transports.can import isolate_multicast
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        assert sock.getsockopt(socket.IPPROTO_IP, 49) == 1
+
+        class Bus:
+            def fileno(self) -> int:
+                return sock.fileno()
+
+        isolate_multicast(Bus())  # type: ignore[arg-type]
+        assert sock.getsockopt(socket.IPPROTO_IP, 49) == 0
+        sock.getsockname()  # still open: only a duplicate handle was closed

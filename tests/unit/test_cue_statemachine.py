@@ -371,10 +371,12 @@ class CuePathMachine(RuleBasedStateMachine):
 
     def _valid(self, cmd: cue_pb2.AuthorityCommand | cue_pb2.CueCommand, forged: bool) -> bool:
         age = self.h.now.wall_ns - cmd.timestamp_ns
+        late_hold = isinstance(cmd, cue_pb2.AuthorityCommand) and cmd.requested == HOLD  # never stale
         return (
             not forged
             and cmd.sequence > self.m_hw.get(cmd.key_id, 0)
-            and -2 * 10**9 <= age <= 5 * 10**9
+            and age >= -2 * 10**9
+            and (age <= 5 * 10**9 or late_hold)
             and (not isinstance(cmd, cue_pb2.AuthorityCommand) or cmd.requested in (HOLD, APPROVAL, AUTO))
         )
 
@@ -427,7 +429,8 @@ class CuePathMachine(RuleBasedStateMachine):
         cue_id = pending[pick % len(pending)] if pending else 1000 + pick
         self.seq["op-alice"] += 1
         t = self.true_wall - (10 * 10**9 if stale else 0)
-        self._submit("cue", cue_command(approve, cue_id, self.seq["op-alice"], t), False)
+        cmd = cue_command(approve, cue_id, self.seq["op-alice"], t, bind=self.h.core)
+        self._submit("cue", cmd, False)
 
     @precondition(lambda self: bool(self.sent_commands))
     @rule(pick=st.integers(0, 10**6))

@@ -78,3 +78,49 @@ async def test_cue_launcher_without_device_is_a_config_error(tmp_path: Path) -> 
     with pytest.raises(ConfigError, match=r"cue.launchers\[L1\]: no launcher device"):
         parse_config(config(tmp_path, launcher_device_id="L9"))
     memory_registry.forget(f"cue-{tmp_path.name}")
+
+
+async def test_healthz_and_metrics_show_the_operator_path(tmp_path: Path) -> None:
+    """Rejected commands by reason on /metrics; /healthz unhealthy once the audit log fails."""
+    from gateway.cue.audit import AuditError
+    from gateway.metrics import GatewayMetrics, health_check
+
+    cfg = parse_config(config(tmp_path))
+    try:
+        async with Gateway(cfg) as gw:
+            cue = gw.cue
+            assert cue is not None
+            for _ in range(200):
+                if cue.core is not None and cue.running:
+                    break
+                await asyncio.sleep(0.01)
+            core = cue.core
+            assert core is not None
+            ok, body = health_check(gw)
+            assert not [r for r in body["reasons"] if "cue" in r]
+            cue.command("cue", bytes.fromhex("08631001"))
+            cue.command("authority", b"\xff" * 10_000)
+            text = GatewayMetrics(gw).exposition().decode()
+            assert 'hilgw_cue_commands_rejected_total{reason="unsigned"} 1.0' in text
+            assert 'hilgw_cue_commands_rejected_total{reason="too_large"} 1.0' in text
+            assert "hilgw_cue_audit_ok 1.0" in text
+
+            def broken() -> None:
+                core.audit.failures += 1
+                raise AuditError("disk full (injected)")
+
+            core.audit.flush = broken  # type: ignore[method-assign]
+            for _ in range(200):  # the next event's flush fails: HOLD, audit inhibit
+                if not core.audit_ok:
+                    break
+                await asyncio.sleep(0.01)
+            ok, body = health_check(gw)
+            assert not ok
+            assert any("audit log failed" in r for r in body["reasons"])
+            text = GatewayMetrics(gw).exposition().decode()
+            assert "hilgw_cue_audit_ok 0.0" in text
+            failures = [ln for ln in text.splitlines() if ln.startswith("hilgw_cue_audit_failures_total ")]
+            assert float(failures[0].split()[1]) >= 1
+            assert core.authority.value == HOLD
+    finally:
+        memory_registry.forget(f"cue-{tmp_path.name}")
