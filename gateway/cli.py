@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -88,9 +89,14 @@ def _recover(files: list[Path]) -> int:
 
 
 def _emulate(ns: argparse.Namespace, rest: list[str]) -> int:
-    from sim_devices.emulate import main as emulate_main
-
-    return emulate_main(rest)
+    """``hilgw emulate ...`` is ``python -m sim_devices.emulate ...``: this
+    process becomes the emulator (exec), so its signals, output and exit code
+    are the emulator's own and the gateway package never imports sim_devices."""
+    root = str(Path(__file__).resolve().parent.parent)  # a source checkout, as an install
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "sim_devices.emulate", *rest])
 
 
 def _score(ns: argparse.Namespace, rest: list[str]) -> int:

@@ -15,23 +15,36 @@ from __future__ import annotations
 import socket
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
 from gateway.cue.config import CueConfig  # the [cue] section (docs/cue-path.md §7)
 from gateway.federation.config import FederationConfig  # docs/federation.md
-from gateway.partners import config as _partners
+from gateway.outputs.config import MqttConfig, MqttTlsConfig  # [mqtt] (docs/config.md)
 from gateway.partners.config import MarkingsConfig, PartnerConfig  # docs/partners.md
+from gateway.protocols import load_codec, protocol_spec
+from gateway.transports.config import (
+    STANDARD_BAUDRATES,
+    CanFilterConfig,
+    CanTransportConfig,
+    MemoryTransportConfig,
+    SerialTransportConfig,
+    TransportConfig,
+    UdpTransportConfig,
+)
 from hilgw.errors import ConfigError
 from hilgw.tomlconfig import StrictModel, one_line, read_toml
 
 __all__ = [
+    "STANDARD_BAUDRATES",
+    "CanFilterConfig",
     "CanTransportConfig",
     "DeviceConfig",
     "EmulationConfig",
     "FusionConfig",
     "GatewayConfig",
+    "MemoryTransportConfig",
     "MetricsConfig",
     "MqttConfig",
     "MqttTlsConfig",
@@ -48,91 +61,13 @@ __all__ = [
 ]
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-STANDARD_BAUDRATES = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 500000, 576000, 921600,
-                      1000000, 1500000, 2000000, 3000000, 4000000)  # fmt: skip
 
 
 class _Model(StrictModel):
     """Unknown keys, non-finite and absurdly large numbers refused (hilgw.tomlconfig)."""
 
 
-# --- transports ---------------------------------------------------------------
-
-
-class SerialTransportConfig(_Model):
-    """A serial line: a device path, a pty, or a pyserial URL (``socket://host:port``)."""
-
-    kind: Literal["serial"]
-    url: str = Field(min_length=1)
-    baudrate: int = 921600
-    bytesize: Literal[7, 8] = 8
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
-    rtscts: bool = False
-
-    @field_validator("baudrate")
-    @classmethod
-    def _std_baud(cls, v: int) -> int:
-        if v not in STANDARD_BAUDRATES:
-            raise ValueError(f"must be one of {', '.join(map(str, STANDARD_BAUDRATES))}")
-        return v
-
-
-class UdpTransportConfig(_Model):
-    """UDP unicast, or multicast when ``group`` is set."""
-
-    kind: Literal["udp"]
-    bind_host: str = "127.0.0.1"
-    bind_port: int = Field(ge=0, le=65535)
-    group: str | None = None  # multicast group to join (IPv4)
-    interface: str = "127.0.0.1"  # local address of the interface that joins the group
-    remote_host: str | None = None  # where send() goes when no address is given
-    remote_port: int | None = Field(default=None, ge=1, le=65535)
-    recv_buffer_bytes: int = Field(default=4 * 1024 * 1024, ge=65536)
-
-
-class MemoryTransportConfig(_Model):
-    """An in-process link (tests); ``name`` joins the two ends."""
-
-    kind: Literal["memory"]
-    name: str = "memory"
-
-
-class CanFilterConfig(_Model):
-    """One python-can receive filter: a frame passes when ``id & can_mask == can_id & can_mask``."""
-
-    can_id: int = Field(ge=0, le=0x1FFFFFFF)
-    can_mask: int = Field(ge=0, le=0x1FFFFFFF)
-    extended: bool = False
-
-
-class CanTransportConfig(_Model):
-    """A CAN bus through python-can: any interface by name (socketcan, pcan, kvaser,
-    vector, virtual, udp_multicast, ...) and its channel (docs/icd/can-radar.md §2)."""
-
-    kind: Literal["can"]
-    interface: str = Field(min_length=1)
-    channel: str | int | None = None
-    bitrate: int | None = Field(default=None, gt=0)
-    fd: bool = False
-    data_bitrate: int | None = Field(default=None, gt=0)
-    receive_own_messages: bool = False
-    filters: list[CanFilterConfig] = Field(default_factory=list)
-    #: Extra keyword arguments for ``can.Bus`` (interface-specific).
-    options: dict[str, Any] = Field(default_factory=dict)
-    #: Frames buffered between the reader thread and the driver; beyond it
-    #: frames are dropped and counted ("queue_full").
-    queue_size: int = Field(default=65536, ge=16)
-    #: Reader thread's receive timeout: how fast a stop or a dead bus is seen.
-    poll_s: float = Field(default=0.05, gt=0, le=1.0)
-    send_timeout_s: float = Field(default=0.1, gt=0)
-
-
-TransportConfig = Annotated[
-    SerialTransportConfig | UdpTransportConfig | MemoryTransportConfig | CanTransportConfig,
-    Field(discriminator="kind"),
-]
-
+# --- transports (gateway/transports/config.py) --------------------------------
 
 # --- devices ------------------------------------------------------------------
 
@@ -265,8 +200,12 @@ class AsterixSourceConfig(_Model):
 
 class DeviceConfig(_Model):
     id: str = Field(pattern=_ID)
-    protocol: Literal["serial_radar", "asterix", "nmea", "can_radar", "launcher"]
+    #: A registered protocol (gateway/protocols.py, or a ``hilgw.protocols`` entry point).
+    protocol: str = Field(min_length=1)
     transport: TransportConfig
+    #: Described protocols (can_dbc_radar, binary_radar): the wire description, a
+    #: table or a TOML file's path (relative to the config file's folder).
+    codec: dict[str, Any] | str | None = None
     site: SiteConfig | None = None
     enabled: bool = True
     #: The sensor id the device puts on the wire; frames with another id are
@@ -303,6 +242,37 @@ class DeviceConfig(_Model):
     #: empty: every source is placed at ``ownship`` (one radar per device).
     sources: list[AsterixSourceConfig] = Field(default_factory=list)
 
+    #: The codec compiled from ``codec`` at load time (None: the protocol takes none).
+    _compiled: Any = PrivateAttr(default=None)
+
+    @property
+    def compiled_codec(self) -> Any:
+        """The described protocol's codec, checked and compiled when the config was loaded."""
+        return self._compiled
+
+    @field_validator("protocol")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        try:
+            protocol_spec(v)
+        except ConfigError as exc:
+            raise ValueError(exc.reason) from None
+        return v
+
+    @model_validator(mode="after")
+    def _fits_protocol(self, info: ValidationInfo) -> DeviceConfig:
+        """The protocol's transport kinds, its site and its codec description, checked
+        here (gateway/protocols.py) so that no mistake waits until the device runs."""
+        spec = protocol_spec(self.protocol)
+        if self.transport.kind not in spec.transports:
+            kinds = ", ".join(sorted(spec.transports))
+            raise ValueError(f"transport.kind: {self.protocol} runs on {kinds}, not {self.transport.kind}")
+        if spec.needs_site and self.site is None:
+            raise ValueError(f"a {self.protocol} device needs a [site] block (lat_deg, lon_deg, alt_m)")
+        base_dir = (info.context or {}).get("base_dir")
+        self._compiled = load_codec(spec, self.codec, base_dir)
+        return self
+
     @model_validator(mode="after")
     def _radar_needs_site(self) -> DeviceConfig:
         if self.sources:
@@ -329,88 +299,6 @@ class DeviceConfig(_Model):
 
 
 # --- outputs and stages -------------------------------------------------------
-
-
-class MqttTlsConfig(_Model):
-    """TLS to the broker (docs/deploy.md). The broker's certificate is always
-    verified against ``ca_file``; ``cert_file``/``key_file`` are the gateway's
-    own identity when the broker requires client certificates. Files are not
-    opened at load time: ``hilgw doctor`` checks them and says what to fix."""
-
-    ca_file: Path
-    cert_file: Path | None = None
-    #: None: the key is in ``cert_file`` (one PEM holding both).
-    key_file: Path | None = None
-    key_password: str | None = None
-    #: Check that the broker certificate names ``mqtt.host`` (DNS or IP SAN).
-    verify_hostname: bool = True
-    #: The oldest protocol version offered (TLS 1.2 is the floor here).
-    min_version: Literal["1.2", "1.3"] = "1.2"
-
-    @model_validator(mode="after")
-    def _key_needs_cert(self) -> MqttTlsConfig:
-        if self.key_file is not None and self.cert_file is None:
-            raise ValueError("key_file needs cert_file")
-        if self.key_password is not None and self.cert_file is None:
-            raise ValueError("key_password needs cert_file")
-        return self
-
-
-# The partner broker block takes the same TLS keys (resolved here, where the
-# model is defined; gateway.partners.config cannot import this module).
-_partners.PartnerBrokerConfig.model_rebuild(_types_namespace={"MqttTlsConfig": MqttTlsConfig})
-_partners.PartnerConfig.model_rebuild()
-
-
-class MqttConfig(_Model):
-    """Where the gateway publishes. ``broker = "embedded"`` starts mosquitto as
-    a child process on 127.0.0.1 (bench use only; gateway/outputs/broker.py)."""
-
-    broker: Literal["external", "embedded"] = "external"
-    host: str = "127.0.0.1"
-    port: int = Field(default=1883, ge=0, le=65535)
-    client_id: str | None = None
-    username: str | None = None
-    password: str | None = None
-    topic_prefix: str = Field(default="hilgw", pattern=r"^[A-Za-z0-9_/-]+$")
-    keepalive_s: int = Field(default=30, ge=5, le=3600)
-    queue_size: int = Field(default=10000, ge=10)
-    reconnect_initial_s: float = Field(default=0.5, gt=0)
-    reconnect_max_s: float = Field(default=15.0, gt=0)
-    #: A connection that lived this long was healthy: its loss restarts the back-off.
-    reconnect_reset_s: float = Field(default=10.0, gt=0, le=3600)
-    #: Brokers to try in order ("host:port"); a failed attempt moves to the next.
-    #: Empty: ``host``/``port``.
-    hosts: list[str] = Field(default_factory=list)
-    #: clean_session = False with a stable client id: the broker keeps the
-    #: subscriptions and queues QoS 1 messages while the gateway is away.
-    persistent_session: bool = True
-    #: QoS 1 messages published and not yet acknowledged, at most.
-    max_inflight: int = Field(default=100, ge=1, le=65535)
-    #: aiomqtt's time-out for the connect (failover to the next host) and each PUBACK/SUBACK.
-    connect_timeout_s: float = Field(default=10.0, gt=0, le=300)
-    #: QoS of the TrackBatch topic: 0 (the freshest picture matters most) or 1
-    #: (a theatre gateway must get every picture; docs/federation.md).
-    tracks_qos: Literal[0, 1] = 0
-    publish_reports: bool = True
-    enabled: bool = True
-    #: None: plain TCP (bench on 127.0.0.1 only); set it for any real network.
-    tls: MqttTlsConfig | None = None
-
-    @field_validator("hosts")
-    @classmethod
-    def _host_port(cls, hosts: list[str]) -> list[str]:
-        for entry in hosts:
-            host, sep, port = entry.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"{entry!r} is not host:port (port 1..65535)")
-        return hosts
-
-    @model_validator(mode="after")
-    def _no_tls_on_embedded(self) -> MqttConfig:
-        if self.tls is not None and self.broker == "embedded":
-            raise ValueError("the embedded broker speaks plain TCP on 127.0.0.1; remove [mqtt.tls]")
-        return self
 
 
 class TimeSyncConfig(_Model):
@@ -623,7 +511,7 @@ class GatewayConfig(_Model):
         buses: dict[tuple[str, str], list[DeviceConfig]] = {}
         for d in self.devices:
             t = d.transport
-            if d.enabled and isinstance(t, CanTransportConfig) and d.protocol in ("can_radar", "launcher"):
+            if d.enabled and isinstance(t, CanTransportConfig) and d.protocol in _CAN_ID_PROTOCOLS:
                 buses.setdefault((t.interface, str(t.channel)), []).append(d)
         shared = [devs for devs in buses.values() if len(devs) > 1]
         if not shared:
@@ -635,7 +523,8 @@ class GatewayConfig(_Model):
         for devs in shared:
             owner: dict[int, str] = {}
             for d in devs:
-                for frame_id in sorted(base[d.protocol]):
+                ids = {d.compiled_codec.frame_id} if d.protocol == "can_dbc_radar" else base[d.protocol]
+                for frame_id in sorted(ids):
                     arb = frame_id + d.can_id_offset
                     other = owner.setdefault(arb, d.id)
                     if other != d.id:
@@ -681,17 +570,23 @@ class GatewayConfig(_Model):
 
 # --- loading ------------------------------------------------------------------
 
+#: Protocols whose CAN arbitration ids are checked apart on a shared bus.
+_CAN_ID_PROTOCOLS = ("can_radar", "launcher", "can_dbc_radar")
+
 #: python-can's default udp_multicast port (can/interfaces/udp_multicast/bus.py).
 _UDP_MULTICAST_PORT = 43113
 
 #: Transport kinds pydantic puts into error locations (the union's tags).
-_TRANSPORT_TAGS = frozenset({"serial", "udp", "memory", "can"})
+_TRANSPORT_TAGS = frozenset({"serial", "udp", "memory", "can", "plugin"})
 
 
-def parse_config(raw: dict[str, Any], source: str = "config") -> GatewayConfig:
-    """Validate a parsed TOML document; raise ConfigError with a one-line message."""
+def parse_config(raw: dict[str, Any], source: str = "config", base_dir: Path | None = None) -> GatewayConfig:
+    """Validate a parsed TOML document; raise ConfigError with a one-line message.
+
+    ``base_dir``: where relative paths of described devices (a DBC, a codec
+    file) are found; the config file's folder (None: the working directory)."""
     try:
-        config = GatewayConfig.model_validate(raw)
+        config = GatewayConfig.model_validate(raw, context={"base_dir": base_dir})
     except ValidationError as exc:
         raise one_line(exc, raw, source, _TRANSPORT_TAGS) from None
     if config.fusion.engine == "default":
@@ -711,7 +606,7 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> GatewayConfig:
 
 def load_config(path: str | Path) -> GatewayConfig:
     """Load and validate a TOML config file."""
-    return parse_config(read_toml(path), source=str(path))
+    return parse_config(read_toml(path), source=str(path), base_dir=Path(path).parent)
 
 
 def default_config() -> GatewayConfig:

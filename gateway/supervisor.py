@@ -24,11 +24,10 @@ import numpy.typing as npt
 from gateway.bus import Topic
 from gateway.config import DeviceConfig, GatewayConfig
 from gateway.devices import driver_class
-from gateway.devices.base import DeviceDriver, DriverContext, RawFrame, ReportsIn
+from gateway.devices.base import DeviceDriver, DriverContext, DriverServices, RawFrame, ReportsIn
 from gateway.emulation import EmulatedDevices
 from gateway.fusion.api import ReportArrays
 from gateway.fusion_stage import FusionStage
-from gateway.geo import site_geometry
 from gateway.health import ALL_REJECTED, DeviceStats
 from gateway.normalise import reports_to_proto
 from gateway.outputs.broker import EmbeddedBroker
@@ -218,24 +217,13 @@ class Gateway:
     # --- devices -----------------------------------------------------------------
 
     def _make_driver(self, dev: DeviceConfig, stats: DeviceStats) -> DeviceDriver:
-        ctx = DriverContext(self.config.gateway_id, self.reports, self.raw, stats)
-        cls = driver_class(dev.protocol)
-        if dev.protocol in ("asterix", "nmea"):
-            # Ship feeds share the own-ship store of their NMEA device and
-            # register one fusion sensor per ASTERIX source (docs/icd/frigate-feed.md).
-            from gateway.devices.ownship import registry_for
+        """Every driver is built the same way: ``Class.build(config, ctx, services)``
+        (gateway/protocols.py names the class; the driver takes what it needs)."""
+        from gateway.devices.ownship import registry_for
 
-            built: DeviceDriver = cls.build(dev, ctx, registry_for(self), self.fusion.engine.add_sensor)
-            return built
-        if dev.site is not None and dev.protocol in ("serial_radar", "can_radar"):
-            s = dev.site
-            geometry = site_geometry(
-                dev.id, s.lat_deg, s.lon_deg, s.alt_m, s.yaw_deg, s.pitch_deg, s.roll_deg
-            )
-            ctx.sensor_index = self.fusion.engine.add_sensor(geometry)
-            driver: DeviceDriver = cls(dev, ctx, geometry)
-        else:
-            driver = cls(dev, ctx)
+        ctx = DriverContext(self.config.gateway_id, self.reports, self.raw, stats)
+        services = DriverServices(self.fusion.engine.add_sensor, registry_for(self))
+        driver: DeviceDriver = driver_class(dev.protocol).build(dev, ctx, services)
         return driver
 
     async def _supervise_device(self, driver: DeviceDriver) -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Self
 
 import numpy as np
 import numpy.typing as npt
@@ -44,7 +45,7 @@ from drivers.asterix import (
 from drivers.base import Rejected, Role
 from gateway.config import AsterixConfig, DeviceConfig, GeoPointConfig
 from gateway.devices.asterix_sources import Source, SourceTable
-from gateway.devices.base import DeviceDriver, DriverContext, RawFrame, ReportsIn
+from gateway.devices.base import DeviceDriver, DriverContext, DriverServices, RawFrame, ReportsIn
 from gateway.devices.ownship import OwnShipRegistry, OwnShipStore
 from gateway.fusion.api import KIND_SENSOR_TRACK, ReportArrays, SensorGeometry
 from gateway.geo import local_geometry
@@ -123,15 +124,16 @@ class AsterixDriver(DeviceDriver):
             ctx.stats.check = self.sources.check
 
     @classmethod
-    def build(
-        cls,
-        config: DeviceConfig,
-        ctx: DriverContext,
-        registry: OwnShipRegistry,
-        add_sensor: Callable[[SensorGeometry], int],
-    ) -> AsterixDriver:
+    def build(cls, config: DeviceConfig, ctx: DriverContext, services: DriverServices) -> Self:
         """Supervisor hook: the driver with its own-ship store and the engine's ``add_sensor``."""
-        return cls(config, ctx, ownship=registry.for_device(config), add_sensor=add_sensor, registry=registry)
+        registry: OwnShipRegistry = services.ownship
+        return cls(
+            config,
+            ctx,
+            ownship=registry.for_device(config),
+            add_sensor=services.add_sensor,
+            registry=registry,
+        )
 
     async def run(self) -> None:
         transport = create_transport(self.config.transport)

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -13,7 +14,7 @@ import numpy.typing as npt
 from gateway.bus import Topic
 from gateway.config import DeviceConfig
 from gateway.devices.droplog import DropLog
-from gateway.fusion.api import ReportArrays
+from gateway.fusion.api import ReportArrays, SensorGeometry
 from gateway.health import DeviceStats
 from gateway.transports.base import DatagramTransport
 
@@ -52,6 +53,16 @@ class DriverContext:
     mono: Callable[[], float] = field(default=time.monotonic)
 
 
+@dataclass(frozen=True, slots=True)
+class DriverServices:
+    """What a driver may take from its gateway when it is built (one shape for all)."""
+
+    #: Registers a sensor with the fusion engine; returns its index.
+    add_sensor: Callable[[SensorGeometry], int]
+    #: The gateway's own-ship registry (gateway.devices.ownship.OwnShipRegistry).
+    ownship: Any = None
+
+
 class DeviceDriver:
     """A driver's ``run()`` opens its transport and loops until it fails.
 
@@ -67,6 +78,12 @@ class DeviceDriver:
         self.drop_log = DropLog(logging.getLogger(type(self).__module__), config.id)
         self._loss_transport: DatagramTransport | None = None
         self._transport_lost = 0
+
+    @classmethod
+    def build(cls, config: DeviceConfig, ctx: DriverContext, services: DriverServices) -> Self:
+        """The one constructor the supervisor calls; drivers that need a
+        service (a fusion sensor, the own-ship registry) override it."""
+        return cls(config, ctx)
 
     async def run(self) -> None:
         raise NotImplementedError

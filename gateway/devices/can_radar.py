@@ -157,8 +157,7 @@ def unpack_raw_frames(data: bytes, timestamp_ns: int = 0) -> RawCanRecord:
 
 class CanRadarDriver(PolarRadarDriver):
     def __init__(self, config: DeviceConfig, ctx: DriverContext, geometry: SensorGeometry) -> None:
-        super().__init__(config, ctx)
-        self.geometry = geometry
+        super().__init__(config, ctx, geometry)
         self._codec = self._new_codec()
         self._seen: Counter[str] = Counter()
         #: The last session ended in bus-off and no frame has arrived since.

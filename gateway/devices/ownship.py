@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import weakref
+from typing import Self
 
 import numpy as np
 import pymap3d
@@ -27,7 +28,7 @@ import pymap3d
 from drivers.base import NEED_DATA, Rejected, Role
 from drivers.nmea import NmeaCodec, OwnShipFix
 from gateway.config import DeviceConfig, OwnShipConfig
-from gateway.devices.base import DeviceDriver, DriverContext, RawFrame
+from gateway.devices.base import DeviceDriver, DriverContext, DriverServices, RawFrame
 from gateway.fusion.api import F64, I64
 from gateway.normalise_ship import ShipStates, enu_bases
 from gateway.transports import DatagramTransport, StreamTransport, create_transport
@@ -253,10 +254,9 @@ class NmeaDriver(DeviceDriver):
         self._codec = NmeaCodec(Role.GATEWAY, source=config.id)
 
     @classmethod
-    def build(
-        cls, config: DeviceConfig, ctx: DriverContext, registry: OwnShipRegistry, add_sensor: object
-    ) -> NmeaDriver:
+    def build(cls, config: DeviceConfig, ctx: DriverContext, services: DriverServices) -> Self:
         """Supervisor hook: the driver with its gateway's store for this device id."""
+        registry: OwnShipRegistry = services.ownship
         return cls(config, ctx, registry.for_source(config.id))
 
     async def run(self) -> None:

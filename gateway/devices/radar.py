@@ -7,12 +7,16 @@ stale check, normalisation, publishing and the health mapping live here once.
 
 from __future__ import annotations
 
+from typing import Self
+
 import numpy as np
 import numpy.typing as npt
 
 from drivers.serial_radar import SensorState, Status
-from gateway.devices.base import DeviceDriver, ReportsIn
+from gateway.config import DeviceConfig
+from gateway.devices.base import DeviceDriver, DriverContext, DriverServices, ReportsIn
 from gateway.fusion.api import SensorGeometry
+from gateway.geo import site_geometry
 from gateway.normalise import normalise_polar
 from hilgw.v1 import health_pb2
 
@@ -28,6 +32,21 @@ class PolarRadarDriver(DeviceDriver):
     """Base of the drivers whose codec yields polar track batches and STATUS."""
 
     geometry: SensorGeometry
+
+    def __init__(self, config: DeviceConfig, ctx: DriverContext, geometry: SensorGeometry) -> None:
+        super().__init__(config, ctx)
+        self.geometry = geometry
+
+    @classmethod
+    def build(cls, config: DeviceConfig, ctx: DriverContext, services: DriverServices) -> Self:
+        """The sensor's geometry from its ``[site]`` (the config requires one),
+        registered with the fusion engine before the driver exists."""
+        s = config.site
+        if s is None:  # the config's protocol check makes this unreachable
+            raise ValueError(f"{config.id}: a radar needs a site")
+        geometry = site_geometry(config.id, s.lat_deg, s.lon_deg, s.alt_m, s.yaw_deg, s.pitch_deg, s.roll_deg)
+        ctx.sensor_index = services.add_sensor(geometry)
+        return cls(config, ctx, geometry)
 
     def publish_tracks(self, arr: npt.NDArray[np.void], t_rx: int) -> None:
         """Drop stale rows (counted), normalise the rest in one call, publish."""

@@ -27,8 +27,7 @@ log = logging.getLogger(__name__)
 
 class SerialRadarDriver(PolarRadarDriver):
     def __init__(self, config: DeviceConfig, ctx: DriverContext, geometry: SensorGeometry) -> None:
-        super().__init__(config, ctx)
-        self.geometry = geometry
+        super().__init__(config, ctx, geometry)
         self._last_seq: int | None = None
         self._codec = SerialRadarCodec(Role.GATEWAY, sensor_id=config.wire_sensor_id)
 

@@ -9,16 +9,12 @@ position of confirmed tracks from sources explicitly marked releasable.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
+from gateway.outputs.config import MqttTlsConfig  # the same TLS keys as [mqtt.tls]
 from hilgw.tomlconfig import StrictModel
-
-if TYPE_CHECKING:
-    # Resolved by gateway.config (which imports this module) with model_rebuild:
-    # the partner's TLS block has exactly the keys of [mqtt.tls].
-    from gateway.config import MqttTlsConfig
 
 __all__ = [
     "CLASSIFICATIONS",

@@ -2,7 +2,10 @@
 
 Third-party transports register under the ``hilgw.transports`` entry-point
 group with the same "module:Class" form. A transport class takes its config
-model as the only constructor argument.
+model as the only constructor argument; a plug-in class declares that model
+as ``CONFIG_MODEL`` (a pydantic model with a ``kind`` field), and a device
+block's ``transport`` table of that kind is validated by it at load
+(gateway/transports/config.py, ``PluginTransportConfig``).
 """
 
 from __future__ import annotations
@@ -41,5 +44,6 @@ def resolve(kind: str) -> Any:
 def create_transport(config: Any) -> Transport:
     """Build the transport a device's ``transport`` block names."""
     factory = resolve(config.kind)
-    transport: Transport = factory(config)
+    # A plug-in kind gets its own config model (PluginTransportConfig.resolved).
+    transport: Transport = factory(getattr(config, "resolved", config))
     return transport

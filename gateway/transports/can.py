@@ -49,8 +49,8 @@ from typing import Any
 import can
 
 from drivers.can_radar.frame import CanFrame
-from gateway.config import CanTransportConfig
 from gateway.transports.base import Transport
+from gateway.transports.config import CanTransportConfig
 from hilgw.errors import TransportError
 
 __all__ = ["CAN_ERR_BUSOFF", "MULTICAST_ISOLATION", "CanTransport", "FrameTransport", "isolate_multicast"]

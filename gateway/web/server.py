@@ -96,20 +96,10 @@ class SituationDisplay:
         bench gives it (a real device's config carries no coverage)."""
         if self._sensors is not None:
             return self._sensors
-        coverage: dict[str, dict[str, float]] = {}
+        # Bench mode: the scenario's coverage, as the emulators' plan gave it
+        # (gateway/emulation.py); a real device's config carries none.
         emu = self.gw.emulation
-        if emu is not None:
-            try:
-                from sim_devices.scenario import resolve_scenario
-
-                for sensor in resolve_scenario(emu.config.scenario).sensors:
-                    coverage[sensor.id] = {
-                        "range_m": sensor.range_max_m,
-                        "az_center_deg": sensor.azimuth_center_deg,
-                        "az_width_deg": sensor.azimuth_width_deg,
-                    }
-            except Exception as exc:  # the display is a convenience: show the sites anyway
-                log.warning("web: no sensor coverage from the scenario: %s", exc)
+        coverage: dict[str, dict[str, float]] = emu.coverage if emu is not None else {}
         out = []
         for dev in self.gw.devices:
             if dev.site is None:

@@ -26,12 +26,12 @@ import pytest
 
 from drivers.base import Rejected, Role
 from drivers.can_radar import CLASSIC_DB, FD_DB, CanFrame, CanRadarCodec, Status, TrackReportBatch
-from gateway.config import CanTransportConfig, parse_config
-from gateway.emulation import EmulatedDevices
+from gateway.config import CanTransportConfig, DeviceConfig, parse_config
 from gateway.supervisor import Gateway
 from gateway.transports.can import CAN_ERR_BUSOFF
 from hilgw.errors import ConfigError
 from hilgw.v1 import health_pb2
+from sim_devices.bench_plan import can_radar_device
 from sim_devices.can_device import EmulatorCanTransport
 from sim_devices.can_radar_emulator import CanRadarEmulator, build_parser, resolve_bus
 from sim_devices.emulate_all import start_sensor_emulator
@@ -393,7 +393,7 @@ def test_bench_mode_device_block(tmp_path: Path) -> None:
         )
     )
     scenario = load_scenario(path)
-    dev = EmulatedDevices._can_radar(scenario, SENSOR)
+    dev = DeviceConfig.model_validate(can_radar_device(scenario, SENSOR))
     assert dev.protocol == "can_radar"
     assert dev.id == SENSOR
     tr = dev.transport
