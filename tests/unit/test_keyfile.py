@@ -19,7 +19,9 @@ SECRET = "11" * 32
 
 def _keys(directory: Path, mode: int = 0o600) -> Path:
     p = directory / "keys.toml"
-    p.write_text(f'[operator.op-a]\nsecret = "{SECRET}"\n')
+    # With the gateway's own signing key: without one, doctor warns that
+    # results and state go out unsigned (tests/unit/test_cue_operator.py).
+    p.write_text(f'[operator.op-a]\nsecret = "{SECRET}"\n[gateway.gw-1]\nsecret = "{"33" * 32}"\n')
     os.chmod(p, mode)
     return p
 
