@@ -29,7 +29,7 @@ from drivers.base import Rejected, Role
 from drivers.can_radar.frame import CanFrame
 from drivers.launcher import messages as m
 from drivers.launcher.events import Ack, Cue, CueCancel, LauncherEvent, LauncherStatus
-from drivers.launcher.replies import ReplySigner, ReplyVerifier
+from drivers.launcher.replies import ReplySigner, ReplyVerifier, reply_auth
 from hilgw.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = ["LauncherCanCodec"]
@@ -83,18 +83,18 @@ class LauncherCanCodec:
         self.id_offset = id_offset
         self._label = f"launcher {launcher_id if launcher_id is not None else '*'} (CAN)"
         self.icd_version = icd_version
-        self.signer: ReplySigner | None = None
-        self.verifier: ReplyVerifier | None = None
-        if role is Role.GATEWAY:
-            self.verifier = ReplyVerifier(
-                self._keys,
-                launcher_id=launcher_id,
-                max_age_ns=max_reply_age_ns,
-                accept_v1=accept_v1,
-                label=self._label,
-            )
-        elif icd_version == 2:
-            self.signer = ReplySigner(self._keys, reply_key_id)
+        self.signer: ReplySigner | None
+        self.verifier: ReplyVerifier | None
+        self.signer, self.verifier = reply_auth(
+            role,
+            self._keys,
+            launcher_id=launcher_id,
+            max_age_ns=max_reply_age_ns,
+            accept_v1=accept_v1,
+            label=self._label,
+            icd_version=icd_version,
+            reply_key_id=reply_key_id,
+        )
         ids = {lay.frame_id + id_offset: lay.name for lay in (m.CANCEL, m.CUE, m.CUE_MAC, m.ACK, m.STATUS)}
         self._names = ids
         # Cue bodies and MAC frames waiting for each other: (sequence, cue id) -> parts.

@@ -19,7 +19,7 @@ from drivers.framing import Deframer, encode_frame
 from drivers.launcher import messages as m
 from drivers.launcher.codec_can import seal
 from drivers.launcher.events import MAC_SIZE, Ack, Cue, CueCancel, LauncherEvent, LauncherStatus
-from drivers.launcher.replies import ReplySigner, ReplyVerifier
+from drivers.launcher.replies import ReplySigner, ReplyVerifier, reply_auth
 from hilgw.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = ["PROTOCOL_VERSION", "LauncherSerialCodec", "SerialType"]
@@ -81,18 +81,18 @@ class LauncherSerialCodec:
         self._ready: list[LauncherEvent | Rejected] = []
         self._now_ns: int | None = None
         self.icd_version = 1 if accept_v1 else icd_version
-        self.signer: ReplySigner | None = None
-        self.verifier: ReplyVerifier | None = None
-        if role is Role.GATEWAY:
-            self.verifier = ReplyVerifier(
-                self._keys,
-                launcher_id=launcher_id,
-                max_age_ns=max_reply_age_ns,
-                accept_v1=accept_v1,
-                label=self._label,
-            )
-        elif icd_version == 2:
-            self.signer = ReplySigner(self._keys, reply_key_id)
+        self.signer: ReplySigner | None
+        self.verifier: ReplyVerifier | None
+        self.signer, self.verifier = reply_auth(
+            role,
+            self._keys,
+            launcher_id=launcher_id,
+            max_age_ns=max_reply_age_ns,
+            accept_v1=accept_v1,
+            label=self._label,
+            icd_version=icd_version,
+            reply_key_id=reply_key_id,
+        )
 
     def seal(self, event: LauncherEvent) -> LauncherEvent:
         """``event`` signed as this role sends it (see :meth:`LauncherCanCodec.seal`)."""

@@ -38,12 +38,12 @@ import hmac
 from collections import OrderedDict
 from collections.abc import Mapping
 
-from drivers.base import Rejected
+from drivers.base import Rejected, Role
 from drivers.launcher import messages as m
 from drivers.launcher.events import REPLY_MAC_SIZE, U32_MAX, Ack, LauncherStatus
 from hilgw.errors import LocalProtocolError, RemoteProtocolError
 
-__all__ = ["AUTH_REASONS", "ReplySigner", "ReplyVerifier"]
+__all__ = ["AUTH_REASONS", "ReplySigner", "ReplyVerifier", "reply_auth"]
 
 #: Every drop reason of :class:`ReplyVerifier` (the ``reason`` label on /metrics).
 AUTH_REASONS = (
@@ -261,3 +261,24 @@ def reference_vectors() -> dict[str, Ack | LauncherStatus]:
         last_accepted_sequence=1_796_500_000,
     )
     return {"LAUNCHER_ACK": signer.seal(ack), "LAUNCHER_STATUS": signer.seal(status)}
+
+
+def reply_auth(
+    role: Role,
+    keys: Mapping[int, bytes],
+    *,
+    launcher_id: int | None,
+    max_age_ns: int,
+    accept_v1: bool,
+    label: str,
+    icd_version: int,
+    reply_key_id: int | None,
+) -> tuple[ReplySigner | None, ReplyVerifier | None]:
+    """The answer signer (launcher side, ICD v2) or verifier (gateway side) of a
+    launcher codec; the same for the CAN and the serial codec."""
+    if role is Role.GATEWAY:
+        verifier = ReplyVerifier(
+            keys, launcher_id=launcher_id, max_age_ns=max_age_ns, accept_v1=accept_v1, label=label
+        )
+        return None, verifier
+    return (ReplySigner(keys, reply_key_id) if icd_version == 2 else None), None
