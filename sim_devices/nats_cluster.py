@@ -21,6 +21,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +33,20 @@ def nats_server_path() -> str | None:
     return shutil.which("nats-server")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports: every socket stays bound until all are
+    chosen, so the kernel cannot hand the same port out twice (two nodes on
+    one port: one dies at start and the cluster never reaches quorum)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def _listening(port: int) -> bool:
@@ -44,6 +55,33 @@ def _listening(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def _mqtt_connack(port: int, budget_s: float) -> bool:
+    """One MQTT 3.1.1 connect/disconnect to ``127.0.0.1:port``: True on CONNACK."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    done = threading.Event()
+    ok: list[bool] = []
+
+    def on_connect(client: paho.Client, userdata: object, flags: object, rc: object, props: object) -> None:
+        ok.append(not getattr(rc, "is_failure", bool(rc)))
+        done.set()
+
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"nats-cluster-probe-{port}")
+    client.on_connect = on_connect
+    try:
+        client.connect("127.0.0.1", port, keepalive=10)
+    except OSError:
+        return False
+    client.loop_start()
+    try:
+        done.wait(max(0.1, min(budget_s, 15.0)))
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return bool(ok and ok[0])
 
 
 @dataclass
@@ -71,19 +109,23 @@ class NatsCluster:
             raise RuntimeError("nats-server is not installed (Debian: apt install nats-server)")
         self.exe = exe
         self.work = work
-        self.nodes = [
+        self.replicas = mqtt_replicas or min(3, nodes)
+        self.nodes = self._plan(nodes)
+
+    def _plan(self, nodes: int) -> list[NatsNode]:
+        ports = _free_ports(4 * nodes)
+        return [
             NatsNode(
                 f"n{i + 1}",
-                _free_port(),
-                _free_port(),
-                _free_port(),
-                _free_port(),
-                work / f"n{i + 1}" / "store",
-                work / f"n{i + 1}" / "nats.conf",
+                client_port=ports[4 * i],
+                cluster_port=ports[4 * i + 1],
+                mqtt_port=ports[4 * i + 2],
+                monitor_port=ports[4 * i + 3],
+                store=self.work / f"n{i + 1}" / "store",
+                conf=self.work / f"n{i + 1}" / "nats.conf",
             )
             for i in range(nodes)
         ]
-        self.replicas = mqtt_replicas or min(3, nodes)
 
     @property
     def mqtt_hosts(self) -> list[str]:
@@ -111,11 +153,31 @@ class NatsCluster:
             f'  ack_wait: "5s"\n}}\n'
         )
 
-    def start(self, timeout_s: float = 30.0) -> None:
-        for node in self.nodes:
-            self._write(node)
-            self._spawn(node)
-        self.wait_ready(timeout_s)
+    def start(self, timeout_s: float = 60.0, attempts: int = 3) -> None:
+        """Start every node; return once the cluster takes an MQTT session.
+
+        A node that dies at start (a port taken meanwhile by another process)
+        fails the attempt with its log; the cluster is then started again on
+        fresh ports, up to ``attempts`` times."""
+        for attempt in range(1, attempts + 1):
+            for node in self.nodes:
+                self._write(node)
+                self._spawn(node)
+            try:
+                self.wait_ready(timeout_s)
+                return
+            except (TimeoutError, RuntimeError):
+                self.stop()
+                if attempt == attempts:
+                    raise
+                self.nodes = self._plan(len(self.nodes))
+
+    def _log_tail(self, node: NatsNode, lines: int = 5) -> str:
+        try:
+            text = (node.conf.parent / "nats.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        return " | ".join(text.strip().splitlines()[-lines:])
 
     def _spawn(self, node: NatsNode) -> None:
         log = (node.conf.parent / "nats.log").open("ab")
@@ -123,12 +185,25 @@ class NatsCluster:
             [self.exe, "-c", str(node.conf)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
 
-    def wait_ready(self, timeout_s: float = 30.0) -> None:
-        """Every running node listens on MQTT and the cluster has a JetStream leader."""
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Every started node runs and listens on MQTT, the cluster has a
+        JetStream leader, and an MQTT client gets a CONNACK from every node.
+
+        The first MQTT connection of an account creates its replicated
+        session and message streams, which takes seconds on a busy machine;
+        doing it here keeps that out of the callers' own connect budgets."""
         deadline = time.monotonic() + timeout_s
+        pending = [n for n in self.nodes if n.proc is not None]
         while time.monotonic() < deadline:
-            if all(_listening(n.mqtt_port) for n in self.nodes if n.running) and self._has_leader():
-                return
+            dead = [n for n in self.nodes if n.proc is not None and not n.running]
+            if dead:
+                raise RuntimeError(
+                    "; ".join(f"NATS node {n.name} exited at start: {self._log_tail(n)}" for n in dead)
+                )
+            if all(_listening(n.mqtt_port) for n in pending) and self._has_leader():
+                pending = [n for n in pending if not _mqtt_connack(n.mqtt_port, deadline - time.monotonic())]
+                if not pending:
+                    return
             time.sleep(0.1)
         raise TimeoutError(f"NATS cluster not ready in {timeout_s} s; logs under {self.work}")
 

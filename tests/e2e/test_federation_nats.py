@@ -88,7 +88,7 @@ async def test_theatre_fails_over_and_loses_no_site_picture(cluster: NatsCluster
             theatre.mqtt.on_link(lambda up: (ups if up else downs).append(time.monotonic()))
             pictures = theatre.tracks.subscribe("test", maxsize=10_000)
             mqtt = theatre.mqtt
-            await eventually(lambda: mqtt.connected and all(s.connected for s in sites.values()), 15.0)
+            await eventually(lambda: mqtt.connected and all(s.connected for s in sites.values()), 30.0)
             rng = np.random.default_rng(5)
             t0 = time.monotonic()
             killed = False
