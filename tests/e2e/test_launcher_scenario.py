@@ -27,8 +27,9 @@ import pytest
 from gateway.config import load_config
 from gateway.cue.audit import read_records, verify_file
 from hilgw.v1 import cue_pb2
-from tests.e2e.cue_rig import Rig, wait_for, write_keys_file
+from tests.e2e.cue_rig import Rig, write_keys_file
 from tests.unit.cue_support import authority_command
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -145,13 +146,13 @@ async def test_launcher_faults_from_the_scenario_reach_the_cue_path(
         rig = Rig(cfg, track_id)
         try:
             path = rig.start_path()
-            await wait_for(lambda: path.core is not None)
+            await eventually(lambda: path.core is not None)
             assert path.core is not None
             core = path.core
             await asyncio.sleep(max(0.0, (epoch_ns - time.time_ns()) / 1e9))
             cmd = authority_command("auto_cue", 1, time.time_ns(), gateway="gw-lf")
             path.command("authority", cmd.SerializeToString())
-            await wait_for(lambda: core.authority.value == cue_pb2.AUTHORITY_AUTO_CUE, 3)
+            await eventually(lambda: core.authority.value == cue_pb2.AUTHORITY_AUTO_CUE)
             await asyncio.sleep(max(0.0, (epoch_ns + int(END_S * 1e9) - time.time_ns()) / 1e9))
         finally:
             await rig.close()
@@ -262,11 +263,11 @@ range_max_m = 1000.0
         assert [d.id for d in gw.devices] == ["lnch-s"]
         dev = gw.devices[0]
         assert (dev.protocol, dev.launcher_id, dev.cue_key_id) == ("launcher", 1, 1)
-        await wait_for(lambda: gw.stats["lnch-s"].state == health_pb2.DEVICE_STATE_UP, 10)
-        await wait_for(lambda: gw.cue is not None and gw.cue.core is not None, 5)
+        await eventually(lambda: gw.stats["lnch-s"].state == health_pb2.DEVICE_STATE_UP)
+        await eventually(lambda: gw.cue is not None and gw.cue.core is not None)
         assert gw.cue is not None
         core = gw.cue.core
         assert core is not None
-        await wait_for(lambda: core.launchers["lnch-s"].last_heartbeat_mono is not None, 5)
-        await wait_for(lambda: not core.launchers["lnch-s"].inhibits, 5)
+        await eventually(lambda: core.launchers["lnch-s"].last_heartbeat_mono is not None)
+        await eventually(lambda: not core.launchers["lnch-s"].inhibits)
         assert core.authority.value == cue_pb2.AUTHORITY_HOLD  # bench mode changes nothing there

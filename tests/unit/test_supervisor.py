@@ -16,6 +16,7 @@ from gateway.config import parse_config
 from gateway.supervisor import Gateway
 from gateway.transports import memory_registry
 from hilgw.v1 import health_pb2, track_pb2
+from tests.waiting import eventually
 
 
 def radar_config(link: str, **extra: object) -> dict[str, object]:
@@ -56,14 +57,6 @@ def reports(n: int, t_ns: int, track_id: int = 11) -> np.ndarray:
     return arr
 
 
-async def wait_for(pred: object, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not pred():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-
-
 @pytest.fixture
 def link(request: pytest.FixtureRequest) -> str:
     name = request.node.name
@@ -84,7 +77,7 @@ async def test_reports_become_tracks_and_bad_frames_are_counted(link: str) -> No
             await dev_end.write(b"\x01\x02\x03\x00")  # garbage frame between good ones
             await asyncio.sleep(0.06)
         st = gw.stats["radar-1"]
-        await wait_for(lambda: st.reports_out == 4)
+        await eventually(lambda: st.reports_out == 4)
         assert sum(st.drops.values()) == 4
         assert st.state == health_pb2.DEVICE_STATE_UP
 
@@ -94,7 +87,7 @@ async def test_reports_become_tracks_and_bad_frames_are_counted(link: str) -> No
                     return True
             return False
 
-        await wait_for(confirmed)
+        await eventually(confirmed)
         assert gw.fusion.last_picture is not None
         assert len(gw.fusion.last_picture) == 1
 
@@ -111,13 +104,13 @@ async def test_failed_device_is_restarted_and_health_shows_it(link: str) -> None
             radiating=True, track_count=0, uptime_s=1,
         )  # fmt: skip
         await dev_end.write(device.send(status))
-        await wait_for(lambda: st.state == health_pb2.DEVICE_STATE_UP)
+        await eventually(lambda: st.state == health_pb2.DEVICE_STATE_UP)
         await dev_end.close()  # the device end goes away: the driver's read fails
-        await wait_for(lambda: st.restarts >= 1)
+        await eventually(lambda: st.restarts >= 1)
         assert st.state in (health_pb2.DEVICE_STATE_RESTARTING, health_pb2.DEVICE_STATE_STARTING)
         assert "peer closed" in st.last_error
         health = gw.health.subscribe("test")
-        await wait_for(lambda: len(health) > 0)
+        await eventually(lambda: len(health) > 0)
         msg = health.get_all()[-1]
         assert msg.device_id == "radar-1"
         assert msg.counters.restarts >= 1
@@ -131,8 +124,8 @@ async def test_silent_device_goes_down(link: str) -> None:
         device = SerialRadarCodec(Role.DEVICE, sensor_id=7)
         await dev_end.write(device.encode_track_batch(reports(1, time.time_ns())))
         st = gw.stats["radar-1"]
-        await wait_for(lambda: st.state == health_pb2.DEVICE_STATE_UP)
-        await wait_for(lambda: st.state == health_pb2.DEVICE_STATE_DOWN, 2.0)
+        await eventually(lambda: st.state == health_pb2.DEVICE_STATE_UP)
+        await eventually(lambda: st.state == health_pb2.DEVICE_STATE_DOWN)
         assert "no frame" in st.detail
 
 
@@ -146,7 +139,7 @@ async def test_stale_reports_are_dropped_and_counted(link: str) -> None:
         batch = np.concatenate([reports(2, now - 30 * 10**9), reports(3, now)])
         await dev_end.write(device.encode_track_batch(batch))
         st = gw.stats["radar-1"]
-        await wait_for(lambda: st.reports_out == 3)
+        await eventually(lambda: st.reports_out == 3)
         assert st.drops["stale"] == 2
 
 
@@ -172,7 +165,7 @@ async def test_sequence_gaps_are_counted(link: str) -> None:
         device.encode_track_batch(reports(3, now))  # seq 2..4 lost on the line
         await dev_end.write(device.encode_track_batch(reports(1, now)))  # seq 5
         st = gw.stats["radar-1"]
-        await wait_for(lambda: st.reports_out == 3)
+        await eventually(lambda: st.reports_out == 3)
         assert st.drops["sequence_gap"] == 3
 
 
