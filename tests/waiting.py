@@ -9,6 +9,12 @@
   subprocess) up to its JSON ``{"event": "ready", ...}`` line, the readiness
   signal every process in sim_devices/ and ``hilgw emulate`` prints, and
   fails quoting the child's stderr when it exits first or stays silent.
+* :func:`with_lead` for scenario tests whose emulators take the scenario's
+  t = 0 (``--epoch-ns``) on their command line, before anything is up: the
+  run calls :func:`up_before` once its rig is ready; a rig that came up after
+  t = 0 saw none of the first events, so that run is void and is made again
+  with a lead grown by the start-up it measured (a fixed lead is a guess that
+  a loaded machine beats).
 
 Polling rather than an event on purpose: most conditions read state another
 task, thread or process changes (counters, files, a peer's output), which
@@ -21,12 +27,21 @@ import asyncio
 import inspect
 import json
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import pytest
 
-__all__ = ["READY_S", "WAIT_S", "eventually", "eventually_sync", "wait_ready"]
+__all__ = [
+    "READY_S",
+    "WAIT_S",
+    "LateStart",
+    "eventually",
+    "eventually_sync",
+    "up_before",
+    "wait_ready",
+    "with_lead",
+]
 
 #: Default budget for a condition (s): a bound for a slow CI machine, not an expectation.
 WAIT_S = 20.0
@@ -34,6 +49,10 @@ WAIT_S = 20.0
 #: importing numpy/scipy, and libasterix's generated tables (~7 s alone on a
 #: loaded 2-core machine), before it prints anything.
 READY_S = 60.0
+#: The longest lead :func:`with_lead` grows to (s).
+MAX_LEAD_S = 60.0
+
+T = TypeVar("T")
 
 
 def _describe(pred: Callable[[], object], what: str | None) -> str:
@@ -123,3 +142,36 @@ async def _stderr(proc: asyncio.subprocess.Process) -> str:
     except TimeoutError:
         return "; stderr still open"
     return f"; stderr: {tail}" if tail else ""
+
+
+class LateStart(Exception):
+    """The rig was up only after scenario t = 0: the run observed nothing it was meant to."""
+
+    def __init__(self, late_s: float, what: str) -> None:
+        super().__init__(f"{what} up {late_s:.2f} s after scenario t = 0")
+        self.late_s = late_s
+
+
+def up_before(epoch_ns: int, what: str = "the rig", margin_s: float = 0.0) -> None:
+    """Raise :class:`LateStart` unless it is still ``margin_s`` before scenario t = 0."""
+    late_s = (time.time_ns() - epoch_ns) / 1e9 + margin_s
+    if late_s > 0:
+        raise LateStart(late_s, what)
+
+
+async def with_lead(run: Callable[[int], Awaitable[T]], lead_s: float, *, tries: int = 3) -> T:
+    """``await run(epoch_ns)`` with scenario t = 0 ``lead_s`` from now.
+
+    ``run`` calls :func:`up_before` once everything it starts is ready, and
+    cleans up on the way out. On :class:`LateStart` it is run again with the
+    lead grown by twice the lateness (at most :data:`MAX_LEAD_S`); after
+    ``tries`` late starts the test fails saying so.
+    """
+    late: list[str] = []
+    for _ in range(tries):
+        try:
+            return await run(time.time_ns() + round(lead_s * 1e9))
+        except LateStart as exc:
+            late.append(f"lead {lead_s:.1f} s: {exc}")
+            lead_s = min(MAX_LEAD_S, lead_s + 2.0 * exc.late_s + 1.0)
+    pytest.fail("never up before scenario t = 0: " + "; ".join(late))

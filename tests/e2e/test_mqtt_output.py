@@ -23,10 +23,14 @@ def cfg(port: int, **kw: object) -> MqttConfig:
     return MqttConfig.model_validate({"port": port, "reconnect_initial_s": 0.1, "reconnect_max_s": 0.5, **kw})
 
 
-async def collect(port: int, topic: str, n: int, timeout_s: float = 10.0) -> list[bytes]:
+async def collect(
+    port: int, topic: str, n: int, subscribed: asyncio.Event, timeout_s: float = 20.0
+) -> list[bytes]:
+    """The first ``n`` payloads on ``topic``; ``subscribed`` is set once the broker acked (SUBACK)."""
     got: list[bytes] = []
     async with aiomqtt.Client("127.0.0.1", port) as client:
         await client.subscribe(topic, qos=1)
+        subscribed.set()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 async for msg in client.messages:
@@ -45,8 +49,9 @@ async def test_publishes_protobuf_and_survives_broker_restart(mosquitto: Mosquit
     task = asyncio.create_task(pub.run())
     try:
         await eventually(lambda: pub.connected)
-        listener = asyncio.create_task(collect(mosquitto.port, pub.topics.tracks, 3))
-        await asyncio.sleep(0.3)
+        subscribed = asyncio.Event()
+        listener = asyncio.create_task(collect(mosquitto.port, pub.topics.tracks, 3, subscribed))
+        await eventually(subscribed.is_set, what="the listener's SUBACK", task=listener)
         for seq in (1, 2, 3):
             pub.enqueue(Outgoing(pub.topics.tracks, batch(seq), qos=1, kind="tracks"))
         got = await listener
@@ -59,8 +64,10 @@ async def test_publishes_protobuf_and_survives_broker_restart(mosquitto: Mosquit
             pub.enqueue(Outgoing(pub.topics.tracks, batch(seq), qos=1, kind="tracks"))
         assert pub.queued == 2
         await asyncio.to_thread(mosquitto.restart)
-        listener = asyncio.create_task(collect(mosquitto.port, pub.topics.tracks, 2))
-        await asyncio.sleep(0.2)  # the listener subscribes before the publisher is back
+        subscribed = asyncio.Event()
+        listener = asyncio.create_task(collect(mosquitto.port, pub.topics.tracks, 2, subscribed))
+        # The listener subscribes before the publisher is back (its queue is sent at once).
+        await eventually(subscribed.is_set, what="the listener's SUBACK", task=listener)
         await eventually(lambda: pub.connects >= 2)
         got = await listener
         assert [track_pb2.TrackBatch.FromString(p).batch_sequence for p in got] == [4, 5]

@@ -65,10 +65,9 @@ async def test_persistent_session_receives_what_was_sent_while_it_was_away(mosqu
     cfg = MqttConfig(port=mosquitto.port, reconnect_initial_s=0.05)
     got: list[bytes] = []
     first = MqttSession(cfg, "gw")
-    first.subscribe("hilgw/gw/authority/command", lambda _t, p: got.append(p))
+    sub = first.subscribe("hilgw/gw/authority/command", lambda _t, p: got.append(p))
     task = asyncio.create_task(first.run())
-    await eventually(lambda: first.connected)
-    await asyncio.sleep(0.2)  # SUBACK
+    await eventually(lambda: sub.acks >= 1, what="SUBACK of the first session", task=task)
     await stop(task)
     async with aiomqtt.Client("127.0.0.1", mosquitto.port) as op:  # the gateway is away
         await op.publish("hilgw/gw/authority/command", b"while away", qos=1)
