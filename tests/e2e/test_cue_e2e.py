@@ -24,7 +24,7 @@ from hilgw.v1 import cue_pb2
 from tests.conftest import Mosquitto
 from tests.e2e.cue_rig import Rig, write_keys_file
 from tests.unit.cue_support import authority_command
-from tests.waiting import eventually
+from tests.waiting import WAIT_S, eventually, wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -77,8 +77,8 @@ async def launcher_emulator() -> AsyncIterator[Emulator]:
         stdout=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), 10)
-    emu = Emulator(proc, json.loads(line))
+    (ready,) = await wait_ready(proc, what="launcher emulator")
+    emu = Emulator(proc, ready)
     try:
         yield emu
     finally:
@@ -136,9 +136,9 @@ async def test_cue_path_end_to_end(mosquitto: Mosquitto, tmp_path: Path) -> None
         rig = Rig(cfg)
         try:
             path = rig.start_path()
-            await asyncio.wait_for(path.mqtt_connected.wait(), 5)
-            await asyncio.sleep(0.5)  # heartbeats arrive; HOLD: nothing leaves
-            assert not emu.accepted()
+            await asyncio.wait_for(path.mqtt_connected.wait(), WAIT_S)
+            await eventually(lambda: path.core is not None and not path.core.launchers["L1"].inhibits)
+            assert not emu.accepted()  # heartbeats arrive, a track is there; HOLD: nothing leaves
             rc, out = await cli("authority", "show", "--config", str(cfg_file))
             assert rc == 0
             assert "HOLD" in out
@@ -176,7 +176,7 @@ async def test_cue_path_end_to_end(mosquitto: Mosquitto, tmp_path: Path) -> None
                 await op.subscribe("hilgw/gw-test/command/result", qos=1)
                 for expect in (True, False):
                     await op.publish("hilgw/gw-test/authority/command", captured.SerializeToString(), qos=1)
-                    async with asyncio.timeout(5):
+                    async with asyncio.timeout(WAIT_S):
                         async for msg in op.messages:
                             res = cue_pb2.CommandResult.FromString(bytes(msg.payload))
                             if res.sequence == captured.sequence:
@@ -203,7 +203,7 @@ async def test_cue_path_end_to_end(mosquitto: Mosquitto, tmp_path: Path) -> None
             highest = max(e["sequence"] for e in emu.events if e.get("event") in ("cue", "cancel"))
             await rig.stop_path()
             path = rig.start_path()
-            await asyncio.wait_for(path.mqtt_connected.wait(), 5)
+            await asyncio.wait_for(path.mqtt_connected.wait(), WAIT_S)
             await eventually(lambda: path.core is not None)
             assert path.core is not None
             assert path.core.authority.value == cue_pb2.AUTHORITY_HOLD
