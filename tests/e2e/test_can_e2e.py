@@ -27,6 +27,7 @@ from gateway.health import DeviceStats
 from gateway.transports.can import CanTransport
 from hilgw.v1 import health_pb2
 from sim_devices.can_radar_emulator import CanRadarEmulator, build_parser
+from tests.can_support import virtual_bus_open
 from tests.netns import REPO, emit_result, run_in_netns
 
 pytestmark = pytest.mark.e2e
@@ -66,7 +67,7 @@ async def test_in_process_virtual_bus(fd: bool) -> None:
     ns = build_parser().parse_args([*args, "--fd"] if fd else args)
     stop = asyncio.Event()
     task = asyncio.create_task(driver.run())
-    await asyncio.sleep(0.1)  # the driver's bus must exist before frames are sent (virtual bus)
+    await virtual_bus_open(chan)
     async with CanTransport(CanTransportConfig(kind="can", interface="virtual", channel=chan)) as tx:
         emu = CanRadarEmulator(ns, tx, time.time_ns())
         emu_task = asyncio.create_task(emu.run(stop))

@@ -277,4 +277,4 @@ def test_bad_arguments_fail_fast(scenario_file: Path) -> None:
     from hilgw.errors import TransportError
 
     with pytest.raises(TransportError, match="no sensor 'nope'"):
-        start_emulator(["--scenario", str(scenario_file), "--sensor", "nope", "--pty"], timeout_s=10)
+        start_emulator(["--scenario", str(scenario_file), "--sensor", "nope", "--pty"])
