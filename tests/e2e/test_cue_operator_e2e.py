@@ -70,6 +70,8 @@ async def _forger(port: int) -> AsyncIterator[None]:
     """Answers every command with forged "accepted"s (unsigned, and signed with a key that
     claims the gateway's key id) and keeps replacing the retained state with forgeries."""
 
+    forged = asyncio.Event()  # subscribed, and the first forgeries are retained at the broker
+
     async def run() -> None:
         async with aiomqtt.Client("127.0.0.1", port) as c:
             await c.subscribe(f"{BASE}/+/command", qos=1)
@@ -88,7 +90,8 @@ async def _forger(port: int) -> AsyncIterator[None]:
                     for how in ("unsigned", "other_key"):
                         await c.publish(f"{BASE}/authority", _forge(auth, how), qos=1, retain=True)
                         await c.publish(f"{BASE}/cue/list", _forge(cues, how), qos=1, retain=True)
-                    await asyncio.sleep(0.2)
+                    forged.set()
+                    await asyncio.sleep(0.2)  # the forger's period
 
             t = asyncio.create_task(states())
             try:
@@ -107,7 +110,7 @@ async def _forger(port: int) -> AsyncIterator[None]:
                 t.cancel()
 
     task = asyncio.create_task(run())
-    await asyncio.sleep(0.3)
+    await eventually(forged.is_set, what="the forger subscribed and its forgeries retained", task=task)
     try:
         yield
     finally:
