@@ -200,16 +200,11 @@ async def test_a_crash_looping_task_is_counted_unhealthy_and_its_back_off_resets
         }
     )
     async with Gateway(cfg) as gw:
-        deadline = time.monotonic() + 10
-        while gw.task_health.restarts["fusion"] < 3:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.01)
+        await eventually(lambda: gw.task_health.restarts["fusion"] >= 3, what="3 restarts of fusion")
         ok, body = health_check(gw)
         assert not ok  # restarted, so alive, but crash-looping: not healthy
         assert any("fusion restarted 3x" in r and "boom" in r for r in body["reasons"])
-        while calls[0] < 6:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.01)
+        await eventually(lambda: calls[0] >= 6, what="a sixth run of fusion")
         # Doubling to the cap, then back to the start after the healthy run.
         assert list(gw.task_health.delays["fusion"]) == [0.01, 0.02, 0.04, 0.04, 0.01]
         text = GatewayMetrics(gw).exposition().decode()
