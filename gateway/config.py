@@ -145,8 +145,6 @@ class AsterixConfig(_Model):
     sigma_range_m: float = Field(default=50.0, gt=0)
     sigma_azimuth_mrad: float = Field(default=2.0, gt=0)
     sigma_height_m: float = Field(default=300.0, gt=0)
-    #: Elevation sigma of a CAT048 plot without I048/110 (elevation taken as 0).
-    sigma_elevation_no_height_deg: float = Field(default=5.0, gt=0)
     sigma_ground_speed_mps: float = Field(default=5.0, gt=0)
     sigma_track_heading_deg: float = Field(default=3.0, gt=0)
     sigma_vertical_speed_mps: float = Field(default=50.0, gt=0)
@@ -155,9 +153,19 @@ class AsterixConfig(_Model):
     #: CAT062 defaults where I062/500 or an altitude item is absent.
     default_sigma_xy_m: float = Field(default=100.0, gt=0)
     default_sigma_v_mps: float = Field(default=10.0, gt=0)
-    default_altitude_m: float = 0.0
+    #: CAT062 altitude without a usable height item; None: unknown (below).
+    default_altitude_m: float | None = None
     default_altitude_sigma_m: float = Field(default=3000.0, gt=0)
     sigma_flight_level_m: float = Field(default=150.0, gt=0)
+    #: A report whose height item is absent, out of its range or saturated has
+    #: an unknown height, up to this (gateway/normalise_ship.py, issue 13).
+    unknown_height_max_m: float = Field(default=1.0e6, gt=0, le=1.0e7)
+    #: Above this height, faster than this over ground, or of unknown height, a
+    #: target is not taken to fly level: its vertical-speed sigma is
+    #: ``high_vertical_speed_sigma_mps`` instead of ``sigma_vertical_speed_mps``.
+    air_ceiling_m: float = Field(default=30000.0, gt=0)
+    air_speed_max_mps: float = Field(default=1000.0, gt=0)
+    high_vertical_speed_sigma_mps: float = Field(default=3000.0, gt=0)
 
 
 class AsterixSourceConfig(_Model):
