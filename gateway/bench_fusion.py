@@ -51,6 +51,10 @@ VARIANTS: dict[str, FusionConfig] = {
     "gnn": dataclasses.replace(BENCH_CONFIG, association="gnn"),
     # the default with cheap-JPDA updates of confirmed tracks
     "jpda": dataclasses.replace(BENCH_CONFIG, association="jpda"),
+    # GNN costs from the IMM mixture likelihood (gateway/fusion/twoscan.py)
+    "mixture": dataclasses.replace(BENCH_CONFIG, assoc_cost="mixture"),
+    # one-batch look-ahead swap test of crossed plots (gateway/fusion/twoscan.py)
+    "two_scan": dataclasses.replace(BENCH_CONFIG, two_scan=True),
     # the former bench default: NCV only, q = 1, GNN
     "ncv": dataclasses.replace(BENCH_CONFIG, models=(MODEL_NCV,), imm_initial=(1.0,), association="gnn"),
     # the former `--imm`: NCV + ballistic, GNN
