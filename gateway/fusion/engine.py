@@ -402,7 +402,16 @@ class Engine:
         comb = d2 + logdet
         cost = comb
         if cfg.assoc_cost == ASSOC_COST_MIXTURE and self.store.n_models > 1:
-            cost = mixture_cost(self, o, tl, s, r, ti, rj, xm_p, Pm_p, comb)
+            # Only where the cost decides anything: pairs sharing a track or a
+            # plot with another gated pair (gnn_assign takes lone pairs as is).
+            g = np.flatnonzero(ok & np.isfinite(d2))
+            shared = (np.bincount(ti[g], minlength=self.store.n)[ti[g]] > 1) | (
+                np.bincount(rj[g], minlength=len(r))[rj[g]] > 1
+            )
+            k = g[shared]
+            cost = comb.copy()
+            if k.size:
+                cost[k] = mixture_cost(self, o, tl, s, r, ti[k], rj[k], xm_p[k], Pm_p[k], comb[k])
         return xm_p, Pm_p, d2, ok, near, cost, comb
 
     def _with_pairings(self, r: ReportArrays, s: int, ti: IDX, rj: IDX) -> tuple[IDX, IDX]:
