@@ -63,9 +63,10 @@ class FusionConfig:
       the hard global-nearest-neighbour assignment still decides which
       plots count as hits and which start tracks. ``"gnn"`` updates from
       the assigned plot only. Sensor tracks always use GNN.
-      ``assoc_cost``: the GNN cost of a (track, plot) pair: ``"combined"``,
-      -2 ln N(ν; 0, S) with the IMM's moment-matched state, or
-      ``"mixture"``, -2 ln Σ_m μ_m N(ν_m; 0, S_m) over the models.
+      ``assoc_cost``: the GNN cost of a (track, plot) pair: ``"mixture"``
+      (default), -2 ln Σ_m μ_m N(ν_m; 0, S_m) over the models, or
+      ``"combined"``, -2 ln N(ν; 0, S) with the IMM's moment-matched state
+      (the former default; figures: benchmarks/fusion/RESULTS.md).
       ``two_scan``: look one batch ahead before an assignment between
       closely spaced tracks becomes final (:mod:`gateway.fusion.twoscan`):
       two tracks that took plots of one batch and now share a plot in their
@@ -133,7 +134,7 @@ class FusionConfig:
     t2t_gate_prob: float = 0.9995
     t2t_persist_gate_prob: float = 0.999999
     association: str = ASSOC_GNN
-    assoc_cost: str = ASSOC_COST_COMBINED
+    assoc_cost: str = ASSOC_COST_MIXTURE
     two_scan: bool = False
     two_scan_margin: float = 2.0
     p_detect: float = 0.8

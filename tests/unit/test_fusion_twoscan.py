@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 
 from gateway.fusion.api import KIND_PLOT, ReportArrays
 from gateway.fusion.config import FusionConfig
@@ -84,3 +85,45 @@ def test_look_ahead_swaps_the_crossed_plots_back() -> None:
     e, err = _run(CFG)
     assert e.counters["two_scan_swaps"] == 1
     assert (err < 5.0).all(), err
+
+
+def test_mixture_cost_is_the_imm_likelihood_not_the_moment_matched_one() -> None:
+    """Two models at one state, a tight (μ = 0.9) and a wide one (μ = 0.1): a plot
+    10 m off costs -2 ln Σ μ_m N_m (against scipy), far less than under the
+    moment-matched Gaussian, whose wide share flattens every pair alike."""
+    from scipy.stats import multivariate_normal
+
+    from gateway.fusion.measure import plot_residual
+    from gateway.fusion.twoscan import mixture_cost
+
+    cfg = FusionConfig(models=("ncv", "manoeuvre"), imm_initial=(0.9, 0.1))
+    e = Engine(cfg, accel=flat_gravity())
+    e.add_sensor(local_geometry("a", SITES[0]))
+    e.step(_plots(0, 0), 0)
+    st = e.store
+    st.mu[:2] = [0.9, 0.1]
+    st.xm[:2] = OBJ[:, None, :]
+    st.Pm[:2, 0] = np.diag([3.0**2] * 3 + [1.0] * 3)
+    st.Pm[:2, 1] = np.diag([300.0**2] * 3 + [100.0] * 3)
+    r = _plots(0, 0)
+    r.polar[:, 0] += 10.0  # 10 m long in range
+    ti, rj = np.array([0, 1], np.intp), np.array([0, 1], np.intp)
+    o, tl = e.origins[0], e.to_locals[0]
+    got = mixture_cost(e, o, tl, 0, r, ti, rj, st.xm[ti], st.Pm[ti], np.zeros(2))
+    want = []
+    for i in range(2):
+        like = 0.0
+        for m in range(2):
+            nu, H, R = plot_residual(
+                o, tl, st.xm[i, m][None], r.polar[[i]], r.polar_sigma[[i]], np.zeros((1, 4))
+            )
+            S = (H[0] @ st.Pm[i, m] @ H[0].T + R[0])[:3, :3]
+            like += st.mu[i, m] * multivariate_normal(np.zeros(3), S).pdf(nu[0, :3])
+        want.append(-2.0 * np.log(like) - 3.0 * np.log(2.0 * np.pi))  # the cost leaves 2π out
+    assert got == pytest.approx(want, rel=1e-6)
+    # The single Gaussian of the combined state puts the wide model's spread on both models.
+    xc, Pc = OBJ.copy(), np.einsum("m,nmij->nij", [0.9, 0.1], st.Pm[:2])
+    nu, H, R = plot_residual(o, tl, xc, r.polar, r.polar_sigma, np.zeros((2, 4)))
+    S = np.einsum("nij,njk,nlk->nil", H, Pc, H) + R
+    comb = np.einsum("ni,nij,nj->n", nu, np.linalg.inv(S), nu) + np.linalg.slogdet(S)[1]
+    assert (got < comb - 2.0).all()
