@@ -271,7 +271,7 @@ def plots_to_ecef(
     x, P = polar_to_ecef(ship.pos, t_deck, polar6, sigma6, np.zeros(n, bool))
     if not has_h.all():
         u = np.flatnonzero(~has_h)
-        x[u, :3], P[u, :3, :3] = _arc_moments(
+        x[u, :3], P[u, :3, :3], polar6[u, 2], sigma6[u, 2] = _arc_moments(
             rng[u], az[u], lo[u], sig, ship.pos[u], ship.h[u], t_north[u], t_deck[u], reference
         )
 
@@ -368,8 +368,10 @@ def _arc_moments(
     t_north: F64,
     t_deck: F64,
     reference: str,
-) -> tuple[F64, F64]:
-    """Mean (N, 3) and covariance (N, 3, 3) ECEF of plots of unknown height.
+) -> tuple[F64, F64, F64, F64]:
+    """Mean (N, 3) and covariance (N, 3, 3) ECEF of plots of unknown height,
+    and the mean and spread (N,) of the arc's elevations in the radar frame
+    (what the report's polar elevation and its sigma then say).
 
     The target is on the arc of the range sphere at azimuth ``az`` between the
     elevations of heights ``lo`` and ``sig.unknown_height_max_m`` (no
@@ -398,7 +400,8 @@ def _arc_moments(
     mean = pts.mean(axis=1)
     d = pts - mean[:, None, :]
     cov = np.einsum("nki,nkj->nij", d, d) / k + ps[:, :3, :3].reshape(n, k, 3, 3).mean(axis=1)
-    return mean, cov
+    els = el.reshape(n, k)
+    return mean, cov, els.mean(axis=1), np.maximum(els.std(axis=1), step)
 
 
 @dataclass(frozen=True, slots=True)
