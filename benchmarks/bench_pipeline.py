@@ -35,9 +35,9 @@ from rich.table import Table
 from drivers.base import Role
 from drivers.serial_radar import TRACK_BATCH_DTYPE, SerialRadarCodec, TrackReportBatch
 from gateway.config import parse_config
-from gateway.geo import site_geometry
 from gateway.normalise import normalise_polar
 from gateway.supervisor import Gateway
+from hilgw.geo import site_geometry
 from hilgw.v1 import report_pb2
 
 SENSOR = 7

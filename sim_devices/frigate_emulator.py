@@ -20,7 +20,7 @@ The radar model: coverage (range, elevation, azimuth sector, 4/3-Earth radar
 horizon), detection probability, Gaussian noise (range, azimuth, height,
 speed), radar track numbers (12-bit, I048/161) kept while a target is missed
 for at most ``track_drop_scans`` scans, and clutter as short-lived false
-tracks. The measurement frame is :func:`gateway.normalise_ship.radar_frames`
+tracks. The measurement frame is :func:`hilgw.ship.radar_frames`
 of the ship at the scan time: the one convention the gateway inverts.
 
 Truth: the scenario's targets, or (``--dis-port``) the entities of a DIS
@@ -73,9 +73,9 @@ from drivers.asterix import (
 from drivers.asterix.events import AsterixRecordEvent
 from drivers.base import Role
 from drivers.nmea import NmeaCodec, OwnShipFix
-from gateway.geo import ecef_to_polar, wrap_2pi
-from gateway.normalise_ship import ShipStates, enu_bases, radar_frames
 from hilgw.errors import ConfigError, HilgwError, LocalProtocolError
+from hilgw.geo import ecef_to_polar, wrap_2pi
+from hilgw.ship import ShipStates, enu_bases, radar_frames
 from sim_devices.dis_input import DisTruth, open_listener
 from sim_devices.faults import DatagramFaults, FaultSchedule
 from sim_devices.process import EmulatorProcess, start_emulator

@@ -8,7 +8,7 @@ the codec's batch encoder, so the emulator hands it over untouched.
 Per scan, vectorised over targets:
 
 1. truth from :func:`sim_devices.truth.truth_at`, polar via
-   :func:`gateway.geo.ecef_to_polar` (the same measurement function the
+   :func:`hilgw.geo.ecef_to_polar` (the same measurement function the
    gateway inverts, so there is one convention);
 2. coverage: range, elevation and azimuth sector in the sensor frame, and the
    radar horizon of a 4/3 effective Earth radius (Skolnik, *Introduction to
@@ -42,7 +42,7 @@ import numpy.typing as npt
 import pymap3d
 
 from drivers.serial_radar.events import TRACK_BATCH_DTYPE
-from gateway.geo import angle_diff, ecef_to_polar, enu_basis, wrap_2pi
+from hilgw.geo import angle_diff, ecef_to_polar, enu_basis, wrap_2pi
 from sim_devices.scenario import Scenario, SensorConfig
 from sim_devices.truth import truth_of
 

@@ -20,7 +20,7 @@ import pytest
 
 from drivers.base import Rejected, Role
 from drivers.serial_radar import SerialRadarCodec, Status, TrackReportBatch
-from gateway.geo import angle_diff
+from hilgw.geo import angle_diff
 from sim_devices.process import start_emulator
 from sim_devices.scenario import load_scenario
 from sim_devices.sensor_model import SensorModel

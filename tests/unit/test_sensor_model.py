@@ -11,7 +11,7 @@ import pytest
 
 from drivers.base import Role
 from drivers.serial_radar import TRACK_BATCH_DTYPE, SerialRadarCodec, TrackReportBatch
-from gateway.geo import angle_diff
+from hilgw.geo import angle_diff
 from sim_devices.scenario import Scenario, parse_scenario, resolve_scenario
 from sim_devices.sensor_model import SensorModel, scan_times
 from sim_devices.truth import truth_at
