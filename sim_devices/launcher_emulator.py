@@ -55,7 +55,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from drivers.base import Rejected, Role
-from drivers.can_radar import CanFrame
 from drivers.launcher import (
     Ack,
     AckResult,
@@ -72,6 +71,7 @@ from drivers.launcher import (
 from gateway.config import CanTransportConfig
 from gateway.devices.launcher import load_keys
 from gateway.transports.can import CAN_ERR_BUSOFF, CanTransport
+from hilgw.can import CanFrame
 from hilgw.errors import ConfigError, HilgwError, TransportError
 from sim_devices import emulate
 from sim_devices.can_device import EmulatorCanTransport

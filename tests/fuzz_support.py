@@ -38,8 +38,9 @@ import numpy as np
 import numpy.typing as npt
 
 from drivers.base import NEED_DATA, Rejected, Role
-from drivers.can_radar import CanFrame, CanRadarCodec
+from drivers.can_radar import CanRadarCodec
 from drivers.serial_radar import TRACK_BATCH_DTYPE, SerialRadarCodec, Status
+from hilgw.can import CanFrame
 from hilgw.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = ["Tally", "Target", "run_one", "targets"]

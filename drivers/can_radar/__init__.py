@@ -3,7 +3,7 @@
 Gateway side::
 
     codec = CanRadarCodec(Role.GATEWAY, sensor_id=7)
-    for event in codec.receive_frames(frames):   # CanFrame(arbitration_id, data, ...)
+    for event in codec.receive_frames(frames):   # hilgw.can.CanFrame(arbitration_id, data, ...)
         ...                                      # TrackReportBatch | Status | Rejected
 
 Device side (emulator)::
@@ -17,7 +17,6 @@ gateway normalises both radars with the same code.
 """
 
 from drivers.can_radar.codec import CanRadarCodec, CanRadarEvent
-from drivers.can_radar.frame import CanFrame
 from drivers.can_radar.icd import CLASSIC_DB, FD_DB
 from drivers.serial_radar.events import TRACK_BATCH_DTYPE, Status, TrackReportBatch
 from drivers.serial_radar.icd import SensorState
@@ -26,7 +25,6 @@ __all__ = [
     "CLASSIC_DB",
     "FD_DB",
     "TRACK_BATCH_DTYPE",
-    "CanFrame",
     "CanRadarCodec",
     "CanRadarEvent",
     "SensorState",

@@ -14,7 +14,7 @@ from typing import Any
 
 import cantools
 
-from drivers.can_radar.layout import MessageLayout, compile_message
+from hilgw.can import MessageLayout, compile_message
 
 __all__ = [
     "CLASSIC_DB",

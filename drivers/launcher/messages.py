@@ -23,8 +23,8 @@ from typing import Any
 import cantools
 import numpy as np
 
-from drivers.can_radar.layout import MessageLayout, compile_message, stack_frames
 from drivers.launcher.events import MAC_SIZE, REPLY_MAC_SIZE, Ack, Cue, CueCancel, LauncherStatus
+from hilgw.can import MessageLayout, compile_message, stack_frames
 from hilgw.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 
 __all__ = [

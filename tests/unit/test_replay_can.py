@@ -24,7 +24,6 @@ import pytest
 from mcap.reader import make_reader
 
 from drivers.base import Role
-from drivers.can_radar import CanFrame
 from drivers.launcher import LauncherCanCodec, LauncherState, LauncherStatus
 from gateway.config import CanTransportConfig, GatewayConfig, parse_config
 from gateway.devices.base import ReportsIn
@@ -34,6 +33,7 @@ from gateway.recording import topic_raw, topic_reports
 from gateway.replay import Replay, ReplayResult, read_info, replay_command, timeline
 from gateway.supervisor import Gateway
 from gateway.transports.can import CanTransport
+from hilgw.can import CanFrame
 from hilgw.errors import RemoteProtocolError
 from hilgw.v1 import recording_pb2, report_pb2, track_pb2
 from sim_devices.can_device import EmulatorCanTransport
