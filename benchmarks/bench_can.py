@@ -27,8 +27,9 @@ import can
 import numpy as np
 
 from drivers.base import Role
-from drivers.can_radar import TRACK_BATCH_DTYPE, CanRadarCodec, TrackReportBatch
+from drivers.can_radar import CanRadarCodec
 from drivers.can_radar.icd import CLASSIC_DB, FD_DB
+from drivers.radar import TRACK_BATCH_DTYPE, TrackReportBatch
 from gateway.config import CanTransportConfig
 from gateway.normalise import normalise_polar
 from gateway.transports.can import CanTransport

@@ -58,7 +58,8 @@ import numpy as np
 import numpy.typing as npt
 
 from drivers.base import Role
-from drivers.can_radar import TRACK_BATCH_DTYPE, CanRadarCodec, SensorState, Status
+from drivers.can_radar import CanRadarCodec
+from drivers.radar import TRACK_BATCH_DTYPE, SensorState, Status
 from gateway.config import CanTransportConfig
 from gateway.transports.can import CAN_ERR_BUSOFF, CanTransport
 from hilgw.can import CanFrame

@@ -35,7 +35,7 @@ import numpy.typing as npt
 
 from drivers.base import Role
 from drivers.described import BinaryRadarCodec, DbcRadarCodec
-from drivers.serial_radar.events import TRACK_BATCH_DTYPE
+from drivers.radar import TRACK_BATCH_DTYPE
 from gateway.config import CanTransportConfig, DeviceConfig, load_config
 from hilgw.errors import ConfigError
 

@@ -2,7 +2,7 @@
 
 One :class:`SensorModel` per emulated sensor. Each call to :meth:`SensorModel.scan`
 is one scan at a scenario time and returns the reports as a
-:data:`drivers.serial_radar.events.TRACK_BATCH_DTYPE` array, the exact input of
+:data:`drivers.radar.TRACK_BATCH_DTYPE` array, the exact input of
 the codec's batch encoder, so the emulator hands it over untouched.
 
 Per scan, vectorised over targets:
@@ -41,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 import pymap3d
 
-from drivers.serial_radar.events import TRACK_BATCH_DTYPE
+from drivers.radar import TRACK_BATCH_DTYPE
 from hilgw.geo import angle_diff, ecef_to_polar, enu_basis, wrap_2pi
 from sim_devices.scenario import Scenario, SensorConfig
 from sim_devices.truth import truth_of

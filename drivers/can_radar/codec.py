@@ -39,8 +39,7 @@ from drivers.can_radar.icd import (
     FrameKind,
 )
 from drivers.can_radar.reassembly import NPARTS, Reassembler
-from drivers.serial_radar.events import TRACK_BATCH_DTYPE, Status, TrackReportBatch
-from drivers.serial_radar.icd import SensorState
+from drivers.radar import TRACK_BATCH_DTYPE, SensorState, Status, TrackReportBatch
 from hilgw.can import CanFrame, MessageLayout, SignalLayout, stack_frames
 from hilgw.errors import LocalProtocolError, RemoteProtocolError
 

@@ -24,7 +24,7 @@ import numpy.typing as npt
 from drivers.base import Rejected, Role
 from drivers.described.description import CanDbcRadarDescription
 from drivers.described.mapping import TrackMapping, compile_mapping
-from drivers.serial_radar.events import TrackReportBatch
+from drivers.radar import TrackReportBatch
 from hilgw.can import CanFrame
 from hilgw.errors import LocalProtocolError, RemoteProtocolError
 

@@ -33,7 +33,8 @@ from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from drivers.base import Rejected, Role
-from drivers.can_radar import CanRadarCodec, Status, TrackReportBatch
+from drivers.can_radar import CanRadarCodec
+from drivers.radar import Status, TrackReportBatch
 from gateway.config import CanTransportConfig, DeviceConfig
 from gateway.devices.base import DriverContext, RawFrame
 from gateway.devices.radar import PolarRadarDriver

@@ -12,7 +12,7 @@ from typing import Self
 import numpy as np
 import numpy.typing as npt
 
-from drivers.serial_radar import SensorState, Status
+from drivers.radar import SensorState, Status
 from gateway.config import DeviceConfig
 from gateway.devices.base import DeviceDriver, DriverContext, DriverServices, ReportsIn
 from gateway.fusion.api import SensorGeometry

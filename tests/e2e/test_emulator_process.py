@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from drivers.base import Rejected, Role
-from drivers.serial_radar import SerialRadarCodec, Status, TrackReportBatch
+from drivers.radar import Status, TrackReportBatch
+from drivers.serial_radar import SerialRadarCodec
 from hilgw.geo import angle_diff
 from sim_devices.process import start_emulator
 from sim_devices.scenario import load_scenario

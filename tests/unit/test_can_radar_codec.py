@@ -14,14 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivers.base import Rejected, Role
-from drivers.can_radar import (
-    TRACK_BATCH_DTYPE,
-    CanRadarCodec,
-    SensorState,
-    Status,
-    TrackReportBatch,
-)
+from drivers.can_radar import CanRadarCodec
 from drivers.can_radar.icd import CLASSIC_DB, CLASSIC_PARTS, FD_DB, FD_TRACK, LAYOUTS, STATUS
+from drivers.radar import TRACK_BATCH_DTYPE, SensorState, Status, TrackReportBatch
 from hilgw.can import CanFrame, stack_frames
 from hilgw.errors import LocalProtocolError
 

@@ -25,7 +25,8 @@ import can
 import pytest
 
 from drivers.base import Rejected, Role
-from drivers.can_radar import CLASSIC_DB, FD_DB, CanRadarCodec, Status, TrackReportBatch
+from drivers.can_radar import CLASSIC_DB, FD_DB, CanRadarCodec
+from drivers.radar import Status, TrackReportBatch
 from gateway.config import CanTransportConfig, DeviceConfig, parse_config
 from gateway.supervisor import Gateway
 from gateway.transports.can import CAN_ERR_BUSOFF

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from drivers.base import Role
-from drivers.serial_radar import TRACK_BATCH_DTYPE, SensorState, SerialRadarCodec, Status
+from drivers.radar import TRACK_BATCH_DTYPE, SensorState, Status
+from drivers.serial_radar import SerialRadarCodec
 from gateway.config import parse_config
 from gateway.supervisor import Gateway
 from gateway.transports import memory_registry
