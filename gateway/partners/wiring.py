@@ -19,7 +19,7 @@ from gateway.partners.output import PartnerFeed
 from gateway.partners.release import SourceMarkings
 
 if TYPE_CHECKING:
-    from gateway.supervisor import Gateway
+    from gateway.running import RunningGateway
 
 __all__ = ["build_partners", "source_markings"]
 
@@ -40,7 +40,7 @@ def source_markings(devices: list[DeviceConfig], partners: list[PartnerConfig]) 
     return out
 
 
-def build_partners(gw: Gateway) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+def build_partners(gw: RunningGateway) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
     """One feed task per enabled partner; its inbound handler on the feed's own session."""
     tasks: list[tuple[str, Callable[[], Awaitable[None]]]] = []
     for p in gw.config.partners:

@@ -84,7 +84,7 @@ def replay_with_reports(files: list[Path]) -> tuple[Replay, ReplayResult, list[b
     info = read_info(files)
     assert info.dropped == {"raw": 0, "tracks": 0, "health": 0, "reports": 0}
     replay = Replay(info)  # refuses the recording if the CAN radar has no feed_raw
-    sub = replay.gateway.reports.subscribe("test", maxsize=1_000_000)
+    sub = replay.reports.subscribe("test", maxsize=1_000_000)
     result = replay.run(timeline(info.paths))
     ours: list[ReportsIn] = [r for r in sub.get_all() if r.device_id == RADAR]
     sensor_ids = replay.fusion.sensor_ids
