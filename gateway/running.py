@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from gateway.fusion_stage import FusionStage
     from gateway.health import DeviceStats
     from gateway.outputs.session import MqttSession
-    from gateway.partners.output import PartnerFeed
     from gateway.recording import Recorder
     from gateway.scoring import LiveScorer
     from gateway.stages import StageClock
@@ -93,5 +92,3 @@ class RunningGateway(Protocol):
     def scoring(self) -> ScoringParts | None: ...
     @property
     def web(self) -> DisplayCounts | None: ...
-    @property
-    def partner_feeds(self) -> dict[str, PartnerFeed]: ...

@@ -162,7 +162,7 @@ class Gateway:
         if cfg.partners:  # partner feeds (docs/partners.md)
             from gateway.partners.wiring import build_partners
 
-            for name, run in build_partners(self):
+            for name, run in build_partners(self, self.partner_feeds):
                 self._spawn(tg, name, self._keep_running(name, run))
         if self.mqtt is not None:
             mqtt = self.mqtt
