@@ -20,13 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from drivers.base import I64_MAX, U16_MAX, U32_MAX
 from hilgw.errors import LocalProtocolError
 
 __all__ = [
-    "I64_MAX",
     "TRACK_BATCH_DTYPE",
-    "U16_MAX",
-    "U32_MAX",
     "SensorState",
     "Status",
     "TrackReportBatch",
@@ -34,10 +32,6 @@ __all__ = [
     "check_bool",
     "check_int",
 ]
-
-U16_MAX = (1 << 16) - 1
-U32_MAX = (1 << 32) - 1
-I64_MAX = (1 << 63) - 1
 
 
 class SensorState(enum.IntEnum):

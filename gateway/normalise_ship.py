@@ -39,19 +39,16 @@ import numpy.typing as npt
 import pymap3d
 
 from gateway.fusion.api import F64, I64
-from hilgw.geo import polar_to_ecef
+from hilgw.geo import MEAN_EARTH_RADIUS_M, polar_to_ecef
 from hilgw.ship import ShipStates, enu_bases, level_and_radar_frames
 
 __all__ = [
-    "MEAN_EARTH_RADIUS_M",
     "elevation_from_height",
     "plots_to_ecef",
     "system_tracks_to_ecef",
 ]
 
 B = npt.NDArray[np.bool_]
-#: IUGG mean Earth radius R1: the sphere of the height <-> elevation relation.
-MEAN_EARTH_RADIUS_M = 6_371_008.8
 
 
 def _ship_frames(ship: ShipStates, reference: str) -> tuple[F64, F64, F64]:

@@ -37,6 +37,7 @@ from hilgw.errors import ConfigError
 
 __all__ = [
     "F64",
+    "MEAN_EARTH_RADIUS_M",
     "TWO_PI",
     "SensorGeometry",
     "angle_diff",
@@ -52,6 +53,9 @@ __all__ = [
 
 F64 = npt.NDArray[np.float64]
 TWO_PI = 2.0 * np.pi
+#: IUGG mean Earth radius R1 (m): the sphere of height <-> elevation relations,
+#: radar horizons and great-circle distances, where the ellipsoid is not needed.
+MEAN_EARTH_RADIUS_M = 6_371_008.8
 
 
 @dataclass(frozen=True, slots=True)

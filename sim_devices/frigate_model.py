@@ -24,7 +24,7 @@ from drivers.asterix import (
 from drivers.asterix.events import AsterixRecordEvent
 from drivers.nmea import OwnShipFix
 from hilgw.errors import ConfigError
-from hilgw.geo import ecef_to_polar, wrap_2pi
+from hilgw.geo import MEAN_EARTH_RADIUS_M, ecef_to_polar, wrap_2pi
 from hilgw.ship import ShipStates, enu_bases, radar_frames
 from sim_devices.scenario import (
     AirTarget,
@@ -40,7 +40,7 @@ from sim_devices.truth import compile_truth, truth_at
 __all__ = ["FrigateModel", "ShipMotion", "TruthFn"]
 
 DEG = math.pi / 180.0
-_KR2 = 2.0 * (4.0 / 3.0) * 6_371_008.8  # 2kR of the 4/3-Earth radar horizon (Skolnik §8.2)
+_KR2 = 2.0 * (4.0 / 3.0) * MEAN_EARTH_RADIUS_M  # 2kR of the 4/3-Earth radar horizon (Skolnik §8.2)
 #: Item limits (docs/icd/asterix.md, "What the emulator sends"): the standard's
 #: range where it gives one (CAT062 ed. 1.21 I062/130: -1,500..150,000 ft), else
 #: the field width: I048/040 RHO u16 of 1/256 NM, I048/110 s14 of 25 ft, I048/200

@@ -18,16 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from drivers.radar import (
-    I64_MAX,
-    TRACK_BATCH_DTYPE,
-    U16_MAX,
-    U32_MAX,
-    TrackReportBatch,
-    bad_value,
-    check_bool,
-    check_int,
-)
+from drivers.base import I64_MAX, U16_MAX, U32_MAX
+from drivers.radar import TRACK_BATCH_DTYPE, TrackReportBatch, bad_value, check_bool, check_int
 from drivers.serial_radar.icd import CEIL_SLACK, TRACK_SCALED, ScaledField
 
 __all__ = ["TrackReport", "batch_reports", "quantise"]

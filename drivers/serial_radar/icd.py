@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from drivers.radar import U16_MAX, U32_MAX
+from drivers.base import U16_MAX, U32_MAX
 
 #: Protocol version carried in every header (§4).
 PROTOCOL_VERSION = 1
