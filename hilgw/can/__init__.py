@@ -6,7 +6,7 @@ imports another's protocol package for it.
 """
 
 from hilgw.can.frame import CLASSIC_MAX_DLC, FD_LENGTHS, CanFrame
-from hilgw.can.layout import MessageLayout, SignalLayout, compile_message, stack_frames
+from hilgw.can.layout import MessageLayout, SignalLayout, compile_message, load_packaged_dbc, stack_frames
 
 __all__ = [
     "CLASSIC_MAX_DLC",
@@ -15,5 +15,6 @@ __all__ = [
     "MessageLayout",
     "SignalLayout",
     "compile_message",
+    "load_packaged_dbc",
     "stack_frames",
 ]
