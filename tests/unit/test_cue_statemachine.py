@@ -25,7 +25,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from drivers.base import Rejected, Role
-from drivers.can_radar import CanFrame
 from drivers.launcher import Ack as WireAck
 from drivers.launcher import AckResult, LauncherCanCodec, LauncherState, LauncherStatus, NackReason
 from gateway.bus import Topic
@@ -37,6 +36,7 @@ from gateway.cue.driver_link import link_event
 from gateway.cue.link import Ack, Heartbeat, ReplyRejected
 from gateway.cue.memory_link import FakeLauncher, MemoryLink
 from gateway.cue.path import CuePath
+from hilgw.can import CanFrame
 from hilgw.v1 import cue_pb2, track_pb2
 from tests.unit.cue_support import (
     GW,
