@@ -270,13 +270,6 @@ def test_keys_file_errors(tmp_path: Path, text: str, mode: int, match: str) -> N
     assert "\n" not in str(err.value)
 
 
-def test_missing_launcher_key_is_a_config_error() -> None:
-    from gateway.cue.keys import KeyRing
-
-    with pytest.raises(ConfigError, match=r"cue.launchers\[L1\].key_id"):
-        CueCore(cue_config(), KeyRing(operator=KEYS.operator), GW, AuditLog(None), Now(T0, M0))
-
-
 def _cli_config(tmp_path: Path, port: int, *, gateway_key: bool = True) -> Path:
     public = KEYS.gateway["gw-key"].public.hex()  # an operator station holds only the public half
     keys = _write_keys(

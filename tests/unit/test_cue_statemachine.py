@@ -651,7 +651,7 @@ def test_long_run_10000_sequences() -> None:
 async def _run_path(cfg: CueConfig, body: Any) -> None:
     tracks: Topic[track_pb2.TrackBatch] = Topic("tracks")
     path = CuePath(cfg, GW, tracks=tracks, keys=KEYS, fsync=False)
-    fake = FakeLauncher("L1", {"lk-1": L1_SECRET}, time.time_ns)
+    fake = FakeLauncher("L1", {1: L1_SECRET}, time.time_ns)
     path.add_link(MemoryLink(fake, path.launcher_event))
     task = asyncio.create_task(path.run())
     try:
