@@ -264,6 +264,13 @@ class CuePath(OperatorLinkMixin):
             self.config.audit_path, fsync=self.fsync, head_key=head_key, max_bytes=self.config.audit_max_bytes
         )
         core = CueCore(self.config, keys, self.gateway_id, audit, self.clock(), history, sealers=self.links)
+        for lc in self.config.launchers:
+            if lc.key_id is not None:
+                log.warning(
+                    "cue path: cue.launchers[%s].key_id is no longer used: cues are signed once, on the "
+                    "wire, with the launcher device's cue_keys (docs/cue-path.md §3)",
+                    lc.id,
+                )
         log.info("cue path: HOLD at start; audit %s (%d records)", self.config.audit_path, audit.count)
         return core
 

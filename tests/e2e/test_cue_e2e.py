@@ -107,7 +107,6 @@ approval_timeout_s = 20.0
 
 [[cue.launchers]]
 id = "L1"
-key_id = "lk-1"
 coverage = {{ lat_deg = 54.0, lon_deg = 10.0, alt_m = 0.0, max_range_m = 100000.0 }}
 """)
     return cfg

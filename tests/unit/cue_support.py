@@ -53,7 +53,6 @@ def cue_config(tmp: Path | None = None, **over: Any) -> CueConfig:
         "launchers": [
             {
                 "id": "L1",
-                "key_id": "lk-1",
                 "coverage": {
                     "lat_deg": SITE1[0],
                     "lon_deg": SITE1[1],
@@ -63,7 +62,6 @@ def cue_config(tmp: Path | None = None, **over: Any) -> CueConfig:
             },
             {
                 "id": "L2",
-                "key_id": "lk-2",
                 "coverage": {
                     "lat_deg": SITE2[0],
                     "lon_deg": SITE2[1],
