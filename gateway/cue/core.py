@@ -350,11 +350,7 @@ class CueCore(CommandsMixin, EvaluateMixin):
         """The single exit of every cue. Re-checks authority and inhibits here."""
         lau = self.launchers[cue.launcher_id]
         msg = cue.message
-        allowed = (
-            self.audit_ok
-            and not self.latched
-            and (self.authority.value == AUTO or (self.authority.value == APPROVAL and bool(cue.approved_by)))
-        )
+        allowed = self._allowed(cue)  # authority (and approval), the audit, the HOLD latch
         if not allowed or lau.inhibits or msg is None or cue.track_id in self.track_inhibit:
             why = "authority" if not allowed else "inhibit"
             self._log(now, "send_refused", cue_id=cue.cue_id, launcher=cue.launcher_id, why=why)
