@@ -196,10 +196,17 @@ class CueCore(CommandsMixin, EvaluateMixin):
         self._evaluate(now)
         return self._take()
 
-    def on_heartbeat(self, launcher_id: str, now: Now, ok: bool = True, detail: str = "") -> list[Effect]:
+    def on_heartbeat(
+        self, launcher_id: str, now: Now, ok: bool = True, detail: str = "", rx_mono_ns: int = 0
+    ) -> list[Effect]:
+        """An authenticated heartbeat. ``rx_mono_ns``: when the link heard it (0:
+        unknown); the heartbeat timeout runs from the earlier of that and ``now``, so
+        time spent queued before this call never extends a launcher's life (§5)."""
         lau = self.launchers.get(launcher_id)
         if lau is not None and lau.link_up:  # while the link is down, heartbeats count for nothing
-            lau.last_heartbeat_mono = now.mono_ns
+            heard = min(now.mono_ns, rx_mono_ns) if rx_mono_ns > 0 else now.mono_ns
+            prev = lau.last_heartbeat_mono
+            lau.last_heartbeat_mono = heard if prev is None else max(prev, heard)
             lau.unverified_heartbeats = 0
             lau.fault = "" if ok else (detail or "fault")
         self._evaluate(now)

@@ -17,6 +17,8 @@ for the audit; they never count as a heartbeat.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Callable
 
 from drivers.base import Rejected
@@ -65,7 +67,10 @@ class DriverLink:
         self.sink(link_event(self.launcher_id, rejected))
 
     def _on_event(self, item: LauncherIn) -> None:
-        self.sink(link_event(self.launcher_id, item.event))
+        event = link_event(self.launcher_id, item.event)
+        if isinstance(event, Heartbeat):  # when it was heard, not when the cue path gets to it
+            event = dataclasses.replace(event, rx_mono_ns=time.monotonic_ns())
+        self.sink(event)
 
 
 def link_event(launcher_id: str, ev: WireAck | LauncherStatus | Rejected) -> LauncherEvent:

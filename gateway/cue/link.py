@@ -50,6 +50,10 @@ class Heartbeat:
     ok: bool = True  # False: the launcher reports a fault
     detail: str = ""
     device_time_ns: int = 0
+    #: Monotonic ns when the link heard it (verified); 0: unknown (the cue path's
+    #: processing time counts). The heartbeat timeout runs from the earlier of the two,
+    #: so time it waits in the cue path's inbox never keeps a launcher alive.
+    rx_mono_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)

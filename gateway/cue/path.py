@@ -447,7 +447,7 @@ class CuePath(OperatorLinkMixin):
         if isinstance(item, Ack):
             return core.on_ack(item.ack, now)
         if isinstance(item, Heartbeat):
-            return core.on_heartbeat(item.launcher_id, now, item.ok, item.detail)
+            return core.on_heartbeat(item.launcher_id, now, item.ok, item.detail, item.rx_mono_ns)
         if isinstance(item, LinkState):
             return core.on_link(item.launcher_id, item.up, now)
         if isinstance(item, ReplyRejected):
