@@ -55,7 +55,7 @@ class CueCore(CommandsMixin, EvaluateMixin):
         now: Now,
         history: Iterable[dict[str, Any]] = (),
         *,
-        sealers: Mapping[str, Sealer] | None = None,
+        sealers: Mapping[str, Sealer],
         time_sync_required: bool | None = None,
     ) -> None:
         self.config = config
@@ -70,7 +70,7 @@ class CueCore(CommandsMixin, EvaluateMixin):
         self.launchers = {lc.id: LauncherState(lc) for lc in config.launchers}
         #: launcher id -> its link's signer (the links themselves; read at each send,
         #: so a link added later counts). A launcher without one is never cued.
-        self.sealers: Mapping[str, Sealer] = sealers if sealers is not None else {}
+        self.sealers = sealers
         self.authority = AuthorityStatus(since_ns=now.wall_ns)
         self.audit_ok = True
         #: Set by the shell the instant a HOLD arrives (local switch, or a verified HOLD

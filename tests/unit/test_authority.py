@@ -157,7 +157,7 @@ def test_restart_is_hold_and_replay_after_restart_is_rejected(tmp_path: Path) ->
     path = tmp_path / "audit.jsonl"
     cfg = cue_config(tmp_path)
     audit, hist = AuditLog.open(path, fsync=False)
-    core = CueCore(cfg, KEYS, GW, audit, Now(T0, M0), hist)
+    core = CueCore(cfg, KEYS, GW, audit, Now(T0, M0), hist, sealers={})  # no cue is sent here
     cmd = authority_command("auto_cue", 7, T0)
     core.on_authority_command(cmd.SerializeToString(), Now(T0, M0))
     assert core.authority.value == AUTO
@@ -165,7 +165,7 @@ def test_restart_is_hold_and_replay_after_restart_is_rejected(tmp_path: Path) ->
 
     for _ in range(2):  # restart twice: always HOLD, the mark survives
         audit, hist = AuditLog.open(path, fsync=False)
-        core = CueCore(cfg, KEYS, GW, audit, Now(T0 + 10**9, M0 + 10**9), hist)
+        core = CueCore(cfg, KEYS, GW, audit, Now(T0 + 10**9, M0 + 10**9), hist, sealers={})
         assert core.authority.value == HOLD
         core.on_authority_command(cmd.SerializeToString(), Now(T0 + 10**9, M0 + 10**9))
         assert core.authority.value == HOLD

@@ -216,7 +216,8 @@ def test_restart_cancels_cues_the_journal_shows_live(tmp_path: Path) -> None:
     audit3.close()
     late = now.plus(cfg.cue_validity_s + 1)
     audit4, hist4 = AuditLog.open(cfg.audit_path, fsync=False)
-    assert not [e for e in CueCore(cfg, KEYS, GW, audit4, late, hist4).tick(late) if hasattr(e, "cancel")]
+    late_core = CueCore(cfg, KEYS, GW, audit4, late, hist4, sealers=h.sealers)
+    assert not [e for e in late_core.tick(late) if hasattr(e, "cancel")]
     audit4.close()
 
 
