@@ -30,8 +30,6 @@ innovation, so each pair keeps its own linearisation and report time.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 from scipy.sparse import csr_matrix
 
@@ -39,9 +37,7 @@ from gateway.fusion.api import F64, STATUS_TENTATIVE, ReportArrays
 from gateway.fusion.gating import IDX
 from gateway.fusion.measure import plot_dims
 from gateway.fusion.motion import imm_combine, seconds
-
-if TYPE_CHECKING:
-    from gateway.fusion.engine import Engine
+from gateway.fusion.view import EngineView
 
 _LOG_MAX = 600.0  # exp(600) ≈ 4e260: sums of a few hundred stay finite
 
@@ -106,7 +102,7 @@ __all__ = ["jpda_weights", "mixture_update", "model_likelihoods", "soft_update"]
 
 
 def soft_update(
-    engine: Engine,
+    engine: EngineView,
     r: ReportArrays,
     t0: int,
     t_end: int,

@@ -41,16 +41,16 @@ from gateway.fusion.gating import IDX
 from gateway.fusion.kalman import ekf_update, innovation_cov, mahalanobis2
 from gateway.fusion.measure import plot_residual
 from gateway.fusion.motion import imm_combine, seconds
+from gateway.fusion.view import EngineView
 
 if TYPE_CHECKING:
     from gateway.fusion.api import F64
-    from gateway.fusion.engine import Engine
 
 __all__ = ["mixture_cost", "record_updates", "swap_test"]
 
 
 def mixture_cost(
-    engine: Engine,
+    engine: EngineView,
     o: F64,
     tl: F64,
     s: int,
@@ -80,7 +80,7 @@ def mixture_cost(
 
 
 def record_updates(
-    engine: Engine, r: ReportArrays, s: int, at: IDX, ar: IDX, xm_pre: F64, Pm_pre: F64, cost: F64 | None
+    engine: EngineView, r: ReportArrays, s: int, at: IDX, ar: IDX, xm_pre: F64, Pm_pre: F64, cost: F64 | None
 ) -> None:
     """Remember rows ``at``'s state before this batch's update and the report
     ``ar`` they took (``cost``: its combined cost; None for sensor tracks,
@@ -97,7 +97,7 @@ def record_updates(
     st.u_cost[at] = cost
 
 
-def _candidates(engine: Engine) -> tuple[IDX, IDX]:
+def _candidates(engine: EngineView) -> tuple[IDX, IDX]:
     """Track pairs (a, b), a < b, neither tentative, whose last updates came
     from one earlier batch and which lie within the pre-gate radius of each
     other (``pregate_sigmas`` sigmas of track and plot each): the pairs whose
@@ -123,7 +123,7 @@ def _candidates(engine: Engine) -> tuple[IDX, IDX]:
     return a[same], b[same]
 
 
-def _swapped(engine: Engine, rows: IDX, plots_of: IDX, t0: int) -> tuple[F64, F64, F64, F64]:
+def _swapped(engine: EngineView, rows: IDX, plots_of: IDX, t0: int) -> tuple[F64, F64, F64, F64]:
     """Rows re-updated from their pre-update state with the plot that
     ``plots_of`` took, predicted to ``t0``: (xm, Pm, mu, cost of that update)."""
     st = engine.store
@@ -152,7 +152,7 @@ def _swapped(engine: Engine, rows: IDX, plots_of: IDX, t0: int) -> tuple[F64, F6
 
 
 def swap_test(
-    engine: Engine, r: ReportArrays, s: int, ti: IDX, rj: IDX, ok: np.ndarray, comb: F64, t0: int
+    engine: EngineView, r: ReportArrays, s: int, ti: IDX, rj: IDX, ok: np.ndarray, comb: F64, t0: int
 ) -> bool:
     """Swap the last plots of candidate track pairs where the swap explains
     that batch and this one better (module docstring). ``ti``/``rj`` are this

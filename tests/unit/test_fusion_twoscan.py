@@ -15,7 +15,7 @@ from gateway.fusion.api import KIND_PLOT, ReportArrays
 from gateway.fusion.config import FusionConfig
 from gateway.fusion.engine import Engine
 from gateway.fusion.motion import flat_gravity
-from gateway.geo import ecef_to_polar, local_geometry
+from hilgw.geo import ecef_to_polar, local_geometry
 
 S = 1_000_000_000
 # A at the origin looks along x; B looks at the objects along (1, 1, 0)/√2.

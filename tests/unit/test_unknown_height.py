@@ -26,16 +26,16 @@ from drivers.asterix.items import I048_110_MAX_M, I062_340_MAX_M
 from drivers.base import Role
 from gateway.config import OwnShipConfig, parse_config
 from gateway.devices.ownship import OwnShipStore
-from gateway.geo import ecef_to_polar
 from gateway.health import DeviceStats
 from gateway.normalise_ship import (
     PlotSigmas,
     TrackDefaults,
     plots_to_ecef,
-    radar_frames,
     system_tracks_to_ecef,
 )
 from gateway.supervisor import Gateway
+from hilgw.geo import ecef_to_polar
+from hilgw.ship import radar_frames
 from sim_devices.frigate_emulator import Counters, FrigateModel, encode_scan
 from sim_devices.scenario import resolve_scenario
 from sim_devices.truth import truth_at
