@@ -6,12 +6,15 @@ Reference: docs/config.md and docs/icd/frigate-feed.md.
 
 from __future__ import annotations
 
-from typing import Literal
+import logging
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from gateway.partners.config import MarkingsConfig
 from hilgw.tomlconfig import StrictModel
+
+log = logging.getLogger(__name__)
 
 __all__ = ["AsterixConfig", "AsterixSourceConfig", "GeoPointConfig", "OwnShipConfig"]
 
@@ -92,6 +95,20 @@ class AsterixConfig(StrictModel):
     air_ceiling_m: float = Field(default=30000.0, gt=0)
     air_speed_max_mps: float = Field(default=1000.0, gt=0)
     high_vertical_speed_sigma_mps: float = Field(default=3000.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired_keys(cls, data: Any) -> Any:
+        # Retired in issue 13: a plot without a height is now the Gaussian of
+        # its range-sphere arc, not an elevation of 0 with this sigma. A config
+        # written before still loads; the key is ignored, with a warning.
+        if isinstance(data, dict) and "sigma_elevation_no_height_deg" in data:
+            data = {k: v for k, v in data.items() if k != "sigma_elevation_no_height_deg"}
+            log.warning(
+                "asterix.sigma_elevation_no_height_deg is no longer used: a plot without a usable "
+                "height is placed on its range arc (docs/icd/frigate-feed.md); remove the key"
+            )
+        return data
 
 
 class AsterixSourceConfig(StrictModel):

@@ -191,3 +191,16 @@ def test_driver_counts_reports_of_unknown_height() -> None:
     assert sum(len(r.reports) for r in out) == 4  # published, not dropped
     assert stats.degraded["height_unknown"] == 2
     assert sum(src.degraded["height_unknown"] for src in stats.sources.values()) == 2
+
+
+def test_a_config_with_the_retired_elevation_sigma_still_loads_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from gateway.feed_config import AsterixConfig
+
+    with caplog.at_level("WARNING"):
+        cfg = AsterixConfig.model_validate({"sigma_elevation_no_height_deg": 5.0, "sigma_range_m": 40.0})
+    assert cfg.sigma_range_m == 40.0
+    assert "sigma_elevation_no_height_deg is no longer used" in caplog.text
+    with pytest.raises(ValueError, match="sigma_elevation_no_height_degx"):
+        AsterixConfig.model_validate({"sigma_elevation_no_height_degx": 5.0})
