@@ -41,11 +41,15 @@ def site_batch(
     return b
 
 
-def site_input(gw: str = "site-a", now: int = T0) -> tuple[SiteInput, Topic[ReportsIn], DeviceStats]:
-    fed = FederationConfig(sites=[SiteConfig(gateway_id=gw)])
+def site_input(
+    gw: str = "site-a", now: int = T0, mono: list[float] | None = None
+) -> tuple[SiteInput, Topic[ReportsIn], DeviceStats]:
+    fed = FederationConfig(sites=[SiteConfig(gateway_id=gw)], gap_wait_s=5.0)
     reports: Topic[ReportsIn] = Topic("reports")
     stats = DeviceStats(f"site:{gw}", "federation", "mqtt")
-    return SiteInput(fed.sites[0], fed, reports, stats, 3, wall_ns=lambda: now), reports, stats
+    clock = mono if mono is not None else [0.0]
+    h = SiteInput(fed.sites[0], fed, reports, stats, 3, wall_ns=lambda: now, mono=lambda: clock[0])
+    return h, reports, stats
 
 
 POS = np.array(pymap3d.geodetic2ecef(57.0, 10.0, 9000.0))
@@ -53,13 +57,27 @@ VEL = np.array([100.0, -50.0, 0.0])
 
 
 def test_site_batches_used_once_in_order_and_gaps_counted() -> None:
-    h, reports, stats = site_input()
+    mono = [0.0]
+    h, reports, stats = site_input(mono=mono)
     sub = reports.subscribe("t")
-    for seq in (1, 2, 2, 5, 4, 6):  # a duplicate, a gap of two, one out of order
+    # A duplicate (the fast path and the MQTT session both bring 2), 3 and 4
+    # skipped, 4 arriving after 5 (a failover's redelivery): late, not lost.
+    for seq in (1, 2, 2, 5, 4, 6):
         h("hilgw/site-a/tracks", site_batch("site-a", seq, T0, POS, VEL).SerializeToString())
     used = sub.get_all()
     assert len(used) == 4  # 1, 2, 5, 6
-    assert dict(stats.drops) == {"duplicate": 1, "gap": 2, "out_of_order": 1}
+    assert dict(stats.drops) == {"duplicate": 1, "late": 1}
+    assert list(h.missing) == [3]  # not yet lost: it may still come by the other path
+    mono[0] = 4.9
+    h.settle()
+    assert "gap" not in stats.drops
+    mono[0] = 5.1
+    h.settle()  # waited gap_wait_s in vain: lost, counted
+    assert dict(stats.drops) == {"duplicate": 1, "late": 1, "gap": 1}
+    assert not h.missing
+    h("hilgw.site-a.tracks_live", site_batch("site-a", 3, T0, POS, VEL).SerializeToString())
+    assert stats.drops["out_of_order"] == 1  # too late: already counted lost
+    assert h.used_by_path == {"mqtt": 4}
     assert used[0].device_id == "site:site-a"
     r = used[0].reports
     assert r.sensor.tolist() == [3]
@@ -76,6 +94,17 @@ def test_site_restart_starts_a_new_epoch_and_old_epoch_is_refused() -> None:
     h("t", site_batch("site-a", 41, T0, POS, VEL).SerializeToString())  # the old run, late
     assert len(sub.get_all()) == 2
     assert dict(stats.drops) == {"old_epoch": 1}
+
+
+def test_missing_pictures_of_a_run_are_lost_when_the_site_restarts() -> None:
+    h, _reports, stats = site_input()
+    for seq in (1, 4):
+        h("a.b", site_batch("site-a", seq, T0, POS, VEL).SerializeToString())
+    assert sorted(h.missing) == [2, 3]
+    h("a.b", site_batch("site-a", 1, T0, POS, VEL, epoch=EPOCH + 10**9).SerializeToString())
+    assert dict(stats.drops) == {"gap": 2}
+    assert not h.missing
+    assert h.used_by_path == {"nats": 3}
 
 
 @pytest.mark.parametrize(
