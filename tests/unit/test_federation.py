@@ -198,6 +198,10 @@ CUE = {"keys_file": "keys.toml", "audit_path": "audit.log"}
         ({"cue": {**CUE, "picture": {"gateway_id": "theatre"}}}, "min_sources must be at least 2"),
         ({"mqtt": {"enabled": False}, "federation": {"sites": [{"gateway_id": "a"}]}}, "need [mqtt] enabled"),
         ({"gateway_id": "a", "federation": {"sites": [{"gateway_id": "a"}]}}, "this gateway itself"),
+        ({"nats": {"servers": ["127.0.0.1"]}}, "is not host:port"),
+        ({"nats": {"servers": ["127.0.0.1:70000"]}}, "is not host:port"),
+        ({"nats": {"servers": []}}, "at least 1"),
+        ({"mqtt": {"enabled": False}, "nats": {"servers": ["h:4222"]}}, "[nats] needs [mqtt] enabled"),
         ({"federation": {"sites": [{"gateway_id": "a"}, {"gateway_id": "a"}]}}, "appears twice"),
     ],
 )
