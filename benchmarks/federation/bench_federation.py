@@ -177,8 +177,14 @@ async def run(ns: argparse.Namespace, work: Path) -> dict[str, object]:
             for _, i in restart_at:
                 await asyncio.to_thread(cluster.restart, i)
             drain = time.monotonic() + 30
+
             # Polling on purpose: what is awaited is redelivery inside the cluster.
-            while any(inp.last_seq < sent for inp in theatre.sites) and time.monotonic() < drain:  # noqa: ASYNC110
+            # (and for what is missing: JetStream redelivers what was in flight to a
+            # dead node only after the consumer's AckWait, after newer pictures).
+            def pending() -> bool:
+                return any(inp.last_seq < sent or inp.missing for inp in theatre.sites)
+
+            while pending() and time.monotonic() < drain:  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
             for inp in theatre.sites:
                 inp.settle()  # what is still missing now waits gap_wait_s more at most
