@@ -345,6 +345,10 @@ class EmulationConfig(_Model):
     transport: Literal["pty", "tcp"] = "pty"
     speed: float = Field(default=1.0, gt=0)
     only: list[str] | None = None
+    #: Scenario time zero, UTC ns; None: when the gateway starts. Gateways that
+    #: share one (a federation bench: each site emulates its part of one
+    #: scenario) see the same targets at the same times.
+    epoch_ns: int | None = Field(default=None, gt=0)
 
 
 # --- recording, metrics, web display (docs/recording.md, docs/operations.md) ---
