@@ -21,6 +21,8 @@ from gateway.federation.sites import SiteInput
 from gateway.fusion.api import SensorGeometry
 from gateway.fusion_stage import FusionStage
 from gateway.health import DeviceStats
+from gateway.partners.config import MarkingsConfig
+from gateway.partners.release import SourceMarkings
 from hilgw.errors import ConfigError
 from hilgw.v1 import health_pb2, track_pb2
 
@@ -136,10 +138,15 @@ def test_non_finite_site_track_left_out() -> None:
 
 
 def test_theatre_fuses_two_sites_into_one_track() -> None:
-    """Two sites hold the same object with independent errors: one theatre track, both sites in it."""
+    """Two sites hold the same object with independent errors: one theatre track, both sites in
+    it, each contributor naming the site, the site's own track id and the site's markings."""
     reports: Topic[ReportsIn] = Topic("reports")
     stage = FusionStage(FusionConfig(publish_hz=1.0), "theatre", reports, Topic("tracks"))
-    fed = FederationConfig(sites=[SiteConfig(gateway_id="site-a"), SiteConfig(gateway_id="site-b")])
+    marked = MarkingsConfig(classification="RESTRICTED", releasable_to=["alpha"])
+    fed = FederationConfig(
+        sites=[SiteConfig(gateway_id="site-a", markings=marked), SiteConfig(gateway_id="site-b")]
+    )
+    stage.markings["site:site-a"] = SourceMarkings.from_config(marked)  # as gateway/federation/wiring.py
     inputs = []
     clock = [T0]
     for k, site in enumerate(fed.sites):
@@ -160,9 +167,14 @@ def test_theatre_fuses_two_sites_into_one_track() -> None:
         ids |= {tr.track_id for tr in live}
         if step > 5:
             assert len(live) == 1
-            contributors = {c.sensor_id for c in live[0].contributors}
+            contributors = {(c.sensor_id, c.sensor_track_id): c for c in live[0].contributors}
     assert len(ids) == 1
-    assert contributors == {"site:site-a", "site:site-b"}
+    # The map from the theatre id to the site tracks that built it.
+    assert set(contributors) == {("site:site-a", 7), ("site:site-b", 8)}
+    a, b = contributors["site:site-a", 7], contributors["site:site-b", 8]
+    assert a.markings.releasable_to == ["alpha"]
+    assert a.markings.classification != 0
+    assert not b.HasField("markings")  # a site without markings: never released (docs/partners.md)
     assert batch.epoch_ns == stage.epoch_ns
 
 
