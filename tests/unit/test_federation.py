@@ -15,7 +15,8 @@ from gateway.config import FusionConfig, parse_config
 from gateway.cue.config import CuePictureConfig, CueRulesConfig
 from gateway.cue.rules import _track_reason
 from gateway.devices.base import ReportsIn
-from gateway.federation.config import FederationConfig, SiteConfig
+from gateway.federation.config import FederationConfig, NatsConfig, SiteConfig
+from gateway.federation.fastpath import NatsLink, live_subject
 from gateway.federation.picture import PictureBridge
 from gateway.federation.sites import SiteInput
 from gateway.fusion.api import SensorGeometry
@@ -244,3 +245,12 @@ def test_a_theatre_cannot_cue_a_launcher_it_does_not_own() -> None:
     with pytest.raises(ConfigError) as err:
         parse_config(raw)
     assert "cue.launchers[L1]: no launcher device" in str(err.value)
+
+
+def test_fast_path_queue_is_bounded_and_keeps_the_freshest() -> None:
+    link = NatsLink(NatsConfig(servers=["127.0.0.1:1"], queue_size=2), "t")
+    for k in range(3):
+        link.publish(live_subject("hilgw", "site-a"), bytes([k]))
+    assert link.dropped == {"queue_full": 1}
+    assert list(link._queue) == [("hilgw.site-a.tracks_live", b"\x01"), ("hilgw.site-a.tracks_live", b"\x02")]
+    assert live_subject("lab/west", "gw-1") == "lab.west.gw-1.tracks_live"
