@@ -111,6 +111,7 @@ async def test_theatre_fails_over_and_loses_no_site_picture(cluster: NatsCluster
             t0 = time.monotonic()
             killed = False
             killed_address = ""
+            fast_killed = False
             before_kill: list[track_pb2.TrackBatch] = []
             seq = 0
             while time.monotonic() - t0 < RUN_S:
@@ -126,14 +127,22 @@ async def test_theatre_fails_over_and_loses_no_site_picture(cluster: NatsCluster
                 if not killed and time.monotonic() - t0 > KILL_AT_S:
                     before_kill = pictures.get_all()
                     killed_address = str(mqtt.address)  # the theatre's node, whichever it is
-                    if theatre.nats is not None:
-                        assert theatre.nats.server == servers[hosts.index(killed_address)]
+                    # Both links start on the first node; the MQTT session
+                    # alone moves on if its first connect timed out (a slow CI).
+                    fast_killed = theatre.nats is not None and (
+                        theatre.nats.server == servers[hosts.index(killed_address)]
+                    )
                     cluster.kill(hosts.index(killed_address))
                     killed = True
                 await asyncio.sleep(1 / RATE_HZ)
             # Let what is in flight arrive (persistent session redelivery after
             # failover), and what the fast path missed come by the backstop.
-            await eventually(lambda: all(i.last_seq >= sent and not i.missing for i in theatre.sites), 60.0)
+            # Bounded; what is still missing then fails the accounting below, with the counts.
+            deadline = time.monotonic() + 60.0
+            while time.monotonic() < deadline:
+                if all(i.last_seq >= sent and not i.missing for i in theatre.sites):
+                    break
+                await asyncio.sleep(0.1)
             # Pictures sent before the theatre's subscription existed are not
             # counted: the theatre starts counting at the first sequence it sees.
             stats = {
@@ -141,6 +150,7 @@ async def test_theatre_fails_over_and_loses_no_site_picture(cluster: NatsCluster
                 for i in theatre.sites
             }
             paths = {i.device_id: dict(i.used_by_path) for i in theatre.sites}
+            missing_at_end = {i.device_id: sorted(i.missing) for i in theatre.sites}
             n = theatre.nats  # read here: the gateway's stop closes the link
             link = (n.disconnects, n.connected, n.server) if n is not None else None
     finally:
@@ -164,17 +174,18 @@ async def test_theatre_fails_over_and_loses_no_site_picture(cluster: NatsCluster
         # Every picture is accounted for after dedupe: used, late (it came
         # after a newer one: a failover's redelivery), too old to fuse when it
         # came (held in the cluster while JetStream re-elected); none missing.
+        missing = missing_at_end[device]
         accounted = used + drops.get("late", 0) + drops.get("stale", 0)
-        assert accounted == sent, (device, used, sent, drops, paths)
+        assert accounted == sent, (device, used, sent, drops, paths, missing)
         assert "gap" not in drops, (device, drops, paths)
     if link is not None:
-        # The fast path went down with the node and came back on another;
-        # both paths brought pictures (the MQTT copies were duplicates or
-        # filled what the fast path missed).
         disconnects, connected, server = link
-        assert disconnects >= 1, link
         assert connected, link
-        assert server != servers[hosts.index(killed_address)], link
+        if fast_killed:  # the fast path went down with the node and came back on another
+            assert disconnects >= 1, link
+            assert server != servers[hosts.index(killed_address)], link
+        # Both paths brought pictures (the MQTT copies were duplicates or
+        # filled what the fast path missed).
         for device, (_, _, drops) in stats.items():
             assert paths[device].get("nats", 0) > 0, paths
             assert drops.get("duplicate", 0) + drops.get("late", 0) > 0, (device, drops)
