@@ -45,6 +45,8 @@ _STATUS = {"tentative": 1, "confirmed": 2, "coasting": 3}
 _U32 = 0xFFFFFFFF
 #: Missing sequence numbers held at most; a larger jump is counted ``gap`` at once.
 MAX_MISSING = 4096
+#: Sequences remembered as used (duplicates of older ones count ``out_of_order``).
+_RECENT = 4096
 
 
 def batch_to_reports(
@@ -97,7 +99,7 @@ def batch_to_reports(
 
 
 class SiteInput:
-    """The handler of one site's tracks topic (called by the MQTT session)."""
+    """The handler of one site's pictures (called by the MQTT session and the NATS fast path)."""
 
     def __init__(
         self,
@@ -124,7 +126,10 @@ class SiteInput:
         #: The first sequence seen of the current epoch (a theatre that starts
         #: after its site has no way to know what came before).
         self.first_seq = 0
-        self._recent: deque[int] = deque(maxlen=256)  # sequences used, to tell duplicates apart
+        # Sequences used, to tell duplicates apart: as many as the MQTT backstop
+        # may lag behind the fast path (a failover's backlog), in order and as a set.
+        self._recent: deque[int] = deque()
+        self._recent_set: set[int] = set()
         #: Sequence numbers skipped -> monotonic time they were found missing.
         self.missing: dict[int, float] = {}
         #: Batches used, and the UTC ns of the last one's picture time.
@@ -184,10 +189,11 @@ class SiteInput:
                 self.stats.drop("gap", seq - 1)  # a restart seen, its first pictures missed
             self.epoch, self.last_seq, self.first_seq = epoch, 0, seq
             self._recent.clear()
+            self._recent_set.clear()
         elif seq <= self.last_seq:
             if self.missing.pop(seq, None) is not None:
                 return "late"  # it came after all (a failover's redelivery): not lost, not fused
-            return "duplicate" if seq in self._recent else "out_of_order"
+            return "duplicate" if seq in self._recent_set else "out_of_order"
         if self.last_seq and seq > self.last_seq + 1:
             skipped = seq - self.last_seq - 1
             if len(self.missing) + skipped > MAX_MISSING:
@@ -197,6 +203,9 @@ class SiteInput:
                 self.missing.update((s, t) for s in range(self.last_seq + 1, seq))
         self.last_seq = seq
         self._recent.append(seq)
+        self._recent_set.add(seq)
+        if len(self._recent) > _RECENT:
+            self._recent_set.discard(self._recent.popleft())
         if (now - batch.time_ns) * 1e-9 > self.federation.max_batch_age_s:
             return "stale"
         arrays, bad = batch_to_reports(batch, self.statuses, self.sensor_index)

@@ -254,3 +254,16 @@ def test_fast_path_queue_is_bounded_and_keeps_the_freshest() -> None:
     assert link.dropped == {"queue_full": 1}
     assert list(link._queue) == [("hilgw.site-a.tracks_live", b"\x01"), ("hilgw.site-a.tracks_live", b"\x02")]
     assert live_subject("lab/west", "gw-1") == "lab.west.gw-1.tracks_live"
+
+
+def test_duplicates_told_apart_over_a_failover_backlog() -> None:
+    """The MQTT backstop may bring copies thousands of pictures behind the fast path."""
+    h, _reports, stats = site_input()
+    payloads = {
+        seq: site_batch("site-a", seq, T0, POS, VEL).SerializeToString() for seq in (1, 10, 4000, 4200)
+    }
+    for seq in range(1, 4201):
+        h("a.b", payloads.get(seq) or site_batch("site-a", seq, T0, POS, VEL).SerializeToString())
+    h("hilgw/site-a/tracks", payloads[4000])  # 200 behind: a duplicate
+    h("hilgw/site-a/tracks", payloads[10])  # beyond the memory (4096): older than the last used
+    assert dict(stats.drops) == {"duplicate": 1, "out_of_order": 1}
