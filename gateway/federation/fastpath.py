@@ -4,9 +4,9 @@ Why a second link. NATS's MQTT listener keeps every MQTT session in the
 JetStream stream ``$MQTT_sess`` and every QoS 1 message in ``$MQTT_msgs``:
 an MQTT CONNECT (clean or not) waits for the leader of ``$MQTT_sess`` and a
 QoS 1 PUBLISH for the leader of ``$MQTT_msgs``. When the node that led them
-is killed, nats-server 2.9 re-elects them only after its fixed raft election
-timeouts (measured 5-10 s here, benchmarks/federation/RESULTS.md; not
-configurable in 2.9), so a gateway on MQTT alone cannot fail over in under
+is killed, nats-server 2.9 re-elects them only after its raft election
+time-out of 4-9 s (server/raft.go constants, no configuration key; measured
+5-10 s here, benchmarks/federation/RESULTS.md), so a gateway on MQTT alone cannot fail over in under
 2 s. A core NATS connection (nats-py) needs no JetStream: when its node dies
 the client is on another node within milliseconds and publishes made
 meanwhile are buffered by the client and flushed there.
