@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import sys
@@ -152,9 +153,10 @@ async def run(ns: argparse.Namespace, work: Path) -> dict[str, Any]:
     cfgs = _configs(cluster, epoch, ns.fast_path)
     gws: dict[str, Gateway] = {}
     kills: list[float] = []
+    stack = contextlib.AsyncExitStack()
     try:
         for gw, cfg in cfgs.items():
-            gws[gw] = await Gateway(cfg).__aenter__()
+            gws[gw] = await stack.enter_async_context(Gateway(cfg))
         fwd = gws["site-fwd"]
         assert fwd.emulation is not None
         await fwd.emulation.start_truth(cluster.mqtt_hosts[1], TRUTH_TOPIC, hz=2.0)
@@ -194,8 +196,7 @@ async def run(ns: argparse.Namespace, work: Path) -> dict[str, Any]:
             gw: _score(gws[gw].scoring.last if gws[gw].scoring else None) for gw in ("theatre", "single")
         }
     finally:
-        for gw in reversed(list(gws)):
-            await gws[gw].__aexit__(None, None, None)
+        await stack.aclose()  # the gateways, last started first
         cluster.stop()
     th, single = scores["theatre"], scores["single"]
     ratio = (
