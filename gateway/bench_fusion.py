@@ -10,7 +10,7 @@ Score the tracks file with ``python -m benchmarks.fusion.score``; run whole
 scenario families with ``python -m benchmarks.fusion.run``.
 
 The frame is the engine's "ECEF" here: each radar is a
-:func:`gateway.geo.local_geometry` with forward = x, right = y, up = z, so
+:func:`hilgw.geo.local_geometry` with forward = x, right = y, up = z, so
 azimuth = atan2(dy, dx) as in the scenario. Gravity is the scenario's: -z
 (:func:`gateway.fusion.motion.flat_gravity`) unless its ``params_json`` names a
 central field (the ballistic families: the Earth's centre at (0, 0, -a), spin
@@ -38,10 +38,10 @@ from gateway.fusion.api import KIND_PLOT, STATUS_COASTING, STATUS_CONFIRMED, Rep
 from gateway.fusion.config import MODEL_BALLISTIC, MODEL_NCV, FusionConfig
 from gateway.fusion.engine import Engine
 from gateway.fusion.motion import AccelFn, ecef_gravity, flat_gravity
-from gateway.geo import local_geometry
+from hilgw.geo import local_geometry
 
 # The engine's own default (one configuration for straight, manoeuvring and
-# ballistic targets: IMM NCV + ballistic + manoeuvre, GNN with likelihood costs), the same
+# ballistic targets: IMM NCV + ballistic + manoeuvre, GNN with IMM mixture-likelihood costs), the same
 # one `hilgw run` uses. The variants are only there to compare against it
 # (figures in benchmarks/fusion/RESULTS.md).
 BENCH_CONFIG = FusionConfig()
@@ -51,6 +51,11 @@ VARIANTS: dict[str, FusionConfig] = {
     "gnn": dataclasses.replace(BENCH_CONFIG, association="gnn"),
     # the default with cheap-JPDA updates of confirmed tracks
     "jpda": dataclasses.replace(BENCH_CONFIG, association="jpda"),
+    # GNN costs from one moment-matched Gaussian per track (the default before
+    # the IMM mixture likelihood, gateway/fusion/twoscan.py)
+    "combined": dataclasses.replace(BENCH_CONFIG, assoc_cost="combined"),
+    # one-batch look-ahead swap test of crossed plots (gateway/fusion/twoscan.py)
+    "two_scan": dataclasses.replace(BENCH_CONFIG, two_scan=True),
     # the former bench default: NCV only, q = 1, GNN
     "ncv": dataclasses.replace(BENCH_CONFIG, models=(MODEL_NCV,), imm_initial=(1.0,), association="gnn"),
     # the former `--imm`: NCV + ballistic, GNN

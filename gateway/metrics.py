@@ -31,7 +31,7 @@ from hilgw.errors import TransportError
 from hilgw.v1 import health_pb2
 
 if TYPE_CHECKING:
-    from gateway.supervisor import Gateway
+    from gateway.running import RunningGateway
 
 __all__ = ["NON_DECODE_DROPS", "GatewayMetrics", "HttpEndpoint", "health_check"]
 
@@ -55,7 +55,7 @@ def _state_name(state: int) -> str:
     return health_pb2.DeviceState.Name(state).removeprefix("DEVICE_STATE_")  # type: ignore[arg-type]  # int is the wire value
 
 
-def _source_metrics(gw: Gateway) -> Iterator[Metric]:
+def _source_metrics(gw: RunningGateway) -> Iterator[Metric]:
     """Per-radar counters of multi-source devices (``[[devices.sources]]``, issue 22)."""
     lab = ["device", "source"]
     records = CounterMetricFamily("hilgw_source_records", "Records received from the source", labels=lab)
@@ -65,6 +65,9 @@ def _source_metrics(gw: Gateway) -> Iterator[Metric]:
         "hilgw_source_out_of_sequence", "Records older than the source's newest", labels=lab
     )
     drops = CounterMetricFamily("hilgw_source_drops", "Records dropped, by reason", labels=[*lab, "reason"])
+    degraded = CounterMetricFamily(
+        "hilgw_source_reports_degraded", "Reports with a field taken as unknown", labels=[*lab, "reason"]
+    )
     state = GaugeMetricFamily("hilgw_source_state", "1 for the source's state", labels=[*lab, "state"])
     rot = GaugeMetricFamily("hilgw_source_rotation_seconds", "Antenna rotation period (CAT034)", labels=lab)
     unknown = CounterMetricFamily(
@@ -79,15 +82,17 @@ def _source_metrics(gw: Gateway) -> Iterator[Metric]:
             oos.add_metric(key, src.out_of_sequence)
             for reason, n in sorted(src.drops.items()):
                 drops.add_metric([*key, reason], n)
+            for reason, n in sorted(src.degraded.items()):
+                degraded.add_metric([*key, reason], n)
             state.add_metric([*key, _state_name(src.state)], 1)
             if src.rotation_s > 0:
                 rot.add_metric(key, src.rotation_s)
         for sid, n in sorted(st.unknown_sources.items()):
             unknown.add_metric([dev_id, sid], n)
-    yield from (records, reports, service, oos, drops, state, rot, unknown)
+    yield from (records, reports, service, oos, drops, degraded, state, rot, unknown)
 
 
-def health_check(gw: Gateway) -> tuple[bool, dict[str, Any]]:
+def health_check(gw: RunningGateway) -> tuple[bool, dict[str, Any]]:
     """Healthy when every task is alive and, if the gateway has devices, at
     least one is UP or DEGRADED (link alive, frames arriving)."""
     reasons: list[str] = []
@@ -122,7 +127,7 @@ def health_check(gw: Gateway) -> tuple[bool, dict[str, Any]]:
 class _GatewayCollector(Collector):
     """Reads the gateway's own counters at scrape time."""
 
-    def __init__(self, gw: Gateway, metrics: GatewayMetrics) -> None:
+    def __init__(self, gw: RunningGateway, metrics: GatewayMetrics) -> None:
         self.gw = gw
         self.metrics = metrics
 
@@ -136,6 +141,11 @@ class _GatewayCollector(Collector):
         )
         drops = CounterMetricFamily(
             "hilgw_device_drops", "Frames or reports dropped, by reason", labels=["device", "reason"]
+        )
+        degraded = CounterMetricFamily(
+            "hilgw_device_reports_degraded",
+            "Reports published with a field taken as unknown, by reason",
+            labels=["device", "reason"],
         )
         decode = CounterMetricFamily(
             "hilgw_device_decode_errors", "Frames the codec rejected (every reason but stale/gap)", labels=dev
@@ -155,11 +165,13 @@ class _GatewayCollector(Collector):
             restarts.add_metric([dev_id], st.restarts)
             for reason, n in sorted(st.drops.items()):
                 drops.add_metric([dev_id, reason], n)
+            for reason, n in sorted(st.degraded.items()):
+                degraded.add_metric([dev_id, reason], n)
             decode.add_metric([dev_id], sum(n for r, n in st.drops.items() if r not in NON_DECODE_DROPS))
             state.add_metric([dev_id, _state_name(st.state)], 1)
             if st.last_frame_time_ns:
                 age.add_metric([dev_id], max(now_ns - st.last_frame_time_ns, 0) * 1e-9)
-        yield from (frames, nbytes, reports, drops, decode, restarts, state, age)
+        yield from (frames, nbytes, reports, drops, degraded, decode, restarts, state, age)
         yield from _source_metrics(gw)
 
         sub = ["topic", "subscriber"]
@@ -183,7 +195,7 @@ class _GatewayCollector(Collector):
         yield tracks
         # What became of the reports fusion took in (engine counters): received =
         # the terminal fates + held (gateway/fusion_stage.py report_fates).
-        counters: dict[str, int] = getattr(gw.fusion.engine, "counters", {})
+        counters = gw.fusion.engine_counters()
         if "reports_in" in counters:
             by_fate, held = report_fates(counters)
             fates = CounterMetricFamily(
@@ -312,7 +324,7 @@ class GatewayMetrics:
     cue-to-ack latency with :meth:`observe_cue_ack`.
     """
 
-    def __init__(self, gw: Gateway) -> None:
+    def __init__(self, gw: RunningGateway) -> None:
         self.gw = gw
         self.registry = CollectorRegistry(auto_describe=False)
         self.authority = "HOLD"

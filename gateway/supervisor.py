@@ -23,8 +23,14 @@ import numpy.typing as npt
 
 from gateway.bus import Topic
 from gateway.config import DeviceConfig, GatewayConfig
-from gateway.devices import driver_class
-from gateway.devices.base import DeviceDriver, DriverContext, DriverServices, RawFrame, ReportsIn
+from gateway.devices.base import (
+    DeviceDriver,
+    DriverContext,
+    DriverServices,
+    RawFrame,
+    ReportsIn,
+    build_driver,
+)
 from gateway.emulation import EmulatedDevices
 from gateway.fusion.api import ReportArrays
 from gateway.fusion_stage import FusionStage
@@ -40,6 +46,7 @@ from hilgw.v1 import cue_pb2, health_pb2, track_pb2
 
 if TYPE_CHECKING:
     from gateway.cue.path import CuePath  # issue 7: imported when configured (aiohttp is not free to import)
+    from gateway.federation.fastpath import NatsLink
     from gateway.federation.picture import PictureBridge
     from gateway.federation.sites import SiteInput
     from gateway.metrics import GatewayMetrics, HttpEndpoint
@@ -66,6 +73,7 @@ class Gateway:
         self.devices: list[DeviceConfig] = []
         self.fusion = FusionStage(config.fusion, config.gateway_id, self.reports, self.tracks)
         self.mqtt: MqttSession | None = None
+        self.nats: NatsLink | None = None  # [nats]: the core NATS fast path (docs/federation.md §5)
         self.task_health = TaskHealth(config.supervisor)
         self.mqtt_port = config.mqtt.port
         self.emulation: EmulatedDevices | None = None
@@ -84,6 +92,7 @@ class Gateway:
         self._report_seq: dict[str, int] = {}  # per-device SensorReportBatch sequence on MQTT
         self.sites: list[SiteInput] = []  # [federation]: one input per site gateway
         self.cue_picture: PictureBridge | None = None  # [cue.picture]: the remote picture
+        self._live_subject = ""  # [nats]: where this gateway's picture goes on the fast path
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -130,6 +139,11 @@ class Gateway:
             # One session for the publisher, the cue path and scoring (issue 15).
             self.mqtt = MqttSession(cfg.mqtt, cfg.gateway_id, port=port)
             self.mqtt.stages = self.stages
+        if cfg.nats is not None:
+            from gateway.federation.fastpath import NatsLink, live_subject
+
+            self.nats = NatsLink(cfg.nats, f"hilgw-{cfg.gateway_id}")
+            self._live_subject = live_subject(cfg.mqtt.topic_prefix, cfg.gateway_id)
 
         if cfg.federation is not None:  # a theatre: site pictures are its sensors (docs/federation.md)
             from gateway.federation.wiring import start_sites
@@ -156,12 +170,14 @@ class Gateway:
         if cfg.partners:  # partner feeds (docs/partners.md)
             from gateway.partners.wiring import build_partners
 
-            for name, run in build_partners(self):
+            for name, run in build_partners(self, self.partner_feeds):
                 self._spawn(tg, name, self._keep_running(name, run))
         if self.mqtt is not None:
             mqtt = self.mqtt
             self._spawn(tg, "mqtt", self._keep_running("mqtt", mqtt.run))
             self._spawn(tg, "mqtt:feed", self._keep_running("mqtt:feed", self._feed_mqtt))
+        if self.nats is not None:
+            self._spawn(tg, "nats", self._keep_running("nats", self.nats.run))
         await self._serve_observers()
         log.info("gateway %s started with %d device(s)", cfg.gateway_id, len(self.devices))
 
@@ -217,14 +233,12 @@ class Gateway:
     # --- devices -----------------------------------------------------------------
 
     def _make_driver(self, dev: DeviceConfig, stats: DeviceStats) -> DeviceDriver:
-        """Every driver is built the same way: ``Class.build(config, ctx, services)``
-        (gateway/protocols.py names the class; the driver takes what it needs)."""
+        """A driver on this gateway's topics, fusion engine and own-ship registry."""
         from gateway.devices.ownship import registry_for
 
         ctx = DriverContext(self.config.gateway_id, self.reports, self.raw, stats)
         services = DriverServices(self.fusion.engine.add_sensor, registry_for(self))
-        driver: DeviceDriver = driver_class(dev.protocol).build(dev, ctx, services)
-        return driver
+        return build_driver(dev, ctx, services)
 
     async def _supervise_device(self, driver: DeviceDriver) -> None:
         dev, stats = driver.config, driver.ctx.stats
@@ -303,6 +317,8 @@ class Gateway:
         while True:
             await asyncio.sleep(self.config.health_interval_s)
             self.check_heartbeats(time.monotonic())
+            for site in self.sites:
+                site.settle()  # pictures missing for gap_wait_s become counted gaps
             now = time.time_ns()
             for st in self.stats.values():
                 self.health.publish(st.to_proto(now))
@@ -333,8 +349,12 @@ class Gateway:
         assert self.mqtt is not None
         mqtt, topics = self.mqtt, self.mqtt.topics
         qos = self.config.mqtt.tracks_qos  # 1 when a theatre must get every picture
+        fast = self.nats if self.nats is not None and self.nats.config.publish_tracks else None
         for batch in tracks:
-            mqtt.enqueue(Outgoing(topics.tracks, batch.SerializeToString(), qos, kind="tracks"))
+            payload = batch.SerializeToString()
+            mqtt.enqueue(Outgoing(topics.tracks, payload, qos, kind="tracks"))
+            if fast is not None:  # the same bytes, at most once, JetStream-free (docs/federation.md §5)
+                fast.publish(self._live_subject, payload)
         for h in health:
             mqtt.enqueue(Outgoing(topics.health(h.device_id), h.SerializeToString(), 1, True, "health"))
         sensor_ids = self.fusion.sensor_ids

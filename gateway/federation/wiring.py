@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gateway.bus import Topic
+from gateway.federation.fastpath import live_subject
 from gateway.federation.picture import PictureBridge
 from gateway.federation.sites import SiteInput
 from gateway.fusion.api import SensorGeometry
@@ -15,12 +16,12 @@ from gateway.partners.release import SourceMarkings
 from hilgw.v1 import track_pb2
 
 if TYPE_CHECKING:
-    from gateway.supervisor import Gateway
+    from gateway.running import RunningGateway
 
 __all__ = ["start_cue_picture", "start_sites"]
 
 
-def start_sites(gw: Gateway) -> list[SiteInput]:
+def start_sites(gw: RunningGateway) -> list[SiteInput]:
     """One fusion source per site, fed by the site's tracks topic on the gateway's session."""
     fed, session = gw.config.federation, gw.mqtt
     assert fed is not None
@@ -35,11 +36,13 @@ def start_sites(gw: Gateway) -> list[SiteInput]:
             gw.fusion.markings[source] = SourceMarkings.from_config(site.markings)
         handler = SiteInput(site, fed, gw.reports, stats, index)
         session.subscribe(handler.topic, handler, qos=1)
+        if gw.nats is not None:  # the fast path first, the persistent session as the backstop
+            gw.nats.subscribe(live_subject(site.topic_prefix, site.gateway_id), handler)
         inputs.append(handler)
     return inputs
 
 
-def start_cue_picture(gw: Gateway) -> tuple[Topic[track_pb2.TrackBatch], PictureBridge]:
+def start_cue_picture(gw: RunningGateway) -> tuple[Topic[track_pb2.TrackBatch], PictureBridge]:
     """The topic the cue path reads when ``[cue.picture]`` names another gateway."""
     cue, session = gw.config.cue, gw.mqtt
     assert cue is not None
@@ -48,4 +51,6 @@ def start_cue_picture(gw: Gateway) -> tuple[Topic[track_pb2.TrackBatch], Picture
     topic: Topic[track_pb2.TrackBatch] = Topic("cue_picture")
     bridge = PictureBridge(cue.picture, topic)
     session.subscribe(bridge.topic, bridge, qos=1)
+    if gw.nats is not None:
+        gw.nats.subscribe(live_subject(cue.picture.topic_prefix, cue.picture.gateway_id), bridge)
     return topic, bridge

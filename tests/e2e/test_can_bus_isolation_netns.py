@@ -42,7 +42,7 @@ KEY = bytes(range(100, 132))
 
 
 def _reports(tids: range) -> Any:
-    from drivers.serial_radar.events import TRACK_BATCH_DTYPE
+    from drivers.radar import TRACK_BATCH_DTYPE
 
     arr = np.zeros(len(tids), dtype=TRACK_BATCH_DTYPE)
     arr["sensor_track_id"] = list(tids)

@@ -22,9 +22,9 @@ from gateway.bus import Topic
 from gateway.config import CanTransportConfig, DeviceConfig
 from gateway.devices.base import DriverContext, RawFrame, ReportsIn
 from gateway.devices.can_radar import CanRadarDriver
-from gateway.geo import site_geometry
 from gateway.health import DeviceStats
 from gateway.transports.can import CanTransport
+from hilgw.geo import site_geometry
 from hilgw.v1 import health_pb2
 from sim_devices.can_radar_emulator import CanRadarEmulator, build_parser
 from tests.can_support import virtual_bus_open

@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 
 from drivers.base import Rejected, Role
-from drivers.serial_radar import SerialRadarCodec, Status, TrackReportBatch
-from gateway.geo import angle_diff
+from drivers.radar import Status, TrackReportBatch
+from drivers.serial_radar import SerialRadarCodec
+from hilgw.geo import angle_diff
 from sim_devices.process import start_emulator
 from sim_devices.scenario import load_scenario
 from sim_devices.sensor_model import SensorModel

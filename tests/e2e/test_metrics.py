@@ -14,7 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from drivers.base import Role
-from drivers.serial_radar import TRACK_BATCH_DTYPE, SerialRadarCodec
+from drivers.radar import TRACK_BATCH_DTYPE
+from drivers.serial_radar import SerialRadarCodec
 from gateway.config import parse_config
 from gateway.supervisor import Gateway
 from gateway.transports import memory_registry

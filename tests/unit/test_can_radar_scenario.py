@@ -25,10 +25,12 @@ import can
 import pytest
 
 from drivers.base import Rejected, Role
-from drivers.can_radar import CLASSIC_DB, FD_DB, CanFrame, CanRadarCodec, Status, TrackReportBatch
+from drivers.can_radar import CLASSIC_DB, FD_DB, CanRadarCodec
+from drivers.radar import Status, TrackReportBatch
 from gateway.config import CanTransportConfig, DeviceConfig, parse_config
 from gateway.supervisor import Gateway
 from gateway.transports.can import CAN_ERR_BUSOFF
+from hilgw.can import CanFrame
 from hilgw.errors import ConfigError
 from hilgw.v1 import health_pb2
 from sim_devices.bench_plan import can_radar_device

@@ -11,10 +11,10 @@ from typing import Any
 import can
 import pytest
 
-from drivers.can_radar import CanFrame
 from gateway.config import CanTransportConfig, parse_config
 from gateway.transports import create_transport
 from gateway.transports.can import CAN_ERR_BUSOFF, CanTransport
+from hilgw.can import CanFrame
 from hilgw.errors import TransportError
 from tests.waiting import eventually
 

@@ -17,7 +17,8 @@ from mcap.reader import make_reader
 from mcap_protobuf.decoder import DecoderFactory
 
 from drivers.base import Role
-from drivers.serial_radar import TRACK_BATCH_DTYPE, SensorState, SerialRadarCodec, Status
+from drivers.radar import TRACK_BATCH_DTYPE, SensorState, Status
+from drivers.serial_radar import SerialRadarCodec
 from gateway import recording
 from gateway.bus import Topic
 from gateway.config import RecordingConfig, parse_config

@@ -24,7 +24,6 @@ import pytest
 from mcap.reader import make_reader
 
 from drivers.base import Role
-from drivers.can_radar import CanFrame
 from drivers.launcher import LauncherCanCodec, LauncherState, LauncherStatus
 from gateway.config import CanTransportConfig, GatewayConfig, parse_config
 from gateway.devices.base import ReportsIn
@@ -34,6 +33,7 @@ from gateway.recording import topic_raw, topic_reports
 from gateway.replay import Replay, ReplayResult, read_info, replay_command, timeline
 from gateway.supervisor import Gateway
 from gateway.transports.can import CanTransport
+from hilgw.can import CanFrame
 from hilgw.errors import RemoteProtocolError
 from hilgw.v1 import recording_pb2, report_pb2, track_pb2
 from sim_devices.can_device import EmulatorCanTransport
@@ -85,7 +85,7 @@ def replay_with_reports(files: list[Path]) -> tuple[Replay, ReplayResult, list[b
     info = read_info(files)
     assert info.dropped == {"raw": 0, "tracks": 0, "health": 0, "reports": 0}
     replay = Replay(info)  # refuses the recording if the CAN radar has no feed_raw
-    sub = replay.gateway.reports.subscribe("test", maxsize=1_000_000)
+    sub = replay.reports.subscribe("test", maxsize=1_000_000)
     result = replay.run(timeline(info.paths))
     ours: list[ReportsIn] = [r for r in sub.get_all() if r.device_id == RADAR]
     sensor_ids = replay.fusion.sensor_ids

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from drivers.base import Role
-from drivers.serial_radar import TRACK_BATCH_DTYPE, SensorState, SerialRadarCodec, Status
+from drivers.radar import TRACK_BATCH_DTYPE, SensorState, Status
+from drivers.serial_radar import SerialRadarCodec
 from gateway.config import parse_config
 from gateway.supervisor import Gateway
 from gateway.transports import memory_registry
@@ -216,9 +217,9 @@ def test_queued_report_batches_go_out_as_one_message_per_device_and_are_timed(li
     device (each report keeps its receive time), and the stage clock times the batches
     from their receipt (hilgw_stage_seconds, issue 18)."""
     from gateway.devices.base import ReportsIn
-    from gateway.geo import site_geometry
     from gateway.normalise import normalise_polar
     from gateway.outputs.session import MqttSession
+    from hilgw.geo import site_geometry
     from hilgw.v1 import report_pb2
 
     cfg = parse_config({**radar_config(link), "mqtt": {"enabled": True}})
