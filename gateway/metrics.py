@@ -225,8 +225,10 @@ class _GatewayCollector(Collector):
             yield GaugeMetricFamily(
                 "hilgw_mqtt_queue_depth", "Messages waiting for the broker", value=m.queued
             )
+            cmd = gw.mqtt_commands  # the cue path's own connection: its outputs are counted there
+            out_counts = m.published + cmd.published if cmd is not None else m.published
             pub = CounterMetricFamily("hilgw_mqtt_published", "Messages published", labels=["kind"])
-            for kind, n in sorted(m.published.items()):
+            for kind, n in sorted(out_counts.items()):
                 pub.add_metric([kind], n)
             mdrop = CounterMetricFamily(
                 "hilgw_mqtt_drops",
@@ -241,6 +243,12 @@ class _GatewayCollector(Collector):
                 value=m.queued_critical,
             )  # fmt: skip
             yield CounterMetricFamily("hilgw_mqtt_connects", "Connections made", value=m.connects)
+            if cmd is not None:
+                yield GaugeMetricFamily(
+                    "hilgw_mqtt_commands_connected",
+                    "1 while the operator-command connection is up ([mqtt] command_connection)",
+                    value=int(cmd.connected),
+                )
             yield CounterMetricFamily(
                 "hilgw_mqtt_connect_failures", "Connection attempts that failed", value=m.connect_failures
             )

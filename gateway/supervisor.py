@@ -32,7 +32,7 @@ from gateway.health import ALL_REJECTED, DeviceStats
 from gateway.normalise import reports_to_proto
 from gateway.outputs.broker import EmbeddedBroker
 from gateway.outputs.mqtt import Outgoing
-from gateway.outputs.session import MqttSession
+from gateway.outputs.session import MqttSession, command_session
 from gateway.stages import StageClock
 from gateway.task_health import TaskHealth
 from hilgw.errors import ConfigError, HilgwError
@@ -66,6 +66,8 @@ class Gateway:
         self.devices: list[DeviceConfig] = []
         self.fusion = FusionStage(config.fusion, config.gateway_id, self.reports, self.tracks)
         self.mqtt: MqttSession | None = None
+        #: The cue path's own connection for operator commands (``[mqtt] command_connection``).
+        self.mqtt_commands: MqttSession | None = None
         self.task_health = TaskHealth(config.supervisor)
         self.mqtt_port = config.mqtt.port
         self.emulation: EmulatedDevices | None = None
@@ -130,6 +132,10 @@ class Gateway:
             # One session for the publisher, the cue path and scoring (issue 15).
             self.mqtt = MqttSession(cfg.mqtt, cfg.gateway_id, port=port)
             self.mqtt.stages = self.stages
+            if cfg.mqtt.command_connection and cfg.cue is not None and cfg.cue.enabled:
+                # Operator commands on a connection of their own: no telemetry in front
+                # of a HOLD, in the broker's queue or in ours (issue 23 §1).
+                self.mqtt_commands = command_session(cfg.mqtt, cfg.gateway_id, port=port)
 
         if cfg.federation is not None:  # a theatre: site pictures are its sensors (docs/federation.md)
             from gateway.federation.wiring import start_sites
@@ -162,6 +168,9 @@ class Gateway:
             mqtt = self.mqtt
             self._spawn(tg, "mqtt", self._keep_running("mqtt", mqtt.run))
             self._spawn(tg, "mqtt:feed", self._keep_running("mqtt:feed", self._feed_mqtt))
+        if self.mqtt_commands is not None:
+            commands = self.mqtt_commands
+            self._spawn(tg, "mqtt:commands", self._keep_running("mqtt:commands", commands.run))
         await self._serve_observers()
         log.info("gateway %s started with %d device(s)", cfg.gateway_id, len(self.devices))
 
@@ -203,7 +212,7 @@ class Gateway:
             health=self.health,
             mqtt=cfg.mqtt if cfg.mqtt.enabled else None,
             mqtt_port=self.mqtt_port,
-            session=self.mqtt,
+            session=self.mqtt_commands or self.mqtt,
         )
         for launcher in cfg.cue.launchers:
             driver = drivers.get(launcher.id)

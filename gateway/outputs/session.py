@@ -51,6 +51,7 @@ import contextlib
 import itertools
 import logging
 import random
+import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -62,11 +63,21 @@ from gateway.config import MqttConfig
 from gateway.outputs.mqtt import Outgoing, Topics, cancel_safe, publish, tls_context
 from gateway.stages import StageClock
 
-__all__ = ["CRITICAL_KINDS", "BrokerAddress", "MqttSession", "Subscription", "broker_addresses"]
+__all__ = [
+    "CRITICAL_KINDS",
+    "BrokerAddress",
+    "MqttSession",
+    "Subscription",
+    "broker_addresses",
+    "command_session",
+]
 
 log = logging.getLogger(__name__)
 #: Incoming messages dispatched per loop turn at most, beyond the one aiomqtt hands over.
 _DRAIN_PER_TURN = 256
+
+#: The window over which a command connection's incoming rate is judged (``shed_above_per_s``).
+_SHED_WINDOW_S = 0.25
 
 #: Message kinds that are never dropped (docs/topics.md, docs/cue-path.md §8).
 CRITICAL_KINDS = frozenset({"cue", "ack", "authority", "cues", "result", "status"})
@@ -107,6 +118,10 @@ def _first(exc: BaseException) -> BaseException:
     return exc
 
 
+class FloodShed(aiomqtt.MqttError):
+    """The connection took more than ``shed_above_per_s`` messages: dropped on purpose."""
+
+
 class Subscription:
     """One topic filter and its handler; :meth:`close` unsubscribes it."""
 
@@ -130,8 +145,21 @@ class MqttSession:
         *,
         port: int | None = None,
         client_id: str | None = None,
+        announce: bool = True,
+        rcvbuf_bytes: int = 0,
+        shed_above_per_s: int = 0,
     ) -> None:
         self.config = config
+        #: Publish the retained ``status`` (online, offline, the will): the main
+        #: session does; a second connection of the same gateway does not.
+        self.announce = announce
+        #: SO_RCVBUF of the connection (0: the OS default, autotuned); see :func:`command_session`.
+        self.rcvbuf_bytes = rcvbuf_bytes
+        #: More incoming messages than this a second: the connection is shed (0: never);
+        #: see :func:`command_session`.
+        self.shed_above_per_s = shed_above_per_s
+        #: Connections dropped on purpose because of an incoming flood.
+        self.sheds = 0
         self.topics = Topics(config.topic_prefix, gateway_id)
         self.client_id = client_id or config.client_id or f"hilgw-{gateway_id}"
         self.addresses = broker_addresses(config, port)
@@ -151,7 +179,8 @@ class MqttSession:
         #: full, the oldest went), ``link_lost`` (QoS 0, in flight when the link went).
         self.dropped: Counter[tuple[str, str]] = Counter()
         self.published: Counter[str] = Counter()
-        #: Incoming messages by outcome: ``handled``, ``handler_error``.
+        #: Incoming messages by outcome: ``handled``, ``handler_error``, ``unmatched``,
+        #: ``shed`` (QoS 0, read but discarded when the connection was shed).
         self.received: Counter[str] = Counter()
         self.connected = False
         self.address: BrokerAddress | None = None  # the broker of the current/last connection
@@ -162,6 +191,8 @@ class MqttSession:
         #: Monotonic time of the last loss of the connection (None: never connected/lost).
         self.down_since_mono: float | None = None
         self._last_failure_log = -1e9
+        self._last_shed_log = -1e9
+        self._subscribing = False
 
     # --- the queue ------------------------------------------------------------------------
 
@@ -255,9 +286,12 @@ class MqttSession:
             password=c.password,
             keepalive=c.keepalive_s,
             clean_session=not c.persistent_session,
-            will=aiomqtt.Will(self.topics.status, b"offline", qos=1, retain=True),
+            will=aiomqtt.Will(self.topics.status, b"offline", qos=1, retain=True) if self.announce else None,
             tls_context=context,
             timeout=c.connect_timeout_s,
+            socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf_bytes)]
+            if self.rcvbuf_bytes
+            else None,
         )
         # aiomqtt warns (one log line per publish) above 10 unconfirmed publishes;
         # our window allows max_inflight of them by design.
@@ -272,14 +306,19 @@ class MqttSession:
         while True:
             addr = self.addresses[index % len(self.addresses)]
             up_since: float | None = None
+            shed = False
+            client: aiomqtt.Client | None = None
             try:
-                async with self._client(addr) as client:
+                client = self._client(addr)
+                async with client:
                     up_since = time.monotonic()
                     self.connected, self.address = True, addr
                     self.connects += 1
                     log.info("mqtt: connected to %s as %s", addr, self.client_id)
-                    await publish(client, self.topics.status, b"online", qos=1, retain=True)
+                    if self.announce:
+                        await publish(client, self.topics.status, b"online", qos=1, retain=True)
                     self._subs_changed.set()
+                    self._subscribing = bool(self._subs)
                     self._notify(True)
                     try:
                         async with asyncio.TaskGroup() as tg:
@@ -289,15 +328,24 @@ class MqttSession:
                     except asyncio.CancelledError:
                         await self._say_offline(client)
                         raise
+            except* FloodShed:
+                shed = True
             except* aiomqtt.MqttError as group:
                 self._failed(addr, _first(group), up_since is not None)
             finally:
+                if client is not None:
+                    # paho went on reading (and acknowledging) while the connection
+                    # was being closed: handle those too (a HOLD may be among them).
+                    self._drain_after_loss(client._queue, keep_qos0=not shed)
                 if self.connected:
                     self.connected = False
                     self.disconnects += 1
                     self.down_since_mono = time.monotonic()
                     self._notify(False)
                 self._requeue_inflight()
+            if shed:  # on purpose: at once, to the same broker, the back-off untouched
+                self.sheds += 1
+                continue
             healthy = up_since is not None and time.monotonic() - up_since >= c.reconnect_reset_s
             if healthy:
                 delay = c.reconnect_initial_s  # it had been healthy: start the back-off over
@@ -325,6 +373,8 @@ class MqttSession:
 
     async def _say_offline(self, client: aiomqtt.Client) -> None:
         """A clean stop: retained ``offline`` before the disconnect (the will is for unclean ends)."""
+        if not self.announce:
+            return
         with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
             async with asyncio.timeout(1.0):
                 await client.publish(self.topics.status, b"offline", qos=1, retain=True)
@@ -332,8 +382,18 @@ class MqttSession:
     async def _receive(self, client: aiomqtt.Client) -> None:
         """Dispatch incoming messages; raises MqttError when the connection drops."""
         queued = client._queue  # aiomqtt's incoming queue, private: see below
+        limit = self.shed_above_per_s * _SHED_WINDOW_S
+        window_end, count = time.monotonic() + _SHED_WINDOW_S, 0
         try:
             async for msg in client.messages:
+                if limit:
+                    count += 1 + queued.qsize()
+                    now = time.monotonic()
+                    if now >= window_end:
+                        window_end, count = now + _SHED_WINDOW_S, 0
+                    elif count > limit and not self._subscribing:
+                        # (not while a SUBACK is awaited: the subscription must be made)
+                        self._shed(queued, msg)
                 self._dispatch(msg)
                 # aiomqtt hands over one message per several loop turns (a task and an
                 # asyncio.wait each) while paho reads many per turn: under a flood the
@@ -349,12 +409,45 @@ class MqttSession:
         self._drain_after_loss(queued)
         raise aiomqtt.MqttError("message stream ended")  # aiomqtt ends iteration on a lost link
 
-    def _drain_after_loss(self, queued: asyncio.Queue[aiomqtt.Message]) -> None:
+    def _shed(self, queued: asyncio.Queue[aiomqtt.Message], msg: aiomqtt.Message) -> None:
+        """Drop the connection under an incoming flood (see :func:`command_session`).
+
+        What paho has read already is still handled if it was QoS 1 (paho has
+        acknowledged it: the broker will not send it again); QoS 0 messages read
+        but not yet handled are discarded and counted (``received["shed"]``):
+        they are the flood, and handling them is what the shedding saves.
+        Operator commands are QoS 1 (docs/cue-path.md §11).
+        """
+        now = time.monotonic()
+        if now - self._last_shed_log >= 60.0:  # one line a minute, not one per shed
+            self._last_shed_log = now
+            log.warning(
+                "mqtt: %s: more than %d messages a second: connection shed and made again (%d so far)",
+                self.client_id,
+                self.shed_above_per_s,
+                self.sheds + 1,
+            )
+        if msg.qos:
+            self._dispatch(msg)
+        else:
+            self._count_shed()
+        self._drain_after_loss(queued, keep_qos0=False)
+        raise FloodShed(f"more than {self.shed_above_per_s} messages/s")
+
+    def _drain_after_loss(self, queued: asyncio.Queue[aiomqtt.Message], *, keep_qos0: bool = True) -> None:
         """The link is gone, but paho acknowledged (PUBACK) what it read already: the
         broker will not send those again, so they are handled now, not dropped with
-        this connection's client (under a flood a HOLD could be among them, issue 23)."""
+        this connection's client (under a flood a HOLD could be among them, issue 23).
+        ``keep_qos0=False`` (a shed connection): QoS 0 ones are discarded, counted."""
         while not queued.empty():
-            self._dispatch(queued.get_nowait())
+            m = queued.get_nowait()
+            if keep_qos0 or m.qos:
+                self._dispatch(m)
+            else:
+                self._count_shed()
+
+    def _count_shed(self) -> None:
+        self.received["shed"] += 1
 
     def _dispatch(self, msg: aiomqtt.Message) -> None:
         payload = msg.payload if isinstance(msg.payload, bytes) else b""
@@ -380,8 +473,10 @@ class MqttSession:
             for sub in list(self._subs):
                 key = (sub.topic, sub.qos)
                 if key not in done:
+                    self._subscribing = True
                     await cancel_safe(client.subscribe(sub.topic, qos=sub.qos))
                     done.add(key)
+            self._subscribing = False
 
     async def _pump(self, client: aiomqtt.Client) -> None:
         window = asyncio.Semaphore(self.config.max_inflight)
@@ -414,3 +509,34 @@ class MqttSession:
                 self.on_published(msg)
             except Exception:  # an observer's bug must not end the connection
                 log.exception("mqtt: on_published observer failed")
+
+
+def command_session(config: MqttConfig, gateway_id: str, *, port: int | None = None) -> MqttSession:
+    """The operator-command connection (``[mqtt] command_connection``, issue 23 §1).
+
+    A second MQTT connection with its own client id (``{client_id}-cmd``) and
+    its own persistent session, used by the cue path alone: it subscribes the
+    two command topics and publishes what the cue path publishes. The broker
+    keeps one delivery queue per client and delivers it in order on one TCP
+    connection (MQTT 3.1.1 §4.6), so on the main connection a HOLD would wait
+    behind every track, report and partner message the gateway subscribes to
+    or sends; here it waits only behind other commands.
+
+    Its receive buffer is pinned to ``command_rcvbuf_bytes``: the kernel then
+    holds at most that much of a command flood in front of a HOLD (autotuned,
+    loopback grows it to megabytes, tens of thousands of small messages), and
+    the rest waits in the broker, where ``max_queued_messages`` bounds it and
+    drops the excess (deploy/mosquitto/hilgw.conf). It does not announce the
+    gateway's ``status``: that is the main session's, and a will here would
+    say "offline" for a gateway that is up.
+    """
+    base = config.client_id or f"hilgw-{gateway_id}"
+    return MqttSession(
+        config,
+        gateway_id,
+        port=port,
+        client_id=f"{base}-cmd",
+        announce=False,
+        rcvbuf_bytes=config.command_rcvbuf_bytes,
+        shed_above_per_s=config.command_shed_above_per_s,
+    )
