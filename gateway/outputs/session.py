@@ -56,6 +56,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiomqtt
 
@@ -193,6 +194,9 @@ class MqttSession:
         self._last_failure_log = -1e9
         self._last_shed_log = -1e9
         self._subscribing = False
+        self._session_present = False
+        #: Filters the broker acknowledged in the current persistent session.
+        self._acked_subs: set[tuple[str, int]] = set()
 
     # --- the queue ------------------------------------------------------------------------
 
@@ -293,6 +297,17 @@ class MqttSession:
             if self.rcvbuf_bytes
             else None,
         )
+        # aiomqtt drops CONNACK's session-present flag; we need it to know whether the
+        # broker kept our subscriptions (MQTT 3.1.1 §3.2.2.2). Private, like _queue below.
+        paho = client._client
+        on_connect = paho.on_connect
+
+        def connected(c: Any, userdata: Any, flags: Any, *rest: Any) -> None:
+            self._session_present = bool(getattr(flags, "session_present", False))
+            on_connect(c, userdata, flags, *rest)  # type: ignore[misc]
+
+        self._session_present = False
+        paho.on_connect = connected
         # aiomqtt warns (one log line per publish) above 10 unconfirmed publishes;
         # our window allows max_inflight of them by design.
         client.pending_calls_threshold = c.max_inflight + 10
@@ -317,8 +332,10 @@ class MqttSession:
                     log.info("mqtt: connected to %s as %s", addr, self.client_id)
                     if self.announce:
                         await publish(client, self.topics.status, b"online", qos=1, retain=True)
+                    if not self._session_present:  # a new session: nothing is subscribed
+                        self._acked_subs.clear()
                     self._subs_changed.set()
-                    self._subscribing = bool(self._subs)
+                    self._subscribing = any((x.topic, x.qos) not in self._acked_subs for x in self._subs)
                     self._notify(True)
                     try:
                         async with asyncio.TaskGroup() as tg:
@@ -466,7 +483,10 @@ class MqttSession:
 
     async def _subscriber(self, client: aiomqtt.Client) -> None:
         """(Re)subscribe every filter on connect and whenever one is added."""
-        done: set[tuple[str, int]] = set()
+        # The broker kept the session (persistent, session present): what it
+        # acknowledged before is still subscribed; after a shed, the reconnect
+        # must not wait for a SUBACK queued behind the next flood.
+        done = self._acked_subs
         while True:
             await self._subs_changed.wait()
             self._subs_changed.clear()
@@ -475,7 +495,7 @@ class MqttSession:
                 if key not in done:
                     self._subscribing = True
                     await cancel_safe(client.subscribe(sub.topic, qos=sub.qos))
-                    done.add(key)
+                    done.add(key)  # SUBACKed
             self._subscribing = False
 
     async def _pump(self, client: aiomqtt.Client) -> None:
