@@ -249,6 +249,11 @@ class _GatewayCollector(Collector):
                     "1 while the operator-command connection is up ([mqtt] command_connection)",
                     value=int(cmd.connected),
                 )
+                yield CounterMetricFamily(
+                    "hilgw_mqtt_commands_sheds",
+                    "Times the command connection was dropped and made again under a flood",
+                    value=cmd.sheds,
+                )
             yield CounterMetricFamily(
                 "hilgw_mqtt_connect_failures", "Connection attempts that failed", value=m.connect_failures
             )

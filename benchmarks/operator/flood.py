@@ -221,7 +221,7 @@ async def run(
         await asyncio.sleep(1.5)  # the last summary
         flood_stats = json.loads(out.decode().strip().splitlines()[-1])
         audit_growth = cfg.audit_path.stat().st_size - audit0
-        drops = session.disconnects  # connections lost during the run (before ours is closed)
+        drops = session.disconnects - session.sheds  # lost, not shed (before ours is closed)
     finally:
         for task in tasks:
             task.cancel()
@@ -236,6 +236,11 @@ async def run(
         first = next((ns for ns, by_local in latches if by_local and ns >= t0), None)
         if first is not None:
             local_latch.append((first - t0) * 1e-9)
+    hold_latch = []
+    for t in sent.values():  # a verified HOLD latches in the loop's thread on arrival, before its journal
+        first = next((ns for ns, by_local in latches if not by_local and ns >= t), None)
+        if first is not None:
+            hold_latch.append((first - t) * 1e-9)
     local_s = [dt for _, dt, _ in ops["local"]]
     local_ok = [a for _, _, a in ops["local"] if a.startswith("OK HOLD")]
     res = {
@@ -248,11 +253,15 @@ async def run(
         "gateway_received": path.intake.received,
         "rejected": dict(sorted(path.intake.rejected.items())),
         "command_connection_drops": drops,
+        "command_connection_sheds": session.sheds,
+        "flood_read_then_shed": session.received["shed"],
         "holds_sent": len(sent),
         "holds_in_effect": len(lat),
         "hold_journaled_p50_ms": round(pct(lat, 50) * 1e3, 1),
         "hold_journaled_p99_ms": round(pct(lat, 99) * 1e3, 1),
         "hold_journaled_max_ms": round(max(lat, default=float("nan")) * 1e3, 1),
+        "hold_latch_p50_ms": round(pct(hold_latch, 50) * 1e3, 1),
+        "hold_latch_p99_ms": round(pct(hold_latch, 99) * 1e3, 1),
         "local_holds": len(local_s),
         "local_latched": len(local_latch),
         "local_latch_p50_ms": round(pct(local_latch, 50) * 1e3, 2),

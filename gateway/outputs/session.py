@@ -195,6 +195,7 @@ class MqttSession:
         self._last_shed_log = -1e9
         self._subscribing = False
         self._session_present = False
+        self._quiet_down = False  # a shed connection whose loss listeners have not heard of
         #: Filters the broker acknowledged in the current persistent session.
         self._acked_subs: set[tuple[str, int]] = set()
 
@@ -336,7 +337,10 @@ class MqttSession:
                         self._acked_subs.clear()
                     self._subs_changed.set()
                     self._subscribing = any((x.topic, x.qos) not in self._acked_subs for x in self._subs)
-                    self._notify(True)
+                    if self._quiet_down:  # back after a shed: the link was never lost for listeners
+                        self._quiet_down = False
+                    else:
+                        self._notify(True)
                     try:
                         async with asyncio.TaskGroup() as tg:
                             tg.create_task(self._pump(client), name="mqtt:pump")
@@ -358,11 +362,20 @@ class MqttSession:
                     self.connected = False
                     self.disconnects += 1
                     self.down_since_mono = time.monotonic()
-                    self._notify(False)
+                    if shed:
+                        # Dropped on purpose and made again at once: listeners (the cue
+                        # path's operator link, its audit) hear of it only if the
+                        # reconnect fails. Sheds are counted and logged instead.
+                        self._quiet_down = True
+                    else:
+                        self._notify(False)
                 self._requeue_inflight()
             if shed:  # on purpose: at once, to the same broker, the back-off untouched
                 self.sheds += 1
                 continue
+            if self._quiet_down:  # the reconnect after a shed failed: now the link is down
+                self._quiet_down = False
+                self._notify(False)
             healthy = up_since is not None and time.monotonic() - up_since >= c.reconnect_reset_s
             if healthy:
                 delay = c.reconnect_initial_s  # it had been healthy: start the back-off over
