@@ -187,6 +187,9 @@ async def test_operator_identity_flood_is_shed_and_the_hold_still_applies(
         assert session.received["shed"] + path.intake.received < FLOOD + 3
         assert path.faults == 0
     assert ("HOLD", 22) in _changes(path)
+    # A shed is not a lost operator link: no down/up pair per shed in the audit log.
+    recs = read_records(path.config.audit_path)
+    assert [r for r in recs if r["kind"] == "operator_link" and not r["data"]["up"]] == []
 
 
 @pytest.mark.parametrize("own_connection", [True, False])
