@@ -78,7 +78,7 @@ class MqttConfig(StrictModel):
     command_connection: bool = True
     #: SO_RCVBUF of the command connection, bytes (0: the OS default, autotuned):
     #: how much of a command flood the kernel may hold in front of a HOLD.
-    command_rcvbuf_bytes: int = Field(default=32768, ge=0, le=16 * 2**20)
+    command_rcvbuf_bytes: int = Field(default=8192, ge=0, le=16 * 2**20)
     #: More messages than this a second on the command connection (operators send
     #: a few a minute): it is a flood; the connection is dropped and made again at
     #: once, which discards what the broker had buffered for it (0: never).
