@@ -11,7 +11,7 @@ import importlib
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -131,6 +131,13 @@ def tracks_to_proto(
     return batch
 
 
+@runtime_checkable
+class CountingEngine(Protocol):
+    """A fusion engine that counts what became of the reports it took in (the built-in one does)."""
+
+    counters: dict[str, int]
+
+
 class FusionStage:
     """Steps the engine at ``publish_hz`` with whatever reports arrived."""
 
@@ -199,6 +206,12 @@ class FusionStage:
             else:
                 await asyncio.sleep(delay)
             self.tracks.publish(self.step_once(time.time_ns()))
+
+    def engine_counters(self) -> dict[str, int]:
+        """The engine's own counters (``reports_in`` and the fates, see :func:`report_fates`),
+        or ``{}`` for an engine that keeps none (they are not part of :class:`FusionEngine`)."""
+        engine = self.engine
+        return engine.counters if isinstance(engine, CountingEngine) else {}
 
     def counts(self) -> dict[int, int]:
         """Tracks by status in the last picture."""

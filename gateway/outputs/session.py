@@ -119,6 +119,39 @@ def _first(exc: BaseException) -> BaseException:
     return exc
 
 
+def _cancels() -> int:
+    task = asyncio.current_task()
+    return task.cancelling() if task is not None else 0
+
+
+def _settle_cancels(base: int, *, after_group: bool) -> None:
+    """Re-raise a cancellation that Python 3.11 swallowed; undo one it left behind.
+
+    Two 3.11 behaviours meet on a connection that is dropped often (a shed
+    command connection):
+
+    * aiomqtt's ``asyncio.wait_for`` (CONNACK, the disconnect) returns normally
+      when the future completes together with a cancel (CPython gh-86296): the
+      task runs on with one cancel requested and, un-noticed, a cancelled
+      session would connect again for ever;
+    * a TaskGroup whose child fails while the parent waits in ``__aexit__``
+      cancels the parent once and never takes it back (``uncancel``), and a
+      cancel that arrives then is swallowed too.
+
+    ``base``: the task's ``cancelling()`` when :meth:`MqttSession.run` began.
+    After a TaskGroup ended by an error, one extra request is the group's own
+    and is undone; more means a real cancel. Anywhere else, any extra is real.
+    """
+    task = asyncio.current_task()
+    if task is None:
+        return
+    extra = task.cancelling() - base
+    if after_group and extra == 1:
+        task.uncancel()
+    elif extra > 0:
+        raise asyncio.CancelledError
+
+
 class FloodShed(aiomqtt.MqttError):
     """The connection took more than ``shed_above_per_s`` messages: dropped on purpose."""
 
@@ -131,6 +164,9 @@ class Subscription:
         self.topic = topic
         self.qos = qos
         self.handler = handler
+        #: SUBACKs the broker sent for it, one per connection: what a caller waits on
+        #: before it relies on messages arriving (tests, a bench that publishes next).
+        self.acks = 0
 
     def close(self) -> None:
         self.session._unsubscribe(self)
@@ -319,14 +355,17 @@ class MqttSession:
         c = self.config
         delay = c.reconnect_initial_s
         index = 0
+        base = _cancels()
         while True:
+            _settle_cancels(base, after_group=False)
             addr = self.addresses[index % len(self.addresses)]
             up_since: float | None = None
-            shed = False
+            shed = grouped = False
             client: aiomqtt.Client | None = None
             try:
                 client = self._client(addr)
                 async with client:
+                    _settle_cancels(base, after_group=False)
                     up_since = time.monotonic()
                     self.connected, self.address = True, addr
                     self.connects += 1
@@ -342,6 +381,7 @@ class MqttSession:
                     else:
                         self._notify(True)
                     try:
+                        grouped = True
                         async with asyncio.TaskGroup() as tg:
                             tg.create_task(self._pump(client), name="mqtt:pump")
                             tg.create_task(self._receive(client), name="mqtt:receive")
@@ -351,8 +391,10 @@ class MqttSession:
                         raise
             except* FloodShed:
                 shed = True
+                _settle_cancels(base, after_group=grouped)
             except* aiomqtt.MqttError as group:
                 self._failed(addr, _first(group), up_since is not None)
+                _settle_cancels(base, after_group=grouped)
             finally:
                 if client is not None:
                     # paho went on reading (and acknowledging) while the connection
@@ -500,6 +542,7 @@ class MqttSession:
         # acknowledged before is still subscribed; after a shed, the reconnect
         # must not wait for a SUBACK queued behind the next flood.
         done = self._acked_subs
+        acked: set[int] = set()  # id() of the subscriptions counted on this connection
         while True:
             await self._subs_changed.wait()
             self._subs_changed.clear()
@@ -509,6 +552,9 @@ class MqttSession:
                     self._subscribing = True
                     await cancel_safe(client.subscribe(sub.topic, qos=sub.qos))
                     done.add(key)  # SUBACKed
+                if id(sub) not in acked:  # also a second handler on a filter already acked
+                    acked.add(id(sub))  # (or one the kept session had: in place all the same)
+                    sub.acks += 1
             self._subscribing = False
 
     async def _pump(self, client: aiomqtt.Client) -> None:
