@@ -5,7 +5,7 @@ group with the same "module:Class" form. A transport class takes its config
 model as the only constructor argument; a plug-in class declares that model
 as ``CONFIG_MODEL`` (a pydantic model with a ``kind`` field), and a device
 block's ``transport`` table of that kind is validated by it at load
-(gateway/transports/config.py, ``PluginTransportConfig``).
+(gateway/sections/transports.py, ``PluginTransportConfig``).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from gateway.partners.config import MarkingsConfig
+from gateway.sections.partners import MarkingsConfig
 from hilgw.tomlconfig import StrictModel
 
 __all__ = ["AsterixConfig", "AsterixSourceConfig", "GeoPointConfig", "OwnShipConfig"]

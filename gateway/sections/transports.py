@@ -1,6 +1,6 @@
 """Config models of the built-in transport kinds (``[devices.transport]``, chosen by ``kind``).
 
-Beside the transports they configure (gateway/transports/); re-exported by
+Read by the transports they configure (gateway/transports/); re-exported by
 :mod:`gateway.config`, whose ``DeviceConfig`` holds them. Reference:
 docs/config.md, "Transports".
 """
