@@ -72,7 +72,7 @@ from hilgw.errors import ConfigError, HilgwError, LocalProtocolError
 from sim_devices.dis_input import DisTruth, open_listener
 from sim_devices.faults import DatagramFaults, FaultSchedule
 from sim_devices.frigate_model import FrigateModel, TruthFn
-from sim_devices.process import EmulatorProcess, start_emulator
+from sim_devices.process import READY_TIMEOUT_S, EmulatorProcess, start_emulator
 from sim_devices.scenario import (
     Scenario,
     resolve_scenario,
@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def start_frigate_emulator(args: list[str], timeout_s: float = 10.0) -> EmulatorProcess:
+def start_frigate_emulator(args: list[str], timeout_s: float = READY_TIMEOUT_S) -> EmulatorProcess:
     """Start ``python -m sim_devices.frigate_emulator *args`` and wait for its ready line
     (the contract of :func:`sim_devices.process.start_emulator`)."""
     return start_emulator(args, timeout_s, module="sim_devices.frigate_emulator")

@@ -11,7 +11,6 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from gateway.bus import Topic
 from gateway.config import GatewayConfig
@@ -23,17 +22,14 @@ from gateway.health import DeviceStats
 from hilgw.v1 import track_pb2
 from tests.unit.cue_support import GW_SEED, OP_SECRET, make_batch, make_track
 
-#: The proto-level cue key of launcher key id "lk-1" in :func:`write_keys_file`.
-CUE_KEY = "a1" * 32
-
 
 def write_keys_file(directory: Path) -> Path:
-    """The cue path's keys file (mode 0600): operator op-alice (``OP_SECRET``), launcher key
-    lk-1 and the gateway's signing key gw-key (``GW_SEED``; the CLI verifies with it too)."""
+    """The cue path's keys file (mode 0600): operator op-alice (``OP_SECRET``) and the
+    gateway's signing key gw-key (``GW_SEED``; the CLI verifies with it too). Cues are
+    signed with the launcher device's ``cue_keys`` (docs/cue-path.md §3), not from here."""
     keys = directory / "keys.toml"
     keys.write_text(
         f'[operator.op-alice]\nsecret = "{OP_SECRET.hex()}"\noperator = "alice"\n'
-        f'[launcher.lk-1]\nsecret = "{CUE_KEY}"\n'
         f'[gateway.gw-key]\nsecret = "{GW_SEED.hex()}"\n'
     )
     os.chmod(keys, 0o600)
@@ -85,10 +81,3 @@ class Rig:
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
-
-
-async def wait_for(cond: Any, limit_s: float = 8.0) -> None:
-    async with asyncio.timeout(limit_s):
-        # Polling on purpose: the conditions read another process's output.
-        while not cond():  # noqa: ASYNC110
-            await asyncio.sleep(0.05)

@@ -19,6 +19,8 @@ from drivers.serial_radar import SerialRadarCodec
 from gateway.config import parse_config
 from gateway.supervisor import Gateway
 from gateway.transports import memory_registry
+from hilgw.v1 import health_pb2
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -103,7 +105,10 @@ async def test_metrics_and_healthz(links: tuple[str, str]) -> None:
             await dev_end.write(wire)
             await dev_end.write(wire[:-3] + b"\x55\x55\x00")  # a frame with a broken CRC
             await asyncio.sleep(0.06)
-        await asyncio.sleep(0.2)  # a few steps and a health tick
+        st = gw.stats["radar-1"]
+        await eventually(
+            lambda: st.frames_in == 10 and st.state == health_pb2.DEVICE_STATE_UP, what="10 frames in"
+        )
 
         status, _, body = await get(http, base + "/healthz")
         assert status == 200, body
@@ -112,7 +117,6 @@ async def test_metrics_and_healthz(links: tuple[str, str]) -> None:
         assert ctype.startswith("text/plain")
         m = samples(text)
         dev = (("device", "radar-1"),)
-        st = gw.stats["radar-1"]
         assert m[("hilgw_device_frames_total", dev)] == st.frames_in == 10
         assert m[("hilgw_device_bytes_total", dev)] == st.bytes_in > 0
         assert m[("hilgw_device_reports_total", dev)] == 5

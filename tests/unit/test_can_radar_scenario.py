@@ -38,7 +38,7 @@ from sim_devices.can_device import EmulatorCanTransport
 from sim_devices.can_radar_emulator import CanRadarEmulator, build_parser, resolve_bus
 from sim_devices.emulate_all import start_sensor_emulator
 from sim_devices.scenario import _WIRE_LIMITS, FAULT_TARGETS, load_scenario, parse_scenario
-from tests.can_support import SENSOR, fault, scenario_toml
+from tests.can_support import SENSOR, fault, scenario_toml, virtual_bus_open
 
 _chan = itertools.count()
 UP, DEGRADED, DOWN, RESTARTING = (
@@ -350,7 +350,7 @@ async def test_gateway_shows_bus_off_and_recovers(tmp_path: Path) -> None:
     )
     seen: list[tuple[float, int, dict[str, int], int, int]] = []
     async with Gateway(cfg) as gw:
-        await asyncio.sleep(0.2)  # the driver's bus must exist before frames are sent (virtual bus)
+        await virtual_bus_open(chan)
         ns = build_parser().parse_args(["--scenario", str(path)])
         epoch = time.time_ns() + 300_000_000
         async with EmulatorCanTransport(

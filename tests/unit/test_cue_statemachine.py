@@ -50,6 +50,7 @@ from tests.unit.cue_support import (
     make_batch,
     make_track,
 )
+from tests.waiting import eventually
 
 HOLD, APPROVAL, AUTO = cue_pb2.AUTHORITY_HOLD, cue_pb2.AUTHORITY_CUE_ON_APPROVAL, cue_pb2.AUTHORITY_AUTO_CUE
 S = cue_pb2
@@ -259,7 +260,7 @@ def test_restart_continues_sequences_and_cue_ids(tmp_path: Path) -> None:
     first = h.launchers["L1"].accepted[-1]
     audit.close()
     audit2, hist2 = AuditLog.open(cfg.audit_path, fsync=False)
-    core = CueCore(cfg, KEYS, GW, audit2, h.now, hist2)
+    core = CueCore(cfg, KEYS, GW, audit2, h.now, hist2, sealers=h.sealers)
     assert core.authority.value == HOLD
     assert core.launchers["L1"].sequence >= first.sequence
     assert core.next_cue_id > first.cue_id
@@ -601,7 +602,7 @@ class CuePathMachine(RuleBasedStateMachine):
         self.h.audit.close()
         audit, hist = AuditLog.open(self.cfg.audit_path, fsync=False)
         self.h.audit = audit
-        self.h.core = CueCore(self.cfg, KEYS, GW, audit, self.h.now, hist)
+        self.h.core = CueCore(self.cfg, KEYS, GW, audit, self.h.now, hist, sealers=self.h.sealers)
         assert self.h.core.authority.value == HOLD
         self.m_auth = HOLD
         self.m_hb = {"L1": None, "L2": None}
@@ -651,7 +652,7 @@ def test_long_run_10000_sequences() -> None:
 async def _run_path(cfg: CueConfig, body: Any) -> None:
     tracks: Topic[track_pb2.TrackBatch] = Topic("tracks")
     path = CuePath(cfg, GW, tracks=tracks, keys=KEYS, fsync=False)
-    fake = FakeLauncher("L1", {"lk-1": L1_SECRET}, time.time_ns)
+    fake = FakeLauncher("L1", {1: L1_SECRET}, time.time_ns)
     path.add_link(MemoryLink(fake, path.launcher_event))
     task = asyncio.create_task(path.run())
     try:
@@ -689,14 +690,16 @@ async def test_live_heartbeat_loss_reaction_under_250_ms(tmp_path: Path) -> None
     ("command", "ok"), [(["true"], True), (["false"], False), (["/nonexistent/x"], False)]
 )
 async def test_time_sync_command_check(tmp_path: Path, command: list[str], ok: bool) -> None:
-    import asyncio
 
     cfg = cue_config(
         tmp_path, inhibit={"time_sync": {"kind": "command", "command": command, "interval_s": 0.1}}
     )
 
     async def body(path: CuePath, *_: Any) -> None:
-        await asyncio.sleep(0.5)
+        await eventually(
+            lambda: path.core is not None and path.core.time_sync_detail != "not checked yet",
+            what="the first time-sync check",
+        )
         assert path.core is not None
         assert path.core.time_sync_ok is ok
         assert ("time_sync" in path.core.inhibits()) is not ok

@@ -193,7 +193,7 @@ def test_a_theatre_cannot_cue_a_launcher_it_does_not_own() -> None:
         "federation": {"sites": [{"gateway_id": "site-a"}]},
         "cue": {
             **CUE,
-            "launchers": [{"id": "L1", "key_id": "lk-1", "coverage": COVERAGE}],
+            "launchers": [{"id": "L1", "coverage": COVERAGE}],
         },
     }
     with pytest.raises(ConfigError) as err:
