@@ -21,11 +21,11 @@ from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_
 
 from gateway.cue.config import CueConfig  # the [cue] section (docs/cue-path.md §7)
 from gateway.federation.config import FederationConfig, NatsConfig  # docs/federation.md
-from gateway.feed_config import AsterixConfig, AsterixSourceConfig, GeoPointConfig, OwnShipConfig
-from gateway.outputs.config import MqttConfig, MqttTlsConfig  # [mqtt] (docs/config.md)
-from gateway.partners.config import MarkingsConfig, PartnerConfig  # docs/partners.md
 from gateway.protocols import load_codec, protocol_spec
-from gateway.transports.config import (
+from gateway.sections.feeds import AsterixConfig, AsterixSourceConfig, GeoPointConfig, OwnShipConfig
+from gateway.sections.mqtt import MqttConfig, MqttTlsConfig  # [mqtt] (docs/config.md)
+from gateway.sections.partners import MarkingsConfig, PartnerConfig  # docs/partners.md
+from gateway.sections.transports import (
     STANDARD_BAUDRATES,
     CanFilterConfig,
     CanTransportConfig,
@@ -72,7 +72,7 @@ class _Model(StrictModel):
     """Unknown keys, non-finite and absurdly large numbers refused (hilgw.tomlconfig)."""
 
 
-# --- transports (gateway/transports/config.py) --------------------------------
+# --- transports (gateway/sections/transports.py) --------------------------------
 
 # --- devices ------------------------------------------------------------------
 

@@ -127,7 +127,7 @@ class Gateway:
             self._stack.push_async_callback(self.emulation.stop)
             devices += await self.emulation.start()
         self.devices = [d for d in devices if d.enabled]
-        from gateway.partners.wiring import source_markings  # markings travel with the data
+        from gateway.wiring.partners import source_markings  # markings travel with the data
 
         self.fusion.markings = source_markings(self.devices, cfg.partners)
 
@@ -168,7 +168,7 @@ class Gateway:
             scoring = self.scoring = GatewayScoring(self, cfg.scoring)
             self._spawn(tg, "scoring", self._keep_running("scoring", scoring.run))
         if cfg.partners:  # partner feeds (docs/partners.md)
-            from gateway.partners.wiring import build_partners
+            from gateway.wiring.partners import build_partners
 
             for name, run in build_partners(self, self.partner_feeds):
                 self._spawn(tg, name, self._keep_running(name, run))

@@ -22,8 +22,8 @@ from gateway.federation.sites import SiteInput
 from gateway.fusion.api import SensorGeometry
 from gateway.fusion_stage import FusionStage
 from gateway.health import DeviceStats
-from gateway.partners.config import MarkingsConfig
 from gateway.partners.release import SourceMarkings
+from gateway.sections.partners import MarkingsConfig
 from hilgw.errors import ConfigError
 from hilgw.v1 import health_pb2, track_pb2
 
