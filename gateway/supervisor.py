@@ -37,8 +37,9 @@ from gateway.fusion_stage import FusionStage
 from gateway.health import ALL_REJECTED, DeviceStats
 from gateway.normalise import reports_to_proto
 from gateway.outputs.broker import EmbeddedBroker
+from gateway.outputs.commands import command_session
 from gateway.outputs.mqtt import Outgoing
-from gateway.outputs.session import MqttSession, command_session
+from gateway.outputs.session import MqttSession
 from gateway.stages import StageClock
 from gateway.task_health import TaskHealth
 from hilgw.errors import ConfigError, HilgwError
@@ -46,6 +47,7 @@ from hilgw.v1 import cue_pb2, health_pb2, track_pb2
 
 if TYPE_CHECKING:
     from gateway.cue.path import CuePath  # issue 7: imported when configured (aiohttp is not free to import)
+    from gateway.federation.fastpath import NatsLink
     from gateway.federation.picture import PictureBridge
     from gateway.federation.sites import SiteInput
     from gateway.metrics import GatewayMetrics, HttpEndpoint
@@ -74,6 +76,7 @@ class Gateway:
         self.mqtt: MqttSession | None = None
         #: The cue path's own connection for operator commands (``[mqtt] command_connection``).
         self.mqtt_commands: MqttSession | None = None
+        self.nats: NatsLink | None = None  # [nats]: the core NATS fast path (docs/federation.md §5)
         self.task_health = TaskHealth(config.supervisor)
         self.mqtt_port = config.mqtt.port
         self.emulation: EmulatedDevices | None = None
@@ -92,6 +95,7 @@ class Gateway:
         self._report_seq: dict[str, int] = {}  # per-device SensorReportBatch sequence on MQTT
         self.sites: list[SiteInput] = []  # [federation]: one input per site gateway
         self.cue_picture: PictureBridge | None = None  # [cue.picture]: the remote picture
+        self._live_subject = ""  # [nats]: where this gateway's picture goes on the fast path
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -126,7 +130,7 @@ class Gateway:
             self._stack.push_async_callback(self.emulation.stop)
             devices += await self.emulation.start()
         self.devices = [d for d in devices if d.enabled]
-        from gateway.partners.wiring import source_markings  # markings travel with the data
+        from gateway.wiring.partners import source_markings  # markings travel with the data
 
         self.fusion.markings = source_markings(self.devices, cfg.partners)
 
@@ -135,13 +139,18 @@ class Gateway:
             if cfg.mqtt.broker == "embedded":
                 broker = await self._stack.enter_async_context(EmbeddedBroker(cfg.mqtt.port))
                 self.mqtt_port = port = broker.port
-            # One session for the publisher, the cue path and scoring (issue 15).
+            # The main session: publisher and scoring, and the cue path unless it has its own.
             self.mqtt = MqttSession(cfg.mqtt, cfg.gateway_id, port=port)
             self.mqtt.stages = self.stages
             if cfg.mqtt.command_connection and cfg.cue is not None and cfg.cue.enabled:
                 # Operator commands on a connection of their own: no telemetry in front
                 # of a HOLD, in the broker's queue or in ours (issue 23 §1).
                 self.mqtt_commands = command_session(cfg.mqtt, cfg.gateway_id, port=port)
+        if cfg.nats is not None:
+            from gateway.federation.fastpath import NatsLink, live_subject
+
+            self.nats = NatsLink(cfg.nats, f"hilgw-{cfg.gateway_id}")
+            self._live_subject = live_subject(cfg.mqtt.topic_prefix, cfg.gateway_id)
 
         if cfg.federation is not None:  # a theatre: site pictures are its sensors (docs/federation.md)
             from gateway.federation.wiring import start_sites
@@ -166,7 +175,7 @@ class Gateway:
             scoring = self.scoring = GatewayScoring(self, cfg.scoring)
             self._spawn(tg, "scoring", self._keep_running("scoring", scoring.run))
         if cfg.partners:  # partner feeds (docs/partners.md)
-            from gateway.partners.wiring import build_partners
+            from gateway.wiring.partners import build_partners
 
             for name, run in build_partners(self, self.partner_feeds):
                 self._spawn(tg, name, self._keep_running(name, run))
@@ -177,6 +186,8 @@ class Gateway:
         if self.mqtt_commands is not None:
             commands = self.mqtt_commands
             self._spawn(tg, "mqtt:commands", self._keep_running("mqtt:commands", commands.run))
+        if self.nats is not None:
+            self._spawn(tg, "nats", self._keep_running("nats", self.nats.run))
         await self._serve_observers()
         log.info("gateway %s started with %d device(s)", cfg.gateway_id, len(self.devices))
 
@@ -316,6 +327,8 @@ class Gateway:
         while True:
             await asyncio.sleep(self.config.health_interval_s)
             self.check_heartbeats(time.monotonic())
+            for site in self.sites:
+                site.settle()  # pictures missing for gap_wait_s become counted gaps
             now = time.time_ns()
             for st in self.stats.values():
                 self.health.publish(st.to_proto(now))
@@ -346,8 +359,12 @@ class Gateway:
         assert self.mqtt is not None
         mqtt, topics = self.mqtt, self.mqtt.topics
         qos = self.config.mqtt.tracks_qos  # 1 when a theatre must get every picture
+        fast = self.nats if self.nats is not None and self.nats.config.publish_tracks else None
         for batch in tracks:
-            mqtt.enqueue(Outgoing(topics.tracks, batch.SerializeToString(), qos, kind="tracks"))
+            payload = batch.SerializeToString()
+            mqtt.enqueue(Outgoing(topics.tracks, payload, qos, kind="tracks"))
+            if fast is not None:  # the same bytes, at most once, JetStream-free (docs/federation.md §5)
+                fast.publish(self._live_subject, payload)
         for h in health:
             mqtt.enqueue(Outgoing(topics.health(h.device_id), h.SerializeToString(), 1, True, "health"))
         sensor_ids = self.fusion.sensor_ids

@@ -49,8 +49,8 @@ from gateway.bus import Topic
 from gateway.config import MqttConfig, MqttTlsConfig
 from gateway.cue.local_hold import request_local_hold
 from gateway.cue.path import CuePath
+from gateway.outputs.commands import command_session
 from gateway.outputs.mqtt import tls_context
-from gateway.outputs.session import command_session
 from hilgw.v1 import cue_pb2, track_pb2
 from tests.unit.cue_support import KEYS, authority_command, cue_config
 

@@ -70,7 +70,6 @@ __all__ = [
     "MqttSession",
     "Subscription",
     "broker_addresses",
-    "command_session",
 ]
 
 log = logging.getLogger(__name__)
@@ -190,10 +189,10 @@ class MqttSession:
         #: Publish the retained ``status`` (online, offline, the will): the main
         #: session does; a second connection of the same gateway does not.
         self.announce = announce
-        #: SO_RCVBUF of the connection (0: the OS default, autotuned); see :func:`command_session`.
+        #: SO_RCVBUF of the connection (0: the OS default, autotuned); see gateway.outputs.commands.
         self.rcvbuf_bytes = rcvbuf_bytes
         #: More incoming messages than this a second: the connection is shed (0: never);
-        #: see :func:`command_session`.
+        #: see gateway.outputs.commands.
         self.shed_above_per_s = shed_above_per_s
         #: Connections dropped on purpose because of an incoming flood.
         self.sheds = 0
@@ -482,7 +481,7 @@ class MqttSession:
         raise aiomqtt.MqttError("message stream ended")  # aiomqtt ends iteration on a lost link
 
     def _shed(self, queued: asyncio.Queue[aiomqtt.Message], msg: aiomqtt.Message) -> None:
-        """Drop the connection under an incoming flood (see :func:`command_session`).
+        """Drop the connection under an incoming flood (see gateway.outputs.commands).
 
         What paho has read already is still handled if it was QoS 1 (paho has
         acknowledged it: the broker will not send it again); QoS 0 messages read
@@ -588,34 +587,3 @@ class MqttSession:
                 self.on_published(msg)
             except Exception:  # an observer's bug must not end the connection
                 log.exception("mqtt: on_published observer failed")
-
-
-def command_session(config: MqttConfig, gateway_id: str, *, port: int | None = None) -> MqttSession:
-    """The operator-command connection (``[mqtt] command_connection``, issue 23 §1).
-
-    A second MQTT connection with its own client id (``{client_id}-cmd``) and
-    its own persistent session, used by the cue path alone: it subscribes the
-    two command topics and publishes what the cue path publishes. The broker
-    keeps one delivery queue per client and delivers it in order on one TCP
-    connection (MQTT 3.1.1 §4.6), so on the main connection a HOLD would wait
-    behind every track, report and partner message the gateway subscribes to
-    or sends; here it waits only behind other commands.
-
-    Its receive buffer is pinned to ``command_rcvbuf_bytes``: the kernel then
-    holds at most that much of a command flood in front of a HOLD (autotuned,
-    loopback grows it to megabytes, tens of thousands of small messages), and
-    the rest waits in the broker, where ``max_queued_messages`` bounds it and
-    drops the excess (deploy/mosquitto/hilgw.conf). It does not announce the
-    gateway's ``status``: that is the main session's, and a will here would
-    say "offline" for a gateway that is up.
-    """
-    base = config.client_id or f"hilgw-{gateway_id}"
-    return MqttSession(
-        config,
-        gateway_id,
-        port=port,
-        client_id=f"{base}-cmd",
-        announce=False,
-        rcvbuf_bytes=config.command_rcvbuf_bytes,
-        shed_above_per_s=config.command_shed_above_per_s,
-    )

@@ -30,8 +30,9 @@ from gateway.bus import Topic
 from gateway.config import MqttConfig, MqttTlsConfig
 from gateway.cue.audit import read_records
 from gateway.cue.path import CuePath
+from gateway.outputs.commands import command_session
 from gateway.outputs.mqtt import tls_context
-from gateway.outputs.session import MqttSession, command_session
+from gateway.outputs.session import MqttSession
 from hilgw.v1 import cue_pb2, track_pb2
 from tests.conftest import Mosquitto
 from tests.e2e.test_broker_tls import GATEWAY_CN, GATEWAY_ID, Pki, make_pki, start_tls_broker, tls_for

@@ -1,7 +1,7 @@
 """Config models of the MQTT output: ``[mqtt]`` and ``[mqtt.tls]`` (docs/config.md).
 
 A module of its own, below :mod:`gateway.config` (which re-exports both), so
-that the partner broker block (gateway/partners/config.py) takes the same
+that the partner broker block (gateway/sections/partners.py) takes the same
 TLS keys without importing the whole configuration.
 """
 
@@ -74,7 +74,7 @@ class MqttConfig(StrictModel):
     tracks_qos: Literal[0, 1] = 0
     #: The operator command topics get an MQTT connection of their own (client id
     #: ``{client_id}-cmd``), so no telemetry is ever queued in front of a HOLD
-    #: (docs/cue-path.md §11; gateway/outputs/session.py ``command_session``).
+    #: (docs/cue-path.md §11; gateway/outputs/commands.py ``command_session``).
     command_connection: bool = True
     #: SO_RCVBUF of the command connection, bytes (0: the OS default, autotuned):
     #: how much of a command flood the kernel may hold in front of a HOLD.
