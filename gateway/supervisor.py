@@ -135,6 +135,10 @@ class Gateway:
             from gateway.federation.wiring import start_sites
 
             self.sites = start_sites(self)
+        # The fusion worker process is up before any device reads (its imports
+        # take a second or so); a worker that cannot start fails the start.
+        self._stack.push_async_callback(self.fusion.close)
+        await self.fusion.start()
         tg = await self._stack.enter_async_context(asyncio.TaskGroup())
         drivers: dict[str, DeviceDriver] = {}
         for dev in self.devices:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import aiohttp
 import numpy as np
@@ -72,6 +72,14 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
+async def wait_until(pred: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    """Until ``pred()`` (a bound on a hang, not a timing assertion)."""
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
 async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, str, str]:
     async with session.get(url) as resp:
         return resp.status, resp.headers.get("Content-Type", ""), await resp.text()
@@ -102,7 +110,9 @@ async def test_metrics_and_healthz(links: tuple[str, str]) -> None:
             await dev_end.write(wire)
             await dev_end.write(wire[:-3] + b"\x55\x55\x00")  # a frame with a broken CRC
             await asyncio.sleep(0.06)
-        await asyncio.sleep(0.2)  # a few steps and a health tick
+        # A few steps (the engine steps in its own process, which takes a moment to start) and a health tick.
+        await wait_until(lambda: gw.fusion.counters.get("reports_in") == 5)
+        await asyncio.sleep(0.2)
 
         status, _, body = await get(http, base + "/healthz")
         assert status == 200, body
@@ -125,7 +135,7 @@ async def test_metrics_and_healthz(links: tuple[str, str]) -> None:
         assert m[("hilgw_authority", (("state", "HOLD"),))] == 1
         # What fusion did with the 5 reports it took in (engine counters).
         fates = {dict(k[1])["fate"]: v for k, v in m.items() if k[0] == "hilgw_fusion_reports_total"}
-        counters = gw.fusion.engine.counters  # type: ignore[attr-defined]
+        counters = gw.fusion.counters  # the stepping engine's (a worker process by default)
         assert fates["received"] == counters["reports_in"] == 5
         assert fates["dropped_late"] == counters["late_dropped"] == 0
         # Each report has one terminal fate or is held (issue 14: out_of_sequence was counted as one).
