@@ -180,6 +180,8 @@ class FusionStage:
         self.ticks_skipped = 0
         self._counters: dict[str, int] | None = None  # the worker engine's, by its last reply
         self._worker: ProcessWorker | None = None  # started by start(), taken over by run()
+        #: The worker process of the latest start (diagnostics and tests).
+        self.process_worker: ProcessWorker | None = None
         self._sensors_sent = 0
         self._markings_sent: int | None = None
 
@@ -303,7 +305,7 @@ class FusionStage:
         if self.worker_kind != "process" or self._worker is not None:
             return
         cfg = self.config
-        worker = self._worker = ProcessWorker(
+        worker = self._worker = self.process_worker = ProcessWorker(
             engine_target(cfg), cfg.params, self.gateway_id, self.epoch_ns, cfg.worker_timeout_s
         )
         self.worker_pid = worker.pid
@@ -333,7 +335,7 @@ class FusionStage:
         try:
             if self.worker_kind == "process" and worker is None:  # a restart: a new worker
                 self.worker_state = "starting"
-                worker = ProcessWorker(
+                worker = self.process_worker = ProcessWorker(
                     engine_target(cfg), cfg.params, self.gateway_id, self.epoch_ns, cfg.worker_timeout_s
                 )
                 self.worker_pid = worker.pid
@@ -365,7 +367,8 @@ class FusionStage:
                 self.worker_state = "starting"  # stopped: the next run() starts a new one
             if worker is not None:
                 worker.interrupt()
-                await _close(worker)
+                # A failed worker is not asked twice: it may be hung in a step.
+                await _close(worker, 0.1 if self.worker_state == "failed" else 2.0)
             pool.shutdown(wait=False)
 
     def counts(self) -> dict[int, int]:
@@ -376,10 +379,10 @@ class FusionStage:
         return {int(v): int(c) for v, c in zip(vals, n, strict=True)}
 
 
-async def _close(worker: ProcessWorker) -> None:
+async def _close(worker: ProcessWorker, grace_s: float = 2.0) -> None:
     """Stop the worker process without blocking the loop; synchronously if cancelled again."""
     try:
-        await asyncio.to_thread(worker.close)
+        await asyncio.to_thread(worker.close, grace_s)
     except asyncio.CancelledError:
-        worker.close()
+        worker.close(grace_s)
         raise

@@ -206,6 +206,13 @@ class ProcessWorker:
         try:
             self._conn.send(request)
         except (OSError, ValueError) as exc:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(1.0)  # a broken pipe: most likely it died; say so if it did
+            code = self.process.poll()
+            if code is not None:
+                raise FusionWorkerError(
+                    f"fusion worker pid {self.pid} died (exit code {code}) before its picture {request.seq}"
+                ) from exc
             raise FusionWorkerError(f"fusion worker pid {self.pid}: sending a step: {exc}") from exc
         reply = self._recv(f"picture {request.seq}", self.timeout_s)
         if not isinstance(reply, StepReply) or reply.seq != request.seq:
