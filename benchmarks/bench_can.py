@@ -27,12 +27,14 @@ import can
 import numpy as np
 
 from drivers.base import Role
-from drivers.can_radar import TRACK_BATCH_DTYPE, CanFrame, CanRadarCodec, TrackReportBatch
+from drivers.can_radar import CanRadarCodec
 from drivers.can_radar.icd import CLASSIC_DB, FD_DB
+from drivers.radar import TRACK_BATCH_DTYPE, TrackReportBatch
 from gateway.config import CanTransportConfig
-from gateway.geo import site_geometry
 from gateway.normalise import normalise_polar
 from gateway.transports.can import CanTransport
+from hilgw.can import CanFrame
+from hilgw.geo import site_geometry
 from sim_devices.can_radar_emulator import SyntheticTracks
 
 

@@ -62,7 +62,8 @@ WARMUP_S = 1.0
 
 def _writer(fd: int, rate: float, seconds: float, targets: int) -> None:
     from drivers.base import Role
-    from drivers.serial_radar import TRACK_BATCH_DTYPE, SerialRadarCodec
+    from drivers.radar import TRACK_BATCH_DTYPE
+    from drivers.serial_radar import SerialRadarCodec
 
     rng = np.random.default_rng(3)
     rng_range = rng.uniform(20e3, 150e3, targets)

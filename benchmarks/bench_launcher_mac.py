@@ -31,9 +31,9 @@ import time
 from collections.abc import Callable
 
 from drivers.base import Role
-from drivers.can_radar import CanFrame
 from drivers.launcher import Ack, AckResult, LauncherCanCodec, LauncherState, LauncherStatus, NackReason
 from drivers.launcher import messages as m
+from hilgw.can import CanFrame
 
 LID = 3
 KEYS = {7: bytes(range(32))}

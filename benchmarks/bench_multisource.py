@@ -416,7 +416,7 @@ async def _run(ns: argparse.Namespace, port: int) -> dict[str, Any]:
             fusion = {
                 "stale": gw.fusion.pictures_stale,
                 "skipped": gw.fusion.ticks_skipped,
-                "counters": gw.fusion.counters,
+                "counters": gw.fusion.engine_counters(),
             }
             assert sub.stdin is not None
             sub.stdin.write("stop\n")

@@ -21,8 +21,8 @@ import numpy.typing as npt
 # Run from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.geo import site_geometry
 from gateway.normalise import POLAR_FIELDS, POLAR_SIGMA_FIELDS, normalise_polar, reports_to_proto
+from hilgw.geo import site_geometry
 
 BATCH_DTYPE = np.dtype(
     [

@@ -33,11 +33,12 @@ from rich.console import Console
 from rich.table import Table
 
 from drivers.base import Role
-from drivers.serial_radar import TRACK_BATCH_DTYPE, SerialRadarCodec, TrackReportBatch
+from drivers.radar import TRACK_BATCH_DTYPE, TrackReportBatch
+from drivers.serial_radar import SerialRadarCodec
 from gateway.config import parse_config
-from gateway.geo import site_geometry
 from gateway.normalise import normalise_polar
 from gateway.supervisor import Gateway
+from hilgw.geo import site_geometry
 from hilgw.v1 import report_pb2
 
 SENSOR = 7

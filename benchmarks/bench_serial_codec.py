@@ -21,13 +21,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from drivers.base import NEED_DATA, Role
-from drivers.serial_radar import (
-    TRACK_BATCH_DTYPE,
-    SensorState,
-    SerialRadarCodec,
-    Status,
-    TrackReportBatch,
-)
+from drivers.radar import TRACK_BATCH_DTYPE, SensorState, Status, TrackReportBatch
+from drivers.serial_radar import SerialRadarCodec
 
 
 def make_reports(n: int, rng: np.random.Generator) -> np.ndarray:

@@ -7,6 +7,12 @@ from dataclasses import dataclass
 
 from hilgw.errors import RemoteProtocolError
 
+#: Largest values of the little-endian wire integers the ICDs use (u16 ids and
+#: counts, u32 sequences and uptimes, i64 UTC nanoseconds), checked by events.
+U16_MAX = (1 << 16) - 1
+U32_MAX = (1 << 32) - 1
+I64_MAX = (1 << 63) - 1
+
 
 class Role(enum.Enum):
     """Which end of a link a codec serves."""

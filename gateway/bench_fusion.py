@@ -10,7 +10,7 @@ Score the tracks file with ``python -m benchmarks.fusion.score``; run whole
 scenario families with ``python -m benchmarks.fusion.run``.
 
 The frame is the engine's "ECEF" here: each radar is a
-:func:`gateway.geo.local_geometry` with forward = x, right = y, up = z, so
+:func:`hilgw.geo.local_geometry` with forward = x, right = y, up = z, so
 azimuth = atan2(dy, dx) as in the scenario. Gravity is the scenario's: -z
 (:func:`gateway.fusion.motion.flat_gravity`) unless its ``params_json`` names a
 central field (the ballistic families: the Earth's centre at (0, 0, -a), spin
@@ -38,7 +38,7 @@ from gateway.fusion.api import KIND_PLOT, STATUS_COASTING, STATUS_CONFIRMED, Rep
 from gateway.fusion.config import MODEL_BALLISTIC, MODEL_NCV, FusionConfig
 from gateway.fusion.engine import Engine
 from gateway.fusion.motion import AccelFn, ecef_gravity, flat_gravity
-from gateway.geo import local_geometry
+from hilgw.geo import local_geometry
 
 # The engine's own default (one configuration for straight, manoeuvring and
 # ballistic targets: IMM NCV + ballistic + manoeuvre, GNN with likelihood costs), the same

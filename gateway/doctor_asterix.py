@@ -24,7 +24,7 @@ from drivers.asterix import (
 )
 from drivers.base import Rejected, Role
 from gateway.config import DeviceConfig, UdpTransportConfig
-from gateway.doctor import Check, Result
+from gateway.doctor_checks import Check, Result
 
 __all__ = ["check_asterix_sources", "sources_seen"]
 

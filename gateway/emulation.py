@@ -49,7 +49,7 @@ from typing import Any
 
 from gateway.config import DeviceConfig, EmulationConfig
 from hilgw.errors import ConfigError
-from hilgw.process import EmulatorProcess, start_emulator
+from hilgw.process import READY_TIMEOUT_S, EmulatorProcess, start_emulator
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ NAV_SUFFIX = "-nav"
 _PLAN_MODULE = "sim_devices.bench_plan"
 #: Each emulator's ready line within this: several start at once, a frigate
 #: emulator alone takes seconds to load its ASTERIX tables on a busy machine.
-_READY_TIMEOUT_S = 30.0
+_READY_TIMEOUT_S = READY_TIMEOUT_S
 
 
 def serial_url(ready: dict[str, Any]) -> str:
@@ -167,7 +167,9 @@ class EmulatedDevices:
         if cmd is None:
             raise ConfigError("emulation", "the truth publisher starts after the emulators")
         args = [*cmd["args"], "--mqtt", broker, "--topic", topic, "--hz", repr(hz)]
-        self.truth = truth = await asyncio.to_thread(start_emulator, args, module=cmd["module"])
+        self.truth = truth = await asyncio.to_thread(
+            start_emulator, args, _READY_TIMEOUT_S, module=cmd["module"]
+        )
         self.processes.append(truth)
         log.info("emulation: truth on %s at %s (pid %s)", topic, broker, truth.pid)
 

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -138,6 +138,13 @@ def tracks_to_proto(
     return batch
 
 
+@runtime_checkable
+class CountingEngine(Protocol):
+    """A fusion engine that counts what became of the reports it took in (the built-in one does)."""
+
+    counters: dict[str, int]
+
+
 class FusionStage:
     """Steps the engine at ``publish_hz`` with whatever reports arrived."""
 
@@ -189,12 +196,14 @@ class FusionStage:
     def sensor_ids(self) -> list[str]:
         return [s.sensor_id for s in self.engine.sensors]
 
-    @property
-    def counters(self) -> dict[str, int]:
-        """The stepping engine's report counters (the worker's, as of its last picture)."""
+    def engine_counters(self) -> dict[str, int]:
+        """The stepping engine's own counters (``reports_in`` and the fates, see
+        :func:`report_fates`): the worker process's as of its last picture, or
+        ``{}`` for an engine that keeps none (they are not part of :class:`FusionEngine`)."""
         if self._counters is not None:
             return self._counters
-        return dict(getattr(self.engine, "counters", {}))
+        engine = self.engine
+        return engine.counters if isinstance(engine, CountingEngine) else {}
 
     def step_once(self, t_ns: int) -> track_pb2.TrackBatch:
         batches = self.sub.get_all()

@@ -31,7 +31,7 @@ from hilgw.errors import TransportError
 from hilgw.v1 import health_pb2
 
 if TYPE_CHECKING:
-    from gateway.supervisor import Gateway
+    from gateway.running import RunningGateway
 
 __all__ = ["NON_DECODE_DROPS", "GatewayMetrics", "HttpEndpoint", "health_check"]
 
@@ -55,7 +55,7 @@ def _state_name(state: int) -> str:
     return health_pb2.DeviceState.Name(state).removeprefix("DEVICE_STATE_")  # type: ignore[arg-type]  # int is the wire value
 
 
-def _source_metrics(gw: Gateway) -> Iterator[Metric]:
+def _source_metrics(gw: RunningGateway) -> Iterator[Metric]:
     """Per-radar counters of multi-source devices (``[[devices.sources]]``, issue 22)."""
     lab = ["device", "source"]
     records = CounterMetricFamily("hilgw_source_records", "Records received from the source", labels=lab)
@@ -87,7 +87,7 @@ def _source_metrics(gw: Gateway) -> Iterator[Metric]:
     yield from (records, reports, service, oos, drops, state, rot, unknown)
 
 
-def health_check(gw: Gateway) -> tuple[bool, dict[str, Any]]:
+def health_check(gw: RunningGateway) -> tuple[bool, dict[str, Any]]:
     """Healthy when every task is alive and, if the gateway has devices, at
     least one is UP or DEGRADED (link alive, frames arriving)."""
     reasons: list[str] = []
@@ -124,7 +124,7 @@ def health_check(gw: Gateway) -> tuple[bool, dict[str, Any]]:
 class _GatewayCollector(Collector):
     """Reads the gateway's own counters at scrape time."""
 
-    def __init__(self, gw: Gateway, metrics: GatewayMetrics) -> None:
+    def __init__(self, gw: RunningGateway, metrics: GatewayMetrics) -> None:
         self.gw = gw
         self.metrics = metrics
 
@@ -185,7 +185,7 @@ class _GatewayCollector(Collector):
         yield tracks
         # What became of the reports fusion took in (engine counters): received =
         # the terminal fates + held (gateway/fusion_stage.py report_fates).
-        counters = gw.fusion.counters  # the stepping engine's, in whichever worker it runs
+        counters = gw.fusion.engine_counters()  # the stepping engine's, in whichever worker it runs
         if "reports_in" in counters:
             by_fate, held = report_fates(counters)
             fates = CounterMetricFamily(
@@ -303,7 +303,7 @@ class _GatewayCollector(Collector):
         yield GaugeMetricFamily("hilgw_healthy", "1 when /healthz answers 200", value=int(ok))
 
 
-def _fusion_worker_metrics(gw: Gateway) -> Iterator[Metric]:
+def _fusion_worker_metrics(gw: RunningGateway) -> Iterator[Metric]:
     """Where fusion steps and whether that works (gateway/fusion_worker.py, issue 18)."""
     f = gw.fusion
     up = GaugeMetricFamily(
@@ -340,7 +340,7 @@ class GatewayMetrics:
     cue-to-ack latency with :meth:`observe_cue_ack`.
     """
 
-    def __init__(self, gw: Gateway) -> None:
+    def __init__(self, gw: RunningGateway) -> None:
         self.gw = gw
         self.registry = CollectorRegistry(auto_describe=False)
         self.authority = "HOLD"

@@ -3,7 +3,7 @@
 The serial radar driver hands :func:`normalise_polar` the structured array its
 codec decoded (one row per track report, SI units, radians); this module turns
 it into :class:`~gateway.fusion.api.ReportArrays` for fusion with one
-vectorised call of :func:`gateway.geo.polar_to_ecef`, and, for the outputs
+vectorised call of :func:`hilgw.geo.polar_to_ecef`, and, for the outputs
 (MQTT, MCAP), into one ``hilgw.v1.SensorReportBatch`` with
 :func:`reports_to_proto`.
 
@@ -18,8 +18,8 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.fusion.api import KIND_SENSOR_TRACK, ReportArrays, SensorGeometry
-from gateway.geo import polar_to_ecef
 from hilgw.errors import LocalProtocolError
+from hilgw.geo import polar_to_ecef
 from hilgw.v1 import report_pb2
 
 __all__ = [
@@ -30,7 +30,7 @@ __all__ = [
     "reports_to_proto",
 ]
 
-# Column order of gateway.geo.polar_to_ecef's ``polar`` and ``sigma`` inputs.
+# Column order of hilgw.geo.polar_to_ecef's ``polar`` and ``sigma`` inputs.
 POLAR_FIELDS = (
     "range_m",
     "azimuth_rad",
@@ -102,7 +102,7 @@ def normalise_polar(geometry: SensorGeometry, sensor_index: int, arr: npt.NDArra
     SI units, angles in radians in the sensor's (forward, right, up) frame).
     ``sensor_index`` is the sensor's index in the fusion engine's table
     (``FusionEngine.add_sensor``). Rows keep their order. ``x``/``P`` come from
-    :func:`gateway.geo.polar_to_ecef` (rows without valid angle rates get a
+    :func:`hilgw.geo.polar_to_ecef` (rows without valid angle rates get a
     radial-only velocity with a loose tangential variance, see there); ``polar``
     and ``polar_sigma`` keep (range, azimuth, elevation, range rate) as
     measured for plot-level updates. ``t_ns`` is the sensor's own

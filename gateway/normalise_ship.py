@@ -6,7 +6,7 @@ Two entry points, one per category, each one call per datagram batch:
   moving ship. The measurement frame is the radar at the report's time, built
   per row from the own-ship state interpolated at that time
   (:class:`ShipStates`). Position and covariance come from
-  :func:`gateway.geo.polar_to_ecef` with per-row origin and rotation; own-ship
+  :func:`hilgw.geo.polar_to_ecef` with per-row origin and rotation; own-ship
   position and attitude uncertainty are added on top (first order, below).
   Velocity comes from I048/200 (ground speed and heading, ground-referenced,
   so the ship's own velocity does not enter) or is unknown (0 with a loose
@@ -37,88 +37,18 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import pymap3d
-from scipy.spatial.transform import Rotation
 
 from gateway.fusion.api import F64, I64
-from gateway.geo import polar_to_ecef
+from hilgw.geo import MEAN_EARTH_RADIUS_M, polar_to_ecef
+from hilgw.ship import ShipStates, enu_bases, level_and_radar_frames
 
 __all__ = [
-    "MEAN_EARTH_RADIUS_M",
-    "ShipStates",
     "elevation_from_height",
-    "enu_bases",
     "plots_to_ecef",
-    "radar_frames",
     "system_tracks_to_ecef",
 ]
 
 B = npt.NDArray[np.bool_]
-#: IUGG mean Earth radius R1: the sphere of the height <-> elevation relation.
-MEAN_EARTH_RADIUS_M = 6_371_008.8
-_FLIP_UP = np.diag([1.0, 1.0, -1.0])
-
-
-@dataclass(frozen=True, slots=True)
-class ShipStates:
-    """Own-ship states at N report times (one row per report).
-
-    ``pos`` (N, 3) ECEF of the radar antenna (lever arm applied), ``lat``/
-    ``lon`` (N,) rad and ``h`` (N,) m its geodetic position, ``vel`` (N, 3)
-    ECEF m/s, ``att`` (N, 3) heading, pitch, roll in rad (heading clockwise
-    from true north, pitch bow up, roll starboard down), ``pos_cov`` (N, 3, 3)
-    ECEF m², ``att_var`` (N, 3) rad², ``valid`` (N,) false where no usable
-    navigation covers the time.
-    """
-
-    pos: F64
-    lat: F64
-    lon: F64
-    h: F64
-    vel: F64
-    att: F64
-    pos_cov: F64
-    att_var: F64
-    valid: B
-
-    def __len__(self) -> int:
-        return int(self.pos.shape[0])
-
-
-def enu_bases(lat: F64, lon: F64) -> F64:
-    """Rows east, north, up (N, 3, 3) of the local tangent planes (geodetic lat/lon in rad)."""
-    sl, cl = np.sin(lat), np.cos(lat)
-    so, co = np.sin(lon), np.cos(lon)
-    # Filled element by element: np.stack costs more than the arithmetic at N ~ 40.
-    out = np.empty((*np.shape(lat), 3, 3))
-    out[..., 0, 0], out[..., 0, 1], out[..., 0, 2] = -so, co, 0.0
-    out[..., 1, 0], out[..., 1, 1], out[..., 1, 2] = -sl * co, -sl * so, cl
-    out[..., 2, 0], out[..., 2, 1], out[..., 2, 2] = cl * co, cl * so, sl
-    return out
-
-
-def _frames(enu: F64, att: F64, reference: str) -> tuple[F64, F64]:
-    """(level north frame, ``reference`` frame) from ENU bases (N, 3, 3); see radar_frames."""
-    fru = enu[:, [1, 0, 2], :]  # (north, east, up)
-    if reference == "north":
-        return fru, fru
-    ang = np.array(att, dtype=np.float64, copy=True)
-    if reference == "bow":
-        ang[:, 1:] = 0.0
-    elif reference != "deck":
-        raise ValueError(f"unknown azimuth reference {reference!r}")
-    c = np.swapaxes(Rotation.from_euler("ZYX", ang).as_matrix(), 1, 2)
-    out: F64 = _FLIP_UP @ c @ _FLIP_UP @ fru
-    return fru, out
-
-
-def radar_frames(ship: ShipStates, reference: str) -> F64:
-    """Per-row ``to_local`` (N, 3, 3): ECEF -> the radar's (forward, right, up).
-
-    ``reference``: "north" (forward = true north, level), "bow" (forward = the
-    ship's heading, level) or "deck" (the ship body: heading, pitch, roll, as
-    :func:`gateway.geo.site_geometry` turns a site).
-    """
-    return _frames(enu_bases(ship.lat, ship.lon), ship.att, reference)[1]
 
 
 def _ship_frames(ship: ShipStates, reference: str) -> tuple[F64, F64, F64]:
@@ -132,12 +62,12 @@ def _ship_frames(ship: ShipStates, reference: str) -> tuple[F64, F64, F64]:
     lat, lon, att = ship.lat, ship.lon, ship.att
     if n > 1 and (lat == lat[0]).all() and (lon == lon[0]).all() and (att == att[0]).all():
         enu = enu_bases(lat[:1], lon[:1])
-        fru, t_ref = _frames(enu, att[:1], reference)
+        fru, t_ref = level_and_radar_frames(enu, att[:1], reference)
         enu = np.repeat(enu, n, axis=0)
         fru_n = np.repeat(fru, n, axis=0)
         return enu, fru_n, fru_n if t_ref is fru else np.repeat(t_ref, n, axis=0)
     enu = enu_bases(lat, lon)
-    fru, t_ref = _frames(enu, att, reference)
+    fru, t_ref = level_and_radar_frames(enu, att, reference)
     return enu, fru, t_ref
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -228,6 +229,10 @@ class Recorder:
         self.files: list[Path] = []
         self.messages_written = 0
         self.write_errors = 0
+        #: Set in the writer thread once :meth:`run` has closed its last part (the
+        #: files are complete). The gateway's shutdown gives up waiting after
+        #: ``shutdown_timeout_s``; the thread still finishes the file: wait on this.
+        self.finished = threading.Event()
         self._n = _Counters({}, {})
 
     @property
@@ -270,7 +275,10 @@ class Recorder:
                 self._wake.clear()
                 batch = self._collect()
                 if batch:
-                    await loop.run_in_executor(pool, self._write, parts, batch)
+                    # Shielded: a cancel (shutdown) while the write waits for the
+                    # worker would drop this batch, already off the queues and
+                    # counted nowhere; the close below queues behind it.
+                    await asyncio.shield(loop.run_in_executor(pool, self._write, parts, batch))
         finally:
             # Also on cancel (shutdown): write what is queued and finish the
             # part so the file has its index; shielded so a second cancel
@@ -351,3 +359,4 @@ class Recorder:
         finally:
             parts.close()
             self.files = list(parts.files)
+            self.finished.set()

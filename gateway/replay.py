@@ -35,7 +35,10 @@ from mcap.exceptions import McapError
 from mcap.reader import make_reader
 from pydantic import ValidationError
 
+from gateway.bus import Topic
 from gateway.config import DeviceConfig, FusionConfig, GatewayConfig, MqttConfig
+from gateway.devices.base import DriverContext, DriverServices, RawFrame, ReportsIn, build_driver
+from gateway.fusion_stage import FusionStage
 from gateway.health import DeviceStats
 from gateway.recording import FORMAT, META_END, META_RUN, TOPIC_TRACKS
 from gateway.recording_check import RecordingError, check_parts
@@ -246,17 +249,18 @@ class Replay:
     """The decode path and the engine of a recorded run, fed by hand.
 
     Built from the recording's own device blocks and fusion config, with the
-    sensors registered in the recorded order (the same as
-    ``Gateway._make_driver``), on private topics: nothing here touches a
-    transport, a broker or the clock. Devices of :data:`SKIPPED_PROTOCOLS`
+    sensors registered in the recorded order (the same
+    :func:`gateway.devices.base.build_driver` as live), on private topics:
+    nothing here touches a transport, a broker or the clock. Devices of :data:`SKIPPED_PROTOCOLS`
     get no driver (they register no sensor live either); their ids are in
     :attr:`skipped_devices`.
     """
 
     def __init__(self, info: RecordingInfo) -> None:
-        from gateway.supervisor import Gateway  # the drivers are built exactly as live
+        from gateway.devices.ownship import OwnShipRegistry
 
         self.info = info
+        # Validated as the live gateway's config was (the recording's own blocks).
         config = GatewayConfig(
             gateway_id=info.gateway_id,
             devices=info.devices,
@@ -264,12 +268,14 @@ class Replay:
             fusion=info.fusion.model_copy(update={"worker": "inline"}),
             mqtt=MqttConfig(enabled=False),
         )
-        # A gateway that is never started: its topics, its FusionStage and its
-        # _make_driver (sensor registration in the recorded device order) are
-        # the live ones. Its tracks topic has no subscriber; steps are taken here.
-        self.gateway = gw = Gateway(config)
-        self.fusion = gw.fusion
+        # The live decode path on private topics: the same FusionStage and the
+        # same build_driver (sensor registration in the recorded device order).
+        # The tracks topic has no subscriber; steps are taken here.
+        self.reports: Topic[ReportsIn] = Topic("reports")
+        self.raw: Topic[RawFrame] = Topic("raw")
+        self.fusion = FusionStage(config.fusion, config.gateway_id, self.reports, Topic("tracks"))
         self.fusion.epoch_ns = info.epoch_ns  # the live batches' lineage, not this process's
+        ownship = OwnShipRegistry()
         self.stats: dict[str, DeviceStats] = {}
         self.drivers: dict[str, Replayable] = {}
         self.skipped_devices: dict[str, str] = {}  # device id -> protocol
@@ -277,10 +283,11 @@ class Replay:
             if dev.protocol in SKIPPED_PROTOCOLS:
                 self.skipped_devices[dev.id] = dev.protocol
                 continue
-            stats = gw.stats[dev.id] = self.stats[dev.id] = DeviceStats(
+            stats = self.stats[dev.id] = DeviceStats(
                 dev.id, dev.protocol, dev.transport.kind, gateway_id=info.gateway_id
             )
-            driver = gw._make_driver(dev, stats)  # the one place drivers are built
+            ctx = DriverContext(info.gateway_id, self.reports, self.raw, stats)
+            driver = build_driver(dev, ctx, DriverServices(self.fusion.engine.add_sensor, ownship))
             driver.ctx.mono = lambda: 0.0  # liveness bookkeeping only; no output depends on it
             replayable: Replayable
             if isinstance(driver, Replayable):

@@ -50,7 +50,7 @@ from hilgw.v1 import cue_pb2, report_pb2, track_pb2, truth_pb2
 
 if TYPE_CHECKING:
     from gateway.config import MqttConfig, ScoringConfig
-    from gateway.supervisor import Gateway
+    from gateway.running import RunningGateway
 
 __all__ = ["GatewayScoring", "main", "render", "score_topic"]
 
@@ -133,7 +133,7 @@ class GatewayScoring:
     recorder), so it misses nothing from the start.
     """
 
-    def __init__(self, gw: Gateway, config: ScoringConfig) -> None:
+    def __init__(self, gw: RunningGateway, config: ScoringConfig) -> None:
         self.gw = gw
         self.config = config
         self.scorer = LiveScorer(config.cutoff_m, config.order_p, config.max_truth_age_s)

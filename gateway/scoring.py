@@ -31,6 +31,12 @@ Metrics, on 3-D positions (m), with cutoff ``c`` and order ``p``:
 * Timeliness per target: first time in truth, first sensor report within c of
   it ("explained by it"), first step it is assigned to a CONFIRMED track, and
   the first engagement cue sent on a track assigned to it (:meth:`LiveScorer.on_cue`).
+  Reports are matched against truth up to ``max_truth_age_s`` before the first
+  truth batch (truth that starts after the sensors); confirmation and cue are
+  taken only at or after it, so a detection seen is never later than the
+  confirmation it led to. A target already confirmed when its truth begins
+  therefore shows at most ``max_truth_age_s`` plus the wait for the next
+  picture: the span the scorer saw, not the tracker's own latency.
 
 Time alignment: tracks are extrapolated from their own time of validity, and
 truth from its batch time, to the track batch's time at constant velocity
@@ -345,7 +351,10 @@ class LiveScorer:
         confirmed = np.asarray(status)[keep] == track_pb2.TRACK_STATUS_CONFIRMED
         for i, j in g.pairs:
             st = self.continuity.get(ids[i])
-            if confirmed[j] and not st.first_confirmed_ns:
+            # Not from a picture before the target's first truth (truth_at reaches back
+            # max_truth_age_s): reports are matched back as far, so such a picture and the
+            # first detection both land on the edge of that span, in either order (NaN).
+            if confirmed[j] and not st.first_confirmed_ns and t_ns >= st.first_truth_ns:
                 st.first_confirmed_ns = int(t_ns)
         self.steps += 1
         self.sum_ospa += o
@@ -358,7 +367,7 @@ class LiveScorer:
         track is (or was last) assigned to. Returns that target's id, or None."""
         for tid, st in self.continuity.targets.items():
             if system_track_id in (st.current, st.last_track):
-                if not st.first_cue_ns:
+                if not st.first_cue_ns and t_ns >= st.first_truth_ns:  # as for confirmation
                     st.first_cue_ns = int(t_ns)
                 return tid
         return None

@@ -23,8 +23,14 @@ import numpy.typing as npt
 
 from gateway.bus import Topic
 from gateway.config import DeviceConfig, GatewayConfig
-from gateway.devices import driver_class
-from gateway.devices.base import DeviceDriver, DriverContext, DriverServices, RawFrame, ReportsIn
+from gateway.devices.base import (
+    DeviceDriver,
+    DriverContext,
+    DriverServices,
+    RawFrame,
+    ReportsIn,
+    build_driver,
+)
 from gateway.emulation import EmulatedDevices
 from gateway.fusion.api import ReportArrays
 from gateway.fusion_stage import FusionStage
@@ -160,7 +166,7 @@ class Gateway:
         if cfg.partners:  # partner feeds (docs/partners.md)
             from gateway.partners.wiring import build_partners
 
-            for name, run in build_partners(self):
+            for name, run in build_partners(self, self.partner_feeds):
                 self._spawn(tg, name, self._keep_running(name, run))
         if self.mqtt is not None:
             mqtt = self.mqtt
@@ -221,14 +227,12 @@ class Gateway:
     # --- devices -----------------------------------------------------------------
 
     def _make_driver(self, dev: DeviceConfig, stats: DeviceStats) -> DeviceDriver:
-        """Every driver is built the same way: ``Class.build(config, ctx, services)``
-        (gateway/protocols.py names the class; the driver takes what it needs)."""
+        """A driver on this gateway's topics, fusion engine and own-ship registry."""
         from gateway.devices.ownship import registry_for
 
         ctx = DriverContext(self.config.gateway_id, self.reports, self.raw, stats)
         services = DriverServices(self.fusion.engine.add_sensor, registry_for(self))
-        driver: DeviceDriver = driver_class(dev.protocol).build(dev, ctx, services)
-        return driver
+        return build_driver(dev, ctx, services)
 
     async def _supervise_device(self, driver: DeviceDriver) -> None:
         dev, stats = driver.config, driver.ctx.stats

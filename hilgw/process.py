@@ -31,7 +31,13 @@ from typing import IO, Any
 
 from hilgw.errors import TransportError
 
-__all__ = ["EmulatorProcess", "start_emulator"]
+__all__ = ["READY_TIMEOUT_S", "EmulatorProcess", "start_emulator"]
+
+#: How long a child may take to print its ready line (s). A bound, not an
+#: expectation: on a loaded 2-core machine the interpreter, numpy/scipy and
+#: libasterix's generated tables (~7 s alone) come before the first line, and a
+#: child that fails exits at once and is reported at once.
+READY_TIMEOUT_S = 60.0
 
 _PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
 
@@ -112,7 +118,7 @@ def _last_json(head: bytes, stream: IO[bytes] | None) -> dict[str, Any] | None:
 
 
 def start_emulator(
-    args: list[str], timeout_s: float = 10.0, *, module: str = "sim_devices.emulate"
+    args: list[str], timeout_s: float = READY_TIMEOUT_S, *, module: str = "sim_devices.emulate"
 ) -> EmulatorProcess:
     """Start ``python -m MODULE *args`` (default ``sim_devices.emulate``) and wait for its ready line.
 

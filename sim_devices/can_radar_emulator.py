@@ -58,9 +58,11 @@ import numpy as np
 import numpy.typing as npt
 
 from drivers.base import Role
-from drivers.can_radar import TRACK_BATCH_DTYPE, CanFrame, CanRadarCodec, SensorState, Status
-from gateway.config import CanTransportConfig
+from drivers.can_radar import CanRadarCodec
+from drivers.radar import TRACK_BATCH_DTYPE, SensorState, Status
 from gateway.transports.can import CAN_ERR_BUSOFF, CanTransport
+from gateway.transports.config import CanTransportConfig
+from hilgw.can import CanFrame
 from hilgw.errors import ConfigError, HilgwError, TransportError
 from sim_devices.can_device import EmulatorCanTransport
 from sim_devices.faults import FaultSchedule

@@ -35,8 +35,9 @@ import numpy.typing as npt
 
 from drivers.base import Role
 from drivers.described import BinaryRadarCodec, DbcRadarCodec
-from drivers.serial_radar.events import TRACK_BATCH_DTYPE
-from gateway.config import CanTransportConfig, DeviceConfig, load_config
+from drivers.radar import TRACK_BATCH_DTYPE
+from gateway.config import DeviceConfig, load_config
+from gateway.transports.config import CanTransportConfig
 from hilgw.errors import ConfigError
 
 __all__ = ["DescribedRadarEmulator", "main", "synthetic_tracks"]

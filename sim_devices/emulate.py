@@ -71,7 +71,8 @@ from typing import Any
 import numpy as np
 
 from drivers.base import Role
-from drivers.serial_radar import SensorState, SerialRadarCodec, Status
+from drivers.radar import SensorState, Status
+from drivers.serial_radar import SerialRadarCodec
 from hilgw.errors import ConfigError, HilgwError, TransportError
 from sim_devices.faults import DelayLine, FaultSchedule, corrupt_crc, duplicate_frames, garbage
 from sim_devices.scenario import Scenario, resolve_scenario

@@ -55,7 +55,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from drivers.base import Rejected, Role
-from drivers.can_radar import CanFrame
 from drivers.launcher import (
     Ack,
     AckResult,
@@ -69,10 +68,11 @@ from drivers.launcher import (
     LauncherStatus,
     NackReason,
 )
-from gateway.config import CanTransportConfig
-from gateway.devices.launcher import load_keys
 from gateway.transports.can import CAN_ERR_BUSOFF, CanTransport
+from gateway.transports.config import CanTransportConfig
+from hilgw.can import CanFrame
 from hilgw.errors import ConfigError, HilgwError, TransportError
+from hilgw.keys import resolve_keys
 from sim_devices import emulate
 from sim_devices.can_device import EmulatorCanTransport
 from sim_devices.faults import FaultSchedule
@@ -460,7 +460,7 @@ def resolve(ns: argparse.Namespace) -> tuple[argparse.Namespace, LauncherFaults 
         if ns.heartbeat_hz is None:
             ns.heartbeat_hz = lc.heartbeat_hz
         if not ns.key:
-            ns.key = sorted(load_keys(lc.keys, where=f"{where}.keys").items())
+            ns.key = sorted(resolve_keys(lc.keys, where=f"{where}.keys").items())
         if not ns.key:
             print(
                 f"launcher_emulator: warning: {where}.keys is empty: every cue is nacked UNKNOWN_KEY, "

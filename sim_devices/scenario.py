@@ -39,9 +39,8 @@ from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
-from gateway.fusion.api import SensorGeometry
-from gateway.geo import site_geometry
 from hilgw.errors import ConfigError
+from hilgw.geo import SensorGeometry, site_geometry
 from hilgw.tomlconfig import StrictModel, one_line, parse_toml, read_toml
 from sim_devices import kepler
 from sim_devices.ballistic import solve_flight_time
@@ -92,7 +91,7 @@ class ScenarioInfo(_Model):
 class SiteConfig(_Model):
     """``[[sites]]``: a geodetic position (WGS-84, height above the ellipsoid) and orientation.
 
-    The orientation is the yaw-pitch-roll of :func:`gateway.geo.site_geometry`.
+    The orientation is the yaw-pitch-roll of :func:`hilgw.geo.site_geometry`.
     """
 
     id: str = Field(pattern=_ID)

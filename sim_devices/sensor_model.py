@@ -2,13 +2,13 @@
 
 One :class:`SensorModel` per emulated sensor. Each call to :meth:`SensorModel.scan`
 is one scan at a scenario time and returns the reports as a
-:data:`drivers.serial_radar.events.TRACK_BATCH_DTYPE` array, the exact input of
+:data:`drivers.radar.TRACK_BATCH_DTYPE` array, the exact input of
 the codec's batch encoder, so the emulator hands it over untouched.
 
 Per scan, vectorised over targets:
 
 1. truth from :func:`sim_devices.truth.truth_at`, polar via
-   :func:`gateway.geo.ecef_to_polar` (the same measurement function the
+   :func:`hilgw.geo.ecef_to_polar` (the same measurement function the
    gateway inverts, so there is one convention);
 2. coverage: range, elevation and azimuth sector in the sensor frame, and the
    radar horizon of a 4/3 effective Earth radius (Skolnik, *Introduction to
@@ -41,8 +41,8 @@ import numpy as np
 import numpy.typing as npt
 import pymap3d
 
-from drivers.serial_radar.events import TRACK_BATCH_DTYPE
-from gateway.geo import angle_diff, ecef_to_polar, enu_basis, wrap_2pi
+from drivers.radar import TRACK_BATCH_DTYPE
+from hilgw.geo import MEAN_EARTH_RADIUS_M, angle_diff, ecef_to_polar, enu_basis, wrap_2pi
 from sim_devices.scenario import Scenario, SensorConfig
 from sim_devices.truth import truth_of
 
@@ -53,7 +53,6 @@ I64 = npt.NDArray[np.int64]
 
 #: Effective Earth radius factor of standard refraction (the "4/3 Earth").
 RADAR_HORIZON_K = 4.0 / 3.0
-_MEAN_EARTH_RADIUS_M = 6_371_008.8  # IUGG mean radius R1
 _RATE_STEP_S = 0.01  # h of the central difference for angle rates
 _MAX_ID = 0xFFFFFFFF  # sensor_track_id is u32; 0 is reserved for plots
 #: Elevation above which clutter is not drawn: false tracks sit low.
@@ -163,7 +162,7 @@ class SensorModel:
         d = x[:, :3] - self.origin
         above = d @ self._up >= 0.0
         h_t = np.maximum(np.asarray(pymap3d.ecef2geodetic(x[:, 0], x[:, 1], x[:, 2])[2]), 0.0)
-        kr2 = 2.0 * RADAR_HORIZON_K * _MEAN_EARTH_RADIUS_M
+        kr2 = 2.0 * RADAR_HORIZON_K * MEAN_EARTH_RADIUS_M
         ok &= above | (rng <= np.sqrt(kr2 * self._site_h) + np.sqrt(kr2 * h_t))
         return ok
 

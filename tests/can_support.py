@@ -3,6 +3,8 @@ target always in its coverage (P_d = 1, no clutter), with its fault timeline."""
 
 from __future__ import annotations
 
+from tests.waiting import eventually
+
 #: The scenario sensor id of the CAN radar.
 SENSOR = "radar-can"
 
@@ -62,4 +64,15 @@ def fault(kind: str, start_s: float, duration_s: float, sensor: str = SENSOR, **
     return (
         f'\n[[faults]]\ndevice = "{sensor}"\nkind = "{kind}"\n'
         f"start_s = {start_s}\nduration_s = {duration_s}\n{extra}"
+    )
+
+
+async def virtual_bus_open(*channels: str) -> None:
+    """Return once a bus (the gateway driver's) is open on each python-can
+    ``virtual`` channel: a frame sent on a virtual channel with no bus on it is
+    lost, so an emulator must not start before."""
+    from can.interfaces import virtual
+
+    await eventually(
+        lambda: all(virtual.channels.get(c) for c in channels), what=f"a bus on virtual channel(s) {channels}"
     )

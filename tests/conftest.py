@@ -20,7 +20,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, timeout_s: float = 10.0) -> None:
+def wait_port(port: int, timeout_s: float = 60.0) -> None:
+    """Return once something accepts TCP on 127.0.0.1:``port`` (a bound for slow CI, not a figure)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:

@@ -38,8 +38,10 @@ import numpy as np
 import numpy.typing as npt
 
 from drivers.base import NEED_DATA, Rejected, Role
-from drivers.can_radar import CanFrame, CanRadarCodec
-from drivers.serial_radar import TRACK_BATCH_DTYPE, SerialRadarCodec, Status
+from drivers.can_radar import CanRadarCodec
+from drivers.radar import TRACK_BATCH_DTYPE, Status
+from drivers.serial_radar import SerialRadarCodec
+from hilgw.can import CanFrame
 from hilgw.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = ["Tally", "Target", "run_one", "targets"]

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from drivers.base import Role
-from drivers.serial_radar import TRACK_BATCH_DTYPE, SerialRadarCodec
+from drivers.radar import TRACK_BATCH_DTYPE
+from drivers.serial_radar import SerialRadarCodec
 from gateway.config import parse_config
 from gateway.recording import TOPIC_TRACKS, McapParts, run_metadata, topic_raw
 from hilgw.v1 import recording_pb2, track_pb2

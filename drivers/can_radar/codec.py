@@ -24,7 +24,6 @@ import numpy as np
 import numpy.typing as npt
 
 from drivers.base import Rejected, Role
-from drivers.can_radar.frame import CanFrame
 from drivers.can_radar.icd import (
     CLASSIC_PART_OF,
     CLASSIC_PARTS,
@@ -39,10 +38,9 @@ from drivers.can_radar.icd import (
     STATUS_TIME_MODULUS_US,
     FrameKind,
 )
-from drivers.can_radar.layout import MessageLayout, SignalLayout, stack_frames
 from drivers.can_radar.reassembly import NPARTS, Reassembler
-from drivers.serial_radar.events import TRACK_BATCH_DTYPE, Status, TrackReportBatch
-from drivers.serial_radar.icd import SensorState
+from drivers.radar import TRACK_BATCH_DTYPE, SensorState, Status, TrackReportBatch
+from hilgw.can import CanFrame, MessageLayout, SignalLayout, stack_frames
 from hilgw.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = ["CanRadarCodec", "CanRadarEvent", "unwrap_us"]

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
-import cantools
-
-from drivers.can_radar.layout import MessageLayout, compile_message
+from hilgw.can import MessageLayout, compile_message, load_packaged_dbc
 
 __all__ = [
     "CLASSIC_DB",
@@ -35,8 +32,7 @@ __all__ = [
 
 def load_database(name: str) -> Any:
     """Load a DBC file shipped in this package with cantools (``strict`` checks on)."""
-    text = resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
-    return cantools.database.load_string(text, database_format="dbc")
+    return load_packaged_dbc("drivers.can_radar", name)
 
 
 #: The classic CAN 2.0 database (ICD §4) and the CAN FD one (ICD §5), loaded once.

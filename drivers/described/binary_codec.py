@@ -17,7 +17,7 @@ from drivers.base import Rejected, Role
 from drivers.described.description import LAYOUT_TYPES, BinaryRadarDescription
 from drivers.described.mapping import TrackMapping, compile_mapping
 from drivers.framing import Deframer, encode_frame
-from drivers.serial_radar.events import TrackReportBatch
+from drivers.radar import TrackReportBatch
 from hilgw.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = ["BinaryRadarCodec", "CompiledLayout", "compile_layout"]

@@ -22,10 +22,10 @@ import numpy as np
 import numpy.typing as npt
 
 from drivers.base import Rejected, Role
-from drivers.can_radar.frame import CanFrame
 from drivers.described.description import CanDbcRadarDescription
 from drivers.described.mapping import TrackMapping, compile_mapping
-from drivers.serial_radar.events import TrackReportBatch
+from drivers.radar import TrackReportBatch
+from hilgw.can import CanFrame
 from hilgw.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = ["CompiledDbc", "DbcRadarCodec", "compile_dbc"]

@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from drivers.described.description import TARGETS, TimeSource, TrackFields
 from drivers.described.units import factor
-from drivers.serial_radar.events import TRACK_BATCH_DTYPE
+from drivers.radar import TRACK_BATCH_DTYPE
 
 __all__ = ["ColumnRule", "TrackMapping", "compile_mapping"]
 

@@ -26,10 +26,10 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 
 from drivers.base import Rejected, Role
-from drivers.can_radar.frame import CanFrame
 from drivers.launcher import messages as m
 from drivers.launcher.events import Ack, Cue, CueCancel, LauncherEvent, LauncherStatus
 from drivers.launcher.replies import ReplySigner, ReplyVerifier, reply_auth
+from hilgw.can import CanFrame
 from hilgw.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = ["LauncherCanCodec"]

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from drivers.base import I64_MAX, U16_MAX, U32_MAX
 from hilgw.errors import LocalProtocolError
 
 __all__ = [
@@ -34,9 +35,6 @@ __all__ = [
     "covariance_summary",
 ]
 
-U16_MAX = (1 << 16) - 1
-U32_MAX = (1 << 32) - 1
-I64_MAX = (1 << 63) - 1
 MAC_SIZE = 32  # HMAC-SHA256 tag of a cue or cancel, never truncated (ICD §7)
 REPLY_MAC_SIZE = 16  # HMAC-SHA256 tag of an ack or heartbeat, truncated to 128 bits (ICD §7.5)
 

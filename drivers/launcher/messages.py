@@ -17,14 +17,12 @@ import hmac
 import math
 import struct
 from collections.abc import Mapping
-from importlib import resources
 from typing import Any
 
-import cantools
 import numpy as np
 
-from drivers.can_radar.layout import MessageLayout, compile_message, stack_frames
 from drivers.launcher.events import MAC_SIZE, REPLY_MAC_SIZE, Ack, Cue, CueCancel, LauncherStatus
+from hilgw.can import MessageLayout, compile_message, load_packaged_dbc, stack_frames
 from hilgw.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -57,16 +55,11 @@ __all__ = [
 ]
 
 
-def _load(name: str) -> Any:
-    text = resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
-    return cantools.database.load_string(text, database_format="dbc")
-
-
 #: The launcher database, ICD v2, loaded once (CAN FD only, ICD §3).
-DB: Any = _load("launcher.dbc")
+DB: Any = load_packaged_dbc("drivers.launcher", "launcher.dbc")
 #: The v1 (unauthenticated) ack and heartbeat layouts, for launchers a config
 #: explicitly accepts (ICD §7.6); nothing is ever sent in them.
-DB_V1: Any = _load("launcher_v1.dbc")
+DB_V1: Any = load_packaged_dbc("drivers.launcher", "launcher_v1.dbc")
 _L: dict[str, MessageLayout] = {m.name: compile_message(m) for m in DB.messages}
 CANCEL = _L["LAUNCHER_CUE_CANCEL"]
 CUE = _L["LAUNCHER_CUE"]

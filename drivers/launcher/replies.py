@@ -38,9 +38,9 @@ import hmac
 from collections import OrderedDict
 from collections.abc import Mapping
 
-from drivers.base import Rejected, Role
+from drivers.base import U32_MAX, Rejected, Role
 from drivers.launcher import messages as m
-from drivers.launcher.events import REPLY_MAC_SIZE, U32_MAX, Ack, LauncherStatus
+from drivers.launcher.events import REPLY_MAC_SIZE, Ack, LauncherStatus
 from hilgw.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = ["AUTH_REASONS", "ReplySigner", "ReplyVerifier", "reply_auth"]

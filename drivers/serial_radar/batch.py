@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from drivers.base import Rejected
-from drivers.serial_radar.events import TRACK_BATCH_DTYPE, TrackReportBatch
+from drivers.radar import TRACK_BATCH_DTYPE, TrackReportBatch
 from drivers.serial_radar.icd import (
     CEIL_SLACK,
     PROTOCOL_VERSION,

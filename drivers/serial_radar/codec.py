@@ -20,16 +20,16 @@ from typing import TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from drivers.base import NEED_DATA, Rejected, Role, _NeedData
+from drivers.base import NEED_DATA, U16_MAX, Rejected, Role, _NeedData
 from drivers.framing import Deframer, encode_frame
+from drivers.radar import Status, TrackReportBatch
 from drivers.serial_radar.batch import decode_track_payloads, encode_track_payloads
-from drivers.serial_radar.events import Status, TrackReport, TrackReportBatch
+from drivers.serial_radar.events import TrackReport
 from drivers.serial_radar.icd import (
     DEFAULT_MAX_PAYLOAD,
     PROTOCOL_VERSION,
     SEQUENCE_MODULUS,
     TRACK_REPORT_SIZE,
-    U16_MAX,
     MessageType,
 )
 from drivers.serial_radar.messages import decode_payload, encode_status, encode_track_report, label

@@ -17,64 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-from drivers.serial_radar.icd import (
-    CEIL_SLACK,
-    I64_MAX,
-    TRACK_SCALED,
-    U16_MAX,
-    U32_MAX,
-    ScaledField,
-    SensorState,
-)
-from hilgw.errors import LocalProtocolError
+from drivers.base import I64_MAX, U16_MAX, U32_MAX
+from drivers.radar import TRACK_BATCH_DTYPE, TrackReportBatch, bad_value, check_bool, check_int
+from drivers.serial_radar.icd import CEIL_SLACK, TRACK_SCALED, ScaledField
 
-__all__ = ["TRACK_BATCH_DTYPE", "SensorState", "Status", "TrackReport", "TrackReportBatch"]
-
-#: Columns of :attr:`TrackReportBatch.reports` (SI float64 unless noted).
-#: ``quality`` is a fraction 0..1; rate columns and their sigmas are 0 when
-#: ``rates_valid`` is False.
-TRACK_BATCH_DTYPE = np.dtype(
-    [
-        ("sensor_track_id", "<u4"),
-        ("sequence", "<u4"),
-        ("sensor_time_ns", "<i8"),
-        ("range_m", "<f8"),
-        ("azimuth_rad", "<f8"),
-        ("elevation_rad", "<f8"),
-        ("range_rate_mps", "<f8"),
-        ("azimuth_rate_radps", "<f8"),
-        ("elevation_rate_radps", "<f8"),
-        ("sigma_range_m", "<f8"),
-        ("sigma_azimuth_rad", "<f8"),
-        ("sigma_elevation_rad", "<f8"),
-        ("sigma_range_rate_mps", "<f8"),
-        ("sigma_azimuth_rate_radps", "<f8"),
-        ("sigma_elevation_rate_radps", "<f8"),
-        ("quality", "<f8"),
-        ("rates_valid", "?"),
-        ("coasting", "?"),
-    ]
-)
-
-
-def _bad(cls: str, name: str, value: object, why: str) -> LocalProtocolError:
-    return LocalProtocolError(f"{cls}.{name} = {value!r} {why}", reason="range", field=name, value=value)
-
-
-def _check_int(cls: str, name: str, value: object, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise _bad(cls, name, value, "is not an integer")
-    v = int(value)
-    if not lo <= v <= hi:
-        raise _bad(cls, name, value, f"outside [{lo}, {hi}]")
-    return v
-
-
-def _check_bool(cls: str, name: str, value: object) -> None:
-    if not isinstance(value, bool | np.bool_):
-        raise _bad(cls, name, value, "is not a bool")
+__all__ = ["TrackReport", "batch_reports", "quantise"]
 
 
 def quantise(spec: ScaledField, value: float, *, cls: str = "TrackReport") -> int:
@@ -85,10 +33,10 @@ def quantise(spec: ScaledField, value: float, *, cls: str = "TrackReport") -> in
     [0, 2π] onto [0, 2^32] and wraps 2^32 to 0.
     """
     if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
-        raise _bad(cls, spec.attr, value, "is not a number")
+        raise bad_value(cls, spec.attr, value, "is not a number")
     v = float(value)
     if not math.isfinite(v):
-        raise _bad(cls, spec.attr, value, "is not finite")
+        raise bad_value(cls, spec.attr, value, "is not finite")
     scaled = v / spec.lsb
     if spec.mode == "ceil":
         # Any positive sigma, however small, is at least one LSB on the wire.
@@ -96,7 +44,7 @@ def quantise(spec: ScaledField, value: float, *, cls: str = "TrackReport") -> in
     else:
         raw = round(scaled)
     if not spec.lo <= raw <= spec.hi:
-        raise _bad(
+        raise bad_value(
             cls, spec.attr, value, f"outside [{spec.lo * spec.lsb:.9g}, {spec.hi * spec.lsb:.9g}] {spec.unit}"
         )
     return raw & 0xFFFFFFFF if spec.mode == "bam" else raw
@@ -137,21 +85,21 @@ class TrackReport:
 
     def __post_init__(self) -> None:
         cls = "TrackReport"
-        _check_int(cls, "sensor_track_id", self.sensor_track_id, 0, U32_MAX)
-        _check_int(cls, "sensor_time_ns", self.sensor_time_ns, 0, I64_MAX)
-        _check_bool(cls, "rates_valid", self.rates_valid)
-        _check_bool(cls, "coasting", self.coasting)
+        check_int(cls, "sensor_track_id", self.sensor_track_id, 0, U32_MAX)
+        check_int(cls, "sensor_time_ns", self.sensor_time_ns, 0, I64_MAX)
+        check_bool(cls, "rates_valid", self.rates_valid)
+        check_bool(cls, "coasting", self.coasting)
         if self.sensor_id is not None:
-            _check_int(cls, "sensor_id", self.sensor_id, 0, U16_MAX)
+            check_int(cls, "sensor_id", self.sensor_id, 0, U16_MAX)
         if self.sequence is not None:
-            _check_int(cls, "sequence", self.sequence, 0, U32_MAX)
+            check_int(cls, "sequence", self.sequence, 0, U32_MAX)
         raws = []
         for spec in TRACK_SCALED:
             value = getattr(self, spec.attr)
             if spec.rate and not self.rates_valid:
                 # ICD §5.1: rate fields are sent as 0 when the rates are not valid.
                 if value != 0:
-                    raise _bad(cls, spec.attr, value, "must be 0 when rates_valid is False")
+                    raise bad_value(cls, spec.attr, value, "must be 0 when rates_valid is False")
                 raws.append(0)
                 continue
             raws.append(quantise(spec, value))
@@ -164,65 +112,6 @@ class TrackReport:
         return cls(sensor_id=sensor_id, **kw)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Status:
-    """Heartbeat and health of the radar front-end (ICD §5.2), sent at 1 Hz and on change."""
-
-    sensor_time_ns: int
-    state: SensorState
-    time_sync_locked: bool
-    radiating: bool
-    track_count: int
-    uptime_s: int
-    fault_code: int = 0
-    sensor_id: int | None = None
-    sequence: int | None = None
-
-    def __post_init__(self) -> None:
-        cls = "Status"
-        _check_int(cls, "sensor_time_ns", self.sensor_time_ns, 0, I64_MAX)
-        if isinstance(self.state, bool) or not isinstance(self.state, int):
-            raise _bad(cls, "state", self.state, "is not a SensorState")
-        try:
-            object.__setattr__(self, "state", SensorState(self.state))
-        except ValueError:
-            raise _bad(cls, "state", self.state, "is not a SensorState") from None
-        _check_bool(cls, "time_sync_locked", self.time_sync_locked)
-        _check_bool(cls, "radiating", self.radiating)
-        _check_int(cls, "track_count", self.track_count, 0, U16_MAX)
-        _check_int(cls, "uptime_s", self.uptime_s, 0, U32_MAX)
-        _check_int(cls, "fault_code", self.fault_code, 0, U32_MAX)
-        if self.sensor_id is not None:
-            _check_int(cls, "sensor_id", self.sensor_id, 0, U16_MAX)
-        if self.sequence is not None:
-            _check_int(cls, "sequence", self.sequence, 0, U32_MAX)
-
-
-@dataclass(frozen=True, slots=True, eq=False, repr=False)
-class TrackReportBatch:
-    """A run of consecutive TRACK_REPORTs from one sensor, decoded at once (gateway hot path).
-
-    ``reports`` is a :data:`TRACK_BATCH_DTYPE` array in arrival order; rows that
-    failed a check were turned into :class:`~drivers.base.Rejected` events and
-    are not here.
-    """
-
-    sensor_id: int
-    reports: npt.NDArray[np.void]
-
-    def __post_init__(self) -> None:
-        if self.reports.dtype != TRACK_BATCH_DTYPE:
-            raise LocalProtocolError(
-                f"TrackReportBatch.reports has dtype {self.reports.dtype}, expected TRACK_BATCH_DTYPE",
-                field="reports",
-            )
-
-    def __len__(self) -> int:
-        return len(self.reports)
-
-    def __repr__(self) -> str:
-        return f"TrackReportBatch(sensor_id={self.sensor_id}, rows={len(self.reports)})"
-
-    def to_reports(self) -> list[TrackReport]:
-        """The batch as individual events (slow path: for tests, logging and tools)."""
-        return [TrackReport.from_row(row, self.sensor_id) for row in self.reports]
+def batch_reports(batch: TrackReportBatch) -> list[TrackReport]:
+    """A batch as individual events (slow path: for tests, logging and tools)."""
+    return [TrackReport.from_row(row, batch.sensor_id) for row in batch.reports]

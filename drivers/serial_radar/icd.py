@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from drivers.base import U16_MAX, U32_MAX
+
 #: Protocol version carried in every header (§4).
 PROTOCOL_VERSION = 1
 
@@ -24,15 +26,6 @@ class MessageType(enum.IntEnum):
 
     TRACK_REPORT = 0x01
     STATUS = 0x02
-
-
-class SensorState(enum.IntEnum):
-    """STATUS ``state`` values (§5.2)."""
-
-    OK = 0
-    DEGRADED = 1
-    FAULT = 2
-    INITIALISING = 3
 
 
 # -- §4 common header: version u8, msg_type u8, sensor_id u16, sequence u32 --
@@ -60,9 +53,6 @@ TRACK_FLAGS_DEFINED = TRACK_FLAG_RATES_VALID | TRACK_FLAG_COASTING
 
 I32_MIN = -(1 << 31)
 I32_MAX = (1 << 31) - 1
-U16_MAX = (1 << 16) - 1
-U32_MAX = (1 << 32) - 1
-I64_MAX = (1 << 63) - 1
 
 TRACK_REPORT = struct.Struct("<BBHIqIIIiiiiHHHHHHBB")
 TRACK_REPORT_SIZE = TRACK_REPORT.size  # 58 bytes, header included

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from drivers.base import Rejected
 from drivers.framing import RAW_LIMIT
-from drivers.serial_radar.events import Status, TrackReport
+from drivers.radar import SensorState, Status
+from drivers.serial_radar.events import TrackReport
 from drivers.serial_radar.icd import (
     HEADER,
     HEADER_SIZE,
@@ -33,7 +34,6 @@ from drivers.serial_radar.icd import (
     TRACK_SCALED,
     TRACK_TIME_OFFSET,
     MessageType,
-    SensorState,
 )
 from hilgw.errors import RemoteProtocolError
 

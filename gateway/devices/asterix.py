@@ -48,10 +48,10 @@ from gateway.devices.asterix_sources import Source, SourceTable
 from gateway.devices.base import DeviceDriver, DriverContext, DriverServices, RawFrame, ReportsIn
 from gateway.devices.ownship import OwnShipRegistry, OwnShipStore
 from gateway.fusion.api import KIND_SENSOR_TRACK, ReportArrays, SensorGeometry
-from gateway.geo import local_geometry
 from gateway.normalise_ship import PlotSigmas, TrackDefaults, plots_to_ecef, system_tracks_to_ecef
 from gateway.transports import DatagramTransport, create_transport
 from hilgw.errors import TransportError
+from hilgw.geo import local_geometry
 from hilgw.v1 import health_pb2
 
 __all__ = ["AsterixDriver"]

@@ -16,6 +16,7 @@ from gateway.config import DeviceConfig
 from gateway.devices.droplog import DropLog
 from gateway.fusion.api import ReportArrays, SensorGeometry
 from gateway.health import DeviceStats
+from gateway.protocols import driver_class
 from gateway.transports.base import DatagramTransport
 
 
@@ -100,3 +101,10 @@ class DeviceDriver:
         if lost > 0:
             self.ctx.stats.drop("queue_overflow", lost)
         self._transport_lost = transport.dropped
+
+
+def build_driver(config: DeviceConfig, ctx: DriverContext, services: DriverServices) -> DeviceDriver:
+    """Every driver is built the same way, live and in replay: ``Class.build(config, ctx, services)``
+    (gateway/protocols.py names the class; the driver takes what it needs)."""
+    driver: DeviceDriver = driver_class(config.protocol).build(config, ctx, services)
+    return driver

@@ -33,13 +33,15 @@ from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from drivers.base import Rejected, Role
-from drivers.can_radar import CanFrame, CanRadarCodec, Status, TrackReportBatch
+from drivers.can_radar import CanRadarCodec
+from drivers.radar import Status, TrackReportBatch
 from gateway.config import CanTransportConfig, DeviceConfig
 from gateway.devices.base import DriverContext, RawFrame
 from gateway.devices.radar import PolarRadarDriver
 from gateway.fusion.api import SensorGeometry
 from gateway.transports import create_transport
 from gateway.transports.can import FrameTransport
+from hilgw.can import CanFrame
 from hilgw.errors import RemoteProtocolError, TransportError
 from hilgw.v1 import health_pb2
 

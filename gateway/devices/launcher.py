@@ -24,11 +24,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from drivers.base import Rejected, Role
 from drivers.launcher import (
@@ -48,10 +46,11 @@ from gateway.devices.can_radar import pack_raw_frames
 from gateway.transports import StreamTransport, create_transport
 from gateway.transports.base import Transport
 from gateway.transports.can import FrameTransport
-from hilgw.errors import ConfigError, LocalProtocolError, TransportError
+from hilgw.errors import LocalProtocolError, TransportError
+from hilgw.keys import resolve_keys
 from hilgw.v1 import health_pb2
 
-__all__ = ["LauncherDriver", "LauncherIn", "load_keys"]
+__all__ = ["LauncherDriver", "LauncherIn"]
 
 log = logging.getLogger(__name__)
 
@@ -71,29 +70,6 @@ class LauncherIn:
     event: Ack | LauncherStatus
 
 
-def load_keys(specs: Mapping[int, str], where: str = "cue_keys") -> dict[int, bytes]:
-    """Resolve ``key id -> "hex:.." | "env:VAR" | "file:path"`` (hex text) to secrets."""
-    keys: dict[int, bytes] = {}
-    for key_id, spec in specs.items():
-        kind, _, value = spec.partition(":")
-        try:
-            if kind == "hex":
-                text = value
-            elif kind == "env":
-                text = os.environ[value]
-            elif kind == "file":
-                text = Path(value).read_text(encoding="ascii")
-            else:
-                raise ValueError(f"unknown key source {kind!r} (hex:, env: or file:)")
-            secret = bytes.fromhex(text.strip())
-        except (KeyError, OSError, ValueError) as exc:
-            raise ConfigError(f"{where}[{key_id}]", f"cannot load key: {exc!r}") from None
-        if len(secret) < 16:
-            raise ConfigError(f"{where}[{key_id}]", f"key of {len(secret)} bytes; at least 16 are needed")
-        keys[key_id] = secret
-    return keys
-
-
 class LauncherDriver(DeviceDriver):
     """One launcher link. ``events`` is the topic acks and heartbeats go to."""
 
@@ -103,7 +79,7 @@ class LauncherDriver(DeviceDriver):
         super().__init__(config, ctx)
         self.events: Topic[LauncherIn] = events or Topic(f"launcher:{config.id}")
         self._listeners: list[Callable[[LauncherIn], None]] = []
-        self._keys = load_keys(config.cue_keys, f"devices[{config.id}].cue_keys")
+        self._keys = resolve_keys(config.cue_keys, f"devices[{config.id}].cue_keys")
         self._rejection_listeners: list[Callable[[str, Rejected], None]] = []
         self.last_sequence = 0  # of the last cue or cancel sent (a check, not a counter)
         self._transport: Transport | None = None

@@ -30,9 +30,9 @@ from drivers.nmea import NmeaCodec, OwnShipFix
 from gateway.config import DeviceConfig, OwnShipConfig
 from gateway.devices.base import DeviceDriver, DriverContext, DriverServices, RawFrame
 from gateway.fusion.api import F64, I64
-from gateway.normalise_ship import ShipStates, enu_bases
 from gateway.transports import DatagramTransport, StreamTransport, create_transport
 from hilgw.errors import TransportError
+from hilgw.ship import ShipStates, enu_bases
 from hilgw.v1 import health_pb2
 
 __all__ = ["NmeaDriver", "OwnShipRegistry", "OwnShipStore", "registry_for"]
@@ -181,7 +181,7 @@ class OwnShipStore:
         # Lever arm: body (forward, right, up) -> ECEF through heading, pitch, roll.
         arm = np.asarray(c.lever_arm_m, np.float64)
         if np.any(arm != 0.0):
-            from gateway.normalise_ship import radar_frames  # local: only with a lever arm
+            from hilgw.ship import radar_frames  # local: only with a lever arm
 
             dummy = ShipStates(origin, lat, lon, h, origin, att, np.zeros((n, 3, 3)), att, np.ones(n, bool))
             tl = radar_frames(dummy, "deck")

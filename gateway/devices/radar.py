@@ -12,12 +12,12 @@ from typing import Self
 import numpy as np
 import numpy.typing as npt
 
-from drivers.serial_radar import SensorState, Status
+from drivers.radar import SensorState, Status
 from gateway.config import DeviceConfig
 from gateway.devices.base import DeviceDriver, DriverContext, DriverServices, ReportsIn
 from gateway.fusion.api import SensorGeometry
-from gateway.geo import site_geometry
 from gateway.normalise import normalise_polar
+from hilgw.geo import site_geometry
 from hilgw.v1 import health_pb2
 
 _STATE_FROM_STATUS: dict[int, int] = {

@@ -13,7 +13,8 @@ import logging
 import numpy as np
 
 from drivers.base import Rejected, Role
-from drivers.serial_radar import SerialRadarCodec, Status, TrackReportBatch
+from drivers.radar import Status, TrackReportBatch
+from drivers.serial_radar import SerialRadarCodec
 from gateway.config import DeviceConfig
 from gateway.devices.base import DriverContext, RawFrame
 from gateway.devices.radar import PolarRadarDriver

@@ -15,12 +15,12 @@ from gateway.partners.release import SourceMarkings
 from hilgw.v1 import track_pb2
 
 if TYPE_CHECKING:
-    from gateway.supervisor import Gateway
+    from gateway.running import RunningGateway
 
 __all__ = ["start_cue_picture", "start_sites"]
 
 
-def start_sites(gw: Gateway) -> list[SiteInput]:
+def start_sites(gw: RunningGateway) -> list[SiteInput]:
     """One fusion source per site, fed by the site's tracks topic on the gateway's session."""
     fed, session = gw.config.federation, gw.mqtt
     assert fed is not None
@@ -39,7 +39,7 @@ def start_sites(gw: Gateway) -> list[SiteInput]:
     return inputs
 
 
-def start_cue_picture(gw: Gateway) -> tuple[Topic[track_pb2.TrackBatch], PictureBridge]:
+def start_cue_picture(gw: RunningGateway) -> tuple[Topic[track_pb2.TrackBatch], PictureBridge]:
     """The topic the cue path reads when ``[cue.picture]`` names another gateway."""
     cue, session = gw.config.cue, gw.mqtt
     assert cue is not None

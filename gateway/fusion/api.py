@@ -14,6 +14,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from hilgw.geo import SensorGeometry as SensorGeometry  # re-exported: the seam lives on the shared floor
+
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 I32 = npt.NDArray[np.int32]
@@ -30,22 +32,6 @@ STATUS_TENTATIVE = 1
 STATUS_CONFIRMED = 2
 STATUS_COASTING = 3
 STATUS_DROPPED = 4
-
-
-@dataclass(frozen=True, slots=True)
-class SensorGeometry:
-    """Where a sensor sits and how its polar frame is turned.
-
-    ``origin`` is the site in ECEF (3,). ``to_local`` (3, 3) maps an ECEF
-    difference vector into the sensor's local frame (forward, right, up), where
-    azimuth = atan2(right, forward) (clockwise from forward; forward is north
-    for an unrotated site) and elevation = asin(up / range). The matrix is
-    orthogonal (its determinant may be -1: forward-right-up is left-handed).
-    """
-
-    sensor_id: str
-    origin: F64
-    to_local: F64
 
 
 @dataclass(frozen=True, slots=True)

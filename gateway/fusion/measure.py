@@ -1,4 +1,4 @@
-"""Plot measurement model on stacked rows, over :mod:`gateway.geo`.
+"""Plot measurement model on stacked rows, over :mod:`hilgw.geo`.
 
 A plot is (range, azimuth, elevation, range rate) with 1-sigma noise; a NaN
 range rate (or sigma) means the sensor gave none. To keep one fixed
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from gateway.fusion.api import F64
-from gateway.geo import angle_diff, ecef_to_polar, polar_jacobian, polar_to_ecef
+from hilgw.geo import angle_diff, ecef_to_polar, polar_jacobian, polar_to_ecef
 
 
 def plot_residual(
@@ -50,7 +50,7 @@ def plot_dims(polar: F64, sigma: F64) -> F64:
 def plot_to_state(origin: F64, to_local: F64, polar: F64, sigma: F64, speed_sigma: float) -> tuple[F64, F64]:
     """One-plot track start: position from the plot, velocity 0 ± speed_sigma.
 
-    Delegates to :func:`gateway.geo.polar_to_ecef` with angle rates absent
+    Delegates to :func:`hilgw.geo.polar_to_ecef` with angle rates absent
     (so the two tangential velocity components get ``speed_sigma``); the
     radial one comes from the range rate when there is one, else it also
     gets ``speed_sigma``.

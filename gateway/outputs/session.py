@@ -115,6 +115,9 @@ class Subscription:
         self.topic = topic
         self.qos = qos
         self.handler = handler
+        #: SUBACKs the broker sent for it, one per connection: what a caller waits on
+        #: before it relies on messages arriving (tests, a bench that publishes next).
+        self.acks = 0
 
     def close(self) -> None:
         self.session._unsubscribe(self)
@@ -374,6 +377,7 @@ class MqttSession:
     async def _subscriber(self, client: aiomqtt.Client) -> None:
         """(Re)subscribe every filter on connect and whenever one is added."""
         done: set[tuple[str, int]] = set()
+        acked: set[int] = set()  # id() of the subscriptions counted on this connection
         while True:
             await self._subs_changed.wait()
             self._subs_changed.clear()
@@ -382,6 +386,9 @@ class MqttSession:
                 if key not in done:
                     await cancel_safe(client.subscribe(sub.topic, qos=sub.qos))
                     done.add(key)
+                if id(sub) not in acked:  # also a second handler on a filter already acked
+                    acked.add(id(sub))
+                    sub.acks += 1
 
     async def _pump(self, client: aiomqtt.Client) -> None:
         window = asyncio.Semaphore(self.config.max_inflight)

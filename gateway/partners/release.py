@@ -38,6 +38,7 @@ import numpy.typing as npt
 
 from gateway.fusion.api import STATUS_COASTING, STATUS_CONFIRMED, STATUS_TENTATIVE, TrackArrays
 from gateway.partners.config import CLASSIFICATIONS, MarkingsConfig, ReleaseProfile
+from hilgw.geo import MEAN_EARTH_RADIUS_M  # great-circle distances
 from hilgw.v1 import common_pb2, partner_pb2
 
 __all__ = ["REASONS", "Picture", "Release", "ReleaseFilter", "SourceMarkings", "geodetic_deg"]
@@ -78,7 +79,6 @@ def _packed(field_number: int, payload: bytes) -> bytes:
     return _varint(field_number << 3 | 2) + _varint(len(payload)) + payload
 
 
-_EARTH_R_M = 6_371_008.8  # mean Earth radius (IUGG), for great-circle distances
 _WGS84_A = 6_378_137.0
 _WGS84_E2 = 6.69437999014e-3
 
@@ -238,7 +238,7 @@ class ReleaseFilter:
                     np.sin((p2 - p1) / 2) ** 2
                     + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lon - c.lon_deg) / 2) ** 2
                 )
-                inside = 2 * _EARTH_R_M * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0))) <= c.radius_m
+                inside = 2 * MEAN_EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0))) <= c.radius_m
             else:
                 assert prof.polygon is not None
                 inside = _in_polygon(lat, lon, prof.polygon.vertices)

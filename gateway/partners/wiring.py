@@ -19,7 +19,7 @@ from gateway.partners.output import PartnerFeed
 from gateway.partners.release import SourceMarkings
 
 if TYPE_CHECKING:
-    from gateway.supervisor import Gateway
+    from gateway.running import RunningGateway
 
 __all__ = ["build_partners", "source_markings"]
 
@@ -40,14 +40,17 @@ def source_markings(devices: list[DeviceConfig], partners: list[PartnerConfig]) 
     return out
 
 
-def build_partners(gw: Gateway) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
-    """One feed task per enabled partner; its inbound handler on the feed's own session."""
+def build_partners(
+    gw: RunningGateway, feeds: dict[str, PartnerFeed]
+) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+    """One feed task per enabled partner, each feed kept in ``feeds`` by partner id;
+    its inbound handler on the feed's own session."""
     tasks: list[tuple[str, Callable[[], Awaitable[None]]]] = []
     for p in gw.config.partners:
         if not p.enabled:
             continue
         feed = PartnerFeed(p, gw.fusion.pictures)
-        gw.partner_feeds[p.id] = feed
+        feeds[p.id] = feed
         if p.inbound is not None:
             source = f"partner:{p.id}"
             stats = gw.stats[source] = DeviceStats(source, "partner", "mqtt", gateway_id=gw.config.gateway_id)

@@ -1,6 +1,6 @@
 """CAN and CAN FD through python-can: any interface by name (docs/icd/can-radar.md §2).
 
-A frame transport: ``await recv()`` one :class:`~drivers.can_radar.frame.CanFrame`,
+A frame transport: ``await recv()`` one :class:`~hilgw.can.CanFrame`,
 ``await recv_batch()`` everything buffered (the drivers' hot path), ``await
 send(frame)``. The ``can.Bus`` is built from :class:`gateway.config.CanTransportConfig`
 (interface, channel, bitrate, FD and data bitrate, own-message echo,
@@ -48,9 +48,9 @@ from typing import Any
 
 import can
 
-from drivers.can_radar.frame import CanFrame
 from gateway.transports.base import Transport
 from gateway.transports.config import CanTransportConfig
+from hilgw.can import CanFrame
 from hilgw.errors import TransportError
 
 __all__ = ["CAN_ERR_BUSOFF", "MULTICAST_ISOLATION", "CanTransport", "FrameTransport", "isolate_multicast"]

@@ -33,7 +33,7 @@ from gateway.web.security import HostGuard, add_security_headers
 from hilgw.v1 import health_pb2, track_pb2
 
 if TYPE_CHECKING:
-    from gateway.supervisor import Gateway
+    from gateway.running import RunningGateway
 
 __all__ = ["SituationDisplay", "start_web_server"]
 
@@ -60,7 +60,7 @@ class SituationDisplay:
     supervisor sets them on every change (``CuePath.on_state``).
     """
 
-    def __init__(self, gw: Gateway, config: WebConfig) -> None:
+    def __init__(self, gw: RunningGateway, config: WebConfig) -> None:
         self.gw = gw
         self.config = config
         self._tracks = gw.tracks.subscribe("web", maxsize=8)

@@ -11,7 +11,6 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from gateway.bus import Topic
 from gateway.config import GatewayConfig
@@ -85,10 +84,3 @@ class Rig:
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
-
-
-async def wait_for(cond: Any, limit_s: float = 8.0) -> None:
-    async with asyncio.timeout(limit_s):
-        # Polling on purpose: the conditions read another process's output.
-        while not cond():  # noqa: ASYNC110
-            await asyncio.sleep(0.05)

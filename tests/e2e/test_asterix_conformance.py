@@ -28,7 +28,8 @@ import pytest
 
 from drivers.asterix import AsterixCodec, ServiceMessage065, SystemTrack062, SystemTrackBatch, TargetReport048
 from drivers.base import Rejected, Role
-from sim_devices.frigate_emulator import Counters, FrigateModel, encode_scan
+from sim_devices.frigate_emulator import Counters, encode_scan
+from sim_devices.frigate_model import FrigateModel
 from sim_devices.scenario import resolve_scenario
 from tests.unit.test_tshark_crosscheck import write_pcap
 

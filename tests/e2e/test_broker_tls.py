@@ -16,7 +16,6 @@ import datetime as dt
 import getpass
 import ipaddress
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from gateway.outputs.mqtt import Outgoing, tls_context
 from gateway.outputs.session import MqttSession
 from hilgw.v1 import track_pb2
 from tests.conftest import Mosquitto, _spawn, free_port, wait_port
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -196,13 +196,6 @@ def broker(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosqu
     b.stop()
 
 
-async def wait_for(pred: object, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not pred():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
 # --- tests ----------------------------------------------------------------------------
 
 
@@ -213,7 +206,7 @@ async def test_gateway_publishes_over_tls_with_its_certificate(pki: Pki, broker:
     try:
         async with client(broker, tls_for(pki, "consumer-1")) as consumer:
             await consumer.subscribe(pub.topics.tracks, qos=1)
-            await wait_for(lambda: pub.connected)
+            await eventually(lambda: pub.connected)
             batch = track_pb2.TrackBatch(gateway_id=GATEWAY_ID, batch_sequence=7)
             pub.enqueue(Outgoing(pub.topics.tracks, batch.SerializeToString(), qos=1, kind="tracks"))
             async with asyncio.timeout(5):
@@ -251,7 +244,7 @@ async def test_gateway_with_expired_certificate_stays_disconnected(pki: Pki, bro
     expired, good = publisher("expired", GATEWAY_ID), publisher(GATEWAY_CN, GATEWAY_ID)
     tasks = [asyncio.create_task(p.run()) for p in (expired, good)]
     try:
-        await wait_for(lambda: good.connected)
+        await eventually(lambda: good.connected)
         await asyncio.sleep(1.0)
         assert not expired.connected
         assert expired.connects == 0

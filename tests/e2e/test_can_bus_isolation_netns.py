@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 
 from tests.netns import emit_result, run_in_netns
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -41,7 +42,7 @@ KEY = bytes(range(100, 132))
 
 
 def _reports(tids: range) -> Any:
-    from drivers.serial_radar.events import TRACK_BATCH_DTYPE
+    from drivers.radar import TRACK_BATCH_DTYPE
 
     arr = np.zeros(len(tids), dtype=TRACK_BATCH_DTYPE)
     arr["sensor_track_id"] = list(tids)
@@ -117,7 +118,11 @@ async def _main() -> dict[str, Any]:
     try:
         async with Gateway(cfg) as gw:
             sub = gw.reports.subscribe("test", maxsize=100_000)
-            await asyncio.sleep(1.0)  # every device has opened its bus
+            # Every device has opened its bus (its driver says "open: ..." until the first frame).
+            await eventually(
+                lambda: all(st.detail.startswith("open: ") for st in gw.stats.values()),
+                what="every device's bus open",
+            )
             for _ in range(ROUNDS):
                 for bus, codec, tids in ((bus_a, classic, CLASSIC_TIDS), (bus_b, fd, FD_TIDS)):
                     for f in codec.encode_reports(_reports(tids)):

@@ -22,12 +22,14 @@ from gateway.bus import Topic
 from gateway.config import CanTransportConfig, DeviceConfig
 from gateway.devices.base import DriverContext, RawFrame, ReportsIn
 from gateway.devices.can_radar import CanRadarDriver
-from gateway.geo import site_geometry
 from gateway.health import DeviceStats
 from gateway.transports.can import CanTransport
+from hilgw.geo import site_geometry
 from hilgw.v1 import health_pb2
 from sim_devices.can_radar_emulator import CanRadarEmulator, build_parser
+from tests.can_support import virtual_bus_open
 from tests.netns import REPO, emit_result, run_in_netns
+from tests.waiting import WAIT_S, eventually, wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -66,11 +68,11 @@ async def test_in_process_virtual_bus(fd: bool) -> None:
     ns = build_parser().parse_args([*args, "--fd"] if fd else args)
     stop = asyncio.Event()
     task = asyncio.create_task(driver.run())
-    await asyncio.sleep(0.1)  # the driver's bus must exist before frames are sent (virtual bus)
+    await virtual_bus_open(chan)
     async with CanTransport(CanTransportConfig(kind="can", interface="virtual", channel=chan)) as tx:
         emu = CanRadarEmulator(ns, tx, time.time_ns())
         emu_task = asyncio.create_task(emu.run(stop))
-        got = await collect(reports, 100, 5.0)
+        got = await collect(reports, 100, WAIT_S)
         stop.set()
         await emu_task
     task.cancel()
@@ -97,17 +99,20 @@ async def _netns_main() -> dict[str, Any]:
     transport = {"kind": "can", "interface": "udp_multicast", "channel": GROUP, "poll_s": 0.02}
     driver, reports = make_driver(transport)
     task = asyncio.create_task(driver.run())
-    await asyncio.sleep(0.3)
+    # Joined the group before the emulator sends (it says "open: ..." until the first frame).
+    await eventually(
+        lambda: driver.ctx.stats.detail.startswith("open: "), what="the driver's bus open", task=task
+    )
     emu = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "sim_devices.can_radar_emulator", "--interface", "udp_multicast",
-        "--channel", GROUP, "--synthetic", "10", "--rate-hz", "10", "--duration", "20",
+        "--channel", GROUP, "--synthetic", "10", "--rate-hz", "10", "--duration", "60",
         stdout=asyncio.subprocess.PIPE, cwd=str(REPO),
     )  # fmt: skip
     assert emu.stdout is not None
-    ready = json.loads(await asyncio.wait_for(emu.stdout.readline(), 15))
-    got = await collect(reports, 50, 10.0)
+    (ready,) = await wait_ready(emu, what="CAN radar emulator")
+    got = await collect(reports, 50, WAIT_S)
     emu.terminate()
-    stopped = json.loads(await asyncio.wait_for(emu.stdout.readline(), 10))
+    stopped = json.loads(await asyncio.wait_for(emu.stdout.readline(), WAIT_S))
     await emu.wait()
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -121,7 +126,7 @@ def netns_body() -> None:
 
 
 def test_cross_process_udp_multicast_in_a_network_namespace() -> None:
-    res = run_in_netns("from tests.e2e.test_can_e2e import netns_body; netns_body()", timeout_s=90)
+    res = run_in_netns("from tests.e2e.test_can_e2e import netns_body; netns_body()", timeout_s=180)
     assert res["ready"]["event"] == "ready"
     assert res["ready"]["interface"] == "udp_multicast"
     assert res["got"] >= 50

@@ -29,6 +29,7 @@ import pytest
 from hilgw.v1 import health_pb2
 from tests.can_support import SENSOR, fault, scenario_toml
 from tests.netns import REPO, emit_result, run_in_netns
+from tests.waiting import READY_S, WAIT_S, eventually, up_before, with_lead
 
 pytestmark = pytest.mark.e2e
 
@@ -69,10 +70,13 @@ async def _read_json(stream: asyncio.StreamReader, until: str, within_s: float) 
 
 async def _netns_main(scenario_path: str) -> dict[str, Any]:
     """Runs inside the namespace: `hilgw emulate` as a child process, the gateway here."""
+    return await with_lead(lambda epoch: _emulate_run(scenario_path, epoch), LEAD_S)
+
+
+async def _emulate_run(scenario_path: str, epoch: int) -> dict[str, Any]:
     from gateway.config import parse_config
     from gateway.supervisor import Gateway
 
-    epoch = time.time_ns() + round(LEAD_S * 1e9)
     cfg = parse_config(
         {
             "gateway_id": "e2e-can-bus-off",
@@ -104,16 +108,17 @@ async def _netns_main(scenario_path: str) -> dict[str, Any]:
         )  # fmt: skip
         assert emu.stdout is not None
         try:
-            started = await _read_json(emu.stdout, "ready", LEAD_S + 10.0)
+            started = await _read_json(emu.stdout, "ready", READY_S)
+            up_before(epoch, "hilgw emulate and the gateway")
             st = gw.stats[SENSOR]
             while (t := (time.time_ns() - epoch) / 1e9) < END_S:
                 seen.append((t, st.state, dict(st.drops), st.restarts, st.reports_out))
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # a sample period, not a wait
         finally:
             if emu.returncode is None:
                 emu.send_signal(signal.SIGTERM)
-        stopped = await _read_json(emu.stdout, "stopped", 10.0)
-        await asyncio.wait_for(emu.wait(), 10.0)
+            stopped = await _read_json(emu.stdout, "stopped", WAIT_S)
+            await asyncio.wait_for(emu.wait(), WAIT_S)
     return {"started": started, "stopped": stopped[-1], "seen": seen, "rc": emu.returncode}
 
 
@@ -134,10 +139,9 @@ async def _bench_main(scenario_path: str) -> dict[str, Any]:
         dev = next(d for d in gw.devices if d.id == SENSOR)
         assert isinstance(dev.transport, CanTransportConfig)
         st = gw.stats[SENSOR]
-        for _ in range(160):  # at most 8 s
-            if st.state == UP and st.reports_out >= 10:
-                break
-            await asyncio.sleep(0.05)
+        # The result, whatever it is, goes back to the test outside the namespace, which judges it.
+        with contextlib.suppress(pytest.fail.Exception):
+            await eventually(lambda: st.state == UP and st.reports_out >= 10)
         return {
             "protocol": dev.protocol,
             "transport": [dev.transport.interface, dev.transport.channel, dev.transport.fd],
@@ -159,7 +163,7 @@ def _in_netns(tmp_path: Path, mode: str, scenario: str = SCENARIO) -> dict[str, 
     code = (
         f"from tests.e2e.test_can_radar_scenario_netns import netns_body; netns_body({str(path)!r}, {mode!r})"
     )
-    return run_in_netns(code, timeout_s=60)
+    return run_in_netns(code, timeout_s=240)  # a bound: with_lead may run it again
 
 
 def test_bench_mode_reads_the_scenario_can_radar(tmp_path: Path) -> None:
@@ -186,7 +190,6 @@ def test_scenario_can_radar_bus_off_seen_by_the_gateway(tmp_path: Path) -> None:
     def last_before(t_s: float) -> tuple[Any, ...]:
         return [s for s in seen if s[0] < t_s][-1]
 
-    assert seen[0][0] < 0.5, "the emulator came up too late"
     # Reports before the bus-off.
     _, state, drops, restarts, reports = last_before(BUS_OFF_S)
     assert state == UP

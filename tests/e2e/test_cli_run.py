@@ -79,7 +79,7 @@ def test_demo_shows_tracks_and_stops_cleanly(tmp_path: Path, sig: signal.Signals
         stderr=subprocess.PIPE,
     )
     try:
-        wait_port(port, timeout_s=10)
+        wait_port(port)
         kids = children(proc.pid)
         brokers = [p for p in kids if Path(f"/proc/{p}/comm").read_text().strip() == "mosquitto"]
         emulators = [p for p in kids if p not in brokers]

@@ -20,9 +20,9 @@ from gateway.outputs.session import MqttSession
 from gateway.supervisor import Gateway
 from hilgw.v1 import cue_pb2
 from tests.conftest import Mosquitto
-from tests.e2e.cue_rig import wait_for
 from tests.e2e.test_cue_e2e import launcher_emulator, write_config
 from tests.unit.cue_support import authority_command, make_batch, make_track
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -58,13 +58,13 @@ async def test_launcher_site_cues_on_the_theatre_picture(mosquitto: Mosquitto, t
                 assert gw.cue_picture is not None
                 session = gw.mqtt
                 assert session is not None
-                await wait_for(lambda: session.connected and theatre.connected, 15)
-                await wait_for(lambda: gw.cue_picture is not None and gw.cue_picture.counts["used"] > 2, 15)
+                await eventually(lambda: session.connected and theatre.connected)
+                await eventually(lambda: gw.cue_picture is not None and gw.cue_picture.counts["used"] > 2)
                 cmd = authority_command("auto_cue", 1, time.time_ns(), gateway="gw-test")
                 session.enqueue(
                     Outgoing("hilgw/gw-test/authority/command", cmd.SerializeToString(), 1, kind="authority")
                 )
-                await wait_for(lambda: len(emu.accepted()) >= 1, 15)
+                await eventually(lambda: len(emu.accepted()) >= 1)
                 core = gw.cue.core
                 assert core is not None
                 assert core.authority.value == cue_pb2.AUTHORITY_AUTO_CUE

@@ -22,8 +22,9 @@ from gateway.config import load_config
 from gateway.cue.audit import read_records, verify_file
 from hilgw.v1 import cue_pb2
 from tests.conftest import Mosquitto
-from tests.e2e.cue_rig import Rig, wait_for, write_keys_file
+from tests.e2e.cue_rig import Rig, write_keys_file
 from tests.unit.cue_support import authority_command
+from tests.waiting import WAIT_S, eventually, wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -76,8 +77,8 @@ async def launcher_emulator() -> AsyncIterator[Emulator]:
         stdout=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), 10)
-    emu = Emulator(proc, json.loads(line))
+    (ready,) = await wait_ready(proc, what="launcher emulator")
+    emu = Emulator(proc, ready)
     try:
         yield emu
     finally:
@@ -135,9 +136,9 @@ async def test_cue_path_end_to_end(mosquitto: Mosquitto, tmp_path: Path) -> None
         rig = Rig(cfg)
         try:
             path = rig.start_path()
-            await asyncio.wait_for(path.mqtt_connected.wait(), 5)
-            await asyncio.sleep(0.5)  # heartbeats arrive; HOLD: nothing leaves
-            assert not emu.accepted()
+            await asyncio.wait_for(path.mqtt_connected.wait(), WAIT_S)
+            await eventually(lambda: path.core is not None and not path.core.launchers["L1"].inhibits)
+            assert not emu.accepted()  # heartbeats arrive, a track is there; HOLD: nothing leaves
             rc, out = await cli("authority", "show", "--config", str(cfg_file))
             assert rc == 0
             assert "HOLD" in out
@@ -149,7 +150,7 @@ async def test_cue_path_end_to_end(mosquitto: Mosquitto, tmp_path: Path) -> None
             assert (rc, "accepted" in out) == (0, True)
             assert path.core is not None
             core = path.core
-            await wait_for(
+            await eventually(
                 lambda: any(c.status == cue_pb2.CUE_STATUS_PENDING_APPROVAL for c in core.open_cues())
             )
             rc, out = await cli("cue", "list", "--config", str(cfg_file))
@@ -160,14 +161,14 @@ async def test_cue_path_end_to_end(mosquitto: Mosquitto, tmp_path: Path) -> None
                 "cue", "approve", str(pending.cue_id), "--config", str(cfg_file), "--key-id", "op-alice"
             )
             assert rc == 0
-            await wait_for(lambda: bool(emu.accepted()))
-            await wait_for(lambda: any(r.status == cue_pb2.CUE_STATUS_ACKED for r in core.cue_list().cues))
+            await eventually(lambda: bool(emu.accepted()))
+            await eventually(lambda: any(r.status == cue_pb2.CUE_STATUS_ACKED for r in core.cue_list().cues))
             assert emu.accepted()[0]["cue_id"] == pending.cue_id
 
             # HOLD: the live cue is cancelled at the launcher.
             rc, _ = await cli("authority", "set", "hold", "--config", str(cfg_file), "--key-id", "op-alice")
             assert rc == 0
-            await wait_for(lambda: bool(emu.accepted("cancel")))
+            await eventually(lambda: bool(emu.accepted("cancel")))
 
             # A replayed (captured) command is rejected and audited; authority stays HOLD.
             captured = authority_command("auto_cue", 10**17, __import__("time").time_ns(), gateway="gw-test")
@@ -175,14 +176,14 @@ async def test_cue_path_end_to_end(mosquitto: Mosquitto, tmp_path: Path) -> None
                 await op.subscribe("hilgw/gw-test/command/result", qos=1)
                 for expect in (True, False):
                     await op.publish("hilgw/gw-test/authority/command", captured.SerializeToString(), qos=1)
-                    async with asyncio.timeout(5):
+                    async with asyncio.timeout(WAIT_S):
                         async for msg in op.messages:
                             res = cue_pb2.CommandResult.FromString(bytes(msg.payload))
                             if res.sequence == captured.sequence:
                                 break
                     assert res.accepted is expect, res
                     if expect:
-                        await wait_for(lambda: len(emu.accepted()) >= 2)  # AUTO_CUE sends at once
+                        await eventually(lambda: len(emu.accepted()) >= 2)  # AUTO_CUE sends at once
                         rc, _ = await cli(
                             "authority",
                             "set",
@@ -202,8 +203,8 @@ async def test_cue_path_end_to_end(mosquitto: Mosquitto, tmp_path: Path) -> None
             highest = max(e["sequence"] for e in emu.events if e.get("event") in ("cue", "cancel"))
             await rig.stop_path()
             path = rig.start_path()
-            await asyncio.wait_for(path.mqtt_connected.wait(), 5)
-            await wait_for(lambda: path.core is not None)
+            await asyncio.wait_for(path.mqtt_connected.wait(), WAIT_S)
+            await eventually(lambda: path.core is not None)
             assert path.core is not None
             assert path.core.authority.value == cue_pb2.AUTHORITY_HOLD
             rc, _ = await cli(
@@ -218,7 +219,7 @@ async def test_cue_path_end_to_end(mosquitto: Mosquitto, tmp_path: Path) -> None
                 str(10**17 + 2),
             )
             assert rc == 0
-            await wait_for(lambda: any(e["sequence"] > highest for e in emu.accepted()))
+            await eventually(lambda: any(e["sequence"] > highest for e in emu.accepted()))
             assert not [e for e in emu.events if e.get("reason") in ("REPLAY", "BAD_MAC", "UNSIGNED")]
         finally:
             await rig.close()

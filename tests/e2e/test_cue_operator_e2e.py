@@ -23,9 +23,10 @@ from gateway.cue.path import CuePath
 from gateway.cue.signing import canonical_bytes
 from hilgw.v1 import cue_pb2, track_pb2
 from tests.conftest import Mosquitto
-from tests.e2e.cue_rig import wait_for, write_keys_file
+from tests.e2e.cue_rig import write_keys_file
 from tests.e2e.test_cue_e2e import cli
 from tests.unit.cue_support import authority_command
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -69,6 +70,8 @@ async def _forger(port: int) -> AsyncIterator[None]:
     """Answers every command with forged "accepted"s (unsigned, and signed with a key that
     claims the gateway's key id) and keeps replacing the retained state with forgeries."""
 
+    forged = asyncio.Event()  # subscribed, and the first forgeries are retained at the broker
+
     async def run() -> None:
         async with aiomqtt.Client("127.0.0.1", port) as c:
             await c.subscribe(f"{BASE}/+/command", qos=1)
@@ -87,7 +90,8 @@ async def _forger(port: int) -> AsyncIterator[None]:
                     for how in ("unsigned", "other_key"):
                         await c.publish(f"{BASE}/authority", _forge(auth, how), qos=1, retain=True)
                         await c.publish(f"{BASE}/cue/list", _forge(cues, how), qos=1, retain=True)
-                    await asyncio.sleep(0.2)
+                    forged.set()
+                    await asyncio.sleep(0.2)  # the forger's period
 
             t = asyncio.create_task(states())
             try:
@@ -106,7 +110,7 @@ async def _forger(port: int) -> AsyncIterator[None]:
                 t.cancel()
 
     task = asyncio.create_task(run())
-    await asyncio.sleep(0.3)
+    await eventually(forged.is_set, what="the forger subscribed and its forgeries retained", task=task)
     try:
         yield
     finally:
@@ -187,7 +191,7 @@ async def test_signed_hold_through_a_flood_on_real_mosquitto(mosquitto: Mosquitt
             "authority",
             authority_command("auto_cue", 1, time.time_ns(), gateway="gw-test").SerializeToString(),
         )
-        await wait_for(lambda: core.authority.value == cue_pb2.AUTHORITY_AUTO_CUE)
+        await eventually(lambda: core.authority.value == cue_pb2.AUTHORITY_AUTO_CUE)
         size0 = (tmp_path / "audit.jsonl").stat().st_size
         async with aiomqtt.Client("127.0.0.1", mosquitto.port, max_queued_outgoing_messages=0) as flood:
             junk = bytes.fromhex("08631001")
@@ -198,8 +202,8 @@ async def test_signed_hold_through_a_flood_on_real_mosquitto(mosquitto: Mosquitt
                     await flood.publish(f"{BASE}/authority/command", hold.SerializeToString(), qos=1)
         # Bounded generously: on a loaded machine the broker's backlog is read slowly
         # (benchmarks/operator/RESULTS.md); what is asserted is that it takes effect.
-        await wait_for(lambda: core.authority.value == cue_pb2.AUTHORITY_HOLD, 30)
-        await wait_for(lambda: path.intake.rejected.get("unsigned", 0) >= 100, 30)
+        await eventually(lambda: core.authority.value == cue_pb2.AUTHORITY_HOLD, 30)
+        await eventually(lambda: path.intake.rejected.get("unsigned", 0) >= 100, 30)
         await asyncio.sleep(1.2)
     grown = (tmp_path / "audit.jsonl").stat().st_size - size0
     assert grown < 50_000, grown  # summaries, not one record per junk message

@@ -32,6 +32,7 @@ from hilgw.tomlconfig import read_toml
 from hilgw.v1 import health_pb2, track_pb2
 from sim_devices.can_device import EmulatorCanTransport
 from sim_devices.described_emulator import DescribedRadarEmulator, synthetic_tracks
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -64,12 +65,8 @@ def replayed(dev: DeviceConfig, raw: Any) -> np.ndarray:
 
 
 async def opened(driver: DeviceDriver) -> None:
-    """Until the driver has opened its transport (bounded)."""
-    for _ in range(500):
-        if driver.ctx.stats.detail.startswith("open: "):  # the driver says so once open
-            return
-        await asyncio.sleep(0.01)
-    raise TimeoutError(f"{driver.config.id} did not open its transport")
+    """Until the driver has opened its transport (it says "open: ..." then)."""
+    await eventually(lambda: driver.ctx.stats.detail.startswith("open: "), what=f"{driver.config.id} open")
 
 
 async def take(sub: Any, n: int) -> np.ndarray:

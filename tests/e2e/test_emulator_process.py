@@ -19,12 +19,14 @@ import numpy as np
 import pytest
 
 from drivers.base import Rejected, Role
-from drivers.serial_radar import SerialRadarCodec, Status, TrackReportBatch
-from gateway.geo import angle_diff
+from drivers.radar import Status, TrackReportBatch
+from drivers.serial_radar import SerialRadarCodec
+from hilgw.geo import angle_diff
 from sim_devices.process import start_emulator
 from sim_devices.scenario import load_scenario
 from sim_devices.sensor_model import SensorModel
 from sim_devices.truth import truth_at
+from tests.waiting import WAIT_S
 
 pytestmark = pytest.mark.e2e
 
@@ -200,10 +202,8 @@ def test_pty_reports_at_rate_and_match_truth(scenario_file: Path) -> None:
         assert 1 <= len(statuses) <= 3
         assert all(s.sensor_id == 42 for s in statuses)
         assert statuses[-1].track_count == 3  # Pd = 1, three targets in coverage, no clutter
-        t0 = time.monotonic()
         emu.popen.send_signal(signal.SIGINT)
-        assert emu.popen.wait(2.0) == 0
-        assert time.monotonic() - t0 < 1.0
+        assert emu.popen.wait(WAIT_S) == 0  # a clean exit on SIGINT
         emu.stop()
         assert emu.final is not None
         assert emu.final["event"] == "stopped"
@@ -243,9 +243,7 @@ def test_tcp_serves_one_client_at_a_time_and_accepts_reconnects(scenario_file: P
             assert len(batches3) >= 2
         finally:
             c3.close()
-        t0 = time.monotonic()
-        assert emu.stop() == 0
-        assert time.monotonic() - t0 < 1.0
+        assert emu.stop(timeout_s=WAIT_S) == 0  # SIGTERM: a clean exit, not SIGKILL's -9
         assert emu.final is not None
         assert emu.final["connections"] == 3
 
@@ -270,9 +268,7 @@ def test_unread_pty_drops_instead_of_blocking(scenario_file: Path) -> None:
         ]
         assert times
         assert (time.time_ns() - min(times)) / 1e9 < 1.2
-        t0 = time.monotonic()
-        assert emu.stop() == 0
-        assert time.monotonic() - t0 < 1.0
+        assert emu.stop(timeout_s=WAIT_S) == 0  # SIGTERM: a clean exit, not SIGKILL's -9
         assert emu.final is not None
         assert emu.final["bytes_dropped"] > 0
         assert emu.final["scans_skipped"] == 0
@@ -282,4 +278,4 @@ def test_bad_arguments_fail_fast(scenario_file: Path) -> None:
     from hilgw.errors import TransportError
 
     with pytest.raises(TransportError, match="no sensor 'nope'"):
-        start_emulator(["--scenario", str(scenario_file), "--sensor", "nope", "--pty"], timeout_s=10)
+        start_emulator(["--scenario", str(scenario_file), "--sensor", "nope", "--pty"])

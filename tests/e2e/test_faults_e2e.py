@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,7 @@ from gateway.supervisor import Gateway
 from hilgw.v1 import health_pb2
 from sim_devices.emulate_all import start_sensor_emulator
 from sim_devices.scenario import load_scenario
+from tests.waiting import up_before, with_lead
 
 pytestmark = pytest.mark.e2e
 
@@ -99,38 +101,42 @@ async def test_fault_timeline_visible_and_recovered(tmp_path: Path, transport: s
         text = text.replace("start_s = 14.4", "start_s = 1.5")
     path.write_text(text)
     scenario = load_scenario(path)
-    # Scenario t = 0 a moment from now: emulator and gateway are up before the first fault.
-    epoch = time.time_ns() + 1_500_000_000
-    emu = start_sensor_emulator(str(path), scenario, "radar", epoch_ns=epoch, transport=transport)
-    url = emu.serial_url
-    cfg = parse_config(
-        {
-            "gateway_id": "e2e-faults",
-            "health_interval_s": 0.1,
-            "mqtt": {"enabled": False},
-            "devices": [
-                {
-                    "id": "radar",
-                    "protocol": "serial_radar",
-                    "transport": {"kind": "serial", "url": url},
-                    "site": {"lat_deg": 45.0, "lon_deg": -30.0, "alt_m": 10.0},
-                    "heartbeat_timeout_s": 1.6,
-                    "restart": {"initial_s": 0.2, "max_s": 0.5},
-                }
-            ],
-        }
-    )
-    seen: list[tuple[float, int, dict[str, int], int]] = []
     end_s = END_S if transport == "pty" else 5.0
-    try:
-        async with Gateway(cfg) as gw:
-            st = gw.stats["radar"]
-            while (t := (time.time_ns() - epoch) / 1e9) < end_s:
-                seen.append((t, st.state, dict(st.drops), st.restarts))
-                await asyncio.sleep(0.05)
-    finally:
-        emu.stop()
-    assert emu.final is not None
+
+    async def run(epoch: int) -> tuple[list[tuple[float, int, dict[str, int], int]], dict[str, Any]]:
+        emu = start_sensor_emulator(str(path), scenario, "radar", epoch_ns=epoch, transport=transport)
+        cfg = parse_config(
+            {
+                "gateway_id": "e2e-faults",
+                "health_interval_s": 0.1,
+                "mqtt": {"enabled": False},
+                "devices": [
+                    {
+                        "id": "radar",
+                        "protocol": "serial_radar",
+                        "transport": {"kind": "serial", "url": emu.serial_url},
+                        "site": {"lat_deg": 45.0, "lon_deg": -30.0, "alt_m": 10.0},
+                        "heartbeat_timeout_s": 1.6,
+                        "restart": {"initial_s": 0.2, "max_s": 0.5},
+                    }
+                ],
+            }
+        )
+        seen: list[tuple[float, int, dict[str, int], int]] = []
+        try:
+            async with Gateway(cfg) as gw:
+                up_before(epoch, "radar emulator and gateway")  # before the first fault
+                st = gw.stats["radar"]
+                while (t := (time.time_ns() - epoch) / 1e9) < end_s:
+                    seen.append((t, st.state, dict(st.drops), st.restarts))
+                    await asyncio.sleep(0.05)  # a sample period, not a wait
+        finally:
+            emu.stop()
+        assert emu.final is not None
+        return seen, emu.final
+
+    # Scenario t = 0 a moment from now: emulator and gateway are up before the first fault.
+    seen, final = await with_lead(run, 1.5)
 
     def states(t0: float, t1: float) -> set[int]:
         return {s for t, s, _, _ in seen if t0 <= t < t1}
@@ -147,19 +153,19 @@ async def test_fault_timeline_visible_and_recovered(tmp_path: Path, transport: s
     assert RESTARTING in states(u0, u0 + 2.5), seen
     assert restarts >= 1
     assert last_state == UP, seen[-5:]
-    assert emu.final["fault_unplugs"] == 1
+    assert final["fault_unplugs"] == 1
     if transport == "tcp":
         return
     assert UP in states(0.0, 0.5)
     # Garbage: junk frames between good ones -> counted as bad frames, device stays UP.
     junk = sum(drops_at(3.1).get(r, 0) for r in BAD_FRAME)
     assert junk >= 2, drops_at(3.1)
-    assert emu.final["fault_garbage_frames"] >= junk - drops_at(3.1).get("crc", 0)
+    assert final["fault_garbage_frames"] >= junk - drops_at(3.1).get("crc", 0)
     assert states(0.5, 3.0) == {UP}
     # Bad CRC: exactly "crc" drops, one per corrupted frame.
     crc = drops_at(5.5).get("crc", 0) - drops_at(3.1).get("crc", 0)
     assert crc >= 2, (drops_at(3.1), drops_at(5.5))
-    assert crc == emu.final["fault_crc_corrupted"]
+    assert crc == final["fault_crc_corrupted"]
     # Dropout: nothing arrives -> DOWN within the heartbeat timeout, UP once it ends.
     assert DOWN in states(7.4, 8.8)
     assert state_at(10.0) == UP  # the next STATUS (1 Hz) after the dropout brought it back
@@ -199,53 +205,57 @@ async def test_frigate_faults_visible_and_recovered(tmp_path: Path) -> None:
     path = tmp_path / "frigate-faults.toml"
     path.write_text(FRIGATE_DATA.read_text() + FRIGATE_FAULTS)
     scenario = load_scenario(path)
-    # Scenario t = 0 well after the gateway has bound its ports (UDP to a closed port is lost).
-    epoch = time.time_ns() + 3_000_000_000
-    emu = start_sensor_emulator(str(path), scenario, "ew-radar", epoch_ns=epoch)
-    cfg = parse_config(
-        {
-            "gateway_id": "e2e-frigate-faults",
-            "health_interval_s": 0.1,
-            "mqtt": {"enabled": False},
-            "devices": [
-                {
-                    "id": "nav",
-                    "protocol": "nmea",
-                    "transport": {"kind": "udp", "bind_port": emu.ready["nmea"][1]},
-                    "heartbeat_timeout_s": 1.5,
-                },
-                {
-                    "id": "frigate",
-                    "protocol": "asterix",
-                    "transport": {"kind": "udp", "bind_port": emu.ready["asterix"][1]},
-                    "ownship": {"source": "nav", "lever_arm_m": [0.0, 0.0, 30.0]},
-                    "asterix": {"azimuth_reference": "deck"},
-                    "heartbeat_timeout_s": 1.5,
-                },
-            ],
-        }
-    )
-    seen: list[tuple[float, int, dict[str, int]]] = []
-    try:
-        async with Gateway(cfg) as gw:
-            st = gw.stats["frigate"]
-            while (t := (time.time_ns() - epoch) / 1e9) < 8.3:
-                seen.append((t, st.state, dict(st.drops)))
-                await asyncio.sleep(0.05)
-    finally:
-        emu.stop()
-    assert emu.final is not None
+
+    async def run(epoch: int) -> tuple[list[tuple[float, int, dict[str, int]]], dict[str, Any]]:
+        emu = start_sensor_emulator(str(path), scenario, "ew-radar", epoch_ns=epoch)
+        cfg = parse_config(
+            {
+                "gateway_id": "e2e-frigate-faults",
+                "health_interval_s": 0.1,
+                "mqtt": {"enabled": False},
+                "devices": [
+                    {
+                        "id": "nav",
+                        "protocol": "nmea",
+                        "transport": {"kind": "udp", "bind_port": emu.ready["nmea"][1]},
+                        "heartbeat_timeout_s": 1.5,
+                    },
+                    {
+                        "id": "frigate",
+                        "protocol": "asterix",
+                        "transport": {"kind": "udp", "bind_port": emu.ready["asterix"][1]},
+                        "ownship": {"source": "nav", "lever_arm_m": [0.0, 0.0, 30.0]},
+                        "asterix": {"azimuth_reference": "deck"},
+                        "heartbeat_timeout_s": 1.5,
+                    },
+                ],
+            }
+        )
+        seen: list[tuple[float, int, dict[str, int]]] = []
+        try:
+            async with Gateway(cfg) as gw:
+                # Its ports bound before the first fault (UDP to a closed port is lost).
+                up_before(epoch, "the gateway", margin_s=0.1)
+                st = gw.stats["frigate"]
+                while (t := (time.time_ns() - epoch) / 1e9) < 8.3:
+                    seen.append((t, st.state, dict(st.drops)))
+                    await asyncio.sleep(0.05)  # a sample period, not a wait
+        finally:
+            emu.stop()
+        assert emu.final is not None
+        return seen, emu.final
+
+    seen, final = await with_lead(run, 3.0)
 
     def drops_at(t_s: float) -> dict[str, int]:
         return next((d for t, _, d in seen if t >= t_s), seen[-1][2])
 
-    assert seen[0][0] < 0.4, "the gateway came up too late to see the first fault"
     before = [d for t, _, d in seen if t < 0.5][-1]
     junk = drops_at(2.4).get("truncated", 0) - before.get("truncated", 0)
     # Every junk datagram is rejected and counted (a random header claims more bytes than it has).
-    assert junk == emu.final["fault_garbage_datagrams"] >= 4, (before, drops_at(2.4), emu.final)
+    assert junk == final["fault_garbage_datagrams"] >= 4, (before, drops_at(2.4), final)
     assert DOWN in {s for t, s, _ in seen if 4.2 <= t < 5.5}
     assert [s for t, s, _ in seen if t < 6.0][-1] == UP
-    assert emu.final["fault_datagrams_withheld"] > 0
+    assert final["fault_datagrams_withheld"] > 0
     stale = drops_at(8.2).get("stale", 0) - drops_at(5.9).get("stale", 0)
     assert stale > 0, (drops_at(5.9), drops_at(8.2))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,21 +27,13 @@ from gateway.supervisor import Gateway
 from hilgw.v1 import track_pb2
 from sim_devices.nats_cluster import NatsCluster, nats_server_path
 from tests.unit.test_federation import POS, VEL, site_batch
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
 RATE_HZ = 20
 RUN_S = 10.0
 KILL_AT_S = 5.0
-
-
-async def eventually(pred: Callable[[], bool], timeout_s: float) -> None:
-    """Wait for ``pred``; fail with a clear message when it never holds."""
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met in {timeout_s} s")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from hilgw.v1 import health_pb2
 from sim_devices.faults import FaultSchedule
 from sim_devices.launcher_emulator import Behaviour, CanLink, LauncherEmulator, LauncherFaults, serve
 from sim_devices.scenario_faults import FaultConfig, FaultKind
+from tests.waiting import WAIT_S, eventually, wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -116,7 +117,7 @@ async def can_link(
     )
     task = asyncio.create_task(driver.run())
     try:
-        await asyncio.wait_for(driver.wait_connected(), 3)
+        await asyncio.wait_for(driver.wait_connected(), WAIT_S)
         yield driver, emu
     finally:
         stop.set()
@@ -127,7 +128,7 @@ async def can_link(
         await tx.close()
 
 
-async def next_ack(events: Topic[LauncherIn], within_s: float = 2.0) -> Ack | None:
+async def next_ack(events: Topic[LauncherIn], within_s: float = WAIT_S) -> Ack | None:
     sub = events.subscribe("test")
     try:
         async with asyncio.timeout(within_s):
@@ -155,9 +156,8 @@ async def test_cue_is_acked_and_heartbeats_mark_the_launcher_up() -> None:
         assert sent.key_id == 7
         assert len(sent.mac) == 32
         assert 501 in emu.validator.held
-        await asyncio.sleep(0.2)
-        assert any(isinstance(h.event, LauncherStatus) for h in heard)
-        assert driver.ctx.stats.state == health_pb2.DEVICE_STATE_UP
+        await eventually(lambda: any(isinstance(h.event, LauncherStatus) for h in heard), what="a heartbeat")
+        await eventually(lambda: driver.ctx.stats.state == health_pb2.DEVICE_STATE_UP, what="launcher UP")
         assert driver.ctx.stats.frames_out == 2  # body + MAC frame
         second = await driver.send_cue(a_cue())
         assert second.sequence == (sent.sequence or 0) + 1
@@ -213,7 +213,7 @@ async def test_a_launcher_signing_with_another_key_is_never_heard() -> None:
         driver.add_listener(heard.append)
         driver.add_rejection_listener(lambda _dev, r: rejected.append(r.reason))
         await driver.send_cue(a_cue())
-        await asyncio.sleep(0.4)
+        await eventually(lambda: emu.log and driver.ctx.stats.drops["auth_bad_mac"] >= 3, what="3 bad MACs")
         assert emu.log[-1]["reason"] == "NONE"  # the launcher took the cue; its ack is not believed
         assert not heard
         drops = driver.ctx.stats.drops
@@ -258,9 +258,8 @@ async def test_a_v1_launcher_is_refused_unless_accepted(caplog: pytest.LogCaptur
     async with can_link(Behaviour(), icd_version=1) as (driver, _):
         heard: list[LauncherIn] = []
         driver.add_listener(heard.append)
-        await asyncio.sleep(0.3)
+        await eventually(lambda: driver.ctx.stats.drops["auth_v1"] >= 2, what="2 v1 frames refused")
         assert not heard
-        assert driver.ctx.stats.drops["auth_v1"] >= 2
         assert "accept_launcher_icd_v1" in driver.ctx.stats.last_error
     assert "accept_launcher_icd_v1 = true" not in caplog.text
     with caplog.at_level("WARNING"):
@@ -293,26 +292,24 @@ async def test_send_while_the_link_is_down_raises() -> None:
 async def test_serial_link_with_the_emulator_in_another_process() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "sim_devices.launcher_emulator", "--transport", "serial",
-        "--launcher-id", str(LID), "--key", f"7:{KEY.hex()}", "--heartbeat-hz", "10", "--duration", "30",
+        "--launcher-id", str(LID), "--key", f"7:{KEY.hex()}", "--heartbeat-hz", "10", "--duration", "120",
         stdout=asyncio.subprocess.PIPE, cwd=str(REPO),
     )  # fmt: skip
     assert proc.stdout is not None
     try:
-        ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), 15))
-        assert ready["event"] == "ready"
+        (ready,) = await wait_ready(proc, what="launcher emulator")
         driver = driver_for({"kind": "serial", "url": ready["path"], "baudrate": 921600})
         task = asyncio.create_task(driver.run())
-        await asyncio.wait_for(driver.wait_connected(), 5)
-        waiter = asyncio.create_task(next_ack(driver.events, 5.0))
+        await asyncio.wait_for(driver.wait_connected(), WAIT_S)
+        waiter = asyncio.create_task(next_ack(driver.events))
         sent = await driver.send_cue(a_cue())
         ack = await waiter
         assert ack is not None
         assert ack.result is AckResult.ACK
         assert ack.cue_sequence == sent.sequence
-        line = json.loads(await asyncio.wait_for(proc.stdout.readline(), 5))
+        line = json.loads(await asyncio.wait_for(proc.stdout.readline(), WAIT_S))
         assert line == {"event": "cue", "cue_id": 501, "sequence": sent.sequence, "reason": "NONE"}
-        await asyncio.sleep(0.3)
-        assert driver.ctx.stats.state == health_pb2.DEVICE_STATE_UP
+        await eventually(lambda: driver.ctx.stats.state == health_pb2.DEVICE_STATE_UP, what="launcher UP")
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -27,8 +27,9 @@ import pytest
 from gateway.config import load_config
 from gateway.cue.audit import read_records, verify_file
 from hilgw.v1 import cue_pb2
-from tests.e2e.cue_rig import Rig, wait_for, write_keys_file
+from tests.e2e.cue_rig import Rig, write_keys_file
 from tests.unit.cue_support import authority_command
+from tests.waiting import WAIT_S, eventually, up_before, wait_ready, with_lead
 
 pytestmark = pytest.mark.e2e
 
@@ -121,50 +122,55 @@ async def test_launcher_faults_from_the_scenario_reach_the_cue_path(
     monkeypatch.setenv(KEY_ENV, WIRE_KEY)  # both ends read the wire key from here
     scenario = tmp_path / "launcher.toml"
     scenario.write_text(SCENARIO)
-    epoch_ns = time.time_ns() + 1_500_000_000  # scenario time 0 once both ends are up
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", "emulate", "--scenario", str(scenario),
-        "--only", "lnch-s", "--epoch-ns", str(epoch_ns),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    try:
-        lines: list[dict[str, Any]] = []
-        async with asyncio.timeout(15):
-            while not lines or lines[-1].get("event") != "ready":
-                lines.append(json.loads(await proc.stdout.readline()))
-        (dev,) = [ln for ln in lines if ln["event"] == "device"]
-        assert (dev["device"], dev["kind"]) == ("lnch-s", "launcher")
-        cfg_file = gateway_config(tmp_path, dev["ready"]["path"])
-        cfg = load_config(cfg_file)
-        assert cfg.cue is not None
 
-        def track_id() -> int:
-            return 100 + int(max(0.0, time.time_ns() - epoch_ns) / 1e9 / TRACK_PERIOD_S)
-
-        rig = Rig(cfg, track_id)
+    async def run(epoch_ns: int) -> tuple[Path, int, bytes, bytes, int | None]:
+        tmp = tmp_path / f"run-{epoch_ns}"  # a run made again starts from an empty audit
+        tmp.mkdir()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.cli", "emulate", "--scenario", str(scenario),
+            "--only", "lnch-s", "--epoch-ns", str(epoch_ns),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
         try:
-            path = rig.start_path()
-            await wait_for(lambda: path.core is not None)
-            assert path.core is not None
-            core = path.core
-            await asyncio.sleep(max(0.0, (epoch_ns - time.time_ns()) / 1e9))
-            cmd = authority_command("auto_cue", 1, time.time_ns(), gateway="gw-lf")
-            path.command("authority", cmd.SerializeToString())
-            await wait_for(lambda: core.authority.value == cue_pb2.AUTHORITY_AUTO_CUE, 3)
-            await asyncio.sleep(max(0.0, (epoch_ns + int(END_S * 1e9) - time.time_ns()) / 1e9))
-        finally:
-            await rig.close()
-        proc.terminate()
-        out, err = await asyncio.wait_for(proc.communicate(), 10)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode == 0, err.decode()[-2000:]
+            lines = await wait_ready(proc, what="hilgw emulate")
+            (dev,) = [ln for ln in lines if ln["event"] == "device"]
+            assert (dev["device"], dev["kind"]) == ("lnch-s", "launcher")
+            cfg = load_config(gateway_config(tmp, dev["ready"]["path"]))
+            assert cfg.cue is not None
 
-    assert verify_file(cfg.cue.audit_path).ok
-    recs = list(read_records(cfg.cue.audit_path))
+            def track_id() -> int:
+                return 100 + int(max(0.0, time.time_ns() - epoch_ns) / 1e9 / TRACK_PERIOD_S)
+
+            rig = Rig(cfg, track_id)
+            try:
+                path = rig.start_path()
+                await eventually(lambda: path.core is not None)
+                assert path.core is not None
+                core = path.core
+                up_before(epoch_ns, "the launcher emulator and the cue path")
+                await asyncio.sleep(max(0.0, (epoch_ns - time.time_ns()) / 1e9))  # to scenario t = 0
+                cmd = authority_command("auto_cue", 1, time.time_ns(), gateway="gw-lf")
+                path.command("authority", cmd.SerializeToString())
+                await eventually(lambda: core.authority.value == cue_pb2.AUTHORITY_AUTO_CUE)
+                # The scenario plays out on its own clock.
+                await asyncio.sleep(max(0.0, (epoch_ns + int(END_S * 1e9) - time.time_ns()) / 1e9))
+            finally:
+                await rig.close()
+            proc.terminate()
+            out, err = await asyncio.wait_for(proc.communicate(), WAIT_S)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert cfg.cue is not None
+        return cfg.cue.audit_path, epoch_ns, out, err, proc.returncode
+
+    # Scenario time 0 once both ends are up.
+    audit_path, epoch_ns, out, err, returncode = await with_lead(run, 1.5)
+    assert returncode == 0, err.decode()[-2000:]
+
+    assert verify_file(audit_path).ok
+    recs = list(read_records(audit_path))
 
     # Before the faults: cues go out and are acked.
     assert at(recs, "acked", 0.0, SILENT[0], epoch_ns)
@@ -262,11 +268,11 @@ range_max_m = 1000.0
         assert [d.id for d in gw.devices] == ["lnch-s"]
         dev = gw.devices[0]
         assert (dev.protocol, dev.launcher_id, dev.cue_key_id) == ("launcher", 1, 1)
-        await wait_for(lambda: gw.stats["lnch-s"].state == health_pb2.DEVICE_STATE_UP, 10)
-        await wait_for(lambda: gw.cue is not None and gw.cue.core is not None, 5)
+        await eventually(lambda: gw.stats["lnch-s"].state == health_pb2.DEVICE_STATE_UP)
+        await eventually(lambda: gw.cue is not None and gw.cue.core is not None)
         assert gw.cue is not None
         core = gw.cue.core
         assert core is not None
-        await wait_for(lambda: core.launchers["lnch-s"].last_heartbeat_mono is not None, 5)
-        await wait_for(lambda: not core.launchers["lnch-s"].inhibits, 5)
+        await eventually(lambda: core.launchers["lnch-s"].last_heartbeat_mono is not None)
+        await eventually(lambda: not core.launchers["lnch-s"].inhibits)
         assert core.authority.value == cue_pb2.AUTHORITY_HOLD  # bench mode changes nothing there

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import aiohttp
 import numpy as np
@@ -14,10 +14,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from drivers.base import Role
-from drivers.serial_radar import TRACK_BATCH_DTYPE, SerialRadarCodec
+from drivers.radar import TRACK_BATCH_DTYPE
+from drivers.serial_radar import SerialRadarCodec
 from gateway.config import parse_config
 from gateway.supervisor import Gateway
 from gateway.transports import memory_registry
+from hilgw.v1 import health_pb2
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -72,14 +75,6 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
-async def wait_until(pred: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    """Until ``pred()`` (a bound on a hang, not a timing assertion)."""
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
 async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, str, str]:
     async with session.get(url) as resp:
         return resp.status, resp.headers.get("Content-Type", ""), await resp.text()
@@ -110,9 +105,12 @@ async def test_metrics_and_healthz(links: tuple[str, str]) -> None:
             await dev_end.write(wire)
             await dev_end.write(wire[:-3] + b"\x55\x55\x00")  # a frame with a broken CRC
             await asyncio.sleep(0.06)
-        # A few steps (the engine steps in its own process, which takes a moment to start) and a health tick.
-        await wait_until(lambda: gw.fusion.counters.get("reports_in") == 5)
-        await asyncio.sleep(0.2)
+        st = gw.stats["radar-1"]
+        await eventually(
+            lambda: st.frames_in == 10 and st.state == health_pb2.DEVICE_STATE_UP, what="10 frames in"
+        )
+        # The engine steps in its own process: until it has taken the 5 reports in.
+        await eventually(lambda: gw.fusion.engine_counters().get("reports_in") == 5, what="5 reports fused")
 
         status, _, body = await get(http, base + "/healthz")
         assert status == 200, body
@@ -121,7 +119,6 @@ async def test_metrics_and_healthz(links: tuple[str, str]) -> None:
         assert ctype.startswith("text/plain")
         m = samples(text)
         dev = (("device", "radar-1"),)
-        st = gw.stats["radar-1"]
         assert m[("hilgw_device_frames_total", dev)] == st.frames_in == 10
         assert m[("hilgw_device_bytes_total", dev)] == st.bytes_in > 0
         assert m[("hilgw_device_reports_total", dev)] == 5
@@ -135,7 +132,7 @@ async def test_metrics_and_healthz(links: tuple[str, str]) -> None:
         assert m[("hilgw_authority", (("state", "HOLD"),))] == 1
         # What fusion did with the 5 reports it took in (engine counters).
         fates = {dict(k[1])["fate"]: v for k, v in m.items() if k[0] == "hilgw_fusion_reports_total"}
-        counters = gw.fusion.counters  # the stepping engine's (a worker process by default)
+        counters = gw.fusion.engine_counters()  # the stepping engine's (a worker process by default)
         assert fates["received"] == counters["reports_in"] == 5
         assert fates["dropped_late"] == counters["late_dropped"] == 0
         # Each report has one terminal fate or is held (issue 14: out_of_sequence was counted as one).

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 
 import aiomqtt
 import pytest
@@ -15,6 +14,7 @@ from gateway.outputs.mqtt import Outgoing
 from gateway.outputs.session import MqttSession
 from hilgw.v1 import track_pb2
 from tests.conftest import Mosquitto
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -23,10 +23,14 @@ def cfg(port: int, **kw: object) -> MqttConfig:
     return MqttConfig.model_validate({"port": port, "reconnect_initial_s": 0.1, "reconnect_max_s": 0.5, **kw})
 
 
-async def collect(port: int, topic: str, n: int, timeout_s: float = 10.0) -> list[bytes]:
+async def collect(
+    port: int, topic: str, n: int, subscribed: asyncio.Event, timeout_s: float = 20.0
+) -> list[bytes]:
+    """The first ``n`` payloads on ``topic``; ``subscribed`` is set once the broker acked (SUBACK)."""
     got: list[bytes] = []
     async with aiomqtt.Client("127.0.0.1", port) as client:
         await client.subscribe(topic, qos=1)
+        subscribed.set()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 async for msg in client.messages:
@@ -40,20 +44,14 @@ def batch(seq: int) -> bytes:
     return track_pb2.TrackBatch(gateway_id="gw", batch_sequence=seq).SerializeToString()
 
 
-async def wait_for(pred: object, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not pred():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
 async def test_publishes_protobuf_and_survives_broker_restart(mosquitto: Mosquitto) -> None:
     pub = MqttSession(cfg(mosquitto.port), "gw")
     task = asyncio.create_task(pub.run())
     try:
-        await wait_for(lambda: pub.connected)
-        listener = asyncio.create_task(collect(mosquitto.port, pub.topics.tracks, 3))
-        await asyncio.sleep(0.3)
+        await eventually(lambda: pub.connected)
+        subscribed = asyncio.Event()
+        listener = asyncio.create_task(collect(mosquitto.port, pub.topics.tracks, 3, subscribed))
+        await eventually(subscribed.is_set, what="the listener's SUBACK", task=listener)
         for seq in (1, 2, 3):
             pub.enqueue(Outgoing(pub.topics.tracks, batch(seq), qos=1, kind="tracks"))
         got = await listener
@@ -61,14 +59,16 @@ async def test_publishes_protobuf_and_survives_broker_restart(mosquitto: Mosquit
 
         # Broker goes away; what is published meanwhile waits in the queue.
         await asyncio.to_thread(mosquitto.stop)
-        await wait_for(lambda: not pub.connected)
+        await eventually(lambda: not pub.connected)
         for seq in (4, 5):
             pub.enqueue(Outgoing(pub.topics.tracks, batch(seq), qos=1, kind="tracks"))
         assert pub.queued == 2
         await asyncio.to_thread(mosquitto.restart)
-        listener = asyncio.create_task(collect(mosquitto.port, pub.topics.tracks, 2))
-        await asyncio.sleep(0.2)  # the listener subscribes before the publisher is back
-        await wait_for(lambda: pub.connects >= 2)
+        subscribed = asyncio.Event()
+        listener = asyncio.create_task(collect(mosquitto.port, pub.topics.tracks, 2, subscribed))
+        # The listener subscribes before the publisher is back (its queue is sent at once).
+        await eventually(subscribed.is_set, what="the listener's SUBACK", task=listener)
+        await eventually(lambda: pub.connects >= 2)
         got = await listener
         assert [track_pb2.TrackBatch.FromString(p).batch_sequence for p in got] == [4, 5]
         assert pub.queued == 0

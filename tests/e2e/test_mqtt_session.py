@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Callable
 
 import aiomqtt
 import pytest
@@ -17,15 +15,9 @@ from gateway.config import MqttConfig
 from gateway.outputs.mqtt import Outgoing
 from gateway.outputs.session import MqttSession, broker_addresses
 from tests.conftest import Mosquitto, free_port
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
-
-
-async def wait_for(pred: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 async def stop(task: asyncio.Task[None]) -> None:
@@ -58,7 +50,7 @@ async def test_fails_over_to_the_next_broker_and_says_offline_on_a_clean_stop(mo
     session = MqttSession(cfg, "gw")
     task = asyncio.create_task(session.run())
     try:
-        await wait_for(lambda: session.connected)
+        await eventually(lambda: session.connected)
         assert session.address is not None
         assert session.address.port == mosquitto.port
         assert session.connect_failures >= 1
@@ -73,10 +65,9 @@ async def test_persistent_session_receives_what_was_sent_while_it_was_away(mosqu
     cfg = MqttConfig(port=mosquitto.port, reconnect_initial_s=0.05)
     got: list[bytes] = []
     first = MqttSession(cfg, "gw")
-    first.subscribe("hilgw/gw/authority/command", lambda _t, p: got.append(p))
+    sub = first.subscribe("hilgw/gw/authority/command", lambda _t, p: got.append(p))
     task = asyncio.create_task(first.run())
-    await wait_for(lambda: first.connected)
-    await asyncio.sleep(0.2)  # SUBACK
+    await eventually(lambda: sub.acks >= 1, what="SUBACK of the first session", task=task)
     await stop(task)
     async with aiomqtt.Client("127.0.0.1", mosquitto.port) as op:  # the gateway is away
         await op.publish("hilgw/gw/authority/command", b"while away", qos=1)
@@ -84,7 +75,7 @@ async def test_persistent_session_receives_what_was_sent_while_it_was_away(mosqu
     again.subscribe("hilgw/gw/authority/command", lambda _t, p: got.append(p))
     task = asyncio.create_task(again.run())
     try:
-        await wait_for(lambda: got == [b"while away"])
+        await eventually(lambda: got == [b"while away"])
     finally:
         await stop(task)
 
@@ -118,16 +109,16 @@ async def test_messages_in_flight_when_the_broker_dies_are_sent_again(mosquitto:
     session = MqttSession(cfg, "gw")
     task = asyncio.create_task(session.run())
     try:
-        await wait_for(lambda: session.connected)
+        await eventually(lambda: session.connected)
         await asyncio.to_thread(mosquitto.pause)  # takes, never acknowledges
         for i in range(20):
             session.enqueue(Outgoing("t/x", b"%d" % i, qos=1, kind="cue"))
-        await wait_for(lambda: len(session._inflight) == 20)
+        await eventually(lambda: len(session._inflight) == 20)
         await asyncio.to_thread(mosquitto.kill)
-        await wait_for(lambda: not session.connected)
+        await eventually(lambda: not session.connected)
         assert session.queued_critical == 20  # back in the store, in order
         await asyncio.to_thread(mosquitto.start)
-        await wait_for(lambda: session.queued == 0 and not session._inflight)
+        await eventually(lambda: session.queued == 0 and not session._inflight)
         assert session.published["cue"] == 20
     finally:
         await stop(task)
@@ -141,6 +132,6 @@ async def test_a_gateway_stopped_cleanly_leaves_status_offline(mosquitto: Mosqui
     async with Gateway(cfg) as gw:
         assert gw.mqtt is not None
         session = gw.mqtt
-        await wait_for(lambda: session.connected)
+        await eventually(lambda: session.connected)
         assert await retained(mosquitto.port, "hilgw/gw-stop/status") == b"online"
     assert await retained(mosquitto.port, "hilgw/gw-stop/status") == b"offline"

@@ -21,7 +21,8 @@ from gateway.supervisor import Gateway
 from gateway.transports import memory_registry
 from hilgw.v1 import partner_pb2, track_pb2
 from tests.conftest import Mosquitto
-from tests.unit.test_supervisor import reports, wait_for
+from tests.unit.test_supervisor import reports
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -108,7 +109,7 @@ async def test_gateway_releases_only_marked_sources(mosquitto: Mosquitto, tmp_pa
             assert len(pic.vx_q) == 0  # velocity not in the default profile
 
             seen: list[track_pb2.TrackBatch] = []
-            await wait_for(lambda: any(len(b.tracks) == 2 for b in seen.extend(tracks.get_all()) or seen))
+            await eventually(lambda: any(len(b.tracks) == 2 for b in seen.extend(tracks.get_all()) or seen))
             marks = {
                 c.sensor_id: (c.markings.classification, list(c.markings.releasable_to))
                 for t in seen[-1].tracks

@@ -36,10 +36,10 @@ from tests.e2e.test_broker_tls import (
     make_pki,
     start_tls_broker,
     tls_for,
-    wait_for,
 )
 from tests.unit.test_partner_feed import assessment
 from tests.unit.test_partner_release import T0, one_track
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -113,7 +113,7 @@ async def test_each_partner_reads_only_its_own_tree(pki: Pki, broker: Mosquitto,
                 await c.subscribe("#", qos=1)  # asks for everything; the ACL decides
             await watcher.subscribe("hilgw/#", qos=1)
             sessions = [gw, *(f.session for f in feeds.values())]
-            await wait_for(lambda: all(s.connected for s in sessions))
+            await eventually(lambda: all(s.connected for s in sessions))
             for k in range(3):
                 pictures.publish(Picture(k, T0 + k * 10**9, both, markings))
                 await asyncio.sleep(0.1)

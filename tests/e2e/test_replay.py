@@ -15,6 +15,7 @@ from gateway.config import parse_config
 from gateway.replay import read_info, replay_files
 from gateway.supervisor import Gateway
 from hilgw.v1 import track_pb2
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -35,9 +36,12 @@ async def test_replay_of_a_live_bench_run_gives_the_published_tracks(tmp_path: P
     )
     async with Gateway(cfg) as gw:
         published = gw.tracks.subscribe("test", maxsize=10_000)
-        await asyncio.sleep(7.0)
+        await asyncio.sleep(7.0)  # the length of the bench run
         live = published.get_all()
         assert gw.recorder is not None
+    live += published.get_all()  # what was published between the read and the stop
+    # A loaded machine may take longer than shutdown_timeout_s: the writer thread finishes the file.
+    await eventually(gw.recorder.finished.is_set, what="the recording's last part closed")
     files = gw.recorder.files
     assert len(files) >= 2, "the size rotation should have split 7 s of bench"
     info = read_info(files)

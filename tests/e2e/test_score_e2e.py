@@ -14,7 +14,6 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import aiomqtt
 import pytest
@@ -23,6 +22,7 @@ from gateway.config import parse_config
 from gateway.supervisor import Gateway
 from hilgw.v1 import truth_pb2
 from tests.conftest import Mosquitto
+from tests.waiting import READY_S, WAIT_S, wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -108,14 +108,16 @@ async def test_bench_run_scored_live(mosquitto: Mosquitto, tmp_path: Path) -> No
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             )  # fmt: skip
             try:
+                # Until hilgw score's final report (its 7 s run after its own start-up);
+                # the bound is for a loaded machine, the run itself ends it.
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(11.0):
+                    async with asyncio.timeout(READY_S):
                         async for msg in sub.messages:
                             rep = truth_pb2.ScoreReport.FromString(bytes(msg.payload))
                             (final if rep.final else live).append(rep)
                             if final:
                                 break
-                out, err = await asyncio.wait_for(cli.communicate(), 10)
+                out, err = await asyncio.wait_for(cli.communicate(), WAIT_S)
             finally:
                 if cli.returncode is None:
                     cli.kill()
@@ -163,20 +165,17 @@ async def test_emulate_every_device_with_truth(mosquitto: Mosquitto, tmp_path: P
         )  # fmt: skip
         assert proc.stdout is not None
         try:
-            lines: list[dict[str, Any]] = []
-            async with asyncio.timeout(15):
-                while not lines or lines[-1].get("event") != "ready":
-                    lines.append(json.loads(await proc.stdout.readline()))
-                devices = {ln["device"]: ln for ln in lines if ln["event"] == "device"}
-                assert set(devices) == {"radar", "truth"}
-                assert is_tty(devices["radar"]["ready"]["path"])
-                msg = await anext(sub.messages)
+            lines = await wait_ready(proc, what="hilgw emulate")
+            devices = {ln["device"]: ln for ln in lines if ln["event"] == "device"}
+            assert set(devices) == {"radar", "truth"}
+            assert is_tty(devices["radar"]["ready"]["path"])
+            msg = await asyncio.wait_for(anext(sub.messages), WAIT_S)
             batch = truth_pb2.TruthBatch.FromString(bytes(msg.payload))
             assert batch.scenario == "score"
             assert {t.target_id for t in batch.targets} == {"air-1", "air-2"}
             assert batch.epoch_ns == lines[-1]["epoch_ns"]
             proc.terminate()
-            out, _ = await asyncio.wait_for(proc.communicate(), 5)
+            out, _ = await asyncio.wait_for(proc.communicate(), WAIT_S)
         finally:
             if proc.returncode is None:
                 proc.kill()

@@ -19,6 +19,7 @@ import pytest
 from gateway.config import GatewayConfig, parse_config
 from gateway.supervisor import Gateway
 from gateway.web.security import SECURITY_HEADERS
+from tests.waiting import eventually
 from tests.ws_clients import ReadingClient, stalled_client, track_batch
 
 pytestmark = pytest.mark.e2e
@@ -107,10 +108,8 @@ async def test_pages_past_max_clients_get_503_and_are_counted() -> None:
         assert gw.web is not None
         assert gw.web.refused["limit"] == 1
         await open_ws[0].close()
-        for _ in range(200):  # until the server sees the close (bounded: 10 s)
-            if gw.web.clients < 3:
-                break
-            await asyncio.sleep(0.05)
+        web = gw.web
+        await eventually(lambda: web.clients < 3, what="the server saw the close")
         again = await session.ws_connect(url, origin=origin)  # a slot is free again
         await again.close()
         for ws in open_ws[1:]:

@@ -22,7 +22,8 @@ from gateway.replay_pcap import replay_capture
 from gateway.scoring import tracks_from_proto
 from gateway.supervisor import Gateway
 from hilgw.v1 import health_pb2, track_pb2
-from sim_devices.frigate_emulator import Counters, FrigateModel, encode_scan
+from sim_devices.frigate_emulator import Counters, encode_scan
+from sim_devices.frigate_model import FrigateModel
 from sim_devices.scenario import load_scenario
 from sim_devices.truth import truth_at
 from tests.e2e import multi_radar_bench as mb

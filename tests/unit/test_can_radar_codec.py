@@ -14,16 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivers.base import Rejected, Role
-from drivers.can_radar import (
-    TRACK_BATCH_DTYPE,
-    CanFrame,
-    CanRadarCodec,
-    SensorState,
-    Status,
-    TrackReportBatch,
-)
+from drivers.can_radar import CanRadarCodec
 from drivers.can_radar.icd import CLASSIC_DB, CLASSIC_PARTS, FD_DB, FD_TRACK, LAYOUTS, STATUS
-from drivers.can_radar.layout import stack_frames
+from drivers.radar import TRACK_BATCH_DTYPE, SensorState, Status, TrackReportBatch
+from hilgw.can import CanFrame, stack_frames
 from hilgw.errors import LocalProtocolError
 
 NOW = 1_800_000_000_000_000_000  # UTC ns, 2027

@@ -25,10 +25,12 @@ import can
 import pytest
 
 from drivers.base import Rejected, Role
-from drivers.can_radar import CLASSIC_DB, FD_DB, CanFrame, CanRadarCodec, Status, TrackReportBatch
+from drivers.can_radar import CLASSIC_DB, FD_DB, CanRadarCodec
+from drivers.radar import Status, TrackReportBatch
 from gateway.config import CanTransportConfig, DeviceConfig, parse_config
 from gateway.supervisor import Gateway
 from gateway.transports.can import CAN_ERR_BUSOFF
+from hilgw.can import CanFrame
 from hilgw.errors import ConfigError
 from hilgw.v1 import health_pb2
 from sim_devices.bench_plan import can_radar_device
@@ -36,7 +38,7 @@ from sim_devices.can_device import EmulatorCanTransport
 from sim_devices.can_radar_emulator import CanRadarEmulator, build_parser, resolve_bus
 from sim_devices.emulate_all import start_sensor_emulator
 from sim_devices.scenario import _WIRE_LIMITS, FAULT_TARGETS, load_scenario, parse_scenario
-from tests.can_support import SENSOR, fault, scenario_toml
+from tests.can_support import SENSOR, fault, scenario_toml, virtual_bus_open
 
 _chan = itertools.count()
 UP, DEGRADED, DOWN, RESTARTING = (
@@ -348,7 +350,7 @@ async def test_gateway_shows_bus_off_and_recovers(tmp_path: Path) -> None:
     )
     seen: list[tuple[float, int, dict[str, int], int, int]] = []
     async with Gateway(cfg) as gw:
-        await asyncio.sleep(0.2)  # the driver's bus must exist before frames are sent (virtual bus)
+        await virtual_bus_open(chan)
         ns = build_parser().parse_args(["--scenario", str(path)])
         epoch = time.time_ns() + 300_000_000
         async with EmulatorCanTransport(

@@ -11,11 +11,12 @@ from typing import Any
 import can
 import pytest
 
-from drivers.can_radar import CanFrame
 from gateway.config import CanTransportConfig, parse_config
 from gateway.transports import create_transport
 from gateway.transports.can import CAN_ERR_BUSOFF, CanTransport
+from hilgw.can import CanFrame
 from hilgw.errors import TransportError
+from tests.waiting import eventually
 
 _chan = itertools.count()
 
@@ -155,10 +156,9 @@ async def test_full_buffer_drops_and_counts() -> None:
     t, _ = scripted([msg] * 40)
     t.config = cfg(interface="fake", queue_size=16)
     async with t:
-        await asyncio.sleep(0.2)
+        await eventually(lambda: t.counters["queue_full"] == 24, what="the reader through all 40 frames")
         got = await t.recv_batch()
         assert len(got) == 16
-        assert t.counters["queue_full"] == 24
 
 
 async def test_send_goes_to_the_backend_and_close_is_idempotent() -> None:

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drivers.can_radar import CanFrame
+from hilgw.can import CanFrame
 from tests.fuzz_support import Tally, Target, run_one, targets
 
 

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +31,11 @@ from gateway.transports import memory_registry
 from hilgw.v1 import cue_pb2
 from sim_devices.launcher_emulator import LauncherEmulator
 from tests.unit.cue_support import Harness, authority_command, make_batch, make_track
+from tests.waiting import eventually
 
 GW_ID = "gw-obs"
 WIRE_KEY = bytes.fromhex("b2" * 32)  # the launcher device's cue key (ICD §7)
 TRACK = 7
-LIMIT_S = 10.0  # every wait below is bounded by this
 
 
 def config(tmp: Path, link: str) -> dict[str, Any]:
@@ -109,7 +109,7 @@ async def running(tmp: Path) -> AsyncIterator[tuple[Gateway, CuePath, aiohttp.Cl
             try:
                 cue = gw.cue
                 assert cue is not None
-                await until(lambda: cue.core is not None and not cue.core.launchers["L1"].inhibits)
+                await eventually(lambda: cue.core is not None and not cue.core.launchers["L1"].inhibits)
                 yield gw, cue, http
             finally:
                 launcher.cancel()
@@ -117,14 +117,6 @@ async def running(tmp: Path) -> AsyncIterator[tuple[Gateway, CuePath, aiohttp.Cl
                     await launcher
     finally:
         memory_registry.forget(link)
-
-
-async def until(cond: Callable[[], bool], what: str = "condition") -> None:
-    deadline = time.monotonic() + LIMIT_S
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not met within {LIMIT_S} s")
-        await asyncio.sleep(0.02)
 
 
 async def scrape(
@@ -165,7 +157,9 @@ async def test_authority_cues_and_ack_latency_reach_display_and_metrics(tmp_path
 
         # An authenticated authority command: the display and /metrics follow.
         command(cue, "cue_on_approval", 1)
-        await until(lambda: gw.web is not None and gw.web.authority == "CUE_ON_APPROVAL", "display authority")
+        await eventually(
+            lambda: gw.web is not None and gw.web.authority == "CUE_ON_APPROVAL", what="display authority"
+        )
         assert authority_samples(await scrape(gw, http)) == {"CUE_ON_APPROVAL": 1}
         assert (await display_state(gw, http))["authority"] == "CUE_ON_APPROVAL"
         assert (await display_state(gw, http))["cues"] == []
@@ -179,7 +173,9 @@ async def test_authority_cues_and_ack_latency_reach_display_and_metrics(tmp_path
         # launcher acks it, and the display shows it with its status.
         start = time.monotonic()
         command(cue, "auto_cue", 2)
-        await until(lambda: gw.web is not None and gw.web.authority == "AUTO_CUE", "display authority")
+        await eventually(
+            lambda: gw.web is not None and gw.web.authority == "AUTO_CUE", what="display authority"
+        )
         seq = 0
 
         def acked() -> bool:
@@ -190,7 +186,7 @@ async def test_authority_cues_and_ack_latency_reach_display_and_metrics(tmp_path
             assert gw.web is not None
             return any(c["status"] == "ACKED" for c in gw.web.cues)
 
-        await until(acked, "an ACKED cue on the display")
+        await eventually(acked, what="an ACKED cue on the display")
         elapsed = time.monotonic() - start
         state = await display_state(gw, http)
         assert state["authority"] == "AUTO_CUE"
@@ -221,9 +217,11 @@ async def test_a_failing_listener_does_not_stop_the_cue_path(
         cue.on_state(broken)  # called at once (the path runs): logged, not raised
         command(cue, "cue_on_approval", 1)
         # The display's listener (registered first) and the path itself go on.
-        await until(lambda: gw.web is not None and gw.web.authority == "CUE_ON_APPROVAL", "display authority")
+        await eventually(
+            lambda: gw.web is not None and gw.web.authority == "CUE_ON_APPROVAL", what="display authority"
+        )
         command(cue, "hold", 2)
-        await until(lambda: gw.web is not None and gw.web.authority == "HOLD", "display authority")
+        await eventually(lambda: gw.web is not None and gw.web.authority == "HOLD", what="display authority")
         assert cue.core is core  # the same core: the task was never restarted
         assert core is not None
         assert core.counters.get("authority_changed") == 2
@@ -237,10 +235,14 @@ async def test_a_stopped_cue_path_shows_hold(tmp_path: Path) -> None:
     not the last authority."""
     async with running(tmp_path) as (gw, cue, _http):
         command(cue, "cue_on_approval", 1)
-        await until(lambda: gw.web is not None and gw.web.authority == "CUE_ON_APPROVAL", "display authority")
+        await eventually(
+            lambda: gw.web is not None and gw.web.authority == "CUE_ON_APPROVAL", what="display authority"
+        )
         (task,) = [t for t in gw.task_list if t.get_name() == "cue"]
         task.cancel()
-        await until(lambda: gw.web is not None and gw.web.authority == "HOLD", "display back to HOLD")
+        await eventually(
+            lambda: gw.web is not None and gw.web.authority == "HOLD", what="display back to HOLD"
+        )
         assert gw.web is not None
         assert gw.web.cues == []
         assert gw.metrics is not None

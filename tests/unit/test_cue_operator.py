@@ -42,6 +42,7 @@ from tests.unit.cue_support import (
     make_batch,
     make_track,
 )
+from tests.waiting import eventually
 
 HOLD, APPROVAL, AUTO = cue_pb2.AUTHORITY_HOLD, cue_pb2.AUTHORITY_CUE_ON_APPROVAL, cue_pb2.AUTHORITY_AUTO_CUE
 Body = Callable[[CuePath, FakeLauncher, Topic[track_pb2.TrackBatch]], Awaitable[None]]
@@ -54,19 +55,12 @@ async def _run(cfg: CueConfig, body: Body) -> None:
     path.add_link(MemoryLink(fake, path.launcher_event))
     task = asyncio.create_task(path.run())
     try:
-        await _until(lambda: path.core is not None and path.running)
+        await eventually(lambda: path.core is not None and path.running)
         await body(path, fake, tracks)
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-
-
-async def _until(cond: Callable[[], bool], limit_s: float = 5.0) -> None:
-    end = time.monotonic() + limit_s
-    while not cond():
-        assert time.monotonic() < end, "condition not reached"
-        await asyncio.sleep(0.002)
 
 
 async def _live_cue(path: CuePath, fake: FakeLauncher, tracks: Topic[track_pb2.TrackBatch]) -> None:
@@ -111,7 +105,7 @@ async def test_flood_of_invalid_commands_is_counted_not_journaled(tmp_path: Path
             path.command("authority" if i % 2 else "cue", junk if i % 3 else bytes.fromhex("08631001"))
         path.command("cue", b"\x00" * 100_000)
         await asyncio.sleep(1.2)  # one summary period
-        await _until(lambda: sum(path.intake.rejected.values()) == 20_001)
+        await eventually(lambda: sum(path.intake.rejected.values()) == 20_001)
         assert path.intake.received == 20_001
         assert path.intake.rejected["too_large"] == 1
         recs = list(read_records(tmp_path / "audit.jsonl"))[before:]
@@ -131,7 +125,7 @@ async def test_a_lowering_command_overtakes_the_queue(tmp_path: Path) -> None:
     async def body(path: CuePath, fake: FakeLauncher, tracks: Topic[track_pb2.TrackBatch]) -> None:
         assert path.core is not None
         path.command("authority", authority_command("auto_cue", 1, time.time_ns()).SerializeToString())
-        await _until(lambda: path.core is not None and path.core.authority.value == AUTO)
+        await eventually(lambda: path.core is not None and path.core.authority.value == AUTO)
         # 300 valid (signed, fresh) cue commands queue up, each journaled on its own ...
         for seq in range(2, 302):
             path.command("cue", cue_command(False, 10_000 + seq, seq, time.time_ns()).SerializeToString())
@@ -140,7 +134,7 @@ async def test_a_lowering_command_overtakes_the_queue(tmp_path: Path) -> None:
             "hold", 1, time.time_ns(), key_id="op-any", secret=OP2_SECRET, operator="bob"
         )
         path.command("authority", hold.SerializeToString())
-        await _until(lambda: not path._inbox and not path._priority)
+        await eventually(lambda: not path._inbox and not path._priority)
         kinds = [r["kind"] for r in read_records(tmp_path / "audit.jsonl")]
         hold_at = max(i for i, k in enumerate(kinds) if k == "authority_changed")
         after = kinds[hold_at:].count("reject_ignored")
@@ -162,7 +156,7 @@ async def test_a_handler_fault_holds_cancels_and_is_audited(tmp_path: Path) -> N
 
         core.on_tracks = boom  # type: ignore[method-assign]
         tracks.publish(make_batch([make_track(1, t_ns=time.time_ns())], time.time_ns()))
-        await _until(lambda: path.faults == 1 and bool(fake.cancels))
+        await eventually(lambda: path.faults == 1 and bool(fake.cancels))
         assert core.authority.value == HOLD
         fault = [r for r in read_records(tmp_path / "audit.jsonl") if r["kind"] == "fault"][-1]
         assert fault["data"]["authority"] == "HOLD"
@@ -170,7 +164,7 @@ async def test_a_handler_fault_holds_cancels_and_is_audited(tmp_path: Path) -> N
         assert "injected" in fault["data"]["error"]
         # The path goes on: a command is still answered.
         path.command("authority", authority_command("hold", 50, time.time_ns()).SerializeToString())
-        await _until(lambda: path.intake.passed >= 2 and not path._priority)
+        await eventually(lambda: path.intake.passed >= 2 and not path._priority)
         assert path.running
 
     await _run(cue_config(tmp_path), body)
@@ -231,15 +225,15 @@ async def test_local_hold_over_the_socket_and_sigusr1(tmp_path: Path) -> None:
         assert answer.startswith("OK HOLD"), answer
         assert path.core is not None
         assert path.core.authority.value == HOLD
-        await _until(lambda: bool(fake.cancels))
+        await eventually(lambda: bool(fake.cancels))
         recs = list(read_records(tmp_path / "audit.jsonl"))
         changed = [r for r in recs if r["kind"] == "authority_changed"][-1]
         assert changed["data"]["by"] == "local:socket"
         assert changed["data"]["new"] == "HOLD"
         path.command("authority", authority_command("auto_cue", 2, time.time_ns()).SerializeToString())
-        await _until(lambda: path.core is not None and path.core.authority.value == AUTO)
+        await eventually(lambda: path.core is not None and path.core.authority.value == AUTO)
         os.kill(os.getpid(), signal.SIGUSR1)
-        await _until(lambda: path.core is not None and path.core.authority.value == HOLD)
+        await eventually(lambda: path.core is not None and path.core.authority.value == HOLD)
         # The CLI's local switch: hilgw authority hold --local.
         from gateway.cli import main
 

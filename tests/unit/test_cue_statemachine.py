@@ -25,7 +25,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from drivers.base import Rejected, Role
-from drivers.can_radar import CanFrame
 from drivers.launcher import Ack as WireAck
 from drivers.launcher import AckResult, LauncherCanCodec, LauncherState, LauncherStatus, NackReason
 from gateway.bus import Topic
@@ -37,6 +36,7 @@ from gateway.cue.driver_link import link_event
 from gateway.cue.link import Ack, Heartbeat, ReplyRejected
 from gateway.cue.memory_link import FakeLauncher, MemoryLink
 from gateway.cue.path import CuePath
+from hilgw.can import CanFrame
 from hilgw.v1 import cue_pb2, track_pb2
 from tests.unit.cue_support import (
     GW,
@@ -50,6 +50,7 @@ from tests.unit.cue_support import (
     make_batch,
     make_track,
 )
+from tests.waiting import eventually
 
 HOLD, APPROVAL, AUTO = cue_pb2.AUTHORITY_HOLD, cue_pb2.AUTHORITY_CUE_ON_APPROVAL, cue_pb2.AUTHORITY_AUTO_CUE
 S = cue_pb2
@@ -689,14 +690,16 @@ async def test_live_heartbeat_loss_reaction_under_250_ms(tmp_path: Path) -> None
     ("command", "ok"), [(["true"], True), (["false"], False), (["/nonexistent/x"], False)]
 )
 async def test_time_sync_command_check(tmp_path: Path, command: list[str], ok: bool) -> None:
-    import asyncio
 
     cfg = cue_config(
         tmp_path, inhibit={"time_sync": {"kind": "command", "command": command, "interval_s": 0.1}}
     )
 
     async def body(path: CuePath, *_: Any) -> None:
-        await asyncio.sleep(0.5)
+        await eventually(
+            lambda: path.core is not None and path.core.time_sync_detail != "not checked yet",
+            what="the first time-sync check",
+        )
         assert path.core is not None
         assert path.core.time_sync_ok is ok
         assert ("time_sync" in path.core.inhibits()) is not ok

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from drivers.base import Rejected, Role
 from drivers.framing import Deframer, encode_frame
-from drivers.serial_radar import SerialRadarCodec, Status
+from drivers.radar import Status
+from drivers.serial_radar import SerialRadarCodec
 from hilgw.errors import ConfigError
 from sim_devices.emulate import Counters, Emulator
 from sim_devices.faults import (

@@ -21,7 +21,7 @@ from gateway.fusion.api import (
 from gateway.fusion.config import FusionConfig
 from gateway.fusion.engine import Engine
 from gateway.fusion.motion import flat_gravity
-from gateway.geo import ecef_to_polar, local_geometry
+from hilgw.geo import ecef_to_polar, local_geometry
 
 SITES = np.array([[0.0, 0.0, 0.0], [60e3, -40e3, 100.0], [20e3, 70e3, 500.0]])
 SIG = np.array([30.0, 1e-3, 1e-3, np.nan])  # range, az, el, range rate

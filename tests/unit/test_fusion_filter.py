@@ -19,8 +19,8 @@ from gateway.fusion.motion import (
     predict_ballistic,
     predict_cv,
 )
-from gateway.geo import ecef_to_polar
 from hilgw.errors import ConfigError
+from hilgw.geo import ecef_to_polar
 
 
 def _spd(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Site geometry and the polar <-> ECEF measurement model (gateway/geo.py).
+"""Site geometry and the polar <-> ECEF measurement model (hilgw/geo.py).
 
 Oracles: pymap3d (geodetic2ecef, aer2ecef, ecef2enu) for positions and
 frames, central finite differences for both Jacobians, a Monte-Carlo sample
@@ -16,9 +16,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.fusion.api import F64, SensorGeometry
-from gateway.geo import (
+from hilgw.errors import ConfigError
+from hilgw.geo import (
+    F64,
     TWO_PI,
+    SensorGeometry,
     angle_diff,
     ecef_to_polar,
     enu_basis,
@@ -29,7 +31,6 @@ from gateway.geo import (
     stack_geometries,
     wrap_2pi,
 )
-from hilgw.errors import ConfigError
 
 # (lat, lon, alt): mid-latitude, equator on the prime meridian, near both
 # poles, either side of the antimeridian, southern hemisphere, high altitude.

@@ -13,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivers.base import Rejected, Role
-from drivers.can_radar import CanFrame
 from drivers.framing import encode_frame
 from drivers.launcher import (
     Ack,
@@ -29,6 +28,7 @@ from drivers.launcher import (
     covariance_summary,
 )
 from drivers.launcher import messages as m
+from hilgw.can import CanFrame
 from hilgw.errors import LocalProtocolError
 
 NOW = 1_800_000_000_000_000_000

@@ -22,7 +22,7 @@ import errno
 import itertools
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import can
@@ -56,6 +56,7 @@ from sim_devices.launcher_emulator import (
     serve,
 )
 from sim_devices.scenario_faults import FaultConfig, FaultKind
+from tests.waiting import eventually
 
 LID = 3
 KEY_ID = 7
@@ -64,7 +65,7 @@ KEYS = {KEY_ID: KEY}
 DEV = "lnch"
 EPOCH = 1_800_000_000_000_000_000  # scenario time 0 on the fault clock (UTC ns)
 HB_HZ = 50.0  # heartbeats every 20 ms: windows of a few ticks stay short
-WAIT_S = 5.0  # bound of every wait (run_edges looks at the timeline at least every 0.5 s)
+WAIT_S = 20.0  # bound of every stop below (a bound for a slow CI machine, not a figure)
 
 _seq = itertools.count(100)
 _chan = itertools.count()
@@ -135,19 +136,6 @@ def signed_cue(cue_id: int) -> Cue:
         vel_sigma_max_mps=5.0,
         vel_sigma_min_mps=1.0,
     )
-
-
-async def until(pred: Callable[[], bool], what: str, task: asyncio.Task[None] | None = None) -> None:
-    """Wait (bounded) for ``pred``; a ``serve`` task that died raises its error here."""
-    try:
-        async with asyncio.timeout(WAIT_S):
-            while not pred():
-                if task is not None and task.done():
-                    task.result()
-                    pytest.fail(f"serve() ended while waiting for {what}")
-                await asyncio.sleep(0.005)
-    except TimeoutError:
-        pytest.fail(f"no {what} within {WAIT_S} s")
 
 
 @contextlib.asynccontextmanager
@@ -631,38 +619,42 @@ async def test_serial_cue_windows_and_silent_heartbeat() -> None:
     async with serving(emu, link, faults) as task:
         gw = SerialEnd(link.path, clock)
         try:
-            await until(lambda: len(gw.statuses()) >= 2, "heartbeat", task)
+            await eventually(lambda: len(gw.statuses()) >= 2, what="heartbeat", task=task)
 
             gw.send(signed_cue(1))  # t = 0: no fault, acked
-            await until(lambda: len(gw.acks()) == 1, "ack of cue 1", task)
+            await eventually(lambda: len(gw.acks()) == 1, what="ack of cue 1", task=task)
 
             clock.at(15.0)  # launcher_no_ack: checked, not answered
             gw.send(signed_cue(2))
-            await until(lambda: emu.verdicts["cue:NONE"] == 2, "verdict on cue 2", task)
+            await eventually(lambda: emu.verdicts["cue:NONE"] == 2, what="verdict on cue 2", task=task)
             assert faults.counts["acks_withheld"] == 1
 
             clock.at(25.0)  # after it: answered again
             gw.send(signed_cue(3))
-            await until(lambda: len(gw.acks()) == 2, "ack of cue 3", task)
+            await eventually(lambda: len(gw.acks()) == 2, what="ack of cue 3", task=task)
             # On one ordered line, an answer to cue 2 would have come before cue 3's.
             assert [(a.cue_id, a.result) for a in gw.acks()] == [(1, AckResult.ACK), (3, AckResult.ACK)]
 
             clock.at(35.0)  # launcher_nack: an authentic, fresh cue refused NOT_READY
             gw.send(signed_cue(4))
-            await until(lambda: len(gw.acks()) == 3, "nack of cue 4", task)
+            await eventually(lambda: len(gw.acks()) == 3, what="nack of cue 4", task=task)
             nack = gw.acks()[-1]
             assert (nack.cue_id, nack.result, nack.reason) == (4, AckResult.NACK, NackReason.NOT_READY)
             assert emu.verdicts == {"cue:NONE": 3, "cue:NOT_READY": 1}
             assert faults.counts["acks_withheld"] == 1
 
             clock.at(55.0)  # silent_heartbeat
-            await until(lambda: faults.counts["heartbeats_silenced"] >= 8, "silenced heartbeats", task)
+            await eventually(
+                lambda: faults.counts["heartbeats_silenced"] >= 8, what="silenced heartbeats", task=task
+            )
             gw.send(signed_cue(5))  # it still hears and answers
-            await until(lambda: len(gw.acks()) == 4, "ack of cue 5", task)
+            await eventually(lambda: len(gw.acks()) == 4, what="ack of cue 5", task=task)
             assert gw.acks()[-1].result is AckResult.ACK
 
             clock.at(65.0)
-            await until(lambda: any(t >= 60.0 for t, _ in gw.statuses()), "heartbeat after the window", task)
+            await eventually(
+                lambda: any(t >= 60.0 for t, _ in gw.statuses()), what="heartbeat after the window", task=task
+            )
             assert_silent_window(emu, gw.statuses(), 50.0, 60.0)
             assert not [e for _, e in gw.got if isinstance(e, Rejected)]
         finally:
@@ -694,34 +686,36 @@ async def test_serial_unplug_and_replug_behind_the_stable_link() -> None:
         gw = SerialEnd(stable, clock)
         gw2: SerialEnd | None = None
         try:
-            await until(lambda: len(gw.statuses()) >= 2, "heartbeat", task)
+            await eventually(lambda: len(gw.statuses()) >= 2, what="heartbeat", task=task)
             assert faults.counts["unplugs"] == 0
 
             clock.at(15.0)
-            await until(lambda: not link.plugged, "unplug", task)
+            await eventually(lambda: not link.plugged, what="unplug", task=task)
             assert faults.counts["unplugs"] == 1
             assert link_target(stable) is None  # the link points nowhere while unplugged
-            await until(lambda: gw.hung_up, "hang-up of the old line", task)
+            await eventually(lambda: gw.hung_up, what="hang-up of the old line", task=task)
             with pytest.raises(OSError, match="Input/output error") as info:
                 os.write(gw.fd, b"\x00")
             assert info.value.errno == errno.EIO
-            await until(lambda: faults.counts["heartbeats_silenced"] >= 5, "silenced heartbeats", task)
+            await eventually(
+                lambda: faults.counts["heartbeats_silenced"] >= 5, what="silenced heartbeats", task=task
+            )
             assert link.plugged is False  # still out: one unplug per window
             assert faults.counts["unplugs"] == 1
 
             clock.at(25.0)
-            await until(lambda: link.plugged, "replug", task)
+            await eventually(lambda: link.plugged, what="replug", task=task)
             assert faults.counts["unplugs"] == 1
             new_pty = link.pty.pty_path
             assert link_target(stable) == new_pty
             assert new_pty != first_pty  # the old slave is still open here: a new pty
             gw2 = SerialEnd(stable, clock)
-            await until(lambda: len(gw2.statuses()) >= 2, "heartbeat on the new pty", task)
+            await eventually(lambda: len(gw2.statuses()) >= 2, what="heartbeat on the new pty", task=task)
             made = [emu.made[st.launcher_time_ns] for _, st in gw2.statuses()]
             assert all(t >= 20.0 for t in made)
             assert not [t for t in emu.made.values() if 10.0 <= t < 20.0]
             gw2.send(signed_cue(7))
-            await until(lambda: len(gw2.acks()) == 1, "ack on the new pty", task)
+            await eventually(lambda: len(gw2.acks()) == 1, what="ack on the new pty", task=task)
             assert gw2.acks()[0].result is AckResult.ACK
         finally:
             gw.close()
@@ -746,28 +740,32 @@ async def test_can_bus_off_sends_one_error_frame_then_silence_and_deafness() -> 
     gw = CanEnd(channel, clock)
     try:
         async with serving(emu, link, faults) as task:
-            await until(lambda: len(gw.statuses()) >= 2, "heartbeat", task)
+            await eventually(lambda: len(gw.statuses()) >= 2, what="heartbeat", task=task)
             assert not gw.error_frames()
 
             clock.at(15.0)
-            await until(lambda: bool(gw.error_frames()), "bus-off error frame", task)
+            await eventually(lambda: bool(gw.error_frames()), what="bus-off error frame", task=task)
             (err,) = gw.error_frames()
             assert err.is_error_frame
             assert err.arbitration_id == CAN_ERR_BUSOFF
             assert faults.counts["bus_offs"] == 1
 
             gw.send(signed_cue(1))  # nothing is heard while bus-off
-            await until(lambda: faults.counts["frames_ignored"] >= 1, "ignored cue", task)
-            await until(lambda: faults.counts["heartbeats_silenced"] >= 8, "silenced heartbeats", task)
+            await eventually(lambda: faults.counts["frames_ignored"] >= 1, what="ignored cue", task=task)
+            await eventually(
+                lambda: faults.counts["heartbeats_silenced"] >= 8, what="silenced heartbeats", task=task
+            )
             assert not emu.verdicts
             assert not gw.acks()
             assert len(gw.error_frames()) == 1  # one error frame per window, not one per tick
             assert faults.counts["bus_offs"] == 1
 
             clock.at(25.0)
-            await until(lambda: any(t >= 20.0 for t, _ in gw.statuses()), "heartbeat after bus-off", task)
+            await eventually(
+                lambda: any(t >= 20.0 for t, _ in gw.statuses()), what="heartbeat after bus-off", task=task
+            )
             gw.send(signed_cue(2))
-            await until(lambda: bool(gw.acks()), "ack after bus-off", task)
+            await eventually(lambda: bool(gw.acks()), what="ack after bus-off", task=task)
             (ack,) = gw.acks()
             assert (ack.cue_id, ack.result) == (2, AckResult.ACK)
             assert emu.verdicts == {"cue:NONE": 1}

@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 
 from drivers.base import Rejected, Role
-from drivers.can_radar import CanFrame
 from drivers.launcher import (
     Ack,
     AckResult,
@@ -32,6 +31,7 @@ from drivers.launcher import (
 )
 from drivers.launcher import messages as m
 from drivers.launcher.replies import VECTOR_KEY, VECTOR_KEY_ID, reference_vectors
+from hilgw.can import CanFrame
 
 REPO = Path(__file__).resolve().parents[2]
 LID = 3

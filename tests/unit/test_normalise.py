@@ -10,9 +10,9 @@ import numpy.typing as npt
 import pytest
 
 from gateway.fusion.api import KIND_SENSOR_TRACK, ReportArrays
-from gateway.geo import polar_to_ecef, site_geometry
 from gateway.normalise import POLAR_FIELDS, POLAR_SIGMA_FIELDS, normalise_polar, reports_to_proto
 from hilgw.errors import LocalProtocolError
+from hilgw.geo import polar_to_ecef, site_geometry
 from hilgw.v1 import report_pb2
 
 # The shape of the serial radar codec's decoded batch, as the brief states it

@@ -13,15 +13,15 @@ from hypothesis import strategies as st
 from drivers.asterix import SYSTEM_TRACK_DTYPE, TARGET_REPORT_DTYPE
 from gateway.config import OwnShipConfig
 from gateway.devices.ownship import OwnShipStore
-from gateway.geo import ecef_to_polar
 from gateway.normalise_ship import (
     PlotSigmas,
     TrackDefaults,
     elevation_from_height,
     plots_to_ecef,
-    radar_frames,
     system_tracks_to_ecef,
 )
+from hilgw.geo import ecef_to_polar
+from hilgw.ship import radar_frames
 
 DEG = math.pi / 180
 

@@ -17,7 +17,8 @@ from mcap.reader import make_reader
 from mcap_protobuf.decoder import DecoderFactory
 
 from drivers.base import Role
-from drivers.serial_radar import TRACK_BATCH_DTYPE, SensorState, SerialRadarCodec, Status
+from drivers.radar import TRACK_BATCH_DTYPE, SensorState, Status
+from drivers.serial_radar import SerialRadarCodec
 from gateway import recording
 from gateway.bus import Topic
 from gateway.config import RecordingConfig, parse_config
@@ -28,6 +29,7 @@ from gateway.supervisor import Gateway
 from gateway.transports import memory_registry
 from hilgw.errors import ConfigError
 from hilgw.v1 import health_pb2, recording_pb2, track_pb2
+from tests.waiting import eventually
 
 META = {"format": recording.FORMAT, "gateway_id": "t", "run": json.dumps({"gateway_id": "t"})}
 
@@ -230,8 +232,9 @@ async def test_replay_gives_the_live_tracks_and_the_same_every_time(tmp_path: Pa
                 await dev_end.write(wire[a:b])
                 await asyncio.sleep(0.004)
             await asyncio.sleep(0.03)
-        await asyncio.sleep(0.2)
-        live_drops = dict(gw.stats["radar-1"].drops)
+    # Read once the gateway stopped: every frame it read is counted and recorded by then.
+    live_drops = dict(gw.stats["radar-1"].drops)
+    await eventually(gw.recorder.finished.is_set, what="the recording's last part closed")
     files = gw.recorder.files
     assert len(files) >= 2, "rotate_mb should have split this run"
     info = read_info(files)

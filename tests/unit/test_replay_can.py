@@ -24,7 +24,6 @@ import pytest
 from mcap.reader import make_reader
 
 from drivers.base import Role
-from drivers.can_radar import CanFrame
 from drivers.launcher import LauncherCanCodec, LauncherState, LauncherStatus
 from gateway.config import CanTransportConfig, GatewayConfig, parse_config
 from gateway.devices.base import ReportsIn
@@ -34,12 +33,14 @@ from gateway.recording import topic_raw, topic_reports
 from gateway.replay import Replay, ReplayResult, read_info, replay_command, timeline
 from gateway.supervisor import Gateway
 from gateway.transports.can import CanTransport
+from hilgw.can import CanFrame
 from hilgw.errors import RemoteProtocolError
 from hilgw.v1 import recording_pb2, report_pb2, track_pb2
 from sim_devices.can_device import EmulatorCanTransport
 from sim_devices.can_radar_emulator import CanRadarEmulator, build_parser
 from sim_devices.scenario import load_scenario
-from tests.can_support import fault, scenario_toml
+from tests.can_support import fault, scenario_toml, virtual_bus_open
+from tests.waiting import eventually
 
 RADAR = "can-radar"
 LAUNCHER = "launcher-1"
@@ -84,7 +85,7 @@ def replay_with_reports(files: list[Path]) -> tuple[Replay, ReplayResult, list[b
     info = read_info(files)
     assert info.dropped == {"raw": 0, "tracks": 0, "health": 0, "reports": 0}
     replay = Replay(info)  # refuses the recording if the CAN radar has no feed_raw
-    sub = replay.gateway.reports.subscribe("test", maxsize=1_000_000)
+    sub = replay.reports.subscribe("test", maxsize=1_000_000)
     result = replay.run(timeline(info.paths))
     ours: list[ReportsIn] = [r for r in sub.get_all() if r.device_id == RADAR]
     sensor_ids = replay.fusion.sensor_ids
@@ -195,7 +196,7 @@ async def test_can_radar_and_launcher_run_replays_to_the_live_reports_and_tracks
     heartbeat = LauncherCanCodec(Role.DEVICE, launcher_id=3, keys={1: bytes(16)})
     async with Gateway(cfg) as gw:
         published = gw.tracks.subscribe("test", maxsize=10_000)
-        await asyncio.sleep(0.2)  # the driver's bus must exist before frames are sent (virtual bus)
+        await virtual_bus_open(radar_ch, launcher_ch)
         args = [
             "--channel",
             radar_ch,
@@ -224,12 +225,15 @@ async def test_can_radar_and_launcher_run_replays_to_the_live_reports_and_tracks
                 await asyncio.sleep(0.33)
             stop.set()
             await task
-        await asyncio.sleep(0.4)  # the last frames through the driver and into a step
-        live = published.get_all()
-        st = gw.stats[RADAR]
-        live_counts = (dict(st.drops), st.frames_in, st.bytes_in, st.reports_out)
-        launcher_in = gw.stats[LAUNCHER].frames_in
+        await eventually(lambda: gw.stats[LAUNCHER].frames_in == 6, what="the 6 heartbeats read")
+    # Read once the gateway stopped: what it took in and published until then, all
+    # of it recorded (a snapshot while it runs races the last frames on a busy machine).
+    live = published.get_all()
+    st = gw.stats[RADAR]
+    live_counts = (dict(st.drops), st.frames_in, st.bytes_in, st.reports_out)
+    launcher_in = gw.stats[LAUNCHER].frames_in
     assert gw.recorder is not None
+    await eventually(gw.recorder.finished.is_set, what="the recording's last part closed")
     files = gw.recorder.files
 
     # The live run saw what the test sent.
@@ -281,7 +285,7 @@ async def test_bus_off_in_the_recording_counts_and_reopens_as_live(tmp_path: Pat
     )
     async with Gateway(cfg) as gw:
         published = gw.tracks.subscribe("test", maxsize=10_000)
-        await asyncio.sleep(0.2)
+        await virtual_bus_open(chan)
         ns = build_parser().parse_args(["--scenario", str(path)])
         epoch = time.time_ns() + 200_000_000
         async with EmulatorCanTransport(
@@ -294,12 +298,12 @@ async def test_bus_off_in_the_recording_counts_and_reopens_as_live(tmp_path: Pat
             await asyncio.sleep((epoch + 3_200_000_000 - time.time_ns()) / 1e9)
             stop.set()
             await task
-        await asyncio.sleep(0.4)
-        live = published.get_all()
-        st = gw.stats[RADAR]
-        live_counts = (dict(st.drops), st.frames_in, st.bytes_in, st.reports_out)
-        restarts = st.restarts
+    live = published.get_all()  # once stopped, as above
+    st = gw.stats[RADAR]
+    live_counts = (dict(st.drops), st.frames_in, st.bytes_in, st.reports_out)
+    restarts = st.restarts
     assert gw.recorder is not None
+    await eventually(gw.recorder.finished.is_set, what="the recording's last part closed")
     files = gw.recorder.files
 
     drops = live_counts[0]

@@ -10,8 +10,8 @@ import numpy as np
 import pymap3d
 import pytest
 
-from gateway.geo import angle_diff, ecef_to_polar
 from hilgw.errors import ConfigError
+from hilgw.geo import angle_diff, ecef_to_polar
 from sim_devices.scenario import (
     AirTarget,
     BallisticTarget,

@@ -232,3 +232,38 @@ def test_a_non_finite_track_is_left_out_and_counted() -> None:
     assert step is not None
     assert (step.track_count, step.gospa.false_tracks) == (1, 0)
     assert sc.tracks_rejected == 1
+
+
+@pytest.mark.parametrize("report_phase_s", [0.05, 0.1, 0.2])
+def test_truth_that_starts_late_never_times_confirmation_before_detection(report_phase_s: float) -> None:
+    """Bench mode: the radar runs from t = 0, its truth publisher is up at 5 s.
+
+    The gateway's scorer gets the backlog after the first truth, reports first
+    and then pictures (GatewayScoring.step). Reports reach back 2 s before the
+    truth, and so did the pictures: both marks landed on the edge of that
+    span, the confirmation first whenever the scan lagged the picture, and
+    detection-to-confirmed was NaN (the flake of test_bench_cue_scored).
+    """
+    sc = LiveScorer(cutoff_m=500.0, max_truth_age_s=2.0)
+    vx = 100.0
+
+    def a_at(t_s: float) -> tuple[float, float, float, float, float, float]:
+        return (vx * t_s, 0.0, 0.0, vx, 0.0, 0.0)
+
+    tick = S // 4
+    scans = [round(report_phase_s * S) + k * tick for k in range(20)]  # 4 Hz, to 5 s
+    pictures = [k * tick for k in range(1, 21)]  # 4 Hz; the track confirmed from 1 s on
+    sc.on_truth_batch(_truth(5 * S, {"A": a_at(5.0)}))
+    for t in scans:
+        sc.on_reports(np.array([a_at(t / S)[:3]]), np.array([t]))
+    for t in pictures:
+        status = CONF if t >= S else TENT
+        sc.on_track_batch(_tracks(t, [(7, status, a_at(t / S), t)]))
+    sc.on_cue(7, 4 * S)  # a cue from before the truth: its time is not the first cue's
+    sc.on_cue(7, 5 * S + tick)
+    a = sc.report().targets[0]
+    assert a.first_detection_time_ns <= a.first_truth_time_ns == 5 * S
+    assert a.first_confirmed_time_ns >= a.first_truth_time_ns
+    assert 0.0 <= a.detection_to_confirmed_s <= 2.0 + 0.25, a
+    assert a.first_cue_time_ns == 5 * S + tick
+    assert a.detection_to_confirmed_s <= a.detection_to_cue_s

@@ -10,8 +10,9 @@ import pymap3d
 import pytest
 
 from drivers.base import Role
-from drivers.serial_radar import TRACK_BATCH_DTYPE, SerialRadarCodec, TrackReportBatch
-from gateway.geo import angle_diff
+from drivers.radar import TRACK_BATCH_DTYPE, TrackReportBatch
+from drivers.serial_radar import SerialRadarCodec
+from hilgw.geo import angle_diff
 from sim_devices.scenario import Scenario, parse_scenario, resolve_scenario
 from sim_devices.sensor_model import SensorModel, scan_times
 from sim_devices.truth import truth_at

@@ -19,14 +19,9 @@ from hypothesis import strategies as st
 
 from drivers.base import NEED_DATA, Rejected, Role
 from drivers.framing import encode_frame
-from drivers.serial_radar import (
-    TRACK_BATCH_DTYPE,
-    SensorState,
-    SerialRadarCodec,
-    Status,
-    TrackReport,
-    TrackReportBatch,
-)
+from drivers.radar import TRACK_BATCH_DTYPE, SensorState, Status, TrackReportBatch
+from drivers.serial_radar import SerialRadarCodec, TrackReport
+from drivers.serial_radar.events import batch_reports
 from drivers.serial_radar.icd import TRACK_SCALED, ScaledField
 from hilgw.errors import LocalProtocolError
 
@@ -85,7 +80,7 @@ def flat(events: list[Any]) -> list[Any]:
     out: list[Any] = []
     for ev in events:
         if isinstance(ev, TrackReportBatch):
-            out.extend(ev.to_reports())
+            out.extend(batch_reports(ev))
         elif isinstance(ev, Rejected):
             out.append((ev.reason, str(ev.error), ev.raw))
         else:

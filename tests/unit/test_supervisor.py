@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 
 from drivers.base import Role
-from drivers.serial_radar import TRACK_BATCH_DTYPE, SensorState, SerialRadarCodec, Status
+from drivers.radar import TRACK_BATCH_DTYPE, SensorState, Status
+from drivers.serial_radar import SerialRadarCodec
 from gateway.config import parse_config
 from gateway.supervisor import Gateway
 from gateway.transports import memory_registry
 from hilgw.v1 import health_pb2, track_pb2
+from tests.waiting import eventually
 
 
 def radar_config(link: str, **extra: object) -> dict[str, object]:
@@ -56,14 +58,6 @@ def reports(n: int, t_ns: int, track_id: int = 11) -> np.ndarray:
     return arr
 
 
-async def wait_for(pred: object, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not pred():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-
-
 @pytest.fixture
 def link(request: pytest.FixtureRequest) -> str:
     name = request.node.name
@@ -84,7 +78,7 @@ async def test_reports_become_tracks_and_bad_frames_are_counted(link: str) -> No
             await dev_end.write(b"\x01\x02\x03\x00")  # garbage frame between good ones
             await asyncio.sleep(0.06)
         st = gw.stats["radar-1"]
-        await wait_for(lambda: st.reports_out == 4)
+        await eventually(lambda: st.reports_out == 4)
         assert sum(st.drops.values()) == 4
         assert st.state == health_pb2.DEVICE_STATE_UP
 
@@ -94,7 +88,7 @@ async def test_reports_become_tracks_and_bad_frames_are_counted(link: str) -> No
                     return True
             return False
 
-        await wait_for(confirmed)
+        await eventually(confirmed)
         assert gw.fusion.last_picture is not None
         assert len(gw.fusion.last_picture) == 1
 
@@ -111,13 +105,13 @@ async def test_failed_device_is_restarted_and_health_shows_it(link: str) -> None
             radiating=True, track_count=0, uptime_s=1,
         )  # fmt: skip
         await dev_end.write(device.send(status))
-        await wait_for(lambda: st.state == health_pb2.DEVICE_STATE_UP)
+        await eventually(lambda: st.state == health_pb2.DEVICE_STATE_UP)
         await dev_end.close()  # the device end goes away: the driver's read fails
-        await wait_for(lambda: st.restarts >= 1)
+        await eventually(lambda: st.restarts >= 1)
         assert st.state in (health_pb2.DEVICE_STATE_RESTARTING, health_pb2.DEVICE_STATE_STARTING)
         assert "peer closed" in st.last_error
         health = gw.health.subscribe("test")
-        await wait_for(lambda: len(health) > 0)
+        await eventually(lambda: len(health) > 0)
         msg = health.get_all()[-1]
         assert msg.device_id == "radar-1"
         assert msg.counters.restarts >= 1
@@ -131,8 +125,8 @@ async def test_silent_device_goes_down(link: str) -> None:
         device = SerialRadarCodec(Role.DEVICE, sensor_id=7)
         await dev_end.write(device.encode_track_batch(reports(1, time.time_ns())))
         st = gw.stats["radar-1"]
-        await wait_for(lambda: st.state == health_pb2.DEVICE_STATE_UP)
-        await wait_for(lambda: st.state == health_pb2.DEVICE_STATE_DOWN, 2.0)
+        await eventually(lambda: st.state == health_pb2.DEVICE_STATE_UP)
+        await eventually(lambda: st.state == health_pb2.DEVICE_STATE_DOWN)
         assert "no frame" in st.detail
 
 
@@ -146,7 +140,7 @@ async def test_stale_reports_are_dropped_and_counted(link: str) -> None:
         batch = np.concatenate([reports(2, now - 30 * 10**9), reports(3, now)])
         await dev_end.write(device.encode_track_batch(batch))
         st = gw.stats["radar-1"]
-        await wait_for(lambda: st.reports_out == 3)
+        await eventually(lambda: st.reports_out == 3)
         assert st.drops["stale"] == 2
 
 
@@ -172,7 +166,7 @@ async def test_sequence_gaps_are_counted(link: str) -> None:
         device.encode_track_batch(reports(3, now))  # seq 2..4 lost on the line
         await dev_end.write(device.encode_track_batch(reports(1, now)))  # seq 5
         st = gw.stats["radar-1"]
-        await wait_for(lambda: st.reports_out == 3)
+        await eventually(lambda: st.reports_out == 3)
         assert st.drops["sequence_gap"] == 3
 
 
@@ -207,16 +201,11 @@ async def test_a_crash_looping_task_is_counted_unhealthy_and_its_back_off_resets
         }
     )
     async with Gateway(cfg) as gw:
-        deadline = time.monotonic() + 10
-        while gw.task_health.restarts["fusion"] < 3:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.01)
+        await eventually(lambda: gw.task_health.restarts["fusion"] >= 3, what="3 restarts of fusion")
         ok, body = health_check(gw)
         assert not ok  # restarted, so alive, but crash-looping: not healthy
         assert any("fusion restarted 3x" in r and "boom" in r for r in body["reasons"])
-        while calls[0] < 6:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.01)
+        await eventually(lambda: calls[0] >= 6, what="a sixth run of fusion")
         # Doubling to the cap, then back to the start after the healthy run.
         assert list(gw.task_health.delays["fusion"]) == [0.01, 0.02, 0.04, 0.04, 0.01]
         text = GatewayMetrics(gw).exposition().decode()
@@ -228,9 +217,9 @@ def test_queued_report_batches_go_out_as_one_message_per_device_and_are_timed(li
     device (each report keeps its receive time), and the stage clock times the batches
     from their receipt (hilgw_stage_seconds, issue 18)."""
     from gateway.devices.base import ReportsIn
-    from gateway.geo import site_geometry
     from gateway.normalise import normalise_polar
     from gateway.outputs.session import MqttSession
+    from hilgw.geo import site_geometry
     from hilgw.v1 import report_pb2
 
     cfg = parse_config({**radar_config(link), "mqtt": {"enabled": True}})

@@ -4,7 +4,6 @@ that has no launcher device."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from gateway.cue.core import HOLD
 from gateway.supervisor import Gateway
 from gateway.transports import memory_registry
 from hilgw.errors import ConfigError
+from tests.waiting import eventually
 
 
 def config(tmp: Path, launcher_device_id: str = "L1") -> dict[str, Any]:
@@ -59,10 +59,8 @@ async def test_gateway_starts_the_cue_path_in_hold(tmp_path: Path) -> None:
     try:
         async with Gateway(cfg) as gw:
             assert gw.cue is not None
-            for _ in range(200):
-                if gw.cue.core is not None:
-                    break
-                await asyncio.sleep(0.01)
+            cue = gw.cue
+            await eventually(lambda: cue.core is not None, what="the cue core")
             assert gw.cue.core is not None
             assert gw.cue.core.authority.value == HOLD
             assert gw.fusion.engine.sensors == []  # the launcher is no sensor
@@ -90,10 +88,7 @@ async def test_healthz_and_metrics_show_the_operator_path(tmp_path: Path) -> Non
         async with Gateway(cfg) as gw:
             cue = gw.cue
             assert cue is not None
-            for _ in range(200):
-                if cue.core is not None and cue.running:
-                    break
-                await asyncio.sleep(0.01)
+            await eventually(lambda: cue.core is not None and cue.running, what="the cue path running")
             core = cue.core
             assert core is not None
             ok, body = health_check(gw)
@@ -110,10 +105,8 @@ async def test_healthz_and_metrics_show_the_operator_path(tmp_path: Path) -> Non
                 raise AuditError("disk full (injected)")
 
             core.audit.flush = broken  # type: ignore[method-assign]
-            for _ in range(200):  # the next event's flush fails: HOLD, audit inhibit
-                if not core.audit_ok:
-                    break
-                await asyncio.sleep(0.01)
+            # The next event's flush fails: HOLD, audit inhibit.
+            await eventually(lambda: not core.audit_ok, what="the audit failure seen")
             ok, body = health_check(gw)
             assert not ok
             assert any("audit log failed" in r for r in body["reasons"])

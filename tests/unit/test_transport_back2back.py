@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 
-from drivers.can_radar.frame import CanFrame
 from gateway.config import (
     CanTransportConfig,
     MemoryTransportConfig,
@@ -29,6 +28,7 @@ from gateway.config import (
 from gateway.transports import TRANSPORTS, DatagramTransport, StreamTransport, create_transport
 from gateway.transports.can import FrameTransport
 from gateway.transports.memory_registry import forget, link
+from hilgw.can import CanFrame
 from tests.conftest import free_port
 
 _n = itertools.count()

@@ -18,12 +18,21 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
+import cantools
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["MessageLayout", "SignalLayout", "compile_message", "stack_frames"]
+__all__ = ["MessageLayout", "SignalLayout", "compile_message", "load_packaged_dbc", "stack_frames"]
+
+
+def load_packaged_dbc(package: str, name: str) -> Any:
+    """The DBC file ``name`` shipped in ``package``, loaded with cantools (its strict checks on)."""
+    text = resources.files(package).joinpath(name).read_text(encoding="utf-8")
+    return cantools.database.load_string(text, database_format="dbc")
+
 
 _U64 = np.uint64
 _ALL_ONES = (1 << 64) - 1

@@ -1,6 +1,6 @@
 """Site geometry and the polar <-> ECEF measurement model, over stacked arrays.
 
-Conventions (the seam is :class:`gateway.fusion.api.SensorGeometry`):
+Conventions (the seam is :class:`SensorGeometry`, which fusion takes as it is):
 
 * A sensor's local frame is (forward, right, up). Azimuth is
   ``atan2(right, forward)``, clockwise from forward, wrapped to [0, 2π);
@@ -26,17 +26,20 @@ report there, and fusion gates such rows out by their non-finite values.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import pymap3d
 from scipy.spatial.transform import Rotation
 
-from gateway.fusion.api import F64, SensorGeometry
 from hilgw.errors import ConfigError
 
 __all__ = [
+    "F64",
+    "MEAN_EARTH_RADIUS_M",
     "TWO_PI",
+    "SensorGeometry",
     "angle_diff",
     "ecef_to_polar",
     "enu_basis",
@@ -48,7 +51,28 @@ __all__ = [
     "wrap_2pi",
 ]
 
+F64 = npt.NDArray[np.float64]
 TWO_PI = 2.0 * np.pi
+#: IUGG mean Earth radius R1 (m): the sphere of height <-> elevation relations,
+#: radar horizons and great-circle distances, where the ellipsoid is not needed.
+MEAN_EARTH_RADIUS_M = 6_371_008.8
+
+
+@dataclass(frozen=True, slots=True)
+class SensorGeometry:
+    """Where a sensor sits and how its polar frame is turned.
+
+    ``origin`` is the site in ECEF (3,). ``to_local`` (3, 3) maps an ECEF
+    difference vector into the sensor's local frame (forward, right, up), where
+    azimuth = atan2(right, forward) (clockwise from forward; forward is north
+    for an unrotated site) and elevation = asin(up / range). The matrix is
+    orthogonal (its determinant may be -1: forward-right-up is left-handed).
+    """
+
+    sensor_id: str
+    origin: F64
+    to_local: F64
+
 
 # (forward, right, down) is the right-handed aerospace body frame (ISO 1151 /
 # ISO 8855 axis naming); (forward, right, up) is it with the last axis negated.
