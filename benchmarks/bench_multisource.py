@@ -124,7 +124,8 @@ def _can_writer(rate: float, seconds: float, targets: int) -> None:
     import can
 
     from drivers.base import Role
-    from drivers.can_radar import TRACK_BATCH_DTYPE, CanRadarCodec
+    from drivers.can_radar import CanRadarCodec
+    from drivers.radar import TRACK_BATCH_DTYPE
 
     rng = np.random.default_rng(4)
     codec = CanRadarCodec(Role.DEVICE, fd=True)
@@ -214,7 +215,8 @@ def _asterix_writer(port: int, rate: float, seconds: float, targets: int) -> Non
 
 def _serial_writer(fd: int, rate: float, seconds: float, targets: int) -> None:
     from drivers.base import Role
-    from drivers.serial_radar import TRACK_BATCH_DTYPE, SerialRadarCodec
+    from drivers.radar import TRACK_BATCH_DTYPE
+    from drivers.serial_radar import SerialRadarCodec
 
     rng = np.random.default_rng(3)
     codec = SerialRadarCodec(Role.DEVICE, sensor_id=SERIAL_ID)
