@@ -300,6 +300,7 @@ def _start(args: list[str], **kw: Any) -> subprocess.Popen[str]:
 async def _run(ns: argparse.Namespace, port: int) -> dict[str, Any]:
     from gateway.config import parse_config
     from gateway.supervisor import Gateway
+    from hilgw.v1 import cue_pb2
 
     shares = {k: float(v) for k, v in (p.split("=") for p in ns.mix.split(","))}
     total_share = sum(shares.values())
@@ -339,14 +340,17 @@ async def _run(ns: argparse.Namespace, port: int) -> dict[str, Any]:
                 "max_report_age_s": 60.0,
             }
         )
-    cfg = parse_config(
-        {
-            "gateway_id": "bench",
-            "mqtt": {"port": port, "queue_size": 200_000},
-            "fusion": {"publish_hz": ns.publish_hz, "worker": ns.worker},
-            "devices": devices,
-        }
-    )
+    raw: dict[str, Any] = {
+        "gateway_id": "bench",
+        "mqtt": {"port": port, "queue_size": 200_000},
+        "fusion": {"publish_hz": ns.publish_hz, "worker": ns.worker},
+        "devices": devices,
+    }
+    tmp_cue = tempfile.TemporaryDirectory()
+    launcher: asyncio.subprocess.Process | None = None
+    if ns.cue:
+        launcher = await _cue_config(raw, Path(tmp_cue.name))
+    cfg = parse_config(raw)
     bus: list[tuple[int, int, int]] = []
     pics: list[tuple[int, int]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -366,6 +370,14 @@ async def _run(ns: argparse.Namespace, port: int) -> dict[str, Any]:
 
             gw.tracks.publish = stamped  # type: ignore[method-assign,assignment]  # the bench's stamp
             gw.fusion.tracks = gw.tracks
+            if launcher is not None and gw.cue is not None:
+                cue = gw.cue
+                await asyncio.wait_for(cue.mqtt_connected.wait(), 30.0)  # subscribed to commands
+                await _auto_cue(port)
+                for _ in range(100):  # accepted (audited) within at most 10 s
+                    if cue.core is not None and cue.core.authority.value == cue_pb2.AUTHORITY_AUTO_CUE:
+                        break
+                    await asyncio.sleep(0.1)
             sub = _start(["--subscriber", str(port), out])
             assert sub.stdout is not None
             await asyncio.to_thread(sub.stdout.readline)
@@ -413,6 +425,7 @@ async def _run(ns: argparse.Namespace, port: int) -> dict[str, Any]:
             reports_out = {d: st.reports_out for d, st in gw.stats.items()}
             bus_drops = sum(gw.subscription_drops().values())
             mq_drops = sum(gw.mqtt.dropped.values()) if gw.mqtt else 0
+            cue_state = gw.cue.core.authority.value if gw.cue is not None and gw.cue.core else None
             rss = _proc_status("self", "VmHWM")
             wrss = _proc_status(wpid, "VmHWM") if wpid else 0.0
             fusion = {
@@ -425,6 +438,10 @@ async def _run(ns: argparse.Namespace, port: int) -> dict[str, Any]:
             sub.stdin.flush()
             await asyncio.to_thread(sub.wait)
         d = np.load(out)
+    if launcher is not None:
+        launcher.terminate()
+        await launcher.wait()
+    tmp_cue.cleanup()
     os.close(master)
     os.close(slave)
     warm = t_start + int(WARMUP_S * 1e9)
@@ -440,6 +457,14 @@ async def _run(ns: argparse.Namespace, port: int) -> dict[str, Any]:
     ok = j < len(p)
     pic_lat = p[j[ok], 1] - brx[ok]
     span = max((at.max() - at.min()) * 1e-9, 1e-9) if len(at) else 1e-9
+    # Cue latency: each cue frame written to the launcher link, from the
+    # latest picture published before it (AUTO_CUE decides on a picture's arrival).
+    cue_lat = np.zeros(0, np.int64)
+    if CUE_SENT and len(p):
+        sent_at = np.array(CUE_SENT, np.int64)
+        pub = np.sort(p[:, 1])
+        k = np.searchsorted(pub, sent_at, side="right") - 1
+        cue_lat = (sent_at - pub[np.maximum(k, 0)])[k >= 0]
     return {
         "rate": ns.rate,
         "rates": rates,
@@ -462,7 +487,73 @@ async def _run(ns: argparse.Namespace, port: int) -> dict[str, Any]:
         "bus_ms": _pct(bus_lat),
         "mqtt_ms": _pct((at - rx)[keep]),
         "picture_ms": _pct(pic_lat),
+        "cues_sent": len(CUE_SENT),
+        "authority": cue_state,
+        "cue_ms": _pct(cue_lat),
     }
+
+
+#: Wall-clock times at which a cue frame was written to the launcher link.
+CUE_SENT: list[int] = []
+WIRE_KEY = "5a" * 32  # the launcher's cue key (hex), as in tests/e2e/test_cue_e2e.py
+
+
+async def _cue_config(raw: dict[str, Any], tmp: Path) -> asyncio.subprocess.Process:
+    """A launcher emulator on a pty, its device and a ``[cue]`` block (the test
+    keys of tests/e2e/cue_rig.py) in ``raw``; cue sends are stamped in CUE_SENT."""
+    from gateway.devices.launcher import LauncherDriver
+    from tests.e2e.cue_rig import write_keys_file
+    from tests.waiting import wait_ready
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sim_devices.launcher_emulator", "--transport", "serial",
+        "--launcher-id", "1", "--key", f"1:{WIRE_KEY}", "--heartbeat-hz", "10",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    (ready,) = await wait_ready(proc, what="launcher emulator")
+    raw["devices"].append(
+        {
+            "id": "L1",
+            "protocol": "launcher",
+            "launcher_id": 1,
+            "cue_key_id": 1,
+            "cue_keys": {1: f"hex:{WIRE_KEY}"},
+            "transport": {"kind": "serial", "url": ready["path"], "baudrate": 921600},
+        }
+    )
+    raw["cue"] = {
+        "keys_file": str(write_keys_file(tmp)),
+        "audit_path": str(tmp / "audit.jsonl"),
+        "launchers": [
+            {
+                "id": "L1",
+                "key_id": "lk-1",
+                # A few of the serial radar's targets (20-150 km out): a cue
+                # each, not one per track of the picture (which floods the link).
+                "coverage": {**SITE, "max_range_m": 21_000.0},
+            }
+        ],
+    }
+    send = LauncherDriver.send_cue
+
+    async def stamped(self: LauncherDriver, cue: Any) -> Any:  # the bench's stamp on the wire write
+        out = await send(self, cue)
+        CUE_SENT.append(time.time_ns())
+        return out
+
+    LauncherDriver.send_cue = stamped  # type: ignore[method-assign]
+    return proc
+
+
+async def _auto_cue(port: int) -> None:
+    """Raise the authority to AUTO_CUE with a signed operator command (the test operator)."""
+    import aiomqtt
+
+    from tests.unit.cue_support import authority_command
+
+    cmd = authority_command("auto_cue", 1, time.time_ns(), gateway="bench")
+    async with aiomqtt.Client("127.0.0.1", port) as c:
+        await c.publish("hilgw/bench/authority/command", cmd.SerializeToString(), qos=1)
 
 
 def _in_netns(argv: list[str]) -> int:
@@ -511,6 +602,8 @@ def _table(x: dict[str, Any], load: float) -> None:
     s.add_row("bus p50/p99/p999/max", ms("bus_ms"))
     s.add_row("report on MQTT p50/p99/p999/max", ms("mqtt_ms"))
     s.add_row("picture p50/p99/p999/max", ms("picture_ms"))
+    s.add_row("authority at the end (3: AUTO_CUE)", str(x["authority"]))
+    s.add_row(f"cue on the launcher link ({x['cues_sent']} cues) p50/p99/p999/max", ms("cue_ms"))
     c.print(s)
 
 
@@ -535,6 +628,9 @@ def main() -> int:
     ap.add_argument("--targets", type=int, default=1000, help="distinct targets per source")
     ap.add_argument("--publish-hz", type=float, default=5.0)
     ap.add_argument("--worker", default="process", choices=("process", "thread", "inline"))
+    ap.add_argument(
+        "--no-cue", dest="cue", action="store_false", help="no launcher, no cue path (no cue latency)"
+    )
     ap.add_argument("--json", action="store_true")
     ns = ap.parse_args()
     if not os.environ.get(IN_NETNS):
