@@ -308,9 +308,9 @@ class FusionStage:
             self.pictures.publish(Picture(reply.seq, reply.t_ns, reply.picture, marks))
         self.tracks.publish(batch)
 
-    async def start(self) -> None:
-        """Start the worker process and wait until its engine is built, so a
-        gateway that says it has started steps from its first period."""
+    def spawn(self) -> None:
+        """Start the worker process (no waiting): its imports then overlap the
+        rest of the gateway's start-up. :meth:`start` waits for it."""
         if self.worker_kind != "process" or self._worker is not None:
             return
         cfg = self.config
@@ -318,7 +318,16 @@ class FusionStage:
             engine_target(cfg), cfg.params, self.gateway_id, self.epoch_ns, cfg.worker_timeout_s
         )
         self.worker_pid = worker.pid
-        await asyncio.to_thread(worker.wait_ready, max(cfg.worker_timeout_s, 30.0))
+
+    async def start(self) -> None:
+        """Start the worker process (if :meth:`spawn` has not) and wait until its
+        engine is built, so a gateway that says it has started steps from its
+        first period."""
+        self.spawn()
+        worker = self._worker
+        if worker is None or worker.ready:
+            return
+        await asyncio.to_thread(worker.wait_ready, max(self.config.worker_timeout_s, 30.0))
         self.worker_state = "up"
 
     async def close(self) -> None:
