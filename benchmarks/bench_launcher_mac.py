@@ -13,7 +13,12 @@ pre-built frames, so building them is not timed):
   heartbeat (key, tag in constant time, decode, counter, time);
 * ``v2 ack, verified``         : the same for an ack (plus matching it to a sent cue);
 * ``v2 forged, refused``       : a heartbeat whose tag does not verify;
-* ``v2 heartbeat, signed``     : the launcher codec sealing and encoding one.
+* ``v2 heartbeat, signed``     : the launcher codec sealing and encoding one;
+* ``cue sealed (gateway)``      : the cue path's one MAC per cue
+  (docs/cue-path.md §3): ``KeySealer.seal_cue`` of an ``EngagementCue``, i.e.
+  the ICD body encoded and its 256-bit tag computed, in the core's decision;
+* ``proto cue MAC (removed)``   : the message-level HMAC over the cue's
+  canonical proto bytes that each cue paid on top until one MAC per cue.
 
 ``verification overhead`` is v2 verified minus v1 per heartbeat; ``core share
 at 1,000 answers/s`` is the fraction of one core the gateway spends verifying
@@ -33,7 +38,10 @@ from collections.abc import Callable
 from drivers.base import Role
 from drivers.launcher import Ack, AckResult, LauncherCanCodec, LauncherState, LauncherStatus, NackReason
 from drivers.launcher import messages as m
+from gateway.cue.seal import KeySealer
+from gateway.cue.signing import compute_mac
 from hilgw.can import CanFrame
+from hilgw.v1 import cue_pb2
 
 LID = 3
 KEYS = {7: bytes(range(32))}
@@ -114,7 +122,32 @@ def measure(n: int, repeat: int) -> dict[str, float]:
             d.send(status(i))
 
     out["v2 heartbeat, signed"] = best_us(sign_run, n, repeat)
+
+    # Cues are rare (a few a second) and sealing one costs ~100x a heartbeat check:
+    # at most 2,000 of them keep the run short on a shared machine.
+    nc = min(n, 2000)
+    cues = [_cue(i) for i in range(nc)]
+    sealer = KeySealer(LID, KEYS)
+    out["cue sealed (gateway)"] = best_us(lambda: [sealer.seal_cue(c) for c in cues], nc, repeat)
+    out["proto cue MAC (removed)"] = best_us(lambda: [compute_mac(c, KEYS[7]) for c in cues], nc, repeat)
     return out
+
+
+def _cue(i: int) -> cue_pb2.EngagementCue:
+    msg = cue_pb2.EngagementCue(
+        cue_id=i + 1,
+        launcher_id="L1",
+        system_track_id=7,
+        time_of_validity_ns=T0,
+        valid_from_ns=T0,
+        valid_until_ns=T0 + 5_000_000_000,
+        sequence=i + 1,
+        gateway_id="gw",
+    )
+    s = msg.state
+    s.x, s.y, s.z, s.vx, s.vy, s.vz = 4.0e6, 3.0e5, 4.9e6, 100.0, 50.0, -20.0
+    s.covariance.extend([25.0 if k % 7 == 0 else 0.0 for k in range(36)])
+    return msg
 
 
 def main() -> None:
@@ -140,9 +173,9 @@ def main() -> None:
         )
         return
     print(f"launcher answer authentication, {a.frames} frames, best of {a.repeat}")
-    print(f"{'row':<28} {'us/frame':>10} {'frames/s':>12}")
+    print(f"{'row':<30} {'us/frame':>10} {'frames/s':>12}")
     for name, us in rows.items():
-        print(f"{name:<28} {us:>10.2f} {1e6 / us:>12,.0f}")
+        print(f"{name:<30} {us:>10.2f} {1e6 / us:>12,.0f}")
     print(f"{'verification overhead':<28} {overhead:>10.2f}   (v2 verified - v1, per heartbeat)")
     print(f"{'core share at 1,000/s':<28} {share * 100:>9.2f} %")
 

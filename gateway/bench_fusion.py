@@ -41,7 +41,7 @@ from gateway.fusion.motion import AccelFn, ecef_gravity, flat_gravity
 from hilgw.geo import local_geometry
 
 # The engine's own default (one configuration for straight, manoeuvring and
-# ballistic targets: IMM NCV + ballistic + manoeuvre, GNN with likelihood costs), the same
+# ballistic targets: IMM NCV + ballistic + manoeuvre, GNN with IMM mixture-likelihood costs), the same
 # one `hilgw run` uses. The variants are only there to compare against it
 # (figures in benchmarks/fusion/RESULTS.md).
 BENCH_CONFIG = FusionConfig()
@@ -51,6 +51,11 @@ VARIANTS: dict[str, FusionConfig] = {
     "gnn": dataclasses.replace(BENCH_CONFIG, association="gnn"),
     # the default with cheap-JPDA updates of confirmed tracks
     "jpda": dataclasses.replace(BENCH_CONFIG, association="jpda"),
+    # GNN costs from one moment-matched Gaussian per track (the default before
+    # the IMM mixture likelihood, gateway/fusion/twoscan.py)
+    "combined": dataclasses.replace(BENCH_CONFIG, assoc_cost="combined"),
+    # one-batch look-ahead swap test of crossed plots (gateway/fusion/twoscan.py)
+    "two_scan": dataclasses.replace(BENCH_CONFIG, two_scan=True),
     # the former bench default: NCV only, q = 1, GNN
     "ncv": dataclasses.replace(BENCH_CONFIG, models=(MODEL_NCV,), imm_initial=(1.0,), association="gnn"),
     # the former `--imm`: NCV + ballistic, GNN

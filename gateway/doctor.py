@@ -466,7 +466,9 @@ def check_keys_file(config: GatewayConfig) -> Check:
     except ConfigError as exc:
         reason, _, fix = exc.reason.partition("; ")
         return Check(name, Result.FAIL, f"{exc.key}: {reason}", fix or "see docs/cue-path.md §7")
-    counts = f"{len(ring.operator)} operator, {len(ring.launcher)} launcher key(s)"
+    counts = f"{len(ring.operator)} operator key(s)"
+    if ring.launcher:  # cues are signed on the wire with the device's cue_keys (docs/cue-path.md §3)
+        counts += f", {len(ring.launcher)} [launcher.*] key(s) (unused)"
     own = ring.signing_key()
     if own is None:  # the CLI believes only what this key signs (docs/cue-path.md §3)
         return Check(

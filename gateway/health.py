@@ -31,6 +31,8 @@ class SourceStats:
     #: Records older than this source's newest (its own sequence; others' times do not count).
     out_of_sequence: int = 0
     drops: Counter[str] = field(default_factory=Counter)
+    #: Reports published with a field taken as unknown, by reason (DeviceStats.degraded).
+    degraded: Counter[str] = field(default_factory=Counter)
     #: Antenna rotation period from north markers / sector crossings (CAT034), s; 0 unknown.
     rotation_s: float = 0.0
 
@@ -56,6 +58,10 @@ class DeviceStats:
     reports_out: int = 0
     restarts: int = 0
     drops: Counter[str] = field(default_factory=Counter)
+    #: Reports published, not dropped, with a field the gateway had to take as
+    #: unknown, by reason (``height_unknown``: an ASTERIX height item absent,
+    #: out of its range or saturated).
+    degraded: Counter[str] = field(default_factory=Counter)
     last_frame_time_ns: int = 0
     last_frame_mono: float = 0.0
     device_time_ns: int = 0
@@ -96,6 +102,10 @@ class DeviceStats:
 
     def drop(self, reason: str, n: int = 1) -> None:
         self.drops[reason] += n
+
+    def degrade(self, reason: str, n: int = 1) -> None:
+        """Count ``n`` reports published with a field taken as unknown (``reason``)."""
+        self.degraded[reason] += n
 
     def reject(self, reason: str, n: int = 1) -> None:
         """Count ``n`` inputs a codec rejected (a ``Rejected`` event) under ``reason``."""

@@ -65,6 +65,9 @@ def _source_metrics(gw: RunningGateway) -> Iterator[Metric]:
         "hilgw_source_out_of_sequence", "Records older than the source's newest", labels=lab
     )
     drops = CounterMetricFamily("hilgw_source_drops", "Records dropped, by reason", labels=[*lab, "reason"])
+    degraded = CounterMetricFamily(
+        "hilgw_source_reports_degraded", "Reports with a field taken as unknown", labels=[*lab, "reason"]
+    )
     state = GaugeMetricFamily("hilgw_source_state", "1 for the source's state", labels=[*lab, "state"])
     rot = GaugeMetricFamily("hilgw_source_rotation_seconds", "Antenna rotation period (CAT034)", labels=lab)
     unknown = CounterMetricFamily(
@@ -79,12 +82,14 @@ def _source_metrics(gw: RunningGateway) -> Iterator[Metric]:
             oos.add_metric(key, src.out_of_sequence)
             for reason, n in sorted(src.drops.items()):
                 drops.add_metric([*key, reason], n)
+            for reason, n in sorted(src.degraded.items()):
+                degraded.add_metric([*key, reason], n)
             state.add_metric([*key, _state_name(src.state)], 1)
             if src.rotation_s > 0:
                 rot.add_metric(key, src.rotation_s)
         for sid, n in sorted(st.unknown_sources.items()):
             unknown.add_metric([dev_id, sid], n)
-    yield from (records, reports, service, oos, drops, state, rot, unknown)
+    yield from (records, reports, service, oos, drops, degraded, state, rot, unknown)
 
 
 def health_check(gw: RunningGateway) -> tuple[bool, dict[str, Any]]:
@@ -139,6 +144,11 @@ class _GatewayCollector(Collector):
         drops = CounterMetricFamily(
             "hilgw_device_drops", "Frames or reports dropped, by reason", labels=["device", "reason"]
         )
+        degraded = CounterMetricFamily(
+            "hilgw_device_reports_degraded",
+            "Reports published with a field taken as unknown, by reason",
+            labels=["device", "reason"],
+        )
         decode = CounterMetricFamily(
             "hilgw_device_decode_errors", "Frames the codec rejected (every reason but stale/gap)", labels=dev
         )
@@ -157,11 +167,13 @@ class _GatewayCollector(Collector):
             restarts.add_metric([dev_id], st.restarts)
             for reason, n in sorted(st.drops.items()):
                 drops.add_metric([dev_id, reason], n)
+            for reason, n in sorted(st.degraded.items()):
+                degraded.add_metric([dev_id, reason], n)
             decode.add_metric([dev_id], sum(n for r, n in st.drops.items() if r not in NON_DECODE_DROPS))
             state.add_metric([dev_id, _state_name(st.state)], 1)
             if st.last_frame_time_ns:
                 age.add_metric([dev_id], max(now_ns - st.last_frame_time_ns, 0) * 1e-9)
-        yield from (frames, nbytes, reports, drops, decode, restarts, state, age)
+        yield from (frames, nbytes, reports, drops, degraded, decode, restarts, state, age)
         yield from _source_metrics(gw)
 
         sub = ["topic", "subscriber"]

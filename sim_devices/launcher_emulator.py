@@ -68,8 +68,8 @@ from drivers.launcher import (
     LauncherStatus,
     NackReason,
 )
+from gateway.sections.transports import CanTransportConfig
 from gateway.transports.can import CAN_ERR_BUSOFF, CanTransport
-from gateway.transports.config import CanTransportConfig
 from hilgw.can import CanFrame
 from hilgw.errors import ConfigError, HilgwError, TransportError
 from hilgw.keys import resolve_keys
@@ -133,7 +133,10 @@ class LauncherEmulator:
         refuse = nack if nack is not None else self.behaviour.nack
         if reason is NackReason.NONE and refuse is not None:
             reason = refuse  # told to refuse what it would accept
-        self.log.append({"event": kind, "cue_id": cue_id, "sequence": seq, "reason": reason.name})
+        # "mac": the tag as received, so a test can hold it against the gateway's journal.
+        self.log.append(
+            {"event": kind, "cue_id": cue_id, "sequence": seq, "reason": reason.name, "mac": event.mac.hex()}
+        )
         self.verdicts[f"{kind}:{reason.name}"] += 1
         # AckSequence (the freshness counter), key id and tag: the codec's, when it sends (ICD §7.5).
         return Ack(

@@ -42,7 +42,7 @@ async def run(steps: int = 20, hold_s: float = 0.5, seed: int = 15) -> Result:
 
     tracks: Topic[track_pb2.TrackBatch] = Topic("tracks")
     path = CuePath(cfg, GW, tracks=tracks, keys=KEYS, fsync=False, clock=clock)
-    launcher = FakeLauncher("L1", {"lk-1": L1_SECRET}, time.time_ns)
+    launcher = FakeLauncher("L1", {1: L1_SECRET}, time.time_ns)
     path.add_link(MemoryLink(launcher, path.launcher_event))
     latencies: list[float] = []
     path.on_ack_latency(lambda _l, s: latencies.append(s))

@@ -43,7 +43,7 @@ async def run(reps: int = 10, grace_s: float = 2.0, blip_s: float = 0.3) -> Resu
     mq = MqttConfig(port=broker.port, reconnect_initial_s=0.05, reconnect_max_s=0.5, reconnect_reset_s=1.0)
     tracks: Topic[track_pb2.TrackBatch] = Topic("tracks")
     path = CuePath(cfg, GW, tracks=tracks, keys=KEYS, fsync=True, mqtt=mq, mqtt_port=broker.port)
-    launcher = FakeLauncher("L1", {"lk-1": L1_SECRET}, time.time_ns)
+    launcher = FakeLauncher("L1", {1: L1_SECRET}, time.time_ns)
     path.add_link(MemoryLink(launcher, path.launcher_event))
     task = asyncio.create_task(path.run())
     seq = [0]

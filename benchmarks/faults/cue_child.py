@@ -23,6 +23,7 @@ from gateway.cue.authority import authority_name
 from gateway.cue.link import Heartbeat
 from gateway.cue.memory_link import FakeLauncher, MemoryLink
 from gateway.cue.path import CuePath
+from gateway.cue.seal import Sealed
 from hilgw.v1 import cue_pb2, track_pb2
 from tests.unit.cue_support import GW, KEYS, L1_SECRET, authority_command, cue_config, make_batch, make_track
 
@@ -38,22 +39,24 @@ async def main(d: Path, run: int) -> None:
             parts = line.split()
             if len(parts) == 4:
                 floor = max(floor, int(parts[3]))
-    launcher = FakeLauncher("L1", {"lk-1": L1_SECRET}, time.time_ns, last_sequence=floor)
+    launcher = FakeLauncher("L1", {1: L1_SECRET}, time.time_ns, last_sequence=floor)
     link = MemoryLink(launcher, path.launcher_event)
     path.add_link(link)
     inner_cue, inner_cancel = launcher.receive_cue, launcher.receive_cancel
 
-    def receive_cue(cue: cue_pb2.EngagementCue) -> cue_pb2.CueAck | None:
+    def receive_cue(sealed: Sealed) -> cue_pb2.CueAck | None:
         n = len(launcher.accepted)
-        ack = inner_cue(cue)
+        ack = inner_cue(sealed)
+        cue = sealed.message
         if len(launcher.accepted) > n:
             log.write(f"{run} cue {cue.cue_id} {cue.sequence}\n")
             log.flush()
         return ack
 
-    def receive_cancel(cancel: cue_pb2.CueCancel) -> None:
+    def receive_cancel(sealed: Sealed) -> None:
         n = len(launcher.cancels)
-        inner_cancel(cancel)
+        inner_cancel(sealed)
+        cancel = sealed.message
         if len(launcher.cancels) > n:
             log.write(f"{run} cancel {cancel.cue_id} {cancel.sequence}\n")
             log.flush()

@@ -50,7 +50,7 @@ def run(runs: int, seed: int = 23) -> dict[str, Any]:
             continue
         cfg = cue_config(d)
         audit, history = AuditLog.open(cfg.audit_path, fsync=False, head_key=KEY)
-        CueCore(cfg, KEYS, GW, audit, Now(T0, M0), history).tick(Now(T0, M0))
+        CueCore(cfg, KEYS, GW, audit, Now(T0, M0), history, sealers={}).tick(Now(T0, M0))
         audit.close()
         started += 1
     res = {

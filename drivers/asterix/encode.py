@@ -14,7 +14,7 @@ from typing import Any
 
 from drivers.asterix import timeofday
 from drivers.asterix.events import ServiceMessage034, ServiceMessage065, SystemTrack062, TargetReport048
-from drivers.asterix.items import DEG, FL_M, FT_M, NM_M, lsb
+from drivers.asterix.items import DEG, FL_M, FT_M, I062_130_FT, I062_136_FL, NM_M, lsb
 from hilgw.errors import LocalProtocolError
 
 
@@ -25,12 +25,6 @@ def _raw(value: float, k: float, bits: int, signed: bool, field: str) -> int:
     if not lo <= r <= hi:
         raise LocalProtocolError(f"{field}={value} is outside the item's range", field=field, value=value)
     return r & ((1 << bits) - 1)
-
-
-#: Ranges the standard gives beyond the field width (CAT062 ed. 1.21, asterix-specs
-#: ``cat-1.21.ast``), in the item's own unit: I062/130 in ft, I062/136 in FL.
-I062_130_FT = (-1500.0, 150000.0)
-I062_136_FL = (-15.0, 1500.0)
 
 
 #: I048/020 first octet as libasterix's 7 data bits: TYP(3) SIM RDP SPI RAB.

@@ -29,6 +29,16 @@ FL_M = 100.0 * FT_M
 DEG = math.pi / 180.0
 NAN = math.nan
 
+# Ranges of the height items (docs/icd/asterix.md): the standard's range where
+# it gives one (CAT062 ed. 1.21: I062/130 -1,500..150,000 ft, I062/136 FL
+# -15..1,500), else the field's width at its 25 ft LSB (I048/110 s14, I062/340
+# HEIGHT s16). A value outside, or at the field's end (a radar that clips
+# rather than omits), says only "at least this high".
+I062_130_FT = (-1500.0, 150000.0)
+I062_136_FL = (-15.0, 1500.0)
+I048_110_MAX_M = 8191 * 25 * FT_M
+I062_340_MAX_M = 32767 * 25 * FT_M
+
 _S16 = Struct(">h")
 _U16 = Struct(">H")
 _2U16 = Struct(">HH")

@@ -41,7 +41,11 @@ class CueValidator:
         self.highest_sequence = 0
         self.held: dict[int, Cue] = {}
 
-    def _authentic(self, event: Cue | CueCancel, domain: bytes) -> NackReason:
+    def authenticate(self, event: Cue | CueCancel) -> NackReason:
+        """Checks 1–5 (addressed, signed, known key, tag, sequence) of a cue or
+        cancel as received; NONE when it is authentic and new (its sequence is
+        then used up)."""
+        domain = m.DOMAIN_CUE if isinstance(event, Cue) else m.DOMAIN_CANCEL
         if event.launcher_id != self.launcher_id:
             return NackReason.WRONG_LAUNCHER
         if event.key_id == 0 or not event.mac:
@@ -60,7 +64,7 @@ class CueValidator:
 
     def check_cue(self, cue: Cue, now_ns: int, state: LauncherState = LauncherState.READY) -> NackReason:
         """NONE to accept (the cue is then held), else the nack reason."""
-        reason = self._authentic(cue, m.DOMAIN_CUE)
+        reason = self.authenticate(cue)
         if reason is not NackReason.NONE:
             return reason
         window = cue.valid_until_ns - cue.valid_from_ns
@@ -75,7 +79,7 @@ class CueValidator:
 
     def check_cancel(self, cancel: CueCancel) -> NackReason:
         """NONE to accept (the cue is released), else the nack reason."""
-        reason = self._authentic(cancel, m.DOMAIN_CANCEL)
+        reason = self.authenticate(cancel)
         if reason is not NackReason.NONE:
             return reason
         if self.held.pop(cancel.cue_id, None) is None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from google.protobuf.message import Message
 
 from gateway.cue.outputs import state_digest
+from gateway.cue.seal import Sealed
 from hilgw.v1 import cue_pb2
 
 __all__ = ["LIVE", "Cue", "Effect", "Now", "Publish", "SendCancel", "SendCue", "status_name"]
@@ -85,16 +86,31 @@ class Cue:
 
 @dataclass(frozen=True, slots=True)
 class SendCue:
-    """Hand this signed cue to the launcher link (after the audit flush)."""
+    """Put this sealed cue on the launcher link as it is (after the audit flush)."""
 
     launcher_id: str
-    cue: cue_pb2.EngagementCue
+    sealed: Sealed
+
+    @property
+    def cue(self) -> cue_pb2.EngagementCue:
+        """The cue as journaled and published (its ``mac`` is the wire tag)."""
+        msg = self.sealed.message
+        assert isinstance(msg, cue_pb2.EngagementCue)
+        return msg
 
 
 @dataclass(frozen=True, slots=True)
 class SendCancel:
+    """Put this sealed cancel on the launcher link as it is (after the audit flush)."""
+
     launcher_id: str
-    cancel: cue_pb2.CueCancel
+    sealed: Sealed
+
+    @property
+    def cancel(self) -> cue_pb2.CueCancel:
+        msg = self.sealed.message
+        assert isinstance(msg, cue_pb2.CueCancel)
+        return msg
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,7 +68,10 @@ class LauncherCueConfig(_Model):
     """One launcher the cue path may cue. ``id`` is the launcher device id."""
 
     id: str = Field(pattern=_ID)
-    key_id: str = Field(min_length=1)  # a [launcher.<key_id>] entry of the keys file
+    #: Unused since one MAC per cue (docs/cue-path.md §3): cues are signed once, on the
+    #: wire, with the launcher device's ``cue_keys``. Accepted (with a warning at start)
+    #: so that older configs still load.
+    key_id: str | None = Field(default=None, min_length=1)
     coverage: CoverageConfig
     #: No heartbeat for this long inhibits cues to the launcher (issue 5 §4).
     heartbeat_timeout_s: float = Field(default=1.0, gt=0, le=60)

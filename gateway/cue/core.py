@@ -10,35 +10,40 @@ act second; docs/cue-path.md §5).
 The one place a cue is emitted is :meth:`CueCore._send`; it re-checks that
 authority and inhibits allow the send *at that moment*, whatever the caller
 believed, and refuses (audited) otherwise.
+
+One MAC per cue (docs/cue-path.md §3): the core does not sign cues or
+cancels itself. It asks the launcher's link to seal them (``sealers``: the
+codec's signer over the ICD's wire bytes, pure) and journals *that* tag, so
+the audit record of a decision names the MAC the launcher verifies.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from gateway.cue import rules
 from gateway.cue.audit import AuditLog
 from gateway.cue.authority import AuthorityStatus, CommandVerifier, authority_name
 from gateway.cue.book import LIVE, OPEN, Cue, Effect, Now, Publish, SendCancel, SendCue, status_name
 from gateway.cue.commands import CommandsMixin
 from gateway.cue.config import CueConfig
-from gateway.cue.inhibits import LOSS_KINDS, LauncherState, launcher_inhibits, sensors_lost
+from gateway.cue.evaluate import EvaluateMixin
+from gateway.cue.inhibits import LauncherState
 from gateway.cue.keys import KeyRing
 from gateway.cue.recovery import Orphan, RecoveryScan
-from gateway.cue.signing import sign
-from hilgw.errors import ConfigError
+from gateway.cue.seal import Sealed, Sealer
+from hilgw.errors import HilgwError
 from hilgw.v1 import cue_pb2, track_pb2
 
 __all__ = ["CueCore"]
 
 S = cue_pb2
-HOLD, APPROVAL, AUTO = S.AUTHORITY_HOLD, S.AUTHORITY_CUE_ON_APPROVAL, S.AUTHORITY_AUTO_CUE
+HOLD, AUTO = S.AUTHORITY_HOLD, S.AUTHORITY_AUTO_CUE
 _RECENT_ENDED = 64
 
 
-class CueCore(CommandsMixin):
+class CueCore(CommandsMixin, EvaluateMixin):
     """All cue-path state and decisions. Construct it at start: it is in HOLD."""
 
     def __init__(
@@ -50,6 +55,7 @@ class CueCore(CommandsMixin):
         now: Now,
         history: Iterable[dict[str, Any]] = (),
         *,
+        sealers: Mapping[str, Sealer],
         time_sync_required: bool | None = None,
     ) -> None:
         self.config = config
@@ -61,14 +67,10 @@ class CueCore(CommandsMixin):
             int(config.command_max_age_s * 1e9),
             int(config.command_max_future_s * 1e9),
         )
-        self.launchers: dict[str, LauncherState] = {}
-        for lc in config.launchers:
-            key = keys.launcher.get(lc.key_id)
-            if key is None:
-                raise ConfigError(
-                    f"cue.launchers[{lc.id}].key_id", f"no [launcher.{lc.key_id}] in the keys file"
-                )
-            self.launchers[lc.id] = LauncherState(lc, key.secret)
+        self.launchers = {lc.id: LauncherState(lc) for lc in config.launchers}
+        #: launcher id -> its link's signer (the links themselves; read at each send,
+        #: so a link added later counts). A launcher without one is never cued.
+        self.sealers = sealers
         self.authority = AuthorityStatus(since_ns=now.wall_ns)
         self.audit_ok = True
         #: Set by the shell the instant a HOLD arrives (local switch, or a verified HOLD
@@ -194,10 +196,17 @@ class CueCore(CommandsMixin):
         self._evaluate(now)
         return self._take()
 
-    def on_heartbeat(self, launcher_id: str, now: Now, ok: bool = True, detail: str = "") -> list[Effect]:
+    def on_heartbeat(
+        self, launcher_id: str, now: Now, ok: bool = True, detail: str = "", rx_mono_ns: int = 0
+    ) -> list[Effect]:
+        """An authenticated heartbeat. ``rx_mono_ns``: when the link heard it (0:
+        unknown); the heartbeat timeout runs from the earlier of that and ``now``, so
+        time spent queued before this call never extends a launcher's life (§5)."""
         lau = self.launchers.get(launcher_id)
         if lau is not None and lau.link_up:  # while the link is down, heartbeats count for nothing
-            lau.last_heartbeat_mono = now.mono_ns
+            heard = min(now.mono_ns, rx_mono_ns) if rx_mono_ns > 0 else now.mono_ns
+            prev = lau.last_heartbeat_mono
+            lau.last_heartbeat_mono = heard if prev is None else max(prev, heard)
             lau.unverified_heartbeats = 0
             lau.fault = "" if ok else (detail or "fault")
         self._evaluate(now)
@@ -318,135 +327,6 @@ class CueCore(CommandsMixin):
         self.authority = AuthorityStatus(value, now.wall_ns, by, reason, sequence)  # type: ignore[arg-type]
         self._dirty = True
 
-    # --- evaluation -----------------------------------------------------------------------
-
-    def _update_inhibits(self, now: Now) -> None:
-        drop_on = set(self.config.inhibit.drop_to_hold_on)
-        for lid, lau in self.launchers.items():
-            new = launcher_inhibits(lau, now.mono_ns, self.time_sync_ok)
-            if new == lau.inhibits:
-                continue
-            added, removed = new - lau.inhibits, lau.inhibits - new
-            lau.inhibits = new
-            self._dirty = True
-            self._log(now, "inhibit", launcher=lid, on=sorted(added), off=sorted(removed), active=sorted(new))
-            # Time sync drops to HOLD in on_time_sync (it is not per launcher).
-            lost = added & LOSS_KINDS
-            if lost and "launcher_heartbeat" in drop_on and self.authority.value != HOLD:
-                self._set_authority(HOLD, "inhibit", f"{lid}: {', '.join(sorted(added))}", 0, now)
-
-    def _launcher_block(self, lid: str) -> str | None:
-        lau = self.launchers[lid]
-        return f"inhibit:{','.join(sorted(lau.inhibits))}" if lau.inhibits else None
-
-    def _allowed(self, cue: Cue) -> bool:
-        """May this cue be on a launcher now, as far as authority goes?"""
-        a = self.authority.value
-        ok = self.audit_ok and not self.latched
-        return ok and (a == AUTO or (a == APPROVAL and bool(cue.approved_by)))
-
-    def _evaluate(self, now: Now) -> None:
-        self.last_now_ns = now.wall_ns
-        self._update_inhibits(now)
-        cfg = self.config
-        pic = self.picture
-        fresh = (
-            pic is not None
-            and self.picture_mono is not None
-            and (now.mono_ns - self.picture_mono <= cfg.rules.max_picture_age_s * 1e9)
-        )
-        why_not: dict[str, dict[int, str | None]] = {}
-        tracks: dict[int, track_pb2.SystemTrack] = {}
-        if fresh and pic is not None:
-            why_not = rules.evaluate(cfg.rules, cfg.launchers, pic)
-            tracks = {t.track_id: t for t in pic.tracks}
-        # Per-track inhibit: every contributing sensor lost.
-        timeout = cfg.inhibit.sensor_timeout_s
-        lost = (
-            {t for t, trk in tracks.items() if sensors_lost(trk, self.sensor_down, pic.time_ns, timeout)}
-            if pic
-            else set()
-        )
-        for tid in lost - set(self.track_inhibit):
-            self.track_inhibit[tid] = "sensors_lost"
-            cand = any(why_not.get(lid, {}).get(tid, "x") is None for lid in self.launchers)
-            self._log(now, "inhibit", track=tid, on=["sensors_lost"], off=[])
-            if cand and "sensors" in cfg.inhibit.drop_to_hold_on and self.authority.value != HOLD:
-                self._set_authority(HOLD, "inhibit", f"track {tid}: sensors lost", 0, now)
-        for tid in set(self.track_inhibit) - lost:
-            del self.track_inhibit[tid]
-            if tid in tracks:
-                self._log(now, "inhibit", track=tid, on=[], off=["sensors_lost"])
-
-        def blocker(tid: int, lid: str) -> str | None:
-            """Why this pair may not have a cue now (rules, then inhibits)."""
-            if not fresh:
-                return "picture_stale"
-            reason = why_not.get(lid, {}).get(tid, "track_dropped")
-            if reason is not None:
-                return reason
-            return self._launcher_block(lid) or (
-                f"inhibit:{self.track_inhibit[tid]}" if tid in self.track_inhibit else None
-            )
-
-        # 1. Open cues: end those no longer allowed or timed out; resend on ack timeout.
-        for cue in list(self.cues.values()):
-            why = blocker(cue.track_id, cue.launcher_id)
-            if why is not None:
-                self._end(cue, S.CUE_STATUS_CANCELLED, why, now)
-            elif cue.status == S.CUE_STATUS_PENDING_APPROVAL:
-                if self.authority.value == HOLD:
-                    self._end(cue, S.CUE_STATUS_CANCELLED, "authority_hold", now)
-                elif now.mono_ns >= cue.approval_deadline_mono and not cue.approved_by:
-                    self._end(cue, S.CUE_STATUS_EXPIRED, "approval_timeout", now)
-                elif self.authority.value == AUTO or cue.approved_by:
-                    cue.auto = not cue.approved_by
-                    self._send(cue, now)
-            elif not self._allowed(cue):
-                why = "authority_hold" if self.authority.value == HOLD else "authority_lowered"
-                self._end(cue, S.CUE_STATUS_CANCELLED, why, now)
-            elif now.mono_ns >= cue.expires_mono:
-                self._end(cue, S.CUE_STATUS_EXPIRED, "validity_over", now, notify=False)
-            elif cue.status == S.CUE_STATUS_SENT and now.mono_ns >= cue.ack_deadline_mono:
-                self._log(
-                    now, "ack_timeout", cue_id=cue.cue_id, launcher=cue.launcher_id, attempts=cue.attempts
-                )
-                if cue.attempts > cfg.max_retries:
-                    self._end(cue, S.CUE_STATUS_FAILED, f"no ack after {cue.attempts} sends", now)
-                    self.cooldown[cue.pair] = now.mono_ns + int(cfg.retry_cooldown_s * 1e9)
-                else:
-                    self._send(cue, now)
-
-        # 2. Candidate pairs without an open cue: withhold (and say why) or open one.
-        seen: set[tuple[int, str]] = set()
-        for lid, per_track in why_not.items():
-            for tid, reason in per_track.items():
-                if reason is not None:
-                    continue
-                pair = (tid, lid)
-                seen.add(pair)
-                if pair in self.by_pair:
-                    continue
-                if self.pair_logged.get(pair) is None:
-                    self._log(now, "candidate", track=tid, launcher=lid)
-                    self.pair_logged[pair] = "candidate"
-                why = blocker(tid, lid)
-                if why is None and self.authority.value == HOLD:
-                    why = "authority_hold"
-                if why is None and self.cooldown.get(pair, 0) > now.mono_ns:
-                    why = "cooldown"
-                if why is not None:
-                    if self.pair_logged.get(pair) != why:
-                        self._log(now, "withheld", track=tid, launcher=lid, why=why)
-                        self.pair_logged[pair] = why
-                    continue
-                self._open(tracks[tid], lid, now)
-        for pair in set(self.pair_logged) - seen:
-            del self.pair_logged[pair]
-        for pair, until in list(self.cooldown.items()):
-            if until <= now.mono_ns:
-                del self.cooldown[pair]
-
     # --- cue life ---------------------------------------------------------------------------
 
     def _open(self, track: track_pb2.SystemTrack, lid: str, now: Now) -> None:
@@ -477,25 +357,27 @@ class CueCore(CommandsMixin):
         """The single exit of every cue. Re-checks authority and inhibits here."""
         lau = self.launchers[cue.launcher_id]
         msg = cue.message
-        allowed = (
-            self.audit_ok
-            and not self.latched
-            and (self.authority.value == AUTO or (self.authority.value == APPROVAL and bool(cue.approved_by)))
-        )
+        allowed = self._allowed(cue)  # authority (and approval), the audit, the HOLD latch
         if not allowed or lau.inhibits or msg is None or cue.track_id in self.track_inhibit:
             why = "authority" if not allowed else "inhibit"
             self._log(now, "send_refused", cue_id=cue.cue_id, launcher=cue.launcher_id, why=why)
             self._end(cue, S.CUE_STATUS_CANCELLED, f"send refused: {why}", now)
             return
         resend = cue.attempts > 0
+        validity = int(self.config.cue_validity_s * 1e9)
         if not resend:
-            validity = int(self.config.cue_validity_s * 1e9)
             msg.valid_from_ns = now.wall_ns
             msg.valid_until_ns = now.wall_ns + validity
+        msg.sequence, msg.attempt = lau.sequence + 1, cue.attempts
+        sealed = self._seal(cue.launcher_id, msg, now, cue_id=cue.cue_id)
+        if sealed is None:
+            self._end(cue, S.CUE_STATUS_CANCELLED, "send refused: seal", now)
+            return
+        lau.sequence += 1  # consumed only now: a cue that could not be sealed used none
+        if not resend:
             cue.expires_mono = now.mono_ns + validity  # local expiry on the monotonic clock
-        lau.sequence += 1
-        msg.sequence, msg.attempt = lau.sequence, cue.attempts
-        sign(msg, lau.config.key_id, lau.secret)
+        assert isinstance(sealed.message, cue_pb2.EngagementCue)
+        msg.CopyFrom(sealed.message)  # key_id and mac: the wire's (one MAC per cue)
         cue.attempts += 1
         cue.sequences.append(lau.sequence)
         cue.status, cue.updated_ns = S.CUE_STATUS_SENT, now.wall_ns
@@ -509,18 +391,35 @@ class CueCore(CommandsMixin):
             track=cue.track_id,
             sequence=msg.sequence,
             attempt=msg.attempt,
-            key_id=msg.key_id,
+            key_id=sealed.key_id,
             valid_from_ns=msg.valid_from_ns,
             valid_until_ns=msg.valid_until_ns,
             authority=authority_name(self.authority.value),
             approved_by=cue.approved_by,
-            mac=msg.mac.hex(),
+            mac=sealed.tag.hex(),
         )
-        out = cue_pb2.EngagementCue()
-        out.CopyFrom(msg)
-        self._effects.append(SendCue(cue.launcher_id, out))
-        self._effects.append(Publish("cue", out))
+        self._effects.append(SendCue(cue.launcher_id, sealed))
+        self._effects.append(Publish("cue", sealed.message))
         self._dirty = True
+
+    def _seal(
+        self, lid: str, msg: cue_pb2.EngagementCue | cue_pb2.CueCancel, now: Now, **about: Any
+    ) -> Sealed | None:
+        """The launcher link's seal of ``msg``, or None (audited ``send_refused``,
+        ``why = "seal"``) when the link cannot carry it: no link, no key, a value
+        outside the ICD's range. Nothing that cannot be sealed leaves."""
+        sealer = self.sealers.get(lid)
+        try:
+            if sealer is None:
+                raise HilgwError(f"no launcher link for {lid}")
+            if isinstance(msg, cue_pb2.EngagementCue):
+                return sealer.seal_cue(msg)
+            return sealer.seal_cancel(msg)
+        except (HilgwError, ValueError) as exc:
+            kind = "cue" if isinstance(msg, cue_pb2.EngagementCue) else "cancel"
+            detail = f"{type(exc).__name__}: {exc}"[:300]
+            self._log(now, "send_refused", launcher=lid, message=kind, why="seal", detail=detail, **about)
+            return None
 
     def _end(self, cue: Cue, status: int, why: str, now: Now, *, notify: bool = True) -> None:
         """Close a cue; a live one gets a cancel unless ``notify`` is False."""
@@ -547,22 +446,33 @@ class CueCore(CommandsMixin):
     def _cancel(
         self, lid: str, cue_id: int, track_id: int, why: str, now: Now, kind: str = "cancel_sent"
     ) -> None:
-        """Journal and stage a signed cancel of one cue (a new launcher sequence)."""
+        """Journal and stage a sealed cancel of one cue (a new launcher sequence)."""
         lau = self.launchers[lid]
-        lau.sequence += 1
         cancel = cue_pb2.CueCancel(
             cue_id=cue_id,
             launcher_id=lid,
             system_track_id=track_id,
-            sequence=lau.sequence,
+            sequence=lau.sequence + 1,
             time_ns=now.wall_ns,
             reason=why,
             gateway_id=self.gateway_id,
         )
-        sign(cancel, lau.config.key_id, lau.secret)
+        sealed = self._seal(lid, cancel, now, cue_id=cue_id)
+        if sealed is None:
+            return
+        lau.sequence += 1
         self.cancel_sequences.append((lid, lau.sequence))
-        self._log(now, kind, cue_id=cue_id, launcher=lid, sequence=lau.sequence, why=why)
-        self._effects.append(SendCancel(lid, cancel))
+        self._log(
+            now,
+            kind,
+            cue_id=cue_id,
+            launcher=lid,
+            sequence=lau.sequence,
+            why=why,
+            key_id=sealed.key_id,
+            mac=sealed.tag.hex(),
+        )
+        self._effects.append(SendCancel(lid, sealed))
 
     def _cancel_orphans(self, now: Now, launcher_id: str | None = None) -> None:
         """Cancel the cues a previous run may have left live (gateway.cue.recovery);

@@ -1,11 +1,12 @@
 """Adapter: the launcher device driver (gateway/devices/launcher.py) as a LauncherLink.
 
-The core journals and signs an :class:`EngagementCue` (the message-model
-MAC, docs/cue-path.md §3); this adapter turns it into the ICD's cue
-(docs/icd/launcher.md §5.1) with the *same* sequence number, and the driver's
-codec signs the wire bytes with the device's cue key (ICD §7). Acks and
-status frames come back through the driver's listener and go to the cue path
-as :class:`~gateway.cue.link.Ack` / :class:`~gateway.cue.link.Heartbeat`.
+One MAC per cue (docs/cue-path.md §3): the core asks :meth:`DriverLink.seal_cue`
+for the ICD's cue (docs/icd/launcher.md §5.1) with the *same* sequence number,
+signed by the driver's codec signer with the device's cue key (ICD §7); it
+journals that tag, and :meth:`DriverLink.send` then puts exactly that sealed
+cue on the wire. Acks and status frames come back through the driver's
+listener and go to the cue path as :class:`~gateway.cue.link.Ack` /
+:class:`~gateway.cue.link.Heartbeat`.
 
 Sequence numbers belong to the cue path (journaled before use, ICD §7.3):
 the adapter carries the core's sequence to the wire unchanged, and the driver
@@ -16,39 +17,19 @@ for the audit; they never count as a heartbeat.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Callable
-
-import numpy as np
 
 from drivers.base import Rejected
 from drivers.launcher import Ack as WireAck
 from drivers.launcher import AckResult, Cue, CueCancel, LauncherState, LauncherStatus
 from gateway.cue.link import Ack, Heartbeat, LauncherEvent, ReplyRejected
+from gateway.cue.seal import CANCEL_REASONS, Sealed, cancel_code, pair_sealed, wire_cancel, wire_cue
 from gateway.devices.launcher import LauncherDriver, LauncherIn
 from hilgw.v1 import cue_pb2
 
-__all__ = ["CANCEL_REASONS", "DriverLink", "link_event"]
-
-#: CueCancel.reason codes on the wire (ICD §5.3 leaves them to the sender).
-CANCEL_REASONS = {
-    "track_dropped": 1,
-    "outside_volume": 2,
-    "picture_stale": 3,
-    "authority_hold": 4,
-    "authority_lowered": 5,
-    "not_confirmed": 6,
-    "low_quality": 7,
-    "track_stale": 8,
-    "category": 9,
-}
-_INHIBIT = 20  # any "inhibit:..." reason
-_OTHER = 255
-
-
-def cancel_code(reason: str) -> int:
-    if reason.startswith("inhibit:"):
-        return _INHIBIT
-    return CANCEL_REASONS.get(reason, _OTHER)
+__all__ = ["CANCEL_REASONS", "DriverLink", "cancel_code", "link_event"]
 
 
 class DriverLink:
@@ -67,39 +48,29 @@ class DriverLink:
     def wire_id(self) -> int:
         return self.driver.config.launcher_id or 0
 
-    async def send_cue(self, cue: cue_pb2.EngagementCue) -> None:
-        s = cue.state
-        cov = np.asarray(s.covariance, dtype=float) if len(s.covariance) == 36 else np.zeros(36)
-        wire = Cue.from_state(
-            state=[s.x, s.y, s.z, s.vx, s.vy, s.vz],
-            covariance=cov.reshape(6, 6),
-            launcher_id=self.wire_id,
-            key_id=0,  # the driver fills in the device's cue_key_id and signs
-            cue_id=int(cue.cue_id),
-            system_track_id=int(cue.system_track_id),
-            time_of_validity_ns=int(cue.time_of_validity_ns),
-            valid_from_ns=int(cue.valid_from_ns),
-            valid_until_ns=int(cue.valid_until_ns),
-            sequence=int(cue.sequence),
-        )
-        await self.driver.send_cue(wire)
+    def seal_cue(self, cue: cue_pb2.EngagementCue) -> Sealed:
+        """The ICD cue for ``cue``, signed by the driver (device's ``cue_key_id``)."""
+        return pair_sealed(cue, self.driver.seal(wire_cue(cue, self.wire_id)))
 
-    async def send_cancel(self, cancel: cue_pb2.CueCancel) -> None:
-        wire = CueCancel(
-            launcher_id=self.wire_id,
-            key_id=0,
-            cue_id=int(cancel.cue_id),
-            issue_time_ns=int(cancel.time_ns),
-            reason=cancel_code(cancel.reason),
-            sequence=int(cancel.sequence),
-        )
-        await self.driver.send_cancel(wire)
+    def seal_cancel(self, cancel: cue_pb2.CueCancel) -> Sealed:
+        return pair_sealed(cancel, self.driver.seal(wire_cancel(cancel, self.wire_id)))
+
+    async def send(self, sealed: Sealed) -> None:
+        """Send the sealed cue or cancel byte for byte (the driver does not re-sign it)."""
+        if isinstance(sealed.wire, Cue):
+            await self.driver.send_cue(sealed.wire)
+        else:
+            assert isinstance(sealed.wire, CueCancel)
+            await self.driver.send_cancel(sealed.wire)
 
     def _on_rejected(self, _device_id: str, rejected: Rejected) -> None:
         self.sink(link_event(self.launcher_id, rejected))
 
     def _on_event(self, item: LauncherIn) -> None:
-        self.sink(link_event(self.launcher_id, item.event))
+        event = link_event(self.launcher_id, item.event)
+        if isinstance(event, Heartbeat):  # when it was heard, not when the cue path gets to it
+            event = dataclasses.replace(event, rx_mono_ns=time.monotonic_ns())
+        self.sink(event)
 
 
 def link_event(launcher_id: str, ev: WireAck | LauncherStatus | Rejected) -> LauncherEvent:

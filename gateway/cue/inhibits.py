@@ -22,7 +22,6 @@ class LauncherState:
     """What the cue path knows of one launcher."""
 
     config: LauncherCueConfig
-    secret: bytes = field(repr=False)
     sequence: int = 0  # last sequence used on the wire (cues and cancels)
     last_heartbeat_mono: int | None = None
     #: Heartbeats that failed verification since the last one that passed (ICD v2 §7.5).

@@ -1,4 +1,4 @@
-"""Keys for the cue path: operator command keys and per-launcher cue keys.
+"""Keys for the cue path: operator command keys and the gateway's signing key.
 
 The keys file is TOML, kept apart from the gateway config (which may be
 world-readable) and referenced from ``[cue] keys_file``::
@@ -7,8 +7,8 @@ world-readable) and referenced from ``[cue] keys_file``::
     secret = "9f3c...64 hex..."  # >= 16 bytes, 32 recommended (HMAC-SHA256, RFC 2104 §3)
     operator = "alice"           # optional: the only operator id this key may sign for
 
-    [launcher.lk-north-1]
-    secret = "..."
+    [launcher.lk-north-1]        # accepted and unused: a cue carries one MAC, its wire
+    secret = "..."               # tag under the launcher device's cue_keys (docs/cue-path.md §3)
 
     [gateway.gw-1]               # the gateway's own signing key (Ed25519, RFC 8032)
     secret = "..."               # on the gateway: the 32-byte private seed
@@ -57,7 +57,8 @@ class GatewayKey:
 
 @dataclass(frozen=True, slots=True)
 class KeyRing:
-    """Operator keys (sign commands), launcher keys (sign cues), gateway keys (sign outputs)."""
+    """Operator keys (sign commands), gateway keys (sign outputs); ``launcher``: parsed from
+    older keys files and unused (cues are signed on the wire, docs/cue-path.md §3)."""
 
     operator: dict[str, Key] = field(default_factory=dict)
     launcher: dict[str, Key] = field(default_factory=dict)

@@ -36,8 +36,8 @@ from gateway.cue.intake import Intake
 from gateway.cue.keys import KeyRing, load_keys
 from gateway.cue.link import Ack, Heartbeat, LauncherEvent, LauncherLink, LinkState, ReplyRejected
 from gateway.cue.local_hold import LocalHoldServer
+from gateway.cue.operator_link import CueTopics, OperatorLinkMixin
 from gateway.cue.outputs import OutputSigner
-from gateway.outputs.mqtt import Outgoing
 from gateway.outputs.session import MqttSession
 from hilgw.errors import HilgwError
 from hilgw.v1 import cue_pb2, health_pb2, track_pb2
@@ -58,32 +58,6 @@ def system_now() -> Now:
     return Now(time.time_ns(), time.monotonic_ns())
 
 
-class CueTopics:
-    """MQTT topics of the cue path (docs/cue-path.md §6)."""
-
-    def __init__(self, prefix: str, gateway_id: str) -> None:
-        self.base = f"{prefix}/{gateway_id}"
-        self.authority = f"{self.base}/authority"  # AuthorityState, retained
-        self.authority_command = f"{self.base}/authority/command"  # AuthorityCommand (in)
-        self.cue_command = f"{self.base}/cue/command"  # CueCommand (in)
-        self.cue_list = f"{self.base}/cue/list"  # CueList, retained
-        self.result = f"{self.base}/command/result"  # CommandResult
-
-    def cue(self, launcher_id: str) -> str:
-        return f"{self.base}/cues/{launcher_id}"  # EngagementCue as sent
-
-    def ack(self, launcher_id: str) -> str:
-        return f"{self.base}/acks/{launcher_id}"  # CueAck
-
-    def for_publish(self, p: Publish) -> str:
-        m = p.message
-        if isinstance(m, cue_pb2.EngagementCue):
-            return self.cue(m.launcher_id)
-        if isinstance(m, cue_pb2.CueAck):
-            return self.ack(m.launcher_id)
-        return {"authority": self.authority, "cues": self.cue_list, "result": self.result}[p.kind]
-
-
 _Item = tuple[str, object]
 #: Rejections answered on the result topic per second (more are counted, not answered):
 #: a flood must not crowd the authority state out of the MQTT queue.
@@ -96,7 +70,7 @@ _SIGNED_KINDS = ("authority", "cues", "result")
 _HOLD = cue_pb2.AUTHORITY_HOLD
 
 
-class CuePath:
+class CuePath(OperatorLinkMixin):
     """The cue-path task. :meth:`run` builds a fresh core: every (re)start is HOLD."""
 
     def __init__(
@@ -289,7 +263,14 @@ class CuePath:
         audit, history = AuditLog.open(
             self.config.audit_path, fsync=self.fsync, head_key=head_key, max_bytes=self.config.audit_max_bytes
         )
-        core = CueCore(self.config, keys, self.gateway_id, audit, self.clock(), history)
+        core = CueCore(self.config, keys, self.gateway_id, audit, self.clock(), history, sealers=self.links)
+        for lc in self.config.launchers:
+            if lc.key_id is not None:
+                log.warning(
+                    "cue path: cue.launchers[%s].key_id is no longer used: cues are signed once, on the "
+                    "wire, with the launcher device's cue_keys (docs/cue-path.md §3)",
+                    lc.id,
+                )
         log.info("cue path: HOLD at start; audit %s (%d records)", self.config.audit_path, audit.count)
         return core
 
@@ -466,7 +447,7 @@ class CuePath:
         if isinstance(item, Ack):
             return core.on_ack(item.ack, now)
         if isinstance(item, Heartbeat):
-            return core.on_heartbeat(item.launcher_id, now, item.ok, item.detail)
+            return core.on_heartbeat(item.launcher_id, now, item.ok, item.detail, item.rx_mono_ns)
         if isinstance(item, LinkState):
             return core.on_link(item.launcher_id, item.up, now)
         if isinstance(item, ReplyRejected):
@@ -516,96 +497,16 @@ class CuePath:
             log.exception("cue path: listener %r failed", listener)
 
     async def _send(self, eff: SendCue | SendCancel) -> None:
+        """Hand the sealed cue or cancel (the core journaled its tag) to its link."""
         link = self.links.get(eff.launcher_id)
-        if link is None:
+        if link is None:  # the core seals only through a link: cannot happen
             self.send_errors += 1
             log.error("cue path: no link for launcher %s", eff.launcher_id)
             return
         try:
-            coro = link.send_cue(eff.cue) if isinstance(eff, SendCue) else link.send_cancel(eff.cancel)
             async with asyncio.timeout(self.config.ack_timeout_s):  # not wait_for: see _loop
-                await coro
+                await link.send(eff.sealed)
         except (HilgwError, TimeoutError, OSError) as exc:
             # No ack will come: the core's ack timeout resends (bounded) or fails the cue.
             self.send_errors += 1
             log.warning("cue path: send to %s failed: %s", eff.launcher_id, exc)
-
-    # --- time sync --------------------------------------------------------------------------
-
-    async def _time_sync_loop(self) -> None:
-        ts = self.config.inhibit.time_sync
-        while True:
-            ok, detail = await self._check_time_sync()
-            self._put(("timesync", (ok, detail)))
-            await asyncio.sleep(ts.interval_s)
-
-    async def _check_time_sync(self) -> tuple[bool, str]:
-        ts = self.config.inhibit.time_sync
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *ts.command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-            )
-        except OSError as exc:
-            return False, f"cannot run {ts.command[0]}: {exc.strerror}"
-        try:
-            async with asyncio.timeout(ts.timeout_s):  # not wait_for: see _loop
-                rc = await proc.wait()
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            return False, f"time sync check timed out after {ts.timeout_s} s"
-        return rc == 0, "synchronised" if rc == 0 else f"time sync check exit status {rc}"
-
-    # --- MQTT: the operator link (docs/cue-path.md §11) ------------------------------------
-
-    def _attach(self, session: MqttSession) -> list[Callable[[], None]]:
-        """Subscribe the command topics and follow the link; returns the undo calls."""
-        subs = [
-            session.subscribe(self.topics.authority_command, lambda _t, p: self.command("authority", p)),
-            session.subscribe(self.topics.cue_command, lambda _t, p: self.command("cue", p)),
-        ]
-        if session.connected:
-            self._on_link(True)
-        else:
-            self._link_down_since = self.clock().mono_ns  # counted from our start
-        remove = session.on_link(self._on_link)
-        return [remove, *(sub.close for sub in subs)]
-
-    def _on_link(self, up: bool) -> None:
-        """Called by the session on every connect and loss (in its task: never blocks)."""
-        session = self.session
-        where = str(session.address) if session is not None and session.address else "broker"
-        if up:
-            self.mqtt_connected.set()
-            self._link_down_since = None
-            self._link_lost_acted = False
-            if self.core is not None:  # the retained state is current after a reconnect
-                self._enqueue_mqtt(
-                    self._signed(Publish("authority", self.core.authority_state(), retain=True))
-                )
-                self._enqueue_mqtt(self._signed(Publish("cues", self.core.cue_list(), retain=True)))
-        else:
-            self.mqtt_connected.clear()
-            self._link_down_since = self.clock().mono_ns
-        self._put(("operator_link", (up, f"{'connected to' if up else 'lost'} {where}")))
-
-    def _link_policy(self, core: CueCore, now: Now) -> list[Effect]:
-        """Authority outlives a lost operator link by ``operator_link_timeout_s``, then HOLD."""
-        since = self._link_down_since
-        if since is None or self._link_lost_acted:
-            return []
-        down_s = (now.mono_ns - since) * 1e-9
-        if down_s < self.config.operator_link_timeout_s:
-            return []
-        self._link_lost_acted = True  # once per loss; a reconnect re-arms it
-        log.warning("cue path: no operator link for %.1f s: HOLD (operator_link_lost)", down_s)
-        return core.operator_link_lost(down_s, now)
-
-    def _enqueue_mqtt(self, p: Publish) -> None:
-        if self.session is None:
-            return
-        payload = p.message.SerializeToString()
-        # All cue-path kinds are critical: never dropped (gateway/outputs/session.py).
-        self.session.enqueue(
-            Outgoing(self.topics.for_publish(p), payload, qos=1, retain=p.retain, kind=p.kind)
-        )

@@ -1,4 +1,9 @@
-"""Canonical bytes and HMAC-SHA256 for every signed cue-path message.
+"""Canonical bytes and HMAC-SHA256 for the operator's signed commands
+(``AuthorityCommand``, ``CueCommand``); the same canonical bytes carry the
+gateway's Ed25519 output signatures (:mod:`gateway.cue.outputs`).
+
+Cues and cancels are *not* signed here: a cue carries one MAC, its
+launcher-wire tag (:mod:`gateway.cue.seal`, docs/cue-path.md §3).
 
 The MAC is never computed over the protobuf encoding: protobuf does not
 promise a stable byte layout (field order, unknown fields, map order). The

@@ -48,7 +48,13 @@ from gateway.devices.asterix_sources import Source, SourceTable
 from gateway.devices.base import DeviceDriver, DriverContext, DriverServices, RawFrame, ReportsIn
 from gateway.devices.ownship import OwnShipRegistry, OwnShipStore
 from gateway.fusion.api import KIND_SENSOR_TRACK, ReportArrays, SensorGeometry
-from gateway.normalise_ship import PlotSigmas, TrackDefaults, plots_to_ecef, system_tracks_to_ecef
+from gateway.normalise_ship import (
+    PlotSigmas,
+    TrackDefaults,
+    plots_to_ecef,
+    polar_height_floor,
+    system_tracks_to_ecef,
+)
 from gateway.transports import DatagramTransport, create_transport
 from hilgw.errors import TransportError
 from hilgw.geo import local_geometry
@@ -73,11 +79,14 @@ def plot_sigmas(c: AsterixConfig) -> PlotSigmas:
         range_m=c.sigma_range_m,
         azimuth_rad=c.sigma_azimuth_mrad * 1e-3,
         height_m=c.sigma_height_m,
-        elevation_no_height_rad=c.sigma_elevation_no_height_deg * DEG,
         ground_speed_mps=c.sigma_ground_speed_mps,
         track_heading_rad=c.sigma_track_heading_deg * DEG,
         vertical_speed_mps=c.sigma_vertical_speed_mps,
         unknown_speed_mps=c.unknown_speed_sigma_mps,
+        unknown_height_max_m=c.unknown_height_max_m,
+        air_ceiling_m=c.air_ceiling_m,
+        air_speed_max_mps=c.air_speed_max_mps,
+        high_vertical_speed_mps=c.high_vertical_speed_sigma_mps,
     )
 
 
@@ -91,6 +100,10 @@ def track_defaults(c: AsterixConfig) -> TrackDefaults:
         altitude_sigma_m=c.default_altitude_sigma_m,
         flight_level_sigma_m=c.sigma_flight_level_m,
         unknown_speed_mps=c.unknown_speed_sigma_mps,
+        unknown_height_max_m=c.unknown_height_max_m,
+        air_ceiling_m=c.air_ceiling_m,
+        air_speed_max_mps=c.air_speed_max_mps,
+        high_vertical_speed_mps=c.high_vertical_speed_sigma_mps,
     )
 
 
@@ -194,6 +207,14 @@ class AsterixDriver(DeviceDriver):
             return rows[fresh]
         return rows
 
+    def _count_unknown_height(self, src: Source | None, n: int) -> None:
+        """Count ``n`` reports published with an unknown height (absent, out of
+        range or saturated height item; gateway/normalise_ship.py)."""
+        if n:
+            self.ctx.stats.degrade("height_unknown", n)
+            if src is not None:
+                src.stats.degraded["height_unknown"] += n
+
     def _drop(self, src: Source | None, reason: str, n: int) -> None:
         """Count ``n`` dropped records on the device and on their source."""
         self.ctx.stats.drop(reason, n)
@@ -226,7 +247,7 @@ class AsterixDriver(DeviceDriver):
         key = (cat, sac, sic)
         idx = self.sensors.get(key)
         if idx is None:
-            # The name is what markings are looked up by (gateway/partners/wiring.py).
+            # The name is what markings are looked up by (gateway/wiring/partners.py).
             name = f"{self.config.id}/cat{cat:03d}/{sac}.{sic}"
             origin = np.zeros(3)
             if store is not None and store.has_position:
@@ -272,6 +293,7 @@ class AsterixDriver(DeviceDriver):
             azref = self.acfg.azimuth_reference if src is None else src.azimuth_reference
             x, P, polar, psig, _, _ = plots_to_ecef(grp, ship, azref, sigmas)
             n = grp.shape[0]
+            self._count_unknown_height(src, int(np.count_nonzero(~np.isnan(polar_height_floor(grp)))))
             reports = ReportArrays(
                 sensor=np.full(n, self._sensor(48, sac, sic, t_rx, store), np.int32),
                 sensor_track_id=grp["track_number"].astype(np.uint32),
@@ -311,7 +333,8 @@ class AsterixDriver(DeviceDriver):
                 ship = store.states_at(t)
                 o_lat, o_lon, o_h, o_cov = ship.lat, ship.lon, ship.h, ship.pos_cov
                 o_lat = np.where(ship.valid, o_lat, np.nan)  # stale navigation: no origin
-            x, P, ok = system_tracks_to_ecef(grp, self.defaults, o_lat, o_lon, o_h, o_cov)
+            x, P, ok, unknown_h = system_tracks_to_ecef(grp, self.defaults, o_lat, o_lon, o_h, o_cov)
+            self._count_unknown_height(src, int(np.count_nonzero(unknown_h & ok)))
             if not ok.all():
                 self._drop(src, "no_position", int(np.count_nonzero(~ok)))
                 keep = np.flatnonzero(ok)

@@ -9,7 +9,10 @@ the cue rules live in the cue path, which calls ``send_cue``.
 Sequence numbers belong to the caller (the cue path journals them before
 use, ICD §7.3): the driver sends the sequence it is given and refuses one
 that is missing or not above the last it sent. Signing belongs to the codec
-(:meth:`~drivers.launcher.LauncherCanCodec.seal`), which also verifies every
+(:func:`drivers.launcher.codec_can.seal`): :meth:`LauncherDriver.seal` signs
+without sending, so the cue path can journal the tag before the cue leaves
+(one MAC per cue, docs/cue-path.md §3), and a sealed cue is then sent byte
+for byte as sealed. The codec also verifies every
 ack and heartbeat (ICD v2 §7.5); what fails is dropped and counted by reason
 (``auth_*``) and handed to :meth:`LauncherDriver.add_rejection_listener`
 listeners, so the cue path can audit it. A heartbeat that does not verify
@@ -39,6 +42,7 @@ from drivers.launcher import (
     LauncherState,
     LauncherStatus,
 )
+from drivers.launcher.codec_can import seal as codec_seal
 from gateway.bus import Topic
 from gateway.config import DeviceConfig
 from gateway.devices.base import DeviceDriver, DriverContext, RawFrame
@@ -128,8 +132,19 @@ class LauncherDriver(DeviceDriver):
             return dataclasses.replace(event, key_id=self.config.cue_key_id)
         return event
 
+    def seal(self, event: Cue | CueCancel) -> Cue | CueCancel:
+        """``event`` as this link sends it: checked (launcher id), the device's
+        ``cue_key_id`` filled in, signed by the codec's signer over the ICD's
+        canonical bytes (§7.1; the same tag on CAN FD and serial). Pure: no I/O,
+        works while the link is down. Raises :class:`LocalProtocolError` for a
+        cue this link cannot carry."""
+        out = codec_seal(Role.GATEWAY, self._prepare(event), self._keys, None, 2)
+        assert isinstance(out, Cue | CueCancel)
+        return out
+
     async def send_cue(self, cue: Cue) -> Cue:
-        """Sign (the codec) and send a cue; returns it as sent (key id and MAC filled in).
+        """Send a cue, signed first unless it is already sealed (:meth:`seal`);
+        returns it as sent (key id and MAC filled in).
 
         Raises :class:`TransportError` when the link is down (the caller keeps
         the cue withheld) and :class:`LocalProtocolError` for a cue this link
@@ -140,7 +155,7 @@ class LauncherDriver(DeviceDriver):
         return sent
 
     async def send_cancel(self, cancel: CueCancel) -> CueCancel:
-        """Sign and send a cue cancel; returns it as sent."""
+        """Send a cue cancel (signed first unless already sealed); returns it as sent."""
         sent = await self._send(cancel)
         assert isinstance(sent, CueCancel)
         return sent
@@ -151,18 +166,16 @@ class LauncherDriver(DeviceDriver):
             if transport is None:
                 raise TransportError(f"{self.config.id}: launcher link is down")
             stats = self.ctx.stats
+            # A sealed event goes as it is: its tag is the one the cue path journaled.
+            prepared = self._prepare(event) if event.mac else self.seal(event)
             if isinstance(transport, FrameTransport):
                 assert self._can is not None
-                prepared = self._can.seal(self._prepare(event))
-                assert isinstance(prepared, Cue | CueCancel)
                 frames = self._can.send(prepared)
                 await transport.send_many(frames)
                 stats.frames_out += len(frames)
                 stats.bytes_out += sum(len(f.data) for f in frames)
             elif isinstance(transport, StreamTransport):
                 assert self._serial is not None
-                prepared = self._serial.seal(self._prepare(event))
-                assert isinstance(prepared, Cue | CueCancel)
                 data = self._serial.send(prepared)
                 await transport.write(data)
                 stats.frames_out += 1
@@ -209,7 +222,14 @@ class LauncherDriver(DeviceDriver):
                         stats.bytes_in += sum(len(f.data) for f in frames)
                         self.ctx.raw.publish(RawFrame(self.config.id, "can", t_rx, pack_raw_frames(frames)))
                         self._sync_counters(transport)
-                        for event in self._can.receive_frames(frames, t_rx):
+                        # An answer's age (ICD §7.5, reply_max_age_s) is judged against
+                        # the time its frame was received, stamped per frame by the
+                        # transport's reader thread, not against t_rx, the time this
+                        # task got round to the batch: under load the loop can be late
+                        # by more than the limit and fresh heartbeats would be refused
+                        # as auth_stale. A frame without a stamp is judged at t_rx.
+                        stamped = [f if f.timestamp_ns else f._replace(timestamp_ns=t_rx) for f in frames]
+                        for event in self._can.receive_frames(stamped):
                             self._handle(event, t_rx)
                 elif isinstance(transport, StreamTransport):
                     self._serial = LauncherSerialCodec(

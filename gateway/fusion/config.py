@@ -22,6 +22,8 @@ MODEL_MANOEUVRE = "manoeuvre"
 KNOWN_MODELS = (MODEL_NCV, MODEL_BALLISTIC, MODEL_MANOEUVRE)
 ASSOC_JPDA = "jpda"
 ASSOC_GNN = "gnn"
+ASSOC_COST_COMBINED = "combined"
+ASSOC_COST_MIXTURE = "mixture"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,15 @@ class FusionConfig:
       the hard global-nearest-neighbour assignment still decides which
       plots count as hits and which start tracks. ``"gnn"`` updates from
       the assigned plot only. Sensor tracks always use GNN.
+      ``assoc_cost``: the GNN cost of a (track, plot) pair: ``"mixture"``
+      (default), -2 ln Σ_m μ_m N(ν_m; 0, S_m) over the models, or
+      ``"combined"``, -2 ln N(ν; 0, S) with the IMM's moment-matched state
+      (the former default; figures: benchmarks/fusion/RESULTS.md).
+      ``two_scan``: look one batch ahead before an assignment between
+      closely spaced tracks becomes final (:mod:`gateway.fusion.twoscan`):
+      two tracks that took plots of one batch and now share a plot in their
+      gates swap those plots when the swapped histories explain the two
+      batches better by more than ``two_scan_margin`` (in -2 ln likelihood).
       ``p_detect``: detection probability assumed by the association weights.
       ``clutter_density``: false plots per unit of measurement volume
       (m·rad², range × azimuth × elevation) assumed by the weights; a range
@@ -123,6 +134,9 @@ class FusionConfig:
     t2t_gate_prob: float = 0.9995
     t2t_persist_gate_prob: float = 0.999999
     association: str = ASSOC_GNN
+    assoc_cost: str = ASSOC_COST_MIXTURE
+    two_scan: bool = False
+    two_scan_margin: float = 2.0
     p_detect: float = 0.8
     clutter_density: float = 1e-5
     clutter_range_rate_span_mps: float = 2000.0
@@ -158,6 +172,8 @@ class FusionConfig:
             raise ConfigError("fusion.models", f"{self.models!r} has a duplicate")
         if len(self.imm_initial) != len(self.models) or abs(sum(self.imm_initial) - 1.0) > 1e-6:
             raise ConfigError("fusion.imm_initial", f"{self.imm_initial!r}: one per model, summing to 1")
+        if self.assoc_cost not in (ASSOC_COST_COMBINED, ASSOC_COST_MIXTURE):
+            raise ConfigError("fusion.assoc_cost", f"{self.assoc_cost!r}: must be 'combined' or 'mixture'")
         if self.association not in (ASSOC_JPDA, ASSOC_GNN):
             raise ConfigError("fusion.association", f"{self.association!r}: must be 'jpda' or 'gnn'")
         if not 0.0 < self.p_detect < 1.0:
@@ -187,7 +203,7 @@ class FusionConfig:
             raise ConfigError("fusion.imm_switch_rate_hz", f"{rates!r}: one rate, or one per model")
         if min(rates if isinstance(rates, tuple) else (rates,)) < 0.0:
             raise ConfigError("fusion.imm_switch_rate_hz", f"{rates!r}: must be >= 0")
-        for name in ("scan_window_s", "oos_lag_s", "bias_gain", "merge_radius_m"):
+        for name in ("scan_window_s", "oos_lag_s", "bias_gain", "merge_radius_m", "two_scan_margin"):
             if getattr(self, name) < 0.0:
                 raise ConfigError(f"fusion.{name}", f"{getattr(self, name)!r}: must be >= 0")
         if self.drop_misses < 1 or self.coast_misses < 1 or self.tentative_drop_misses < 1:

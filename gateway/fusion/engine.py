@@ -40,9 +40,15 @@ from gateway.fusion.api import (
     SensorGeometry,
     TrackArrays,
 )
-from gateway.fusion.config import ASSOC_JPDA, MODEL_BALLISTIC, MODEL_MANOEUVRE, FusionConfig
+from gateway.fusion.config import (
+    ASSOC_COST_MIXTURE,
+    ASSOC_JPDA,
+    MODEL_BALLISTIC,
+    MODEL_MANOEUVRE,
+    FusionConfig,
+)
 from gateway.fusion.gating import IDX, gnn_assign, pregate
-from gateway.fusion.jpda import jpda_weights, mixture_update, model_likelihoods
+from gateway.fusion.jpda import soft_update
 from gateway.fusion.kalman import covariance_intersection, ekf_update, innovation_cov, mahalanobis2
 from gateway.fusion.lifecycle import apply_misses, new_rows, rows_to_arrays, snapshot
 from gateway.fusion.measure import plot_dims, plot_residual, plot_to_state
@@ -60,6 +66,7 @@ from gateway.fusion.motion import (
 )
 from gateway.fusion.oos import oos_plot_batch
 from gateway.fusion.store import MAX_SENSORS, TrackStore
+from gateway.fusion.twoscan import mixture_cost, record_updates, swap_test
 from hilgw.errors import ConfigError
 
 _NS = 1e-9
@@ -94,7 +101,10 @@ class Engine:
             "held_for_later": 0,
             "tracks_merged": 0,
             "sensor_track_reseeds": 0,
+            "two_scan_swaps": 0,
         }
+        #: Serial of the current batch (1, 2, ...): gateway/fusion/twoscan.py.
+        self.batch_serial = 0
         self._pending = ReportArrays.empty()
         self._dropped: list[TrackArrays] = []
         p = self.cfg.gate_prob
@@ -236,6 +246,7 @@ class Engine:
         t0 = int(r.t_ns.min())
         t_end = int(r.t_ns.max())
         self._advance(t0)
+        self.batch_serial += 1
         n_old = st.n
         o, tl = self.origins[s], self.to_locals[s]
         if plots:
@@ -246,29 +257,16 @@ class Engine:
         ti, rj = self._pairs(r, rx[:, :3], rep_var)
         if not plots:
             ti, rj = self._with_pairings(r, s, ti, rj)
-        dtp = seconds(r.t_ns - t0)
-        shifted = bool(np.any(dtp != 0.0))
-        if shifted:
-            xm_p, Pm_p = self.predict_models(st.xm[ti], st.Pm[ti], dtp[rj])
-        else:
-            xm_p, Pm_p = st.xm[ti], st.Pm[ti]
-        xc, Pc = imm_combine(xm_p, Pm_p, st.mu[ti]) if st.n_models > 1 else (xm_p[:, 0], Pm_p[:, 0])
-
+        comb = np.empty(0)
         if plots:
-            nu, H, R = plot_residual(o, tl, xc, r.polar[rj], r.polar_sigma[rj], self.bias[s][None, :])
-            _, S = innovation_cov(Pc, H, R)
-            d2 = mahalanobis2(nu, S)
-            dims = plot_dims(r.polar[rj], r.polar_sigma[rj])
-            ok = d2 < np.where(dims > 3, self.gate[4], self.gate[3])
-            near = d2 < np.where(dims > 3, self.init_gate[4], self.init_gate[3])
-            # Negative log likelihood, not d² alone: with d² a young track's
-            # wide S wins plots from the settled track of the same target
-            # (BLK §8.4 "GNN with likelihood costs").
-            _, logdet = np.linalg.slogdet(S)
-            cost = d2 + logdet
+            xm_p, Pm_p, d2, ok, near, cost, comb = self._plot_pairs(r, s, ti, rj, t0)
+            if cfg.two_scan and swap_test(self, r, s, ti, rj, ok & np.isfinite(d2), comb, t0):
+                # Swapped tracks changed state: score the batch again.
+                xm_p, Pm_p, d2, ok, near, cost, comb = self._plot_pairs(r, s, ti, rj, t0)
             miss = float(cost.max(initial=0.0)) + self.gate[4] + 1.0
             same = np.zeros(ti.size, bool)
         else:
+            xm_p, Pm_p, xc, Pc = self._predict_pairs(r, ti, rj, t0)
             d2 = mahalanobis2(r.x[rj] - xc, Pc + r.P[rj])
             same = st.paired[ti, s] & (st.stid[ti, s] == r.sensor_track_id[rj])
             other = st.paired[ti, s] & ~same
@@ -310,12 +308,14 @@ class Engine:
         if soft:
             chosen = np.zeros(upd.size, bool)
             chosen[in_sel] = True
-            self._soft_update(r, t0, t_end, n_old, ut, ur, xm_a, Pm_a, loglik, chosen)
+            soft_update(self, r, t0, t_end, n_old, ut, ur, xm_a, Pm_a, loglik, chosen)
         else:
             # Updated rows sit at their report's time: bring them to t_end;
             # the others go from t0 to t_end.
             dt_rest = np.full(n_old, (t_end - t0) * _NS)
             dt_rest[at] = seconds(t_end - r.t_ns[ar])
+            if cfg.two_scan and sel.size:
+                record_updates(self, r, s, at, ar, xm_p[sel], Pm_p[sel], comb[sel] if plots else None)
             if sel.size:
                 st.xm[at], st.Pm[at], st.mu[at] = xm_a, Pm_a, mu_a
             if t_end != t0 and n_old:
@@ -370,6 +370,50 @@ class Engine:
                     confirmed=conf and not plots and cfg.sensor_track_confirms,
                 )
 
+    def _predict_pairs(self, r: ReportArrays, ti: IDX, rj: IDX, t0: int) -> tuple[F64, F64, F64, F64]:
+        """Per pair: each model's track state at the report's time, and their combination."""
+        st = self.store
+        dtp = seconds(r.t_ns - t0)
+        if np.any(dtp != 0.0):
+            xm_p, Pm_p = self.predict_models(st.xm[ti], st.Pm[ti], dtp[rj])
+        else:
+            xm_p, Pm_p = st.xm[ti], st.Pm[ti]
+        xc, Pc = imm_combine(xm_p, Pm_p, st.mu[ti]) if st.n_models > 1 else (xm_p[:, 0], Pm_p[:, 0])
+        return xm_p, Pm_p, xc, Pc
+
+    def _plot_pairs(
+        self, r: ReportArrays, s: int, ti: IDX, rj: IDX, t0: int
+    ) -> tuple[F64, F64, F64, np.ndarray, np.ndarray, F64, F64]:
+        """Score the (track, plot) pairs of a plot batch: per-model predictions,
+        d², gate and wide gate, the GNN cost and the combined-Gaussian cost."""
+        cfg = self.cfg
+        o, tl = self.origins[s], self.to_locals[s]
+        xm_p, Pm_p, xc, Pc = self._predict_pairs(r, ti, rj, t0)
+        nu, H, R = plot_residual(o, tl, xc, r.polar[rj], r.polar_sigma[rj], self.bias[s][None, :])
+        _, S = innovation_cov(Pc, H, R)
+        d2 = mahalanobis2(nu, S)
+        dims = plot_dims(r.polar[rj], r.polar_sigma[rj])
+        ok = d2 < np.where(dims > 3, self.gate[4], self.gate[3])
+        near = d2 < np.where(dims > 3, self.init_gate[4], self.init_gate[3])
+        # Negative log likelihood, not d² alone: with d² a young track's
+        # wide S wins plots from the settled track of the same target
+        # (BLK §8.4 "GNN with likelihood costs").
+        _, logdet = np.linalg.slogdet(S)
+        comb = d2 + logdet
+        cost = comb
+        if cfg.assoc_cost == ASSOC_COST_MIXTURE and self.store.n_models > 1:
+            # Only where the cost decides anything: pairs sharing a track or a
+            # plot with another gated pair (gnn_assign takes lone pairs as is).
+            g = np.flatnonzero(ok & np.isfinite(d2))
+            shared = (np.bincount(ti[g], minlength=self.store.n)[ti[g]] > 1) | (
+                np.bincount(rj[g], minlength=len(r))[rj[g]] > 1
+            )
+            k = g[shared]
+            cost = comb.copy()
+            if k.size:
+                cost[k] = mixture_cost(self, o, tl, s, r, ti[k], rj[k], xm_p[k], Pm_p[k], comb[k])
+        return xm_p, Pm_p, d2, ok, near, cost, comb
+
     def _with_pairings(self, r: ReportArrays, s: int, ti: IDX, rj: IDX) -> tuple[IDX, IDX]:
         """Add the (system track, report) pair of every persistent sensor-track
         pairing of sensor ``s`` the spatial pre-gate left out (the sensor
@@ -421,63 +465,6 @@ class Engine:
         st.x[rows], st.P[rows] = x, P
         self.counters["sensor_track_reseeds"] += int(rows.size)
         return np.concatenate([at, rows]), np.concatenate([ar, reps])
-
-    def _soft_update(
-        self,
-        r: ReportArrays,
-        t0: int,
-        t_end: int,
-        n_old: int,
-        ti: IDX,
-        rj: IDX,
-        xa: F64,
-        Pa: F64,
-        loglik: F64,
-        chosen: np.ndarray,
-    ) -> None:
-        """JPDA update of rows ``0 .. n_old-1`` from all gated plot pairs
-        (:mod:`gateway.fusion.jpda`): per-pair EKF updates ``xa``/``Pa`` at
-        each report's time, all brought to ``t_end`` and mixed per track.
-
-        Only confirmed (and coasting) tracks are updated softly. A tentative
-        track takes its GNN plot (``chosen``) alone and stays out of the
-        weights of the others: its wide gate would otherwise pull in every
-        neighbour's plot and smear it onto a settled neighbour."""
-        st = self.store
-        cfg = self.cfg
-        dims4 = plot_dims(r.polar[rj], r.polar_sigma[rj]) > 3
-        lam = cfg.clutter_density * np.where(dims4, cfg.clutter_range_rate_span_mps, 1.0)
-        # ln G_ijm = ln P_D + ln N_m(ν) - ln λ; the pair's G mixes the models
-        # with the track's predicted model probabilities. ekf_update's
-        # log-likelihood counts a 3-D plot's dummy fourth row as a unit
-        # Gaussian at 0: its -ln(2π)/2 is taken back here.
-        fix = np.where(dims4, 0.0, 0.5 * np.log(2.0 * np.pi)) - np.log(lam)
-        log_gm = np.log(cfg.p_detect) + loglik + fix[:, None]
-        mu = st.mu[:n_old]
-        lmu = np.log(np.maximum(mu[ti], 1e-300)) + log_gm
-        top = lmu.max(axis=1)
-        log_g = top + np.log(np.exp(lmu - top[:, None]).sum(axis=1))
-        b = 1.0 - cfg.p_detect
-        tent = st.status[ti] == STATUS_TENTATIVE
-        use = ~tent | chosen
-        ti, rj, xa, Pa, tent = ti[use], rj[use], xa[use], Pa[use], tent[use]
-        log_g, log_gm = log_g[use], log_gm[use]
-        sub = np.flatnonzero(~tent)
-        beta = np.ones(ti.size)
-        beta[sub], _ = jpda_weights(ti[sub], rj[sub], log_g[sub], n_old, len(r), b)
-        beta0 = np.clip(1.0 - np.bincount(ti, beta, n_old), 0.0, 1.0)
-        if st.n_models > 1:
-            ll = np.log(np.maximum(mu, 1e-300)) + model_likelihoods(ti, log_gm, n_old, b)
-            w = np.exp(ll - ll.max(axis=1, keepdims=True))
-            st.mu[:n_old] = w / w.sum(axis=1, keepdims=True)
-        dt_pair = seconds(t_end - r.t_ns[rj])
-        if np.any(dt_pair != 0.0):
-            xa, Pa = self.predict_models(xa, Pa, dt_pair)
-        x0, P0 = st.xm[:n_old], st.Pm[:n_old]
-        if t_end != t0 and n_old:
-            x0, P0 = self.predict_models(x0, P0, np.full(n_old, (t_end - t0) * _NS))
-        st.xm[:n_old], st.Pm[:n_old] = mixture_update(x0, P0, ti, xa, Pa, beta, beta0)
-        st.x[:n_old], st.P[:n_old] = imm_combine(st.xm[:n_old], st.Pm[:n_old], st.mu[:n_old])
 
     def _oos_batch(self, r: ReportArrays) -> None:
         """A batch older than the table: retrodicted plot updates, or sensor

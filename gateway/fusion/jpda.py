@@ -33,8 +33,11 @@ from __future__ import annotations
 import numpy as np
 from scipy.sparse import csr_matrix
 
-from gateway.fusion.api import F64
+from gateway.fusion.api import F64, STATUS_TENTATIVE, ReportArrays
 from gateway.fusion.gating import IDX
+from gateway.fusion.measure import plot_dims
+from gateway.fusion.motion import imm_combine, seconds
+from gateway.fusion.view import EngineView
 
 _LOG_MAX = 600.0  # exp(600) ≈ 4e260: sums of a few hundred stay finite
 
@@ -95,4 +98,62 @@ def mixture_update(x0: F64, P0: F64, ti: IDX, xa: F64, Pa: F64, beta: F64, beta0
     return x, P
 
 
-__all__ = ["jpda_weights", "mixture_update", "model_likelihoods"]
+__all__ = ["jpda_weights", "mixture_update", "model_likelihoods", "soft_update"]
+
+
+def soft_update(
+    engine: EngineView,
+    r: ReportArrays,
+    t0: int,
+    t_end: int,
+    n_old: int,
+    ti: IDX,
+    rj: IDX,
+    xa: F64,
+    Pa: F64,
+    loglik: F64,
+    chosen: np.ndarray,
+) -> None:
+    """JPDA update of rows ``0 .. n_old-1`` from all gated plot pairs
+    (:mod:`gateway.fusion.jpda`): per-pair EKF updates ``xa``/``Pa`` at
+    each report's time, all brought to ``t_end`` and mixed per track.
+
+    Only confirmed (and coasting) tracks are updated softly. A tentative
+    track takes its GNN plot (``chosen``) alone and stays out of the
+    weights of the others: its wide gate would otherwise pull in every
+    neighbour's plot and smear it onto a settled neighbour."""
+    st = engine.store
+    cfg = engine.cfg
+    dims4 = plot_dims(r.polar[rj], r.polar_sigma[rj]) > 3
+    lam = cfg.clutter_density * np.where(dims4, cfg.clutter_range_rate_span_mps, 1.0)
+    # ln G_ijm = ln P_D + ln N_m(ν) - ln λ; the pair's G mixes the models
+    # with the track's predicted model probabilities. ekf_update's
+    # log-likelihood counts a 3-D plot's dummy fourth row as a unit
+    # Gaussian at 0: its -ln(2π)/2 is taken back here.
+    fix = np.where(dims4, 0.0, 0.5 * np.log(2.0 * np.pi)) - np.log(lam)
+    log_gm = np.log(cfg.p_detect) + loglik + fix[:, None]
+    mu = st.mu[:n_old]
+    lmu = np.log(np.maximum(mu[ti], 1e-300)) + log_gm
+    top = lmu.max(axis=1)
+    log_g = top + np.log(np.exp(lmu - top[:, None]).sum(axis=1))
+    b = 1.0 - cfg.p_detect
+    tent = st.status[ti] == STATUS_TENTATIVE
+    use = ~tent | chosen
+    ti, rj, xa, Pa, tent = ti[use], rj[use], xa[use], Pa[use], tent[use]
+    log_g, log_gm = log_g[use], log_gm[use]
+    sub = np.flatnonzero(~tent)
+    beta = np.ones(ti.size)
+    beta[sub], _ = jpda_weights(ti[sub], rj[sub], log_g[sub], n_old, len(r), b)
+    beta0 = np.clip(1.0 - np.bincount(ti, beta, n_old), 0.0, 1.0)
+    if st.n_models > 1:
+        ll = np.log(np.maximum(mu, 1e-300)) + model_likelihoods(ti, log_gm, n_old, b)
+        w = np.exp(ll - ll.max(axis=1, keepdims=True))
+        st.mu[:n_old] = w / w.sum(axis=1, keepdims=True)
+    dt_pair = seconds(t_end - r.t_ns[rj])
+    if np.any(dt_pair != 0.0):
+        xa, Pa = engine.predict_models(xa, Pa, dt_pair)
+    x0, P0 = st.xm[:n_old], st.Pm[:n_old]
+    if t_end != t0 and n_old:
+        x0, P0 = engine.predict_models(x0, P0, np.full(n_old, (t_end - t0) * 1e-9))
+    st.xm[:n_old], st.Pm[:n_old] = mixture_update(x0, P0, ti, xa, Pa, beta, beta0)
+    st.x[:n_old], st.P[:n_old] = imm_combine(st.xm[:n_old], st.Pm[:n_old], st.mu[:n_old])

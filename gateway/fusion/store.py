@@ -34,6 +34,7 @@ class TrackStore:
     _FIELDS = (
         "xm", "Pm", "mu", "x", "P", "track_id", "status", "first_ns", "last_ns", "n_updates",
         "hist", "n_opp", "miss_track", "mask", "miss_run", "seen_ns", "paired", "stid",
+        "u_xm", "u_Pm", "u_mu", "u_polar", "u_sigma", "u_sensor", "u_t_ns", "u_batch", "u_cost",
     )  # fmt: skip
 
     def __init__(self, n_models: int, cap: int = 64) -> None:
@@ -58,6 +59,18 @@ class TrackStore:
         self.seen_ns: I64 = np.empty((0, MAX_SENSORS), np.int64)
         self.paired: B = np.empty((0, MAX_SENSORS), np.bool_)
         self.stid: U32 = np.empty((0, MAX_SENSORS), np.uint32)
+        # The last plot update (gateway/fusion/twoscan.py): the state before
+        # it (at the plot's time), the plot, its sensor, time and batch serial
+        # (0: none, or not to be revisited) and its cost.
+        self.u_xm: F64 = np.empty((0, n_models, 6))
+        self.u_Pm: F64 = np.empty((0, n_models, 6, 6))
+        self.u_mu: F64 = np.empty((0, n_models))
+        self.u_polar: F64 = np.empty((0, 4))
+        self.u_sigma: F64 = np.empty((0, 4))
+        self.u_sensor: I32 = np.empty(0, np.int32)
+        self.u_t_ns: I64 = np.empty(0, np.int64)
+        self.u_batch: I64 = np.empty(0, np.int64)
+        self.u_cost: F64 = np.empty(0)
         self._grow(cap)
 
     def _grow(self, need: int) -> None:

@@ -372,8 +372,9 @@ class EngagementCue(_message.Message):
     sequence: _builtins.int
     """per launcher, strictly increasing (a resend takes a new one)"""
     key_id: _builtins.str
+    """the wire KeyId of `mac` (decimal; docs/icd/launcher.md §7.2)"""
     mac: _builtins.bytes
-    """HMAC-SHA256 over the canonical encoding"""
+    """the cue's one MAC: its launcher-wire tag (ICD §7.1), as journaled"""
     attempt: _builtins.int
     """0 first send, 1.. resends of the same cue"""
     gateway_id: _builtins.str
@@ -424,7 +425,9 @@ class CueCancel(_message.Message):
     time_ns: _builtins.int
     reason: _builtins.str
     key_id: _builtins.str
+    """the wire KeyId of `mac` (decimal)"""
     mac: _builtins.bytes
+    """the cancel's one MAC: its launcher-wire tag (ICD §7.1)"""
     gateway_id: _builtins.str
     def __init__(
         self,

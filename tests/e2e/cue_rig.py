@@ -22,17 +22,14 @@ from gateway.health import DeviceStats
 from hilgw.v1 import track_pb2
 from tests.unit.cue_support import GW_SEED, OP_SECRET, make_batch, make_track
 
-#: The proto-level cue key of launcher key id "lk-1" in :func:`write_keys_file`.
-CUE_KEY = "a1" * 32
-
 
 def write_keys_file(directory: Path) -> Path:
-    """The cue path's keys file (mode 0600): operator op-alice (``OP_SECRET``), launcher key
-    lk-1 and the gateway's signing key gw-key (``GW_SEED``; the CLI verifies with it too)."""
+    """The cue path's keys file (mode 0600): operator op-alice (``OP_SECRET``) and the
+    gateway's signing key gw-key (``GW_SEED``; the CLI verifies with it too). Cues are
+    signed with the launcher device's ``cue_keys`` (docs/cue-path.md §3), not from here."""
     keys = directory / "keys.toml"
     keys.write_text(
         f'[operator.op-alice]\nsecret = "{OP_SECRET.hex()}"\noperator = "alice"\n'
-        f'[launcher.lk-1]\nsecret = "{CUE_KEY}"\n'
         f'[gateway.gw-key]\nsecret = "{GW_SEED.hex()}"\n'
     )
     os.chmod(keys, 0o600)

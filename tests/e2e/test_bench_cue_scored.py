@@ -60,7 +60,6 @@ async def test_bench_cues_are_acked_and_scored(
                 "launchers": [
                     {
                         "id": "lnch",
-                        "key_id": "lk-1",
                         "coverage": {"lat_deg": 45.0, "lon_deg": -30.0, "alt_m": 20.0, "max_range_m": 2e5},
                     }
                 ],

@@ -46,7 +46,7 @@ class Bench:
         self.audit = cfg.audit_path
         self.tracks: Topic[track_pb2.TrackBatch] = Topic("tracks")
         self.path = CuePath(cfg, GW, tracks=self.tracks, keys=KEYS, fsync=False, mqtt=mq, mqtt_port=port)
-        self.launcher = FakeLauncher("L1", {"lk-1": L1_SECRET}, time.time_ns)
+        self.launcher = FakeLauncher("L1", {1: L1_SECRET}, time.time_ns)
         self.path.add_link(MemoryLink(self.launcher, self.path.launcher_event))
         self.task = asyncio.create_task(self.path.run())
         self.feeder = asyncio.create_task(self._feed())

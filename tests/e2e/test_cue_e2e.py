@@ -108,7 +108,6 @@ approval_timeout_s = 20.0
 
 [[cue.launchers]]
 id = "L1"
-key_id = "lk-1"
 coverage = {{ lat_deg = 54.0, lon_deg = 10.0, alt_m = 0.0, max_range_m = 100000.0 }}
 """)
     return cfg
@@ -241,3 +240,13 @@ async def test_cue_path_end_to_end(mosquitto: Mosquitto, tmp_path: Path) -> None
     assert kinds.count("startup") == 2
     rc, out = await cli("audit", "verify", str(cfg.cue.audit_path))
     assert rc == 0
+    # One MAC per cue: the journal names, for every cue and cancel, the very tag the
+    # launcher received and verified on the wire (docs/cue-path.md §3).
+    journaled = {
+        (r["data"]["sequence"], r["data"]["mac"])
+        for r in read_records(cfg.cue.audit_path)
+        if r["kind"] in ("cue_sent", "cue_resent", "cancel_sent", "restart_cancel")
+    }
+    received = {(e["sequence"], e["mac"]) for e in emu.events if e.get("event") in ("cue", "cancel")}
+    assert received
+    assert received <= journaled

@@ -254,6 +254,20 @@ async def test_forged_replayed_stale_answers_from_the_emulator_are_dropped(
     assert faults.counts[f"replies_{kind.removeprefix('launcher_')}"] >= drops[reason]
 
 
+async def test_answer_age_is_judged_at_frame_receipt_not_when_the_loop_gets_to_it() -> None:
+    """A loaded gateway: its loop takes each batch of frames 1.5 s (> reply_max_age_s)
+    after the transport received them. The age check (ICD §7.5) is against the
+    frame's receive stamp, so fresh heartbeats still verify; judged at processing
+    time they would all be refused as auth_stale and the launcher would look lost."""
+    async with can_link(Behaviour()) as (driver, _):
+        driver.ctx.wall_ns = lambda: time.time_ns() + 1_500_000_000
+        heard: list[LauncherIn] = []
+        driver.add_listener(heard.append)
+        await asyncio.sleep(0.5)
+    assert [h for h in heard if isinstance(h.event, LauncherStatus)]
+    assert driver.ctx.stats.drops["auth_stale"] == 0
+
+
 async def test_a_v1_launcher_is_refused_unless_accepted(caplog: pytest.LogCaptureFixture) -> None:
     async with can_link(Behaviour(), icd_version=1) as (driver, _):
         heard: list[LauncherIn] = []
@@ -308,7 +322,15 @@ async def test_serial_link_with_the_emulator_in_another_process() -> None:
         assert ack.result is AckResult.ACK
         assert ack.cue_sequence == sent.sequence
         line = json.loads(await asyncio.wait_for(proc.stdout.readline(), WAIT_S))
-        assert line == {"event": "cue", "cue_id": 501, "sequence": sent.sequence, "reason": "NONE"}
+        # The emulator verified the very tag the driver sealed (one MAC per cue).
+        want = {
+            "event": "cue",
+            "cue_id": 501,
+            "sequence": sent.sequence,
+            "reason": "NONE",
+            "mac": sent.mac.hex(),
+        }
+        assert line == want
         await eventually(lambda: driver.ctx.stats.state == health_pb2.DEVICE_STATE_UP, what="launcher UP")
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

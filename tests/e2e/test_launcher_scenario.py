@@ -104,7 +104,6 @@ audit_path = "{tmp / "audit.jsonl"}"
 
 [[cue.launchers]]
 id = "L1"
-key_id = "lk-1"
 heartbeat_timeout_s = {HB_TIMEOUT_S}
 coverage = {{ lat_deg = 54.0, lon_deg = 10.0, alt_m = 0.0, max_range_m = 100000.0 }}
 """)
@@ -257,7 +256,6 @@ range_max_m = 1000.0
                 "launchers": [
                     {
                         "id": "lnch-s",
-                        "key_id": "lk-1",
                         "coverage": {"lat_deg": 54.0, "lon_deg": 10.0, "alt_m": 0.0, "max_range_m": 1e5},
                     }
                 ],

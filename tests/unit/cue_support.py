@@ -3,6 +3,8 @@ and a harness that joins a CueCore to in-memory fake launchers."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Any
 
 import pymap3d
 
+from drivers.launcher import messages as launcher_messages
 from gateway.cue.audit import AuditLog
 from gateway.cue.authority import parse_authority
 from gateway.cue.book import Effect, Now, Publish, SendCancel, SendCue
@@ -18,6 +21,7 @@ from gateway.cue.core import CueCore
 from gateway.cue.keys import Key, KeyRing, parse_keys
 from gateway.cue.memory_link import FakeLauncher
 from gateway.cue.outputs import state_digest
+from gateway.cue.seal import KeySealer, wire_cancel, wire_cue
 from gateway.cue.signing import sign
 from hilgw.v1 import cue_pb2, track_pb2
 
@@ -28,6 +32,10 @@ OP_SECRET = bytes.fromhex("11" * 32)
 OP2_SECRET = bytes.fromhex("22" * 32)
 L1_SECRET = bytes.fromhex("a1" * 32)
 L2_SECRET = bytes.fromhex("a2" * 32)
+#: The launchers' wire keys (ICD §7.2): what their links seal cues with.
+WIRE_ID = 1
+WIRE_KEY_ID = 1
+WIRE_KEYS = {"L1": L1_SECRET, "L2": L2_SECRET}
 GW_SEED = bytes.fromhex("33" * 32)  # the gateway's Ed25519 signing seed ([gateway.gw-key])
 KEYS = KeyRing(
     operator={"op-alice": Key("op-alice", OP_SECRET, "alice"), "op-any": Key("op-any", OP2_SECRET)},
@@ -45,7 +53,6 @@ def cue_config(tmp: Path | None = None, **over: Any) -> CueConfig:
         "launchers": [
             {
                 "id": "L1",
-                "key_id": "lk-1",
                 "coverage": {
                     "lat_deg": SITE1[0],
                     "lon_deg": SITE1[1],
@@ -55,7 +62,6 @@ def cue_config(tmp: Path | None = None, **over: Any) -> CueConfig:
             },
             {
                 "id": "L2",
-                "key_id": "lk-2",
                 "coverage": {
                     "lat_deg": SITE2[0],
                     "lon_deg": SITE2[1],
@@ -72,6 +78,20 @@ def cue_config(tmp: Path | None = None, **over: Any) -> CueConfig:
         else:
             raw[k] = v
     return CueConfig.model_validate(raw)
+
+
+def wire_tag_verifies(msg: cue_pb2.EngagementCue | cue_pb2.CueCancel, secret: bytes) -> bool:
+    """Does ``msg.mac`` verify as the launcher-wire tag of ``msg`` (ICD §7.1)?
+    Recomputed with a plain HMAC over the ICD's canonical bytes, not through the
+    codec's signer: the one MAC a cue carries is the one its launcher checks."""
+    if isinstance(msg, cue_pb2.EngagementCue):
+        signed = launcher_messages.encode_cue(wire_cue(msg, WIRE_ID, int(msg.key_id)))
+        domain = launcher_messages.DOMAIN_CUE
+    else:
+        signed = launcher_messages.cancel_signed_bytes(wire_cancel(msg, WIRE_ID, int(msg.key_id)))
+        domain = launcher_messages.DOMAIN_CANCEL
+    want = hmac.new(secret, domain + signed, hashlib.sha256).digest()
+    return hmac.compare_digest(want, msg.mac)
 
 
 def make_track(
@@ -166,11 +186,14 @@ class Harness:
     seq: int = 0
 
     def __post_init__(self) -> None:
-        self.core = CueCore(self.config, KEYS, GW, self.audit, self.now, self.history)
-        secrets = {"lk-1": L1_SECRET, "lk-2": L2_SECRET}
+        self.sealers = {lid: KeySealer(WIRE_ID, {WIRE_KEY_ID: secret}) for lid, secret in WIRE_KEYS.items()}
+        self.core = CueCore(self.config, KEYS, GW, self.audit, self.now, self.history, sealers=self.sealers)
         self.launchers = {
             lc.id: FakeLauncher(
-                lc.id, {lc.key_id: secrets[lc.key_id]}, lambda: self.now.wall_ns + self.launcher_skew_ns
+                lc.id,
+                {WIRE_KEY_ID: WIRE_KEYS[lc.id]},
+                lambda: self.now.wall_ns + self.launcher_skew_ns,
+                wire_id=WIRE_ID,
             )
             for lc in self.config.launchers
         }
@@ -187,11 +210,11 @@ class Harness:
                 self.sent.append(e.cue)
                 if self.on_deliver is not None:
                     self.on_deliver(e.cue)
-                ack = self.launchers[e.launcher_id].receive_cue(e.cue)
+                ack = self.launchers[e.launcher_id].receive_cue(e.sealed)
                 if ack is not None:
                     self.pending_acks.append(ack)
             elif isinstance(e, SendCancel):
-                self.launchers[e.launcher_id].receive_cancel(e.cancel)
+                self.launchers[e.launcher_id].receive_cancel(e.sealed)
             else:
                 self.published.append(e)
         if self.auto_ack:

@@ -17,6 +17,7 @@ from gateway.cue.book import Now
 from gateway.cue.link import Heartbeat
 from gateway.cue.memory_link import FakeLauncher, MemoryLink
 from gateway.cue.path import CuePath
+from gateway.cue.seal import Sealed
 from hilgw.v1 import cue_pb2, track_pb2
 from tests.unit.cue_support import GW, KEYS, L1_SECRET, authority_command, cue_config, make_batch, make_track
 
@@ -183,13 +184,23 @@ class _JournalCheckingLink:
     def launcher_id(self) -> str:
         return self.inner.launcher_id
 
-    async def send_cue(self, cue: cue_pb2.EngagementCue) -> None:
-        sent = [r for r in read_records(self.path) if r["kind"] == "cue_sent"]
-        self.seen_on_disk.append(any(r["data"]["sequence"] == cue.sequence for r in sent))
-        await self.inner.send_cue(cue)
+    def seal_cue(self, cue: cue_pb2.EngagementCue) -> Sealed:
+        return self.inner.seal_cue(cue)
 
-    async def send_cancel(self, cancel: cue_pb2.CueCancel) -> None:
-        await self.inner.send_cancel(cancel)
+    def seal_cancel(self, cancel: cue_pb2.CueCancel) -> Sealed:
+        return self.inner.seal_cancel(cancel)
+
+    async def send(self, sealed: Sealed) -> None:
+        if isinstance(sealed.message, cue_pb2.EngagementCue):
+            sent = [r for r in read_records(self.path) if r["kind"] == "cue_sent"]
+            # On disk already, and with the very tag that goes on the wire.
+            self.seen_on_disk.append(
+                any(
+                    r["data"]["sequence"] == sealed.message.sequence and r["data"]["mac"] == sealed.tag.hex()
+                    for r in sent
+                )
+            )
+        await self.inner.send(sealed)
 
 
 async def test_cue_is_on_disk_before_it_reaches_the_launcher(tmp_path: Path) -> None:
@@ -204,7 +215,7 @@ async def test_cue_is_on_disk_before_it_reaches_the_launcher(tmp_path: Path) -> 
         return Now(time.time_ns(), time.monotonic_ns())
 
     path.clock = now
-    launcher = FakeLauncher("L1", {"lk-1": L1_SECRET}, lambda: now().wall_ns)
+    launcher = FakeLauncher("L1", {1: L1_SECRET}, lambda: now().wall_ns)
     link = _JournalCheckingLink(cfg.audit_path, launcher, path)
     path.add_link(link)
     task = asyncio.create_task(path.run())

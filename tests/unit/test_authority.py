@@ -157,7 +157,7 @@ def test_restart_is_hold_and_replay_after_restart_is_rejected(tmp_path: Path) ->
     path = tmp_path / "audit.jsonl"
     cfg = cue_config(tmp_path)
     audit, hist = AuditLog.open(path, fsync=False)
-    core = CueCore(cfg, KEYS, GW, audit, Now(T0, M0), hist)
+    core = CueCore(cfg, KEYS, GW, audit, Now(T0, M0), hist, sealers={})  # no cue is sent here
     cmd = authority_command("auto_cue", 7, T0)
     core.on_authority_command(cmd.SerializeToString(), Now(T0, M0))
     assert core.authority.value == AUTO
@@ -165,7 +165,7 @@ def test_restart_is_hold_and_replay_after_restart_is_rejected(tmp_path: Path) ->
 
     for _ in range(2):  # restart twice: always HOLD, the mark survives
         audit, hist = AuditLog.open(path, fsync=False)
-        core = CueCore(cfg, KEYS, GW, audit, Now(T0 + 10**9, M0 + 10**9), hist)
+        core = CueCore(cfg, KEYS, GW, audit, Now(T0 + 10**9, M0 + 10**9), hist, sealers={})
         assert core.authority.value == HOLD
         core.on_authority_command(cmd.SerializeToString(), Now(T0 + 10**9, M0 + 10**9))
         assert core.authority.value == HOLD
@@ -268,13 +268,6 @@ def test_keys_file_errors(tmp_path: Path, text: str, mode: int, match: str) -> N
     with pytest.raises(ConfigError, match=match) as err:
         load_keys(_write_keys(tmp_path, text, mode))
     assert "\n" not in str(err.value)
-
-
-def test_missing_launcher_key_is_a_config_error() -> None:
-    from gateway.cue.keys import KeyRing
-
-    with pytest.raises(ConfigError, match=r"cue.launchers\[L1\].key_id"):
-        CueCore(cue_config(), KeyRing(operator=KEYS.operator), GW, AuditLog(None), Now(T0, M0))
 
 
 def _cli_config(tmp_path: Path, port: int, *, gateway_key: bool = True) -> Path:

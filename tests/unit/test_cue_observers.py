@@ -67,7 +67,6 @@ def config(tmp: Path, link: str) -> dict[str, Any]:
             "launchers": [
                 {
                     "id": "L1",
-                    "key_id": "lk-1",
                     "coverage": {"lat_deg": 54.0, "lon_deg": 10.0, "alt_m": 0.0, "max_range_m": 1e5},
                 }
             ],

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from gateway.bus import Topic
 from gateway.cue.audit import AuditLog, read_records, verify_file
-from gateway.cue.book import Now
+from gateway.cue.book import Now, SendCancel
 from gateway.cue.config import CueConfig
 from gateway.cue.core import CueCore
 from gateway.cue.intake import Intake
@@ -51,7 +51,7 @@ Body = Callable[[CuePath, FakeLauncher, Topic[track_pb2.TrackBatch]], Awaitable[
 async def _run(cfg: CueConfig, body: Body) -> None:
     tracks: Topic[track_pb2.TrackBatch] = Topic("tracks")
     path = CuePath(cfg, GW, tracks=tracks, keys=KEYS, fsync=False)
-    fake = FakeLauncher("L1", {"lk-1": L1_SECRET}, time.time_ns)
+    fake = FakeLauncher("L1", {1: L1_SECRET}, time.time_ns)
     path.add_link(MemoryLink(fake, path.launcher_event))
     task = asyncio.create_task(path.run())
     try:
@@ -194,23 +194,24 @@ def test_restart_cancels_cues_the_journal_shows_live(tmp_path: Path) -> None:
     # Restart 1 s later: HOLD, and a cancel for each live cue.
     now = Now(h.now.wall_ns + 1_000_000_000, M0 + 10**12)
     audit2, hist2 = AuditLog.open(cfg.audit_path, fsync=False)
-    core = CueCore(cfg, KEYS, GW, audit2, now, hist2)
+    core = CueCore(cfg, KEYS, GW, audit2, now, hist2, sealers=h.sealers)
     effects = core.tick(now)
-    cancels = [e.cancel for e in effects if hasattr(e, "cancel")]
-    assert sorted(c.cue_id for c in cancels) == live
+    cancels = [e for e in effects if isinstance(e, SendCancel)]
+    assert sorted(c.cancel.cue_id for c in cancels) == live
     assert core.authority.value == HOLD
     for c in cancels:  # the launcher takes them (fresh sequence, right key)
-        h.launchers["L1"].receive_cancel(c)
+        h.launchers["L1"].receive_cancel(c.sealed)
     assert {c.cue_id for c in h.launchers["L1"].cancels} >= set(live)
     # The launcher never answered: a second restart cancels again; once past validity, not.
     audit2.close()
     audit3, hist3 = AuditLog.open(cfg.audit_path, fsync=False)
-    again = CueCore(cfg, KEYS, GW, audit3, now.plus(0.1), hist3).tick(now.plus(0.1))
+    again = CueCore(cfg, KEYS, GW, audit3, now.plus(0.1), hist3, sealers=h.sealers).tick(now.plus(0.1))
     assert sorted(e.cancel.cue_id for e in again if hasattr(e, "cancel")) == live
     audit3.close()
     late = now.plus(cfg.cue_validity_s + 1)
     audit4, hist4 = AuditLog.open(cfg.audit_path, fsync=False)
-    assert not [e for e in CueCore(cfg, KEYS, GW, audit4, late, hist4).tick(late) if hasattr(e, "cancel")]
+    late_core = CueCore(cfg, KEYS, GW, audit4, late, hist4, sealers=h.sealers)
+    assert not [e for e in late_core.tick(late) if hasattr(e, "cancel")]
     audit4.close()
 
 

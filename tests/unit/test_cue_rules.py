@@ -9,9 +9,18 @@ import pytest
 
 from gateway.cue.config import CoverageConfig, CueRulesConfig
 from gateway.cue.rules import evaluate, in_coverage
-from gateway.cue.signing import verify
 from hilgw.v1 import cue_pb2, track_pb2
-from tests.unit.cue_support import L1_SECRET, SITE1, T0, Harness, cue_config, make_batch, make_track
+from tests.unit.cue_support import (
+    L1_SECRET,
+    SITE1,
+    T0,
+    WIRE_KEY_ID,
+    Harness,
+    cue_config,
+    make_batch,
+    make_track,
+    wire_tag_verifies,
+)
 
 COV = CoverageConfig(
     lat_deg=SITE1[0],
@@ -123,7 +132,7 @@ def test_cancel_when_track_drops_or_leaves(change: object, why: str) -> None:
     (cancel,) = h.launchers["L1"].cancels
     assert cancel.cue_id == cue.cue_id
     assert cancel.reason == why
-    assert verify(cancel, L1_SECRET)
+    assert wire_tag_verifies(cancel, L1_SECRET)  # its one MAC: the wire tag
     assert cancel.sequence > cue.sequence
     assert not h.core.open_cues()
     ended = [r for r in h.audit.records if r["kind"] == "cancelled"]
@@ -152,6 +161,6 @@ def test_cue_carries_the_track_state_and_a_window() -> None:
     assert cue.state == trk.state
     assert cue.time_of_validity_ns == trk.last_update_time_ns
     assert cue.valid_until_ns - cue.valid_from_ns == 5 * 10**9
-    assert cue.key_id == "lk-1"
+    assert cue.key_id == str(WIRE_KEY_ID)  # the wire key (ICD §7.2): one MAC per cue
     assert cue.attempt == 0
     assert cue_pb2.EngagementCue.FromString(cue.SerializeToString()) == cue

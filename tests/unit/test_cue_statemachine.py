@@ -260,7 +260,7 @@ def test_restart_continues_sequences_and_cue_ids(tmp_path: Path) -> None:
     first = h.launchers["L1"].accepted[-1]
     audit.close()
     audit2, hist2 = AuditLog.open(cfg.audit_path, fsync=False)
-    core = CueCore(cfg, KEYS, GW, audit2, h.now, hist2)
+    core = CueCore(cfg, KEYS, GW, audit2, h.now, hist2, sealers=h.sealers)
     assert core.authority.value == HOLD
     assert core.launchers["L1"].sequence >= first.sequence
     assert core.next_cue_id > first.cue_id
@@ -602,7 +602,7 @@ class CuePathMachine(RuleBasedStateMachine):
         self.h.audit.close()
         audit, hist = AuditLog.open(self.cfg.audit_path, fsync=False)
         self.h.audit = audit
-        self.h.core = CueCore(self.cfg, KEYS, GW, audit, self.h.now, hist)
+        self.h.core = CueCore(self.cfg, KEYS, GW, audit, self.h.now, hist, sealers=self.h.sealers)
         assert self.h.core.authority.value == HOLD
         self.m_auth = HOLD
         self.m_hb = {"L1": None, "L2": None}
@@ -652,7 +652,7 @@ def test_long_run_10000_sequences() -> None:
 async def _run_path(cfg: CueConfig, body: Any) -> None:
     tracks: Topic[track_pb2.TrackBatch] = Topic("tracks")
     path = CuePath(cfg, GW, tracks=tracks, keys=KEYS, fsync=False)
-    fake = FakeLauncher("L1", {"lk-1": L1_SECRET}, time.time_ns)
+    fake = FakeLauncher("L1", {1: L1_SECRET}, time.time_ns)
     path.add_link(MemoryLink(fake, path.launcher_event))
     task = asyncio.create_task(path.run())
     try:

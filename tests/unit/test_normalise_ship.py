@@ -131,7 +131,8 @@ def test_system_tracks_latlon_and_xy_paths() -> None:
     rows[1]["x_m"], rows[1]["y_m"] = 10_000.0, 0.0  # 10 km east of the origin, default altitude
     rows[2]["geo_alt_m"] = 500.0  # neither position item: not usable without an origin
     o = np.full(3, 45.0 * DEG), np.full(3, -30.0 * DEG), np.zeros(3)
-    x, P, ok = system_tracks_to_ecef(rows, TrackDefaults(), o[0], o[1], o[2])
+    # A configured default altitude (0 m, sigma 3000 m) where no height item is present.
+    x, P, ok, _ = system_tracks_to_ecef(rows, TrackDefaults(altitude_m=0.0), o[0], o[1], o[2])
     assert ok.tolist() == [True, True, False]
     assert np.allclose(x[0, :3], pymap3d.geodetic2ecef(45.2, -30.1, 1000.0), atol=1e-3)
     e, n, _ = pymap3d.ecef2enuv(*x[0, 3:], 45.2, -30.1)
@@ -152,11 +153,13 @@ def test_system_track_height_items_in_order() -> None:
     rows["geo_alt_m"][0], rows["measured_height_m"][0] = 1000.0, 2000.0
     rows["measured_height_m"][1], rows["flight_level_m"][1] = 90_000.0, 3000.0
     rows["flight_level_m"][2] = 3000.0
-    x, _, ok = system_tracks_to_ecef(rows, TrackDefaults())
+    x, _, ok, unknown = system_tracks_to_ecef(rows, TrackDefaults())
     assert ok.all()
     h = pymap3d.ecef2geodetic(x[:, 0], x[:, 1], x[:, 2])[2]
     assert h[:3] == pytest.approx([1000.0, 90_000.0, 3000.0], abs=1e-3)
-    assert h[3] == pytest.approx(TrackDefaults().altitude_m, abs=1e-3)
+    # No height item and no configured default: unknown, the middle of 0 .. unknown_height_max_m.
+    assert unknown.tolist() == [False, False, False, True]
+    assert h[3] == pytest.approx(TrackDefaults().unknown_height_max_m / 2, abs=1e-3)
 
 
 @pytest.mark.parametrize("ref", ["north", "bow", "deck"])

@@ -46,7 +46,6 @@ def config(tmp: Path, launcher_device_id: str = "L1") -> dict[str, Any]:
             "launchers": [
                 {
                     "id": "L1",
-                    "key_id": "lk-1",
                     "coverage": {"lat_deg": 54.0, "lon_deg": 10.0, "alt_m": 0.0, "max_range_m": 1e5},
                 }
             ],

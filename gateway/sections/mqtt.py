@@ -1,7 +1,7 @@
 """Config models of the MQTT output: ``[mqtt]`` and ``[mqtt.tls]`` (docs/config.md).
 
 A module of its own, below :mod:`gateway.config` (which re-exports both), so
-that the partner broker block (gateway/partners/config.py) takes the same
+that the partner broker block (gateway/sections/partners.py) takes the same
 TLS keys without importing the whole configuration.
 """
 

@@ -6,12 +6,15 @@ Reference: docs/config.md and docs/icd/frigate-feed.md.
 
 from __future__ import annotations
 
-from typing import Literal
+import logging
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from gateway.partners.config import MarkingsConfig
+from gateway.sections.partners import MarkingsConfig
 from hilgw.tomlconfig import StrictModel
+
+log = logging.getLogger(__name__)
 
 __all__ = ["AsterixConfig", "AsterixSourceConfig", "GeoPointConfig", "OwnShipConfig"]
 
@@ -71,8 +74,6 @@ class AsterixConfig(StrictModel):
     sigma_range_m: float = Field(default=50.0, gt=0)
     sigma_azimuth_mrad: float = Field(default=2.0, gt=0)
     sigma_height_m: float = Field(default=300.0, gt=0)
-    #: Elevation sigma of a CAT048 plot without I048/110 (elevation taken as 0).
-    sigma_elevation_no_height_deg: float = Field(default=5.0, gt=0)
     sigma_ground_speed_mps: float = Field(default=5.0, gt=0)
     sigma_track_heading_deg: float = Field(default=3.0, gt=0)
     sigma_vertical_speed_mps: float = Field(default=50.0, gt=0)
@@ -81,9 +82,33 @@ class AsterixConfig(StrictModel):
     #: CAT062 defaults where I062/500 or an altitude item is absent.
     default_sigma_xy_m: float = Field(default=100.0, gt=0)
     default_sigma_v_mps: float = Field(default=10.0, gt=0)
-    default_altitude_m: float = 0.0
+    #: CAT062 altitude without a usable height item; None: unknown (below).
+    default_altitude_m: float | None = None
     default_altitude_sigma_m: float = Field(default=3000.0, gt=0)
     sigma_flight_level_m: float = Field(default=150.0, gt=0)
+    #: A report whose height item is absent, out of its range or saturated has
+    #: an unknown height, up to this (gateway/normalise_ship.py, issue 13).
+    unknown_height_max_m: float = Field(default=1.0e6, gt=0, le=1.0e7)
+    #: Above this height, faster than this over ground, or of unknown height, a
+    #: target is not taken to fly level: its vertical-speed sigma is
+    #: ``high_vertical_speed_sigma_mps`` instead of ``sigma_vertical_speed_mps``.
+    air_ceiling_m: float = Field(default=30000.0, gt=0)
+    air_speed_max_mps: float = Field(default=1000.0, gt=0)
+    high_vertical_speed_sigma_mps: float = Field(default=3000.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired_keys(cls, data: Any) -> Any:
+        # Retired in issue 13: a plot without a height is now the Gaussian of
+        # its range-sphere arc, not an elevation of 0 with this sigma. A config
+        # written before still loads; the key is ignored, with a warning.
+        if isinstance(data, dict) and "sigma_elevation_no_height_deg" in data:
+            data = {k: v for k, v in data.items() if k != "sigma_elevation_no_height_deg"}
+            log.warning(
+                "asterix.sigma_elevation_no_height_deg is no longer used: a plot without a usable "
+                "height is placed on its range arc (docs/icd/frigate-feed.md); remove the key"
+            )
+        return data
 
 
 class AsterixSourceConfig(StrictModel):

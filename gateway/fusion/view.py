@@ -1,0 +1,35 @@
+"""What the engine's helper modules see of it: a structural type.
+
+:mod:`gateway.fusion.jpda` and :mod:`gateway.fusion.twoscan` take the engine
+as an argument; typing it by this Protocol rather than by
+:class:`gateway.fusion.engine.Engine` keeps them from importing the engine
+back (no import cycle, tests/unit/test_layers.py).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from gateway.fusion.api import F64
+from gateway.fusion.config import FusionConfig
+from gateway.fusion.store import TrackStore
+
+__all__ = ["EngineView"]
+
+
+class EngineView(Protocol):
+    """The engine's track table, configuration, sensor geometry and motion models."""
+
+    store: TrackStore
+    cfg: FusionConfig
+    #: Plot gate thresholds (chi-square quantiles) by measurement dimension.
+    gate: dict[int, float]
+    origins: F64
+    to_locals: F64
+    bias: F64
+    counters: dict[str, int]
+    batch_serial: int
+
+    def predict_models(self, xm: F64, Pm: F64, dt: F64) -> tuple[F64, F64]:
+        """Predict each model's state (N, M, 6) by ``dt`` (N,) seconds."""
+        ...
