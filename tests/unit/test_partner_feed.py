@@ -14,7 +14,6 @@ import pytest
 from gateway.bus import Topic
 from gateway.config import FusionConfig, parse_config
 from gateway.cue.audit import AuditError, AuditLog, verify_file
-from gateway.cue.config import CueRulesConfig
 from gateway.cue.rules import _track_reason
 from gateway.devices.base import ReportsIn
 from gateway.fusion.api import ReportArrays, SensorGeometry, TrackArrays
@@ -24,6 +23,7 @@ from gateway.outputs.mqtt import Outgoing
 from gateway.partners.inbound import PartnerInbound
 from gateway.partners.output import PartnerFeed
 from gateway.partners.release import Picture, SourceMarkings
+from gateway.sections.cue import CueRulesConfig
 from gateway.sections.partners import PartnerConfig
 from gateway.wiring.partners import source_markings
 from hilgw.errors import ConfigError
