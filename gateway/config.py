@@ -226,6 +226,17 @@ class FusionConfig(_Model):
     engine: str = "default"
     publish_hz: float = Field(default=5.0, gt=0, le=100)
     report_queue: int = Field(default=100_000, ge=100)
+    #: Where the engine steps (issue 18, gateway/fusion_worker.py): ``process``
+    #: (its own process: ingest never waits on a step), ``thread``, or
+    #: ``inline`` on the event loop (replay, and tests that step by hand).
+    worker: Literal["process", "thread", "inline"] = "process"
+    #: A picture that comes back from the worker later than this after its
+    #: time is not published (counted ``hilgw_fusion_pictures_stale_total``):
+    #: nothing downstream, the cue path least of all, acts on an old picture.
+    max_picture_lag_s: float = Field(default=1.0, gt=0)
+    #: A worker that has not answered a step (or started) within this is
+    #: hung: it is killed and the fusion task restarts with a new one.
+    worker_timeout_s: float = Field(default=10.0, gt=0)
     #: Engine parameters, passed through to the engine's own config model.
     params: dict[str, Any] = Field(default_factory=dict)
 

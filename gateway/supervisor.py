@@ -121,6 +121,8 @@ class Gateway:
     async def _start(self) -> None:
         cfg = self.config
         self.started_mono = time.monotonic()
+        self._stack.push_async_callback(self.fusion.close)
+        self.fusion.spawn()  # the fusion worker's imports overlap the start-up below
         devices = list(cfg.devices)
         if cfg.emulation is not None:
             cued = frozenset(lc.id for lc in cfg.cue.launchers) if cfg.cue is not None else frozenset()
@@ -156,6 +158,10 @@ class Gateway:
             from gateway.federation.wiring import start_sites
 
             self.sites = start_sites(self)
+        # The fusion worker process is up before any device reads; it was
+        # spawned first, so its imports (a second or two) overlapped the rest.
+        # A worker that cannot start fails the start.
+        await self.fusion.start()
         tg = await self._stack.enter_async_context(asyncio.TaskGroup())
         drivers: dict[str, DeviceDriver] = {}
         for dev in self.devices:
