@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.partners.config import MarkingsConfig
+from gateway.sections.partners import MarkingsConfig
 
 __all__ = ["FederationConfig", "NatsConfig", "SiteConfig"]
 
