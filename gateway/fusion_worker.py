@@ -99,7 +99,7 @@ def _worker_main(conn: multiprocessing.connection.Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     path, target, params, gateway_id, epoch_ns = conn.recv()
     sys.path[:0] = [p for p in path if p not in sys.path]  # the parent's (an engine of its tests, say)
-    from gateway.fusion_stage import tracks_to_proto
+    from gateway.track_proto import tracks_to_proto
     from hilgw.v1 import common_pb2
 
     try:
