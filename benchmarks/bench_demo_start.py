@@ -67,19 +67,25 @@ async def _first_confirmed(port: int, topic: str, until: float) -> float:
     raise TimeoutError("no confirmed track")
 
 
-def one_run(tmp: Path) -> dict[str, float]:
-    port = _free_port()
+def start_demo(tmp: Path, gateway_id: str, port: int) -> subprocess.Popen[bytes]:
+    """``hilgw run --no-live`` on ``builtin:demo``, its embedded broker on 127.0.0.1:``port``
+    (also the e2e test's way to start it)."""
     cfg = tmp / f"demo-{port}.toml"
     cfg.write_text(
-        f'gateway_id = "bench-demo"\n[mqtt]\nbroker = "embedded"\nport = {port}\n'
+        f'gateway_id = "{gateway_id}"\n[mqtt]\nbroker = "embedded"\nport = {port}\n'
         '[emulation]\nscenario = "builtin:demo"\n'
     )
-    start = time.monotonic()
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "run", "--config", str(cfg), "--no-live"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+
+
+def one_run(tmp: Path) -> dict[str, float]:
+    port = _free_port()
+    start = time.monotonic()
+    proc = start_demo(tmp, "bench-demo", port)
     try:
         until = start + BOUND_S
         broker = _wait_port(port, until)

@@ -11,13 +11,13 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import aiomqtt
 import pytest
 
+from benchmarks.bench_demo_start import start_demo
 from hilgw.v1 import track_pb2
 from tests.conftest import free_port, wait_port
 from tests.e2e.test_embedded_broker import documented
@@ -68,17 +68,8 @@ def children(pid: int) -> list[int]:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_demo_shows_tracks_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
     port = free_port()
-    cfg = tmp_path / "demo.toml"
-    cfg.write_text(
-        f'gateway_id = "demo-test"\n[mqtt]\nbroker = "embedded"\nport = {port}\n'
-        '[emulation]\nscenario = "builtin:demo"\n'
-    )
     start = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "run", "--config", str(cfg), "--no-live"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_demo(tmp_path, "demo-test", port)
     try:
         wait_port(port)
         kids = children(proc.pid)
