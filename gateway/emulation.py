@@ -119,7 +119,7 @@ class EmulatedDevices:
         return plan
 
     def _start_blocking(self) -> list[DeviceConfig]:
-        self.epoch_ns = time.time_ns()
+        self.epoch_ns = self.config.epoch_ns or time.time_ns()
         plan = self._plan()
         self.coverage = plan["coverage"]
         self._truth_cmd = plan["truth"]

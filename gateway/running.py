@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from gateway.cue.path import CuePath
     from gateway.devices.base import RawFrame, ReportsIn
     from gateway.emulation import EmulatedDevices
+    from gateway.federation.fastpath import NatsLink
     from gateway.fusion_stage import FusionStage
     from gateway.health import DeviceStats
     from gateway.outputs.session import MqttSession
@@ -80,6 +81,13 @@ class RunningGateway(Protocol):
     def task_list(self) -> list[asyncio.Task[None]]: ...
     @property
     def mqtt(self) -> MqttSession | None: ...
+    @property
+    def mqtt_commands(self) -> MqttSession | None: ...
+    @property
+    def nats(self) -> NatsLink | None:
+        """``[nats]``: the core NATS fast path beside the MQTT session (docs/federation.md §1)."""
+        ...
+
     @property
     def mqtt_port(self) -> int: ...
     @property

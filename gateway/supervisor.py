@@ -37,6 +37,7 @@ from gateway.fusion_stage import FusionStage
 from gateway.health import ALL_REJECTED, DeviceStats
 from gateway.normalise import reports_to_proto
 from gateway.outputs.broker import EmbeddedBroker
+from gateway.outputs.commands import command_session
 from gateway.outputs.mqtt import Outgoing
 from gateway.outputs.session import MqttSession
 from gateway.stages import StageClock
@@ -46,6 +47,7 @@ from hilgw.v1 import cue_pb2, health_pb2, track_pb2
 
 if TYPE_CHECKING:
     from gateway.cue.path import CuePath  # issue 7: imported when configured (aiohttp is not free to import)
+    from gateway.federation.fastpath import NatsLink
     from gateway.federation.picture import PictureBridge
     from gateway.federation.sites import SiteInput
     from gateway.metrics import GatewayMetrics, HttpEndpoint
@@ -72,6 +74,9 @@ class Gateway:
         self.devices: list[DeviceConfig] = []
         self.fusion = FusionStage(config.fusion, config.gateway_id, self.reports, self.tracks)
         self.mqtt: MqttSession | None = None
+        #: The cue path's own connection for operator commands (``[mqtt] command_connection``).
+        self.mqtt_commands: MqttSession | None = None
+        self.nats: NatsLink | None = None  # [nats]: the core NATS fast path (docs/federation.md §5)
         self.task_health = TaskHealth(config.supervisor)
         self.mqtt_port = config.mqtt.port
         self.emulation: EmulatedDevices | None = None
@@ -90,6 +95,7 @@ class Gateway:
         self._report_seq: dict[str, int] = {}  # per-device SensorReportBatch sequence on MQTT
         self.sites: list[SiteInput] = []  # [federation]: one input per site gateway
         self.cue_picture: PictureBridge | None = None  # [cue.picture]: the remote picture
+        self._live_subject = ""  # [nats]: where this gateway's picture goes on the fast path
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -115,6 +121,8 @@ class Gateway:
     async def _start(self) -> None:
         cfg = self.config
         self.started_mono = time.monotonic()
+        self._stack.push_async_callback(self.fusion.close)
+        self.fusion.spawn()  # the fusion worker's imports overlap the start-up below
         devices = list(cfg.devices)
         if cfg.emulation is not None:
             cued = frozenset(lc.id for lc in cfg.cue.launchers) if cfg.cue is not None else frozenset()
@@ -124,7 +132,7 @@ class Gateway:
             self._stack.push_async_callback(self.emulation.stop)
             devices += await self.emulation.start()
         self.devices = [d for d in devices if d.enabled]
-        from gateway.partners.wiring import source_markings  # markings travel with the data
+        from gateway.wiring.partners import source_markings  # markings travel with the data
 
         self.fusion.markings = source_markings(self.devices, cfg.partners)
 
@@ -133,14 +141,27 @@ class Gateway:
             if cfg.mqtt.broker == "embedded":
                 broker = await self._stack.enter_async_context(EmbeddedBroker(cfg.mqtt.port))
                 self.mqtt_port = port = broker.port
-            # One session for the publisher, the cue path and scoring (issue 15).
+            # The main session: publisher and scoring, and the cue path unless it has its own.
             self.mqtt = MqttSession(cfg.mqtt, cfg.gateway_id, port=port)
             self.mqtt.stages = self.stages
+            if cfg.mqtt.command_connection and cfg.cue is not None and cfg.cue.enabled:
+                # Operator commands on a connection of their own: no telemetry in front
+                # of a HOLD, in the broker's queue or in ours (issue 23 §1).
+                self.mqtt_commands = command_session(cfg.mqtt, cfg.gateway_id, port=port)
+        if cfg.nats is not None:
+            from gateway.federation.fastpath import NatsLink, live_subject
+
+            self.nats = NatsLink(cfg.nats, f"hilgw-{cfg.gateway_id}")
+            self._live_subject = live_subject(cfg.mqtt.topic_prefix, cfg.gateway_id)
 
         if cfg.federation is not None:  # a theatre: site pictures are its sensors (docs/federation.md)
             from gateway.federation.wiring import start_sites
 
             self.sites = start_sites(self)
+        # The fusion worker process is up before any device reads; it was
+        # spawned first, so its imports (a second or two) overlapped the rest.
+        # A worker that cannot start fails the start.
+        await self.fusion.start()
         tg = await self._stack.enter_async_context(asyncio.TaskGroup())
         drivers: dict[str, DeviceDriver] = {}
         for dev in self.devices:
@@ -160,7 +181,7 @@ class Gateway:
             scoring = self.scoring = GatewayScoring(self, cfg.scoring)
             self._spawn(tg, "scoring", self._keep_running("scoring", scoring.run))
         if cfg.partners:  # partner feeds (docs/partners.md)
-            from gateway.partners.wiring import build_partners
+            from gateway.wiring.partners import build_partners
 
             for name, run in build_partners(self, self.partner_feeds):
                 self._spawn(tg, name, self._keep_running(name, run))
@@ -168,6 +189,11 @@ class Gateway:
             mqtt = self.mqtt
             self._spawn(tg, "mqtt", self._keep_running("mqtt", mqtt.run))
             self._spawn(tg, "mqtt:feed", self._keep_running("mqtt:feed", self._feed_mqtt))
+        if self.mqtt_commands is not None:
+            commands = self.mqtt_commands
+            self._spawn(tg, "mqtt:commands", self._keep_running("mqtt:commands", commands.run))
+        if self.nats is not None:
+            self._spawn(tg, "nats", self._keep_running("nats", self.nats.run))
         await self._serve_observers()
         log.info("gateway %s started with %d device(s)", cfg.gateway_id, len(self.devices))
 
@@ -209,7 +235,7 @@ class Gateway:
             health=self.health,
             mqtt=cfg.mqtt if cfg.mqtt.enabled else None,
             mqtt_port=self.mqtt_port,
-            session=self.mqtt,
+            session=self.mqtt_commands or self.mqtt,
         )
         for launcher in cfg.cue.launchers:
             driver = drivers.get(launcher.id)
@@ -307,6 +333,8 @@ class Gateway:
         while True:
             await asyncio.sleep(self.config.health_interval_s)
             self.check_heartbeats(time.monotonic())
+            for site in self.sites:
+                site.settle()  # pictures missing for gap_wait_s become counted gaps
             now = time.time_ns()
             for st in self.stats.values():
                 self.health.publish(st.to_proto(now))
@@ -337,8 +365,12 @@ class Gateway:
         assert self.mqtt is not None
         mqtt, topics = self.mqtt, self.mqtt.topics
         qos = self.config.mqtt.tracks_qos  # 1 when a theatre must get every picture
+        fast = self.nats if self.nats is not None and self.nats.config.publish_tracks else None
         for batch in tracks:
-            mqtt.enqueue(Outgoing(topics.tracks, batch.SerializeToString(), qos, kind="tracks"))
+            payload = batch.SerializeToString()
+            mqtt.enqueue(Outgoing(topics.tracks, payload, qos, kind="tracks"))
+            if fast is not None:  # the same bytes, at most once, JetStream-free (docs/federation.md §5)
+                fast.publish(self._live_subject, payload)
         for h in health:
             mqtt.enqueue(Outgoing(topics.health(h.device_id), h.SerializeToString(), 1, True, "health"))
         sensor_ids = self.fusion.sensor_ids

@@ -131,6 +131,11 @@ class NatsCluster:
     def mqtt_hosts(self) -> list[str]:
         return [f"127.0.0.1:{n.mqtt_port}" for n in self.nodes]
 
+    @property
+    def nats_servers(self) -> list[str]:
+        """The nodes' core NATS client listeners (the fast path, gateway/federation/fastpath.py)."""
+        return [f"127.0.0.1:{n.client_port}" for n in self.nodes]
+
     def _write(self, node: NatsNode) -> None:
         node.store.mkdir(parents=True, exist_ok=True)
         routes = ", ".join(f"nats-route://127.0.0.1:{o.cluster_port}" for o in self.nodes if o is not node)

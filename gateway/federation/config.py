@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.partners.config import MarkingsConfig
+from gateway.sections.partners import MarkingsConfig
 
-__all__ = ["FederationConfig", "SiteConfig"]
+__all__ = ["FederationConfig", "NatsConfig", "SiteConfig"]
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -36,6 +36,9 @@ class FederationConfig(_Model):
     sites: list[SiteConfig] = Field(min_length=1)
     #: A site picture older than this on arrival is dropped ("stale").
     max_batch_age_s: float = Field(default=10.0, gt=0, le=3600)
+    #: A skipped picture is counted lost ("gap") when it has not come this long
+    #: after a newer one (a failover redelivers out of order: "late").
+    gap_wait_s: float = Field(default=30.0, gt=0, le=3600)
     #: A site picture larger than this is rejected ("too_large").
     max_tracks: int = Field(default=20_000, ge=1, le=1_000_000)
 
@@ -46,4 +49,33 @@ class FederationConfig(_Model):
             if s.gateway_id in seen:
                 raise ValueError(f"site {s.gateway_id!r} appears twice")
             seen.add(s.gateway_id)
+        return self
+
+
+class NatsConfig(_Model):
+    """``[nats]``: a core NATS fast path beside the MQTT session (gateway/federation/fastpath.py).
+
+    A site gateway publishes its picture on it too; a theatre (``[federation]``)
+    or a cue picture bridge (``[cue.picture]``) takes pictures from it as well
+    as from MQTT. JetStream-free: it fails over between nodes in milliseconds."""
+
+    #: The cluster's NATS client listeners, "host:port", in order of preference.
+    servers: list[str] = Field(min_length=1, max_length=64)
+    #: Publish this gateway's TrackBatch on ``{topic prefix}.{gateway id}.tracks_live``.
+    publish_tracks: bool = True
+    connect_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    #: Wait before trying a server again that was tried this recently.
+    reconnect_wait_s: float = Field(default=0.1, gt=0, le=60)
+    #: A silent peer (no TCP reset: a cut cable) is declared dead after two
+    #: unanswered pings of this interval.
+    ping_interval_s: float = Field(default=2.0, gt=0, le=600)
+    #: Outgoing messages held while the link is down; the oldest goes first.
+    queue_size: int = Field(default=256, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _hosts(self) -> NatsConfig:
+        for s in self.servers:
+            host, _, port = s.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"nats.servers: {s!r} is not host:port")
         return self

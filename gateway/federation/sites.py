@@ -10,17 +10,22 @@ nobody knows.
 
 A batch is named by (gateway id, epoch, sequence) (TrackBatch lineage). The
 same batch reaching the theatre twice (QoS 1 redelivery after a failover, or
-two paths) is used once and counted ``duplicate``; an older one after a newer
-is ``out_of_order`` (a picture behind the one already used adds nothing);
-missing sequence numbers are counted ``gap`` (lost before the theatre, the
-figure the federation benchmark reports). Every message is counted on the
-source's DeviceStats; a malformed one never raises.
+two paths: the native NATS fast path and the MQTT session) is used once and
+counted ``duplicate``. A sequence number skipped is *missing*, not yet lost:
+a failover delivers in an order of its own (the persistent session redelivers
+a picture that was in flight to the dead node after newer ones came by
+another node or the fast path), so it waits ``gap_wait_s``. If it arrives
+meanwhile it is counted ``late`` (not fused: a picture behind the one already
+used adds nothing); if not, it is counted ``gap`` (lost before the theatre,
+the figure the federation benchmark reports). An older picture that was never
+missing is ``out_of_order``. Every message is counted on the source's
+DeviceStats; a malformed one never raises.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 
 import numpy as np
@@ -38,6 +43,10 @@ __all__ = ["MAX_BYTES", "SiteInput", "batch_to_reports"]
 MAX_BYTES = 64 * 1024 * 1024
 _STATUS = {"tentative": 1, "confirmed": 2, "coasting": 3}
 _U32 = 0xFFFFFFFF
+#: Missing sequence numbers held at most; a larger jump is counted ``gap`` at once.
+MAX_MISSING = 4096
+#: Sequences remembered as used (duplicates of older ones count ``out_of_order``).
+_RECENT = 4096
 
 
 def batch_to_reports(
@@ -90,7 +99,7 @@ def batch_to_reports(
 
 
 class SiteInput:
-    """The handler of one site's tracks topic (called by the MQTT session)."""
+    """The handler of one site's pictures (called by the MQTT session and the NATS fast path)."""
 
     def __init__(
         self,
@@ -100,6 +109,7 @@ class SiteInput:
         stats: DeviceStats,
         sensor_index: int,
         wall_ns: Callable[[], int] = time.time_ns,
+        mono: Callable[[], float] = time.monotonic,
     ) -> None:
         self.site = site
         self.federation = federation
@@ -110,15 +120,25 @@ class SiteInput:
         self.topic = f"{site.topic_prefix}/{site.gateway_id}/tracks"
         self.statuses = frozenset(_STATUS[s] for s in site.statuses)
         self._wall_ns = wall_ns
+        self._mono = mono
         self.epoch = -1
         self.last_seq = 0
         #: The first sequence seen of the current epoch (a theatre that starts
         #: after its site has no way to know what came before).
         self.first_seq = 0
-        self._recent: deque[int] = deque(maxlen=256)  # sequences used, to tell duplicates apart
+        # Sequences used, to tell duplicates apart: as many as the MQTT backstop
+        # may lag behind the fast path (a failover's backlog), in order and as a set.
+        self._recent: deque[int] = deque()
+        self._recent_set: set[int] = set()
+        #: Sequence numbers skipped -> monotonic time they were found missing.
+        self.missing: dict[int, float] = {}
         #: Batches used, and the UTC ns of the last one's picture time.
         self.used = 0
         self.last_time_ns = 0
+        #: Batches used by the path that brought them first: ``mqtt`` (a topic) or ``nats`` (a subject).
+        self.used_by_path: Counter[str] = Counter()
+        #: Monotonic time of every batch used (bounded): the bench's picture outage.
+        self.used_mono: deque[float] = deque(maxlen=100_000)
 
     def __call__(self, topic: str, payload: bytes) -> None:
         st = self.stats
@@ -126,12 +146,28 @@ class SiteInput:
         st.frames_in += 1
         st.bytes_in += len(payload)
         st.last_frame_time_ns = now
-        st.last_frame_mono = time.monotonic()
+        st.last_frame_mono = self._mono()
+        self.settle()
         reason = self._take(payload, now)
-        if reason is not None:
+        if reason is None:
+            self.used_by_path["mqtt" if "/" in topic else "nats"] += 1
+            self.used_mono.append(st.last_frame_mono)
+        else:
             st.drop(reason)
             if st.frames_in == sum(n for r, n in st.drops.items() if r != "gap"):
                 st.set_state(health_pb2.DEVICE_STATE_DEGRADED, f"all input rejected ({reason})")
+
+    def settle(self) -> None:
+        """Count as ``gap`` the missing pictures that waited ``gap_wait_s`` in vain."""
+        if self.missing:
+            limit = self._mono() - self.federation.gap_wait_s
+            self._lose([s for s, t in self.missing.items() if t <= limit])
+
+    def _lose(self, seqs: list[int]) -> None:
+        for s in seqs:
+            del self.missing[s]
+        if seqs:
+            self.stats.drop("gap", len(seqs))
 
     def _take(self, payload: bytes, now: int) -> str | None:
         if len(payload) > MAX_BYTES:
@@ -148,16 +184,28 @@ class SiteInput:
         if epoch < self.epoch:
             return "old_epoch"  # a picture from before the site's restart
         if epoch > self.epoch:  # the site (re)started: its sequence starts over
+            self._lose(list(self.missing))  # what the old run still owed never comes now
             if self.epoch >= 0 and seq > 1:
                 self.stats.drop("gap", seq - 1)  # a restart seen, its first pictures missed
             self.epoch, self.last_seq, self.first_seq = epoch, 0, seq
             self._recent.clear()
+            self._recent_set.clear()
         elif seq <= self.last_seq:
-            return "duplicate" if seq in self._recent else "out_of_order"
+            if self.missing.pop(seq, None) is not None:
+                return "late"  # it came after all (a failover's redelivery): not lost, not fused
+            return "duplicate" if seq in self._recent_set else "out_of_order"
         if self.last_seq and seq > self.last_seq + 1:
-            self.stats.drop("gap", seq - self.last_seq - 1)
+            skipped = seq - self.last_seq - 1
+            if len(self.missing) + skipped > MAX_MISSING:
+                self.stats.drop("gap", skipped)
+            else:
+                t = self._mono()
+                self.missing.update((s, t) for s in range(self.last_seq + 1, seq))
         self.last_seq = seq
         self._recent.append(seq)
+        self._recent_set.add(seq)
+        if len(self._recent) > _RECENT:
+            self._recent_set.discard(self._recent.popleft())
         if (now - batch.time_ns) * 1e-9 > self.federation.max_batch_age_s:
             return "stale"
         arrays, bad = batch_to_reports(batch, self.statuses, self.sensor_index)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gateway.bus import Topic
+from gateway.federation.fastpath import live_subject
 from gateway.federation.picture import PictureBridge
 from gateway.federation.sites import SiteInput
 from gateway.fusion.api import SensorGeometry
@@ -35,6 +36,8 @@ def start_sites(gw: RunningGateway) -> list[SiteInput]:
             gw.fusion.markings[source] = SourceMarkings.from_config(site.markings)
         handler = SiteInput(site, fed, gw.reports, stats, index)
         session.subscribe(handler.topic, handler, qos=1)
+        if gw.nats is not None:  # the fast path first, the persistent session as the backstop
+            gw.nats.subscribe(live_subject(site.topic_prefix, site.gateway_id), handler)
         inputs.append(handler)
     return inputs
 
@@ -48,4 +51,6 @@ def start_cue_picture(gw: RunningGateway) -> tuple[Topic[track_pb2.TrackBatch], 
     topic: Topic[track_pb2.TrackBatch] = Topic("cue_picture")
     bridge = PictureBridge(cue.picture, topic)
     session.subscribe(bridge.topic, bridge, qos=1)
+    if gw.nats is not None:
+        gw.nats.subscribe(live_subject(cue.picture.topic_prefix, cue.picture.gateway_id), bridge)
     return topic, bridge

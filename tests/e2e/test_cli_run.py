@@ -82,7 +82,8 @@ def test_demo_shows_tracks_and_stops_cleanly(tmp_path: Path, sig: signal.Signals
         wait_port(port)
         kids = children(proc.pid)
         brokers = [p for p in kids if Path(f"/proc/{p}/comm").read_text().strip() == "mosquitto"]
-        emulators = [p for p in kids if p not in brokers]
+        workers = [p for p in kids if b"gateway.fusion_worker" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        emulators = [p for p in kids if p not in brokers and p not in workers]
         assert len(emulators) == 4, emulators  # radar-fwd, radar-rear, ew-ship-a, ew-ship-b
         assert len(brokers) == 1, kids  # the embedded broker is a mosquitto child
         seen = asyncio.run(first_confirmed(port, start + 10.0))
@@ -107,5 +108,5 @@ def test_demo_shows_tracks_and_stops_cleanly(tmp_path: Path, sig: signal.Signals
     assert rc == 0, stderr[-2000:]
     assert took < 2.0, f"shutdown took {took:.2f} s"
     assert "Traceback" not in stderr, stderr[-2000:]
-    for pid in emulators + brokers:
+    for pid in emulators + brokers + workers:  # the fusion worker process too (issue 18)
         assert not os.path.exists(f"/proc/{pid}") or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]

@@ -1,13 +1,15 @@
 """Two site pictures and a theatre gateway over a three-node NATS JetStream
 cluster on 127.0.0.1, reached over its MQTT listeners (docs/federation.md).
 
-Each site publishes its TrackBatch at QoS 1 through its own node; the
-theatre (a whole Gateway with a [federation] section) is connected to a
-third. The theatre's node is SIGKILLed mid-run: the theatre fails over to
-another node of its list, its persistent session keeps what was sent
-meanwhile, and after dedupe every batch of both sites is accounted for
-(used once, stale, or a counted gap: at most one, a known defect) and it
-holds one theatre track fed by both sites."""
+Each site publishes its TrackBatch at QoS 1 through its own node and on the
+core NATS fast path; the theatre (a whole Gateway with [federation] and
+[nats]) has both its links on a third node. That node is SIGKILLed mid-run:
+both links fail over to other nodes of their lists, the fast path carries
+pictures again while the MQTT session waits for JetStream, the persistent
+session brings what the fast path missed, and after dedupe every batch of
+both sites is accounted for (used once by whichever path brought it first,
+late, stale or a counted gap) and the theatre holds one track fed by both
+sites. The MQTT-only variant (the persistent session alone) is ``slow``."""
 
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ import numpy as np
 import pytest
 
 from gateway.config import MqttConfig, parse_config
+from gateway.federation.config import NatsConfig
+from gateway.federation.fastpath import NatsLink, live_subject
 from gateway.outputs.mqtt import Outgoing
 from gateway.outputs.session import MqttSession
 from gateway.supervisor import Gateway
@@ -46,23 +50,26 @@ def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
     c.stop()
 
 
-async def test_theatre_fails_over_and_loses_no_site_picture(cluster: NatsCluster) -> None:
-    hosts = cluster.mqtt_hosts
-    theatre_cfg = parse_config(
-        {
-            "gateway_id": "theatre",
-            "fusion": {"publish_hz": 10.0},
-            "mqtt": {
-                "hosts": hosts,
-                "reconnect_initial_s": 0.1,
-                "reconnect_max_s": 0.5,
-                # Above nats-server's own 4 s JetStream request timeout for loading a session.
-                "connect_timeout_s": 6.0,
-                "keepalive_s": 5,
-            },
-            "federation": {"sites": [{"gateway_id": "site-a"}, {"gateway_id": "site-b"}]},
-        }
-    )
+@pytest.mark.parametrize("fast_path", [True, pytest.param(False, marks=pytest.mark.slow)])
+async def test_theatre_fails_over_and_loses_no_site_picture(cluster: NatsCluster, fast_path: bool) -> None:
+    hosts, servers = cluster.mqtt_hosts, cluster.nats_servers
+    raw: dict[str, object] = {
+        "gateway_id": "theatre",
+        "fusion": {"publish_hz": 10.0},
+        "mqtt": {
+            "hosts": hosts,
+            "reconnect_initial_s": 0.1,
+            "reconnect_max_s": 0.5,
+            # Above nats-server's own 4 s JetStream request timeout for loading a session.
+            "connect_timeout_s": 6.0,
+            "keepalive_s": 5,
+        },
+        # Generous: on a slow CI the MQTT backstop may take long to bring what the fast path missed.
+        "federation": {"sites": [{"gateway_id": "site-a"}, {"gateway_id": "site-b"}], "gap_wait_s": 60.0},
+    }
+    if fast_path:  # both theatre links start on the first node: the kill takes both
+        raw["nats"] = {"servers": servers}
+    theatre_cfg = parse_config(raw)
     # Each site starts on a node of its own and knows the others (failover).
     sites = {
         gw: MqttSession(
@@ -70,7 +77,12 @@ async def test_theatre_fails_over_and_loses_no_site_picture(cluster: NatsCluster
         )
         for k, gw in ((1, "site-a"), (2, "site-b"))
     }
-    tasks = [asyncio.create_task(s.run()) for s in sites.values()]
+    links = {
+        gw: NatsLink(NatsConfig(servers=servers[k:] + servers[:k]), f"test-{gw}")
+        for k, gw in ((1, "site-a"), (2, "site-b"))
+        if fast_path
+    }
+    tasks = [asyncio.create_task(s.run()) for s in [*sites.values(), *links.values()]]
     downs: list[float] = []
     ups: list[float] = []
     sent = 0
@@ -80,11 +92,17 @@ async def test_theatre_fails_over_and_loses_no_site_picture(cluster: NatsCluster
             theatre.mqtt.on_link(lambda up: (ups if up else downs).append(time.monotonic()))
             pictures = theatre.tracks.subscribe("test", maxsize=10_000)
             mqtt = theatre.mqtt
-            await eventually(lambda: mqtt.connected and all(s.connected for s in sites.values()), 30.0)
+            fast = [*links.values(), *([theatre.nats] if theatre.nats is not None else [])]
+            await eventually(
+                lambda: mqtt.connected and all(s.connected for s in [*sites.values(), *fast]), 60.0
+            )
+            # Pictures sent before a subscription is in place are not counted:
+            # the theatre counts from the first sequence it sees (first_seq).
             rng = np.random.default_rng(5)
             t0 = time.monotonic()
             killed = False
             killed_address = ""
+            fast_killed = False
             before_kill: list[track_pb2.TrackBatch] = []
             seq = 0
             while time.monotonic() - t0 < RUN_S:
@@ -94,21 +112,38 @@ async def test_theatre_fails_over_and_loses_no_site_picture(cluster: NatsCluster
                 for k, (gw, s) in enumerate(sites.items()):
                     b = site_batch(gw, seq, now, truth + rng.normal(0, 30, 3), VEL, track_id=3 + k)
                     s.enqueue(Outgoing(f"hilgw/{gw}/tracks", b.SerializeToString(), 1, kind="tracks"))
+                    if gw in links:
+                        links[gw].publish(live_subject("hilgw", gw), b.SerializeToString())
                 sent += 1
                 if not killed and time.monotonic() - t0 > KILL_AT_S:
                     before_kill = pictures.get_all()
                     killed_address = str(mqtt.address)  # the theatre's node, whichever it is
+                    # Both links start on the first node; the MQTT session
+                    # alone moves on if its first connect timed out (a slow CI).
+                    fast_killed = theatre.nats is not None and (
+                        theatre.nats.server == servers[hosts.index(killed_address)]
+                    )
                     cluster.kill(hosts.index(killed_address))
                     killed = True
                 await asyncio.sleep(1 / RATE_HZ)
-            # Let what is in flight arrive (persistent session redelivery after failover).
-            await eventually(lambda: all(i.last_seq >= sent for i in theatre.sites), 20.0)
+            # Let what is in flight arrive (persistent session redelivery after
+            # failover), and what the fast path missed come by the backstop.
+            # Bounded; what is still missing then fails the accounting below, with the counts.
+            deadline = time.monotonic() + 60.0
+            while time.monotonic() < deadline:
+                if all(i.last_seq >= sent and not i.missing for i in theatre.sites):
+                    break
+                await asyncio.sleep(0.1)
             # Pictures sent before the theatre's subscription existed are not
             # counted: the theatre starts counting at the first sequence it sees.
             stats = {
                 i.device_id: (i.last_seq, i.used + i.first_seq - 1, dict(theatre.stats[i.device_id].drops))
                 for i in theatre.sites
             }
+            paths = {i.device_id: dict(i.used_by_path) for i in theatre.sites}
+            missing_at_end = {i.device_id: sorted(i.missing) for i in theatre.sites}
+            n = theatre.nats  # read here: the gateway's stop closes the link
+            link = (n.disconnects, n.connected, n.server) if n is not None else None
     finally:
         for t in tasks:
             t.cancel()
@@ -124,16 +159,27 @@ async def test_theatre_fails_over_and_loses_no_site_picture(cluster: NatsCluster
     # A bound, not the figure (benchmarks/federation/ measures it): a new node
     # takes the session only once JetStream has re-elected the leaders the
     # killed node held, seconds on a busy machine.
-    assert failover_s < 30.0, info
+    assert failover_s < 60.0, info
     for device, (last, used, drops) in stats.items():
         assert last == sent, (device, last, sent, drops)
-        # Every picture is accounted for after dedupe: used, too old to fuse
-        # when it came (held in the cluster while JetStream re-elected), or a
-        # counted gap. The goal is 0 gaps; an occasional single lost picture
-        # across the failover is a known defect (docs/federation.md §5,
-        # benchmarks/federation/RESULTS.md), counted, never silent.
-        assert used + drops.get("stale", 0) + drops.get("gap", 0) == sent, (device, used, sent, drops)
-        assert drops.get("gap", 0) <= 1, (device, drops)
+        # Every picture is accounted for after dedupe: used, late (it came
+        # after a newer one: a failover's redelivery), too old to fuse when it
+        # came (held in the cluster while JetStream re-elected); none missing.
+        missing = missing_at_end[device]
+        accounted = used + drops.get("late", 0) + drops.get("stale", 0)
+        assert accounted == sent, (device, used, sent, drops, paths, missing)
+        assert "gap" not in drops, (device, drops, paths)
+    if link is not None:
+        disconnects, connected, server = link
+        assert connected, link
+        if fast_killed:  # the fast path went down with the node and came back on another
+            assert disconnects >= 1, link
+            assert server != servers[hosts.index(killed_address)], link
+        # Both paths brought pictures (the MQTT copies were duplicates or
+        # filled what the fast path missed).
+        for device, (_, _, drops) in stats.items():
+            assert paths[device].get("nats", 0) > 0, paths
+            assert drops.get("duplicate", 0) + drops.get("late", 0) > 0, (device, drops)
     # Before the kill: one theatre track for the object, fed by both sites
     # (over the last second: a site's contribution may lapse for a step).
     confirmed = [

@@ -12,15 +12,18 @@ import pytest
 
 from gateway.bus import Topic
 from gateway.config import FusionConfig, parse_config
-from gateway.cue.config import CuePictureConfig, CueRulesConfig
 from gateway.cue.rules import _track_reason
 from gateway.devices.base import ReportsIn
-from gateway.federation.config import FederationConfig, SiteConfig
+from gateway.federation.config import FederationConfig, NatsConfig, SiteConfig
+from gateway.federation.fastpath import NatsLink, live_subject
 from gateway.federation.picture import PictureBridge
 from gateway.federation.sites import SiteInput
 from gateway.fusion.api import SensorGeometry
 from gateway.fusion_stage import FusionStage
 from gateway.health import DeviceStats
+from gateway.partners.release import SourceMarkings
+from gateway.sections.cue import CuePictureConfig, CueRulesConfig
+from gateway.sections.partners import MarkingsConfig
 from hilgw.errors import ConfigError
 from hilgw.v1 import health_pb2, track_pb2
 
@@ -41,11 +44,15 @@ def site_batch(
     return b
 
 
-def site_input(gw: str = "site-a", now: int = T0) -> tuple[SiteInput, Topic[ReportsIn], DeviceStats]:
-    fed = FederationConfig(sites=[SiteConfig(gateway_id=gw)])
+def site_input(
+    gw: str = "site-a", now: int = T0, mono: list[float] | None = None
+) -> tuple[SiteInput, Topic[ReportsIn], DeviceStats]:
+    fed = FederationConfig(sites=[SiteConfig(gateway_id=gw)], gap_wait_s=5.0)
     reports: Topic[ReportsIn] = Topic("reports")
     stats = DeviceStats(f"site:{gw}", "federation", "mqtt")
-    return SiteInput(fed.sites[0], fed, reports, stats, 3, wall_ns=lambda: now), reports, stats
+    clock = mono if mono is not None else [0.0]
+    h = SiteInput(fed.sites[0], fed, reports, stats, 3, wall_ns=lambda: now, mono=lambda: clock[0])
+    return h, reports, stats
 
 
 POS = np.array(pymap3d.geodetic2ecef(57.0, 10.0, 9000.0))
@@ -53,13 +60,27 @@ VEL = np.array([100.0, -50.0, 0.0])
 
 
 def test_site_batches_used_once_in_order_and_gaps_counted() -> None:
-    h, reports, stats = site_input()
+    mono = [0.0]
+    h, reports, stats = site_input(mono=mono)
     sub = reports.subscribe("t")
-    for seq in (1, 2, 2, 5, 4, 6):  # a duplicate, a gap of two, one out of order
+    # A duplicate (the fast path and the MQTT session both bring 2), 3 and 4
+    # skipped, 4 arriving after 5 (a failover's redelivery): late, not lost.
+    for seq in (1, 2, 2, 5, 4, 6):
         h("hilgw/site-a/tracks", site_batch("site-a", seq, T0, POS, VEL).SerializeToString())
     used = sub.get_all()
     assert len(used) == 4  # 1, 2, 5, 6
-    assert dict(stats.drops) == {"duplicate": 1, "gap": 2, "out_of_order": 1}
+    assert dict(stats.drops) == {"duplicate": 1, "late": 1}
+    assert list(h.missing) == [3]  # not yet lost: it may still come by the other path
+    mono[0] = 4.9
+    h.settle()
+    assert "gap" not in stats.drops
+    mono[0] = 5.1
+    h.settle()  # waited gap_wait_s in vain: lost, counted
+    assert dict(stats.drops) == {"duplicate": 1, "late": 1, "gap": 1}
+    assert not h.missing
+    h("hilgw.site-a.tracks_live", site_batch("site-a", 3, T0, POS, VEL).SerializeToString())
+    assert stats.drops["out_of_order"] == 1  # too late: already counted lost
+    assert h.used_by_path == {"mqtt": 4}
     assert used[0].device_id == "site:site-a"
     r = used[0].reports
     assert r.sensor.tolist() == [3]
@@ -76,6 +97,17 @@ def test_site_restart_starts_a_new_epoch_and_old_epoch_is_refused() -> None:
     h("t", site_batch("site-a", 41, T0, POS, VEL).SerializeToString())  # the old run, late
     assert len(sub.get_all()) == 2
     assert dict(stats.drops) == {"old_epoch": 1}
+
+
+def test_missing_pictures_of_a_run_are_lost_when_the_site_restarts() -> None:
+    h, _reports, stats = site_input()
+    for seq in (1, 4):
+        h("a.b", site_batch("site-a", seq, T0, POS, VEL).SerializeToString())
+    assert sorted(h.missing) == [2, 3]
+    h("a.b", site_batch("site-a", 1, T0, POS, VEL, epoch=EPOCH + 10**9).SerializeToString())
+    assert dict(stats.drops) == {"gap": 2}
+    assert not h.missing
+    assert h.used_by_path == {"nats": 3}
 
 
 @pytest.mark.parametrize(
@@ -107,10 +139,15 @@ def test_non_finite_site_track_left_out() -> None:
 
 
 def test_theatre_fuses_two_sites_into_one_track() -> None:
-    """Two sites hold the same object with independent errors: one theatre track, both sites in it."""
+    """Two sites hold the same object with independent errors: one theatre track, both sites in
+    it, each contributor naming the site, the site's own track id and the site's markings."""
     reports: Topic[ReportsIn] = Topic("reports")
     stage = FusionStage(FusionConfig(publish_hz=1.0), "theatre", reports, Topic("tracks"))
-    fed = FederationConfig(sites=[SiteConfig(gateway_id="site-a"), SiteConfig(gateway_id="site-b")])
+    marked = MarkingsConfig(classification="RESTRICTED", releasable_to=["alpha"])
+    fed = FederationConfig(
+        sites=[SiteConfig(gateway_id="site-a", markings=marked), SiteConfig(gateway_id="site-b")]
+    )
+    stage.markings["site:site-a"] = SourceMarkings.from_config(marked)  # as gateway/federation/wiring.py
     inputs = []
     clock = [T0]
     for k, site in enumerate(fed.sites):
@@ -131,9 +168,14 @@ def test_theatre_fuses_two_sites_into_one_track() -> None:
         ids |= {tr.track_id for tr in live}
         if step > 5:
             assert len(live) == 1
-            contributors = {c.sensor_id for c in live[0].contributors}
+            contributors = {(c.sensor_id, c.sensor_track_id): c for c in live[0].contributors}
     assert len(ids) == 1
-    assert contributors == {"site:site-a", "site:site-b"}
+    # The map from the theatre id to the site tracks that built it.
+    assert set(contributors) == {("site:site-a", 7), ("site:site-b", 8)}
+    a, b = contributors["site:site-a", 7], contributors["site:site-b", 8]
+    assert a.markings.releasable_to == ["alpha"]
+    assert a.markings.classification != 0
+    assert not b.HasField("markings")  # a site without markings: never released (docs/partners.md)
     assert batch.epoch_ns == stage.epoch_ns
 
 
@@ -169,6 +211,10 @@ CUE = {"keys_file": "keys.toml", "audit_path": "audit.log"}
         ({"cue": {**CUE, "picture": {"gateway_id": "theatre"}}}, "min_sources must be at least 2"),
         ({"mqtt": {"enabled": False}, "federation": {"sites": [{"gateway_id": "a"}]}}, "need [mqtt] enabled"),
         ({"gateway_id": "a", "federation": {"sites": [{"gateway_id": "a"}]}}, "this gateway itself"),
+        ({"nats": {"servers": ["127.0.0.1"]}}, "is not host:port"),
+        ({"nats": {"servers": ["127.0.0.1:70000"]}}, "is not host:port"),
+        ({"nats": {"servers": []}}, "at least 1"),
+        ({"mqtt": {"enabled": False}, "nats": {"servers": ["h:4222"]}}, "[nats] needs [mqtt] enabled"),
         ({"federation": {"sites": [{"gateway_id": "a"}, {"gateway_id": "a"}]}}, "appears twice"),
     ],
 )
@@ -199,3 +245,25 @@ def test_a_theatre_cannot_cue_a_launcher_it_does_not_own() -> None:
     with pytest.raises(ConfigError) as err:
         parse_config(raw)
     assert "cue.launchers[L1]: no launcher device" in str(err.value)
+
+
+def test_fast_path_queue_is_bounded_and_keeps_the_freshest() -> None:
+    link = NatsLink(NatsConfig(servers=["127.0.0.1:1"], queue_size=2), "t")
+    for k in range(3):
+        link.publish(live_subject("hilgw", "site-a"), bytes([k]))
+    assert link.dropped == {"queue_full": 1}
+    assert list(link._queue) == [("hilgw.site-a.tracks_live", b"\x01"), ("hilgw.site-a.tracks_live", b"\x02")]
+    assert live_subject("lab/west", "gw-1") == "lab.west.gw-1.tracks_live"
+
+
+def test_duplicates_told_apart_over_a_failover_backlog() -> None:
+    """The MQTT backstop may bring copies thousands of pictures behind the fast path."""
+    h, _reports, stats = site_input()
+    payloads = {
+        seq: site_batch("site-a", seq, T0, POS, VEL).SerializeToString() for seq in (1, 10, 4000, 4200)
+    }
+    for seq in range(1, 4201):
+        h("a.b", payloads.get(seq) or site_batch("site-a", seq, T0, POS, VEL).SerializeToString())
+    h("hilgw/site-a/tracks", payloads[4000])  # 200 behind: a duplicate
+    h("hilgw/site-a/tracks", payloads[10])  # beyond the memory (4096): older than the last used
+    assert dict(stats.drops) == {"duplicate": 1, "out_of_order": 1}

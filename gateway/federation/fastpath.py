@@ -1,0 +1,201 @@
+"""The native NATS fast path beside the MQTT session (docs/federation.md §5).
+
+Why a second link. NATS's MQTT listener keeps every MQTT session in the
+JetStream stream ``$MQTT_sess`` and every QoS 1 message in ``$MQTT_msgs``:
+an MQTT CONNECT (clean or not) waits for the leader of ``$MQTT_sess`` and a
+QoS 1 PUBLISH for the leader of ``$MQTT_msgs``. When the node that led them
+is killed, nats-server 2.9 re-elects them only after its raft election
+time-out of 4-9 s (server/raft.go constants, no configuration key; measured
+5-10 s here, benchmarks/federation/RESULTS.md), so a gateway on MQTT alone cannot fail over in under
+2 s. A core NATS connection (nats-py) needs no JetStream: when its node dies
+the client is on another node within milliseconds and publishes made
+meanwhile are buffered by the client and flushed there.
+
+So with ``[nats]`` a site gateway also publishes each TrackBatch, unchanged,
+on the core subject ``{topic prefix}.{gateway id}.tracks_live`` (at most
+once), and a theatre (or a cue picture bridge) subscribes to it as well as
+to the MQTT topic. The QoS 1 persistent session stays the backstop: what the
+fast path missed while a client reconnected arrives over MQTT once the
+cluster has re-elected its leaders. The consumer uses each (epoch,
+sequence) once whichever path brought it first (gateway/federation/sites.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+
+from gateway.federation.config import NatsConfig
+
+__all__ = ["NatsLink", "live_subject"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[str, bytes], None]
+LinkListener = Callable[[bool], None]
+
+
+def live_subject(topic_prefix: str, gateway_id: str) -> str:
+    """The core subject a gateway's live picture goes on: the MQTT topic
+    prefix in NATS's own form ('/' -> '.'), the gateway id, ``tracks_live``."""
+    return f"{topic_prefix.replace('/', '.')}.{gateway_id}.tracks_live"
+
+
+class NatsLink:
+    """One core NATS connection: at-most-once publish from a bounded queue, subscriptions.
+
+    ``publish`` never blocks; when the queue is full the oldest message goes
+    (counted in ``dropped["queue_full"]``): the freshest picture matters most
+    and the MQTT session carries every picture anyway.
+    """
+
+    def __init__(self, config: NatsConfig, name: str) -> None:
+        self.config = config
+        self.name = name
+        self._queue: deque[tuple[str, bytes]] = deque()
+        self._ready = asyncio.Event()
+        self._subs: list[tuple[str, Handler]] = []
+        self._subs_changed = asyncio.Event()
+        self._listeners: list[LinkListener] = []
+        self.connected = False
+        #: The server of the current connection ("host:port"), or "".
+        self.server = ""
+        self.connects = 0
+        self.disconnects = 0
+        self.published = 0
+        #: reason -> messages dropped: ``queue_full``, ``publish_error``.
+        self.dropped: Counter[str] = Counter()
+        #: Incoming messages by outcome: ``handled``, ``handler_error``.
+        self.received: Counter[str] = Counter()
+
+    def subscribe(self, subject: str, handler: Handler) -> None:
+        """Deliver every message on ``subject`` to ``handler(subject, payload)``; kept across reconnects."""
+        self._subs.append((subject, handler))
+        self._subs_changed.set()
+
+    def on_link(self, listener: LinkListener) -> None:
+        """Call ``listener(up)`` on every connect and every loss of the connection."""
+        self._listeners.append(listener)
+
+    def publish(self, subject: str, payload: bytes) -> None:
+        """Queue ``payload`` for ``subject``; never blocks."""
+        self._queue.append((subject, payload))
+        while len(self._queue) > self.config.queue_size:
+            self._queue.popleft()
+            self.dropped["queue_full"] += 1
+        self._ready.set()
+
+    def _link(self, up: bool, nc: NatsClient | None = None) -> None:
+        if up == self.connected:
+            return
+        self.connected = up
+        if up:
+            self.connects += 1
+            url = nc.connected_url if nc is not None else None
+            self.server = f"{url.hostname}:{url.port}" if url is not None else ""
+        else:
+            self.disconnects += 1
+        for listener in list(self._listeners):
+            try:
+                listener(up)
+            except Exception:  # a listener's bug must not end the link
+                log.exception("nats: link listener %r failed", listener)
+
+    async def _connect(self) -> NatsClient:
+        c = self.config
+        holder: list[NatsClient] = []
+
+        async def disconnected() -> None:
+            self._link(False)
+
+        async def reconnected() -> None:
+            self._link(True, holder[0] if holder else None)
+
+        async def error(exc: Exception) -> None:
+            log.debug("nats: %s", exc)
+
+        nc = await nats.connect(
+            servers=[f"nats://{s}" for s in c.servers],
+            name=self.name,
+            connect_timeout=c.connect_timeout_s,
+            reconnect_time_wait=c.reconnect_wait_s,
+            max_reconnect_attempts=-1,
+            ping_interval=c.ping_interval_s,
+            max_outstanding_pings=2,
+            # Start on the first server of the list (as the MQTT session does):
+            # a gateway's list is its own order of preference.
+            dont_randomize=True,
+            disconnected_cb=disconnected,
+            reconnected_cb=reconnected,
+            error_cb=error,
+        )
+        holder.append(nc)
+        return nc
+
+    async def run(self) -> None:
+        """Connect (retrying), subscribe, publish; runs until cancelled."""
+        delay = self.config.reconnect_wait_s
+        while True:
+            try:
+                nc = await self._connect()
+            except (OSError, TimeoutError, NatsError) as exc:
+                log.debug("nats: cannot connect: %s", exc)
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = self.config.reconnect_wait_s
+            self._link(True, nc)
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._subscriber(nc), name="nats:subscribe")
+                    tg.create_task(self._pump(nc), name="nats:pump")
+            finally:
+                self._link(False)
+                with contextlib.suppress(Exception):  # closing a dead client: nothing to save
+                    await nc.close()
+
+    async def _subscriber(self, nc: NatsClient) -> None:
+        done = 0
+        while True:
+            await self._subs_changed.wait()
+            self._subs_changed.clear()
+            for subject, handler in self._subs[done:]:
+                await nc.subscribe(subject, cb=self._callback(handler))
+            done = len(self._subs)
+
+    def _callback(self, handler: Handler) -> Callable[[Msg], Awaitable[None]]:
+        async def cb(msg: Msg) -> None:
+            try:
+                handler(msg.subject, msg.data)
+                self.received["handled"] += 1
+            except Exception:  # a handler's bug must not end the subscription
+                self.received["handler_error"] += 1
+                log.exception("nats: handler for %s failed", msg.subject)
+
+        return cb
+
+    async def _pump(self, nc: NatsClient) -> None:
+        while True:
+            while not self._queue:
+                self._ready.clear()
+                await self._ready.wait()
+            subject, payload = self._queue.popleft()
+            try:
+                # Buffered by nats-py while it reconnects (pending_size) and
+                # flushed on the next node: no wait for any JetStream leader.
+                await nc.publish(subject, payload)
+                self.published += 1
+            except NatsError as exc:
+                self.dropped["publish_error"] += 1
+                log.debug("nats: publish on %s failed: %s", subject, exc)
+                if nc.is_closed:  # never with unlimited reconnects; if so, start over
+                    raise ConnectionError("nats: connection closed") from exc
