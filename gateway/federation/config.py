@@ -22,9 +22,14 @@ class SiteConfig(_Model):
 
     gateway_id: str = Field(pattern=_ID)
     topic_prefix: str = Field(default="hilgw", pattern=r"^[A-Za-z0-9_/-]+$")
-    #: Site track statuses taken (tentative tracks stay at their site).
+    #: Site track statuses taken (tentative tracks stay at their site). Not
+    #: coasting by default: a coasting site track is its site's prediction,
+    #: no new measurement; fused as one, it kept its theatre track confirmed
+    #: as long as the site coasted it and made the sites' clutter tracks
+    #: confirmed theatre tracks (benchmarks/federation/RESULTS.md). The
+    #: theatre coasts its track itself when the site's track is left out.
     statuses: list[Literal["tentative", "confirmed", "coasting"]] = Field(
-        default_factory=lambda: list[Literal["tentative", "confirmed", "coasting"]](["confirmed", "coasting"])
+        default_factory=lambda: list[Literal["tentative", "confirmed", "coasting"]](["confirmed"])
     )
     #: Releasability of what this site contributes (docs/partners.md); None: never released.
     markings: MarkingsConfig | None = None

@@ -19,6 +19,7 @@ from gateway.federation.fastpath import NatsLink, live_subject
 from gateway.federation.picture import PictureBridge
 from gateway.federation.sites import SiteInput
 from gateway.fusion.api import SensorGeometry
+from gateway.fusion.config import FusionConfig as EngineConfig
 from gateway.fusion_stage import FusionStage
 from gateway.health import DeviceStats
 from gateway.partners.release import SourceMarkings
@@ -267,3 +268,59 @@ def test_duplicates_told_apart_over_a_failover_backlog() -> None:
     h("hilgw/site-a/tracks", payloads[4000])  # 200 behind: a duplicate
     h("hilgw/site-a/tracks", payloads[10])  # beyond the memory (4096): older than the last used
     assert dict(stats.drops) == {"duplicate": 1, "out_of_order": 1}
+
+
+def _theatre(fed: FederationConfig) -> tuple[FusionStage, SiteInput, list[int]]:
+    reports: Topic[ReportsIn] = Topic("reports")
+    stage = FusionStage(FusionConfig(publish_hz=2.0), "theatre", reports, Topic("tracks"))
+    site = fed.sites[0]
+    idx = stage.engine.add_sensor(SensorGeometry(f"site:{site.gateway_id}", np.zeros(3), np.eye(3)))
+    clock = [T0]
+    stats = DeviceStats(f"site:{site.gateway_id}", "federation", "mqtt")
+    return stage, SiteInput(site, fed, reports, stats, idx, wall_ns=lambda: clock[0]), clock
+
+
+def test_a_site_track_coasting_at_its_site_does_not_keep_a_theatre_track_confirmed() -> None:
+    """A coasting site track is the site's prediction, no new measurement. Fused as
+    one (the default took coasting tracks), it kept the theatre track confirmed as
+    long as its site coasted it (10 s) and turned the sites' short-lived clutter
+    tracks into confirmed theatre tracks: 3 false theatre tracks against 1 at one
+    gateway fed every sensor on the demo (benchmarks/federation/RESULTS.md)."""
+    fed = FederationConfig(sites=[SiteConfig(gateway_id="site-a")])
+    stage, h, clock = _theatre(fed)
+    coasting_from = 8
+    statuses = []
+    for step in range(34):  # 2 Hz site pictures
+        t = clock[0] = T0 + step * 5 * 10**8
+        b = site_batch("site-a", step + 1, t, POS + VEL * step * 0.5, VEL, track_id=9)
+        if step >= coasting_from:
+            b.tracks[0].status = track_pb2.TRACK_STATUS_COASTING
+        h("t", b.SerializeToString())
+        statuses.append({tr.track_id: tr.status for tr in stage.step_once(t).tracks})
+    confirmed = [step for step, s in enumerate(statuses) if track_pb2.TRACK_STATUS_CONFIRMED in s.values()]
+    assert confirmed
+    assert confirmed[0] < coasting_from  # the site's confirmed track made one
+    # Coasting at the site: no report reaches the theatre track, which coasts after
+    # coast_after_s without one (2 pictures a second), and goes after drop_after_s.
+    cfg = EngineConfig()
+    assert max(confirmed) < coasting_from + 2 * cfg.coast_after_s
+    gone = coasting_from + int(2 * cfg.drop_after_s) + 2
+    assert all(not s or set(s.values()) == {track_pb2.TRACK_STATUS_DROPPED} for s in statuses[gone:])
+    assert h.used == 34  # every picture used: the coasting track left out, not the picture
+
+    # A site track only ever seen coasting never starts a theatre track.
+    stage, h, clock = _theatre(fed)
+    for step in range(10):
+        t = clock[0] = T0 + step * 5 * 10**8
+        b = site_batch("site-a", step + 1, t, POS + VEL * step * 0.5, VEL, track_id=4)
+        b.tracks[0].status = track_pb2.TRACK_STATUS_COASTING
+        h("t", b.SerializeToString())
+        assert not stage.step_once(t).tracks
+    # Configured to take them, they are fused as before.
+    taking = FederationConfig(sites=[SiteConfig(gateway_id="site-a", statuses=["confirmed", "coasting"])])
+    stage, h, clock = _theatre(taking)
+    h("t", site_batch("site-a", 1, T0, POS, VEL, track_id=4).SerializeToString())
+    coasting = site_batch("site-a", 2, T0 + 5 * 10**8, POS + VEL * 0.5, VEL, track_id=4)
+    coasting.tracks[0].status = track_pb2.TRACK_STATUS_COASTING
+    h("t", coasting.SerializeToString())
+    assert len(stage.step_once(T0 + 5 * 10**8).tracks) == 1
