@@ -116,9 +116,9 @@ def _score(rep: truth_pb2.ScoreReport | None) -> dict[str, Any]:
         "tracks": rep.track_count,
         "id_swaps": rep.id_swaps,
         "track_breaks": rep.track_breaks,
-        # Air and ballistic apart: the demo's ballistic targets reach fusion
-        # through ASTERIX altitude fields too small for them, which splits
-        # their tracks at any gateway (benchmarks/fusion/RESULTS.md).
+        # Air and ballistic apart: the ballistic targets split into several
+        # tracks at any gateway until ASTERIX reports of unknown height became
+        # the Gaussian of their range arc (benchmarks/fusion/RESULTS.md).
         "ids_per_air_target": _mean_ids(rep, "tgt-air"),
         "ids_per_ballistic_target": _mean_ids(rep, "tgt-bm"),
         "ids_by_target": {t.target_id: t.track_ids for t in rep.targets if t.track_ids},
