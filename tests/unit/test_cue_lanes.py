@@ -71,3 +71,15 @@ def test_a_command_signed_by_another_operator_on_a_lane_is_refused_and_counted()
 def test_a_forged_signature_on_a_lane_is_refused_for_its_mac_first() -> None:
     forged = authority_command("hold", 1, time.time_ns(), secret=bytes.fromhex("99" * 32), gateway=GW)
     assert _check(Intake(), forged, "alice") == "bad_mac"
+
+
+def test_the_cli_publishes_on_its_keys_operator_lane_unless_told_otherwise() -> None:
+    import argparse
+
+    from gateway.cue.cli import _lane
+
+    ns = argparse.Namespace(shared_topic=False)
+    assert _lane(ns, "auto", "alice") == "alice"
+    assert _lane(ns, "auto", None) is None  # a key bound to no operator: the shared topic
+    assert _lane(ns, "off", "alice") is None
+    assert _lane(argparse.Namespace(shared_topic=True), "auto", "alice") is None
