@@ -57,6 +57,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiomqtt
+import paho.mqtt.client as mqtt
+from aiomqtt.types import PahoSocket
 
 from gateway.config import MqttConfig
 from gateway.outputs.mqtt import Outgoing, Topics, cancel_safe, publish, tls_context
@@ -98,6 +100,60 @@ def broker_addresses(config: MqttConfig, port: int | None = None) -> list[Broker
             out.append(BrokerAddress(host, int(p)))  # the format is checked at config load
         return out
     return [BrokerAddress(config.host, port or config.port)]
+
+
+class _Client(aiomqtt.Client):
+    """aiomqtt's client with its write watch made safe against a socket closed meanwhile.
+
+    paho asks for a write watch (``on_socket_register_write``) when it queues
+    a packet; aiomqtt 2.5 schedules ``loop.add_writer(fd)`` for the next loop
+    turn (``call_soon_threadsafe``, as paho may call from the connect thread).
+    When the broker dies in that turn, the reader callback closes the socket
+    first (paho's ``_sock_close``, whose unregister finds no watch yet) and
+    the scheduled ``add_writer`` then hits a closed descriptor: the loop logs
+    ``Exception in callback add_writer ... [Errno 9] Bad file descriptor``
+    (or, had the number been reused by the next connection, it would watch
+    that socket for a dead client). Here the watch is added only if the
+    socket is still open and still the client's.
+    """
+
+    def _on_socket_register_write(self, client: mqtt.Client, userdata: object, sock: PahoSocket) -> None:
+        def writable() -> None:
+            # As aiomqtt: a write error is a broken connection; end it now.
+            try:
+                client.loop_write()
+            except Exception as exc:
+                if not self._disconnected.done():
+                    self._disconnected.set_exception(exc)
+
+        def watch() -> None:
+            fd = sock.fileno()
+            if fd < 0 or client.socket() is not sock:
+                return  # closed (and unregistered by paho) before this turn: nothing to watch
+            self._loop.add_writer(fd, writable)
+
+        self._loop.call_soon_threadsafe(watch)
+
+
+def _consume_outcome(client: aiomqtt.Client) -> None:
+    """Mark the client's connect/disconnect outcomes retrieved, now or when they come.
+
+    aiomqtt 2.5 sets ``_disconnected`` to ``MqttCodeError("Unexpected
+    disconnection")`` when the broker goes, and only its message iterator
+    reads it. When the session's tasks end first (a stop, a failed publish or
+    subscribe in the same turn as the broker's death), ``__aexit__`` sees the
+    future done and returns without reading it, and asyncio logs "Future
+    exception was never retrieved" when the client is collected. The
+    session has its own account of the loss (``_failed``, ``last_error``);
+    what is left here is only logged at debug level.
+    """
+
+    def consume(fut: asyncio.Future[None]) -> None:
+        if not fut.cancelled() and (exc := fut.exception()) is not None:
+            log.debug("mqtt: client outcome: %r", exc)
+
+    for fut in (client._connected, client._disconnected):  # private to aiomqtt 2.x, see above
+        fut.add_done_callback(consume)
 
 
 def _first(exc: BaseException) -> BaseException:
@@ -250,7 +306,7 @@ class MqttSession:
             # A bad certificate file is an operator error: say so, keep retrying
             # (the file may be being replaced); `hilgw doctor` names the fix.
             raise aiomqtt.MqttError(f"tls: {err}") from err
-        client = aiomqtt.Client(
+        client = _Client(
             hostname=addr.host,
             port=addr.port,
             identifier=self.client_id,
@@ -275,8 +331,10 @@ class MqttSession:
         while True:
             addr = self.addresses[index % len(self.addresses)]
             up_since: float | None = None
+            client: aiomqtt.Client | None = None
             try:
-                async with self._client(addr) as client:
+                client = self._client(addr)
+                async with client:
                     up_since = time.monotonic()
                     self.connected, self.address = True, addr
                     self.connects += 1
@@ -301,6 +359,8 @@ class MqttSession:
                     self.down_since_mono = time.monotonic()
                     self._notify(False)
                 self._requeue_inflight()
+                if client is not None:
+                    _consume_outcome(client)
             healthy = up_since is not None and time.monotonic() - up_since >= c.reconnect_reset_s
             if healthy:
                 delay = c.reconnect_initial_s  # it had been healthy: start the back-off over
