@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 
 from gateway.config import MqttConfig, parse_config
+from gateway.doctor_checks import Result
+from gateway.doctor_nats import check_nats
 from gateway.federation.config import NatsAuthConfig, NatsConfig, NatsTlsConfig
 from gateway.federation.fastpath import NatsLink, live_subject
 from gateway.outputs.mqtt import Outgoing
@@ -153,3 +155,15 @@ async def test_tls_and_credentials_on_the_fast_path(
     refused = wrong.last_errors["auth"]
     assert refused.startswith(servers[0] + ": the server refused these credentials"), wrong.last_errors
     assert "authorization violation" in refused.lower()
+
+    # hilgw doctor: the same three identities, one connect each.
+    good = NatsConfig(servers=servers, tls=tls(pki, "site-a"), auth=site_link.config.auth)
+    other_ca = NatsConfig(servers=servers, tls=tls(pki, "site-a", pki.other_ca), auth=site_link.config.auth)
+    [ok] = await asyncio.to_thread(check_nats, good, 10.0)
+    assert ok.result is Result.PASS, ok
+    assert ok.name == f"nats server {servers[0]} (tls)"
+    [bad_ca] = await asyncio.to_thread(check_nats, other_ca, 10.0)
+    assert (bad_ca.result, bad_ca.detail.split(":")[0]) == (Result.FAIL, "tls_verify"), bad_ca
+    assert "nats.tls.ca_file" in bad_ca.fix
+    [bad_pw] = await asyncio.to_thread(check_nats, wrong.config, 10.0)
+    assert (bad_pw.result, bad_pw.detail.split(":")[0]) == (Result.FAIL, "auth"), bad_pw

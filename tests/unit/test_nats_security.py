@@ -143,3 +143,13 @@ async def test_the_link_counts_a_bad_file_and_keeps_trying(tmp_path: Path) -> No
             await task
     assert link.last_errors["config"] == f"config: nats.tls.ca_file: {tmp_path / 'ca.crt'}: missing"
     assert not link.connected
+
+
+def test_doctor_names_a_missing_file_without_connecting(tmp_path: Path) -> None:
+    from gateway.doctor_checks import Result
+    from gateway.doctor_nats import check_nats
+
+    [c] = check_nats(cfg(tls=NatsTlsConfig(ca_file=tmp_path / "ca.crt")))
+    assert (c.name, c.result) == ("nats nats.tls.ca_file", Result.FAIL)
+    assert c.detail.endswith("ca.crt: missing")
+    assert "nats.tls.ca_file" in c.fix
