@@ -168,7 +168,9 @@ def _pct(x: np.ndarray) -> dict[str, float]:
     return {"p50": float(p[0]), "p90": float(p[1]), "p99": float(p[2]), "max": float(x.max() * 1e-6)}
 
 
-async def _run(rate: float, seconds: float, port: int, targets: int, publish_hz: float) -> dict[str, object]:
+async def _run(
+    rate: float, seconds: float, port: int, targets: int, publish_hz: float, worker: str = "process"
+) -> dict[str, object]:
     from gateway.config import parse_config
     from gateway.supervisor import Gateway
 
@@ -178,7 +180,7 @@ async def _run(rate: float, seconds: float, port: int, targets: int, publish_hz:
         {
             "gateway_id": "bench",
             "mqtt": {"port": port, "queue_size": 100_000},
-            "fusion": {"publish_hz": publish_hz},
+            "fusion": {"publish_hz": publish_hz, "worker": worker},
             "devices": [
                 {
                     "id": "radar",
@@ -278,6 +280,7 @@ async def _run(rate: float, seconds: float, port: int, targets: int, publish_hz:
     span = max((rep_at.max() - rep_at.min()) * 1e-9, 1e-9) if len(rep_at) else 1e-9
     return {
         "rate": "max" if rate <= 0 else int(rate),
+        "worker": worker,
         "sent": sent,
         "received": len(rep_rx),
         "reports_per_s": len(rep_rx) / span,
@@ -311,6 +314,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--targets", type=int, default=1000)
     ap.add_argument("--publish-hz", type=float, default=5.0, help="fusion rate (the [fusion] default)")
+    ap.add_argument(
+        "--worker", default="process", choices=("process", "thread", "inline"), help="where fusion steps"
+    )
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--uvloop", action="store_true", help="run the gateway on uvloop (if installed)")
     ap.add_argument("--profile", metavar="FILE", help="cProfile the gateway process into FILE (pstats)")
@@ -333,7 +339,7 @@ def main() -> int:
             proc = subprocess.Popen([mosq, "-c", str(conf)], stderr=subprocess.DEVNULL)
             try:
                 wait_port(port)
-                run = _run(rate, ns.seconds, port, ns.targets, ns.publish_hz)
+                run = _run(rate, ns.seconds, port, ns.targets, ns.publish_hz, ns.worker)
                 factory = None
                 if ns.uvloop:
                     try:

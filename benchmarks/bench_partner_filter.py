@@ -27,8 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.partners.config import ReleaseProfile
 from gateway.partners.release import Picture, ReleaseFilter, SourceMarkings
+from gateway.sections.partners import ReleaseProfile
 from tests.unit.partner_support import random_tracks
 from tests.unit.test_partner_release import T0, check_case
 

@@ -19,13 +19,13 @@ from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
-from gateway.cue.config import CueConfig  # the [cue] section (docs/cue-path.md §7)
 from gateway.federation.config import FederationConfig, NatsConfig  # docs/federation.md
-from gateway.feed_config import AsterixConfig, AsterixSourceConfig, GeoPointConfig, OwnShipConfig
-from gateway.outputs.config import MqttConfig, MqttTlsConfig  # [mqtt] (docs/config.md)
-from gateway.partners.config import MarkingsConfig, PartnerConfig  # docs/partners.md
 from gateway.protocols import load_codec, protocol_spec
-from gateway.transports.config import (
+from gateway.sections.cue import CueConfig  # the [cue] section (docs/cue-path.md §7)
+from gateway.sections.feeds import AsterixConfig, AsterixSourceConfig, GeoPointConfig, OwnShipConfig
+from gateway.sections.mqtt import MqttConfig, MqttTlsConfig  # [mqtt] (docs/config.md)
+from gateway.sections.partners import MarkingsConfig, PartnerConfig  # docs/partners.md
+from gateway.sections.transports import (
     STANDARD_BAUDRATES,
     CanFilterConfig,
     CanTransportConfig,
@@ -72,7 +72,7 @@ class _Model(StrictModel):
     """Unknown keys, non-finite and absurdly large numbers refused (hilgw.tomlconfig)."""
 
 
-# --- transports (gateway/transports/config.py) --------------------------------
+# --- transports (gateway/sections/transports.py) --------------------------------
 
 # --- devices ------------------------------------------------------------------
 
@@ -226,6 +226,17 @@ class FusionConfig(_Model):
     engine: str = "default"
     publish_hz: float = Field(default=5.0, gt=0, le=100)
     report_queue: int = Field(default=100_000, ge=100)
+    #: Where the engine steps (issue 18, gateway/fusion_worker.py): ``process``
+    #: (its own process: ingest never waits on a step), ``thread``, or
+    #: ``inline`` on the event loop (replay, and tests that step by hand).
+    worker: Literal["process", "thread", "inline"] = "process"
+    #: A picture that comes back from the worker later than this after its
+    #: time is not published (counted ``hilgw_fusion_pictures_stale_total``):
+    #: nothing downstream, the cue path least of all, acts on an old picture.
+    max_picture_lag_s: float = Field(default=1.0, gt=0)
+    #: A worker that has not answered a step (or started) within this is
+    #: hung: it is killed and the fusion task restarts with a new one.
+    worker_timeout_s: float = Field(default=10.0, gt=0)
     #: Engine parameters, passed through to the engine's own config model.
     params: dict[str, Any] = Field(default_factory=dict)
 

@@ -11,6 +11,7 @@ import importlib
 import logging
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -19,7 +20,9 @@ from gateway.bus import FullPolicy, Topic
 from gateway.config import FusionConfig
 from gateway.devices.base import ReportsIn
 from gateway.fusion.api import FusionEngine, ReportArrays, TrackArrays
+from gateway.fusion_worker import ProcessWorker, StepReply, StepRequest
 from gateway.partners.release import Picture, SourceMarkings
+from gateway.track_proto import tracks_to_proto
 from hilgw.errors import ConfigError
 from hilgw.v1 import common_pb2, track_pb2
 
@@ -61,74 +64,19 @@ def report_fates(counters: Mapping[str, int]) -> tuple[dict[str, int], int]:
     return {"received": received, **fates}, held
 
 
-def make_engine(config: FusionConfig) -> FusionEngine:
+def engine_target(config: FusionConfig) -> str:
+    """``"module:Class"`` of the configured engine."""
     target = ENGINES.get(config.engine)
     if target is None:
         raise ConfigError("fusion.engine", f"unknown engine {config.engine!r}; known: {sorted(ENGINES)}")
-    module, _, attr = target.partition(":")
+    return target
+
+
+def make_engine(config: FusionConfig) -> FusionEngine:
+    module, _, attr = engine_target(config).partition(":")
     cls: Any = getattr(importlib.import_module(module), attr)
     engine: FusionEngine = cls.from_params(config.params)
     return engine
-
-
-def tracks_to_proto(
-    tracks: TrackArrays,
-    sensor_ids: list[str],
-    gateway_id: str,
-    seq: int,
-    t_ns: int,
-    markings: list[common_pb2.Markings | None] | None = None,
-) -> track_pb2.TrackBatch:
-    """Render the stacked picture as one TrackBatch (protobuf is per-object by nature).
-
-    ``markings``, by sensor index, are copied onto each contributor: the
-    releasability of the data travels with it (docs/partners.md).
-
-    Every numpy column becomes a Python list once, up front, and each track's
-    scalars go in one ``add(**fields)`` call: no numpy scalar boxing or
-    ``int()`` per element (issue 18). Building nested messages first and
-    extending is slower: upb copies them into the batch.
-    """
-    m = len(tracks)
-    x = tracks.x.tolist()
-    P = tracks.P.reshape(m, 36).tolist()
-    track_id = tracks.track_id.tolist()
-    status = tracks.status.tolist()
-    last_ns = tracks.t_ns.tolist()
-    first_ns = tracks.first_ns.tolist()
-    quality = tracks.quality.tolist()
-    model = tracks.model.tolist()
-    count = tracks.update_count.tolist()
-    c_row = tracks.contrib_row.tolist()
-    c_sensor = tracks.contrib_sensor.tolist()
-    c_track = tracks.contrib_sensor_track_id.tolist()
-    c_ns = tracks.contrib_t_ns.tolist()
-    by_row: dict[int, list[int]] = {}
-    for k, row in enumerate(c_row):
-        by_row.setdefault(row, []).append(k)
-    batch = track_pb2.TrackBatch(gateway_id=gateway_id, batch_sequence=seq, time_ns=t_ns)
-    add = batch.tracks.add
-    for i in range(m):
-        st = add(
-            track_id=track_id[i],
-            status=status[i],  # wire value of TrackStatus
-            last_update_time_ns=last_ns[i],
-            first_seen_time_ns=first_ns[i],
-            quality=quality[i],
-            motion_model=model[i],  # wire value of MotionModel
-            update_count=count[i],
-        )
-        s = st.state
-        s.x, s.y, s.z, s.vx, s.vy, s.vz = x[i]
-        s.covariance.extend(P[i])
-        for k in by_row.get(i, ()):
-            sensor = c_sensor[k]
-            c = st.contributors.add(
-                sensor_id=sensor_ids[sensor], sensor_track_id=c_track[k], last_update_time_ns=c_ns[k]
-            )
-            if markings is not None and (mk := markings[sensor]) is not None:
-                c.markings.CopyFrom(mk)
-    return batch
 
 
 @runtime_checkable
@@ -165,10 +113,38 @@ class FusionStage:
         self.pictures: Topic[Picture] = Topic("pictures")
         self._sensor_markings: tuple[SourceMarkings | None, ...] = ()
         self._sensor_markings_pb: list[common_pb2.Markings | None] = []
+        # --- the worker (gateway/fusion_worker.py). An engine handed in is
+        # stepped here or in a thread: a process builds its own from the config.
+        self.worker_kind = config.worker if engine is None or config.worker != "process" else "thread"
+        #: "inline", or the worker's state: "starting", "up", "failed".
+        self.worker_state = "inline" if self.worker_kind == "inline" else "starting"
+        self.worker_pid: int | None = None
+        #: Why the worker last failed ("" while it never has).
+        self.worker_problem = ""
+        self.worker_failures = 0
+        #: Pictures not published: back from the worker too late (max_picture_lag_s).
+        self.pictures_stale = 0
+        #: Periods in which no step started because the one before was still running.
+        self.ticks_skipped = 0
+        self._counters: dict[str, int] | None = None  # the worker engine's, by its last reply
+        self._worker: ProcessWorker | None = None  # started by start(), taken over by run()
+        #: The worker process of the latest start (diagnostics and tests).
+        self.process_worker: ProcessWorker | None = None
+        self._sensors_sent = 0
+        self._markings_sent: int | None = None
 
     @property
     def sensor_ids(self) -> list[str]:
         return [s.sensor_id for s in self.engine.sensors]
+
+    def engine_counters(self) -> dict[str, int]:
+        """The stepping engine's own counters (``reports_in`` and the fates, see
+        :func:`report_fates`): the worker process's as of its last picture, or
+        ``{}`` for an engine that keeps none (they are not part of :class:`FusionEngine`)."""
+        if self._counters is not None:
+            return self._counters
+        engine = self.engine
+        return engine.counters if isinstance(engine, CountingEngine) else {}
 
     def step_once(self, t_ns: int) -> track_pb2.TrackBatch:
         batches = self.sub.get_all()
@@ -196,22 +172,163 @@ class FusionStage:
         return self._sensor_markings
 
     async def run(self) -> None:
+        """Step at ``publish_hz`` until cancelled; where, ``fusion.worker`` says."""
+        if self.worker_kind != "inline":
+            await self._run_worker()
+            return
         period = 1.0 / self.config.publish_hz
         next_t = time.monotonic()
         while True:
             next_t += period
             delay = next_t - time.monotonic()
             if delay < 0:  # fell behind: skip ahead rather than burst
+                self.ticks_skipped += int(-delay // period)
                 next_t = time.monotonic()
             else:
                 await asyncio.sleep(delay)
             self.tracks.publish(self.step_once(time.time_ns()))
 
-    def engine_counters(self) -> dict[str, int]:
-        """The engine's own counters (``reports_in`` and the fates, see :func:`report_fates`),
-        or ``{}`` for an engine that keeps none (they are not part of :class:`FusionEngine`)."""
-        engine = self.engine
-        return engine.counters if isinstance(engine, CountingEngine) else {}
+    # --- the worker (gateway/fusion_worker.py) ------------------------------------
+
+    def _request(self, t_ns: int) -> StepRequest:
+        """The reports queued since the last step, the sensors and markings the
+        worker has not had yet."""
+        batches = self.sub.get_all()
+        sensors = self.engine.sensors
+        new = tuple(sensors[self._sensors_sent :])
+        self._sensors_sent = len(sensors)
+        markings: tuple[bytes | None, ...] | None = None
+        self._markings_by_sensor(self.sensor_ids)
+        table = self._sensor_markings_pb if self.markings else []
+        if self._markings_sent != len(table):
+            markings = tuple(m.SerializeToString() if m is not None else None for m in table)
+            self._markings_sent = len(table)
+        self.seq += 1
+        return StepRequest(self.seq, t_ns, ReportArrays.concat([b.reports for b in batches]), new, markings)
+
+    def _step_here(self, req: StepRequest) -> tuple[StepReply, track_pb2.TrackBatch]:
+        """The thread worker's step: this process's engine, in the stage's thread."""
+        t0 = time.monotonic()
+        picture = self.engine.step(req.reports, req.t_ns)
+        step_s = time.monotonic() - t0
+        pb = self._sensor_markings_pb if self.markings else None
+        batch = tracks_to_proto(picture, self.sensor_ids, self.gateway_id, req.seq, req.t_ns, pb)
+        batch.epoch_ns = self.epoch_ns
+        return StepReply(req.seq, req.t_ns, picture, b"", {}, step_s), batch
+
+    @staticmethod
+    def _step_remote(worker: ProcessWorker, req: StepRequest) -> tuple[StepReply, track_pb2.TrackBatch]:
+        """The process worker's step, and the picture parsed (in the stage's thread)."""
+        reply = worker.step(req)
+        return reply, track_pb2.TrackBatch.FromString(reply.batch)
+
+    def _publish_reply(self, reply: StepReply, batch: track_pb2.TrackBatch) -> None:
+        """Publish one picture, unless it came back too late to be acted on."""
+        assert reply.picture is not None
+        self.step_seconds = [*self.step_seconds[-255:], reply.step_s]
+        self.last_picture = reply.picture
+        if reply.counters:
+            self._counters = reply.counters
+        lag_s = (time.time_ns() - reply.t_ns) * 1e-9
+        if lag_s > self.config.max_picture_lag_s:
+            # Stale: not on the bus, so not cued from, not displayed, not sent.
+            self.pictures_stale += 1
+            n = self.pictures_stale
+            if n & (n - 1) == 0:  # the 1st, 2nd, 4th, ...: a slow machine does not flood the log
+                log.warning(
+                    "fusion: picture %d back %.2f s after its time (max_picture_lag_s %.2f): "
+                    "not published (%d so far)",
+                    reply.seq,
+                    lag_s,
+                    self.config.max_picture_lag_s,
+                    n,
+                )
+            return
+        if self.pictures.subscriptions:
+            marks = self._markings_by_sensor(self.sensor_ids)
+            self.pictures.publish(Picture(reply.seq, reply.t_ns, reply.picture, marks))
+        self.tracks.publish(batch)
+
+    def spawn(self) -> None:
+        """Start the worker process (no waiting): its imports then overlap the
+        rest of the gateway's start-up. :meth:`start` waits for it."""
+        if self.worker_kind != "process" or self._worker is not None:
+            return
+        cfg = self.config
+        worker = self._worker = self.process_worker = ProcessWorker(
+            engine_target(cfg), cfg.params, self.gateway_id, self.epoch_ns, cfg.worker_timeout_s
+        )
+        self.worker_pid = worker.pid
+
+    async def start(self) -> None:
+        """Start the worker process (if :meth:`spawn` has not) and wait until its
+        engine is built, so a gateway that says it has started steps from its
+        first period."""
+        self.spawn()
+        worker = self._worker
+        if worker is None or worker.ready:
+            return
+        await asyncio.to_thread(worker.wait_ready, max(self.config.worker_timeout_s, 30.0))
+        self.worker_state = "up"
+
+    async def close(self) -> None:
+        """Stop a worker that :meth:`run` never took over (a start that failed later)."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            await _close(worker)
+
+    async def _run_worker(self) -> None:
+        """Step in a thread or a process at ``publish_hz``; one step in flight.
+
+        A period whose tick finds the step before it still running is skipped
+        (counted in ``ticks_skipped``): the reports wait in the subscription
+        for the next step, the event loop never waits for the engine.
+        """
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        # One thread of its own: it mostly sleeps in a pipe poll (process) or
+        # in numpy (thread); the default executor is other tasks' to use.
+        pool = ThreadPoolExecutor(1, thread_name_prefix="hilgw-fusion")
+        worker, self._worker = self._worker, None  # the one start() made ready, if any
+        self._sensors_sent, self._markings_sent = 0, None  # a new worker knows nothing
+        try:
+            if self.worker_kind == "process" and worker is None:  # a restart: a new worker
+                self.worker_state = "starting"
+                worker = self.process_worker = ProcessWorker(
+                    engine_target(cfg), cfg.params, self.gateway_id, self.epoch_ns, cfg.worker_timeout_s
+                )
+                self.worker_pid = worker.pid
+                await loop.run_in_executor(pool, worker.wait_ready, max(cfg.worker_timeout_s, 30.0))
+            self.worker_state = "up"
+            period = 1.0 / cfg.publish_hz
+            next_t = time.monotonic()
+            while True:
+                next_t += period
+                delay = next_t - time.monotonic()
+                if delay < 0:
+                    self.ticks_skipped += int(-delay // period)
+                    next_t = time.monotonic()
+                else:
+                    await asyncio.sleep(delay)
+                req = self._request(time.time_ns())
+                if worker is not None:
+                    reply, batch = await loop.run_in_executor(pool, self._step_remote, worker, req)
+                else:
+                    reply, batch = await loop.run_in_executor(pool, self._step_here, req)
+                self._publish_reply(reply, batch)
+        except Exception as exc:
+            self.worker_state = "failed"
+            self.worker_failures += 1
+            self.worker_problem = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            if self.worker_state != "failed":
+                self.worker_state = "starting"  # stopped: the next run() starts a new one
+            if worker is not None:
+                worker.interrupt()
+                # A failed worker is not asked twice: it may be hung in a step.
+                await _close(worker, 0.1 if self.worker_state == "failed" else 2.0)
+            pool.shutdown(wait=False)
 
     def counts(self) -> dict[int, int]:
         """Tracks by status in the last picture."""
@@ -219,3 +336,12 @@ class FusionStage:
             return {}
         vals, n = np.unique(self.last_picture.status, return_counts=True)
         return {int(v): int(c) for v, c in zip(vals, n, strict=True)}
+
+
+async def _close(worker: ProcessWorker, grace_s: float = 2.0) -> None:
+    """Stop the worker process without blocking the loop; synchronously if cancelled again."""
+    try:
+        await asyncio.to_thread(worker.close, grace_s)
+    except asyncio.CancelledError:
+        worker.close(grace_s)
+        raise

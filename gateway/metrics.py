@@ -106,6 +106,8 @@ def health_check(gw: RunningGateway) -> tuple[bool, dict[str, Any]]:
         reasons.append("no device is up")
     if not tasks:
         reasons.append("not started")
+    if gw.fusion.worker_state == "failed":  # no picture until a new worker answers
+        reasons.append(f"fusion worker failed: {gw.fusion.worker_problem}")
     looping = gw.task_health.problem(time.monotonic())
     if looping is not None:
         reasons.append(looping)
@@ -195,7 +197,7 @@ class _GatewayCollector(Collector):
         yield tracks
         # What became of the reports fusion took in (engine counters): received =
         # the terminal fates + held (gateway/fusion_stage.py report_fates).
-        counters = gw.fusion.engine_counters()
+        counters = gw.fusion.engine_counters()  # the stepping engine's, in whichever worker it runs
         if "reports_in" in counters:
             by_fate, held = report_fates(counters)
             fates = CounterMetricFamily(
@@ -215,6 +217,7 @@ class _GatewayCollector(Collector):
                 "Reports handled out of sequence (older than the picture; their fate is counted too)",
                 value=counters["oos_used"],
             )
+        yield from _fusion_worker_metrics(gw)
         steps = gw.fusion.step_seconds
         if steps:
             yield GaugeMetricFamily(
@@ -237,8 +240,10 @@ class _GatewayCollector(Collector):
             yield GaugeMetricFamily(
                 "hilgw_mqtt_queue_depth", "Messages waiting for the broker", value=m.queued
             )
+            cmd = gw.mqtt_commands  # the cue path's own connection: its outputs are counted there
+            out_counts = m.published + cmd.published if cmd is not None else m.published
             pub = CounterMetricFamily("hilgw_mqtt_published", "Messages published", labels=["kind"])
-            for kind, n in sorted(m.published.items()):
+            for kind, n in sorted(out_counts.items()):
                 pub.add_metric([kind], n)
             mdrop = CounterMetricFamily(
                 "hilgw_mqtt_drops",
@@ -253,6 +258,17 @@ class _GatewayCollector(Collector):
                 value=m.queued_critical,
             )  # fmt: skip
             yield CounterMetricFamily("hilgw_mqtt_connects", "Connections made", value=m.connects)
+            if cmd is not None:
+                yield GaugeMetricFamily(
+                    "hilgw_mqtt_commands_connected",
+                    "1 while the operator-command connection is up ([mqtt] command_connection)",
+                    value=int(cmd.connected),
+                )
+                yield CounterMetricFamily(
+                    "hilgw_mqtt_commands_sheds",
+                    "Times the command connection was dropped and made again under a flood",
+                    value=cmd.sheds,
+                )
             yield CounterMetricFamily(
                 "hilgw_mqtt_connect_failures", "Connection attempts that failed", value=m.connect_failures
             )
@@ -310,6 +326,31 @@ class _GatewayCollector(Collector):
 
         ok, _ = health_check(gw)
         yield GaugeMetricFamily("hilgw_healthy", "1 when /healthz answers 200", value=int(ok))
+
+
+def _fusion_worker_metrics(gw: RunningGateway) -> Iterator[Metric]:
+    """Where fusion steps and whether that works (gateway/fusion_worker.py, issue 18)."""
+    f = gw.fusion
+    up = GaugeMetricFamily(
+        "hilgw_fusion_worker_up", "1 while the fusion worker answers (inline: always)", labels=["kind"]
+    )
+    up.add_metric([f.worker_kind], int(f.worker_state in ("up", "inline")))
+    yield up
+    yield CounterMetricFamily(
+        "hilgw_fusion_worker_failures",
+        "Fusion workers that died, hung or failed a step",
+        value=f.worker_failures,
+    )
+    yield CounterMetricFamily(
+        "hilgw_fusion_pictures_stale",
+        "Pictures not published: back from the worker later than max_picture_lag_s",
+        value=f.pictures_stale,
+    )
+    yield CounterMetricFamily(
+        "hilgw_fusion_ticks_skipped",
+        "Fusion periods with no step started: the step before was still running",
+        value=f.ticks_skipped,
+    )
 
 
 def _track_status(status: int) -> str:

@@ -189,28 +189,48 @@ def reports_to_proto(
     xs = reports.x.tolist()
     covs = reports.P.reshape(n, 36).tolist()
     quality = reports.quality.tolist()
-    polar = reports.polar.tolist()
-    polar_sigma = reports.polar_sigma.tolist()
+    polar = np.concatenate([reports.polar, reports.polar_sigma], axis=1)
+    polar_all = np.isfinite(polar).all(axis=1).tolist()
+    polar_rows = polar.tolist()
     if source is not None:
         sequence = np.asarray(source["sequence"], dtype=np.uint64).tolist()
         rates_valid = np.asarray(source["rates_valid"], dtype=bool).tolist()
-        rates = _columns(source, ("azimuth_rate_radps", "elevation_rate_radps")).tolist()
-        rate_sigma = _columns(source, ("sigma_azimuth_rate_radps", "sigma_elevation_rate_radps")).tolist()
+        rates = _columns(
+            source,
+            (
+                "azimuth_rate_radps",
+                "elevation_rate_radps",
+                "sigma_azimuth_rate_radps",
+                "sigma_elevation_rate_radps",
+            ),
+        ).tolist()
     else:
         sequence = [0] * n
         rates_valid = [False] * n
-        rates = rate_sigma = [[0.0, 0.0]] * n
+        rates = []
 
+    # One add() a report with its nested messages as dicts: upb builds them in
+    # C, about a fifth faster than setting the fields one by one (issue 18).
     add = batch.reports.add
     for i in range(n):
         s = xs[i]
-        p = polar[i]
-        ps = polar_sigma[i]
-        rv = rates_valid[i]
-        # Rates without the valid flag are not sent: they may be NaN or junk.
-        ar, er = rates[i] if rv else (0.0, 0.0)
-        sar, ser = rate_sigma[i] if rv else (0.0, 0.0)
-        r = add(
+        p = polar_rows[i]
+        pm: dict[str, float | bool] | None = None
+        if polar_all[i]:
+            pm = dict(zip(_POLAR_NAMES, p, strict=True))
+        elif p[0] == p[0]:  # NaN range: no polar measurement (a CAT062 system track), block left unset
+            # A NaN component (e.g. no range rate) stays unset, never written as NaN.
+            pm = {name: v for name, v in zip(_POLAR_NAMES, p, strict=True) if v == v}
+        if pm is not None and rates_valid[i]:  # rates without the valid flag may be NaN or junk
+            ar, er, sar, ser = rates[i]
+            pm.update(
+                azimuth_rate_radps=ar,
+                elevation_rate_radps=er,
+                sigma_azimuth_rate_radps=sar,
+                sigma_elevation_rate_radps=ser,
+                angular_rates_valid=True,
+            )
+        add(
             sensor_id=names[i],
             sensor_track_id=track_ids[i],
             sequence=sequence[i],
@@ -219,19 +239,7 @@ def reports_to_proto(
             kind=kinds[i],
             quality=quality[i],
             gateway_id=gateway_id,
+            ecef={"x": s[0], "y": s[1], "z": s[2], "vx": s[3], "vy": s[4], "vz": s[5], "covariance": covs[i]},
+            polar=pm,
         )
-        e = r.ecef
-        e.x, e.y, e.z, e.vx, e.vy, e.vz = s
-        e.covariance.extend(covs[i])
-        if p[0] == p[0]:  # NaN range: no polar measurement (a CAT062 system track), block left unset
-            m = r.polar
-            for name, v in zip(_POLAR_NAMES, (*p, *ps), strict=True):
-                if v == v:  # a NaN component (e.g. no range rate) stays unset, never written as NaN
-                    setattr(m, name, v)
-            if rv:
-                m.azimuth_rate_radps = ar
-                m.elevation_rate_radps = er
-                m.sigma_azimuth_rate_radps = sar
-                m.sigma_elevation_rate_radps = ser
-                m.angular_rates_valid = True
     return batch

@@ -264,7 +264,8 @@ class Replay:
         config = GatewayConfig(
             gateway_id=info.gateway_id,
             devices=info.devices,
-            fusion=info.fusion,
+            # Replay steps by hand, on the recording's clock: on this thread.
+            fusion=info.fusion.model_copy(update={"worker": "inline"}),
             mqtt=MqttConfig(enabled=False),
         )
         # The live decode path on private topics: the same FusionStage and the

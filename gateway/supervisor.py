@@ -37,6 +37,7 @@ from gateway.fusion_stage import FusionStage
 from gateway.health import ALL_REJECTED, DeviceStats
 from gateway.normalise import reports_to_proto
 from gateway.outputs.broker import EmbeddedBroker
+from gateway.outputs.commands import command_session
 from gateway.outputs.mqtt import Outgoing
 from gateway.outputs.session import MqttSession
 from gateway.stages import StageClock
@@ -73,6 +74,8 @@ class Gateway:
         self.devices: list[DeviceConfig] = []
         self.fusion = FusionStage(config.fusion, config.gateway_id, self.reports, self.tracks)
         self.mqtt: MqttSession | None = None
+        #: The cue path's own connection for operator commands (``[mqtt] command_connection``).
+        self.mqtt_commands: MqttSession | None = None
         self.nats: NatsLink | None = None  # [nats]: the core NATS fast path (docs/federation.md §5)
         self.task_health = TaskHealth(config.supervisor)
         self.mqtt_port = config.mqtt.port
@@ -118,6 +121,8 @@ class Gateway:
     async def _start(self) -> None:
         cfg = self.config
         self.started_mono = time.monotonic()
+        self._stack.push_async_callback(self.fusion.close)
+        self.fusion.spawn()  # the fusion worker's imports overlap the start-up below
         devices = list(cfg.devices)
         if cfg.emulation is not None:
             cued = frozenset(lc.id for lc in cfg.cue.launchers) if cfg.cue is not None else frozenset()
@@ -127,7 +132,7 @@ class Gateway:
             self._stack.push_async_callback(self.emulation.stop)
             devices += await self.emulation.start()
         self.devices = [d for d in devices if d.enabled]
-        from gateway.partners.wiring import source_markings  # markings travel with the data
+        from gateway.wiring.partners import source_markings  # markings travel with the data
 
         self.fusion.markings = source_markings(self.devices, cfg.partners)
 
@@ -136,9 +141,13 @@ class Gateway:
             if cfg.mqtt.broker == "embedded":
                 broker = await self._stack.enter_async_context(EmbeddedBroker(cfg.mqtt.port))
                 self.mqtt_port = port = broker.port
-            # One session for the publisher, the cue path and scoring (issue 15).
+            # The main session: publisher and scoring, and the cue path unless it has its own.
             self.mqtt = MqttSession(cfg.mqtt, cfg.gateway_id, port=port)
             self.mqtt.stages = self.stages
+            if cfg.mqtt.command_connection and cfg.cue is not None and cfg.cue.enabled:
+                # Operator commands on a connection of their own: no telemetry in front
+                # of a HOLD, in the broker's queue or in ours (issue 23 §1).
+                self.mqtt_commands = command_session(cfg.mqtt, cfg.gateway_id, port=port)
         if cfg.nats is not None:
             from gateway.federation.fastpath import NatsLink, live_subject
 
@@ -149,6 +158,10 @@ class Gateway:
             from gateway.federation.wiring import start_sites
 
             self.sites = start_sites(self)
+        # The fusion worker process is up before any device reads; it was
+        # spawned first, so its imports (a second or two) overlapped the rest.
+        # A worker that cannot start fails the start.
+        await self.fusion.start()
         tg = await self._stack.enter_async_context(asyncio.TaskGroup())
         drivers: dict[str, DeviceDriver] = {}
         for dev in self.devices:
@@ -168,7 +181,7 @@ class Gateway:
             scoring = self.scoring = GatewayScoring(self, cfg.scoring)
             self._spawn(tg, "scoring", self._keep_running("scoring", scoring.run))
         if cfg.partners:  # partner feeds (docs/partners.md)
-            from gateway.partners.wiring import build_partners
+            from gateway.wiring.partners import build_partners
 
             for name, run in build_partners(self, self.partner_feeds):
                 self._spawn(tg, name, self._keep_running(name, run))
@@ -176,6 +189,9 @@ class Gateway:
             mqtt = self.mqtt
             self._spawn(tg, "mqtt", self._keep_running("mqtt", mqtt.run))
             self._spawn(tg, "mqtt:feed", self._keep_running("mqtt:feed", self._feed_mqtt))
+        if self.mqtt_commands is not None:
+            commands = self.mqtt_commands
+            self._spawn(tg, "mqtt:commands", self._keep_running("mqtt:commands", commands.run))
         if self.nats is not None:
             self._spawn(tg, "nats", self._keep_running("nats", self.nats.run))
         await self._serve_observers()
@@ -219,7 +235,7 @@ class Gateway:
             health=self.health,
             mqtt=cfg.mqtt if cfg.mqtt.enabled else None,
             mqtt_port=self.mqtt_port,
-            session=self.mqtt,
+            session=self.mqtt_commands or self.mqtt,
         )
         for launcher in cfg.cue.launchers:
             driver = drivers.get(launcher.id)

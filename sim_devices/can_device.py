@@ -10,8 +10,8 @@ from typing import Any
 
 import can
 
+from gateway.sections.transports import CanTransportConfig
 from gateway.transports.can import CanTransport
-from gateway.transports.config import CanTransportConfig
 from hilgw.errors import TransportError
 
 __all__ = ["EmulatorCanTransport"]

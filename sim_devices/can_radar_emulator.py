@@ -60,8 +60,8 @@ import numpy.typing as npt
 from drivers.base import Role
 from drivers.can_radar import CanRadarCodec
 from drivers.radar import TRACK_BATCH_DTYPE, SensorState, Status
+from gateway.sections.transports import CanTransportConfig
 from gateway.transports.can import CAN_ERR_BUSOFF, CanTransport
-from gateway.transports.config import CanTransportConfig
 from hilgw.can import CanFrame
 from hilgw.errors import ConfigError, HilgwError, TransportError
 from sim_devices.can_device import EmulatorCanTransport

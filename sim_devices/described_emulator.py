@@ -37,7 +37,7 @@ from drivers.base import Role
 from drivers.described import BinaryRadarCodec, DbcRadarCodec
 from drivers.radar import TRACK_BATCH_DTYPE
 from gateway.config import DeviceConfig, load_config
-from gateway.transports.config import CanTransportConfig
+from gateway.sections.transports import CanTransportConfig
 from hilgw.errors import ConfigError
 
 __all__ = ["DescribedRadarEmulator", "main", "synthetic_tracks"]

@@ -68,8 +68,8 @@ from drivers.launcher import (
     LauncherStatus,
     NackReason,
 )
+from gateway.sections.transports import CanTransportConfig
 from gateway.transports.can import CAN_ERR_BUSOFF, CanTransport
-from gateway.transports.config import CanTransportConfig
 from hilgw.can import CanFrame
 from hilgw.errors import ConfigError, HilgwError, TransportError
 from hilgw.keys import resolve_keys

@@ -38,7 +38,13 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "hilgw": (),
     "drivers": ("hilgw",),
     "gateway": ("hilgw", "drivers"),
-    "sim_devices": ("hilgw", "drivers", "gateway.transports", "gateway.config"),
+    "sim_devices": (
+        "hilgw",
+        "drivers",
+        "gateway.transports",
+        "gateway.sections.transports",
+        "gateway.config",
+    ),
 }
 #: The protocol packages of drivers/ (each one codec; shared pieces live beside
 #: them in drivers/*.py or on the shared floor, hilgw/).

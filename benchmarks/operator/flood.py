@@ -2,15 +2,29 @@
 
 One publisher process floods both command topics at its full rate (QoS 0:
 the 4-byte unknown-action CueCommand, random bytes, 5 KB junk, and replays of
-a captured signed command). Meanwhile an operator (its own MQTT client, in a
-thread) raises AUTO_CUE and then publishes a signed HOLD, ``--tries`` times;
-the HOLD's latency is from just before its publish to the moment the cue
-path's state says HOLD with that command's sequence (journaled, in effect).
-A local HOLD (the 0600 UNIX socket) is timed the same way, from connect to
-the gateway's "OK HOLD" answer (journaled, in effect). The audit log's growth
-over the whole run is measured on disk (fsync on).
+a captured signed command). Meanwhile an operator (another process, its own
+MQTT client) raises AUTO_CUE and then publishes a signed HOLD, ``--tries``
+times; the HOLD's latency is from just before its publish to the moment the
+cue path's state says HOLD with that command's sequence (journaled, in
+effect). A local HOLD (the 0600 UNIX socket) is timed from the client's
+connect to the latch (no cue leaves) and to the gateway's "OK HOLD" answer
+(journaled, in effect). The audit log's growth over the run is measured on
+disk (fsync on). The gateway's cue path reads the command topics on its own
+connection (``[mqtt] command_connection``, gateway.outputs.session.command_session).
 
-    .venv/bin/python -m benchmarks.operator.flood [--seconds 30] [--tries 20] [--json]
+Brokers (``--broker``):
+
+* ``plain``: anonymous TCP, mosquitto's defaults (a lab broker with no ACL);
+  the flooder is anybody.
+* ``deploy``: deploy/mosquitto/hilgw.conf and hilgw.acl as shipped (TLS,
+  client certificates, the ACL, the limits), port and paths rewritten, with a
+  throw-away PKI. ``--attacker unauthorised`` floods with a valid certificate
+  that may not write the command topics (consumer-1: the ACL drops it);
+  ``--attacker operator`` with an operator's certificate (a compromised
+  operator station, which no ACL can stop).
+
+    .venv/bin/python -m benchmarks.operator.flood [--broker plain|deploy]
+        [--attacker unauthorised|operator] [--seconds 30] [--tries 20] [--rcvbuf N] [--json]
 
 Goals: signed HOLD p99 <= 250 ms, local HOLD p99 <= 50 ms, audit growth a few MB.
 """
@@ -19,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -31,30 +46,43 @@ from typing import Any
 
 from benchmarks.faults.common import Broker, pct
 from gateway.bus import Topic
-from gateway.config import MqttConfig
+from gateway.config import MqttConfig, MqttTlsConfig
 from gateway.cue.local_hold import request_local_hold
 from gateway.cue.path import CuePath
+from gateway.outputs.commands import command_session
+from gateway.outputs.mqtt import tls_context
 from hilgw.v1 import cue_pb2, track_pb2
-from tests.unit.cue_support import GW, KEYS, authority_command, cue_config
+from tests.unit.cue_support import KEYS, authority_command, cue_config
 
-BASE = f"hilgw/{GW}"
 HOLD = cue_pb2.AUTHORITY_HOLD
+#: The gateway id the deploy ACL is written for (deploy/mosquitto/hilgw.acl).
+DEPLOY_GW = "field-1"
+#: Who floods, by --attacker: the certificate CN it connects with (deploy broker).
+ATTACKERS = {"unauthorised": "consumer-1", "operator": "operator-1"}
 
 
-def flooder(port: int, seconds: float) -> None:
-    """The attacker: publishes junk as fast as paho lets it, then prints how much."""
+def _paho(client_id: str, port: int, tls: dict[str, str] | None) -> Any:
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
-    captured = authority_command("auto_cue", 5, time.time_ns(), gateway=GW).SerializeToString()
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+    if tls is not None:
+        c.tls_set_context(tls_context(MqttTlsConfig(**tls)))  # type: ignore[arg-type]
+    return c
+
+
+def flooder(port: int, seconds: float, gw: str, tls: dict[str, str] | None) -> None:
+    """The attacker: publishes junk as fast as paho lets it, then prints how much."""
+    captured = authority_command("auto_cue", 5, time.time_ns(), gateway=gw).SerializeToString()
     rng = random.Random(1)
     payloads = [bytes.fromhex("08631001"), b"\x00" * 5000, captured] + [
         rng.randbytes(rng.randint(1, 64)) for _ in range(64)
     ]
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"flood-{os.getpid()}")
+    c = _paho(f"flood-{os.getpid()}", port, tls)
     c.max_queued_messages_set(0)
     c.connect("127.0.0.1", port)
     c.loop_start()
-    topics = [f"{BASE}/authority/command", f"{BASE}/cue/command"]
+    topics = [f"hilgw/{gw}/authority/command", f"hilgw/{gw}/cue/command"]
     n = 0
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -66,122 +94,184 @@ def flooder(port: int, seconds: float) -> None:
     print(json.dumps({"sent": n, "seconds": seconds}))
 
 
-class Operator(threading.Thread):
-    """Signed commands over its own MQTT client; times each HOLD by its sequence."""
-
-    def __init__(self, port: int, path: CuePath, tries: int, spacing_s: float, sock: Path) -> None:
-        super().__init__(daemon=True)
-        self.port, self.path, self.tries, self.spacing_s, self.sock = port, path, tries, spacing_s, sock
-        self.sent: dict[int, int] = {}  # HOLD sequence -> ns before publish
-        self.latch_s: list[float] = []  # publish -> the cue path latched (no cue leaves)
-        self.local_s: list[float] = []  # connect -> "OK HOLD" (journaled, in effect)
-        self.local_latch_s: list[float] = []  # connect -> latched
-        self.local_answers: list[str] = []
-
-    def run(self) -> None:
-        import paho.mqtt.client as mqtt
-
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="operator")
-        c.connect("127.0.0.1", self.port)
-        c.loop_start()
-        seq = 100
-        for _ in range(self.tries):
-            seq += 1
-            up = authority_command("auto_cue", seq, time.time_ns(), gateway=GW)
-            c.publish(f"{BASE}/authority/command", up.SerializeToString(), qos=1)
-            time.sleep(self.spacing_s / 3)
-            seq += 1
-            t = time.time_ns()
-            hold = authority_command("hold", seq, t, gateway=GW)
-            self.sent[seq] = t
-            c.publish(f"{BASE}/authority/command", hold.SerializeToString(), qos=1)
-            time.sleep(self.spacing_s / 3)
-            if self.path.last_latch_ns > t:
-                self.latch_s.append((self.path.last_latch_ns - t) * 1e-9)
-            seq += 1  # and the local switch, from AUTO_CUE again
-            up = authority_command("auto_cue", seq, time.time_ns(), gateway=GW)
-            c.publish(f"{BASE}/authority/command", up.SerializeToString(), qos=1)
-            time.sleep(self.spacing_s / 3)
-            t0, t0_ns = time.perf_counter(), time.time_ns()
-            answer = asyncio.run(request_local_hold(self.sock, 5.0))
-            self.local_s.append(time.perf_counter() - t0)
-            if self.path.last_latch_ns > t0_ns:
-                self.local_latch_s.append((self.path.last_latch_ns - t0_ns) * 1e-9)
-            self.local_answers.append(answer)
-        c.loop_stop()
-        c.disconnect()
+def operator(port: int, gw: str, tls: dict[str, str] | None, tries: int, spacing_s: float, sock: str) -> None:
+    """The operator, in its own process (not sharing the gateway's GIL): signed
+    HOLDs over MQTT, and the local switch; prints when each was sent."""
+    c = _paho("operator", port, tls)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    topic = f"hilgw/{gw}/authority/command"
+    seq = 100
+    sent: dict[int, int] = {}
+    local: list[tuple[int, float, str]] = []  # (wall ns before connect, seconds to the answer, answer)
+    for _ in range(tries):
+        seq += 1
+        c.publish(
+            topic, authority_command("auto_cue", seq, time.time_ns(), gateway=gw).SerializeToString(), qos=1
+        )
+        time.sleep(spacing_s / 3)
+        seq += 1
+        t = time.time_ns()
+        sent[seq] = t
+        c.publish(topic, authority_command("hold", seq, t, gateway=gw).SerializeToString(), qos=1)
+        time.sleep(spacing_s / 3)
+        seq += 1  # and the local switch, from AUTO_CUE again
+        c.publish(
+            topic, authority_command("auto_cue", seq, time.time_ns(), gateway=gw).SerializeToString(), qos=1
+        )
+        time.sleep(spacing_s / 3)
+        t0, t0_ns = time.perf_counter(), time.time_ns()
+        try:
+            answer = asyncio.run(request_local_hold(Path(sock), 5.0))
+        except (OSError, TimeoutError) as exc:
+            answer = f"ERR {exc}"
+        local.append((t0_ns, time.perf_counter() - t0, answer))
+    c.loop_stop()
+    c.disconnect()
+    print(json.dumps({"sent": sent, "local": local}))
 
 
-async def run(seconds: float, tries: int) -> dict[str, Any]:
+def _deploy_broker(tmp: Path) -> tuple[Broker, Any]:
+    """mosquitto with deploy/mosquitto as shipped (tests/e2e/test_broker_tls.py rewrites it)."""
+    from tests.e2e.test_broker_tls import deploy_conf, make_pki
+
+    pki = make_pki(tmp / "pki")
     broker = Broker()
-    # mosquitto's own defaults for what a slow subscriber may have waiting (1000
-    # messages; QoS 0 beyond that is dropped at the broker), as docs/deploy.md's
-    # broker runs; the faults suite's broker raises them for its own purpose.
-    broker.conf.write_text(
-        f"listener {broker.port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n"
-    )
-    broker.start()
+    broker.conf.write_text(deploy_conf(broker.port, pki, log_dest="none"))
+    return broker, pki
+
+
+def _tls(pki: Any, cn: str) -> dict[str, str]:
+    ident = pki.clients[cn]
+    return {"ca_file": str(pki.ca), "cert_file": str(ident.cert), "key_file": str(ident.key)}
+
+
+async def run(
+    seconds: float, tries: int, broker_kind: str, attacker: str, rcvbuf: int | None
+) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="hilgw-flood-"))
+    tls_gw = tls_flood = tls_op = None
+    if broker_kind == "deploy":
+        broker, pki = _deploy_broker(tmp)
+        gw = DEPLOY_GW
+        tls_gw, tls_flood, tls_op = (
+            _tls(pki, "hilgw-field-1"),
+            _tls(pki, ATTACKERS[attacker]),
+            _tls(pki, "operator-1"),
+        )
+    else:
+        broker, gw = Broker(), "gw-test"
+        # mosquitto's own defaults for what a slow subscriber may have waiting (1000
+        # messages; QoS 0 beyond that is dropped at the broker); the faults suite's
+        # broker raises them for its own purpose.
+        broker.conf.write_text(
+            f"listener {broker.port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n"
+        )
+    broker.start()
     sock = tmp / "hold.sock"
     cfg = cue_config(tmp, local_hold_socket=str(sock), local_hold_signal=False, launchers=[])
-    mqtt = MqttConfig(port=broker.port)  # persistent session: QoS 1 commands survive a reconnect
-    path = CuePath(cfg, GW, tracks=Topic[track_pb2.TrackBatch]("tracks"), mqtt=mqtt, keys=KEYS, fsync=True)
+    over: dict[str, Any] = {} if rcvbuf is None else {"command_rcvbuf_bytes": rcvbuf}
+    mqtt = MqttConfig(port=broker.port, tls=MqttTlsConfig(**tls_gw) if tls_gw else None, **over)  # type: ignore[arg-type]
+    session = command_session(mqtt, gw)  # as the supervisor wires it: the cue path's own connection
+    path = CuePath(
+        cfg, gw, tracks=Topic[track_pb2.TrackBatch]("tracks"), mqtt=mqtt, session=session, keys=KEYS
+    )
     effect: dict[int, int] = {}
+    latches: list[tuple[int, bool]] = []  # (wall ns, by the local switch's thread)
+    main = threading.main_thread()
 
     def on_state(auth: cue_pb2.AuthorityState, _cues: cue_pb2.CueList) -> None:
         if auth.authority == HOLD and auth.sequence and auth.sequence not in effect:
             effect[auth.sequence] = time.time_ns()
 
+    latch = path.latch
+
+    def logged_latch() -> None:
+        latch()
+        latches.append((path.last_latch_ns, threading.current_thread() is not main))
+
+    path.latch = logged_latch  # type: ignore[method-assign]  # observe, before run() hands it out
     path.on_state(on_state)
-    task = asyncio.create_task(path.run())
+    tasks = [asyncio.create_task(session.run()), asyncio.create_task(path.run())]
+    me = [sys.executable, "-m", "benchmarks.operator.flood"]
     try:
         await asyncio.wait_for(path.mqtt_connected.wait(), 10)
         audit0 = cfg.audit_path.stat().st_size
         flood = await asyncio.create_subprocess_exec(
-            *[sys.executable, "-m", "benchmarks.operator.flood"],
-            *["--flooder", str(broker.port), str(seconds)],
+            *me,
+            "--flooder",
+            json.dumps([broker.port, seconds, gw, tls_flood]),
             stdout=asyncio.subprocess.PIPE,
         )
         await asyncio.sleep(min(2.0, seconds / 10))  # the flood is at full rate before the first try
-        op = Operator(broker.port, path, tries, (seconds - 4) / tries, sock)
-        op.start()
-        await asyncio.to_thread(op.join)
+        spacing = (seconds - 4) / tries
+        op = await asyncio.create_subprocess_exec(
+            *me,
+            *["--operator", json.dumps([broker.port, gw, tls_op, tries, spacing, str(sock)])],
+            stdout=asyncio.subprocess.PIPE,
+        )
+        op_out, _ = await op.communicate()
         out, _ = await flood.communicate()
+        ops = json.loads(op_out.decode().strip().splitlines()[-1])
+        sent = {int(k): v for k, v in ops["sent"].items()}
         # Every HOLD published is counted until it takes effect (bounded: 30 s after the flood).
         end = time.monotonic() + 30
-        while any(s not in effect for s in op.sent) and time.monotonic() < end:  # noqa: ASYNC110
+        while any(s not in effect for s in sent) and time.monotonic() < end:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
         await asyncio.sleep(1.5)  # the last summary
         flood_stats = json.loads(out.decode().strip().splitlines()[-1])
         audit_growth = cfg.audit_path.stat().st_size - audit0
+        drops = session.disconnects - session.sheds  # lost, not shed (before ours is closed)
     finally:
-        task.cancel()
-        with contextlib_suppress():
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         broker.stop()
-    lat = [(effect[s] - t) * 1e-9 for s, t in op.sent.items() if s in effect]
-    local_ok = [a for a in op.local_answers if a.startswith("OK HOLD")]
+    lat = [(effect[s] - t) * 1e-9 for s, t in sent.items() if s in effect]
+    local_t = [t0 for t0, _, _ in ops["local"]]
+    local_latch = []
+    for t0 in local_t:  # the first latch by the switch's thread after the client connected
+        first = next((ns for ns, by_local in latches if by_local and ns >= t0), None)
+        if first is not None:
+            local_latch.append((first - t0) * 1e-9)
+    hold_latch = []
+    for t in sent.values():  # a verified HOLD latches in the loop's thread on arrival, before its journal
+        first = next((ns for ns, by_local in latches if not by_local and ns >= t), None)
+        if first is not None:
+            hold_latch.append((first - t) * 1e-9)
+    local_s = [dt for _, dt, _ in ops["local"]]
+    local_ok = [a for _, _, a in ops["local"] if a.startswith("OK HOLD")]
     res = {
+        "broker": broker_kind,
+        "attacker": attacker if broker_kind == "deploy" else "anonymous",
+        "command_rcvbuf_bytes": mqtt.command_rcvbuf_bytes,
         "flood_seconds": seconds,
         "flood_sent": flood_stats["sent"],
         "flood_rate_per_s": round(flood_stats["sent"] / seconds),
         "gateway_received": path.intake.received,
         "rejected": dict(sorted(path.intake.rejected.items())),
-        "holds_sent": len(op.sent),
+        "command_connection_drops": drops,
+        "command_connection_sheds": session.sheds,
+        "flood_read_then_shed": session.received["shed"],
+        "holds_sent": len(sent),
         "holds_in_effect": len(lat),
         "hold_journaled_p50_ms": round(pct(lat, 50) * 1e3, 1),
         "hold_journaled_p99_ms": round(pct(lat, 99) * 1e3, 1),
         "hold_journaled_max_ms": round(max(lat, default=float("nan")) * 1e3, 1),
-        "hold_latched": len(op.latch_s),
-        "hold_latch_p99_ms": round(pct(op.latch_s, 99) * 1e3, 1),
-        "local_holds": len(op.local_s),
-        "local_latch_p50_ms": round(pct(op.local_latch_s, 50) * 1e3, 2),
-        "local_latch_p99_ms": round(pct(op.local_latch_s, 99) * 1e3, 2),
+        "hold_latch_p50_ms": round(pct(hold_latch, 50) * 1e3, 1),
+        "hold_latch_p99_ms": round(pct(hold_latch, 99) * 1e3, 1),
+        "local_holds": len(local_s),
+        "local_latched": len(local_latch),
+        "local_latch_p50_ms": round(pct(local_latch, 50) * 1e3, 2),
+        "local_latch_p99_ms": round(pct(local_latch, 99) * 1e3, 2),
         "local_holds_ok": len(local_ok),
-        "local_journaled_p50_ms": round(pct(op.local_s, 50) * 1e3, 2),
-        "local_journaled_p99_ms": round(pct(op.local_s, 99) * 1e3, 2),
+        "local_journaled_p50_ms": round(pct(local_s, 50) * 1e3, 2),
+        "local_journaled_p99_ms": round(pct(local_s, 99) * 1e3, 2),
         "audit_growth_bytes": audit_growth,
         "cue_path_faults": path.faults,
+        "load_average": [round(x, 1) for x in os.getloadavg()],
     }
     res["goals_met"] = bool(
         res["holds_in_effect"] == res["holds_sent"]
@@ -194,28 +284,29 @@ async def run(seconds: float, tries: int) -> dict[str, Any]:
     return res
 
 
-def contextlib_suppress() -> Any:
-    import contextlib
-
-    return contextlib.suppress(asyncio.CancelledError)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--broker", choices=["plain", "deploy"], default="plain")
+    ap.add_argument("--attacker", choices=sorted(ATTACKERS), default="unauthorised")
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--tries", type=int, default=20)
+    ap.add_argument("--rcvbuf", type=int, default=None, help="[mqtt] command_rcvbuf_bytes (0: OS default)")
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--flooder", nargs=2, metavar=("PORT", "SECONDS"), help=argparse.SUPPRESS)
+    ap.add_argument("--flooder", help=argparse.SUPPRESS)
+    ap.add_argument("--operator", help=argparse.SUPPRESS)
     ns = ap.parse_args()
     if ns.flooder:
-        flooder(int(ns.flooder[0]), float(ns.flooder[1]))
+        flooder(*json.loads(ns.flooder))
         return
-    res = asyncio.run(run(ns.seconds, ns.tries))
+    if ns.operator:
+        operator(*json.loads(ns.operator))
+        return
+    res = asyncio.run(run(ns.seconds, ns.tries, ns.broker, ns.attacker, ns.rcvbuf))
     if ns.json:
         print(json.dumps(res))
         return
     for k, v in res.items():
-        print(f"{k:<22} {v}")
+        print(f"{k:<24} {v}")
 
 
 if __name__ == "__main__":

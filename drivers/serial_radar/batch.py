@@ -7,7 +7,7 @@ checked and scaled to SI column by column. The checks mirror
 handed to that scalar decoder, which words its :class:`Rejected`, so the batch
 and the one-at-a-time path agree on every row.
 
-Encoding: a :data:`~drivers.serial_radar.events.TRACK_BATCH_DTYPE` array is
+Encoding: a :data:`~drivers.radar.TRACK_BATCH_DTYPE` array is
 validated and quantised column by column (same rules as
 :func:`drivers.serial_radar.events.quantise`) into wire records; only the CRC
 and COBS step stays per frame (both are C calls).

@@ -116,8 +116,8 @@ def _audit_verify(ns: argparse.Namespace) -> int:
 
 
 def _local_hold(ns: argparse.Namespace, cue: object) -> int:
-    from gateway.cue.config import CueConfig
     from gateway.cue.local_hold import request_local_hold
+    from gateway.sections.cue import CueConfig
 
     sock = ns.socket or (cue.local_hold_socket if isinstance(cue, CueConfig) else None)
     if sock is None:

@@ -18,7 +18,7 @@ from gateway.cue.outputs import state_digest
 from hilgw.v1 import cue_pb2
 
 if TYPE_CHECKING:
-    from gateway.cue.config import CueConfig
+    from gateway.sections.cue import CueConfig
 
 __all__ = ["CommandsMixin"]
 

@@ -27,12 +27,12 @@ from gateway.cue.audit import AuditLog
 from gateway.cue.authority import AuthorityStatus, CommandVerifier, authority_name
 from gateway.cue.book import LIVE, OPEN, Cue, Effect, Now, Publish, SendCancel, SendCue, status_name
 from gateway.cue.commands import CommandsMixin
-from gateway.cue.config import CueConfig
 from gateway.cue.evaluate import EvaluateMixin
 from gateway.cue.inhibits import LauncherState
 from gateway.cue.keys import KeyRing
 from gateway.cue.recovery import Orphan, RecoveryScan
 from gateway.cue.seal import Sealed, Sealer
+from gateway.sections.cue import CueConfig
 from hilgw.errors import HilgwError
 from hilgw.v1 import cue_pb2, track_pb2
 

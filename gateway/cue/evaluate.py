@@ -26,7 +26,7 @@ from hilgw.v1 import cue_pb2, track_pb2
 
 if TYPE_CHECKING:
     from gateway.cue.authority import AuthorityStatus
-    from gateway.cue.config import CueConfig
+    from gateway.sections.cue import CueConfig
 
 __all__ = ["OPEN_CUE_RULES", "EvaluateMixin", "Picture"]
 

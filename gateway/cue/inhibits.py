@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gateway.cue.config import LauncherCueConfig
+from gateway.sections.cue import LauncherCueConfig
 from hilgw.v1 import track_pb2
 
 __all__ = ["LOSS_KINDS", "LauncherState", "launcher_inhibits", "sensors_lost"]

@@ -19,8 +19,8 @@ from gateway.outputs.session import MqttSession
 from hilgw.v1 import cue_pb2
 
 if TYPE_CHECKING:
-    from gateway.cue.config import CueConfig
     from gateway.cue.core import CueCore
+    from gateway.sections.cue import CueConfig
 
 __all__ = ["CueTopics", "OperatorLinkMixin"]
 

@@ -30,7 +30,6 @@ from gateway.bus import FullPolicy, Subscription, Topic
 from gateway.config import MqttConfig
 from gateway.cue.audit import AuditError, AuditLog, audit_head_key
 from gateway.cue.book import LIVE, Effect, Now, Publish, SendCancel, SendCue
-from gateway.cue.config import CueConfig
 from gateway.cue.core import CueCore
 from gateway.cue.intake import Intake
 from gateway.cue.keys import KeyRing, load_keys
@@ -39,6 +38,7 @@ from gateway.cue.local_hold import LocalHoldServer
 from gateway.cue.operator_link import CueTopics, OperatorLinkMixin
 from gateway.cue.outputs import OutputSigner
 from gateway.outputs.session import MqttSession
+from gateway.sections.cue import CueConfig
 from hilgw.errors import HilgwError
 from hilgw.v1 import cue_pb2, health_pb2, track_pb2
 

@@ -14,7 +14,7 @@ import numpy as np
 import pymap3d
 from numpy.typing import NDArray
 
-from gateway.cue.config import CoverageConfig, CueRulesConfig, LauncherCueConfig
+from gateway.sections.cue import CoverageConfig, CueRulesConfig, LauncherCueConfig
 from hilgw.v1 import track_pb2
 
 __all__ = ["CATEGORY_OF_MODEL", "evaluate", "in_coverage"]

@@ -247,7 +247,7 @@ class AsterixDriver(DeviceDriver):
         key = (cat, sac, sic)
         idx = self.sensors.get(key)
         if idx is None:
-            # The name is what markings are looked up by (gateway/partners/wiring.py).
+            # The name is what markings are looked up by (gateway/wiring/partners.py).
             name = f"{self.config.id}/cat{cat:03d}/{sac}.{sic}"
             origin = np.zeros(3)
             if store is not None and store.has_position:

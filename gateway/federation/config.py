@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.outputs.config import MqttTlsConfig
-from gateway.partners.config import MarkingsConfig
+from gateway.sections.mqtt import MqttTlsConfig
+from gateway.sections.partners import MarkingsConfig
 
 __all__ = ["FederationConfig", "NatsAuthConfig", "NatsConfig", "NatsTlsConfig", "SiteConfig"]
 

@@ -15,8 +15,8 @@ from collections import Counter
 from google.protobuf.message import DecodeError
 
 from gateway.bus import Topic
-from gateway.cue.config import CuePictureConfig
 from gateway.federation.sites import MAX_BYTES
+from gateway.sections.cue import CuePictureConfig
 from hilgw.v1 import track_pb2
 
 __all__ = ["PictureBridge"]

@@ -51,24 +51,34 @@ import contextlib
 import itertools
 import logging
 import random
+import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiomqtt
-import paho.mqtt.client as mqtt
-from aiomqtt.types import PahoSocket
 
 from gateway.config import MqttConfig
+from gateway.outputs.aiomqtt_guards import GuardedClient, consume_outcome
 from gateway.outputs.mqtt import Outgoing, Topics, cancel_safe, publish, tls_context
 from gateway.stages import StageClock
 
-__all__ = ["CRITICAL_KINDS", "BrokerAddress", "MqttSession", "Subscription", "broker_addresses"]
+__all__ = [
+    "CRITICAL_KINDS",
+    "BrokerAddress",
+    "MqttSession",
+    "Subscription",
+    "broker_addresses",
+]
 
 log = logging.getLogger(__name__)
 #: Incoming messages dispatched per loop turn at most, beyond the one aiomqtt hands over.
 _DRAIN_PER_TURN = 256
+
+#: The window over which a command connection's incoming rate is judged (``shed_above_per_s``).
+_SHED_WINDOW_S = 0.25
 
 #: Message kinds that are never dropped (docs/topics.md, docs/cue-path.md §8).
 CRITICAL_KINDS = frozenset({"cue", "ack", "authority", "cues", "result", "status"})
@@ -102,65 +112,48 @@ def broker_addresses(config: MqttConfig, port: int | None = None) -> list[Broker
     return [BrokerAddress(config.host, port or config.port)]
 
 
-class _Client(aiomqtt.Client):
-    """aiomqtt's client with its write watch made safe against a socket closed meanwhile.
-
-    paho asks for a write watch (``on_socket_register_write``) when it queues
-    a packet; aiomqtt 2.5 schedules ``loop.add_writer(fd)`` for the next loop
-    turn (``call_soon_threadsafe``, as paho may call from the connect thread).
-    When the broker dies in that turn, the reader callback closes the socket
-    first (paho's ``_sock_close``, whose unregister finds no watch yet) and
-    the scheduled ``add_writer`` then hits a closed descriptor: the loop logs
-    ``Exception in callback add_writer ... [Errno 9] Bad file descriptor``
-    (or, had the number been reused by the next connection, it would watch
-    that socket for a dead client). Here the watch is added only if the
-    socket is still open and still the client's.
-    """
-
-    def _on_socket_register_write(self, client: mqtt.Client, userdata: object, sock: PahoSocket) -> None:
-        def writable() -> None:
-            # As aiomqtt: a write error is a broken connection; end it now.
-            try:
-                client.loop_write()
-            except Exception as exc:
-                if not self._disconnected.done():
-                    self._disconnected.set_exception(exc)
-
-        def watch() -> None:
-            fd = sock.fileno()
-            if fd < 0 or client.socket() is not sock:
-                return  # closed (and unregistered by paho) before this turn: nothing to watch
-            self._loop.add_writer(fd, writable)
-
-        self._loop.call_soon_threadsafe(watch)
-
-
-def _consume_outcome(client: aiomqtt.Client) -> None:
-    """Mark the client's connect/disconnect outcomes retrieved, now or when they come.
-
-    aiomqtt 2.5 sets ``_disconnected`` to ``MqttCodeError("Unexpected
-    disconnection")`` when the broker goes, and only its message iterator
-    reads it. When the session's tasks end first (a stop, a failed publish or
-    subscribe in the same turn as the broker's death), ``__aexit__`` sees the
-    future done and returns without reading it, and asyncio logs "Future
-    exception was never retrieved" when the client is collected. The
-    session has its own account of the loss (``_failed``, ``last_error``);
-    what is left here is only logged at debug level.
-    """
-
-    def consume(fut: asyncio.Future[None]) -> None:
-        if not fut.cancelled() and (exc := fut.exception()) is not None:
-            log.debug("mqtt: client outcome: %r", exc)
-
-    for fut in (client._connected, client._disconnected):  # private to aiomqtt 2.x, see above
-        fut.add_done_callback(consume)
-
-
 def _first(exc: BaseException) -> BaseException:
     """The first leaf of a (nested) exception group: the error to report."""
     while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]
     return exc
+
+
+def _cancels() -> int:
+    task = asyncio.current_task()
+    return task.cancelling() if task is not None else 0
+
+
+def _settle_cancels(base: int, *, after_group: bool) -> None:
+    """Re-raise a cancellation that Python 3.11 swallowed; undo one it left behind.
+
+    Two 3.11 behaviours meet on a connection that is dropped often (a shed
+    command connection):
+
+    * aiomqtt's ``asyncio.wait_for`` (CONNACK, the disconnect) returns normally
+      when the future completes together with a cancel (CPython gh-86296): the
+      task runs on with one cancel requested and, un-noticed, a cancelled
+      session would connect again for ever;
+    * a TaskGroup whose child fails while the parent waits in ``__aexit__``
+      cancels the parent once and never takes it back (``uncancel``), and a
+      cancel that arrives then is swallowed too.
+
+    ``base``: the task's ``cancelling()`` when :meth:`MqttSession.run` began.
+    After a TaskGroup ended by an error, one extra request is the group's own
+    and is undone; more means a real cancel. Anywhere else, any extra is real.
+    """
+    task = asyncio.current_task()
+    if task is None:
+        return
+    extra = task.cancelling() - base
+    if after_group and extra == 1:
+        task.uncancel()
+    elif extra > 0:
+        raise asyncio.CancelledError
+
+
+class FloodShed(aiomqtt.MqttError):
+    """The connection took more than ``shed_above_per_s`` messages: dropped on purpose."""
 
 
 class Subscription:
@@ -189,8 +182,21 @@ class MqttSession:
         *,
         port: int | None = None,
         client_id: str | None = None,
+        announce: bool = True,
+        rcvbuf_bytes: int = 0,
+        shed_above_per_s: int = 0,
     ) -> None:
         self.config = config
+        #: Publish the retained ``status`` (online, offline, the will): the main
+        #: session does; a second connection of the same gateway does not.
+        self.announce = announce
+        #: SO_RCVBUF of the connection (0: the OS default, autotuned); see gateway.outputs.commands.
+        self.rcvbuf_bytes = rcvbuf_bytes
+        #: More incoming messages than this a second: the connection is shed (0: never);
+        #: see gateway.outputs.commands.
+        self.shed_above_per_s = shed_above_per_s
+        #: Connections dropped on purpose because of an incoming flood.
+        self.sheds = 0
         self.topics = Topics(config.topic_prefix, gateway_id)
         self.client_id = client_id or config.client_id or f"hilgw-{gateway_id}"
         self.addresses = broker_addresses(config, port)
@@ -210,7 +216,8 @@ class MqttSession:
         #: full, the oldest went), ``link_lost`` (QoS 0, in flight when the link went).
         self.dropped: Counter[tuple[str, str]] = Counter()
         self.published: Counter[str] = Counter()
-        #: Incoming messages by outcome: ``handled``, ``handler_error``.
+        #: Incoming messages by outcome: ``handled``, ``handler_error``, ``unmatched``,
+        #: ``shed`` (QoS 0, read but discarded when the connection was shed).
         self.received: Counter[str] = Counter()
         self.connected = False
         self.address: BrokerAddress | None = None  # the broker of the current/last connection
@@ -221,6 +228,12 @@ class MqttSession:
         #: Monotonic time of the last loss of the connection (None: never connected/lost).
         self.down_since_mono: float | None = None
         self._last_failure_log = -1e9
+        self._last_shed_log = -1e9
+        self._subscribing = False
+        self._session_present = False
+        self._quiet_down = False  # a shed connection whose loss listeners have not heard of
+        #: Filters the broker acknowledged in the current persistent session.
+        self._acked_subs: set[tuple[str, int]] = set()
 
     # --- the queue ------------------------------------------------------------------------
 
@@ -306,7 +319,7 @@ class MqttSession:
             # A bad certificate file is an operator error: say so, keep retrying
             # (the file may be being replaced); `hilgw doctor` names the fix.
             raise aiomqtt.MqttError(f"tls: {err}") from err
-        client = _Client(
+        client = GuardedClient(
             hostname=addr.host,
             port=addr.port,
             identifier=self.client_id,
@@ -314,10 +327,24 @@ class MqttSession:
             password=c.password,
             keepalive=c.keepalive_s,
             clean_session=not c.persistent_session,
-            will=aiomqtt.Will(self.topics.status, b"offline", qos=1, retain=True),
+            will=aiomqtt.Will(self.topics.status, b"offline", qos=1, retain=True) if self.announce else None,
             tls_context=context,
             timeout=c.connect_timeout_s,
+            socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf_bytes)]
+            if self.rcvbuf_bytes
+            else None,
         )
+        # aiomqtt drops CONNACK's session-present flag; we need it to know whether the
+        # broker kept our subscriptions (MQTT 3.1.1 §3.2.2.2). Private, like _queue below.
+        paho = client._client
+        on_connect = paho.on_connect
+
+        def connected(c: Any, userdata: Any, flags: Any, *rest: Any) -> None:
+            self._session_present = bool(getattr(flags, "session_present", False))
+            on_connect(c, userdata, flags, *rest)  # type: ignore[misc]
+
+        self._session_present = False
+        paho.on_connect = connected
         # aiomqtt warns (one log line per publish) above 10 unconfirmed publishes;
         # our window allows max_inflight of them by design.
         client.pending_calls_threshold = c.max_inflight + 10
@@ -328,21 +355,33 @@ class MqttSession:
         c = self.config
         delay = c.reconnect_initial_s
         index = 0
+        base = _cancels()
         while True:
+            _settle_cancels(base, after_group=False)
             addr = self.addresses[index % len(self.addresses)]
             up_since: float | None = None
+            shed = grouped = False
             client: aiomqtt.Client | None = None
             try:
                 client = self._client(addr)
                 async with client:
+                    _settle_cancels(base, after_group=False)
                     up_since = time.monotonic()
                     self.connected, self.address = True, addr
                     self.connects += 1
                     log.info("mqtt: connected to %s as %s", addr, self.client_id)
-                    await publish(client, self.topics.status, b"online", qos=1, retain=True)
+                    if self.announce:
+                        await publish(client, self.topics.status, b"online", qos=1, retain=True)
+                    if not self._session_present:  # a new session: nothing is subscribed
+                        self._acked_subs.clear()
                     self._subs_changed.set()
-                    self._notify(True)
+                    self._subscribing = any((x.topic, x.qos) not in self._acked_subs for x in self._subs)
+                    if self._quiet_down:  # back after a shed: the link was never lost for listeners
+                        self._quiet_down = False
+                    else:
+                        self._notify(True)
                     try:
+                        grouped = True
                         async with asyncio.TaskGroup() as tg:
                             tg.create_task(self._pump(client), name="mqtt:pump")
                             tg.create_task(self._receive(client), name="mqtt:receive")
@@ -350,17 +389,37 @@ class MqttSession:
                     except asyncio.CancelledError:
                         await self._say_offline(client)
                         raise
+            except* FloodShed:
+                shed = True
+                _settle_cancels(base, after_group=grouped)
             except* aiomqtt.MqttError as group:
                 self._failed(addr, _first(group), up_since is not None)
+                _settle_cancels(base, after_group=grouped)
             finally:
+                if client is not None:
+                    # paho went on reading (and acknowledging) while the connection
+                    # was being closed: handle those too (a HOLD may be among them).
+                    self._drain_after_loss(client._queue, keep_qos0=not shed)
                 if self.connected:
                     self.connected = False
                     self.disconnects += 1
                     self.down_since_mono = time.monotonic()
-                    self._notify(False)
+                    if shed:
+                        # Dropped on purpose and made again at once: listeners (the cue
+                        # path's operator link, its audit) hear of it only if the
+                        # reconnect fails. Sheds are counted and logged instead.
+                        self._quiet_down = True
+                    else:
+                        self._notify(False)
                 self._requeue_inflight()
                 if client is not None:
-                    _consume_outcome(client)
+                    consume_outcome(client)
+            if shed:  # on purpose: at once, to the same broker, the back-off untouched
+                self.sheds += 1
+                continue
+            if self._quiet_down:  # the reconnect after a shed failed: now the link is down
+                self._quiet_down = False
+                self._notify(False)
             healthy = up_since is not None and time.monotonic() - up_since >= c.reconnect_reset_s
             if healthy:
                 delay = c.reconnect_initial_s  # it had been healthy: start the back-off over
@@ -388,6 +447,8 @@ class MqttSession:
 
     async def _say_offline(self, client: aiomqtt.Client) -> None:
         """A clean stop: retained ``offline`` before the disconnect (the will is for unclean ends)."""
+        if not self.announce:
+            return
         with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
             async with asyncio.timeout(1.0):
                 await client.publish(self.topics.status, b"offline", qos=1, retain=True)
@@ -395,8 +456,18 @@ class MqttSession:
     async def _receive(self, client: aiomqtt.Client) -> None:
         """Dispatch incoming messages; raises MqttError when the connection drops."""
         queued = client._queue  # aiomqtt's incoming queue, private: see below
+        limit = self.shed_above_per_s * _SHED_WINDOW_S
+        window_end, count = time.monotonic() + _SHED_WINDOW_S, 0
         try:
             async for msg in client.messages:
+                if limit:
+                    count += 1 + queued.qsize()
+                    now = time.monotonic()
+                    if now >= window_end:
+                        window_end, count = now + _SHED_WINDOW_S, 0
+                    elif count > limit and not self._subscribing:
+                        # (not while a SUBACK is awaited: the subscription must be made)
+                        self._shed(queued, msg)
                 self._dispatch(msg)
                 # aiomqtt hands over one message per several loop turns (a task and an
                 # asyncio.wait each) while paho reads many per turn: under a flood the
@@ -412,12 +483,45 @@ class MqttSession:
         self._drain_after_loss(queued)
         raise aiomqtt.MqttError("message stream ended")  # aiomqtt ends iteration on a lost link
 
-    def _drain_after_loss(self, queued: asyncio.Queue[aiomqtt.Message]) -> None:
+    def _shed(self, queued: asyncio.Queue[aiomqtt.Message], msg: aiomqtt.Message) -> None:
+        """Drop the connection under an incoming flood (see gateway.outputs.commands).
+
+        What paho has read already is still handled if it was QoS 1 (paho has
+        acknowledged it: the broker will not send it again); QoS 0 messages read
+        but not yet handled are discarded and counted (``received["shed"]``):
+        they are the flood, and handling them is what the shedding saves.
+        Operator commands are QoS 1 (docs/cue-path.md §11).
+        """
+        now = time.monotonic()
+        if now - self._last_shed_log >= 60.0:  # one line a minute, not one per shed
+            self._last_shed_log = now
+            log.warning(
+                "mqtt: %s: more than %d messages a second: connection shed and made again (%d so far)",
+                self.client_id,
+                self.shed_above_per_s,
+                self.sheds + 1,
+            )
+        if msg.qos:
+            self._dispatch(msg)
+        else:
+            self._count_shed()
+        self._drain_after_loss(queued, keep_qos0=False)
+        raise FloodShed(f"more than {self.shed_above_per_s} messages/s")
+
+    def _drain_after_loss(self, queued: asyncio.Queue[aiomqtt.Message], *, keep_qos0: bool = True) -> None:
         """The link is gone, but paho acknowledged (PUBACK) what it read already: the
         broker will not send those again, so they are handled now, not dropped with
-        this connection's client (under a flood a HOLD could be among them, issue 23)."""
+        this connection's client (under a flood a HOLD could be among them, issue 23).
+        ``keep_qos0=False`` (a shed connection): QoS 0 ones are discarded, counted."""
         while not queued.empty():
-            self._dispatch(queued.get_nowait())
+            m = queued.get_nowait()
+            if keep_qos0 or m.qos:
+                self._dispatch(m)
+            else:
+                self._count_shed()
+
+    def _count_shed(self) -> None:
+        self.received["shed"] += 1
 
     def _dispatch(self, msg: aiomqtt.Message) -> None:
         payload = msg.payload if isinstance(msg.payload, bytes) else b""
@@ -436,7 +540,10 @@ class MqttSession:
 
     async def _subscriber(self, client: aiomqtt.Client) -> None:
         """(Re)subscribe every filter on connect and whenever one is added."""
-        done: set[tuple[str, int]] = set()
+        # The broker kept the session (persistent, session present): what it
+        # acknowledged before is still subscribed; after a shed, the reconnect
+        # must not wait for a SUBACK queued behind the next flood.
+        done = self._acked_subs
         acked: set[int] = set()  # id() of the subscriptions counted on this connection
         while True:
             await self._subs_changed.wait()
@@ -444,11 +551,13 @@ class MqttSession:
             for sub in list(self._subs):
                 key = (sub.topic, sub.qos)
                 if key not in done:
+                    self._subscribing = True
                     await cancel_safe(client.subscribe(sub.topic, qos=sub.qos))
-                    done.add(key)
+                    done.add(key)  # SUBACKed
                 if id(sub) not in acked:  # also a second handler on a filter already acked
-                    acked.add(id(sub))
+                    acked.add(id(sub))  # (or one the kept session had: in place all the same)
                     sub.acks += 1
+            self._subscribing = False
 
     async def _pump(self, client: aiomqtt.Client) -> None:
         window = asyncio.Semaphore(self.config.max_inflight)

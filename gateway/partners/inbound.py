@@ -26,7 +26,7 @@ from gateway.bus import Topic
 from gateway.devices.base import ReportsIn
 from gateway.fusion.api import KIND_SENSOR_TRACK, ReportArrays
 from gateway.health import DeviceStats
-from gateway.partners.config import PartnerConfig
+from gateway.sections.partners import PartnerConfig
 from hilgw.v1 import health_pb2, partner_pb2
 
 __all__ = ["InboundRejected", "PartnerInbound", "assessment_to_reports"]

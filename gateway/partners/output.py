@@ -27,8 +27,8 @@ from gateway.config import MqttConfig
 from gateway.cue.audit import AuditError, AuditLog
 from gateway.outputs.mqtt import Outgoing
 from gateway.outputs.session import MqttSession
-from gateway.partners.config import PartnerConfig
 from gateway.partners.release import Picture, ReleaseFilter
+from gateway.sections.partners import PartnerConfig
 
 __all__ = ["PartnerFeed", "partner_mqtt_config"]
 

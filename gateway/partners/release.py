@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.fusion.api import STATUS_COASTING, STATUS_CONFIRMED, STATUS_TENTATIVE, TrackArrays
-from gateway.partners.config import CLASSIFICATIONS, MarkingsConfig, ReleaseProfile
+from gateway.sections.partners import CLASSIFICATIONS, MarkingsConfig, ReleaseProfile
 from hilgw.geo import MEAN_EARTH_RADIUS_M  # great-circle distances
 from hilgw.v1 import common_pb2, partner_pb2
 

@@ -48,8 +48,8 @@ from typing import Any
 
 import can
 
+from gateway.sections.transports import CanTransportConfig
 from gateway.transports.base import Transport
-from gateway.transports.config import CanTransportConfig
 from hilgw.can import CanFrame
 from hilgw.errors import TransportError
 

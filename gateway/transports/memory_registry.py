@@ -3,7 +3,7 @@ finds the end a test holds (``memory_endpoint(name).peer``)."""
 
 from __future__ import annotations
 
-from gateway.transports.config import MemoryTransportConfig
+from gateway.sections.transports import MemoryTransportConfig
 from gateway.transports.memory import MemoryStream, stream_pair
 
 _LINKS: dict[str, tuple[MemoryStream, MemoryStream]] = {}

@@ -13,8 +13,8 @@ import contextlib
 import serial
 import serial_asyncio_fast
 
+from gateway.sections.transports import SerialTransportConfig
 from gateway.transports.base import StreamTransport
-from gateway.transports.config import SerialTransportConfig
 from hilgw.errors import TransportError
 
 _READ_CHUNK = 65536

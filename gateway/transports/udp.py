@@ -6,8 +6,8 @@ import asyncio
 import socket
 import struct
 
+from gateway.sections.transports import UdpTransportConfig
 from gateway.transports.base import Address, DatagramTransport
-from gateway.transports.config import UdpTransportConfig
 from hilgw.errors import TransportError
 
 

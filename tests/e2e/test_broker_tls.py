@@ -140,9 +140,8 @@ def make_pki(d: Path, extra: tuple[str, ...] = ()) -> Pki:
     return Pki(d, d / "ca.crt", d / "other-ca.crt", broker, clients)
 
 
-def start_tls_broker(d: Path, pki: Pki) -> Mosquitto:
-    """mosquitto with the deploy/ config and ACL, on a free port on 127.0.0.1."""
-    port = free_port()
+def deploy_conf(port: int, pki: Pki, log_dest: str = "stderr") -> str:
+    """deploy/mosquitto/hilgw.conf as shipped, its port and paths rewritten for 127.0.0.1."""
     conf = (DEPLOY / "hilgw.conf").read_text()
     assert "\nlistener 8883\n" in conf
     conf = conf.replace("\nlistener 8883\n", f"\nlistener {port} 127.0.0.1\n")
@@ -152,7 +151,13 @@ def start_tls_broker(d: Path, pki: Pki) -> Mosquitto:
     assert not [ln for ln in settings if "/etc/mosquitto" in ln], "a path the test did not rewrite"
     # As root, mosquitto drops to user "mosquitto", which cannot read the temp
     # dir; `user` is ignored when not root.
-    conf += f"\nuser {getpass.getuser()}\npersistence false\nlog_dest stderr\n"
+    return conf + f"\nuser {getpass.getuser()}\npersistence false\nlog_dest {log_dest}\n"
+
+
+def start_tls_broker(d: Path, pki: Pki) -> Mosquitto:
+    """mosquitto with the deploy/ config and ACL, on a free port on 127.0.0.1."""
+    port = free_port()
+    conf = deploy_conf(port, pki)
     path = d / f"mosquitto-tls-{port}.conf"
     path.write_text(conf)
     broker = Mosquitto(port, _spawn(path), path)

@@ -22,10 +22,10 @@ from gateway.fusion.api import TrackArrays
 from gateway.health import DeviceStats
 from gateway.outputs.mqtt import Outgoing
 from gateway.outputs.session import MqttSession
-from gateway.partners.config import PartnerConfig
 from gateway.partners.inbound import PartnerInbound
 from gateway.partners.output import PartnerFeed
 from gateway.partners.release import Picture, SourceMarkings
+from gateway.sections.partners import PartnerConfig
 from hilgw.v1 import partner_pb2, track_pb2
 from tests.conftest import Mosquitto
 from tests.e2e.test_broker_tls import (

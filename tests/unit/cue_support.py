@@ -16,13 +16,13 @@ from drivers.launcher import messages as launcher_messages
 from gateway.cue.audit import AuditLog
 from gateway.cue.authority import parse_authority
 from gateway.cue.book import Effect, Now, Publish, SendCancel, SendCue
-from gateway.cue.config import CueConfig
 from gateway.cue.core import CueCore
 from gateway.cue.keys import Key, KeyRing, parse_keys
 from gateway.cue.memory_link import FakeLauncher
 from gateway.cue.outputs import state_digest
 from gateway.cue.seal import KeySealer, wire_cancel, wire_cue
 from gateway.cue.signing import sign
+from gateway.sections.cue import CueConfig
 from hilgw.v1 import cue_pb2, track_pb2
 
 GW = "gw-test"

@@ -9,8 +9,8 @@ import numpy as np
 import pymap3d
 
 from gateway.fusion.api import TrackArrays
-from gateway.partners.config import ReleaseProfile
 from gateway.partners.release import SourceMarkings
+from gateway.sections.partners import ReleaseProfile
 from hilgw.v1 import track_pb2
 
 PARTNERS = ("alpha", "bravo", "charlie")

@@ -296,7 +296,7 @@ def test_hilgw_replay_reads_a_pcapng_with_a_config(tmp_path: Path) -> None:
 
 
 def test_a_source_s_markings_reach_its_fusion_sensors() -> None:
-    from gateway.partners.wiring import source_markings
+    from gateway.wiring.partners import source_markings
 
     sources = mb.one_stream_device(PORT)["sources"]
     sources[0] = {**sources[0], "markings": {"classification": "SECRET", "releasable_to": ["ally"]}}

@@ -92,3 +92,13 @@ def test_cli_bad_config_is_one_line_and_nonzero(tmp_path: Path) -> None:
     assert len(lines) == 1, res.stderr
     assert "devices[radar-1].transport.baudrate" in lines[0]
     assert "Traceback" not in res.stderr
+
+
+def test_command_connection_keys_default_on_and_are_checked() -> None:
+    mqtt = parse_config({"gateway_id": "gw"}).mqtt
+    assert mqtt.command_connection is True
+    assert mqtt.command_shed_above_per_s > 0
+    assert 0 < mqtt.command_rcvbuf_bytes <= 65536
+    for key, bad in (("command_shed_above_per_s", -1), ("command_rcvbuf_bytes", 2**30)):
+        with pytest.raises(ConfigError, match=key):
+            parse_config({"gateway_id": "gw", "mqtt": {key: bad}}, "gw.toml")

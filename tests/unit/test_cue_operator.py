@@ -20,13 +20,13 @@ from hypothesis import strategies as st
 from gateway.bus import Topic
 from gateway.cue.audit import AuditLog, read_records, verify_file
 from gateway.cue.book import Now, SendCancel
-from gateway.cue.config import CueConfig
 from gateway.cue.core import CueCore
 from gateway.cue.intake import Intake
 from gateway.cue.link import Heartbeat
 from gateway.cue.local_hold import request_local_hold
 from gateway.cue.memory_link import FakeLauncher, MemoryLink
 from gateway.cue.path import CuePath
+from gateway.sections.cue import CueConfig
 from hilgw.v1 import cue_pb2, track_pb2
 from tests.unit.cue_support import (
     GW,

@@ -7,8 +7,8 @@ import numpy as np
 import pymap3d
 import pytest
 
-from gateway.cue.config import CoverageConfig, CueRulesConfig
 from gateway.cue.rules import evaluate, in_coverage
+from gateway.sections.cue import CoverageConfig, CueRulesConfig
 from hilgw.v1 import cue_pb2, track_pb2
 from tests.unit.cue_support import (
     L1_SECRET,

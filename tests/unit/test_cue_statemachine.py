@@ -30,12 +30,12 @@ from drivers.launcher import AckResult, LauncherCanCodec, LauncherState, Launche
 from gateway.bus import Topic
 from gateway.cue.audit import AuditLog, verify_file
 from gateway.cue.book import Now
-from gateway.cue.config import CueConfig
 from gateway.cue.core import CueCore
 from gateway.cue.driver_link import link_event
 from gateway.cue.link import Ack, Heartbeat, ReplyRejected
 from gateway.cue.memory_link import FakeLauncher, MemoryLink
 from gateway.cue.path import CuePath
+from gateway.sections.cue import CueConfig
 from hilgw.can import CanFrame
 from hilgw.v1 import cue_pb2, track_pb2
 from tests.unit.cue_support import (

@@ -12,7 +12,6 @@ import pytest
 
 from gateway.bus import Topic
 from gateway.config import FusionConfig, parse_config
-from gateway.cue.config import CuePictureConfig, CueRulesConfig
 from gateway.cue.rules import _track_reason
 from gateway.devices.base import ReportsIn
 from gateway.federation.config import FederationConfig, NatsConfig, SiteConfig
@@ -22,8 +21,9 @@ from gateway.federation.sites import SiteInput
 from gateway.fusion.api import SensorGeometry
 from gateway.fusion_stage import FusionStage
 from gateway.health import DeviceStats
-from gateway.partners.config import MarkingsConfig
 from gateway.partners.release import SourceMarkings
+from gateway.sections.cue import CuePictureConfig, CueRulesConfig
+from gateway.sections.partners import MarkingsConfig
 from hilgw.errors import ConfigError
 from hilgw.v1 import health_pb2, track_pb2
 

@@ -14,18 +14,18 @@ import pytest
 from gateway.bus import Topic
 from gateway.config import FusionConfig, parse_config
 from gateway.cue.audit import AuditError, AuditLog, verify_file
-from gateway.cue.config import CueRulesConfig
 from gateway.cue.rules import _track_reason
 from gateway.devices.base import ReportsIn
 from gateway.fusion.api import ReportArrays, SensorGeometry, TrackArrays
 from gateway.fusion_stage import FusionStage
 from gateway.health import DeviceStats
 from gateway.outputs.mqtt import Outgoing
-from gateway.partners.config import PartnerConfig
 from gateway.partners.inbound import PartnerInbound
 from gateway.partners.output import PartnerFeed
 from gateway.partners.release import Picture, SourceMarkings
-from gateway.partners.wiring import source_markings
+from gateway.sections.cue import CueRulesConfig
+from gateway.sections.partners import PartnerConfig
+from gateway.wiring.partners import source_markings
 from hilgw.errors import ConfigError
 from hilgw.v1 import health_pb2, partner_pb2, track_pb2
 from tests.unit.test_partner_release import T0, one_track

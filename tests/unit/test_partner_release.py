@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from gateway.fusion.api import TrackArrays
 from gateway.fusion_stage import tracks_to_proto
-from gateway.partners.config import ReleaseProfile
 from gateway.partners.release import Picture, ReleaseFilter, SourceMarkings
+from gateway.sections.partners import ReleaseProfile
 from hilgw.v1 import partner_pb2
 from tests.unit.partner_support import (
     PARTNERS,

@@ -9,6 +9,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
 import gateway.protocols as protocols
+import gateway.sections.transports as table
 import gateway.transports as transports
 from gateway.config import parse_config
 from gateway.devices.base import DeviceDriver
@@ -65,7 +66,7 @@ def partner_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def loopback_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
     ep = EntryPoint("loopback", f"{__name__}:LoopbackTransport", "hilgw.transports")
-    monkeypatch.setattr(transports, "entry_points", lambda group: [ep] if group == "hilgw.transports" else [])
+    monkeypatch.setattr(table, "entry_points", lambda group: [ep] if group == "hilgw.transports" else [])
 
 
 @pytest.mark.usefixtures("partner_entry_point", "loopback_entry_point")

@@ -196,7 +196,7 @@ def test_driver_counts_reports_of_unknown_height() -> None:
 def test_a_config_with_the_retired_elevation_sigma_still_loads_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from gateway.feed_config import AsterixConfig
+    from gateway.sections.feeds import AsterixConfig
 
     with caplog.at_level("WARNING"):
         cfg = AsterixConfig.model_validate({"sigma_elevation_no_height_deg": 5.0, "sigma_range_m": 40.0})

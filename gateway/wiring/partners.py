@@ -13,10 +13,10 @@ import numpy as np
 from gateway.config import DeviceConfig
 from gateway.fusion.api import SensorGeometry
 from gateway.health import DeviceStats
-from gateway.partners.config import PartnerConfig
 from gateway.partners.inbound import PartnerInbound
 from gateway.partners.output import PartnerFeed
 from gateway.partners.release import SourceMarkings
+from gateway.sections.partners import PartnerConfig
 
 if TYPE_CHECKING:
     from gateway.running import RunningGateway

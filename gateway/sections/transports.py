@@ -1,12 +1,14 @@
 """Config models of the built-in transport kinds (``[devices.transport]``, chosen by ``kind``).
 
-Beside the transports they configure (gateway/transports/); re-exported by
+Read by the transports they configure (gateway/transports/); re-exported by
 :mod:`gateway.config`, whose ``DeviceConfig`` holds them. Reference:
 docs/config.md, "Transports".
 """
 
 from __future__ import annotations
 
+import importlib
+from importlib.metadata import entry_points
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -20,11 +22,13 @@ from pydantic import (
     model_validator,
 )
 
+from hilgw.errors import ConfigError
 from hilgw.tomlconfig import StrictModel
 
 __all__ = [
     "BUILT_IN_KINDS",
     "STANDARD_BAUDRATES",
+    "TRANSPORTS",
     "CanFilterConfig",
     "CanTransportConfig",
     "MemoryTransportConfig",
@@ -32,6 +36,7 @@ __all__ = [
     "SerialTransportConfig",
     "TransportConfig",
     "UdpTransportConfig",
+    "resolve",
 ]
 
 STANDARD_BAUDRATES = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 500000, 576000, 921600,
@@ -107,15 +112,39 @@ class CanTransportConfig(StrictModel):
     send_timeout_s: float = Field(default=0.1, gt=0)
 
 
-#: The kinds built in (gateway/transports/__init__.py ``TRANSPORTS``); any other
-#: kind is a plug-in's.
-BUILT_IN_KINDS = ("serial", "udp", "memory", "can")
+#: The built-in transport kinds -> "module:Class", imported lazily by
+#: :func:`resolve` (re-exported by :mod:`gateway.transports`); here, beside
+#: their config models, so that validating a plug-in kind at load needs no
+#: import of the transports.
+TRANSPORTS: dict[str, str] = {
+    "serial": "gateway.transports.serial:SerialTransport",
+    "udp": "gateway.transports.udp:UdpTransport",
+    "memory": "gateway.transports.memory_registry:memory_endpoint",
+    "can": "gateway.transports.can:CanTransport",
+}
+
+#: The kinds built in; any other kind is a plug-in's.
+BUILT_IN_KINDS = tuple(TRANSPORTS)
+
+
+def resolve(kind: str) -> Any:
+    """Import the class (or factory) registered for ``kind``."""
+    target = TRANSPORTS.get(kind)
+    if target is None:
+        for ep in entry_points(group="hilgw.transports"):
+            if ep.name == kind:
+                target = ep.value
+                break
+    if target is None:
+        raise ConfigError("transport.kind", f"unknown transport {kind!r}; known: {sorted(TRANSPORTS)}")
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 class PluginTransportConfig(StrictModel):
     """A transport kind registered under the ``hilgw.transports`` entry-point
     group: ``kind`` and the plug-in's own keys. At load the kind must resolve
-    (gateway.transports.resolve) and, when its class declares ``CONFIG_MODEL``
+    (:func:`resolve`) and, when its class declares ``CONFIG_MODEL``
     (a pydantic model), the keys are validated by it; :attr:`resolved` is then
     what the transport class is called with."""
 
@@ -131,9 +160,6 @@ class PluginTransportConfig(StrictModel):
 
     @model_validator(mode="after")
     def _registered(self) -> PluginTransportConfig:
-        from gateway.transports import resolve  # lazily: the registry imports the transports
-        from hilgw.errors import ConfigError
-
         try:
             cls = resolve(self.kind)
         except ConfigError as exc:

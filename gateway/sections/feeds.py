@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from gateway.partners.config import MarkingsConfig
+from gateway.sections.partners import MarkingsConfig
 from hilgw.tomlconfig import StrictModel
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from gateway.outputs.config import MqttTlsConfig  # the same TLS keys as [mqtt.tls]
+from gateway.sections.mqtt import MqttTlsConfig  # the same TLS keys as [mqtt.tls]
 from hilgw.tomlconfig import StrictModel
 
 __all__ = [

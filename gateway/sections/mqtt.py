@@ -1,7 +1,7 @@
 """Config models of the MQTT output: ``[mqtt]`` and ``[mqtt.tls]`` (docs/config.md).
 
 A module of its own, below :mod:`gateway.config` (which re-exports both), so
-that the partner broker block (gateway/partners/config.py) takes the same
+that the partner broker block (gateway/sections/partners.py) takes the same
 TLS keys without importing the whole configuration.
 """
 
@@ -72,6 +72,17 @@ class MqttConfig(StrictModel):
     #: QoS of the TrackBatch topic: 0 (the freshest picture matters most) or 1
     #: (a theatre gateway must get every picture; docs/federation.md).
     tracks_qos: Literal[0, 1] = 0
+    #: The operator command topics get an MQTT connection of their own (client id
+    #: ``{client_id}-cmd``), so no telemetry is ever queued in front of a HOLD
+    #: (docs/cue-path.md §11; gateway/outputs/commands.py ``command_session``).
+    command_connection: bool = True
+    #: SO_RCVBUF of the command connection, bytes (0: the OS default, autotuned):
+    #: how much of a command flood the kernel may hold in front of a HOLD.
+    command_rcvbuf_bytes: int = Field(default=8192, ge=0, le=16 * 2**20)
+    #: More messages than this a second on the command connection (operators send
+    #: a few a minute): it is a flood; the connection is dropped and made again at
+    #: once, which discards what the broker had buffered for it (0: never).
+    command_shed_above_per_s: int = Field(default=200, ge=0, le=1_000_000)
     publish_reports: bool = True
     enabled: bool = True
     #: None: plain TCP (bench on 127.0.0.1 only); set it for any real network.
