@@ -105,6 +105,7 @@ async def test_tls_and_credentials_on_the_fast_path(
                 },
             },
             "federation": {"sites": [{"gateway_id": "site-a"}], "gap_wait_s": 60.0},
+            "metrics": {"port": 0},
         }
     )
     tasks = [asyncio.create_task(x.run()) for x in (site_link, site_mqtt, watcher, wrong)]
@@ -130,6 +131,8 @@ async def test_tls_and_credentials_on_the_fast_path(
             await eventually(lambda: fast.errors["tls_verify"] >= 1 and wrong.errors["auth"] >= 1, 60.0)
             theatre_error, theatre_errors = fast.last_errors["tls_verify"], dict(fast.errors)
             theatre_up = fast.connected
+            assert theatre.metrics is not None
+            exposition = theatre.metrics.exposition().decode()
             used, by_path = site.used + site.first_seq - 1, dict(site.used_by_path)
     finally:
         for t in tasks:
@@ -147,6 +150,9 @@ async def test_tls_and_credentials_on_the_fast_path(
     assert not theatre_up
     assert theatre_error.startswith(servers[0] + ": certificate verify failed"), theatre_error
     assert "auth" not in theatre_errors, theatre_errors  # refused before its credentials were read
+    counted = float(theatre_errors["tls_verify"])  # read in the same loop turn as the exposition
+    assert f'hilgw_nats_errors_total{{reason="tls_verify"}} {counted}' in exposition
+    assert "hilgw_nats_connected 0.0" in exposition
     # ...and took every site picture over its MQTT session instead.
     assert used == SENT, (used, by_path)
     assert by_path == {"mqtt": used}
