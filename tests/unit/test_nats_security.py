@@ -153,3 +153,16 @@ def test_doctor_names_a_missing_file_without_connecting(tmp_path: Path) -> None:
     assert (c.name, c.result) == ("nats nats.tls.ca_file", Result.FAIL)
     assert c.detail.endswith("ca.crt: missing")
     assert "nats.tls.ca_file" in c.fix
+
+
+def test_doctor_runs_the_nats_checks_for_a_config_with_nats(tmp_path: Path) -> None:
+    from gateway.doctor import run_checks
+
+    config = parse_config(
+        {
+            "mqtt": {"port": 1},  # nothing there: its row fails, the nats row is the one read
+            "nats": {"servers": SERVERS, "tls": {"ca_file": str(tmp_path / "ca.crt")}},
+        }
+    )
+    rows = {c.name: c for c in run_checks(config, timeout_s=0.5)}
+    assert rows["nats nats.tls.ca_file"].result.value == "FAIL"
