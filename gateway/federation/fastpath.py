@@ -42,6 +42,9 @@ __all__ = ["NatsLink", "live_subject"]
 
 log = logging.getLogger(__name__)
 
+#: Errors of a server that refuses this gateway (nats_security.refusal): retried with back-off.
+_REFUSALS = frozenset({"tls_verify", "tls", "tls_required", "auth"})
+
 Handler = Callable[[str, bytes], None]
 LinkListener = Callable[[bool], None]
 
@@ -147,10 +150,15 @@ class NatsLink:
         async def disconnected() -> None:
             self._link(False)
 
+        refusals = 0
+
         async def reconnected() -> None:
+            nonlocal refusals
+            refusals = 0
             self._link(True, nc)
 
         async def error(exc: Exception) -> None:
+            nonlocal refusals
             # nats-py reports a refused connect here (and retries it forever,
             # max_reconnect_attempts=-1): a wrong CA, a refused certificate, bad
             # credentials. Name the server and the reason.
@@ -158,10 +166,21 @@ class NatsLink:
             url = getattr(srv, "uri", None)
             where = f"{url.hostname}:{url.port}" if url is not None else ",".join(c.servers)
             reason, text = refusal(exc)
+            if c.tls is None and reason in ("tls_verify", "tls"):
+                # nats-py upgrades to TLS when the server's INFO asks for it, with
+                # the system CAs: what to fix is [nats.tls], not a file of it.
+                reason, text = "tls_required", "the server requires TLS: set [nats.tls]"
             if reason in ("other", "unreachable") and self.connected:
                 log.debug("nats: %s: %s", where, text)  # a dropped link: the reconnect says the rest
                 return
             self._error(where, reason, text)
+            if reason in _REFUSALS:
+                # A server that refused this identity refuses it again: nats-py would
+                # try every reconnect_wait_s (a TLS handshake and asyncio's sslproto
+                # warning each time). It awaits this callback before its next try,
+                # so waiting here backs it off, doubling up to 5 s.
+                refusals += 1
+                await asyncio.sleep(min(5.0, c.reconnect_wait_s * 2.0**refusals))
 
         await nc.connect(
             servers=server_urls(c),

@@ -9,7 +9,8 @@ the environment) gets the pictures over NATS. A theatre gateway whose
 ``[nats.tls]`` trusts another CA is refused by the server: the error names
 the server and the reason, is counted, and the gateway keeps running on its
 MQTT session, which brings every site picture. A client with a wrong
-password is refused as an authorization violation, counted."""
+password is refused as an authorization violation, one without TLS is told
+to set ``[nats.tls]``, counted; hilgw doctor says the same."""
 
 from __future__ import annotations
 
@@ -88,6 +89,7 @@ async def test_tls_and_credentials_on_the_fast_path(
     watcher.subscribe(subject, lambda _s, p: got.append(track_pb2.TrackBatch.FromString(p)))
     wrong_pw = password_file(tmp_path, "wrong", "not-the-password")
     wrong = link("watcher", NatsAuthConfig(user="watcher", password_file=wrong_pw))
+    plain = NatsLink(NatsConfig(servers=servers), "test-plain")  # no [nats.tls] at all
     theatre_cfg = parse_config(
         {
             "gateway_id": "theatre",
@@ -108,7 +110,7 @@ async def test_tls_and_credentials_on_the_fast_path(
             "metrics": {"port": 0},
         }
     )
-    tasks = [asyncio.create_task(x.run()) for x in (site_link, site_mqtt, watcher, wrong)]
+    tasks = [asyncio.create_task(x.run()) for x in (site_link, site_mqtt, watcher, wrong, plain)]
     try:
         async with Gateway(theatre_cfg) as theatre:
             assert theatre.nats is not None
@@ -128,7 +130,8 @@ async def test_tls_and_credentials_on_the_fast_path(
                 await asyncio.sleep(0.05)
             site = theatre.sites[0]
             await eventually(lambda: site.last_seq >= SENT and len(got) >= SENT, 60.0, "every picture")
-            await eventually(lambda: fast.errors["tls_verify"] >= 1 and wrong.errors["auth"] >= 1, 60.0)
+            refused = (fast, "tls_verify"), (wrong, "auth"), (plain, "tls_required")
+            await eventually(lambda: all(x.errors[why] >= 1 for x, why in refused), 60.0, "each refusal")
             theatre_error, theatre_errors = fast.last_errors["tls_verify"], dict(fast.errors)
             theatre_up = fast.connected
             assert theatre.metrics is not None
@@ -173,3 +176,6 @@ async def test_tls_and_credentials_on_the_fast_path(
     assert "nats.tls.ca_file" in bad_ca.fix
     [bad_pw] = await asyncio.to_thread(check_nats, wrong.config, 10.0)
     assert (bad_pw.result, bad_pw.detail.split(":")[0]) == (Result.FAIL, "auth"), bad_pw
+    # No [nats.tls] against a TLS server: the fix named is [nats.tls] itself.
+    assert plain.last_errors["tls_required"] == f"{servers[0]}: the server requires TLS: set [nats.tls]"
+    assert not plain.connected
