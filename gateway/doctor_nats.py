@@ -15,8 +15,8 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 
 from gateway.doctor_checks import Check, Result
-from gateway.federation.config import NatsConfig
 from gateway.federation.nats_security import connect_options, refusal, server_urls
+from gateway.sections.federation import NatsConfig
 from hilgw.errors import ConfigError
 
 __all__ = ["check_nats"]

@@ -34,8 +34,8 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
-from gateway.federation.config import NatsConfig
 from gateway.federation.nats_security import connect_options, refusal, server_urls
+from gateway.sections.federation import NatsConfig
 from hilgw.errors import ConfigError
 
 __all__ = ["NatsLink", "live_subject"]

@@ -15,8 +15,8 @@ import ssl
 from pathlib import Path
 from typing import Any
 
-from gateway.federation.config import NatsConfig
 from gateway.outputs.mqtt import tls_context
+from gateway.sections.federation import NatsConfig
 from hilgw.errors import ConfigError
 
 __all__ = ["connect_options", "refusal", "server_urls"]

@@ -25,10 +25,10 @@ import pytest
 from gateway.config import MqttConfig, parse_config
 from gateway.doctor_checks import Result
 from gateway.doctor_nats import check_nats
-from gateway.federation.config import NatsAuthConfig, NatsConfig, NatsTlsConfig
 from gateway.federation.fastpath import NatsLink, live_subject
 from gateway.outputs.mqtt import Outgoing
 from gateway.outputs.session import MqttSession
+from gateway.sections.federation import NatsAuthConfig, NatsConfig, NatsTlsConfig
 from gateway.supervisor import Gateway
 from hilgw.v1 import track_pb2
 from sim_devices.nats_cluster import NatsCluster, NatsServerTls, nats_server_path

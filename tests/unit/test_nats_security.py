@@ -14,9 +14,9 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.config import parse_config
-from gateway.federation.config import NatsAuthConfig, NatsConfig, NatsTlsConfig
 from gateway.federation.fastpath import NatsLink
 from gateway.federation.nats_security import connect_options, refusal, server_urls
+from gateway.sections.federation import NatsAuthConfig, NatsConfig, NatsTlsConfig
 from hilgw.errors import ConfigError
 from tests.e2e.test_broker_tls import GATEWAY_CN, Pki, make_pki
 from tests.waiting import eventually
