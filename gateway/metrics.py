@@ -273,6 +273,19 @@ class _GatewayCollector(Collector):
                 "hilgw_mqtt_connect_failures", "Connection attempts that failed", value=m.connect_failures
             )
 
+        if gw.nats is not None:  # [nats]: the core NATS fast path (docs/federation.md §8)
+            link = gw.nats
+            yield GaugeMetricFamily(
+                "hilgw_nats_connected", "1 while the [nats] fast path is connected", value=int(link.connected)
+            )
+            yield CounterMetricFamily("hilgw_nats_connects", "[nats] connections made", value=link.connects)
+            nerr = CounterMetricFamily(
+                "hilgw_nats_errors", "[nats] refused connects and link errors", labels=["reason"]
+            )
+            for why, count in sorted(link.errors.items()):
+                nerr.add_metric([why], count)
+            yield nerr
+
         tr = CounterMetricFamily(
             "hilgw_task_restarts", "Restarts of the gateway's own tasks", labels=["task"]
         )
