@@ -269,6 +269,22 @@ class _GatewayCollector(Collector):
                     "Times the command connection was dropped and made again under a flood",
                     value=cmd.sheds,
                 )
+            lanes = gw.cue.lanes if gw.cue is not None else {}
+            if lanes:  # one connection per operator lane (docs/cue-path.md §12)
+                up = GaugeMetricFamily(
+                    "hilgw_mqtt_lane_connected",
+                    "1 while an operator lane's connection is up",
+                    labels=["operator"],
+                )
+                shed = CounterMetricFamily(
+                    "hilgw_mqtt_lane_sheds",
+                    "Times an operator lane's connection was dropped and made again under a flood",
+                    labels=["operator"],
+                )
+                for op, lane in sorted(lanes.items()):
+                    up.add_metric([op], int(lane.connected))
+                    shed.add_metric([op], lane.sheds)
+                yield from (up, shed)
             yield CounterMetricFamily(
                 "hilgw_mqtt_connect_failures", "Connection attempts that failed", value=m.connect_failures
             )

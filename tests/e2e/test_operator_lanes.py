@@ -239,3 +239,42 @@ async def test_only_the_operator_itself_can_publish_on_its_lane(
         assert path.intake.received == 1
         assert path.lanes[A].received == {"handled": 1}
     assert _changes(path)[-1] == ("AUTO_CUE", 50)
+
+
+async def test_the_gateway_reads_each_bound_operators_lane_and_counts_it(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    # As `hilgw run` wires it (supervisor, keys file with op-alice bound to "alice",
+    # command_lanes "auto" by default): a lane connection for alice, on /metrics.
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from gateway.config import parse_config
+    from gateway.metrics import GatewayMetrics
+    from gateway.supervisor import Gateway
+    from tests.e2e.cue_rig import write_keys_file
+
+    raw = {
+        "gateway_id": "gw-lanes",
+        "mqtt": {"port": mosquitto.port, "reconnect_initial_s": 0.1},
+        "cue": {"keys_file": str(write_keys_file(tmp_path)), "audit_path": str(tmp_path / "audit.jsonl")},
+    }
+    async with Gateway(parse_config(raw)) as gw:
+        cue = gw.cue
+        assert cue is not None
+        await _until(lambda: "alice" in cue.lanes and all(x.acks for x in cue.lanes["alice"]._subs))
+        assert cue.lanes["alice"].client_id == "hilgw-gw-lanes-lane-alice"
+        c = paho.Client(CallbackAPIVersion.VERSION2, client_id="alice-station")
+        c.connect("127.0.0.1", mosquitto.port)
+        c.loop_start()
+        try:
+            hold = authority_command("hold", 5, time.time_ns(), gateway="gw-lanes").SerializeToString()
+            c.publish("hilgw/gw-lanes/lane/alice/authority", hold, qos=1).wait_for_publish(10)
+        finally:
+            c.disconnect()
+            c.loop_stop()
+        await _until(lambda: cue.intake.passed == 1)
+        assert cue.lanes["alice"].received["handled"] == 1
+        text = GatewayMetrics(gw).exposition().decode()
+        assert 'hilgw_mqtt_lane_connected{operator="alice"} 1.0' in text
+        assert 'hilgw_mqtt_lane_sheds_total{operator="alice"} 0.0' in text
