@@ -278,3 +278,43 @@ async def test_the_gateway_reads_each_bound_operators_lane_and_counts_it(
         text = GatewayMetrics(gw).exposition().decode()
         assert 'hilgw_mqtt_lane_connected{operator="alice"} 1.0' in text
         assert 'hilgw_mqtt_lane_sheds_total{operator="alice"} 0.0' in text
+
+
+async def test_with_shared_topics_off_only_the_lanes_are_read(
+    tmp_path: Path, pki: Pki, broker: Mosquitto
+) -> None:
+    cfg = cue_config(tmp_path, launchers=[], local_hold_signal=False)
+    mqtt = MqttConfig(
+        port=broker.port,
+        tls=tls_for(pki, GATEWAY_CN),
+        reconnect_initial_s=0.1,
+        client_id=f"gw-{tmp_path.name}",
+        command_shared_topics=False,
+    )
+    session = command_session(mqtt, GATEWAY_ID)
+    path = CuePath(
+        cfg, GATEWAY_ID, tracks=Topic[track_pb2.TrackBatch]("tracks"), mqtt=mqtt, session=session, keys=RING
+    )
+    tasks = [asyncio.create_task(session.run()), asyncio.create_task(path.run())]
+    try:
+        await asyncio.wait_for(path.mqtt_connected.wait(), 20)
+        await _until(
+            lambda: set(path.lanes) == {A, B} and all(x.acks for s in path.lanes.values() for x in s._subs)
+        )
+        assert session._subs == []  # the command connection subscribes nothing: it only publishes
+        shared = f"hilgw/{GATEWAY_ID}/authority/command"  # operator-1 may still write it (ACL)
+        await asyncio.to_thread(
+            _publish, broker, tls_for(pki, A), "station-a", [(shared, signed("auto_cue", 61, A))]
+        )
+        await asyncio.to_thread(
+            _publish, broker, tls_for(pki, A), "station-a", [(lane(A), signed("auto_cue", 62, A))]
+        )
+        await _until(lambda: _authority(path) == AUTO)
+        assert path.intake.received == 1  # the lane's; the shared topic's was not read
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+    assert _changes(path)[-1] == ("AUTO_CUE", 62)
