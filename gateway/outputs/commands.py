@@ -33,16 +33,7 @@ def command_session(config: MqttConfig, gateway_id: str, *, port: int | None = N
     gateway's ``status``: that is the main session's, and a will here would
     say "offline" for a gateway that is up.
     """
-    base = config.client_id or f"hilgw-{gateway_id}"
-    return MqttSession(
-        config,
-        gateway_id,
-        port=port,
-        client_id=f"{base}-cmd",
-        announce=False,
-        rcvbuf_bytes=config.command_rcvbuf_bytes,
-        shed_above_per_s=config.command_shed_above_per_s,
-    )
+    return _command_reader(config, gateway_id, "cmd", port)
 
 
 def lane_session(
@@ -59,12 +50,18 @@ def lane_session(
     """
     if not LANE_ID.match(identity):
         raise ValueError(f"operator id {identity!r} cannot name a lane (letters, digits, _ . @ -)")
+    return _command_reader(config, gateway_id, f"lane-{identity}", port)
+
+
+def _command_reader(config: MqttConfig, gateway_id: str, suffix: str, port: int | None) -> MqttSession:
+    """A command-reading session: its own client id ``{client_id}-{suffix}``,
+    no status announcement, a pinned receive buffer and flood shedding."""
     base = config.client_id or f"hilgw-{gateway_id}"
     return MqttSession(
         config,
         gateway_id,
         port=port,
-        client_id=f"{base}-lane-{identity}",
+        client_id=f"{base}-{suffix}",
         announce=False,
         rcvbuf_bytes=config.command_rcvbuf_bytes,
         shed_above_per_s=config.command_shed_above_per_s,
