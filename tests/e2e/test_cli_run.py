@@ -11,16 +11,17 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import aiomqtt
 import pytest
 
+from benchmarks.bench_demo_start import start_demo
 from hilgw.v1 import track_pb2
 from tests.conftest import free_port, wait_port
 from tests.e2e.test_embedded_broker import documented
+from tests.waiting import READY_S, WAIT_S
 
 pytestmark = pytest.mark.e2e
 
@@ -67,17 +68,8 @@ def children(pid: int) -> list[int]:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_demo_shows_tracks_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
     port = free_port()
-    cfg = tmp_path / "demo.toml"
-    cfg.write_text(
-        f'gateway_id = "demo-test"\n[mqtt]\nbroker = "embedded"\nport = {port}\n'
-        '[emulation]\nscenario = "builtin:demo"\n'
-    )
     start = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "run", "--config", str(cfg), "--no-live"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_demo(tmp_path, "demo-test", port)
     try:
         wait_port(port)
         kids = children(proc.pid)
@@ -86,8 +78,9 @@ def test_demo_shows_tracks_and_stops_cleanly(tmp_path: Path, sig: signal.Signals
         emulators = [p for p in kids if p not in brokers and p not in workers]
         assert len(emulators) == 4, emulators  # radar-fwd, radar-rear, ew-ship-a, ew-ship-b
         assert len(brokers) == 1, kids  # the embedded broker is a mosquitto child
-        seen = asyncio.run(first_confirmed(port, start + 10.0))
-        assert seen - start < 10.0
+        # Confirmed tracks come (README: within 10 s on a quiet machine; the figure is
+        # benchmarks/bench_demo_start.py's, this is a bound for a loaded CI machine).
+        asyncio.run(first_confirmed(port, start + READY_S))
         topics = asyncio.run(delivered_as_documented(port, 2.5))
         assert {
             "hilgw/demo-test/tracks",
@@ -96,17 +89,14 @@ def test_demo_shows_tracks_and_stops_cleanly(tmp_path: Path, sig: signal.Signals
         } <= topics
         assert any(t.startswith("hilgw/demo-test/reports/") for t in topics)
 
-        t0 = time.monotonic()
         proc.send_signal(sig)
-        rc = proc.wait(timeout=5)
-        took = time.monotonic() - t0
+        rc = proc.wait(timeout=WAIT_S)  # a clean stop: exit code 0 (a kill would be negative)
     finally:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         proc.wait()
     stderr = proc.stderr.read().decode() if proc.stderr else ""
     assert rc == 0, stderr[-2000:]
-    assert took < 2.0, f"shutdown took {took:.2f} s"
     assert "Traceback" not in stderr, stderr[-2000:]
     for pid in emulators + brokers + workers:  # the fusion worker process too (issue 18)
         assert not os.path.exists(f"/proc/{pid}") or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -37,6 +38,7 @@ from hilgw.v1 import cue_pb2, track_pb2
 from tests.conftest import Mosquitto
 from tests.e2e.test_broker_tls import GATEWAY_CN, GATEWAY_ID, Pki, make_pki, start_tls_broker, tls_for
 from tests.unit.cue_support import KEYS, authority_command, cue_config
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -116,11 +118,8 @@ async def _gateway(tmp: Path, pki: Pki, broker: Mosquitto) -> AsyncIterator[tupl
                 await t
 
 
-async def _until(pred: object, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not pred():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
+#: Every wait here is bounded at 60 s (a flood on a slow CI machine is slow to drain).
+_until = functools.partial(eventually, timeout_s=60.0)
 
 
 def _changes(path: CuePath) -> list[tuple[str, int]]:

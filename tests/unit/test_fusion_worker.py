@@ -14,7 +14,6 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -31,6 +30,7 @@ from gateway.supervisor import Gateway
 from hilgw.geo import local_geometry
 from hilgw.v1 import track_pb2
 from tests.unit.fusion_worker_support import TARGETS, sensor_tracks
+from tests.waiting import eventually
 
 SITE = local_geometry("radar", TARGETS.mean(axis=0) * 0.999)
 S = 1_000_000_000
@@ -43,12 +43,8 @@ def test_engines(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(fusion_stage.ENGINES, "failing", "tests.unit.fusion_worker_support:FailingEngine")
 
 
-async def until(pred: Callable[[], bool], what: str, bound_s: float = 60.0) -> None:
-    """Until ``pred()``; the bound only stops a hang (a slow CI may take long)."""
-    deadline = time.monotonic() + bound_s
-    while not pred():
-        assert time.monotonic() < deadline, f"never: {what}"
-        await asyncio.sleep(0.02)
+#: Every wait's bound: it only stops a hang (a slow CI may take long).
+BOUND_S = 60.0
 
 
 def test_worker_pictures_equal_the_engine_in_line() -> None:
@@ -129,7 +125,7 @@ async def test_late_pictures_are_never_published(test_engines: None) -> None:
     try:
         now = time.time_ns()
         reports.publish(ReportsIn("radar", now, sensor_tracks(0, now, np.random.default_rng(2))))
-        await until(lambda: stage.pictures_stale >= 2, "two stale pictures")
+        await eventually(lambda: stage.pictures_stale >= 2, BOUND_S, "two stale pictures")
         assert stage.ticks_skipped > 0  # periods passed while the step ran: skipped, not queued
     finally:
         task.cancel()
@@ -179,12 +175,12 @@ def _config(**fusion: object) -> dict[str, object]:
 async def test_a_dead_worker_shows_in_health_and_metrics_and_publishes_nothing() -> None:
     async with Gateway(parse_config(_config())) as gw:
         got = gw.tracks.subscribe("cue", maxsize=100_000)
-        await until(lambda: len(got) >= 2, "pictures from the worker")
+        await eventually(lambda: len(got) >= 2, BOUND_S, "pictures from the worker")
         assert health_check(gw)[0]
         pid = gw.fusion.worker_pid
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
-        await until(lambda: gw.fusion.worker_state == "failed", "the failure seen")
+        await eventually(lambda: gw.fusion.worker_state == "failed", BOUND_S, "the failure seen")
         got.get_all()
         ok, body = health_check(gw)
         assert not ok
@@ -205,7 +201,7 @@ async def test_the_worker_ends_with_the_gateway() -> None:
         assert worker is not None
         assert gw.fusion.worker_state == "up"
         got = gw.tracks.subscribe("test")
-        await until(lambda: len(got) >= 1, "a picture")
+        await eventually(lambda: len(got) >= 1, BOUND_S, "a picture")
     assert worker.process.returncode == 0  # asked to stop, and it did: not terminated or killed
     with pytest.raises(ProcessLookupError):
         os.kill(worker.pid, 0)  # and reaped

@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -114,6 +117,44 @@ async def test_a_full_recorder_queue_drops_newest_and_counts_it(tmp_path: Path) 
     # DROP_NEWEST: the journal keeps the first 16, in order, numbered 1..16.
     assert [(m.data, m.sequence) for _, m in msgs] == [(bytes([i]), i + 1) for i in range(16)]  # type: ignore[attr-defined]
     assert json.loads(metas[META_END]["dropped"])["raw"] == 24
+
+
+async def test_a_batch_handed_to_a_busy_writer_is_written_when_shutdown_cancels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's one worker is busy (a slow disk) when the gateway's shutdown
+    cancels the task: the batch already taken off the queues still reaches the
+    file (it was lost, counted nowhere, while its write waited for the worker)."""
+    release = threading.Event()
+
+    class BusyPool(ThreadPoolExecutor):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.submit(release.wait, 10.0)  # the disk is still on an earlier write
+
+    monkeypatch.setattr(recording, "ThreadPoolExecutor", BusyPool)
+    raw_t: Topic[RawFrame] = Topic("raw")
+    rec = Recorder(
+        RecordingConfig(path=tmp_path / "rec.mcap"),
+        META,
+        raw=raw_t,
+        tracks=Topic("tracks"),
+        health=Topic("health"),
+    )
+    task = asyncio.create_task(rec.run())
+    for i in range(5):
+        raw_t.publish(RawFrame("dev", "serial", 1_000 + i, bytes([i])))
+    await eventually(
+        lambda: rec.parts is not None and len(rec.raw) == 0, what="the batch taken off the queue"
+    )
+    task.cancel()
+    await asyncio.sleep(0)  # the cancel lands while the write waits behind the busy worker
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert rec.finished.is_set()
+    _, msgs = read_all(rec.files[0])
+    assert [m.data for _, m in msgs] == [bytes([i]) for i in range(5)]  # type: ignore[attr-defined]
 
 
 async def test_a_slow_disk_does_not_stall_the_event_loop(
