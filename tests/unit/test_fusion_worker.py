@@ -254,7 +254,7 @@ async def test_a_restarted_worker_never_reuses_a_track_id() -> None:
             await asyncio.wait_for(task, 60.0)
         before.update(t.track_id for b in got.get_all() for t in b.tracks)
         task = asyncio.create_task(stage.run())  # what the supervisor does: a new worker
-        await until(lambda: stage.worker_state == "up", "the new worker")
+        await eventually(lambda: stage.worker_state == "up", BOUND_S, "the new worker")
         assert stage.worker_pid != pid
         after = await ids_of_a_picture()
     finally:
