@@ -214,6 +214,9 @@ class CanTransport(FrameTransport):
         #: ``kernel_overflow`` (frames the kernel dropped: :class:`KernelDrops`).
         self.counters: Counter[str] = Counter()
         self._drops: KernelDrops | None = None
+        #: Set by the reader when a counter went up with no frame to carry it: the
+        #: next recv_batch() returns (empty) so the driver copies the count now.
+        self._counted = False
         self.frames_in = 0
 
     def bus_kwargs(self) -> dict[str, Any]:
@@ -280,6 +283,10 @@ class CanTransport(FrameTransport):
                         since_look = 0
                         if n := drops.new():
                             counters["kernel_overflow"] += n
+                            self._counted = True
+                            if not self._signalled:
+                                self._signalled = True
+                                self._wake()
                 if msg is None:
                     if _bus_off_state(bus):
                         counters["bus_off"] += 1
@@ -338,7 +345,10 @@ class CanTransport(FrameTransport):
             raise TransportError(f"{self.describe}: not open")
 
     async def recv_batch(self, max_frames: int = 4096) -> list[CanFrame]:
-        """Every buffered frame (at most ``max_frames``); waits for at least one.
+        """Every buffered frame (at most ``max_frames``); waits for at least one,
+        or for a counter that went up (then it may be empty: the drivers copy
+        the counters after each batch, and a loss must show while the bus is
+        quiet too, not only with the next frame).
 
         Raises :class:`TransportError` once the reader has failed (after
         handing out the frames it had buffered).
@@ -349,11 +359,15 @@ class CanTransport(FrameTransport):
                 n = min(len(queue), max_frames)
                 out = [queue.popleft() for _ in range(n)]
                 self.frames_in += n
+                self._counted = False  # the driver copies the counters with these frames
                 return out
             self._raise_failure()
+            if self._counted:
+                self._counted = False
+                return []
             self._ready.clear()
             self._signalled = False
-            if queue or self._failure is not None:
+            if queue or self._failure is not None or self._counted:
                 continue
             await self._ready.wait()
 
