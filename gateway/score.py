@@ -74,7 +74,9 @@ def render(rep: truth_pb2.ScoreReport, epoch_ns: int = 0) -> Table:
         f"GOSPA {rep.gospa_m:.0f} m (mean {rep.mean_gospa_m:.0f}; loc {rep.gospa_localisation_m:.0f} m, "
         f"{rep.missed} missed, {rep.false_tracks} false), c={rep.cutoff_m:g} m p={rep.order_p:g}, "
         f"{rep.steps} steps, swaps {rep.id_swaps}, breaks {rep.track_breaks}, "
-        f"track ids/target {rep.track_ids_per_target:.2f}"
+        f"track ids/target {rep.track_ids_per_target:.2f}, "
+        f"duplicates {rep.duplicate_tracks} (max {rep.max_duplicate_tracks}, "
+        f"{rep.steps_with_duplicates} steps)"
     )
     tab = Table(title=title, title_justify="left")
     for col in (
@@ -88,6 +90,7 @@ def render(rep: truth_pb2.ScoreReport, epoch_ns: int = 0) -> Table:
         "swaps",
         "breaks",
         "ids",
+        "dup steps",
         "tracked",
     ):
         tab.add_column(col, justify="left" if col == "target" else "right")
@@ -106,6 +109,7 @@ def render(rep: truth_pb2.ScoreReport, epoch_ns: int = 0) -> Table:
             str(t.id_swaps),
             str(t.track_breaks),
             str(t.track_ids),
+            str(t.duplicate_steps),
             frac,
         )
     return tab
@@ -294,7 +298,8 @@ async def _score(ns: argparse.Namespace, mq: MqttConfig | None, host: str, port:
                 elif rep.steps:
                     console.print(
                         f"steps={rep.steps} ospa={rep.ospa_m:.1f} gospa={rep.gospa_m:.1f} "
-                        f"missed={rep.missed} false={rep.false_tracks} swaps={rep.id_swaps}",
+                        f"missed={rep.missed} false={rep.false_tracks} dup={rep.duplicate_tracks} "
+                        f"swaps={rep.id_swaps}",
                         highlight=False,
                     )
         finally:

@@ -145,6 +145,7 @@ class _TargetState:
     breaks: int = 0
     steps_tracked: int = 0
     steps_present: int = 0
+    duplicate_steps: int = 0
     current: int | None = None
     track_ids: set[int] = field(default_factory=set)  # every track id ever assigned
 
@@ -195,6 +196,8 @@ class StepScore:
     gospa: Gospa
     truth_count: int
     track_count: int
+    #: Unassigned scored tracks within the cutoff of a target another track holds.
+    duplicates: int = 0
 
 
 @dataclass(slots=True)
@@ -251,6 +254,8 @@ class LiveScorer:
         self.sum_ospa = 0.0
         self.sum_gospa = 0.0
         self.last: StepScore | None = None
+        self.max_duplicates = 0
+        self.steps_with_duplicates = 0
         # Recent report positions and times, so truth that arrives a little
         # after the first reports (a scorer started with the bench) still sees them.
         self._recent: deque[tuple[F64, I64]] = deque()
@@ -356,11 +361,36 @@ class LiveScorer:
             # first detection both land on the edge of that span, in either order (NaN).
             if confirmed[j] and not st.first_confirmed_ns and t_ns >= st.first_truth_ns:
                 st.first_confirmed_ns = int(t_ns)
+        dup = self._duplicates(ids, xt, ye, g.pairs)
         self.steps += 1
         self.sum_ospa += o
         self.sum_gospa += g.distance
-        self.last = StepScore(int(t_ns), o, g, len(ids), len(ye))
+        self.last = StepScore(int(t_ns), o, g, len(ids), len(ye), dup)
         return self.last
+
+    def _duplicates(self, ids: Sequence[str], xt: F64, ye: F64, pairs: Sequence[tuple[int, int]]) -> int:
+        """Count the duplicates of confirmed targets at one step.
+
+        GOSPA pairs each target with one track, so a second track on a held
+        target is just one more "false track", indistinguishable from a
+        clutter track far from everything. A track assigned to no target
+        that lies within the cutoff of a target held by another (confirmed
+        or coasting) track is that target seen twice: counted per step and
+        per target.
+        """
+        held = [i for i, _ in pairs]
+        spare = np.setdiff1d(np.arange(len(ye)), [j for _, j in pairs])
+        if not held or not spare.size:
+            return 0
+        d = cdist(ye[spare], xt[held, :3])
+        near = d < self.c
+        n = int(near.any(axis=1).sum())
+        for k in np.flatnonzero(near.any(axis=0)):
+            self.continuity.get(ids[held[k]]).duplicate_steps += 1
+        if n:
+            self.steps_with_duplicates += 1
+            self.max_duplicates = max(self.max_duplicates, n)
+        return n
 
     def on_cue(self, system_track_id: int, t_ns: int) -> str | None:
         """A cue sent on ``system_track_id`` at ``t_ns``: the first cue of the target that
@@ -397,6 +427,9 @@ class LiveScorer:
             msg.false_tracks = g.false_tracks
             msg.truth_count = last.truth_count
             msg.track_count = last.track_count
+            msg.duplicate_tracks = last.duplicates
+        msg.max_duplicate_tracks = self.max_duplicates
+        msg.steps_with_duplicates = self.steps_with_duplicates
         if self.steps:
             msg.mean_ospa_m = self.sum_ospa / self.steps
             msg.mean_gospa_m = self.sum_gospa / self.steps
@@ -418,6 +451,7 @@ class LiveScorer:
                 first_cue_time_ns=st.first_cue_ns,
                 detection_to_cue_s=dtq,
                 track_ids=len(st.track_ids),
+                duplicate_steps=st.duplicate_steps,
             )
             msg.id_swaps += st.swaps
             msg.track_breaks += st.breaks

@@ -233,6 +233,7 @@ class FrigateModel:
             vy_mps=vy if has_v else None,
             geo_alt_m=geo if in_130 else None,
             altitude_source=2 if in_130 else 0,  # I062/080 SRC 2: 3-D radar
+            monosensor=True,  # I062/080 MON: the frigate's one radar makes every track
             measured_height_m=geo if not in_130 and abs(geo) < MAX_HEIGHT_340_M else None,
             sigma_x_m=min(s_xy, 32000.0),
             sigma_y_m=min(s_xy, 32000.0),

@@ -142,10 +142,14 @@ class Encoder:
         # SIM, TSE bits 7, 6 of group 2; CST bit 7 of group 4 (CAT062 ed. 1.21).
         # MRH (geometric altitude more reliable) when I062/130 is sent; SRC names
         # I062/130's source, 0 ("no source") when it is absent (ed. 1.21 I062/080
-        # notes 18-19).
+        # notes 18-19). MON (the group's top bit) is 1 for a track built from one
+        # sensor only, 0 for a multisensor track.
         src = ev.altitude_source if ev.geo_alt_m is not None else 0
         groups = [
-            (0x10 if ev.geo_alt_m is not None else 0) | (src << 1) | (0x01 if ev.tentative else 0),
+            (0x40 if ev.monosensor else 0)
+            | (0x10 if ev.geo_alt_m is not None else 0)
+            | (src << 1)
+            | (0x01 if ev.tentative else 0),
             (0x40 if ev.simulated else 0) | (0x20 if ev.ended else 0),
             0,
             0,

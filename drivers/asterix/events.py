@@ -42,6 +42,7 @@ SYSTEM_TRACK_DTYPE = np.dtype(
         ("simulated", "?"),
         ("measured_height_m", "f8"),
         ("altitude_source", "u1"),
+        ("monosensor", "?"),
     ]
 )
 
@@ -80,6 +81,8 @@ class SystemTrack062:
     ``measured_height_m``: I062/340 HEIGHT, the last 3-D radar height (the one
     height item CAT062 allows above I062/130's 150,000 ft). ``altitude_source``:
     I062/080 SRC, the source of I062/130 (0 no source, 2 3-D radar, ...).
+    ``monosensor``: I062/080 MON, the track is built from one sensor only
+    (1 monosensor, 0 multisensor).
 
     The standard's ranges are checked on encoding (CAT062 ed. 1.21): I062/130
     within -1,500..150,000 ft, I062/136 within FL -15..1,500; a value outside
@@ -108,6 +111,7 @@ class SystemTrack062:
     simulated: bool = False
     measured_height_m: float | None = None
     altitude_source: int = 0
+    monosensor: bool = False
 
     def __post_init__(self) -> None:
         for name in (

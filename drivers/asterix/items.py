@@ -186,6 +186,7 @@ class Cat062Reader:
             bool(s2 & 0x80),
             hei,
             (s1 >> 2) & 0x07,  # SRC: source of I062/130
+            bool(s1 & 0x80),  # MON: monosensor track
         )
 
 

@@ -28,7 +28,7 @@ from gateway.fusion.gating import IDX
 from gateway.fusion.motion import imm_combine, predict_cv, seconds
 
 if TYPE_CHECKING:
-    from gateway.fusion.engine import Engine
+    from gateway.fusion.view import EngineView
 
 # hilgw.v1.MotionModel values
 MOTION_MODEL_CONSTANT_VELOCITY = 1
@@ -37,7 +37,7 @@ _NS = 1e-9
 _ONE = np.uint64(1)
 
 
-def apply_misses(engine: Engine, s: int, hit: np.ndarray) -> None:
+def apply_misses(engine: EngineView, s: int, hit: np.ndarray) -> None:
     """Record one opportunity of sensor ``s`` for rows ``0 .. len(hit)-1``
     and move tracks along the life cycle (M-of-N confirmation, coasting,
     dropping)."""
@@ -79,7 +79,9 @@ def apply_misses(engine: Engine, s: int, hit: np.ndarray) -> None:
     engine.drop_rows(drop_t | drop_c)
 
 
-def new_rows(engine: Engine, s: int, r: ReportArrays, x: F64, P: F64, t_end: int, confirmed: bool) -> None:
+def new_rows(
+    engine: EngineView, s: int, r: ReportArrays, x: F64, P: F64, t_end: int, confirmed: bool
+) -> None:
     """Start one track per report (state ``x``/``P`` at the report's time),
     predicted (NCV) to the table time ``t_end``."""
     st = engine.store
@@ -108,7 +110,7 @@ def new_rows(engine: Engine, s: int, r: ReportArrays, x: F64, P: F64, t_end: int
     engine.counters["tracks_started"] += k
 
 
-def rows_to_arrays(engine: Engine, rows: IDX, x: F64, P: F64, t_ns: int) -> TrackArrays:
+def rows_to_arrays(engine: EngineView, rows: IDX, x: F64, P: F64, t_ns: int) -> TrackArrays:
     """Output arrays of table rows ``rows`` with states ``x``/``P`` valid at ``t_ns``."""
     st = engine.store
     n_s = max(len(engine.sensors), 1)
@@ -147,7 +149,7 @@ def rows_to_arrays(engine: Engine, rows: IDX, x: F64, P: F64, t_ns: int) -> Trac
     )
 
 
-def snapshot(engine: Engine, t_ns: int, dropped: list[TrackArrays]) -> TrackArrays:
+def snapshot(engine: EngineView, t_ns: int, dropped: list[TrackArrays]) -> TrackArrays:
     """The picture at ``t_ns``: live tracks predicted to it, then the dropped."""
     st = engine.store
     n = st.n

@@ -28,12 +28,12 @@ from gateway.fusion.api import STATUS_COASTING, STATUS_CONFIRMED, STATUS_TENTATI
 from gateway.fusion.kalman import mahalanobis2
 
 if TYPE_CHECKING:
-    from gateway.fusion.engine import Engine
+    from gateway.fusion.view import EngineView
 
 _NS = 1e-9
 
 
-def merge_duplicates(engine: Engine, t_ns: int) -> int:
+def merge_duplicates(engine: EngineView, t_ns: int) -> int:
     """Fold duplicate tracks into their older twin; returns how many were folded."""
     st = engine.store
     cfg = engine.cfg
@@ -83,7 +83,7 @@ def merge_duplicates(engine: Engine, t_ns: int) -> int:
     return int(drop.sum())
 
 
-def _fold(engine: Engine, i: int, j: int) -> None:
+def _fold(engine: EngineView, i: int, j: int) -> None:
     """Row ``j``'s target is row ``i``'s: ``i`` keeps its id and takes the
     fresher state and ``j``'s sensor pairings."""
     st = engine.store

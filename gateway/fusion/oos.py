@@ -26,7 +26,7 @@ from gateway.fusion.measure import plot_dims, plot_residual, plot_to_state
 from gateway.fusion.motion import imm_combine, seconds
 
 if TYPE_CHECKING:
-    from gateway.fusion.engine import Engine
+    from gateway.fusion.view import EngineView
 
 _NS = 1e-9
 
@@ -38,7 +38,7 @@ def cross_cov(P: F64, dt: F64) -> F64:
     return out
 
 
-def oos_plot_batch(engine: Engine, r: ReportArrays) -> None:
+def oos_plot_batch(engine: EngineView, r: ReportArrays) -> None:
     """Apply one late plot batch (one sensor) to the table at ``engine.t_store``."""
     st = engine.store
     cfg = engine.cfg

@@ -1,7 +1,8 @@
 """What the engine's helper modules see of it: a structural type.
 
-:mod:`gateway.fusion.jpda` and :mod:`gateway.fusion.twoscan` take the engine
-as an argument; typing it by this Protocol rather than by
+:mod:`gateway.fusion.jpda`, :mod:`gateway.fusion.twoscan`,
+:mod:`gateway.fusion.lifecycle`, :mod:`gateway.fusion.merge` and
+:mod:`gateway.fusion.oos` take the engine as an argument; typing it by this Protocol rather than by
 :class:`gateway.fusion.engine.Engine` keeps them from importing the engine
 back (no import cycle, tests/unit/test_layers.py).
 """
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from gateway.fusion.api import F64
+import numpy as np
+
+from gateway.fusion.api import F64, SensorGeometry
 from gateway.fusion.config import FusionConfig
 from gateway.fusion.store import TrackStore
 
@@ -29,6 +32,20 @@ class EngineView(Protocol):
     bias: F64
     counters: dict[str, int]
     batch_serial: int
+    #: Registered sensors, by index.
+    sensors: list[SensorGeometry]
+    #: Time of the track table (ns), None before the first batch.
+    t_store: int | None
+    #: The next system track id to hand out.
+    next_id: int
+    #: Track-merge gate (chi-square, 6 degrees of freedom).
+    merge_gate: float
+    #: Initial IMM model probabilities of a new track.
+    _mu0: F64
+
+    def drop_rows(self, drop: np.ndarray) -> None:
+        """Remove rows (bool mask over live rows), remembering them for the output."""
+        ...
 
     def predict_models(self, xm: F64, Pm: F64, dt: F64) -> tuple[F64, F64]:
         """Predict each model's state (N, M, 6) by ``dt`` (N,) seconds."""

@@ -113,6 +113,7 @@ class TargetScore(_message.Message):
     FIRST_CUE_TIME_NS_FIELD_NUMBER: _builtins.int
     DETECTION_TO_CUE_S_FIELD_NUMBER: _builtins.int
     TRACK_IDS_FIELD_NUMBER: _builtins.int
+    DUPLICATE_STEPS_FIELD_NUMBER: _builtins.int
     target_id: _builtins.str
     first_truth_time_ns: _builtins.int
     """first seen in a TruthBatch (0: never)"""
@@ -136,6 +137,11 @@ class TargetScore(_message.Message):
     """NaN when either is missing"""
     track_ids: _builtins.int
     """distinct system track ids assigned to it so far"""
+    duplicate_steps: _builtins.int
+    """Steps at which it was assigned to a scored (confirmed or coasting) track
+    and another scored track, assigned to no target, lay within the cutoff
+    of it: the target seen twice.
+    """
     def __init__(
         self,
         *,
@@ -152,10 +158,11 @@ class TargetScore(_message.Message):
         first_cue_time_ns: _builtins.int = ...,
         detection_to_cue_s: _builtins.float = ...,
         track_ids: _builtins.int = ...,
+        duplicate_steps: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["detection_to_confirmed_s", b"detection_to_confirmed_s", "detection_to_cue_s", b"detection_to_cue_s", "first_confirmed_time_ns", b"first_confirmed_time_ns", "first_cue_time_ns", b"first_cue_time_ns", "first_detection_time_ns", b"first_detection_time_ns", "first_truth_time_ns", b"first_truth_time_ns", "id_swaps", b"id_swaps", "steps_present", b"steps_present", "steps_tracked", b"steps_tracked", "target_id", b"target_id", "track_breaks", b"track_breaks", "track_id", b"track_id", "track_ids", b"track_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detection_to_confirmed_s", b"detection_to_confirmed_s", "detection_to_cue_s", b"detection_to_cue_s", "duplicate_steps", b"duplicate_steps", "first_confirmed_time_ns", b"first_confirmed_time_ns", "first_cue_time_ns", b"first_cue_time_ns", "first_detection_time_ns", b"first_detection_time_ns", "first_truth_time_ns", b"first_truth_time_ns", "id_swaps", b"id_swaps", "steps_present", b"steps_present", "steps_tracked", b"steps_tracked", "target_id", b"target_id", "track_breaks", b"track_breaks", "track_id", b"track_id", "track_ids", b"track_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -186,6 +193,9 @@ class ScoreReport(_message.Message):
     TRACK_BREAKS_FIELD_NUMBER: _builtins.int
     TARGETS_FIELD_NUMBER: _builtins.int
     TRACK_IDS_PER_TARGET_FIELD_NUMBER: _builtins.int
+    DUPLICATE_TRACKS_FIELD_NUMBER: _builtins.int
+    MAX_DUPLICATE_TRACKS_FIELD_NUMBER: _builtins.int
+    STEPS_WITH_DUPLICATES_FIELD_NUMBER: _builtins.int
     gateway_id: _builtins.str
     time_ns: _builtins.int
     """time of the last scored step"""
@@ -216,6 +226,13 @@ class ScoreReport(_message.Message):
     """Mean of TargetScore.track_ids over the targets assigned at least once
     (1.0: every target kept one system track id; 0 when none was assigned).
     """
+    duplicate_tracks: _builtins.int
+    """Duplicates: scored tracks assigned to no target but within the cutoff of
+    a target another scored track holds (last step; the most at any step;
+    the steps that had at least one).
+    """
+    max_duplicate_tracks: _builtins.int
+    steps_with_duplicates: _builtins.int
     @_builtins.property
     def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___TargetScore]: ...
     def __init__(
@@ -240,10 +257,13 @@ class ScoreReport(_message.Message):
         track_breaks: _builtins.int = ...,
         targets: _abc.Iterable[Global___TargetScore] | None = ...,
         track_ids_per_target: _builtins.float = ...,
+        duplicate_tracks: _builtins.int = ...,
+        max_duplicate_tracks: _builtins.int = ...,
+        steps_with_duplicates: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cutoff_m", b"cutoff_m", "false_tracks", b"false_tracks", "final", b"final", "gateway_id", b"gateway_id", "gospa_localisation_m", b"gospa_localisation_m", "gospa_m", b"gospa_m", "id_swaps", b"id_swaps", "mean_gospa_m", b"mean_gospa_m", "mean_ospa_m", b"mean_ospa_m", "missed", b"missed", "order_p", b"order_p", "ospa_m", b"ospa_m", "steps", b"steps", "targets", b"targets", "time_ns", b"time_ns", "track_breaks", b"track_breaks", "track_count", b"track_count", "track_ids_per_target", b"track_ids_per_target", "truth_count", b"truth_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cutoff_m", b"cutoff_m", "duplicate_tracks", b"duplicate_tracks", "false_tracks", b"false_tracks", "final", b"final", "gateway_id", b"gateway_id", "gospa_localisation_m", b"gospa_localisation_m", "gospa_m", b"gospa_m", "id_swaps", b"id_swaps", "max_duplicate_tracks", b"max_duplicate_tracks", "mean_gospa_m", b"mean_gospa_m", "mean_ospa_m", b"mean_ospa_m", "missed", b"missed", "order_p", b"order_p", "ospa_m", b"ospa_m", "steps", b"steps", "steps_with_duplicates", b"steps_with_duplicates", "targets", b"targets", "time_ns", b"time_ns", "track_breaks", b"track_breaks", "track_count", b"track_count", "track_ids_per_target", b"track_ids_per_target", "truth_count", b"truth_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

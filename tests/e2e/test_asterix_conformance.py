@@ -77,6 +77,7 @@ class Findings:
     records: Counter[int] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
     ballistic: int = 0  # CAT062 records whose I062/340 HEIGHT is above 150,000 ft
+    mon: Counter[str] = field(default_factory=Counter)  # CAT062 records by I062/080 MON as tshark reads it
 
 
 def _as_list(v: Any) -> list[Any]:
@@ -134,6 +135,8 @@ def dissect(datagrams: list[bytes], tmp_path: Path) -> Findings:
                             f.problems.append(
                                 f"{where}: {name} = {x} outside [{lo}, {hi}{']' if incl else ')'}"
                             )
+                if cat == 62:
+                    f.mon[";".join(values.get("asterix.062_080_MON", ["absent"]))] += 1
                 height = values.get("asterix.062_340_HEIGHT_VALUE")
                 if height and float(height[0]) > 150_000.0:
                     f.ballistic += 1
@@ -177,6 +180,8 @@ def test_demo_frigate_asterix_conforms_in_wireshark(tmp_path: Path) -> None:
     assert f.records[48] > 100
     assert f.records[62] > 100
     assert f.ballistic >= 20
+    # Each frigate's tracks come from its one radar: I062/080 MON = 1 (monosensor) in every record.
+    assert f.mon == {"1": f.records[62]}
     # The gateway's decoder reads it all, ballistic altitude included.
     codec = AsterixCodec(Role.GATEWAY)
     heights = []
@@ -205,7 +210,9 @@ def test_the_checker_sees_what_it_looks_for(tmp_path: Path) -> None:
     over = dev.send(SystemTrack062(1, 3, 4, t, 0.5, 0.1, geo_alt_m=1000.0))
     i = over.index(round(1000.0 / FT / 6.25).to_bytes(2, "big"))  # I062/130's raw value
     over = over[:i] + (32000).to_bytes(2, "big") + over[i + 2 :]  # 200,000 ft
-    f = dissect([good, bytes(no_020), over, good[:-3]], tmp_path)
+    mono = dev.send(SystemTrack062(1, 3, 5, t, 0.5, 0.1, monosensor=True))
+    f = dissect([good, bytes(no_020), over, good[:-3], mono], tmp_path)
+    assert f.mon == {"0": 1, "1": 1}  # I062/080 MON: the multisensor default, then a monosensor track
     text = "\n".join(f.problems)
     assert "datagram 1" not in text
     assert "datagram 2 CAT048 record 0: mandatory I048/020 missing" in text

@@ -68,6 +68,7 @@ tracks = st.builds(
     coasting=st.booleans(),
     ended=st.booleans(),
     simulated=st.booleans(),
+    monosensor=st.booleans(),
 )
 
 plots = st.builds(
@@ -110,11 +111,12 @@ def test_round_trip_within_one_lsb(events: list[SystemTrack062 | TargetReport048
                 assert back.measured_height_m == pytest.approx(sent.measured_height_m, abs=12.5 * 0.3048)
             # I062/080 SRC is the source of I062/130: "no source" (0) without it.
             assert back.altitude_source == (sent.altitude_source if sent.geo_alt_m is not None else 0)
-            assert (back.tentative, back.coasting, back.ended, back.simulated) == (
+            assert (back.tentative, back.coasting, back.ended, back.simulated, back.monosensor) == (
                 sent.tentative,
                 sent.coasting,
                 sent.ended,
                 sent.simulated,
+                sent.monosensor,
             )
         else:
             assert isinstance(back, TargetReport048)

@@ -301,3 +301,26 @@ def test_two_reports_of_one_sensor_track_in_one_step_stay_one_track() -> None:
     assert pic.track_id.tolist() == [1]
     assert int(pic.update_count[0]) == 12
     assert np.linalg.norm(pic.x[0, :3] - at(x0, 1.07)[0, :3]) < 100.0
+
+
+def test_a_short_lived_sensor_track_never_confirms_a_lasting_one_does_by_m_of_n() -> None:
+    # A land radar's clutter track: reported on 2 scans, then dropped by the
+    # radar. It must not enter the picture as a confirmed (then coasting)
+    # system track; the target's sensor track, reported every scan, is
+    # confirmed by M of N (3 of 5 with the default) like a plot track.
+    e = engine(dataclasses.replace(NCV, confirm_m=3, confirm_n=5))
+    clutter = np.array([[120e3, 40e3, 5e3, 0.0, 0.0, 0.0]])
+    target = np.array([[100e3, -30e3, 10e3, -250.0, 0.0, 0.0]])
+    status: dict[int, list[int]] = {}
+    for k in range(8):
+        t = k * 0.5
+        xs, ids = (np.vstack([at(target, t), clutter]), [1, 2]) if k < 2 else (at(target, t), [1])
+        pic = e.step(sensor_tracks(0, ids, xs, round(t * S), 50.0), round(t * S))
+        for tid, s in zip(pic.track_id.tolist(), pic.status.tolist(), strict=True):
+            status.setdefault(tid, []).append(s)
+    assert len(status) == 2
+    tgt, clu = sorted(status, key=lambda tid: len(status[tid]), reverse=True)
+    assert STATUS_CONFIRMED not in status[clu]
+    assert STATUS_COASTING not in status[clu]
+    assert status[tgt][:2] == [STATUS_TENTATIVE, STATUS_TENTATIVE]
+    assert status[tgt][2:] == [STATUS_CONFIRMED] * 6

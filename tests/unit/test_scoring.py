@@ -133,6 +133,7 @@ def _tracks(t_ns: int, tracks: list[tuple[int, int, tuple[float, ...], int]]) ->
 
 
 CONF, TENT = track_pb2.TRACK_STATUS_CONFIRMED, track_pb2.TRACK_STATUS_TENTATIVE
+COAST = track_pb2.TRACK_STATUS_COASTING
 S = 1_000_000_000
 
 
@@ -267,3 +268,27 @@ def test_truth_that_starts_late_never_times_confirmation_before_detection(report
     assert 0.0 <= a.detection_to_confirmed_s <= 2.0 + 0.25, a
     assert a.first_cue_time_ns == 5 * S + tick
     assert a.detection_to_confirmed_s <= a.detection_to_cue_s
+
+
+def test_a_second_track_on_a_held_target_is_a_duplicate_a_far_one_is_not() -> None:
+    sc = LiveScorer(cutoff_m=1000.0, order_p=2.0)
+    sc.on_truth_batch(_truth(10 * S, {"A": (0, 0, 0, 0, 0, 0), "B": (1e6, 0, 0, 0, 0, 0)}))
+    # Track 1 holds A; track 2 coasts 300 m from A (a duplicate); track 3 is
+    # clutter 50 km from everything; B is held by a tentative track only.
+    tracks = [
+        (1, CONF, (10, 0, 0, 0, 0, 0), 10 * S),
+        (2, COAST, (300, 0, 0, 0, 0, 0), 10 * S),
+        (3, CONF, (5e4, 0, 0, 0, 0, 0), 10 * S),
+        (4, TENT, (1e6, 10, 0, 0, 0, 0), 10 * S),
+    ]
+    step = sc.on_track_batch(_tracks(10 * S, tracks))
+    assert step is not None
+    assert (step.gospa.false_tracks, step.duplicates) == (2, 1)
+    # Next step the duplicate is gone: the last step shows 0, the run keeps the count.
+    step = sc.on_track_batch(_tracks(10 * S + S // 2, [tracks[0], tracks[2]]))
+    assert step is not None
+    assert step.duplicates == 0
+    rep = sc.report("gw")
+    assert (rep.duplicate_tracks, rep.max_duplicate_tracks, rep.steps_with_duplicates) == (0, 1, 1)
+    per = {t.target_id: t.duplicate_steps for t in rep.targets}
+    assert per == {"A": 1, "B": 0}
