@@ -262,3 +262,18 @@ async def test_a_restarted_worker_never_reuses_a_track_id() -> None:
         with contextlib.suppress(asyncio.CancelledError, FusionWorkerError):
             await task
     assert min(after) > max(before), (sorted(before), sorted(after))
+
+
+def test_an_engine_that_cannot_be_told_where_to_number_from_is_an_error() -> None:
+    """A restarted worker with an engine without ``next_id`` fails loudly rather than reuse ids."""
+    from gateway.fusion_worker import number_from
+
+    engine = Engine.from_params({})
+    number_from(engine, 1)  # a first worker: nothing to do
+    assert engine.next_id == 1
+    number_from(engine, 500)
+    assert engine.next_id == 500
+    number_from(engine, 7)  # never lowered
+    assert engine.next_id == 500
+    with pytest.raises(TypeError, match="next_id"):
+        number_from(object(), 2)
