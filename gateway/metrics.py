@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 #: Drop reasons a driver counts for frames that decoded fine; every other
 #: reason comes from a codec's Rejected event (crc, framing, decode, range,
 #: sensor_id, ...) and counts as a decode error.
-NON_DECODE_DROPS = frozenset({"stale", "sequence_gap", "queue_full", "queue_overflow", "out_of_order"})
+NON_DECODE_DROPS = frozenset(
+    {"stale", "sequence_gap", "queue_full", "queue_overflow", "out_of_order", "kernel_overflow"}
+)
 
 #: Device states in which a device counts as receiving (for /healthz).
 _RECEIVING = (health_pb2.DEVICE_STATE_UP, health_pb2.DEVICE_STATE_DEGRADED)
