@@ -40,7 +40,7 @@ from gateway.devices.base import DriverContext, RawFrame
 from gateway.devices.radar import PolarRadarDriver
 from gateway.fusion.api import SensorGeometry
 from gateway.transports import create_transport
-from gateway.transports.can import FrameTransport
+from gateway.transports.can import CAN_LINK_DROPS, FrameTransport
 from hilgw.can import CanFrame
 from hilgw.errors import RemoteProtocolError, TransportError
 from hilgw.v1 import health_pb2
@@ -70,12 +70,7 @@ LINK_EVENTS: dict[str, int] = {
 }
 _LINK_NAMES = {code: name for name, code in LINK_EVENTS.items()}
 #: Transport counters copied into DeviceHealth drops, with their names there.
-_TRANSPORT_DROPS = {
-    "error_frame": "can_error_frame",
-    "bus_off": "can_bus_off",
-    "queue_full": "queue_full",
-    "kernel_overflow": "kernel_overflow",
-}
+_TRANSPORT_DROPS = CAN_LINK_DROPS
 
 
 def pack_raw_frames(

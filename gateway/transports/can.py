@@ -60,6 +60,7 @@ from hilgw.errors import TransportError
 
 __all__ = [
     "CAN_ERR_BUSOFF",
+    "CAN_LINK_DROPS",
     "MULTICAST_ISOLATION",
     "CanTransport",
     "FrameTransport",
@@ -165,6 +166,15 @@ def isolate_multicast(bus: can.BusABC) -> None:
             sock.setsockopt(socket.IPPROTO_IP, _IP_MULTICAST_ALL, 0)
 
 
+#: Link counters as a device names them among its drops (DeviceHealth).
+CAN_LINK_DROPS = {
+    "error_frame": "can_error_frame",
+    "bus_off": "can_bus_off",
+    "queue_full": "queue_full",
+    "kernel_overflow": "kernel_overflow",
+}
+
+
 class FrameTransport(Transport):
     """Whole CAN frames (the third transport kind, next to stream and datagram)."""
 
@@ -177,6 +187,16 @@ class FrameTransport(Transport):
 
     async def recv_batch(self, max_frames: int = 4096) -> list[CanFrame]:
         raise NotImplementedError
+
+    def counter_increments(self, seen: dict[str, int]) -> dict[str, int]:
+        """Link counters gone up since ``seen`` (updated in place; the reader
+        thread writes the counters): what a device adds to its drops."""
+        out: dict[str, int] = {}
+        for key, now in list(self.counters.items()):
+            if now > seen.get(key, 0):
+                out[key] = now - seen.get(key, 0)
+                seen[key] = now
+        return out
 
     async def send(self, frame: CanFrame) -> None:
         raise NotImplementedError
