@@ -19,9 +19,9 @@ from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
-from gateway.federation.config import FederationConfig, NatsConfig  # docs/federation.md
 from gateway.protocols import load_codec, protocol_spec
 from gateway.sections.cue import CueConfig  # the [cue] section (docs/cue-path.md §7)
+from gateway.sections.federation import FederationConfig, NatsConfig  # docs/federation.md
 from gateway.sections.feeds import AsterixConfig, AsterixSourceConfig, GeoPointConfig, OwnShipConfig
 from gateway.sections.mqtt import MqttConfig, MqttTlsConfig  # [mqtt] (docs/config.md)
 from gateway.sections.partners import MarkingsConfig, PartnerConfig  # docs/partners.md

@@ -16,6 +16,8 @@ What is checked:
   down interface gets the ``ip link`` line that brings it up;
 * the MQTT broker: TCP, then TLS with the configured identity (the broker is
   verified against ``ca_file``), then an MQTT CONNECT/CONNACK;
+* ``[nats]``: its TLS files and credentials, then a connect to each server
+  (gateway/doctor_nats.py);
 * the cue keys file, when ``[cue]`` is on: owner, mode, symbolic link and
   directory (:mod:`gateway.cue.keyfile`), then its content;
 * clock sync, when ``[time_sync]`` is configured: the kernel's clock
@@ -447,6 +449,10 @@ def run_checks(config: GatewayConfig, timeout_s: float = 3.0) -> list[Check]:
     if config.cue is not None and config.cue.enabled:
         checks.append(check_keys_file(config))
     checks.extend(check_mqtt(config.mqtt, config.gateway_id, timeout_s))
+    if config.nats is not None:
+        from gateway.doctor_nats import check_nats  # nats-py only for a gateway with [nats]
+
+        checks.extend(check_nats(config.nats, timeout_s))
     if config.time_sync is not None:
         checks.append(check_clock(config.time_sync))
     return checks

@@ -132,6 +132,10 @@ class FusionStage:
         self.process_worker: ProcessWorker | None = None
         self._sensors_sent = 0
         self._markings_sent: int | None = None
+        #: The highest track id of any picture back from a worker: a restarted
+        #: process worker numbers its tracks above it, so no id is reused
+        #: within a gateway run (the cue path names targets by id; issue 20).
+        self.max_track_id = 0
 
     @property
     def sensor_ids(self) -> list[str]:
@@ -225,6 +229,8 @@ class FusionStage:
     def _publish_reply(self, reply: StepReply, batch: track_pb2.TrackBatch) -> None:
         """Publish one picture, unless it came back too late to be acted on."""
         assert reply.picture is not None
+        if len(reply.picture):  # stale or not: ids once seen anywhere are never handed out again
+            self.max_track_id = max(self.max_track_id, int(reply.picture.track_id.max()))
         self.step_seconds = [*self.step_seconds[-255:], reply.step_s]
         self.last_picture = reply.picture
         if reply.counters:
@@ -256,7 +262,12 @@ class FusionStage:
             return
         cfg = self.config
         worker = self._worker = self.process_worker = ProcessWorker(
-            engine_target(cfg), cfg.params, self.gateway_id, self.epoch_ns, cfg.worker_timeout_s
+            engine_target(cfg),
+            cfg.params,
+            self.gateway_id,
+            self.epoch_ns,
+            cfg.worker_timeout_s,
+            self.max_track_id + 1,
         )
         self.worker_pid = worker.pid
 
@@ -295,7 +306,12 @@ class FusionStage:
             if self.worker_kind == "process" and worker is None:  # a restart: a new worker
                 self.worker_state = "starting"
                 worker = self.process_worker = ProcessWorker(
-                    engine_target(cfg), cfg.params, self.gateway_id, self.epoch_ns, cfg.worker_timeout_s
+                    engine_target(cfg),
+                    cfg.params,
+                    self.gateway_id,
+                    self.epoch_ns,
+                    cfg.worker_timeout_s,
+                    self.max_track_id + 1,
                 )
                 self.worker_pid = worker.pid
                 await loop.run_in_executor(pool, worker.wait_ready, max(cfg.worker_timeout_s, 30.0))

@@ -87,6 +87,23 @@ class StepReply:
     error: str = ""
 
 
+def number_from(engine: Any, first_track_id: int) -> None:
+    """Make ``engine`` number its new tracks from ``first_track_id`` on (issue 18/20).
+
+    A worker restarted within one gateway run builds a fresh engine, which
+    would number tracks from 1 again: the cue path names a cue's target by
+    track id, so a reused id could make a new track the target of a cue meant
+    for an old one. The built-in engine keeps its next id in ``next_id``; an
+    engine without one cannot be told, which is an error rather than a silent
+    reuse of ids.
+    """
+    if first_track_id <= 1:
+        return
+    if not isinstance(getattr(engine, "next_id", None), int):
+        raise TypeError(f"{type(engine).__name__} has no next_id: cannot number tracks from {first_track_id}")
+    engine.next_id = max(engine.next_id, first_track_id)
+
+
 def _load(target: str, params: dict[str, Any]) -> Any:
     module, _, attr = target.partition(":")
     return getattr(importlib.import_module(module), attr).from_params(params)
@@ -97,13 +114,14 @@ def _worker_main(conn: multiprocessing.connection.Connection) -> None:
     # The parent owns shutdown: a Ctrl-C on the terminal reaches the whole
     # process group, and the child must not die before the parent asks.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    path, target, params, gateway_id, epoch_ns = conn.recv()
+    path, target, params, gateway_id, epoch_ns, first_track_id = conn.recv()
     sys.path[:0] = [p for p in path if p not in sys.path]  # the parent's (an engine of its tests, say)
     from gateway.track_proto import tracks_to_proto
     from hilgw.v1 import common_pb2
 
     try:
         engine = _load(target, params)
+        number_from(engine, first_track_id)
     except Exception as exc:  # reported to the parent, which raises it there
         conn.send(("failed", f"engine {target}: {type(exc).__name__}: {exc}"))
         return
@@ -147,8 +165,15 @@ class ProcessWorker:
     """
 
     def __init__(
-        self, target: str, params: dict[str, Any], gateway_id: str, epoch_ns: int, timeout_s: float
+        self,
+        target: str,
+        params: dict[str, Any],
+        gateway_id: str,
+        epoch_ns: int,
+        timeout_s: float,
+        first_track_id: int = 1,
     ) -> None:
+        """``first_track_id``: the engine numbers new tracks from it (:func:`number_from`)."""
         self.timeout_s = timeout_s
         mine, theirs = socket.socketpair()
         try:
@@ -160,7 +185,7 @@ class ProcessWorker:
         finally:
             theirs.close()
         self._conn = multiprocessing.connection.Connection(mine.detach())
-        self._conn.send((list(sys.path), target, dict(params), gateway_id, epoch_ns))
+        self._conn.send((list(sys.path), target, dict(params), gateway_id, epoch_ns, first_track_id))
         self._stop = threading.Event()
         self._busy = threading.Lock()  # the pipe is used by one thread at a time
         self.ready = False

@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 #: Drop reasons a driver counts for frames that decoded fine; every other
 #: reason comes from a codec's Rejected event (crc, framing, decode, range,
 #: sensor_id, ...) and counts as a decode error.
-NON_DECODE_DROPS = frozenset({"stale", "sequence_gap", "queue_full", "queue_overflow", "out_of_order"})
+NON_DECODE_DROPS = frozenset(
+    {"stale", "sequence_gap", "queue_full", "queue_overflow", "out_of_order", "kernel_overflow"}
+)
 
 #: Device states in which a device counts as receiving (for /healthz).
 _RECEIVING = (health_pb2.DEVICE_STATE_UP, health_pb2.DEVICE_STATE_DEGRADED)
@@ -269,9 +271,38 @@ class _GatewayCollector(Collector):
                     "Times the command connection was dropped and made again under a flood",
                     value=cmd.sheds,
                 )
+            lanes = gw.cue.lanes if gw.cue is not None else {}
+            if lanes:  # one connection per operator lane (docs/cue-path.md §12)
+                up = GaugeMetricFamily(
+                    "hilgw_mqtt_lane_connected",
+                    "1 while an operator lane's connection is up",
+                    labels=["operator"],
+                )
+                shed = CounterMetricFamily(
+                    "hilgw_mqtt_lane_sheds",
+                    "Times an operator lane's connection was dropped and made again under a flood",
+                    labels=["operator"],
+                )
+                for op, lane in sorted(lanes.items()):
+                    up.add_metric([op], int(lane.connected))
+                    shed.add_metric([op], lane.sheds)
+                yield from (up, shed)
             yield CounterMetricFamily(
                 "hilgw_mqtt_connect_failures", "Connection attempts that failed", value=m.connect_failures
             )
+
+        if gw.nats is not None:  # [nats]: the core NATS fast path (docs/federation.md §8)
+            link = gw.nats
+            yield GaugeMetricFamily(
+                "hilgw_nats_connected", "1 while the [nats] fast path is connected", value=int(link.connected)
+            )
+            yield CounterMetricFamily("hilgw_nats_connects", "[nats] connections made", value=link.connects)
+            nerr = CounterMetricFamily(
+                "hilgw_nats_errors", "[nats] refused connects and link errors", labels=["reason"]
+            )
+            for why, count in sorted(link.errors.items()):
+                nerr.add_metric([why], count)
+            yield nerr
 
         tr = CounterMetricFamily(
             "hilgw_task_restarts", "Restarts of the gateway's own tasks", labels=["task"]

@@ -155,7 +155,7 @@ class Gateway:
             self._live_subject = live_subject(cfg.mqtt.topic_prefix, cfg.gateway_id)
 
         if cfg.federation is not None:  # a theatre: site pictures are its sensors (docs/federation.md)
-            from gateway.federation.wiring import start_sites
+            from gateway.wiring.federation import start_sites
 
             self.sites = start_sites(self)
         # The fusion worker process is up before any device reads; it was
@@ -225,7 +225,7 @@ class Gateway:
         assert cfg.cue is not None
         tracks = self.tracks
         if cfg.cue.picture is not None:  # cue on a theatre's picture (docs/federation.md §4)
-            from gateway.federation.wiring import start_cue_picture
+            from gateway.wiring.federation import start_cue_picture
 
             tracks, self.cue_picture = start_cue_picture(self)
         cue = self.cue = CuePath(

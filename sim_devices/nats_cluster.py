@@ -14,6 +14,11 @@ another node without losing what it was sent.
     cluster.mqtt_hosts             # ["127.0.0.1:p1", "127.0.0.1:p2", "127.0.0.1:p3"]
     cluster.kill(0); cluster.restart(0)
     cluster.stop()
+
+``client_tls`` puts TLS on the nodes' client listeners (the ``[nats]`` fast
+path; the MQTT listeners and the routes stay plain on 127.0.0.1) and
+``users`` requires a user name and password of every client, NATS and MQTT
+alike (nats-server's ``authorization`` block covers both).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["NatsCluster", "NatsNode", "nats_server_path"]
+__all__ = ["NatsCluster", "NatsNode", "NatsServerTls", "nats_server_path"]
 
 
 def nats_server_path() -> str | None:
@@ -57,7 +62,25 @@ def _listening(port: int) -> bool:
         return False
 
 
-def _mqtt_connack(port: int, budget_s: float) -> bool:
+@dataclass(frozen=True)
+class NatsServerTls:
+    """TLS of the client listeners: the server's certificate and key, and the
+    CA its clients' certificates must chain to (``verify``: required)."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+    verify: bool = True
+
+
+def _quote(value: object) -> str:
+    """A nats-server config string (JSON's quoting is a subset of its own)."""
+    import json
+
+    return json.dumps(str(value))
+
+
+def _mqtt_connack(port: int, budget_s: float, user: tuple[str, str] | None = None) -> bool:
     """One MQTT 3.1.1 connect/disconnect to ``127.0.0.1:port``: True on CONNACK."""
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
@@ -71,6 +94,8 @@ def _mqtt_connack(port: int, budget_s: float) -> bool:
 
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"nats-cluster-probe-{port}")
     client.on_connect = on_connect
+    if user is not None:
+        client.username_pw_set(*user)
     try:
         client.connect("127.0.0.1", port, keepalive=10)
     except OSError:
@@ -103,13 +128,24 @@ class NatsNode:
 class NatsCluster:
     """``nodes`` nats-server processes joined in one JetStream cluster, all on 127.0.0.1."""
 
-    def __init__(self, work: Path, nodes: int = 3, *, mqtt_replicas: int | None = None) -> None:
+    def __init__(
+        self,
+        work: Path,
+        nodes: int = 3,
+        *,
+        mqtt_replicas: int | None = None,
+        client_tls: NatsServerTls | None = None,
+        users: dict[str, str] | None = None,
+    ) -> None:
         exe = nats_server_path()
         if exe is None:
             raise RuntimeError("nats-server is not installed (Debian: apt install nats-server)")
         self.exe = exe
         self.work = work
         self.replicas = mqtt_replicas or min(3, nodes)
+        self.client_tls = client_tls
+        #: user -> password, for NATS and MQTT clients; None: no authorization.
+        self.users = dict(users) if users else None
         self.nodes = self._plan(nodes)
 
     def _plan(self, nodes: int) -> list[NatsNode]:
@@ -145,8 +181,19 @@ class NatsCluster:
                 f"cluster {{\n  name: hilgw\n  listen: 127.0.0.1:{node.cluster_port}\n"
                 f"  routes: [{routes}]\n}}\n"
             )
+        security = ""
+        if (t := self.client_tls) is not None:
+            security += (
+                f"tls {{\n  cert_file: {_quote(t.cert_file)}\n  key_file: {_quote(t.key_file)}\n"
+                f"  ca_file: {_quote(t.ca_file)}\n  verify: {str(t.verify).lower()}\n  timeout: 5\n}}\n"
+            )
+        if self.users:
+            users = self.users.items()
+            entries = ", ".join(f"{{user: {_quote(u)}, password: {_quote(p)}}}" for u, p in users)
+            security += f"authorization {{\n  users: [{entries}]\n}}\n"
         node.conf.write_text(
             f"server_name: {node.name}\n"
+            f"{security}"
             f"listen: 127.0.0.1:{node.client_port}\n"
             f"http: 127.0.0.1:{node.monitor_port}\n"
             f"jetstream {{\n  store_dir: {node.store}\n  max_memory_store: 268435456\n"
@@ -206,7 +253,10 @@ class NatsCluster:
                     "; ".join(f"NATS node {n.name} exited at start: {self._log_tail(n)}" for n in dead)
                 )
             if all(_listening(n.mqtt_port) for n in pending) and self._has_leader():
-                pending = [n for n in pending if not _mqtt_connack(n.mqtt_port, deadline - time.monotonic())]
+                user = next(iter(self.users.items())) if self.users else None
+                pending = [
+                    n for n in pending if not _mqtt_connack(n.mqtt_port, deadline - time.monotonic(), user)
+                ]
                 if not pending:
                     return
             time.sleep(0.1)

@@ -21,10 +21,16 @@ Brokers (``--broker``):
   throw-away PKI. ``--attacker unauthorised`` floods with a valid certificate
   that may not write the command topics (consumer-1: the ACL drops it);
   ``--attacker operator`` with an operator's certificate (a compromised
-  operator station, which no ACL can stop).
+  operator station, which no ACL can stop) on the shared command topics;
+  ``--attacker operator-lane``: that station floods its own command lane
+  (docs/cue-path.md §12; keys bound to operator-1 and operator-2) while
+  operator B (operator-2) sends the HOLDs on B's lane; ``--attacker
+  same-identity``: the HOLDs come from the flooding identity itself, on the
+  flooded lane (what only the local HOLD answers).
 
     .venv/bin/python -m benchmarks.operator.flood [--broker plain|deploy]
-        [--attacker unauthorised|operator] [--seconds 30] [--tries 20] [--rcvbuf N] [--json]
+        [--attacker unauthorised|operator|operator-lane|same-identity]
+        [--seconds 30] [--tries 20] [--rcvbuf N] [--json]
 
 Goals: signed HOLD p99 <= 250 ms, local HOLD p99 <= 50 ms, audit growth a few MB.
 """
@@ -34,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import random
@@ -47,6 +54,7 @@ from typing import Any
 from benchmarks.faults.common import Broker, pct
 from gateway.bus import Topic
 from gateway.config import MqttConfig, MqttTlsConfig
+from gateway.cue.keys import Key, KeyRing
 from gateway.cue.local_hold import request_local_hold
 from gateway.cue.path import CuePath
 from gateway.outputs.commands import command_session
@@ -58,7 +66,16 @@ HOLD = cue_pb2.AUTHORITY_HOLD
 #: The gateway id the deploy ACL is written for (deploy/mosquitto/hilgw.acl).
 DEPLOY_GW = "field-1"
 #: Who floods, by --attacker: the certificate CN it connects with (deploy broker).
-ATTACKERS = {"unauthorised": "consumer-1", "operator": "operator-1"}
+ATTACKERS = {
+    "unauthorised": "consumer-1",
+    "operator": "operator-1",
+    "operator-lane": "operator-1",
+    "same-identity": "operator-1",
+}
+#: Lane attackers: the HOLDs' identity (operator B, or the flooder itself).
+LANE_HOLDER = {"operator-lane": "operator-2", "same-identity": "operator-1"}
+#: Keys bound to the deploy PKI's operator CNs (the lanes' operator ids).
+LANE_KEYS = {"operator-1": ("op-1", "71" * 32), "operator-2": ("op-2", "72" * 32)}
 
 
 def _paho(client_id: str, port: int, tls: dict[str, str] | None) -> Any:
@@ -71,7 +88,9 @@ def _paho(client_id: str, port: int, tls: dict[str, str] | None) -> Any:
     return c
 
 
-def flooder(port: int, seconds: float, gw: str, tls: dict[str, str] | None) -> None:
+def flooder(
+    port: int, seconds: float, gw: str, tls: dict[str, str] | None, topics: list[str] | None = None
+) -> None:
     """The attacker: publishes junk as fast as paho lets it, then prints how much."""
     captured = authority_command("auto_cue", 5, time.time_ns(), gateway=gw).SerializeToString()
     rng = random.Random(1)
@@ -82,7 +101,7 @@ def flooder(port: int, seconds: float, gw: str, tls: dict[str, str] | None) -> N
     c.max_queued_messages_set(0)
     c.connect("127.0.0.1", port)
     c.loop_start()
-    topics = [f"hilgw/{gw}/authority/command", f"hilgw/{gw}/cue/command"]
+    topics = topics or [f"hilgw/{gw}/authority/command", f"hilgw/{gw}/cue/command"]
     n = 0
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -94,31 +113,44 @@ def flooder(port: int, seconds: float, gw: str, tls: dict[str, str] | None) -> N
     print(json.dumps({"sent": n, "seconds": seconds}))
 
 
-def operator(port: int, gw: str, tls: dict[str, str] | None, tries: int, spacing_s: float, sock: str) -> None:
+def operator(
+    port: int,
+    gw: str,
+    tls: dict[str, str] | None,
+    tries: int,
+    spacing_s: float,
+    sock: str,
+    lane: str | None = None,
+) -> None:
     """The operator, in its own process (not sharing the gateway's GIL): signed
-    HOLDs over MQTT, and the local switch; prints when each was sent."""
+    HOLDs over MQTT, and the local switch; prints when each was sent.
+    ``lane``: the operator id whose lane it publishes on, with that id's key."""
     c = _paho("operator", port, tls)
     c.connect("127.0.0.1", port)
     c.loop_start()
     topic = f"hilgw/{gw}/authority/command"
+    if lane is not None:
+        topic = f"hilgw/{gw}/lane/{lane}/authority"
+        key_id, secret = LANE_KEYS[lane]
+        signer = functools.partial(
+            authority_command, key_id=key_id, secret=bytes.fromhex(secret), operator=lane, gateway=gw
+        )
+    else:
+        signer = functools.partial(authority_command, gateway=gw)
     seq = 100
     sent: dict[int, int] = {}
     local: list[tuple[int, float, str]] = []  # (wall ns before connect, seconds to the answer, answer)
     for _ in range(tries):
         seq += 1
-        c.publish(
-            topic, authority_command("auto_cue", seq, time.time_ns(), gateway=gw).SerializeToString(), qos=1
-        )
+        c.publish(topic, signer("auto_cue", seq, time.time_ns()).SerializeToString(), qos=1)
         time.sleep(spacing_s / 3)
         seq += 1
         t = time.time_ns()
         sent[seq] = t
-        c.publish(topic, authority_command("hold", seq, t, gateway=gw).SerializeToString(), qos=1)
+        c.publish(topic, signer("hold", seq, t).SerializeToString(), qos=1)
         time.sleep(spacing_s / 3)
         seq += 1  # and the local switch, from AUTO_CUE again
-        c.publish(
-            topic, authority_command("auto_cue", seq, time.time_ns(), gateway=gw).SerializeToString(), qos=1
-        )
+        c.publish(topic, signer("auto_cue", seq, time.time_ns()).SerializeToString(), qos=1)
         time.sleep(spacing_s / 3)
         t0, t0_ns = time.perf_counter(), time.time_ns()
         try:
@@ -135,7 +167,7 @@ def _deploy_broker(tmp: Path) -> tuple[Broker, Any]:
     """mosquitto with deploy/mosquitto as shipped (tests/e2e/test_broker_tls.py rewrites it)."""
     from tests.e2e.test_broker_tls import deploy_conf, make_pki
 
-    pki = make_pki(tmp / "pki")
+    pki = make_pki(tmp / "pki", extra=("operator-2",))
     broker = Broker()
     broker.conf.write_text(deploy_conf(broker.port, pki, log_dest="none"))
     return broker, pki
@@ -151,14 +183,23 @@ async def run(
 ) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="hilgw-flood-"))
     tls_gw = tls_flood = tls_op = None
+    holder = LANE_HOLDER.get(attacker) if broker_kind == "deploy" else None
+    keys = KEYS
+    flood_topics: list[str] | None = None
     if broker_kind == "deploy":
         broker, pki = _deploy_broker(tmp)
         gw = DEPLOY_GW
         tls_gw, tls_flood, tls_op = (
             _tls(pki, "hilgw-field-1"),
             _tls(pki, ATTACKERS[attacker]),
-            _tls(pki, "operator-1"),
+            _tls(pki, holder or "operator-1"),
         )
+        if holder is not None:  # lanes: keys bound to the certificate CNs (docs/cue-path.md §12)
+            keys = KeyRing(
+                operator={k: Key(k, bytes.fromhex(h), op) for op, (k, h) in LANE_KEYS.items()},
+                gateway=KEYS.gateway,
+            )
+            flood_topics = [f"hilgw/{gw}/lane/{ATTACKERS[attacker]}/{t}" for t in ("authority", "cue")]
     else:
         broker, gw = Broker(), "gw-test"
         # mosquitto's own defaults for what a slow subscriber may have waiting (1000
@@ -174,7 +215,7 @@ async def run(
     mqtt = MqttConfig(port=broker.port, tls=MqttTlsConfig(**tls_gw) if tls_gw else None, **over)  # type: ignore[arg-type]
     session = command_session(mqtt, gw)  # as the supervisor wires it: the cue path's own connection
     path = CuePath(
-        cfg, gw, tracks=Topic[track_pb2.TrackBatch]("tracks"), mqtt=mqtt, session=session, keys=KEYS
+        cfg, gw, tracks=Topic[track_pb2.TrackBatch]("tracks"), mqtt=mqtt, session=session, keys=keys
     )
     effect: dict[int, int] = {}
     latches: list[tuple[int, bool]] = []  # (wall ns, by the local switch's thread)
@@ -196,18 +237,23 @@ async def run(
     me = [sys.executable, "-m", "benchmarks.operator.flood"]
     try:
         await asyncio.wait_for(path.mqtt_connected.wait(), 10)
+        deadline = time.monotonic() + 10
+        while holder is not None and time.monotonic() < deadline:  # the lanes subscribed (SUBACK)
+            if len(path.lanes) == 2 and all(x.acks for s in path.lanes.values() for x in s._subs):
+                break
+            await asyncio.sleep(0.05)
         audit0 = cfg.audit_path.stat().st_size
         flood = await asyncio.create_subprocess_exec(
             *me,
             "--flooder",
-            json.dumps([broker.port, seconds, gw, tls_flood]),
+            json.dumps([broker.port, seconds, gw, tls_flood, flood_topics]),
             stdout=asyncio.subprocess.PIPE,
         )
         await asyncio.sleep(min(2.0, seconds / 10))  # the flood is at full rate before the first try
         spacing = (seconds - 4) / tries
         op = await asyncio.create_subprocess_exec(
             *me,
-            *["--operator", json.dumps([broker.port, gw, tls_op, tries, spacing, str(sock)])],
+            *["--operator", json.dumps([broker.port, gw, tls_op, tries, spacing, str(sock), holder])],
             stdout=asyncio.subprocess.PIPE,
         )
         op_out, _ = await op.communicate()
@@ -222,6 +268,8 @@ async def run(
         flood_stats = json.loads(out.decode().strip().splitlines()[-1])
         audit_growth = cfg.audit_path.stat().st_size - audit0
         drops = session.disconnects - session.sheds  # lost, not shed (before ours is closed)
+        lane_sheds = {op: s.sheds for op, s in path.lanes.items()}
+        lane_read = {op: dict(s.received) for op, s in path.lanes.items()}
     finally:
         for task in tasks:
             task.cancel()
@@ -254,6 +302,9 @@ async def run(
         "rejected": dict(sorted(path.intake.rejected.items())),
         "command_connection_drops": drops,
         "command_connection_sheds": session.sheds,
+        "hold_from": (holder + " lane") if holder else "shared topic",
+        "lane_sheds": lane_sheds,
+        "lane_received": lane_read,
         "flood_read_then_shed": session.received["shed"],
         "holds_sent": len(sent),
         "holds_in_effect": len(lat),

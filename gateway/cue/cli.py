@@ -76,10 +76,16 @@ def main(ns: argparse.Namespace) -> int:
             raise ConfigError("level", str(exc)) from None
         cmd = cue_pb2.AuthorityCommand(requested=level, operator_id=operator, sequence=seq)
         topic = topics.authority_command
+        lane = _lane(ns, config.mqtt.command_lanes, key.operator)
+        if lane is not None:
+            topic = topics.lane_authority(lane)
     else:
         action = cue_pb2.CUE_ACTION_APPROVE if ns.action == "approve" else cue_pb2.CUE_ACTION_REJECT
         cmd = cue_pb2.CueCommand(action=action, cue_id=ns.cue_id, operator_id=operator, sequence=seq)
         topic = topics.cue_command
+        lane = _lane(ns, config.mqtt.command_lanes, key.operator)
+        if lane is not None:
+            topic = topics.lane_cue(lane)
         if ns.action == "approve":  # bind what this operator sees (a verified, live cue list)
             got = asyncio.run(
                 _read_state(config.mqtt, topics, "cues", keys.gateway, ns.timeout, ns.stale_after)
@@ -92,6 +98,12 @@ def main(ns: argparse.Namespace) -> int:
     note = f"; {ignored} unverified answer(s) ignored" if ignored else ""
     if result is None:
         print(f"hilgw: no verified answer from the gateway after {ns.timeout} s{note}", file=sys.stderr)
+        if lane is not None:  # the commonest cause: the certificate is not this operator's
+            print(
+                f"hilgw: sent on the lane of {lane!r} ({topic}); the broker drops it unless this "
+                f"station's certificate CN is {lane!r}",
+                file=sys.stderr,
+            )
         return 1
     what = f"{ns.cmd} {ns.action if ns.cmd == 'cue' else ns.level} (sequence {seq})"
     signer = f"signed by gateway key {result.gateway_key_id}"
@@ -100,6 +112,16 @@ def main(ns: argparse.Namespace) -> int:
         return 0
     print(f"hilgw: rejected by the gateway: {result.reason} ({signer}){note}", file=sys.stderr)
     return 1
+
+
+def _lane(ns: argparse.Namespace, lanes: str, bound: str | None) -> str | None:
+    """The operator lane to publish on (docs/cue-path.md §12), or None: the shared topic.
+
+    A key bound to an operator id uses that operator's lane unless lanes are
+    off in the config or ``--shared-topic`` is given."""
+    if bound is None or lanes == "off" or ns.shared_topic:
+        return None
+    return bound
 
 
 def _audit_verify(ns: argparse.Namespace) -> int:

@@ -31,6 +31,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
             p.add_argument("--operator", default=None, help="operator id (default: the key's operator)")
             p.add_argument("--reason", default="", help="free text for the audit log")
             p.add_argument("--sequence", type=int, default=None, help="default: microseconds since the epoch")
+            p.add_argument(
+                "--shared-topic",
+                action="store_true",
+                help="publish on the shared command topic, not on the key's operator lane",
+            )
 
     auth = sub.add_parser("authority", help="show or set the engagement authority")
     asub = auth.add_subparsers(dest="action", required=True)

@@ -27,7 +27,7 @@ from gateway.cue.audit import AuditLog
 from gateway.cue.authority import AuthorityStatus, CommandVerifier, authority_name
 from gateway.cue.book import LIVE, OPEN, Cue, Effect, Now, Publish, SendCancel, SendCue, status_name
 from gateway.cue.commands import CommandsMixin
-from gateway.cue.evaluate import EvaluateMixin
+from gateway.cue.evaluate import EvaluateMixin, PictureMemo
 from gateway.cue.inhibits import LauncherState
 from gateway.cue.keys import KeyRing
 from gateway.cue.recovery import Orphan, RecoveryScan
@@ -85,6 +85,10 @@ class CueCore(CommandsMixin, EvaluateMixin):
         self.sensor_down: set[str] = set()
         self.picture: track_pb2.TrackBatch | None = None
         self.picture_mono: int | None = None
+        #: Pictures received; the per-picture work of the evaluation is kept per version.
+        self.picture_version = 0
+        self.picture_memo: PictureMemo | None = None
+        self.picture_evaluations = 0  # rules.evaluate runs (tests: once per picture, not per event)
         self.cues: dict[int, Cue] = {}  # open cues (pending, sent, acked)
         self.by_pair: dict[tuple[int, str], int] = {}
         self.ended: deque[Cue] = deque(maxlen=_RECENT_ENDED)
@@ -186,6 +190,7 @@ class CueCore(CommandsMixin, EvaluateMixin):
 
     def on_tracks(self, batch: track_pb2.TrackBatch, now: Now) -> list[Effect]:
         self.picture, self.picture_mono = batch, now.mono_ns
+        self.picture_version += 1  # the rules are evaluated anew for it, once (gateway.cue.evaluate)
         self._evaluate(now)
         return self._take()
 

@@ -7,7 +7,11 @@ enters through :meth:`Intake.check`. It is pure and costs microseconds:
 2. decode (``decode``), then the verifier's checks without changing any state
    (``unsigned``, ``unknown_key``, ``bad_mac``, ``wrong_gateway``, ``wrong_operator``,
    ``replayed``, ``out_of_sequence``, ``stale``, ``future``, ``invalid``),
-3. a duplicate of a command already queued (``replayed``: a captured command
+3. on an operator's lane (docs/cue-path.md §12), a command whose signing key
+   is not bound to that lane's operator id (``wrong_lane``: a station's
+   certificate let it publish there, but it holds another operator's key, or
+   none bound),
+4. a duplicate of a command already queued (``replayed``: a captured command
    flooded before the first copy was processed).
 
 A rejected command is counted by reason and goes into a per-second summary
@@ -75,9 +79,19 @@ class Intake:
     _pending: dict[str, int] = field(default_factory=dict)
 
     def check(
-        self, kind: str, payload: bytes, verifier: CommandVerifier, now_ns: int, current: int
+        self,
+        kind: str,
+        payload: bytes,
+        verifier: CommandVerifier,
+        now_ns: int,
+        current: int,
+        *,
+        lane: str | None = None,
     ) -> Checked:
-        """Decide whether one command goes on to the core; count it either way."""
+        """Decide whether one command goes on to the core; count it either way.
+
+        ``lane``: the operator id whose lane carried it (None: the shared topics).
+        """
         self.received += 1
         cmd: Command | None = None
         if kind == "authority":
@@ -98,6 +112,12 @@ class Intake:
             return self._reject(kind, "internal", payload, cmd)
         if not verdict.accepted:
             return self._reject(kind, verdict.reason, payload, cmd)
+        if lane is not None:
+            # The broker vouches for who published (the ACL's %u); the MAC for who signed.
+            # Both must be the same operator, or B's command rides on A's lane.
+            key = verifier.keys.get(cmd.key_id)
+            if key is None or key.operator != lane:
+                return self._reject(kind, "wrong_lane", payload, cmd)
         mac = verdict.mac_hex
         if mac in self._pending:
             return self._reject(kind, "replayed", payload, cmd)

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gateway.cue.book import Effect, Now, Publish
+from gateway.cue.keys import KeyRing
+from gateway.outputs.commands import LANE_ID, lane_session
 from gateway.outputs.mqtt import Outgoing
 from gateway.outputs.session import MqttSession
 from hilgw.v1 import cue_pb2
@@ -21,8 +23,9 @@ from hilgw.v1 import cue_pb2
 if TYPE_CHECKING:
     from gateway.cue.core import CueCore
     from gateway.sections.cue import CueConfig
+    from gateway.sections.mqtt import MqttConfig
 
-__all__ = ["CueTopics", "OperatorLinkMixin"]
+__all__ = ["CueTopics", "OperatorLinkMixin", "lane_ids"]
 
 log = logging.getLogger("gateway.cue.path")
 
@@ -37,6 +40,12 @@ class CueTopics:
         self.cue_command = f"{self.base}/cue/command"  # CueCommand (in)
         self.cue_list = f"{self.base}/cue/list"  # CueList, retained
         self.result = f"{self.base}/command/result"  # CommandResult
+
+    def lane_authority(self, operator_id: str) -> str:
+        return f"{self.base}/lane/{operator_id}/authority"  # AuthorityCommand (in), §12
+
+    def lane_cue(self, operator_id: str) -> str:
+        return f"{self.base}/lane/{operator_id}/cue"  # CueCommand (in), §12
 
     def cue(self, launcher_id: str) -> str:
         return f"{self.base}/cues/{launcher_id}"  # EngagementCue as sent
@@ -53,13 +62,35 @@ class CueTopics:
         return {"authority": self.authority, "cues": self.cue_list, "result": self.result}[p.kind]
 
 
+def lane_ids(keys: KeyRing) -> list[str]:
+    """The operators that get a lane: every operator id a key is bound to (sorted).
+
+    An id that cannot be one MQTT topic level (:data:`LANE_ID`) gets none, with
+    a warning: that operator's keys still work on the shared topics.
+    """
+    out = set()
+    for key in keys.operator.values():
+        if key.operator is None:
+            continue
+        if LANE_ID.match(key.operator):
+            out.add(key.operator)
+        else:
+            log.warning("cue path: operator id %r cannot name a lane: shared topics only", key.operator)
+    return sorted(out)
+
+
 class OperatorLinkMixin:
     """MQTT and time sync of :class:`~gateway.cue.path.CuePath` (which provides the rest)."""
 
     if TYPE_CHECKING:
         config: CueConfig
+        mqtt: MqttConfig | None
+        mqtt_port: int | None
+        gateway_id: str
         topics: CueTopics
         session: MqttSession | None
+        lanes: dict[str, MqttSession]
+        lane_ids: list[str]
         core: CueCore | None
         mqtt_connected: asyncio.Event
         _link_down_since: int | None
@@ -67,7 +98,7 @@ class OperatorLinkMixin:
 
         clock: Callable[[], Now]
 
-        def command(self, kind: str, payload: bytes) -> None: ...
+        def command(self, kind: str, payload: bytes, lane: str | None = None) -> None: ...
         def _put(self, item: tuple[str, object]) -> None: ...
         def _signed(self, p: Publish) -> Publish: ...
 
@@ -101,16 +132,46 @@ class OperatorLinkMixin:
 
     def _attach(self, session: MqttSession) -> list[Callable[[], None]]:
         """Subscribe the command topics and follow the link; returns the undo calls."""
-        subs = [
-            session.subscribe(self.topics.authority_command, lambda _t, p: self.command("authority", p)),
-            session.subscribe(self.topics.cue_command, lambda _t, p: self.command("cue", p)),
-        ]
+        subs = []
+        if self.mqtt is None or self.mqtt.command_shared_topics or not self._lanes_on():
+            subs = [
+                session.subscribe(self.topics.authority_command, lambda _t, p: self.command("authority", p)),
+                session.subscribe(self.topics.cue_command, lambda _t, p: self.command("cue", p)),
+            ]
         if session.connected:
             self._on_link(True)
         else:
             self._link_down_since = self.clock().mono_ns  # counted from our start
         remove = session.on_link(self._on_link)
         return [remove, *(sub.close for sub in subs)]
+
+    def _lanes_on(self) -> bool:
+        return self.mqtt is not None and self.mqtt.command_lanes == "auto" and bool(self.lane_ids)
+
+    def _attach_lanes(self, tg: asyncio.TaskGroup) -> list[Callable[[], None]]:
+        """One connection per operator lane (§12), run in ``tg``; returns the undo calls.
+
+        A lane's connection only reads: what the cue path answers goes out on
+        its command connection. Its link state does not drive the operator-link
+        policy (§11): that follows the command connection, which always exists.
+        """
+        if self.mqtt is None or not self._lanes_on():
+            return []
+        undo: list[Callable[[], None]] = []
+        for op in self.lane_ids:
+            lane = self.lanes[op] = lane_session(self.mqtt, self.gateway_id, op, port=self.mqtt_port)
+            lane.subscribe(self.topics.lane_authority(op), self._lane_handler("authority", op))
+            lane.subscribe(self.topics.lane_cue(op), self._lane_handler("cue", op))
+            tg.create_task(lane.run(), name=f"cue:lane:{op}")  # ends with the group
+        undo.append(self.lanes.clear)
+        log.info("cue path: command lanes for %s", ", ".join(self.lane_ids))
+        return undo
+
+    def _lane_handler(self, kind: str, op: str) -> Callable[[str, bytes], None]:
+        def handle(_topic: str, payload: bytes) -> None:
+            self.command(kind, payload, op)
+
+        return handle
 
     def _on_link(self, up: bool) -> None:
         """Called by the session on every connect and loss (in its task: never blocks)."""

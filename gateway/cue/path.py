@@ -35,7 +35,7 @@ from gateway.cue.intake import Intake
 from gateway.cue.keys import KeyRing, load_keys
 from gateway.cue.link import Ack, Heartbeat, LauncherEvent, LauncherLink, LinkState, ReplyRejected
 from gateway.cue.local_hold import LocalHoldServer
-from gateway.cue.operator_link import CueTopics, OperatorLinkMixin
+from gateway.cue.operator_link import CueTopics, OperatorLinkMixin, lane_ids
 from gateway.cue.outputs import OutputSigner
 from gateway.outputs.session import MqttSession
 from gateway.sections.cue import CueConfig
@@ -122,6 +122,9 @@ class CuePath(OperatorLinkMixin):
         #: The gateway's shared MQTT session; None: the path opens its own (tests, tools).
         self._shared_session = session
         self.session: MqttSession | None = None
+        #: Operator id -> the connection reading that operator's lane (§12), while running.
+        self.lanes: dict[str, MqttSession] = {}
+        self.lane_ids: list[str] = []  # operators with a lane (keys bound to an operator id)
         #: Monotonic ns since which the operator link is down (None: up); §11.
         self._link_down_since: int | None = None
         self._link_lost_acted = False
@@ -157,21 +160,25 @@ class CuePath(OperatorLinkMixin):
         """Called by a launcher driver for every ack, heartbeat and link change. Never blocks."""
         self._put(("launcher", event))
 
-    def command(self, kind: str, payload: bytes) -> None:
+    def command(self, kind: str, payload: bytes, lane: str | None = None) -> None:
         """An operator command from any transport (``kind``: "authority" or "cue").
 
         Never raises and never touches the disk: the cheap checks of
         :class:`~gateway.cue.intake.Intake` run here, at arrival; a rejection is
         counted (summarised in the audit once a second) and answered (rate
         limited); a command that passes goes to the core, on the priority lane
-        if it lowers the authority.
+        if it lowers the authority. ``lane``: the operator id whose lane carried it
+        (docs/cue-path.md §12); its signer must be that operator.
         """
         core = self.core
         if core is None:  # not started: the core checks (and journals) it at start
+            if lane is not None:  # (lanes are read only once the core exists: cannot happen,
+                self.intake.count(kind, "not_started", payload)  # but never unchecked)
+                return
             self._put((kind, (payload, None)))
             return
         now = self.clock()
-        chk = self.intake.check(kind, payload, core.verifier, now.wall_ns, core.authority.value)
+        chk = self.intake.check(kind, payload, core.verifier, now.wall_ns, core.authority.value, lane=lane)
         if chk.reason:
             self._answer_rejection(chk.kind, chk.reason, chk.command, now)
             return
@@ -264,6 +271,7 @@ class CuePath(OperatorLinkMixin):
             self.config.audit_path, fsync=self.fsync, head_key=head_key, max_bytes=self.config.audit_max_bytes
         )
         core = CueCore(self.config, keys, self.gateway_id, audit, self.clock(), history, sealers=self.links)
+        self.lane_ids = lane_ids(keys)
         for lc in self.config.launchers:
             if lc.key_id is not None:
                 log.warning(
@@ -304,6 +312,7 @@ class CuePath(OperatorLinkMixin):
                     unhook = self._attach(session)
                     if self._shared_session is None:
                         tg.create_task(session.run(), name="cue:mqtt")
+                    unhook += self._attach_lanes(tg)
                 if self.config.inhibit.time_sync.kind == "command":
                     tg.create_task(self._time_sync_loop(), name="cue:timesync")
                 tg.create_task(self._loop(core, tracks, health), name="cue:loop")

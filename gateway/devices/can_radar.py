@@ -40,7 +40,7 @@ from gateway.devices.base import DriverContext, RawFrame
 from gateway.devices.radar import PolarRadarDriver
 from gateway.fusion.api import SensorGeometry
 from gateway.transports import create_transport
-from gateway.transports.can import FrameTransport
+from gateway.transports.can import CAN_LINK_DROPS, FrameTransport
 from hilgw.can import CanFrame
 from hilgw.errors import RemoteProtocolError, TransportError
 from hilgw.v1 import health_pb2
@@ -59,12 +59,18 @@ _FLAG_LINK = 1 << 29
 _ID_MASK = _FLAG_LINK - 1
 #: Link events by name -> code (the low bits of a link entry's id). Each
 #: carries a u32 count: transport counter increments since the previous record
-#: (``error_frame``, ``bus_off``, ``queue_full``), or 1 for ``session_end``
+#: (``error_frame``, ``bus_off``, ``queue_full``, ``kernel_overflow``), or 1 for ``session_end``
 #: (the transport session ended after this record; the codec was closed).
-LINK_EVENTS: dict[str, int] = {"error_frame": 1, "bus_off": 2, "queue_full": 3, "session_end": 4}
+LINK_EVENTS: dict[str, int] = {
+    "error_frame": 1,
+    "bus_off": 2,
+    "queue_full": 3,
+    "session_end": 4,
+    "kernel_overflow": 5,
+}
 _LINK_NAMES = {code: name for name, code in LINK_EVENTS.items()}
 #: Transport counters copied into DeviceHealth drops, with their names there.
-_TRANSPORT_DROPS = {"error_frame": "can_error_frame", "bus_off": "can_bus_off", "queue_full": "queue_full"}
+_TRANSPORT_DROPS = CAN_LINK_DROPS
 
 
 def pack_raw_frames(

@@ -18,7 +18,7 @@ from gateway.devices.base import RawFrame
 from gateway.devices.can_radar import pack_raw_frames, unpack_raw_frames
 from gateway.devices.radar import PolarRadarDriver
 from gateway.transports import StreamTransport, create_transport
-from gateway.transports.can import FrameTransport
+from gateway.transports.can import CAN_LINK_DROPS, FrameTransport
 from hilgw.errors import TransportError
 from hilgw.v1 import health_pb2
 
@@ -48,11 +48,16 @@ class DbcRadarDriver(_DescribedDriver):
         if not isinstance(transport, FrameTransport):  # the config check makes this unreachable
             raise TransportError(f"{self.config.id}: can_dbc_radar needs a CAN transport")
         codec = self._codec()
+        seen: dict[str, int] = {}
         async with transport:
             self.ctx.stats.set_state(health_pb2.DEVICE_STATE_STARTING, f"open: {transport.describe}")
             while True:
                 frames = await transport.recv_batch()
                 t_rx = self.ctx.wall_ns()
+                # Frames lost below the codec (kernel overflow, a full reader
+                # queue) and bus errors: counted, never silent.
+                for key, n in transport.counter_increments(seen).items():
+                    self.ctx.stats.drop(CAN_LINK_DROPS.get(key, key), n)
                 self.ctx.raw.publish(RawFrame(self.config.id, "can", t_rx, pack_raw_frames(frames)))
                 self.receive(codec, frames, t_rx)
 

@@ -284,8 +284,8 @@ class LauncherDriver(DeviceDriver):
 
     def _sync_counters(self, transport: FrameTransport) -> None:
         counters = transport.counters
-        for key in ("error_frame", "bus_off", "queue_full"):
+        for key in ("error_frame", "bus_off", "queue_full", "kernel_overflow"):
             delta = counters[key] - self._seen[key]
             if delta > 0:
-                self.ctx.stats.drop(key if key == "queue_full" else f"can_{key}", delta)
+                self.ctx.stats.drop(f"can_{key}" if key in ("error_frame", "bus_off") else key, delta)
                 self._seen[key] = counters[key]

@@ -26,19 +26,24 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 
-import nats
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
-from gateway.federation.config import NatsConfig
+from gateway.federation.nats_security import connect_options, refusal, server_urls
+from gateway.sections.federation import NatsConfig
+from hilgw.errors import ConfigError
 
 __all__ = ["NatsLink", "live_subject"]
 
 log = logging.getLogger(__name__)
+
+#: Errors of a server that refuses this gateway (nats_security.refusal): retried with back-off.
+_REFUSALS = frozenset({"tls_verify", "tls", "tls_required", "auth"})
 
 Handler = Callable[[str, bytes], None]
 LinkListener = Callable[[bool], None]
@@ -76,6 +81,17 @@ class NatsLink:
         self.dropped: Counter[str] = Counter()
         #: Incoming messages by outcome: ``handled``, ``handler_error``.
         self.received: Counter[str] = Counter()
+        #: Failed connects and link errors by reason: ``config`` (a ``[nats.tls]``/
+        #: ``[nats.auth]`` file or secret, named in ``last_error``), ``tls_verify``,
+        #: ``tls``, ``tls_required``, ``auth``, ``timeout``, ``unreachable``, ``other``
+        #: (gateway/federation/nats_security.py: refusal).
+        self.errors: Counter[str] = Counter()
+        #: The last of them: "host:port: what and what to fix" (or the config key).
+        self.last_error = ""
+        #: reason -> the last error of that reason (a refusal is often followed
+        #: by the reset of the connection it refused: both are kept).
+        self.last_errors: dict[str, str] = {}
+        self._logged: dict[str, float] = {}
 
     def subscribe(self, subject: str, handler: Handler) -> None:
         """Deliver every message on ``subject`` to ``handler(subject, payload)``; kept across reconnects."""
@@ -110,26 +126,66 @@ class NatsLink:
             except Exception:  # a listener's bug must not end the link
                 log.exception("nats: link listener %r failed", listener)
 
+    def _error(self, where: str, reason: str, text: str) -> None:
+        """Count an error; warn once a minute per reason (a refusing server
+        is retried every ``reconnect_wait_s``: one line each would flood the log)."""
+        self.errors[reason] += 1
+        self.last_error = self.last_errors[reason] = f"{where}: {text}"
+        now = time.monotonic()
+        if now - self._logged.get(reason, -1e9) >= 60.0:
+            self._logged[reason] = now
+            log.warning("nats: %s (%d %s error(s) so far)", self.last_error, self.errors[reason], reason)
+
     async def _connect(self) -> NatsClient:
         c = self.config
-        holder: list[NatsClient] = []
+        opts = connect_options(c)  # ConfigError naming the key; read at each connect (files replaced)
+        nc = NatsClient()
+        # nats-py annotates these int and uses them as float seconds (asyncio.wait_for, sleep).
+        opts.update(
+            connect_timeout=c.connect_timeout_s,
+            reconnect_time_wait=c.reconnect_wait_s,
+            ping_interval=c.ping_interval_s,
+        )
 
         async def disconnected() -> None:
             self._link(False)
 
+        refusals = 0
+
         async def reconnected() -> None:
-            self._link(True, holder[0] if holder else None)
+            nonlocal refusals
+            refusals = 0
+            self._link(True, nc)
 
         async def error(exc: Exception) -> None:
-            log.debug("nats: %s", exc)
+            nonlocal refusals
+            # nats-py reports a refused connect here (and retries it forever,
+            # max_reconnect_attempts=-1): a wrong CA, a refused certificate, bad
+            # credentials. Name the server and the reason.
+            srv = getattr(nc, "_current_server", None)  # private to nats-py: the server it tried
+            url = getattr(srv, "uri", None)
+            where = f"{url.hostname}:{url.port}" if url is not None else ",".join(c.servers)
+            reason, text = refusal(exc)
+            if c.tls is None and reason in ("tls_verify", "tls"):
+                # nats-py upgrades to TLS when the server's INFO asks for it, with
+                # the system CAs: what to fix is [nats.tls], not a file of it.
+                reason, text = "tls_required", "the server requires TLS: set [nats.tls]"
+            if reason in ("other", "unreachable") and self.connected:
+                log.debug("nats: %s: %s", where, text)  # a dropped link: the reconnect says the rest
+                return
+            self._error(where, reason, text)
+            if reason in _REFUSALS:
+                # A server that refused this identity refuses it again: nats-py would
+                # try every reconnect_wait_s (a TLS handshake and asyncio's sslproto
+                # warning each time). It awaits this callback before its next try,
+                # so waiting here backs it off, doubling up to 5 s.
+                refusals += 1
+                await asyncio.sleep(min(5.0, c.reconnect_wait_s * 2.0**refusals))
 
-        nc = await nats.connect(
-            servers=[f"nats://{s}" for s in c.servers],
+        await nc.connect(
+            servers=server_urls(c),
             name=self.name,
-            connect_timeout=c.connect_timeout_s,
-            reconnect_time_wait=c.reconnect_wait_s,
             max_reconnect_attempts=-1,
-            ping_interval=c.ping_interval_s,
             max_outstanding_pings=2,
             # Start on the first server of the list (as the MQTT session does):
             # a gateway's list is its own order of preference.
@@ -137,8 +193,8 @@ class NatsLink:
             disconnected_cb=disconnected,
             reconnected_cb=reconnected,
             error_cb=error,
+            **opts,  # the TLS context and credentials
         )
-        holder.append(nc)
         return nc
 
     async def run(self) -> None:
@@ -147,6 +203,11 @@ class NatsLink:
         while True:
             try:
                 nc = await self._connect()
+            except ConfigError as exc:  # kept retrying: the file may be being replaced
+                self._error("config", "config", str(exc))
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, 5.0)
+                continue
             except (OSError, TimeoutError, NatsError) as exc:
                 log.debug("nats: cannot connect: %s", exc)
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))

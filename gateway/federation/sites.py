@@ -33,9 +33,9 @@ from google.protobuf.message import DecodeError
 
 from gateway.bus import Topic
 from gateway.devices.base import ReportsIn
-from gateway.federation.config import FederationConfig, SiteConfig
 from gateway.fusion.api import KIND_SENSOR_TRACK, ReportArrays
 from gateway.health import DeviceStats
+from gateway.sections.federation import FederationConfig, SiteConfig
 from hilgw.v1 import health_pb2, track_pb2
 
 __all__ = ["MAX_BYTES", "SiteInput", "batch_to_reports"]

@@ -61,6 +61,7 @@ from typing import Any
 import aiomqtt
 
 from gateway.config import MqttConfig
+from gateway.outputs.aiomqtt_guards import GuardedClient, consume_outcome
 from gateway.outputs.mqtt import Outgoing, Topics, cancel_safe, publish, tls_context
 from gateway.stages import StageClock
 
@@ -318,7 +319,7 @@ class MqttSession:
             # A bad certificate file is an operator error: say so, keep retrying
             # (the file may be being replaced); `hilgw doctor` names the fix.
             raise aiomqtt.MqttError(f"tls: {err}") from err
-        client = aiomqtt.Client(
+        client = GuardedClient(
             hostname=addr.host,
             port=addr.port,
             identifier=self.client_id,
@@ -411,6 +412,8 @@ class MqttSession:
                     else:
                         self._notify(False)
                 self._requeue_inflight()
+                if client is not None:
+                    consume_outcome(client)
             if shed:  # on purpose: at once, to the same broker, the back-off untouched
                 self.sheds += 1
                 continue

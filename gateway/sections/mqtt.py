@@ -83,6 +83,15 @@ class MqttConfig(StrictModel):
     #: a few a minute): it is a flood; the connection is dropped and made again at
     #: once, which discards what the broker had buffered for it (0: never).
     command_shed_above_per_s: int = Field(default=200, ge=0, le=1_000_000)
+    #: One command lane per operator identity (docs/cue-path.md §12): ``auto`` (the
+    #: default) gives every operator id bound in the keys file (``operator = "..."``,
+    #: the station's certificate CN) its own topics ``{prefix}/{gateway_id}/lane/{id}/
+    #: authority`` and ``.../cue`` and its own MQTT connection; a command there must be
+    #: signed by a key bound to that id. ``off``: the shared command topics only.
+    command_lanes: Literal["auto", "off"] = "auto"
+    #: Also read the shared command topics (``.../authority/command``, ``.../cue/command``)
+    #: for tools not yet on a lane. Their own connection: a flood there delays no lane.
+    command_shared_topics: bool = True
     publish_reports: bool = True
     enabled: bool = True
     #: None: plain TCP (bench on 127.0.0.1 only); set it for any real network.

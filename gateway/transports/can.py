@@ -18,6 +18,11 @@ failure and restarts the device with a new bus. Error frames and bus-off
 events are counted in :attr:`CanTransport.counters`; frames the bounded
 buffer cannot take are dropped and counted there too (``queue_full``).
 
+Frames the kernel dropped before the reader read them (the socket's receive
+buffer full while the reader thread waited for a CPU) are counted too, as
+``kernel_overflow``, for buses on a Linux socket (``socketcan``,
+``udp_multicast``): see :class:`KernelDrops`.
+
 ``fd`` is passed to ``can.Bus`` both ways, never left to the interface's
 default: ``udp_multicast`` defaults to FD and would hand a classic radar
 every FD frame on its group (issue 14).
@@ -53,7 +58,15 @@ from gateway.transports.base import Transport
 from hilgw.can import CanFrame
 from hilgw.errors import TransportError
 
-__all__ = ["CAN_ERR_BUSOFF", "MULTICAST_ISOLATION", "CanTransport", "FrameTransport", "isolate_multicast"]
+__all__ = [
+    "CAN_ERR_BUSOFF",
+    "CAN_LINK_DROPS",
+    "MULTICAST_ISOLATION",
+    "CanTransport",
+    "FrameTransport",
+    "KernelDrops",
+    "isolate_multicast",
+]
 
 #: SocketCAN error class bit for bus-off in an error frame's id (linux/can/error.h).
 CAN_ERR_BUSOFF = 0x00000040
@@ -62,6 +75,76 @@ _IP_MULTICAST_ALL = 49
 _IPV6_MULTICAST_ALL = 29
 #: Whether a udp_multicast bus can be kept to its own group here (see the module docstring).
 MULTICAST_ISOLATION = sys.platform == "linux"
+
+
+#: linux/asm-generic/socket.h SO_MEMINFO, and in the u32 array it returns
+#: (linux/sock_diag.h SK_MEMINFO_*) the index of SK_MEMINFO_DROPS and the count.
+_SO_MEMINFO = 55
+_SK_MEMINFO_DROPS = 8
+_SK_MEMINFO_VARS = 9
+#: Frames read between two looks at the kernel's drop count while the bus is busy
+#: (it is also read whenever a poll finds the bus idle).
+_DROPS_EVERY = 1024
+
+
+class KernelDrops:
+    """The count of datagrams or frames the kernel dropped on a bus's socket.
+
+    That is the socket's ``sk_drops``: the same counter ``SO_RXQ_OVFL``
+    (socket(7)) attaches to each received message, raised when a message
+    arrives at a full receive buffer (for CAN_RAW and UDP sockets). python-can
+    reads the socket itself (``recvmsg`` with its own ancillary buffer), so
+    the per-message option cannot be seen from here; ``SO_MEMINFO`` (Linux
+    4.6) reads the same counter with one ``getsockopt`` at any time, from a
+    second handle on the socket. Counted from 0 at the socket's creation, so
+    drops before the reader started count too.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.last = 0
+
+    @classmethod
+    def of(cls, bus: can.BusABC) -> KernelDrops | None:
+        """For a bus on a Linux socket whose kernel has ``SO_MEMINFO``; else None."""
+        if sys.platform != "linux":
+            return None
+        try:
+            fd = bus.fileno()
+        except (NotImplementedError, OSError, ValueError):
+            return None
+        if fd < 0:
+            return None
+        try:
+            sock = socket.socket(fileno=os.dup(fd))  # OSError: not a socket (a serial adapter)
+        except OSError:
+            return None
+        drops = cls(sock)
+        try:
+            drops.read()
+        except OSError:  # a kernel without SO_MEMINFO
+            sock.close()
+            return None
+        return drops
+
+    def read(self) -> int:
+        """The socket's drop count now (raises ``OSError``)."""
+        raw = self._sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, 4 * _SK_MEMINFO_VARS)
+        if len(raw) < 4 * (_SK_MEMINFO_DROPS + 1):
+            raise OSError(f"SO_MEMINFO gave {len(raw)} bytes, no drop count")
+        return int.from_bytes(raw[4 * _SK_MEMINFO_DROPS : 4 * (_SK_MEMINFO_DROPS + 1)], sys.byteorder)
+
+    def new(self) -> int:
+        """Drops since the previous call (0 once the socket is gone)."""
+        try:
+            now = self.read()
+        except OSError:
+            return 0
+        n, self.last = max(0, now - self.last), max(now, self.last)
+        return n
+
+    def close(self) -> None:
+        self._sock.close()
 
 
 def isolate_multicast(bus: can.BusABC) -> None:
@@ -83,10 +166,20 @@ def isolate_multicast(bus: can.BusABC) -> None:
             sock.setsockopt(socket.IPPROTO_IP, _IP_MULTICAST_ALL, 0)
 
 
+#: Link counters as a device names them among its drops (DeviceHealth).
+CAN_LINK_DROPS = {
+    "error_frame": "can_error_frame",
+    "bus_off": "can_bus_off",
+    "queue_full": "queue_full",
+    "kernel_overflow": "kernel_overflow",
+}
+
+
 class FrameTransport(Transport):
     """Whole CAN frames (the third transport kind, next to stream and datagram)."""
 
-    #: Link events by name (``error_frame``, ``bus_off``, ``queue_full``), totals since open.
+    #: Link events by name (``error_frame``, ``bus_off``, ``queue_full``,
+    #: ``kernel_overflow``), totals since open.
     counters: Counter[str]
 
     async def recv(self) -> CanFrame:
@@ -94,6 +187,16 @@ class FrameTransport(Transport):
 
     async def recv_batch(self, max_frames: int = 4096) -> list[CanFrame]:
         raise NotImplementedError
+
+    def counter_increments(self, seen: dict[str, int]) -> dict[str, int]:
+        """Link counters gone up since ``seen`` (updated in place; the reader
+        thread writes the counters): what a device adds to its drops."""
+        out: dict[str, int] = {}
+        for key, now in list(self.counters.items()):
+            if now > seen.get(key, 0):
+                out[key] = now - seen.get(key, 0)
+                seen[key] = now
+        return out
 
     async def send(self, frame: CanFrame) -> None:
         raise NotImplementedError
@@ -127,8 +230,13 @@ class CanTransport(FrameTransport):
         self._ready = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failure: BaseException | None = None
-        #: Written only by the reader thread: ``error_frame``, ``bus_off``, ``queue_full``.
+        #: Written only by the reader thread: ``error_frame``, ``bus_off``, ``queue_full``,
+        #: ``kernel_overflow`` (frames the kernel dropped: :class:`KernelDrops`).
         self.counters: Counter[str] = Counter()
+        self._drops: KernelDrops | None = None
+        #: Set by the reader when a counter went up with no frame to carry it: the
+        #: next recv_batch() returns (empty) so the driver copies the count now.
+        self._counted = False
         self.frames_in = 0
 
     def bus_kwargs(self) -> dict[str, Any]:
@@ -170,6 +278,7 @@ class CanTransport(FrameTransport):
                 raise TransportError(
                     f"{self.describe}: cannot keep the bus to its own group (IP_MULTICAST_ALL): {exc}"
                 ) from exc
+        self._drops = KernelDrops.of(self._bus)
         self._thread = threading.Thread(
             target=self._read_loop, name=f"can-reader {self.describe}", daemon=True
         )
@@ -183,9 +292,21 @@ class CanTransport(FrameTransport):
         poll = self.config.poll_s
         limit = self.config.queue_size
         queue, counters, stop = self._queue, self.counters, self._stop
+        drops = self._drops
+        since_look = 0
         try:
             while not stop.is_set():
                 msg = bus.recv(timeout=poll)
+                if drops is not None:
+                    since_look += 1
+                    if msg is None or since_look >= _DROPS_EVERY:
+                        since_look = 0
+                        if n := drops.new():
+                            counters["kernel_overflow"] += n
+                            self._counted = True
+                            if not self._signalled:
+                                self._signalled = True
+                                self._wake()
                 if msg is None:
                     if _bus_off_state(bus):
                         counters["bus_off"] += 1
@@ -219,6 +340,8 @@ class CanTransport(FrameTransport):
         except BaseException as exc:  # kept and raised from recv(): nothing ends silently
             self._failure = exc
         finally:
+            if drops is not None and (n := drops.new()):
+                counters["kernel_overflow"] += n
             if self._failure is None and not stop.is_set():
                 self._failure = _ReaderStopped("reader thread ended")
             self._wake()
@@ -242,7 +365,10 @@ class CanTransport(FrameTransport):
             raise TransportError(f"{self.describe}: not open")
 
     async def recv_batch(self, max_frames: int = 4096) -> list[CanFrame]:
-        """Every buffered frame (at most ``max_frames``); waits for at least one.
+        """Every buffered frame (at most ``max_frames``); waits for at least one,
+        or for a counter that went up (then it may be empty: the drivers copy
+        the counters after each batch, and a loss must show while the bus is
+        quiet too, not only with the next frame).
 
         Raises :class:`TransportError` once the reader has failed (after
         handing out the frames it had buffered).
@@ -253,11 +379,15 @@ class CanTransport(FrameTransport):
                 n = min(len(queue), max_frames)
                 out = [queue.popleft() for _ in range(n)]
                 self.frames_in += n
+                self._counted = False  # the driver copies the counters with these frames
                 return out
             self._raise_failure()
+            if self._counted:
+                self._counted = False
+                return []
             self._ready.clear()
             self._signalled = False
-            if queue or self._failure is not None:
+            if queue or self._failure is not None or self._counted:
                 continue
             await self._ready.wait()
 
@@ -308,6 +438,9 @@ class CanTransport(FrameTransport):
         thread, self._thread = self._thread, None
         if thread is not None:
             await asyncio.to_thread(thread.join, 2 * self.config.poll_s + 1.0)
+        drops, self._drops = self._drops, None
+        if drops is not None:
+            drops.close()
         if bus is not None:
             with contextlib.suppress(can.CanError, OSError):  # a bus that already went away
                 bus.shutdown()

@@ -175,3 +175,41 @@ async def test_the_gateway_runs_the_example_from_its_config_to_confirmed_tracks(
             assert len(confirmed) >= 3
     finally:
         memory_registry.forget(name)
+
+
+async def test_can_dbc_radar_counts_frames_lost_below_the_codec(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frames the kernel or the reader queue dropped (the transport's link
+    counters) are the device's drops, as for the built-in CAN radar."""
+    import gateway.devices.described as described
+
+    made: list[Any] = []
+    create = described.create_transport
+
+    def keep(config: Any) -> Any:
+        made.append(create(config))
+        return made[-1]
+
+    monkeypatch.setattr(described, "create_transport", keep)
+    chan = f"vendor-{next(_chan)}"
+    dev = example_device(
+        "vr200-can", {"kind": "can", "interface": "virtual", "channel": chan, "poll_s": 0.01}
+    )
+    driver, reports = build(dev)
+    task = asyncio.create_task(driver.run())
+    try:
+        await opened(driver)
+        sub = reports.subscribe("test", maxsize=10_000)
+        made[0].counters["kernel_overflow"] += 7  # as the reader thread does
+        made[0].counters["queue_full"] += 2
+        emu = DescribedRadarEmulator(dev)
+        async with EmulatorCanTransport(
+            CanTransportConfig(kind="can", interface="virtual", channel=chan)
+        ) as bus:
+            await bus.send_many(emu.codec.encode_tracks(synthetic_tracks(2, time.time_ns())))  # type: ignore[arg-type]
+            await take(sub, 2)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert driver.ctx.stats.drops["kernel_overflow"] == 7
+    assert driver.ctx.stats.drops["queue_full"] == 2

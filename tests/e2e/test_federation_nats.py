@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 
 from gateway.config import MqttConfig, parse_config
-from gateway.federation.config import NatsConfig
 from gateway.federation.fastpath import NatsLink, live_subject
 from gateway.outputs.mqtt import Outgoing
 from gateway.outputs.session import MqttSession
+from gateway.sections.federation import NatsConfig
 from gateway.supervisor import Gateway
 from hilgw.v1 import track_pb2
 from sim_devices.nats_cluster import NatsCluster, nats_server_path

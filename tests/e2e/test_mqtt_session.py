@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 
 import aiomqtt
 import pytest
@@ -135,3 +136,36 @@ async def test_a_gateway_stopped_cleanly_leaves_status_offline(mosquitto: Mosqui
         await eventually(lambda: session.connected)
         assert await retained(mosquitto.port, "hilgw/gw-stop/status") == b"online"
     assert await retained(mosquitto.port, "hilgw/gw-stop/status") == b"offline"
+
+
+async def test_a_broker_killed_under_load_leaves_no_asyncio_error_behind(mosquitto: Mosquitto) -> None:
+    """No "Future exception was never retrieved (Unexpected disconnection)" and
+    no ``add_writer`` "Bad file descriptor" from aiomqtt/paho when the broker
+    dies under a QoS 1 flood and the session is stopped in the same loop turn
+    (gateway/outputs/session.py: _Client, _consume_outcome). Both went to the
+    loop's exception handler, which this test replaces."""
+    loop = asyncio.get_running_loop()
+    seen: list[str] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, ctx: seen.append(f"{ctx['message']} {ctx.get('exception')!r}"))
+    cfg = MqttConfig(port=mosquitto.port, reconnect_initial_s=0.05, reconnect_max_s=0.2)
+    try:
+        for k in range(8):
+            session = MqttSession(cfg, "gw")
+            session.subscribe("t/#", lambda _t, _p: None)  # the broker echoes the flood back
+            task = asyncio.create_task(session.run())
+            await eventually(lambda s=session: s.connected, task=task)  # type: ignore[misc]
+            for i in range(200):
+                session.enqueue(Outgoing("t/x", b"%d" % i * 50, qos=1, kind="tracks"))
+            await asyncio.sleep(0.01 * (k % 4))  # the kill at different points of the flood
+            mosquitto.kill()  # blocking on purpose: the loop sees the reset and the stop in one turn
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await asyncio.to_thread(mosquitto.start)
+            del session, task
+            gc.collect()  # an unretrieved future's complaint comes when it is collected
+            await asyncio.sleep(0.05)  # and what the loop had scheduled has run
+    finally:
+        loop.set_exception_handler(previous)
+    assert seen == []

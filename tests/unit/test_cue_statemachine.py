@@ -632,6 +632,7 @@ TestCuePathMachine.settings = _FAST
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 10,000 sequences take ~6 min on a shared 2-core machine
 def test_long_run_10000_sequences() -> None:
     from hypothesis.stateful import run_state_machine_as_test
 

@@ -14,7 +14,6 @@ from gateway.bus import Topic
 from gateway.config import FusionConfig, parse_config
 from gateway.cue.rules import _track_reason
 from gateway.devices.base import ReportsIn
-from gateway.federation.config import FederationConfig, NatsConfig, SiteConfig
 from gateway.federation.fastpath import NatsLink, live_subject
 from gateway.federation.picture import PictureBridge
 from gateway.federation.sites import SiteInput
@@ -24,6 +23,7 @@ from gateway.fusion_stage import FusionStage
 from gateway.health import DeviceStats
 from gateway.partners.release import SourceMarkings
 from gateway.sections.cue import CuePictureConfig, CueRulesConfig
+from gateway.sections.federation import FederationConfig, NatsConfig, SiteConfig
 from gateway.sections.partners import MarkingsConfig
 from hilgw.errors import ConfigError
 from hilgw.v1 import health_pb2, track_pb2
@@ -148,7 +148,7 @@ def test_theatre_fuses_two_sites_into_one_track() -> None:
     fed = FederationConfig(
         sites=[SiteConfig(gateway_id="site-a", markings=marked), SiteConfig(gateway_id="site-b")]
     )
-    stage.markings["site:site-a"] = SourceMarkings.from_config(marked)  # as gateway/federation/wiring.py
+    stage.markings["site:site-a"] = SourceMarkings.from_config(marked)  # as gateway/wiring/federation.py
     inputs = []
     clock = [T0]
     for k, site in enumerate(fed.sites):

@@ -10,6 +10,7 @@ must exceed, and every wait is bounded only against a hang.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -214,3 +215,65 @@ async def test_a_worker_never_taken_over_is_stopped() -> None:
     assert worker is not None
     await stage.close()
     assert worker.process.returncode == 0
+
+
+async def test_a_restarted_worker_never_reuses_a_track_id() -> None:
+    """Issue 18/20: the worker killed mid-run, its successor's ids are all above every id before.
+
+    The cue path names a cue's target by track id: a fresh engine numbering
+    from 1 again would give a new track the id of one already cued.
+    """
+    reports: Topic[ReportsIn] = Topic("reports")
+    tracks: Topic[track_pb2.TrackBatch] = Topic("tracks")
+    stage = FusionStage(FusionConfig(publish_hz=20.0, worker="process"), "gw", reports, tracks)
+    stage.engine.add_sensor(SITE)
+    got = tracks.subscribe("cue", maxsize=10_000)
+    rng = np.random.default_rng(3)
+
+    async def ids_of_a_picture() -> set[int]:
+        """Feed reports until a picture holds a track; every id seen meanwhile."""
+        ids: set[int] = set()
+        for _ in range(3000):  # bounded; a slow CI takes longer, never forever
+            now = time.time_ns()
+            reports.publish(ReportsIn("radar", now, sensor_tracks(0, now, rng)))
+            await asyncio.sleep(0.01)
+            ids.update(t.track_id for b in got.get_all() for t in b.tracks)
+            if ids:
+                return ids
+        raise AssertionError("no picture with tracks")
+
+    await stage.start()
+    task = asyncio.create_task(stage.run())
+    try:
+        before = await ids_of_a_picture()
+        assert min(before) == 1  # the first worker numbers from 1
+        pid = stage.worker_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(FusionWorkerError, match="died"):
+            await asyncio.wait_for(task, 60.0)
+        before.update(t.track_id for b in got.get_all() for t in b.tracks)
+        task = asyncio.create_task(stage.run())  # what the supervisor does: a new worker
+        await eventually(lambda: stage.worker_state == "up", BOUND_S, "the new worker")
+        assert stage.worker_pid != pid
+        after = await ids_of_a_picture()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, FusionWorkerError):
+            await task
+    assert min(after) > max(before), (sorted(before), sorted(after))
+
+
+def test_an_engine_that_cannot_be_told_where_to_number_from_is_an_error() -> None:
+    """A restarted worker with an engine without ``next_id`` fails loudly rather than reuse ids."""
+    from gateway.fusion_worker import number_from
+
+    engine = Engine.from_params({})
+    number_from(engine, 1)  # a first worker: nothing to do
+    assert engine.next_id == 1
+    number_from(engine, 500)
+    assert engine.next_id == 500
+    number_from(engine, 7)  # never lowered
+    assert engine.next_id == 500
+    with pytest.raises(TypeError, match="next_id"):
+        number_from(object(), 2)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gateway.sections.mqtt import MqttTlsConfig
 from gateway.sections.partners import MarkingsConfig
 
-__all__ = ["FederationConfig", "NatsConfig", "SiteConfig"]
+__all__ = ["FederationConfig", "NatsAuthConfig", "NatsConfig", "NatsTlsConfig", "SiteConfig"]
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -57,6 +59,50 @@ class FederationConfig(_Model):
         return self
 
 
+class NatsTlsConfig(MqttTlsConfig):
+    """``[nats.tls]``: TLS to the cluster's client listeners; the keys of
+    ``[mqtt.tls]`` (the servers verified against ``ca_file``, never unverified;
+    ``cert_file``/``key_file`` the gateway's identity when the servers require
+    client certificates) and ``server_name``. Files are read when the link
+    connects (an error names the key) and by ``hilgw doctor``."""
+
+    #: The name the servers' certificates must carry, when ``servers`` lists
+    #: addresses their certificates do not name (one name for the whole cluster).
+    server_name: str | None = Field(default=None, min_length=1, max_length=253)
+
+
+class NatsAuthConfig(_Model):
+    """``[nats.auth]``: how the gateway proves who it is to the cluster; one of
+    ``user`` with ``password_file`` or ``password_env``, ``creds_file`` (a
+    NATS ``.creds`` file: user JWT and nkey seed) or ``nkey_seed_file``.
+    Secrets are never written in the config; they are read when the link
+    connects."""
+
+    user: str | None = Field(default=None, min_length=1, max_length=256)
+    #: A file holding the password (its first line); mode 0600, owned by the service user.
+    password_file: Path | None = None
+    #: An environment variable holding the password (systemd ``LoadCredential``/``Environment``).
+    password_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    #: A NATS ``.creds`` file (decentralised JWT auth); needs the ``nkeys`` package.
+    creds_file: Path | None = None
+    #: A file holding an nkey seed (``SU...``); needs the ``nkeys`` package.
+    nkey_seed_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_method(self) -> NatsAuthConfig:
+        if (self.password_file is not None) + (self.password_env is not None) > 1:
+            raise ValueError("password_file and password_env: set one")
+        password = self.password_file is not None or self.password_env is not None
+        if password and self.user is None:
+            raise ValueError("a password needs user")
+        if self.user is not None and not password:
+            raise ValueError("user needs password_file or password_env")
+        methods = [self.user is not None, self.creds_file is not None, self.nkey_seed_file is not None]
+        if sum(methods) != 1:
+            raise ValueError("set exactly one of: user (with a password), creds_file, nkey_seed_file")
+        return self
+
+
 class NatsConfig(_Model):
     """``[nats]``: a core NATS fast path beside the MQTT session (gateway/federation/fastpath.py).
 
@@ -76,6 +122,10 @@ class NatsConfig(_Model):
     ping_interval_s: float = Field(default=2.0, gt=0, le=600)
     #: Outgoing messages held while the link is down; the oldest goes first.
     queue_size: int = Field(default=256, ge=1, le=100_000)
+    #: None: plain TCP (a bench on 127.0.0.1); set it for any real network (docs/federation.md §7).
+    tls: NatsTlsConfig | None = None
+    #: None: no credentials (a cluster without authorization).
+    auth: NatsAuthConfig | None = None
 
     @model_validator(mode="after")
     def _hosts(self) -> NatsConfig:
