@@ -270,6 +270,8 @@ async def run(
         drops = session.disconnects - session.sheds  # lost, not shed (before ours is closed)
         lane_sheds = {op: s.sheds for op, s in path.lanes.items()}
         lane_read = {op: dict(s.received) for op, s in path.lanes.items()}
+        local_ns = list(path.local_hold.latched_ns) if path.local_hold is not None else []
+        local_prio = path.local_hold.priority if path.local_hold is not None else None
     finally:
         for task in tasks:
             task.cancel()
@@ -280,8 +282,11 @@ async def run(
     lat = [(effect[s] - t) * 1e-9 for s, t in sent.items() if s in effect]
     local_t = [t0 for t0, _, _ in ops["local"]]
     local_latch = []
-    for t0 in local_t:  # the first latch by the switch's thread after the client connected
-        first = next((ns for ns, by_local in latches if by_local and ns >= t0), None)
+    # When the hold process set the shared latch (wall ns, its own clock read); an
+    # in-process latch by another thread if there is no hold process's record.
+    by_proc = sorted(local_ns) or sorted(ns for ns, by_local in latches if by_local)
+    for t0 in local_t:  # the first latch by the local switch after the client connected
+        first = next((ns for ns in by_proc if ns >= t0), None)
         if first is not None:
             local_latch.append((first - t0) * 1e-9)
     hold_latch = []
@@ -318,6 +323,7 @@ async def run(
         "local_latch_p50_ms": round(pct(local_latch, 50) * 1e3, 2),
         "local_latch_p99_ms": round(pct(local_latch, 99) * 1e3, 2),
         "local_holds_ok": len(local_ok),
+        "local_hold_priority": local_prio,
         "local_journaled_p50_ms": round(pct(local_s, 50) * 1e3, 2),
         "local_journaled_p99_ms": round(pct(local_s, 99) * 1e3, 2),
         "audit_growth_bytes": audit_growth,

@@ -8,6 +8,8 @@ import os
 import random
 import signal
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -254,6 +256,66 @@ async def test_local_hold_over_the_socket_and_sigusr1(tmp_path: Path) -> None:
 
     await _run(cfg, body)
     assert not sock.exists()
+
+
+_HOLD_CLIENT = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(15)
+s.connect(sys.argv[1])
+s.sendall(b"HOLD\\n")
+print(s.makefile().readline().strip())
+"""
+
+
+async def test_the_local_hold_latches_while_the_event_loop_and_the_gil_are_held(tmp_path: Path) -> None:
+    """Issue 23: the loop's thread spins (a flood being parsed) and, with a huge
+    switch interval, never lets another thread of this process have the GIL; the
+    local switch must still latch (no cue leaves) before the loop runs again."""
+    sock = tmp_path / "hold.sock"
+    cfg = cue_config(tmp_path, local_hold_socket=str(sock))
+
+    async def body(path: CuePath, fake: FakeLauncher, tracks: Topic[track_pb2.TrackBatch]) -> None:
+        await _live_cue(path, fake, tracks)
+        core = path.core
+        assert core is not None
+        cue = core.open_cues()[0]
+        assert core._allowed(cue)
+        client = subprocess.Popen(  # noqa: ASYNC220  # started before the loop is blocked on purpose
+            [sys.executable, "-c", _HOLD_CLIENT, str(sock)], stdout=subprocess.PIPE, text=True
+        )
+        old = sys.getswitchinterval()
+        sys.setswitchinterval(1000.0)
+        try:
+            deadline = time.monotonic() + 20  # bounded; passes as soon as the latch is seen
+            while core._allowed(cue) and time.monotonic() < deadline:
+                pass  # the loop is blocked: no await, the GIL never handed on
+            latched = not core._allowed(cue)  # the gate every cue passes (CueCore._allowed)
+            authority_then = core.authority.value
+        finally:
+            sys.setswitchinterval(old)
+        assert latched, "the local HOLD did not latch while the loop held the GIL"
+        assert authority_then == AUTO  # not journaled yet: the loop had not run
+        out, _ = await asyncio.to_thread(client.communicate, None, 15)
+        assert out.startswith("OK HOLD"), out
+        assert core.authority.value == HOLD
+        await eventually(lambda: bool(fake.cancels))
+        accepted = len(fake.accepted)
+        for _ in range(20):  # and none after the HOLD is journaled either
+            t = time.time_ns()
+            tracks.publish(make_batch([make_track(3, t_ns=t)], t))
+            path.launcher_event(Heartbeat("L1"))
+            await asyncio.sleep(0.01)
+        assert len(fake.accepted) == accepted
+        assert not core._allowed(cue)
+        by = [
+            r["data"]["by"]
+            for r in read_records(tmp_path / "audit.jsonl")
+            if r["kind"] == "authority_changed"
+        ]
+        assert by[-1] == "local:socket"
+
+    await _run(cfg, body)
 
 
 _VALID = [
