@@ -118,6 +118,9 @@ class LocalHoldServer:
         self._thread: threading.Thread | None = None
         self._old_handler: object = None
         self.requests = 0
+        #: The hold process ended while the cue path runs (health: /healthz says so).
+        self.down = False
+        self._stopping = False
         #: How the hold process is scheduled ("SCHED_FIFO 10" or why not); None before it said.
         self.priority: str | None = None
         #: Wall ns of the latest latches by the hold process (benchmarks/operator/flood.py).
@@ -174,6 +177,7 @@ class LocalHoldServer:
         if self._use_signal:
             with contextlib.suppress(ValueError, TypeError):
                 signal.signal(signal.SIGUSR1, self._old_handler)  # type: ignore[arg-type]
+        self._stopping = True
         if self._pair is not None:
             with contextlib.suppress(OSError):
                 self._pair.shutdown(socket.SHUT_RDWR)  # EOF: the hold process ends
@@ -229,8 +233,9 @@ class LocalHoldServer:
         while True:
             line = self._readline()
             if not line:
-                if self._loop is not None and not self._loop.is_closed():
-                    log.info("cue path: local hold process ended")
+                if not self._stopping:
+                    self.down = True
+                    log.error("cue path: the local hold switch's process ended; its socket no longer holds")
                 return
             word, _, rest = line.strip().partition(" ")
             if word != "LATCH":

@@ -217,6 +217,8 @@ class CuePath(OperatorLinkMixin):
             return ["cue path not running"]
         if not core.audit_ok:
             return ["cue path: audit log failed (HOLD until restart)"]
+        if self.local_hold is not None and self.local_hold.down:
+            return ["cue path: local hold switch process ended (SIGUSR1 still holds)"]
         return []
 
     def _answer_rejection(self, kind: str, reason: str, cmd: object, now: Now) -> None:

@@ -25,7 +25,7 @@ from gateway.cue.book import Now, SendCancel
 from gateway.cue.core import CueCore
 from gateway.cue.intake import Intake
 from gateway.cue.link import Heartbeat
-from gateway.cue.local_hold import request_local_hold
+from gateway.cue.local_hold import HoldLatch, request_local_hold
 from gateway.cue.memory_link import FakeLauncher, MemoryLink
 from gateway.cue.path import CuePath
 from gateway.sections.cue import CueConfig
@@ -314,6 +314,12 @@ async def test_the_local_hold_latches_while_the_event_loop_and_the_gil_are_held(
             if r["kind"] == "authority_changed"
         ]
         assert by[-1] == "local:socket"
+        assert path.health_reasons() == []
+        assert path.local_hold is not None
+        assert path.local_hold._proc is not None
+        path.local_hold._proc.kill()  # the switch's process dies: /healthz must say so
+        await eventually(lambda: path.health_reasons() != [])
+        assert "local hold" in path.health_reasons()[0]
 
     await _run(cfg, body)
 
@@ -363,6 +369,32 @@ def test_a_latched_core_sends_no_cue_until_the_hold_is_processed() -> None:
     h.core.latched = False
     h.tracks(make_track(1, t_ns=h.now.wall_ns))
     assert h.sent
+
+
+def test_the_hold_process_latch_forbids_cues_until_its_own_hold_is_journaled() -> None:
+    import ctypes
+    import mmap
+
+    latch = HoldLatch()
+    proc_view = mmap.mmap(latch.fd, 16)  # what gateway.cue.hold_proc maps
+    counter = ctypes.c_uint64.from_buffer(proc_view, 0)
+    h = Harness()
+    h.core.hold_latch = latch
+    h.heartbeat()
+    h.set_authority("auto_cue")
+    counter.value += 1  # the hold process latched HOLD 1
+    h.tracks(make_track(1, t_ns=h.now.wall_ns))
+    assert not h.sent
+    counter.value += 1  # HOLD 2 latched while HOLD 1 is being journaled
+    latch.ack(1)
+    h.tracks(make_track(1, t_ns=h.now.wall_ns))
+    assert not h.sent  # HOLD 2 is not journaled yet
+    latch.ack(2)
+    h.tracks(make_track(1, t_ns=h.now.wall_ns))
+    assert h.sent
+    del counter
+    proc_view.close()
+    latch.close_fd()
 
 
 def test_an_approval_binds_track_state_and_expiry() -> None:
