@@ -7,8 +7,11 @@ MQTT client) raises AUTO_CUE and then publishes a signed HOLD, ``--tries``
 times; the HOLD's latency is from just before its publish to the moment the
 cue path's state says HOLD with that command's sequence (journaled, in
 effect). A local HOLD (the 0600 UNIX socket) is timed from the client's
-connect to the latch (no cue leaves) and to the gateway's "OK HOLD" answer
-(journaled, in effect). The audit log's growth over the run is measured on
+connect to the latch (no cue leaves: the moment the switch's own process,
+gateway.cue.hold_proc, set the shared latch; ``local_hold_priority`` says
+whether it ran SCHED_FIFO) and to the gateway's "OK HOLD" answer (journaled,
+in effect). Run it beside two CPU-busy processes to see a host with no core
+to spare (benchmarks/operator/RESULTS.md). The audit log's growth over the run is measured on
 disk (fsync on). The gateway's cue path reads the command topics on its own
 connection (``[mqtt] command_connection``, gateway.outputs.session.command_session).
 

@@ -444,3 +444,18 @@ def test_doctor_warns_when_the_gateway_cannot_sign(tmp_path: Path) -> None:
         keys.write_text(text)
         os.chmod(keys, 0o600)
         assert check_keys_file(cfg).result is want
+
+
+def test_the_hold_process_says_when_it_may_not_raise_its_priority(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.cue import hold_proc
+
+    def refuse(*_: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    said = hold_proc.raise_priority()
+    assert said.startswith("SCHED_OTHER unchanged"), said  # what the gateway logs once, as a warning
+    calls: list[tuple[object, ...]] = []
+    monkeypatch.setattr(os, "sched_setscheduler", lambda *a: calls.append(a))
+    assert hold_proc.raise_priority() == f"SCHED_FIFO {hold_proc.RT_PRIORITY}"
+    assert calls[0][:2] == (0, os.SCHED_FIFO)
