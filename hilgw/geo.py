@@ -340,11 +340,23 @@ def polar_to_ecef(
 
     sa, ca = np.sin(az), np.cos(az)
     se, ce = np.sin(el), np.cos(el)
-    zero = np.zeros(n)
-    uhat = np.stack([ce * ca, ce * sa, se], axis=1)
-    e_az = np.stack([-sa, ca, zero], axis=1)
-    e_el = np.stack([-se * ca, -se * sa, ce], axis=1)
-    d_eaz_daz = np.stack([-ca, -sa, zero], axis=1)
+    # Columns written into one block, not np.stack'ed: a report batch is often
+    # a pty read of ~20 rows, where numpy's per-call cost is the whole cost
+    # (issue 18); same values, bit for bit.
+    basis = np.empty((4, n, 3))
+    uhat, e_az, e_el, d_eaz_daz = basis
+    np.multiply(ce, ca, out=uhat[:, 0])
+    np.multiply(ce, sa, out=uhat[:, 1])
+    uhat[:, 2] = se
+    np.negative(sa, out=e_az[:, 0])
+    e_az[:, 1] = ca
+    e_az[:, 2] = 0.0
+    np.multiply(-se, ca, out=e_el[:, 0])
+    np.multiply(-se, sa, out=e_el[:, 1])
+    e_el[:, 2] = ce
+    np.negative(ca, out=d_eaz_daz[:, 0])
+    np.negative(sa, out=d_eaz_daz[:, 1])
+    d_eaz_daz[:, 2] = 0.0
 
     rc = rho * ce
     pos_l = rho[:, None] * uhat

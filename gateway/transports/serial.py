@@ -19,6 +19,15 @@ from hilgw.errors import TransportError
 
 _READ_CHUNK = 65536
 
+#: serial_asyncio_fast reads 1 KiB per readiness callback (its ``_max_read_size``,
+#: a TODO upstream), about 16 serial-radar frames: at 10k reports/s every pty
+#: read hit that cap, so each 16 reports paid a wake-up, a read, a decode, a
+#: normalisation and an MQTT message. One read per wake-up of everything the
+#: line discipline holds (n_tty: up to 4 KiB) cuts those per-batch costs by up
+#: to 4 (benchmarks/RESULTS.md, issue 18). pyserial with ``timeout = 0`` does
+#: a single ``os.read`` per call, so no call ever waits for more.
+_READ_PER_WAKEUP = 65536
+
 
 class SerialTransport(StreamTransport):
     def __init__(self, config: SerialTransportConfig) -> None:
@@ -41,6 +50,13 @@ class SerialTransport(StreamTransport):
             )
         except (OSError, serial.SerialException, ValueError) as exc:
             raise TransportError(f"{self.describe}: cannot open: {exc}") from exc
+        _read_more_per_wakeup(self._writer.transport)
+
+    @property
+    def read_per_wakeup(self) -> int:
+        """Bytes the line's transport reads per readiness callback (0: unknown)."""
+        t = self._writer.transport if self._writer is not None else None
+        return int(getattr(t, "_max_read_size", 0))
 
     async def read(self) -> bytes:
         if self._reader is None:
@@ -69,3 +85,10 @@ class SerialTransport(StreamTransport):
             # Closing a port that already went away may fail: nothing to do then.
             with contextlib.suppress(OSError, TimeoutError, serial.SerialException):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+
+def _read_more_per_wakeup(transport: asyncio.BaseTransport) -> None:
+    # A private attribute of serial_asyncio_fast's SerialTransport (no public
+    # setter); if a release renames it the reads stay correct, only smaller.
+    if hasattr(transport, "_max_read_size"):
+        transport._max_read_size = _READ_PER_WAKEUP

@@ -31,7 +31,7 @@ def documented_topics(
     prefix: str = PREFIX, gateway: str = GATEWAY, name: str = NAME
 ) -> dict[str, tuple[int, bool]]:
     """topic -> (QoS, retained) from the tables of docs/topics.md (first row of each topic),
-    with ``{device}`` and ``{launcher}`` replaced by ``name``."""
+    with ``{device}``, ``{launcher}`` and ``{operator}`` replaced by ``name``."""
     out: dict[str, tuple[int, bool]] = {}
     for line in TOPICS_MD.read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -39,7 +39,7 @@ def documented_topics(
         q = re.match(r"[01]\b", cells[2]) if m else None
         if m is None or q is None or cells[3] not in ("yes", "no"):
             continue
-        topic = m.group(1).format(prefix=prefix, gateway=gateway, device=name, launcher=name)
+        topic = m.group(1).format(prefix=prefix, gateway=gateway, device=name, launcher=name, operator=name)
         out.setdefault(topic, (int(q.group(0)), cells[3] == "yes"))
     return out
 
@@ -97,7 +97,9 @@ def test_docs_tables_are_read() -> None:
     assert topics[f"{PREFIX}/{GATEWAY}/cue/command"] == (1, False)
     assert topics[f"{PREFIX}/{GATEWAY}/score"] == (0, False)
     assert topics[f"{PREFIX}/truth"] == (0, False)
-    assert len(topics) == 13
+    assert topics[f"{PREFIX}/{GATEWAY}/lane/{NAME}/authority"] == (1, False)
+    assert topics[f"{PREFIX}/{GATEWAY}/lane/{NAME}/cue"] == (1, False)
+    assert len(topics) == 15
 
 
 async def test_embedded_broker_delivers_as_documented() -> None:
