@@ -7,8 +7,11 @@ MQTT client) raises AUTO_CUE and then publishes a signed HOLD, ``--tries``
 times; the HOLD's latency is from just before its publish to the moment the
 cue path's state says HOLD with that command's sequence (journaled, in
 effect). A local HOLD (the 0600 UNIX socket) is timed from the client's
-connect to the latch (no cue leaves) and to the gateway's "OK HOLD" answer
-(journaled, in effect). The audit log's growth over the run is measured on
+connect to the latch (no cue leaves: the moment the switch's own process,
+gateway.cue.hold_proc, set the shared latch; ``local_hold_priority`` says
+whether it ran SCHED_FIFO) and to the gateway's "OK HOLD" answer (journaled,
+in effect). Run it beside two CPU-busy processes to see a host with no core
+to spare (benchmarks/operator/RESULTS.md). The audit log's growth over the run is measured on
 disk (fsync on). The gateway's cue path reads the command topics on its own
 connection (``[mqtt] command_connection``, gateway.outputs.session.command_session).
 
@@ -270,6 +273,8 @@ async def run(
         drops = session.disconnects - session.sheds  # lost, not shed (before ours is closed)
         lane_sheds = {op: s.sheds for op, s in path.lanes.items()}
         lane_read = {op: dict(s.received) for op, s in path.lanes.items()}
+        local_ns = list(path.local_hold.latched_ns) if path.local_hold is not None else []
+        local_prio = path.local_hold.priority if path.local_hold is not None else None
     finally:
         for task in tasks:
             task.cancel()
@@ -280,8 +285,11 @@ async def run(
     lat = [(effect[s] - t) * 1e-9 for s, t in sent.items() if s in effect]
     local_t = [t0 for t0, _, _ in ops["local"]]
     local_latch = []
-    for t0 in local_t:  # the first latch by the switch's thread after the client connected
-        first = next((ns for ns, by_local in latches if by_local and ns >= t0), None)
+    # When the hold process set the shared latch (wall ns, its own clock read); an
+    # in-process latch by another thread if there is no hold process's record.
+    by_proc = sorted(local_ns) or sorted(ns for ns, by_local in latches if by_local)
+    for t0 in local_t:  # the first latch by the local switch after the client connected
+        first = next((ns for ns in by_proc if ns >= t0), None)
         if first is not None:
             local_latch.append((first - t0) * 1e-9)
     hold_latch = []
@@ -318,6 +326,7 @@ async def run(
         "local_latch_p50_ms": round(pct(local_latch, 50) * 1e3, 2),
         "local_latch_p99_ms": round(pct(local_latch, 99) * 1e3, 2),
         "local_holds_ok": len(local_ok),
+        "local_hold_priority": local_prio,
         "local_journaled_p50_ms": round(pct(local_s, 50) * 1e3, 2),
         "local_journaled_p99_ms": round(pct(local_s, 99) * 1e3, 2),
         "audit_growth_bytes": audit_growth,

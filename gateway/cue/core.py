@@ -30,6 +30,7 @@ from gateway.cue.commands import CommandsMixin
 from gateway.cue.evaluate import EvaluateMixin, PictureMemo
 from gateway.cue.inhibits import LauncherState
 from gateway.cue.keys import KeyRing
+from gateway.cue.local_hold import HoldLatch
 from gateway.cue.recovery import Orphan, RecoveryScan
 from gateway.cue.seal import Sealed, Sealer
 from gateway.sections.cue import CueConfig
@@ -77,6 +78,9 @@ class CueCore(CommandsMixin, EvaluateMixin):
         #: command), before it is journaled: no cue leaves while set. It only forbids,
         #: so it may act ahead of the journal; cleared once the HOLD was processed.
         self.latched = False
+        #: The local hold process's latch (shared memory, set without this process's
+        #: GIL; gateway.cue.local_hold): no cue leaves while it is pending.
+        self.hold_latch: HoldLatch | None = None
         need_sync = (
             config.inhibit.time_sync.kind != "none" if time_sync_required is None else time_sync_required
         )

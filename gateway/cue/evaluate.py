@@ -34,6 +34,7 @@ from hilgw.v1 import cue_pb2, track_pb2
 
 if TYPE_CHECKING:
     from gateway.cue.authority import AuthorityStatus
+    from gateway.cue.local_hold import HoldLatch
     from gateway.sections.cue import CueConfig
 
 __all__ = ["OPEN_CUE_RULES", "EvaluateMixin", "Picture", "PictureMemo"]
@@ -73,6 +74,7 @@ class EvaluateMixin:
         authority: AuthorityStatus
         audit_ok: bool
         latched: bool
+        hold_latch: HoldLatch | None
         time_sync_ok: bool
         launchers: dict[str, LauncherState]
         picture: track_pb2.TrackBatch | None
@@ -191,6 +193,8 @@ class EvaluateMixin:
         """May this cue be on a launcher now, as far as authority goes?"""
         a = self.authority.value
         ok = self.audit_ok and not self.latched
+        if self.hold_latch is not None and self.hold_latch.pending():
+            return False  # the local switch latched a HOLD not yet journaled (issue 23)
         return ok and (a == AUTO or (a == APPROVAL and bool(cue.approved_by)))
 
     # --- candidates ----------------------------------------------------------------------

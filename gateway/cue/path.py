@@ -111,6 +111,7 @@ class CuePath(OperatorLinkMixin):
         self.unanswered = 0  # rejections counted but not answered (rate limit)
         self.faults = 0  # event handlers that raised and were contained (HOLD, audited)
         self.running = False
+        self.local_hold: LocalHoldServer | None = None  # while running (benchmarks read it)
         self.latches = 0  # HOLD latches set (local switch, verified HOLD commands)
         self.last_latch_ns = 0
         self._answer_tokens = _ANSWER_RATE
@@ -199,13 +200,14 @@ class CuePath(OperatorLinkMixin):
             self.latches += 1
             self.last_latch_ns = time.time_ns()
 
-    def _submit_local(self, source: str, fut: concurrent.futures.Future[str] | None) -> None:
-        """A local HOLD (socket or signal), in the loop: onto the priority lane."""
+    def _submit_local(self, source: str, fut: concurrent.futures.Future[str] | None, count: int) -> None:
+        """A local HOLD (socket or signal), in the loop: onto the priority lane.
+        ``count``: the hold process's latch counter for this HOLD (0: the signal)."""
         if self.core is None or not self.running:
             if fut is not None and not fut.done():
                 fut.set_result("ERR cue path not running (it starts in HOLD)")
             return
-        self._priority.append(("local_hold", (source, fut)))
+        self._priority.append(("local_hold", (source, fut, count)))
         self._wake.set()
 
     def health_reasons(self) -> list[str]:
@@ -215,6 +217,8 @@ class CuePath(OperatorLinkMixin):
             return ["cue path not running"]
         if not core.audit_ok:
             return ["cue path: audit log failed (HOLD until restart)"]
+        if self.local_hold is not None and self.local_hold.down:
+            return ["cue path: local hold switch process ended (SIGUSR1 still holds)"]
         return []
 
     def _answer_rejection(self, kind: str, reason: str, cmd: object, now: Now) -> None:
@@ -292,12 +296,13 @@ class CuePath(OperatorLinkMixin):
         health = None
         if self._health_topic is not None:
             health = self._health_topic.subscribe("cue", maxsize=1024, wake=self._wake)
-        local = LocalHoldServer(
+        self.local_hold = local = LocalHoldServer(
             self.config.local_hold_socket,
             self.latch,
             self._submit_local,
             use_signal=self.config.local_hold_signal,
         )
+        core.hold_latch = local.hold_latch  # read by the sending path: no cue while it is pending
         unhook: list[Callable[[], None]] = []
         try:
             await self._execute(core.tick(self.clock()))  # HOLD, and cancels of a previous run's cues
@@ -389,11 +394,13 @@ class CuePath(OperatorLinkMixin):
             await self._guarded(core, "tick", core.tick, self.clock())
 
     async def _drain_priority(self, core: CueCore) -> None:
+        acked = 0
         while self._priority:
             kind, item = self._priority.popleft()
             if kind == "local_hold" and isinstance(item, tuple):
-                source, fut = item
+                source, fut, count = item
                 await self._guarded(core, kind, core.local_hold, self.clock(), str(source))
+                acked = max(acked, int(count))
                 if isinstance(fut, concurrent.futures.Future) and not fut.done():
                     ok = core.audit_ok and core.authority.value == cue_pb2.AUTHORITY_HOLD
                     fut.set_result(f"OK HOLD {core.audit.count}" if ok else "ERR audit log failed; HOLD")
@@ -401,6 +408,10 @@ class CuePath(OperatorLinkMixin):
                 await self._guarded(core, kind, self._dispatch, core, kind, item, self.clock())
             if not self._priority:
                 core.latched = False  # the HOLD is journaled and the authority says so now
+                if core.hold_latch is not None:
+                    # Only the HOLDs journaled here: one the hold process latched since
+                    # (a higher count) keeps the latch until its own turn.
+                    core.hold_latch.ack(acked)
 
     @staticmethod
     def _summarise(core: CueCore, now: Now, summary: dict[str, object]) -> list[Effect]:

@@ -8,6 +8,8 @@ import os
 import random
 import signal
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,7 +25,7 @@ from gateway.cue.book import Now, SendCancel
 from gateway.cue.core import CueCore
 from gateway.cue.intake import Intake
 from gateway.cue.link import Heartbeat
-from gateway.cue.local_hold import request_local_hold
+from gateway.cue.local_hold import HoldLatch, request_local_hold
 from gateway.cue.memory_link import FakeLauncher, MemoryLink
 from gateway.cue.path import CuePath
 from gateway.sections.cue import CueConfig
@@ -256,6 +258,72 @@ async def test_local_hold_over_the_socket_and_sigusr1(tmp_path: Path) -> None:
     assert not sock.exists()
 
 
+_HOLD_CLIENT = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(15)
+s.connect(sys.argv[1])
+s.sendall(b"HOLD\\n")
+print(s.makefile().readline().strip())
+"""
+
+
+async def test_the_local_hold_latches_while_the_event_loop_and_the_gil_are_held(tmp_path: Path) -> None:
+    """Issue 23: the loop's thread spins (a flood being parsed) and, with a huge
+    switch interval, never lets another thread of this process have the GIL; the
+    local switch must still latch (no cue leaves) before the loop runs again."""
+    sock = tmp_path / "hold.sock"
+    cfg = cue_config(tmp_path, local_hold_socket=str(sock))
+
+    async def body(path: CuePath, fake: FakeLauncher, tracks: Topic[track_pb2.TrackBatch]) -> None:
+        await _live_cue(path, fake, tracks)
+        core = path.core
+        assert core is not None
+        cue = core.open_cues()[0]
+        assert core._allowed(cue)
+        client = subprocess.Popen(  # noqa: ASYNC220  # started before the loop is blocked on purpose
+            [sys.executable, "-c", _HOLD_CLIENT, str(sock)], stdout=subprocess.PIPE, text=True
+        )
+        old = sys.getswitchinterval()
+        sys.setswitchinterval(1000.0)
+        try:
+            deadline = time.monotonic() + 20  # bounded; passes as soon as the latch is seen
+            while core._allowed(cue) and time.monotonic() < deadline:
+                pass  # the loop is blocked: no await, the GIL never handed on
+            latched = not core._allowed(cue)  # the gate every cue passes (CueCore._allowed)
+            authority_then = core.authority.value
+        finally:
+            sys.setswitchinterval(old)
+        assert latched, "the local HOLD did not latch while the loop held the GIL"
+        assert authority_then == AUTO  # not journaled yet: the loop had not run
+        out, _ = await asyncio.to_thread(client.communicate, None, 15)
+        assert out.startswith("OK HOLD"), out
+        assert core.authority.value == HOLD
+        await eventually(lambda: bool(fake.cancels))
+        accepted = len(fake.accepted)
+        for _ in range(20):  # and none after the HOLD is journaled either
+            t = time.time_ns()
+            tracks.publish(make_batch([make_track(3, t_ns=t)], t))
+            path.launcher_event(Heartbeat("L1"))
+            await asyncio.sleep(0.01)
+        assert len(fake.accepted) == accepted
+        assert not core._allowed(cue)
+        by = [
+            r["data"]["by"]
+            for r in read_records(tmp_path / "audit.jsonl")
+            if r["kind"] == "authority_changed"
+        ]
+        assert by[-1] == "local:socket"
+        assert path.health_reasons() == []
+        assert path.local_hold is not None
+        assert path.local_hold._proc is not None
+        path.local_hold._proc.kill()  # the switch's process dies: /healthz must say so
+        await eventually(lambda: path.health_reasons() != [])
+        assert "local hold" in path.health_reasons()[0]
+
+    await _run(cfg, body)
+
+
 _VALID = [
     authority_command("auto_cue", 10, T0).SerializeToString(),
     cue_command(True, 3, 11, T0).SerializeToString(),
@@ -301,6 +369,32 @@ def test_a_latched_core_sends_no_cue_until_the_hold_is_processed() -> None:
     h.core.latched = False
     h.tracks(make_track(1, t_ns=h.now.wall_ns))
     assert h.sent
+
+
+def test_the_hold_process_latch_forbids_cues_until_its_own_hold_is_journaled() -> None:
+    import ctypes
+    import mmap
+
+    latch = HoldLatch()
+    proc_view = mmap.mmap(latch.fd, 16)  # what gateway.cue.hold_proc maps
+    counter = ctypes.c_uint64.from_buffer(proc_view, 0)
+    h = Harness()
+    h.core.hold_latch = latch
+    h.heartbeat()
+    h.set_authority("auto_cue")
+    counter.value += 1  # the hold process latched HOLD 1
+    h.tracks(make_track(1, t_ns=h.now.wall_ns))
+    assert not h.sent
+    counter.value += 1  # HOLD 2 latched while HOLD 1 is being journaled
+    latch.ack(1)
+    h.tracks(make_track(1, t_ns=h.now.wall_ns))
+    assert not h.sent  # HOLD 2 is not journaled yet
+    latch.ack(2)
+    h.tracks(make_track(1, t_ns=h.now.wall_ns))
+    assert h.sent
+    del counter
+    proc_view.close()
+    latch.close_fd()
 
 
 def test_an_approval_binds_track_state_and_expiry() -> None:
@@ -350,3 +444,18 @@ def test_doctor_warns_when_the_gateway_cannot_sign(tmp_path: Path) -> None:
         keys.write_text(text)
         os.chmod(keys, 0o600)
         assert check_keys_file(cfg).result is want
+
+
+def test_the_hold_process_says_when_it_may_not_raise_its_priority(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.cue import hold_proc
+
+    def refuse(*_: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    said = hold_proc.raise_priority()
+    assert said.startswith("SCHED_OTHER unchanged"), said  # what the gateway logs once, as a warning
+    calls: list[tuple[object, ...]] = []
+    monkeypatch.setattr(os, "sched_setscheduler", lambda *a: calls.append(a))
+    assert hold_proc.raise_priority() == f"SCHED_FIFO {hold_proc.RT_PRIORITY}"
+    assert calls[0][:2] == (0, os.SCHED_FIFO)
