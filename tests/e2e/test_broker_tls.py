@@ -180,6 +180,20 @@ def tls_for(pki: Pki, who: str | None, ca: Path | None = None, verify_hostname: 
     )
 
 
+def paho_tls_client(broker: Mosquitto, tls: MqttTlsConfig, client_id: str) -> object:
+    """A started paho client (MQTT 3.1.1) on the TLS broker: publishes as fast
+    as paho can (no client-side queue limit) for the flood tests."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+    c.tls_set_context(tls_context(tls))
+    c.max_queued_messages_set(0)
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    return c
+
+
 def client(
     broker: Mosquitto, tls: MqttTlsConfig, host: str = "127.0.0.1", timeout: float = 5, **kw: object
 ) -> aiomqtt.Client:

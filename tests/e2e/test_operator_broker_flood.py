@@ -32,11 +32,18 @@ from gateway.config import MqttConfig, MqttTlsConfig
 from gateway.cue.audit import read_records
 from gateway.cue.path import CuePath
 from gateway.outputs.commands import command_session
-from gateway.outputs.mqtt import tls_context
 from gateway.outputs.session import MqttSession
 from hilgw.v1 import cue_pb2, track_pb2
 from tests.conftest import Mosquitto
-from tests.e2e.test_broker_tls import GATEWAY_CN, GATEWAY_ID, Pki, make_pki, start_tls_broker, tls_for
+from tests.e2e.test_broker_tls import (
+    GATEWAY_CN,
+    GATEWAY_ID,
+    Pki,
+    make_pki,
+    paho_tls_client,
+    start_tls_broker,
+    tls_for,
+)
 from tests.unit.cue_support import KEYS, authority_command, cue_config
 from tests.waiting import eventually
 
@@ -59,22 +66,10 @@ def broker(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosqu
     b.stop()
 
 
-def _paho(broker: Mosquitto, tls: MqttTlsConfig, client_id: str) -> object:
-    import paho.mqtt.client as paho
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
-    c.tls_set_context(tls_context(tls))
-    c.max_queued_messages_set(0)
-    c.connect("127.0.0.1", broker.port)
-    c.loop_start()
-    return c
-
-
 def _flood(broker: Mosquitto, tls: MqttTlsConfig, client_id: str) -> int:
     """Junk on both command topics (QoS 0), then one QoS 1 message: its PUBACK
     means the broker has dealt with (delivered or dropped) everything before it."""
-    c = _paho(broker, tls, client_id)
+    c = paho_tls_client(broker, tls, client_id)
     try:
         junk = [bytes.fromhex("08631001"), b"\x00" * 2000, b"\xff" * 7]
         for i in range(FLOOD):
@@ -88,7 +83,7 @@ def _flood(broker: Mosquitto, tls: MqttTlsConfig, client_id: str) -> int:
 
 
 def _publish(broker: Mosquitto, tls: MqttTlsConfig, payloads: list[bytes]) -> None:
-    c = _paho(broker, tls, "operator-station")
+    c = paho_tls_client(broker, tls, "operator-station")
     try:
         for p in payloads:
             c.publish(COMMAND, p, qos=1).wait_for_publish(30)  # type: ignore[attr-defined]

@@ -31,7 +31,6 @@ from gateway.cue.audit import read_records
 from gateway.cue.keys import Key, KeyRing
 from gateway.cue.path import CuePath
 from gateway.outputs.commands import command_session
-from gateway.outputs.mqtt import tls_context
 from hilgw.v1 import cue_pb2, track_pb2
 from tests.conftest import Mosquitto
 from tests.e2e.test_broker_tls import (
@@ -40,6 +39,7 @@ from tests.e2e.test_broker_tls import (
     Pki,
     _mqtt5_publish_reason,
     make_pki,
+    paho_tls_client,
     start_tls_broker,
     tls_for,
 )
@@ -84,21 +84,9 @@ def broker(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosqu
     b.stop()
 
 
-def _paho(broker: Mosquitto, tls: MqttTlsConfig, client_id: str) -> object:
-    import paho.mqtt.client as paho
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
-    c.tls_set_context(tls_context(tls))
-    c.max_queued_messages_set(0)
-    c.connect("127.0.0.1", broker.port)
-    c.loop_start()
-    return c
-
-
 def _publish(broker: Mosquitto, tls: MqttTlsConfig, client_id: str, msgs: list[tuple[str, bytes]]) -> None:
     """QoS 1, each acknowledged: the broker has dealt with it (delivered or dropped)."""
-    c = _paho(broker, tls, client_id)
+    c = paho_tls_client(broker, tls, client_id)
     try:
         for topic, payload in msgs:
             c.publish(topic, payload, qos=1).wait_for_publish(30)  # type: ignore[attr-defined]
@@ -108,7 +96,7 @@ def _publish(broker: Mosquitto, tls: MqttTlsConfig, client_id: str, msgs: list[t
 
 
 def _flood(broker: Mosquitto, tls: MqttTlsConfig, topic: str) -> None:
-    c = _paho(broker, tls, "station-a-rogue")
+    c = paho_tls_client(broker, tls, "station-a-rogue")
     try:
         junk = [bytes.fromhex("08631001"), b"\x00" * 2000, b"\xff" * 7]
         for i in range(FLOOD):
