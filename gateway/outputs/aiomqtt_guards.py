@@ -49,6 +49,11 @@ class GuardedClient(aiomqtt.Client):
             fd = sock.fileno()
             if fd < 0 or client.socket() is not sock:
                 return  # closed (and unregistered by paho) before this turn: nothing to watch
+            if not client.want_write():
+                # Written meanwhile (the session's pump writes QoS 0 at once, see
+                # gateway/outputs/pump.py), and paho has unregistered: a watch now
+                # would only fire once to find nothing to write.
+                return
             self._loop.add_writer(fd, writable)
 
         self._loop.call_soon_threadsafe(watch)

@@ -37,7 +37,8 @@ Store-and-forward. Outgoing messages wait in two lanes:
 A message leaves its lane only when the broker has taken it (PUBACK for QoS 1):
 the ones in flight when the link drops go back to the front of their lane and
 are sent again after the reconnect (at least once; consumers dedupe by the
-message's own sequence). Up to ``max_inflight`` QoS 1 messages are in flight.
+message's own sequence). Up to ``max_inflight`` messages are in flight
+(gateway/outputs/pump.py: QoS 0 ones are written in the sender's own turn).
 
 Status. ``{base}/status`` is ``online`` (retained, QoS 1) on every connect and
 ``offline`` on a clean stop, published before the disconnect; the will says
@@ -63,6 +64,7 @@ import aiomqtt
 from gateway.config import MqttConfig
 from gateway.outputs.aiomqtt_guards import GuardedClient, consume_outcome
 from gateway.outputs.mqtt import Outgoing, Topics, cancel_safe, publish, tls_context
+from gateway.outputs.pump import Pump
 from gateway.stages import StageClock
 
 __all__ = [
@@ -383,7 +385,7 @@ class MqttSession:
                     try:
                         grouped = True
                         async with asyncio.TaskGroup() as tg:
-                            tg.create_task(self._pump(client), name="mqtt:pump")
+                            tg.create_task(Pump(self, client).run(), name="mqtt:pump")
                             tg.create_task(self._receive(client), name="mqtt:receive")
                             tg.create_task(self._subscriber(client), name="mqtt:subscribe")
                     except asyncio.CancelledError:
@@ -558,35 +560,3 @@ class MqttSession:
                     acked.add(id(sub))  # (or one the kept session had: in place all the same)
                     sub.acks += 1
             self._subscribing = False
-
-    async def _pump(self, client: aiomqtt.Client) -> None:
-        window = asyncio.Semaphore(self.config.max_inflight)
-        async with asyncio.TaskGroup() as tg:
-            while True:
-                while not self._critical and not self._bulk:
-                    self._ready.clear()
-                    await self._ready.wait()
-                await window.acquire()
-                lane = self._critical or self._bulk  # critical first
-                if not lane:
-                    window.release()
-                    continue
-                seq, msg = lane.popleft()
-                self._inflight[seq] = msg
-                tg.create_task(self._send(client, seq, msg, window))
-
-    async def _send(self, client: aiomqtt.Client, seq: int, msg: Outgoing, window: asyncio.Semaphore) -> None:
-        # Not through cancel_safe (a task per call): this task is no loop, so a
-        # cancel that aiomqtt's wait_for swallows (CPython gh-86296) just ends it.
-        await client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
-        # Out of the store only once the broker has it (QoS 1: PUBACK).
-        self._inflight.pop(seq, None)
-        self.published[msg.kind] += 1
-        window.release()
-        if self.stages is not None and msg.receive_time_ns:
-            self.stages.observe("mqtt", msg.receive_time_ns)
-        if self.on_published is not None:
-            try:
-                self.on_published(msg)
-            except Exception:  # an observer's bug must not end the connection
-                log.exception("mqtt: on_published observer failed")
