@@ -11,6 +11,7 @@ DeviceHealth (RESTARTING, then STARTING/UP); bad frames never fail a task.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -195,6 +196,13 @@ class Gateway:
         if self.nats is not None:
             self._spawn(tg, "nats", self._keep_running("nats", self.nats.run))
         await self._serve_observers()
+        # What start-up built (imports, config, the engine: a few hundred thousand
+        # objects) lives as long as the gateway. Frozen, the cyclic GC no longer
+        # walks it: each full collection paused the loop 35-50 ms, every few
+        # seconds at 10k reports/s, and that pause was the tail of the
+        # gateway-added latency (issue 18, benchmarks/RESULTS.md). Undone at stop.
+        gc.freeze()
+        self._stack.callback(gc.unfreeze)
         log.info("gateway %s started with %d device(s)", cfg.gateway_id, len(self.devices))
 
     async def _shutdown(self) -> None:
