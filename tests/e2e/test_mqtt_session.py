@@ -169,3 +169,66 @@ async def test_a_broker_killed_under_load_leaves_no_asyncio_error_behind(mosquit
     finally:
         loop.set_exception_handler(previous)
     assert seen == []
+
+
+async def test_a_qos0_message_is_on_the_socket_in_the_senders_next_turn(mosquitto: Mosquitto) -> None:
+    """QoS 0 (reports, tracks) goes from the queue to the socket in one turn of the
+    sender, with no task or future per message (gateway/outputs/pump.py): through
+    aiomqtt's publish it took four more loop turns, and each device read ready
+    meanwhile ran first (the gateway-added latency of issue 18)."""
+    session = MqttSession(MqttConfig(port=mosquitto.port), "gw")
+    written: list[bytes] = []
+    session.on_published = lambda m: written.append(m.payload)
+    task = asyncio.create_task(session.run())
+    try:
+        await eventually(lambda: session.connected, task=task)
+        await asyncio.sleep(0.05)  # the connection's start-up (status, subscriptions) is done
+        session.enqueue(Outgoing("t/r", b"report", qos=0, kind="reports"))
+        turns = 0
+        while not written and turns < 20:
+            await asyncio.sleep(0)
+            turns += 1
+        assert written == [b"report"]
+        assert turns <= 2  # wake the sender; it writes: no turn of its own a message
+        assert session.published["reports"] == 1
+        assert not session._inflight
+    finally:
+        await stop(task)
+
+
+async def test_qos0_flood_arrives_whole_in_order_and_bounded_by_the_window(mosquitto: Mosquitto) -> None:
+    """More QoS 0 messages than the sender hands over a turn and than the window
+    holds: all arrive, in order; a broker that stops reading leaves at most
+    ``max_inflight`` in flight and the rest queued; killed, the unwritten ones in
+    flight are counted ``link_lost`` and nothing else goes missing."""
+    cfg = MqttConfig(port=mosquitto.port, max_inflight=4, reconnect_initial_s=5.0)
+    session = MqttSession(cfg, "gw")
+    task = asyncio.create_task(session.run())
+    got: list[bytes] = []
+    try:
+        await eventually(lambda: session.connected, task=task)
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as sub:
+            await sub.subscribe("t/#", qos=0)
+            for i in range(600):  # > 256 a turn, > max_inflight
+                session.enqueue(Outgoing("t/r", b"%d" % i, qos=0, kind="reports"))
+            async with asyncio.timeout(10):
+                async for msg in sub.messages:
+                    got.append(bytes(msg.payload))  # type: ignore[arg-type]
+                    if len(got) == 600:
+                        break
+        assert got == [b"%d" % i for i in range(600)]
+        assert session.published["reports"] == 600
+
+        await asyncio.to_thread(mosquitto.pause)  # takes nothing more: the socket fills
+        big = b"x" * (1 << 20)
+        for _ in range(40):
+            session.enqueue(Outgoing("t/big", big, qos=0, kind="tracks"))
+        await eventually(lambda: len(session._inflight) == 4 and session.queued > 0)
+        await asyncio.to_thread(mosquitto.kill)
+        await eventually(lambda: not session.connected)
+        lost = session.dropped["tracks", "link_lost"]
+        assert lost >= 1  # in flight, not yet written when the link went
+        assert session.published["tracks"] + lost + session.queued == 40  # every one accounted for
+    finally:
+        await stop(task)
+        await asyncio.to_thread(mosquitto.start)

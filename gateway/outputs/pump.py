@@ -1,0 +1,139 @@
+"""The MQTT session's sender: moves messages from its lanes to one connection.
+
+One :class:`Pump` a connection (:meth:`MqttSession.run` starts it with the
+connection's other tasks). Up to ``[mqtt] max_inflight`` messages are in
+flight; a message leaves the session's store only once the broker has it.
+
+QoS 1 messages go through aiomqtt's ``publish``, one task each: it waits for
+the PUBACK. QoS 0 messages (the bulk of the traffic: reports, tracks) are
+handed to paho directly, in the pump's own turn, and written to the socket at
+once (``loop_write``), without a task or a future a message: through aiomqtt
+a QoS 0 message took a task, an ``asyncio.wait_for`` (itself a task) and
+four loop turns from the queue to the socket (a write watch scheduled, then
+added, then fired, then the waiting task woken), and every device read that
+became ready meanwhile ran first; at 10,000 reports/s that was most of the
+gateway-added latency and its tail (issue 18, benchmarks/RESULTS.md). A QoS
+0 message is done when paho has written it (paho's ``on_publish``, called
+from inside its socket write); the ones paho still holds when the link goes
+count as ``link_lost`` (at most once), as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import aiomqtt
+import paho.mqtt.client as mqtt
+
+from gateway.outputs.mqtt import Outgoing
+
+if TYPE_CHECKING:
+    from gateway.outputs.session import MqttSession
+
+__all__ = ["Pump"]
+
+log = logging.getLogger("gateway.outputs.session")
+
+#: QoS 0 messages handed to paho in one loop turn at most, then the pump yields:
+#: a backlog of thousands must not hold the loop (a HOLD command waits behind it).
+_PER_TURN = 256
+
+
+class Pump:
+    """Sends the session's queued messages on one connection until it fails or is cancelled."""
+
+    def __init__(self, session: MqttSession, client: aiomqtt.Client) -> None:
+        self.session = session
+        self.client = client
+        self.paho: mqtt.Client = client._client  # aiomqtt 2.x keeps paho private; QoS 0 goes to it directly
+        #: Free places in the in-flight window (``[mqtt] max_inflight``); ``freed`` is set
+        #: when a confirmation gives one back.
+        self.free = session.config.max_inflight
+        self.freed = asyncio.Event()
+        #: paho message id -> (store sequence, message): QoS 0 handed to paho, not yet written.
+        self.unwritten: dict[int, tuple[int, Outgoing]] = {}
+        self._chain_on_publish()
+
+    def _chain_on_publish(self) -> None:
+        """Take paho's ``on_publish`` for our QoS 0 messages; pass the rest (PUBACKs) to aiomqtt."""
+        aiomqtt_on_publish: Callable[..., None] | None = self.paho.on_publish
+        unwritten = self.unwritten
+
+        def on_publish(c: Any, userdata: Any, mid: int, *rest: Any) -> None:
+            item = unwritten.pop(mid, None)
+            if item is not None:
+                self.confirmed(*item)
+            elif aiomqtt_on_publish is not None:
+                aiomqtt_on_publish(c, userdata, mid, *rest)
+
+        self.paho.on_publish = on_publish
+
+    async def run(self) -> None:
+        """Send until cancelled; raises ``aiomqtt.MqttError`` when the connection fails."""
+        s = self.session
+        critical, bulk = s._critical, s._bulk
+        async with asyncio.TaskGroup() as tg:
+            while True:
+                handed = 0
+                while (critical or bulk) and handed < _PER_TURN:
+                    if not self.free:
+                        self._flush()  # writes what paho holds: QoS 0 ones give their places back
+                        if not self.free:
+                            break  # the window is full of unconfirmed messages: wait below
+                    seq, msg = (critical or bulk).popleft()  # critical first
+                    self.free -= 1
+                    s._inflight[seq] = msg
+                    if msg.qos == 0:
+                        self._hand_to_paho(seq, msg)
+                        handed += 1
+                    else:
+                        tg.create_task(self._send(seq, msg))
+                if handed:
+                    self._flush()
+                if not (critical or bulk):
+                    s._ready.clear()
+                    await s._ready.wait()
+                elif not self.free:
+                    self.freed.clear()
+                    await self.freed.wait()  # a confirmation gives a place back
+                else:
+                    await asyncio.sleep(0)  # _PER_TURN handed: let the rest of the loop run
+
+    def _hand_to_paho(self, seq: int, msg: Outgoing) -> None:
+        info = self.paho.publish(msg.topic, msg.payload, 0, msg.retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")  # as aiomqtt's publish
+        if info.is_published():  # written already (not with aiomqtt's external loop, but allowed)
+            self.confirmed(seq, msg)
+        else:
+            self.unwritten[info.mid] = (seq, msg)
+
+    def _flush(self) -> None:
+        """Write what paho holds now; a full socket leaves the rest to paho's write watch."""
+        rc = self.paho.loop_write()
+        if rc != mqtt.MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(rc, "Could not write to the broker")
+
+    async def _send(self, seq: int, msg: Outgoing) -> None:
+        # Not through cancel_safe (a task per call): this task is no loop, so a
+        # cancel that aiomqtt's wait_for swallows (CPython gh-86296) just ends it.
+        await self.client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+        self.confirmed(seq, msg)  # QoS 1: PUBACK
+
+    def confirmed(self, seq: int, msg: Outgoing) -> None:
+        """The broker has the message (QoS 1: PUBACK; QoS 0: written): out of the store."""
+        s = self.session
+        s._inflight.pop(seq, None)
+        s.published[msg.kind] += 1
+        self.free += 1
+        self.freed.set()
+        if s.stages is not None and msg.receive_time_ns:
+            s.stages.observe("mqtt", msg.receive_time_ns)
+        if s.on_published is not None:
+            try:
+                s.on_published(msg)
+            except Exception:  # an observer's bug must not end the connection
+                log.exception("mqtt: on_published observer failed")
