@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import signal
 
 import aiomqtt
 import pytest
@@ -219,8 +220,19 @@ async def test_qos0_flood_arrives_whole_in_order_and_bounded_by_the_window(mosqu
         assert got == [b"%d" % i for i in range(600)]
         assert session.published["reports"] == 600
 
-        await asyncio.to_thread(mosquitto.pause)  # takes nothing more: the socket fills
         big = b"x" * (1 << 20)
+        # A broker that stops reading for a while: the socket fills, at most
+        # max_inflight wait in paho, the rest in the lane; once it reads again,
+        # paho's own write watch sends what it holds and the lane follows.
+        mosquitto.pause()
+        for _ in range(40):
+            session.enqueue(Outgoing("t/big", big, qos=0, kind="mcap"))
+        await eventually(lambda: len(session._inflight) == 4 and session.queued > 0)
+        mosquitto.proc.send_signal(signal.SIGCONT)
+        await eventually(lambda: session.published["mcap"] == 40 and not session._inflight)
+        assert not session.dropped
+
+        mosquitto.pause()  # takes nothing more: the socket fills
         for _ in range(40):
             session.enqueue(Outgoing("t/big", big, qos=0, kind="tracks"))
         await eventually(lambda: len(session._inflight) == 4 and session.queued > 0)
