@@ -81,7 +81,8 @@ class Pump:
                 handed = 0
                 while (critical or bulk) and handed < _PER_TURN:
                     if not self.free:
-                        self._flush()  # writes what paho holds: QoS 0 ones give their places back
+                        if self.unwritten:
+                            self._flush()  # writes what paho holds: QoS 0 ones give their places back
                         if not self.free:
                             break  # the window is full of unconfirmed messages: wait below
                     seq, msg = (critical or bulk).popleft()  # critical first
@@ -92,7 +93,7 @@ class Pump:
                         handed += 1
                     else:
                         tg.create_task(self._send(seq, msg))
-                if handed:
+                if self.unwritten:
                     self._flush()
                 if not (critical or bulk):
                     s._ready.clear()
@@ -137,7 +138,12 @@ class Pump:
             del unwritten[mid]
             self.confirmed(seq, msg)
         if rc != mqtt.MQTT_ERR_SUCCESS:
-            raise aiomqtt.MqttCodeError(rc, "Could not write to the broker")
+            # paho has closed the connection and told aiomqtt (on_disconnect): the
+            # session's receiver ends the connection, as when aiomqtt's own write
+            # watch fails. Not raised here: a second failure path in the same turn
+            # as a stop lost the stop's cancel on Python 3.11 (the session's
+            # _settle_cancels expects the one failure it knows).
+            log.debug("mqtt: write failed (%s): the connection is going", mqtt.error_string(rc))
 
     async def _send(self, seq: int, msg: Outgoing) -> None:
         # Not through cancel_safe (a task per call): this task is no loop, so a
