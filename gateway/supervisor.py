@@ -375,7 +375,7 @@ class Gateway:
         qos = self.config.mqtt.tracks_qos  # 1 when a theatre must get every picture
         fast = self.nats if self.nats is not None and self.nats.config.publish_tracks else None
         for batch in tracks:
-            payload = batch.SerializeToString()
+            payload = self.fusion.wire(batch)
             mqtt.enqueue(Outgoing(topics.tracks, payload, qos, kind="tracks"))
             if fast is not None:  # the same bytes, at most once, JetStream-free (docs/federation.md §5)
                 fast.publish(self._live_subject, payload)

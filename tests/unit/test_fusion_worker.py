@@ -109,6 +109,13 @@ async def test_stage_publishes_pictures_in_order_from_the_worker(kind: str) -> N
     assert stage.engine_counters()["reports_in"] > 0
     if kind == "process":  # the worker's counters, not those of the local engine, which never stepped
         assert stage.engine.counters["reports_in"] == 0  # type: ignore[attr-defined]
+    # What goes on MQTT: the same bytes as serialising the batch; for the worker's
+    # last picture, the very bytes it sent (no second serialisation on the loop).
+    seen.extend(got.get_all())  # the last one published, before the stop
+    last = seen[-1]
+    assert stage.wire(last) == last.SerializeToString()
+    assert (stage.wire(last) is stage.wire(last)) == (kind == "process")
+    assert stage.wire(seen[0]) == seen[0].SerializeToString()
 
 
 async def test_late_pictures_are_never_published(test_engines: None) -> None:
