@@ -16,6 +16,8 @@ Latencies, per report, from the driver's receive stamp (``receive_time_ns``,
 taken right after the transport read):
 
 * ``bus``    : the report batch published on the gateway's bus (normalised);
+* ``encoded``: the message serialised and queued for MQTT (per message, from
+  its oldest report's receipt; between ``bus`` and ``out``);
 * ``out``    : the message handed to the broker connection (the gateway's
   ``mqtt`` stage, hilgw_stage_seconds): all the latency the gateway adds,
   per message, from its oldest report's receipt;
@@ -205,6 +207,7 @@ async def _run(
         out = str(Path(tmp) / "sub.npz")
         async with Gateway(cfg) as gw:
             out_stage = array("q")  # (receive, now) per message handed to the broker
+            enc_stage = array("q")  # (receive, now) per message serialised and queued for MQTT
 
             def listen(stage: str, rx: int, now: int, n: int) -> None:
                 if stage == "bus":
@@ -214,6 +217,9 @@ async def _run(
                 elif stage == "mqtt":
                     out_stage.append(rx)
                     out_stage.append(now)
+                elif stage == "encoded":
+                    enc_stage.append(rx)
+                    enc_stage.append(now)
 
             gw.stages.listeners.append(listen)
             sub = subprocess.Popen(
@@ -277,6 +283,9 @@ async def _run(
     o = np.frombuffer(out_stage, np.int64).reshape(-1, 2)
     o = o[o[:, 0] >= warm]
     out_lat = o[:, 1] - o[:, 0]  # per message, from its oldest report's receipt
+    e = np.frombuffer(enc_stage, np.int64).reshape(-1, 2)
+    e = e[e[:, 0] >= warm]
+    enc_lat = e[:, 1] - e[:, 0]  # per message: serialised and queued (the step before "out")
     trk = trk[np.argsort(trk[:, 0])] if len(trk) else trk
     track_lat = np.zeros(0, np.int64)
     if len(trk):
@@ -304,6 +313,7 @@ async def _run(
             "p50": float(np.median(steps)) if len(steps) else float("nan"),
             "max": float(steps.max()) if len(steps) else float("nan"),
         },
+        "encoded_ms": _pct(enc_lat),
         "gateway_out_ms": _pct(out_lat),
         "mqtt_ms": _pct(mqtt_lat),
         "track_ms": _pct(track_lat),
@@ -383,6 +393,7 @@ def main() -> int:
         "CPU",
         "RSS, tracks",
         "bus p50/p99/max",
+        "encoded p50/p99",
         "out p50/p99/max",
         "MQTT p50/p90/p99/max",
         "track p50/p99",
@@ -391,6 +402,8 @@ def main() -> int:
         t.add_column(col, justify="right")
     for x in rows:
         bm, om, mm, tm = x["bus_ms"], x["gateway_out_ms"], x["mqtt_ms"], x["track_ms"]
+        em = x["encoded_ms"]
+        assert isinstance(em, dict)
         fm = x["fusion_step_ms"]
         assert isinstance(fm, dict)
         assert isinstance(om, dict)
@@ -404,12 +417,13 @@ def main() -> int:
             f"{x['gateway_cpu_per_s']:.2f}",
             f"{x['rss_mb']:.0f} MB, {x['live_tracks']}",
             f"{bm['p50']:.2f}/{bm['p99']:.2f}/{bm['max']:.1f} ms",
+            f"{em['p50']:.2f}/{em['p99']:.2f} ms",
             f"{om['p50']:.2f}/{om['p99']:.2f}/{om['max']:.1f} ms",
             f"{mm['p50']:.2f}/{mm['p90']:.2f}/{mm['p99']:.2f}/{mm['max']:.1f} ms",
             f"{tm['p50']:.0f}/{tm['p99']:.0f} ms",
             f"{fm['p50']:.0f}/{fm['max']:.0f} ms",
         )
-    Console(width=170).print(t)
+    Console(width=190).print(t)
     return 0
 
 
