@@ -79,6 +79,7 @@ class DeviceDriver:
         self.drop_log = DropLog(logging.getLogger(type(self).__module__), config.id)
         self._loss_transport: DatagramTransport | None = None
         self._transport_lost = 0
+        self._kernel_lost = 0
 
     @classmethod
     def build(cls, config: DeviceConfig, ctx: DriverContext, services: DriverServices) -> Self:
@@ -90,17 +91,23 @@ class DeviceDriver:
         raise NotImplementedError
 
     def note_transport_losses(self, transport: DatagramTransport) -> None:
-        """Count what the transport lost before this driver read it (``queue_overflow`` drops).
+        """Count what the transport lost before this driver read it (``queue_overflow`` and
+        ``kernel_overflow`` drops).
 
         A datagram transport drops the oldest datagram when its queue is full
         (the reader is behind); the device's health must say so.
         """
         if transport is not self._loss_transport:  # reopened after a restart: counts from 0
-            self._loss_transport, self._transport_lost = transport, 0
+            self._loss_transport, self._transport_lost, self._kernel_lost = transport, 0, 0
         lost = transport.dropped - self._transport_lost
         if lost > 0:
             self.ctx.stats.drop("queue_overflow", lost)
         self._transport_lost = transport.dropped
+        # Dropped by the kernel at a full receive buffer (the reader was behind).
+        lost = transport.kernel_dropped - self._kernel_lost
+        if lost > 0:
+            self.ctx.stats.drop("kernel_overflow", lost)
+        self._kernel_lost = transport.kernel_dropped
 
 
 def build_driver(config: DeviceConfig, ctx: DriverContext, services: DriverServices) -> DeviceDriver:

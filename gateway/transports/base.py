@@ -69,6 +69,8 @@ class DatagramTransport(Transport):
 
     #: Datagrams lost before :meth:`recv` took them (a full queue), since open.
     dropped: int = 0
+    #: Datagrams the kernel dropped at a full socket receive buffer, since open.
+    kernel_dropped: int = 0
 
     async def recv(self) -> tuple[bytes, Address]:
         raise NotImplementedError

@@ -55,6 +55,7 @@ import can
 
 from gateway.sections.transports import CanTransportConfig
 from gateway.transports.base import Transport
+from gateway.transports.sockdrops import KernelDrops
 from hilgw.can import CanFrame
 from hilgw.errors import TransportError
 
@@ -77,74 +78,9 @@ _IPV6_MULTICAST_ALL = 29
 MULTICAST_ISOLATION = sys.platform == "linux"
 
 
-#: linux/asm-generic/socket.h SO_MEMINFO, and in the u32 array it returns
-#: (linux/sock_diag.h SK_MEMINFO_*) the index of SK_MEMINFO_DROPS and the count.
-_SO_MEMINFO = 55
-_SK_MEMINFO_DROPS = 8
-_SK_MEMINFO_VARS = 9
 #: Frames read between two looks at the kernel's drop count while the bus is busy
 #: (it is also read whenever a poll finds the bus idle).
 _DROPS_EVERY = 1024
-
-
-class KernelDrops:
-    """The count of datagrams or frames the kernel dropped on a bus's socket.
-
-    That is the socket's ``sk_drops``: the same counter ``SO_RXQ_OVFL``
-    (socket(7)) attaches to each received message, raised when a message
-    arrives at a full receive buffer (for CAN_RAW and UDP sockets). python-can
-    reads the socket itself (``recvmsg`` with its own ancillary buffer), so
-    the per-message option cannot be seen from here; ``SO_MEMINFO`` (Linux
-    4.6) reads the same counter with one ``getsockopt`` at any time, from a
-    second handle on the socket. Counted from 0 at the socket's creation, so
-    drops before the reader started count too.
-    """
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self.last = 0
-
-    @classmethod
-    def of(cls, bus: can.BusABC) -> KernelDrops | None:
-        """For a bus on a Linux socket whose kernel has ``SO_MEMINFO``; else None."""
-        if sys.platform != "linux":
-            return None
-        try:
-            fd = bus.fileno()
-        except (NotImplementedError, OSError, ValueError):
-            return None
-        if fd < 0:
-            return None
-        try:
-            sock = socket.socket(fileno=os.dup(fd))  # OSError: not a socket (a serial adapter)
-        except OSError:
-            return None
-        drops = cls(sock)
-        try:
-            drops.read()
-        except OSError:  # a kernel without SO_MEMINFO
-            sock.close()
-            return None
-        return drops
-
-    def read(self) -> int:
-        """The socket's drop count now (raises ``OSError``)."""
-        raw = self._sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, 4 * _SK_MEMINFO_VARS)
-        if len(raw) < 4 * (_SK_MEMINFO_DROPS + 1):
-            raise OSError(f"SO_MEMINFO gave {len(raw)} bytes, no drop count")
-        return int.from_bytes(raw[4 * _SK_MEMINFO_DROPS : 4 * (_SK_MEMINFO_DROPS + 1)], sys.byteorder)
-
-    def new(self) -> int:
-        """Drops since the previous call (0 once the socket is gone)."""
-        try:
-            now = self.read()
-        except OSError:
-            return 0
-        n, self.last = max(0, now - self.last), max(now, self.last)
-        return n
-
-    def close(self) -> None:
-        self._sock.close()
 
 
 def isolate_multicast(bus: can.BusABC) -> None:

@@ -8,6 +8,7 @@ import struct
 
 from gateway.sections.transports import UdpTransportConfig
 from gateway.transports.base import Address, DatagramTransport
+from gateway.transports.sockdrops import KernelDrops
 from hilgw.errors import TransportError
 
 
@@ -16,11 +17,16 @@ class _Proto(asyncio.DatagramProtocol):
         self.owner = owner
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        q = self.owner._queue
+        owner = self.owner
+        if owner._kernel is not None:
+            # What the kernel dropped while this reader was behind arrived before
+            # this datagram: counted with it (one getsockopt, ~1 us).
+            owner.kernel_dropped += owner._kernel.new()
+        q = owner._queue
         if q.full():
             # The receiver is behind: the oldest datagram goes, and is counted.
             q.get_nowait()
-            self.owner.dropped += 1
+            owner.dropped += 1
         q.put_nowait((data, (str(addr[0]), int(addr[1]))))
 
     def error_received(self, exc: Exception) -> None:
@@ -32,7 +38,9 @@ class UdpTransport(DatagramTransport):
     """Bound UDP socket; joins ``group`` on ``interface`` when configured.
 
     Datagrams wait in a bounded queue (``maxsize``); when it is full the oldest
-    goes and :attr:`dropped` counts it.
+    goes and :attr:`dropped` counts it. Datagrams the kernel dropped at a full
+    receive buffer (``recv_buffer_bytes``; the reader was behind) are counted
+    in :attr:`kernel_dropped` (Linux, gateway/transports/sockdrops.py).
     """
 
     def __init__(self, config: UdpTransportConfig, maxsize: int = 65536) -> None:
@@ -42,6 +50,8 @@ class UdpTransport(DatagramTransport):
         self._queue: asyncio.Queue[tuple[bytes, Address]] = asyncio.Queue(maxsize)
         self._transport: asyncio.DatagramTransport | None = None
         self.dropped = 0
+        self.kernel_dropped = 0
+        self._kernel: KernelDrops | None = None
         self.errors = 0
         self.last_error: Exception | None = None
 
@@ -66,10 +76,12 @@ class UdpTransport(DatagramTransport):
             else:
                 sock.bind((c.bind_host, c.bind_port))
             sock.setblocking(False)
+            self._kernel = KernelDrops.of(sock)
             loop = asyncio.get_running_loop()
             self._transport, _ = await loop.create_datagram_endpoint(lambda: _Proto(self), sock=sock)
         except OSError as exc:
             sock.close()
+            self._close_kernel()
             raise TransportError(f"{self.describe}: cannot open: {exc}") from exc
 
     async def recv(self) -> tuple[bytes, Address]:
@@ -90,3 +102,9 @@ class UdpTransport(DatagramTransport):
         t, self._transport = self._transport, None
         if t is not None:
             t.close()
+        self._close_kernel()
+
+    def _close_kernel(self) -> None:
+        k, self._kernel = self._kernel, None
+        if k is not None:
+            k.close()
