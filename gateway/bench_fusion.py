@@ -57,6 +57,9 @@ VARIANTS: dict[str, FusionConfig] = {
     "combined": dataclasses.replace(BENCH_CONFIG, assoc_cost="combined"),
     # one-batch look-ahead swap test of crossed plots (gateway/fusion/twoscan.py)
     "two_scan": dataclasses.replace(BENCH_CONFIG, two_scan=True),
+    # sliding-window multi-scan assignment (gateway/fusion/mht.py): one scan of three radars
+    "mht": dataclasses.replace(BENCH_CONFIG, mht_window=3),
+    "mht6": dataclasses.replace(BENCH_CONFIG, mht_window=6),
     # the former bench default: NCV only, q = 1, GNN
     "ncv": dataclasses.replace(BENCH_CONFIG, models=(MODEL_NCV,), imm_initial=(1.0,), association="gnn"),
     # the former `--imm`: NCV + ballistic, GNN

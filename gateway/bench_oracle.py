@@ -33,7 +33,11 @@ from gateway.fusion.gating import IDX
 from gateway.fusion.measure import plot_to_state
 from gateway.fusion.motion import AccelFn
 
-ORACLE_MODES = ("oracle", "oracle_assoc")
+ORACLE_MODES = ("oracle", "oracle_assoc", "oracle_first30")
+#: ``oracle_first30``: oracle association (as ``oracle_assoc``) for the first
+#: 30 s of the scenario, the engine's own after: can the engine hold tracks
+#: that were converged on the right objects?
+ORACLE_UNTIL_S = 30.0
 
 
 class OracleEngine(Engine):
@@ -46,6 +50,7 @@ class OracleEngine(Engine):
         self.mode = mode
         #: Object + 1 of each live track's first plot, by track id (0: clutter).
         self.label: dict[int, int] = {}
+        self._t_first: int | None = None
 
     def _track_labels(self, rows: IDX) -> np.ndarray:
         ids = self.store.track_id[rows]
@@ -64,6 +69,11 @@ class OracleEngine(Engine):
         self, r: ReportArrays, s: int, ti: IDX, rj: IDX, t0: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         xm_p, Pm_p, d2, ok, near, cost, comb = super()._plot_pairs(r, s, ti, rj, t0)
+        if self.mode == "oracle_first30":
+            if self._t_first is None:
+                self._t_first = t0
+            if (t0 - self._t_first) * 1e-9 >= ORACLE_UNTIL_S:
+                return xm_p, Pm_p, d2, ok, near, cost, comb
         same = (self._track_labels(ti) == r.sensor_track_id[rj].astype(np.int64)) & (
             r.sensor_track_id[rj] > 0
         )

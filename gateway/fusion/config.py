@@ -72,7 +72,12 @@ class FusionConfig:
       two tracks that took plots of one batch and now share a plot in their
       gates swap those plots when the swapped histories explain the two
       batches better by more than ``two_scan_margin`` (in -2 ln likelihood).
-      ``p_detect``: detection probability assumed by the association weights.
+      ``mht_window``: plot batches over which closely spaced tracks keep
+      alternative assignments (:mod:`gateway.fusion.mht`, a sliding-window
+      multi-scan assignment with N-scan pruning); 0 or 1: GNN decides each
+      batch at once. ``mht_hypotheses``: global hypotheses kept per cluster.
+      ``p_detect``: detection probability assumed by the association weights
+      (and by the MHT's hypothesis scores).
       ``clutter_density``: false plots per unit of measurement volume
       (m·rad², range × azimuth × elevation) assumed by the weights; a range
       rate adds ``clutter_range_rate_span_mps`` as a fourth extent.
@@ -142,6 +147,8 @@ class FusionConfig:
     assoc_cost: str = ASSOC_COST_MIXTURE
     two_scan: bool = False
     two_scan_margin: float = 2.0
+    mht_window: int = 0
+    mht_hypotheses: int = 4
     p_detect: float = 0.8
     clutter_density: float = 1e-5
     clutter_range_rate_span_mps: float = 2000.0
@@ -211,6 +218,8 @@ class FusionConfig:
         for name in ("scan_window_s", "oos_lag_s", "bias_gain", "merge_radius_m", "two_scan_margin"):
             if getattr(self, name) < 0.0:
                 raise ConfigError(f"fusion.{name}", f"{getattr(self, name)!r}: must be >= 0")
+        if self.mht_window < 0 or self.mht_hypotheses < 1:
+            raise ConfigError("fusion.mht_window", "mht_window must be >= 0 and mht_hypotheses >= 1")
         if self.drop_misses < 1 or self.coast_misses < 1 or self.tentative_drop_misses < 1:
             raise ConfigError("fusion.drop_misses", "every *_misses count must be >= 1")
 
