@@ -50,6 +50,9 @@ VARIANTS: dict[str, FusionConfig] = {
     "default": BENCH_CONFIG,
     # the default with hard (GNN) updates
     "gnn": dataclasses.replace(BENCH_CONFIG, association="gnn"),
+    # association costs with the manoeuvre model of every track (the default
+    # before the exo-atmospheric rule, gateway/fusion/twoscan.py quiet_logsumexp)
+    "loud": dataclasses.replace(BENCH_CONFIG, assoc_quiet_above_m=1e9),
     # the default with cheap-JPDA updates of confirmed tracks
     "jpda": dataclasses.replace(BENCH_CONFIG, association="jpda"),
     # GNN costs from one moment-matched Gaussian per track (the default before

@@ -33,11 +33,12 @@ from gateway.fusion.gating import IDX
 from gateway.fusion.measure import plot_to_state
 from gateway.fusion.motion import AccelFn
 
-ORACLE_MODES = ("oracle", "oracle_assoc", "oracle_first30")
-#: ``oracle_first30``: oracle association (as ``oracle_assoc``) for the first
-#: 30 s of the scenario, the engine's own after: can the engine hold tracks
-#: that were converged on the right objects?
-ORACLE_UNTIL_S = 30.0
+#: ``oracle_firstT``: oracle association (as ``oracle_assoc``) for the first
+#: T seconds of the scenario, the engine's own after: can the engine hold
+#: tracks that were converged on the right objects, and how early does the
+#: damage happen?
+ORACLE_FIRST = {f"oracle_first{t}": float(t) for t in (3, 10, 30)}
+ORACLE_MODES = ("oracle", "oracle_assoc", *ORACLE_FIRST)
 
 
 class OracleEngine(Engine):
@@ -69,10 +70,10 @@ class OracleEngine(Engine):
         self, r: ReportArrays, s: int, ti: IDX, rj: IDX, t0: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         xm_p, Pm_p, d2, ok, near, cost, comb = super()._plot_pairs(r, s, ti, rj, t0)
-        if self.mode == "oracle_first30":
+        if self.mode in ORACLE_FIRST:
             if self._t_first is None:
                 self._t_first = t0
-            if (t0 - self._t_first) * 1e-9 >= ORACLE_UNTIL_S:
+            if (t0 - self._t_first) * 1e-9 >= ORACLE_FIRST[self.mode]:
                 return xm_p, Pm_p, d2, ok, near, cost, comb
         same = (self._track_labels(ti) == r.sensor_track_id[rj].astype(np.int64)) & (
             r.sensor_track_id[rj] > 0

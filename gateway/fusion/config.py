@@ -67,6 +67,10 @@ class FusionConfig:
       (default), -2 ln Σ_m μ_m N(ν_m; 0, S_m) over the models, or
       ``"combined"``, -2 ln N(ν; 0, S) with the IMM's moment-matched state
       (the former default; figures: benchmarks/fusion/RESULTS.md).
+      ``assoc_quiet_above_m``: tracks higher than this above the Earth (read
+      from the gravity model) are exo-atmospheric and cannot manoeuvre: the
+      mixture cost leaves their manoeuvre model out (the filter keeps it).
+      A very large value (1e9) turns this off.
       ``two_scan``: look one batch ahead before an assignment between
       closely spaced tracks becomes final (:mod:`gateway.fusion.twoscan`):
       two tracks that took plots of one batch and now share a plot in their
@@ -145,6 +149,7 @@ class FusionConfig:
     t2t_persist_gate_prob: float = 0.999999
     association: str = ASSOC_GNN
     assoc_cost: str = ASSOC_COST_MIXTURE
+    assoc_quiet_above_m: float = 60_000.0
     two_scan: bool = False
     two_scan_margin: float = 2.0
     mht_window: int = 0

@@ -46,6 +46,7 @@ from gateway.fusion.gating import IDX
 from gateway.fusion.kalman import ekf_update
 from gateway.fusion.measure import plot_residual
 from gateway.fusion.motion import imm_combine, imm_mix, markov_matrix, seconds
+from gateway.fusion.twoscan import quiet_logsumexp
 from gateway.fusion.view import EngineView
 
 __all__ = ["WindowMHT"]
@@ -317,7 +318,8 @@ class WindowMHT:
         lmu = np.log(np.maximum(MU[row], 1e-300)) + ll
         top = lmu.max(axis=1)
         lse = top + np.log(np.exp(lmu - top[:, None]).sum(axis=1))
-        cost = -2.0 * lse + self.hit_const
+        # The hypothesis score uses the engine's association likelihood.
+        cost = -2.0 * quiet_logsumexp(e, lmu, xm, MU[row]) + self.hit_const
         cost = np.where(np.isfinite(cost), cost, _BIG)
         w = np.exp(lmu - lse[:, None])
         # Expand each hypothesis.
