@@ -57,7 +57,7 @@ def _taker(height_m: float, quiet_above_m: float) -> str:
     plot = np.array([300e3, 0.0, height_m])
     los = plot / np.linalg.norm(plot)
     a, b = plot - 300.0 * los, plot + 180.0 * los
-    e.step(_plots(np.array([a, b + [0.0, 0.0, 5e3]]), 0), 0)  # two tracks to overwrite
+    e.step(_plots(np.array([a, b + np.array([0.0, 0.0, 5e3])]), 0), 0)  # two tracks to overwrite
     st = e.store
     assert st.n == 2
     ids = st.track_id[:2].copy()
