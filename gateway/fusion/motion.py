@@ -89,10 +89,14 @@ def altitude_from_gravity(accel: AccelFn, x: F64) -> F64:
     The engine's frame is whatever its ``accel`` says (ECEF, or a local frame
     with the Earth's centre elsewhere), so the field is the one thing that
     knows where the Earth is. A uniform field (``flat_gravity``) reads as
-    about 0 m everywhere. J2 and the rotating-frame terms move |g| by < 0.4 %,
-    i.e. the height by < 15 km: enough to tell exo-atmospheric from air.
+    about 0 m everywhere. The field is taken at rest (velocity zeroed: the
+    Coriolis term of the rotating frame, 2Ωv, is 4 % of g at 3 km/s); J2 and
+    the centrifugal term move |g| by < 0.4 %, i.e. the height by < 15 km:
+    enough to tell exo-atmospheric from air.
     """
-    g = np.linalg.norm(accel(x), axis=1)
+    rest = np.zeros_like(x)
+    rest[:, :3] = x[:, :3]
+    g = np.linalg.norm(accel(rest), axis=1)
     out: F64 = np.sqrt(GM_WGS84 / np.maximum(g, 1e-12)) - A_WGS84
     return out
 

@@ -91,3 +91,17 @@ def test_height_is_read_from_the_gravity_field(height: float) -> None:
     got = float(altitude_from_gravity(ACCEL, x)[0])
     want = float(np.linalg.norm(x[0, :3] - [0.0, 0.0, -A_WGS84]) - A_WGS84)
     assert got == pytest.approx(want, abs=1.0)
+
+
+def test_height_in_the_rotating_earth_frame_ignores_speed() -> None:
+    """ECEF with J2 and the rotating-frame terms (the live gateway's field): a
+    3 km/s object 150 km up reads within 15 km of it (Coriolis left out),
+    an aircraft at 10 km and 300 m/s well below the 60 km of the rule."""
+    from gateway.fusion.motion import ecef_gravity
+
+    field = ecef_gravity()
+    for lat_deg, h, v in ((0.0, 150e3, 3000.0), (45.0, 150e3, 3000.0), (0.0, 10e3, 300.0)):
+        lat = np.radians(lat_deg)
+        r = A_WGS84 + h
+        x = np.array([[r * np.cos(lat), 0.0, r * np.sin(lat), 0.0, v, 0.0]])
+        assert float(altitude_from_gravity(field, x)[0]) == pytest.approx(h, abs=15e3)
