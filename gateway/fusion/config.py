@@ -235,7 +235,10 @@ class FusionConfig:
         ``inf`` would otherwise reach the filter arithmetic."""
         for f in dataclasses.fields(self):
             value, default = getattr(self, f.name), f.default
-            items = value if isinstance(default, tuple) else (value,)
+            # A scalar field that also takes one value per model
+            # (imm_switch_rate_hz: float | tuple[float, ...]).
+            per_model = isinstance(value, tuple) and "tuple" in str(f.type)
+            items = value if isinstance(default, tuple) or per_model else (value,)
             if isinstance(default, tuple) and not isinstance(value, tuple):
                 raise ConfigError(f"fusion.{f.name}", f"{value!r}: must be a list")
             kind = type(default[0]) if isinstance(default, tuple) else type(default)

@@ -105,3 +105,15 @@ def test_height_in_the_rotating_earth_frame_ignores_speed() -> None:
         r = A_WGS84 + h
         x = np.array([[r * np.cos(lat), 0.0, r * np.sin(lat), 0.0, v, 0.0]])
         assert float(altitude_from_gravity(field, x)[0]) == pytest.approx(h, abs=15e3)
+
+
+def test_per_model_switch_rates_pass_the_config_check() -> None:
+    """``imm_switch_rate_hz`` is documented as one rate or one per model; the
+    type check used to refuse the tuple (found while measuring this)."""
+    from hilgw.errors import ConfigError
+
+    FusionConfig(imm_switch_rate_hz=(0.005, 0.0005, 0.005)).check()
+    with pytest.raises(ConfigError, match="imm_switch_rate_hz"):
+        FusionConfig(imm_switch_rate_hz=(0.005, "fast", 0.005)).check()  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="imm_switch_rate_hz"):
+        FusionConfig(imm_switch_rate_hz=(0.005, 0.005)).check()
