@@ -9,7 +9,8 @@ One step:
    ``scan_window_s``) and processed in time order. A batch at or after the
    table's time runs the normal cycle: IMM mixing and prediction of every
    track to the batch start, k-d tree pre-gate, per-pair prediction to each
-   report's own time, Mahalanobis gate, global-nearest-neighbour assignment,
+   report's own time, Mahalanobis gate, global-nearest-neighbour assignment
+   (with ``mht_window``: revisited over that many batches, :mod:`.mht`),
    EKF (plots) or covariance-intersection (sensor tracks) updates, track
    starts, life cycle. A batch older than the table's time (within the lag)
    updates the tracks by retrodiction (:mod:`gateway.fusion.oos`);
