@@ -253,6 +253,8 @@ class Engine:
         t_end = int(r.t_ns.max())
         if self.mht is not None and plots:
             self.mht.before()
+        elif self.mht is not None:
+            self.mht.reset()  # the window re-runs plot batches only
         self._advance(t0)
         self.batch_serial += 1
         n_old = st.n

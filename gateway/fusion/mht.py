@@ -26,8 +26,9 @@ a beam of ``mht_hypotheses`` global hypotheses per cluster:
 The candidates of a batch are the plots GNN gave to the cluster's tracks: the
 MHT decides *which* track takes which of them (the swaps that trade objects
 between tracks) and who misses; plots that started tracks stay theirs, and
-the life cycle counts GNN's hits. Tracks born within the window, and sensor
-tracks, are left to GNN. Why by hand: no library runs MHT on stacked numpy
+the life cycle counts GNN's hits. Tracks born within the window are left
+to GNN; a sensor-track or out-of-sequence batch ends the window (the
+re-filter runs plot batches only). Why by hand: no library runs MHT on stacked numpy
 track tables (Stone Soup's MHT enumerates hypotheses per track object, about
 100 × slower per scan on this bench); the assignment itself is scipy's.
 """
