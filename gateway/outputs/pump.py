@@ -4,18 +4,21 @@ One :class:`Pump` a connection (:meth:`MqttSession.run` starts it with the
 connection's other tasks). Up to ``[mqtt] max_inflight`` messages are in
 flight; a message leaves the session's store only once the broker has it.
 
-QoS 1 messages go through aiomqtt's ``publish``, one task each: it waits for
-the PUBACK. QoS 0 messages (the bulk of the traffic: reports, tracks) are
-handed to paho directly, in the pump's own turn, and written to the socket at
-once (``loop_write``), without a task or a future a message: through aiomqtt
-a QoS 0 message took a task, an ``asyncio.wait_for`` (itself a task) and
-four loop turns from the queue to the socket (a write watch scheduled, then
-added, then fired, then the waiting task woken), and every device read that
-became ready meanwhile ran first; at 10,000 reports/s that was most of the
-gateway-added latency and its tail (issue 18, benchmarks/RESULTS.md). A QoS
-0 message is done when paho has written it (paho's ``on_publish``, called
-from inside its socket write); the ones paho still holds when the link goes
-count as ``link_lost`` (at most once), as before.
+Every message is handed to paho directly, in the pump's own turn and in the
+lanes' order (critical first), and QoS 0 is written to the socket at once
+(``loop_write``): no task, future or ``asyncio.wait_for`` a message. Through
+aiomqtt's ``publish`` a message took a task, a ``wait_for`` (itself a task)
+and four loop turns from the queue to the socket (a write watch scheduled,
+added, fired, the waiting task woken), and every device read that became
+ready meanwhile ran first; at 10,000 reports/s that was most of the
+gateway-added latency and its tail (issue 18, benchmarks/RESULTS.md). It
+also let a cue's task run after reports handed over in the same turn.
+
+A message is done (out of the store, counted, the ``mqtt`` stage timed) when
+paho says so through ``on_publish``: QoS 0 once written, QoS 1 on its
+PUBACK. Those in flight when the link goes are the session's to requeue
+(QoS 1) or count as ``link_lost`` (QoS 0), as before. aiomqtt's own publishes
+(the session's status) keep their path: ``on_publish`` passes their ids on.
 """
 
 from __future__ import annotations
@@ -37,8 +40,8 @@ __all__ = ["Pump"]
 
 log = logging.getLogger("gateway.outputs.session")
 
-#: QoS 0 messages handed to paho in one loop turn at most, then the pump yields:
-#: a backlog of thousands must not hold the loop (a HOLD command waits behind it).
+#: Messages handed to paho in one loop turn at most, then the pump yields: a
+#: backlog of thousands must not hold the loop (a HOLD command waits behind it).
 _PER_TURN = 256
 
 
@@ -48,7 +51,7 @@ class Pump:
     def __init__(self, session: MqttSession, client: aiomqtt.Client) -> None:
         self.session = session
         self.client = client
-        self.paho: mqtt.Client = client._client  # aiomqtt 2.x keeps paho private; QoS 0 goes to it directly
+        self.paho: mqtt.Client = client._client  # aiomqtt 2.x keeps paho private; messages go to it directly
         #: Free places in the in-flight window (``[mqtt] max_inflight``); ``freed`` is set
         #: when a confirmation gives one back.
         self.free = session.config.max_inflight
@@ -56,17 +59,23 @@ class Pump:
         #: paho message id -> (store sequence, message, paho's info): QoS 0 handed to paho,
         #: not yet written.
         self.unwritten: dict[int, tuple[int, Outgoing, mqtt.MQTTMessageInfo]] = {}
+        #: paho message id -> (store sequence, message): QoS 1 handed to paho, no PUBACK yet.
+        self.unacked: dict[int, tuple[int, Outgoing]] = {}
         self._chain_on_publish()
 
     def _chain_on_publish(self) -> None:
-        """Take paho's ``on_publish`` for our QoS 0 messages; pass the rest (PUBACKs) to aiomqtt."""
+        """Take paho's ``on_publish`` for our messages; pass the rest (aiomqtt's own) on."""
         aiomqtt_on_publish: Callable[..., None] | None = self.paho.on_publish
-        unwritten = self.unwritten
+        unwritten, unacked = self.unwritten, self.unacked
 
         def on_publish(c: Any, userdata: Any, mid: int, *rest: Any) -> None:
-            item = unwritten.pop(mid, None)
-            if item is not None:
-                self.confirmed(item[0], item[1])
+            qos0 = unwritten.pop(mid, None)
+            if qos0 is not None:
+                self.confirmed(qos0[0], qos0[1])
+                return
+            qos1 = unacked.pop(mid, None)
+            if qos1 is not None:
+                self.confirmed(*qos1)
             elif aiomqtt_on_publish is not None:
                 aiomqtt_on_publish(c, userdata, mid, *rest)
 
@@ -76,42 +85,40 @@ class Pump:
         """Send until cancelled; raises ``aiomqtt.MqttError`` when the connection fails."""
         s = self.session
         critical, bulk = s._critical, s._bulk
-        async with asyncio.TaskGroup() as tg:
-            while True:
-                handed = 0
-                while (critical or bulk) and handed < _PER_TURN:
+        while True:
+            handed = 0
+            while (critical or bulk) and handed < _PER_TURN:
+                if not self.free:
+                    if self.unwritten:
+                        self._flush()  # writes what paho holds: QoS 0 ones give their places back
                     if not self.free:
-                        if self.unwritten:
-                            self._flush()  # writes what paho holds: QoS 0 ones give their places back
-                        if not self.free:
-                            break  # the window is full of unconfirmed messages: wait below
-                    seq, msg = (critical or bulk).popleft()  # critical first
-                    self.free -= 1
-                    s._inflight[seq] = msg
-                    if msg.qos == 0:
-                        self._hand_to_paho(seq, msg)
-                        handed += 1
-                    else:
-                        tg.create_task(self._send(seq, msg))
-                if self.unwritten:
-                    self._flush()
-                if not (critical or bulk):
-                    s._ready.clear()
-                    await s._ready.wait()
-                elif not self.free:
-                    self.freed.clear()
-                    await self.freed.wait()  # a confirmation gives a place back
-                else:
-                    await asyncio.sleep(0)  # _PER_TURN handed: let the rest of the loop run
+                        break  # the window is full of unconfirmed messages: wait below
+                seq, msg = (critical or bulk).popleft()  # critical first
+                self.free -= 1
+                s._inflight[seq] = msg
+                self._hand_to_paho(seq, msg)
+                handed += 1
+            if handed:
+                self._flush()
+            if not (critical or bulk):
+                s._ready.clear()
+                await s._ready.wait()
+            elif not self.free:
+                self.freed.clear()
+                await self.freed.wait()  # a confirmation gives a place back
+            else:
+                await asyncio.sleep(0)  # _PER_TURN handed: let the rest of the loop run
 
     def _hand_to_paho(self, seq: int, msg: Outgoing) -> None:
-        info = self.paho.publish(msg.topic, msg.payload, 0, msg.retain)
+        info = self.paho.publish(msg.topic, msg.payload, msg.qos, msg.retain)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")  # as aiomqtt's publish
-        if info.is_published():  # written already (not with aiomqtt's external loop, but allowed)
+        if info.is_published():  # done already (not with aiomqtt's external loop, but allowed)
             self.confirmed(seq, msg)
-        else:
+        elif msg.qos == 0:
             self.unwritten[info.mid] = (seq, msg, info)
+        else:
+            self.unacked[info.mid] = (seq, msg)
 
     def _flush(self) -> None:
         """Write what paho holds now; a full socket leaves the rest to paho's write watch.
@@ -144,12 +151,6 @@ class Pump:
             # as a stop lost the stop's cancel on Python 3.11 (the session's
             # _settle_cancels expects the one failure it knows).
             log.debug("mqtt: write failed (%s): the connection is going", mqtt.error_string(rc))
-
-    async def _send(self, seq: int, msg: Outgoing) -> None:
-        # Not through cancel_safe (a task per call): this task is no loop, so a
-        # cancel that aiomqtt's wait_for swallows (CPython gh-86296) just ends it.
-        await self.client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
-        self.confirmed(seq, msg)  # QoS 1: PUBACK
 
     def confirmed(self, seq: int, msg: Outgoing) -> None:
         """The broker has the message (QoS 1: PUBACK; QoS 0: written): out of the store."""

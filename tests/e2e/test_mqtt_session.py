@@ -244,3 +244,29 @@ async def test_qos0_flood_arrives_whole_in_order_and_bounded_by_the_window(mosqu
     finally:
         await stop(task)
         await asyncio.to_thread(mosquitto.start)
+
+
+async def test_a_critical_message_goes_out_before_the_qos0_queued_with_it(mosquitto: Mosquitto) -> None:
+    """A cue (QoS 1, critical lane) queued with a burst of QoS 0 reports reaches the
+    broker before any of them: QoS 0 is handed to paho in the sender's turn, a QoS 1
+    message through a task, so the sender lets that task hand it over first."""
+    session = MqttSession(MqttConfig(port=mosquitto.port), "gw")
+    task = asyncio.create_task(session.run())
+    order: list[str] = []
+    try:
+        await eventually(lambda: session.connected, task=task)
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as sub:
+            await sub.subscribe("t/#", qos=1)
+            await asyncio.sleep(0.05)  # the session's own start-up is done: its sender waits
+            for i in range(50):
+                session.enqueue(Outgoing("t/report", b"%d" % i, qos=0, kind="reports"))
+            session.enqueue(Outgoing("t/cue", b"cue", qos=1, kind="cue"))
+            async with asyncio.timeout(10):
+                async for msg in sub.messages:
+                    order.append(msg.topic.value)
+                    if len(order) == 51:
+                        break
+    finally:
+        await stop(task)
+    assert order[0] == "t/cue"
+    assert order[1:] == ["t/report"] * 50
