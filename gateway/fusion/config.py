@@ -69,8 +69,9 @@ class FusionConfig:
       (the former default; figures: benchmarks/fusion/RESULTS.md).
       ``assoc_quiet_above_m``: tracks higher than this above the Earth (read
       from the gravity model) are exo-atmospheric and cannot manoeuvre: the
-      mixture cost leaves their manoeuvre model out (the filter keeps it).
-      A very large value (1e9) turns this off.
+      mixture cost leaves the models ``assoc_quiet_models`` out (default
+      the manoeuvre model; the filter keeps them). A very large value (1e9)
+      turns this off.
       ``two_scan``: look one batch ahead before an assignment between
       closely spaced tracks becomes final (:mod:`gateway.fusion.twoscan`):
       two tracks that took plots of one batch and now share a plot in their
@@ -150,6 +151,7 @@ class FusionConfig:
     association: str = ASSOC_GNN
     assoc_cost: str = ASSOC_COST_MIXTURE
     assoc_quiet_above_m: float = 60_000.0
+    assoc_quiet_models: tuple[str, ...] = (MODEL_MANOEUVRE,)
     two_scan: bool = False
     two_scan_margin: float = 2.0
     mht_window: int = 0
@@ -189,6 +191,9 @@ class FusionConfig:
             raise ConfigError("fusion.models", f"{self.models!r} has a duplicate")
         if len(self.imm_initial) != len(self.models) or abs(sum(self.imm_initial) - 1.0) > 1e-6:
             raise ConfigError("fusion.imm_initial", f"{self.imm_initial!r}: one per model, summing to 1")
+        quiet = self.assoc_quiet_models
+        if any(m not in KNOWN_MODELS for m in quiet):
+            raise ConfigError("fusion.assoc_quiet_models", f"{quiet!r}: each must be one of {KNOWN_MODELS}")
         if self.assoc_cost not in (ASSOC_COST_COMBINED, ASSOC_COST_MIXTURE):
             raise ConfigError("fusion.assoc_cost", f"{self.assoc_cost!r}: must be 'combined' or 'mixture'")
         if self.association not in (ASSOC_JPDA, ASSOC_GNN):
