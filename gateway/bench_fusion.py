@@ -55,6 +55,8 @@ VARIANTS: dict[str, FusionConfig] = {
     "loud": dataclasses.replace(BENCH_CONFIG, assoc_quiet_above_m=1e9),
     # above assoc_quiet_above_m the cost from the ballistic model alone (NCV left out too)
     "ballcost": dataclasses.replace(BENCH_CONFIG, assoc_quiet_models=(MODEL_MANOEUVRE, MODEL_NCV)),
+    # without the exo-atmospheric start prior and manoeuvre exit rate (gateway/fusion/exo.py)
+    "noexo": dataclasses.replace(BENCH_CONFIG, exo_init_speed_sigma_mps=0.0, exo_exit_rate_hz=0.0),
     # the default with cheap-JPDA updates of confirmed tracks
     "jpda": dataclasses.replace(BENCH_CONFIG, association="jpda"),
     # GNN costs from one moment-matched Gaussian per track (the default before

@@ -163,6 +163,8 @@ class FusionConfig:
     init_speed_sigma_mps: float = 2000.0
     init_suppress_prob: float = 0.9999999
     init_max_speed_mps: float = 8000.0
+    exo_init_speed_sigma_mps: float = 8000.0
+    exo_exit_rate_hz: float = 0.2
 
     confirm_m: int = 3
     confirm_n: int = 5
@@ -225,7 +227,15 @@ class FusionConfig:
             raise ConfigError("fusion.imm_switch_rate_hz", f"{rates!r}: one rate, or one per model")
         if min(rates if isinstance(rates, tuple) else (rates,)) < 0.0:
             raise ConfigError("fusion.imm_switch_rate_hz", f"{rates!r}: must be >= 0")
-        for name in ("scan_window_s", "oos_lag_s", "bias_gain", "merge_radius_m", "two_scan_margin"):
+        for name in (
+            "scan_window_s",
+            "oos_lag_s",
+            "bias_gain",
+            "merge_radius_m",
+            "two_scan_margin",
+            "exo_init_speed_sigma_mps",
+            "exo_exit_rate_hz",
+        ):
             if getattr(self, name) < 0.0:
                 raise ConfigError(f"fusion.{name}", f"{getattr(self, name)!r}: must be >= 0")
         if self.mht_window < 0 or self.mht_hypotheses < 1:

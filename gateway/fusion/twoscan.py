@@ -83,9 +83,10 @@ def quiet_logsumexp(engine: EngineView, lmu: F64, xm: F64, mu: F64) -> F64:
     tracks above ``assoc_quiet_above_m`` (exo-atmospheric: no aerodynamic
     lift, so an unpowered object cannot manoeuvre) the models of
     ``assoc_quiet_models`` (default the manoeuvre model) are left out and the
-    rest renormalised, i.e. the likelihood given "not manoeuvring". Between closely spaced objects a misassigned plot looks like
-    a manoeuvre; the manoeuvre model's wide share then bids for the
-    neighbour's plots and the track roams (cso bench: ids per object 1.68 ->
+    rest renormalised, i.e. the likelihood given "not manoeuvring". Between
+    closely spaced objects a misassigned plot looks like a manoeuvre; the
+    manoeuvre model's wide share then bids for the neighbour's plots and the
+    track roams (cso bench: ids per object 1.68 ->
     1.45 on seeds 1-3, benchmarks/fusion/RESULTS.md). The filter keeps the
     model: without it young tracks in complexes are lost (held 161 -> 151)."""
     cfg = engine.cfg
