@@ -110,7 +110,14 @@ class FusionConfig:
     Duplicates
       ``merge_radius_m``: two non-tentative tracks closer than this, fed by
       disjoint sets of sensors, are tested for being one target
-      (:mod:`gateway.fusion.merge`); 0 turns merging off.
+      (:mod:`gateway.fusion.merge`); 0 turns merging off. A track whose
+      position is uncertain is also tested against every track its
+      covariance could reach (the statistical test decides), and one whose
+      widest position 1-sigma exceeds this radius (started from reports of
+      unknown height) is not confirmed inside the ``init_suppress_prob``
+      gate of a confirmed track fed by other sensors.
+      ``merge_max_radius_m``: the farthest two tracks are ever tested apart
+      (bounds the search of a track of huge covariance).
       ``merge_gate_prob``: gate probability of that test (6-D).
 
     Time
@@ -160,6 +167,7 @@ class FusionConfig:
     sensor_track_confirms: bool = False
 
     merge_radius_m: float = 5000.0
+    merge_max_radius_m: float = 500_000.0
     merge_gate_prob: float = 0.9999
 
     scan_window_s: float = 0.1
@@ -208,7 +216,14 @@ class FusionConfig:
             raise ConfigError("fusion.imm_switch_rate_hz", f"{rates!r}: one rate, or one per model")
         if min(rates if isinstance(rates, tuple) else (rates,)) < 0.0:
             raise ConfigError("fusion.imm_switch_rate_hz", f"{rates!r}: must be >= 0")
-        for name in ("scan_window_s", "oos_lag_s", "bias_gain", "merge_radius_m", "two_scan_margin"):
+        for name in (
+            "scan_window_s",
+            "oos_lag_s",
+            "bias_gain",
+            "merge_radius_m",
+            "merge_max_radius_m",
+            "two_scan_margin",
+        ):
             if getattr(self, name) < 0.0:
                 raise ConfigError(f"fusion.{name}", f"{getattr(self, name)!r}: must be >= 0")
         if self.drop_misses < 1 or self.coast_misses < 1 or self.tentative_drop_misses < 1:
