@@ -94,11 +94,13 @@ class FusionConfig:
       ``confirm_m`` of ``confirm_n`` hits confirm a tentative track.
       ``tentative_drop_misses`` consecutive misses drop a tentative track.
       ``coast_misses`` consecutive misses make a confirmed track coast.
-      ``drop_misses`` consecutive misses, or ``drop_after_s`` without update,
-      drop it; ``coast_after_s`` without update makes it coast, or drops a
-      tentative track (a silent
-      sensor sends no batch, so no miss is ever counted against its tracks:
-      time is the backstop).
+      ``drop_misses`` consecutive misses once it has gone ``coast_after_s``
+      without update (six sensors give six opportunities a second: a
+      second's gap of all of them is no reason to drop a track), or
+      ``drop_after_s`` without update, drop it; ``coast_after_s`` without
+      update makes it coast, or drops a tentative track (a silent sensor
+      sends no batch, so no miss is ever counted against its tracks: time
+      is the backstop).
       ``sensor_track_confirms``: a system track started from a sensor's own
       track is confirmed at once (trusting the sensor's confirmation). Off
       by default: the demo's land radars confirm clutter tracks that live

@@ -81,7 +81,10 @@ def apply_misses(engine: EngineView, s: int, hit: np.ndarray) -> None:
     window_out = (st.n_opp[:n] >= cfg.confirm_n) & ~held
     drop_t = tent & ~confirm & ((st.miss_track[:n] >= cfg.tentative_drop_misses) | window_out)
     conf = (status == STATUS_CONFIRMED) | (status == STATUS_COASTING) | confirm
-    drop_c = conf & (st.miss_track[:n] >= cfg.drop_misses)
+    # Misses count over all sensors: with six on a track, six come in one
+    # second; a second's gap of all of them is no reason to drop it.
+    age = ((engine.t_store or 0) - st.last_ns[:n]) * _NS
+    drop_c = conf & (st.miss_track[:n] >= cfg.drop_misses) & (age >= cfg.coast_after_s)
     coast = conf & (st.miss_track[:n] >= cfg.coast_misses)
     st.status[:n] = np.where(coast, STATUS_COASTING, np.where(conf, STATUS_CONFIRMED, status))
     engine.drop_rows(drop_t | drop_c)
