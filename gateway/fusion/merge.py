@@ -45,6 +45,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from gateway.fusion.api import F64, STATUS_COASTING, STATUS_CONFIRMED, STATUS_TENTATIVE
 from gateway.fusion.gating import IDX, pregate
@@ -154,11 +155,23 @@ def _candidate_pairs(engine: EngineView, live: IDX) -> tuple[IDX, IDX]:
     st = engine.store
     cfg = engine.cfg
     pos = st.x[live, :3]
+    # Most tracks are settled: one k-d tree query at the fixed radius covers
+    # them (the statistical radius of a settled track is far smaller).
+    half = 0.5 * cfg.merge_radius_m
+    pairs = cKDTree(pos).query_pairs(cfg.merge_radius_m, output_type="ndarray")
     spread = np.sqrt(np.maximum(np.trace(st.P[live, :3, :3], axis1=1, axis2=2), 0.0))
-    rad = np.maximum(0.5 * cfg.merge_radius_m, np.sqrt(engine.merge_gate) * spread)
-    ti, tj = pregate(pos, rad, pos, rad, 0.5 * max(cfg.merge_max_radius_m, cfg.merge_radius_m))
-    one = ti < tj
-    return live[ti[one]], live[tj[one]]
+    rad = np.maximum(half, np.sqrt(engine.merge_gate) * spread)
+    big = np.flatnonzero(rad > half)
+    if big.size:
+        # Tracks whose covariance reaches beyond it search their own radius.
+        ti, tj = pregate(pos[big], rad[big], pos, rad, 0.5 * max(cfg.merge_max_radius_m, cfg.merge_radius_m))
+        ti = big[ti]
+        other = ti != tj
+        extra = np.stack([np.minimum(ti, tj), np.maximum(ti, tj)], axis=1)[other]
+        pairs = np.unique(np.concatenate([pairs.reshape(-1, 2), extra]), axis=0)
+    if pairs.size == 0:
+        return np.empty(0, np.intp), np.empty(0, np.intp)
+    return live[pairs[:, 0]], live[pairs[:, 1]]
 
 
 def _recent_sensors(engine: EngineView, t_ns: int) -> np.ndarray:
