@@ -8,7 +8,10 @@ a second system track and both then live on, each fed by its own sensor, one
 of them coasting whenever its sensor loses the target. Once the two agree
 statistically (6-D Mahalanobis distance of the difference under P_i + P_j,
 inside ``merge_gate_prob``; the cross-covariance of the two estimates is
-ignored, which makes the test looser, never tighter) and no sensor feeds
+ignored: the errors of two tracks of one target are positively correlated
+through the common process noise, so P_i + P_j overstates the spread of
+the difference and the test errs towards merging; Bar-Shalom, "On the
+track-to-track correlation problem", IEEE T-AC 26(2), 1981) and no sensor feeds
 both (two tracks of one sensor, or two plots of one batch, are two objects
 to that sensor: closely spaced objects are never merged this way), the
 younger is folded into the older: the system track id of the target is the
