@@ -19,7 +19,8 @@ import numpy as np
 from gateway.bus import FullPolicy, Topic
 from gateway.config import FusionConfig
 from gateway.devices.base import ReportsIn
-from gateway.fusion.api import FusionEngine, ReportArrays, TrackArrays
+from gateway.fusion.api import FusionEngine, ReportArrays, SensorGeometry, TrackArrays
+from gateway.fusion.store import MAX_SENSORS
 from gateway.fusion_worker import ProcessWorker, StepReply, StepRequest
 from gateway.partners.release import Picture, SourceMarkings
 from gateway.track_proto import tracks_to_proto
@@ -79,6 +80,28 @@ def make_engine(config: FusionConfig) -> FusionEngine:
     return engine
 
 
+class SensorTable:
+    """The sensor table of an engine that steps in another process.
+
+    With ``worker = "process"`` the engine lives in the worker only; this
+    process keeps the table drivers register into (indices for
+    ``ReportArrays.sensor``) and sends new rows with the next step. Not
+    building an engine here keeps the engine's imports (scipy: ~28 MB, issue
+    18) out of the gateway process. The built-in engine's limit is checked
+    here, where a driver registers, not later as a failed step in the worker.
+    """
+
+    def __init__(self) -> None:
+        self.sensors: list[SensorGeometry] = []
+
+    def add_sensor(self, geometry: SensorGeometry) -> int:
+        """Register a sensor; returns its index for ``ReportArrays.sensor``."""
+        if len(self.sensors) >= MAX_SENSORS:
+            raise ConfigError("fusion.sensors", f"at most {MAX_SENSORS} sensors, got one more")
+        self.sensors.append(geometry)
+        return len(self.sensors) - 1
+
+
 @runtime_checkable
 class CountingEngine(Protocol):
     """A fusion engine that counts what became of the reports it took in (the built-in one does)."""
@@ -99,7 +122,20 @@ class FusionStage:
     ) -> None:
         self.config = config
         self.gateway_id = gateway_id
-        self.engine = engine or make_engine(config)
+        # --- the worker (gateway/fusion_worker.py). An engine handed in is
+        # stepped here or in a thread: a process builds its own from the config.
+        self.worker_kind = config.worker if engine is None or config.worker != "process" else "thread"
+        #: The engine that steps here (inline, thread), or the sensor table of
+        #: the one in the worker process (``process``).
+        self.engine: FusionEngine | SensorTable
+        self._here: FusionEngine | None = None  # see _local_engine
+        if engine is not None:
+            self.engine = engine
+        elif self.worker_kind == "process":
+            engine_target(config)  # an unknown engine is a ConfigError now, not in the worker
+            self.engine = SensorTable()
+        else:
+            self.engine = make_engine(config)
         self.sub = reports.subscribe("fusion", maxsize=config.report_queue, policy=FullPolicy.DROP_NEWEST)
         self.tracks = tracks
         self.seq = 0
@@ -113,9 +149,6 @@ class FusionStage:
         self.pictures: Topic[Picture] = Topic("pictures")
         self._sensor_markings: tuple[SourceMarkings | None, ...] = ()
         self._sensor_markings_pb: list[common_pb2.Markings | None] = []
-        # --- the worker (gateway/fusion_worker.py). An engine handed in is
-        # stepped here or in a thread: a process builds its own from the config.
-        self.worker_kind = config.worker if engine is None or config.worker != "process" else "thread"
         #: "inline", or the worker's state: "starting", "up", "failed".
         self.worker_state = "inline" if self.worker_kind == "inline" else "starting"
         self.worker_pid: int | None = None
@@ -137,6 +170,22 @@ class FusionStage:
         #: within a gateway run (the cue path names targets by id; issue 20).
         self.max_track_id = 0
 
+    def _local_engine(self) -> FusionEngine:
+        """The engine that steps in this process.
+
+        With ``worker = "process"`` only a caller that steps by hand
+        (:meth:`step_once`: tests, tools) gets here: an engine is built for it
+        on first use and kept in step with the sensor table.
+        """
+        table = self.engine
+        if not isinstance(table, SensorTable):
+            return table
+        if self._here is None:
+            self._here = make_engine(self.config)
+        for g in table.sensors[len(self._here.sensors) :]:
+            self._here.add_sensor(g)
+        return self._here
+
     @property
     def sensor_ids(self) -> list[str]:
         return [s.sensor_id for s in self.engine.sensors]
@@ -154,7 +203,7 @@ class FusionStage:
         batches = self.sub.get_all()
         reports = ReportArrays.concat([b.reports for b in batches])
         t0 = time.monotonic()
-        picture = self.engine.step(reports, t_ns)
+        picture = self._local_engine().step(reports, t_ns)
         self.step_seconds = [*self.step_seconds[-255:], time.monotonic() - t0]
         self.last_picture = picture
         self.seq += 1
@@ -213,7 +262,7 @@ class FusionStage:
     def _step_here(self, req: StepRequest) -> tuple[StepReply, track_pb2.TrackBatch]:
         """The thread worker's step: this process's engine, in the stage's thread."""
         t0 = time.monotonic()
-        picture = self.engine.step(req.reports, req.t_ns)
+        picture = self._local_engine().step(req.reports, req.t_ns)
         step_s = time.monotonic() - t0
         pb = self._sensor_markings_pb if self.markings else None
         batch = tracks_to_proto(picture, self.sensor_ids, self.gateway_id, req.seq, req.t_ns, pb)
