@@ -136,7 +136,17 @@ class FusionStage:
             self.engine = SensorTable()
         else:
             self.engine = make_engine(config)
-        self.sub = reports.subscribe("fusion", maxsize=config.report_queue, policy=FullPolicy.DROP_NEWEST)
+        # Bounded in batches and in reports (a batch of a fast link holds
+        # hundreds): the backlog while a step runs is a memory bound (issue 18).
+        self.sub = reports.subscribe(
+            "fusion",
+            maxsize=config.report_queue,
+            policy=FullPolicy.DROP_NEWEST,
+            weigh=_reports_in,
+            max_weight=config.max_backlog_reports,
+        )
+        self._backlog_drops_seen = 0  # sub.dropped_weight as of the last warning check
+        self._backlog_warnings = 0
         self.tracks = tracks
         self.seq = 0
         #: The gateway's start time (UTC ns), stamped on every TrackBatch (lineage).
@@ -199,8 +209,36 @@ class FusionStage:
         engine = self.engine
         return engine.counters if isinstance(engine, CountingEngine) else {}
 
+    def _take_backlog(self) -> list[ReportsIn]:
+        """The report batches queued since the last step; says so once in a
+        while if the backlog bound dropped some meanwhile."""
+        dropped = self.sub.dropped_weight
+        if dropped != self._backlog_drops_seen:
+            self._backlog_warnings += 1
+            n = self._backlog_warnings
+            if n & (n - 1) == 0:  # the 1st, 2nd, 4th, ... time: a slow engine does not flood the log
+                log.warning(
+                    "fusion: backlog over max_backlog_reports (%d): %d reports dropped since the "
+                    "last step, %d in all (hilgw_fusion_backlog_dropped_reports_total)",
+                    self.config.max_backlog_reports,
+                    dropped - self._backlog_drops_seen,
+                    dropped,
+                )
+            self._backlog_drops_seen = dropped
+        return self.sub.get_all()
+
+    @property
+    def backlog_reports(self) -> int:
+        """Reports waiting for the next step."""
+        return self.sub.weight
+
+    @property
+    def backlog_dropped_reports(self) -> int:
+        """Reports the backlog bound (``max_backlog_reports``) discarded."""
+        return self.sub.dropped_weight
+
     def step_once(self, t_ns: int) -> track_pb2.TrackBatch:
-        batches = self.sub.get_all()
+        batches = self._take_backlog()
         reports = ReportArrays.concat([b.reports for b in batches])
         t0 = time.monotonic()
         picture = self._local_engine().step(reports, t_ns)
@@ -246,7 +284,7 @@ class FusionStage:
     def _request(self, t_ns: int) -> StepRequest:
         """The reports queued since the last step, the sensors and markings the
         worker has not had yet."""
-        batches = self.sub.get_all()
+        batches = self._take_backlog()
         sensors = self.engine.sensors
         new = tuple(sensors[self._sensors_sent :])
         self._sensors_sent = len(sensors)
@@ -401,6 +439,11 @@ class FusionStage:
             return {}
         vals, n = np.unique(self.last_picture.status, return_counts=True)
         return {int(v): int(c) for v, c in zip(vals, n, strict=True)}
+
+
+def _reports_in(batch: ReportsIn) -> int:
+    """A batch's weight in the fusion backlog: its reports."""
+    return len(batch.reports)
 
 
 async def _close(worker: ProcessWorker, grace_s: float = 2.0) -> None:

@@ -382,6 +382,14 @@ def _fusion_worker_metrics(gw: RunningGateway) -> Iterator[Metric]:
         "Fusion periods with no step started: the step before was still running",
         value=f.ticks_skipped,
     )
+    yield GaugeMetricFamily(
+        "hilgw_fusion_backlog_reports", "Reports waiting for the next fusion step", value=f.backlog_reports
+    )
+    yield CounterMetricFamily(
+        "hilgw_fusion_backlog_dropped_reports",
+        "Reports dropped because the fusion backlog was at fusion.max_backlog_reports",
+        value=f.backlog_dropped_reports,
+    )
 
 
 def _track_status(status: int) -> str:
