@@ -126,7 +126,7 @@ def live_tracks(m: dict[str, float]) -> int:
     return int(_sum(m, r'hilgw_tracks\{status="(tentative|confirmed|coasting)"\}'))
 
 
-def _config(path: Path, tty_name: str, mqtt_port: int, metrics_port: int, worker: str) -> None:
+def _config(path: Path, tty_name: str, mqtt_port: int, metrics_port: int, worker: str, backlog: int) -> None:
     path.write_text(
         f"""gateway_id = "bench"
 log_level = "WARNING"
@@ -138,6 +138,7 @@ port = {mqtt_port}
 
 [fusion]
 worker = "{worker}"
+max_backlog_reports = {backlog}
 
 [metrics]
 port = {metrics_port}
@@ -178,7 +179,7 @@ def _up(port: int) -> bool:
 
 
 def run(
-    rate: float, seconds: float, targets: int, worker: str, mqtt_port: int, env: dict[str, str]
+    rate: float, seconds: float, targets: int, worker: str, backlog: int, mqtt_port: int, env: dict[str, str]
 ) -> dict[str, Any]:
     """One gateway: rest, then load at ``rate`` (0: unpaced); returns both samples."""
     from tests.conftest import free_port
@@ -188,7 +189,7 @@ def run(
     metrics_port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "gw.toml"
-        _config(cfg, os.ttyname(slave), mqtt_port, metrics_port, worker)
+        _config(cfg, os.ttyname(slave), mqtt_port, metrics_port, worker, backlog)
         gw = subprocess.Popen(
             [
                 sys.executable,
@@ -229,13 +230,15 @@ def run(
             writer.stdin.write("go\n")
             writer.stdin.flush()
             best: dict[str, Any] | None = None
-            tracks_max = 0
+            tracks_max = backlog_max = mqtt_max = 0.0
             while writer.poll() is None:
                 time.sleep(0.5)
                 s = sample(gw.pid)
                 m = metrics(metrics_port)
                 s["live_tracks"] = live_tracks(m)
                 tracks_max = max(tracks_max, s["live_tracks"])
+                backlog_max = max(backlog_max, _sum(m, "hilgw_fusion_backlog_reports"))
+                mqtt_max = max(mqtt_max, _sum(m, "hilgw_mqtt_queue_depth"))
                 if best is None or s["total"]["pss"] > best["total"]["pss"]:
                     best = s
             sent = int((writer.stdout.read() or "0").strip() or 0)
@@ -245,7 +248,7 @@ def run(
             if best is None or end["total"]["pss"] > best["total"]["pss"]:
                 best = end
             load = best
-            load["live_tracks_max"] = max(tracks_max, end["live_tracks"])
+            load["live_tracks_max"] = max(int(tracks_max), end["live_tracks"])
             counters = {
                 "reports_sent": sent,
                 "device_reports": _sum(m, r"hilgw_device_reports(_total)?\{.*\}"),
@@ -253,7 +256,9 @@ def run(
                 "queue_drops": _sum(m, r"hilgw_queue_drops(_total)?\{.*\}"),
                 "pictures_stale": _sum(m, r"hilgw_fusion_pictures_stale(_total)?"),
                 "ticks_skipped": _sum(m, r"hilgw_fusion_ticks_skipped(_total)?"),
-                "backlog_dropped": _sum(m, r"hilgw_fusion_backlog_dropped(_total)?"),
+                "backlog_dropped": _sum(m, r"hilgw_fusion_backlog_dropped_reports(_total)?"),
+                "backlog_reports_max": backlog_max,
+                "mqtt_queue_max": mqtt_max,
             }
         finally:
             if writer is not None and writer.poll() is None:
@@ -293,6 +298,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--targets", type=int, default=1000)
     ap.add_argument("--worker", default="process", choices=("process", "thread", "inline"))
+    ap.add_argument(
+        "--max-backlog-reports", type=int, default=50_000, help="[fusion] max_backlog_reports (the default)"
+    )
     ap.add_argument("--malloc-arena-max", type=int, default=None, help="MALLOC_ARENA_MAX for the gateway")
     ap.add_argument("--json", action="store_true")
     ns = ap.parse_args()
@@ -317,12 +325,20 @@ def main() -> int:
             broker = subprocess.Popen([mosq, "-c", str(conf)], stderr=subprocess.DEVNULL)
             try:
                 wait_port(port)
-                results.append(run(rate, ns.seconds, ns.targets, ns.worker, port, env))
+                results.append(
+                    run(rate, ns.seconds, ns.targets, ns.worker, ns.max_backlog_reports, port, env)
+                )
             finally:
                 broker.terminate()
                 broker.wait()
     load = os.getloadavg()[0]
-    head = {"load_1min": load, "seconds": ns.seconds, "targets": ns.targets, "worker": ns.worker}
+    head = {
+        "load_1min": load,
+        "seconds": ns.seconds,
+        "targets": ns.targets,
+        "worker": ns.worker,
+        "max_backlog_reports": ns.max_backlog_reports,
+    }
     if ns.malloc_arena_max is not None:
         head["malloc_arena_max"] = ns.malloc_arena_max
     if ns.json:
@@ -354,7 +370,9 @@ def main() -> int:
             f"rate {res['rate']}: sent {res['reports_sent']:,}, reports {res['device_reports']:,.0f}, "
             f"device drops {res['device_drops']:.0f}, queue drops {res['queue_drops']:.0f}, "
             f"stale pictures {res['pictures_stale']:.0f}, skipped periods {res['ticks_skipped']:.0f}, "
-            f"backlog dropped {res['backlog_dropped']:.0f}, live tracks max {res['load']['live_tracks_max']}"
+            f"fusion backlog max {res['backlog_reports_max']:,.0f} reports, "
+            f"dropped {res['backlog_dropped']:,.0f}, "
+            f"MQTT queue max {res['mqtt_queue_max']:,.0f}, live tracks max {res['load']['live_tracks_max']}"
         )
     return 0
 

@@ -128,6 +128,7 @@ def test_the_worker_maps_scipy_but_not_pydantic() -> None:
 GATEWAY = textwrap.dedent(
     """
     import asyncio, sys
+    import gateway.console  # hilgw run's own module: rich only for a terminal
     from gateway.config import parse_config
     from gateway.supervisor import Gateway
 
@@ -150,6 +151,7 @@ GATEWAY = textwrap.dedent(
             assert gw.fusion.sensor_ids == ["radar-1"]
             scipy = sorted(m for m in sys.modules if m.split(".")[0] == "scipy")
             print("scipy:", scipy[:5])
+            print("rich:", "rich" in sys.modules)
 
     asyncio.run(main())
     """
@@ -158,9 +160,11 @@ GATEWAY = textwrap.dedent(
 
 def test_a_running_gateway_process_imports_no_scipy() -> None:
     """With fusion in its worker (the default) the gateway process needs no
-    scipy (~28 MB): not for a rotated site, not for the engine it does not step."""
+    scipy (~28 MB): not for a rotated site, not for the engine it does not step;
+    nor rich (~4 MB) without a terminal to draw on."""
     out = subprocess.run(
         [sys.executable, "-c", GATEWAY], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
     )
     assert out.returncode == 0, out.stderr
     assert "scipy: []" in out.stdout, out.stdout
+    assert "rich: False" in out.stdout, out.stdout
