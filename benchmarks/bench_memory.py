@@ -299,7 +299,7 @@ def main() -> int:
     ap.add_argument("--targets", type=int, default=1000)
     ap.add_argument("--worker", default="process", choices=("process", "thread", "inline"))
     ap.add_argument(
-        "--max-backlog-reports", type=int, default=50_000, help="[fusion] max_backlog_reports (the default)"
+        "--max-backlog-reports", type=int, default=20_000, help="[fusion] max_backlog_reports (the default)"
     )
     ap.add_argument("--malloc-arena-max", type=int, default=None, help="MALLOC_ARENA_MAX for the gateway")
     ap.add_argument("--json", action="store_true")

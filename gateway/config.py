@@ -227,12 +227,13 @@ class FusionConfig(_Model):
     publish_hz: float = Field(default=5.0, gt=0, le=100)
     report_queue: int = Field(default=100_000, ge=100)
     #: The reports (not batches) waiting for the next step at most: the fusion
-    #: backlog bounded in memory (~0.5 kB a report, held up to ~3 times while
-    #: a step is handed over). The newest batch that does not fit is dropped
-    #: and counted (hilgw_fusion_backlog_dropped_reports_total). 50,000 is one
-    #: second of the design rate (issue 18): a longer backlog could not make a
-    #: picture within max_picture_lag_s anyway.
-    max_backlog_reports: int = Field(default=50_000, ge=100)
+    #: backlog bounded in memory (~2.3 kB a report in the gateway measured at
+    #: the unpaced rate: the batch queued, its copy for the step, the allocator's
+    #: share). The newest batch that does not fit is dropped and counted
+    #: (hilgw_fusion_backlog_dropped_reports_total). 20,000 lets a step at 50,000
+    #: reports/s (issue 18) take two periods at 5 Hz (0.4 s; ~0.27 s measured)
+    #: before anything is dropped.
+    max_backlog_reports: int = Field(default=20_000, ge=100)
     #: Where the engine steps (issue 18, gateway/fusion_worker.py): ``process``
     #: (its own process: ingest never waits on a step), ``thread``, or
     #: ``inline`` on the event loop (replay, and tests that step by hand).

@@ -11,6 +11,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -33,6 +34,7 @@ from tests.unit.fusion_worker_support import TARGETS, sensor_tracks
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE = local_geometry("radar", TARGETS.mean(axis=0) * 0.999)
+BOUND_S = 60.0  # only against a hang
 
 
 def _batch(n: int, t_ns: int, rng: np.random.Generator) -> ReportsIn:
@@ -70,7 +72,7 @@ def test_fusion_backlog_is_bounded_in_reports_and_counts_what_it_drops(
     assert "30 reports dropped" in caplog.text
     assert "max_backlog_reports (100)" in caplog.text
     gw = SimpleNamespace(fusion=stage)  # what the collector reads of a gateway
-    metrics = {m.name: m.samples[0].value for m in _fusion_worker_metrics(gw)}  # type: ignore[arg-type]
+    metrics = {m.name: m.samples[0].value for m in _fusion_worker_metrics(gw)}
     assert metrics["hilgw_fusion_backlog_dropped_reports"] == 30
     assert metrics["hilgw_fusion_backlog_reports"] == 0
     # No new drops: no new warning.
@@ -168,3 +170,33 @@ def test_a_running_gateway_process_imports_no_scipy() -> None:
     assert out.returncode == 0, out.stderr
     assert "scipy: []" in out.stdout, out.stdout
     assert "rich: False" in out.stdout, out.stdout
+
+
+def test_a_step_request_crosses_the_pipe_with_its_columns_out_of_band() -> None:
+    """The reports' columns are sent as buffers of their own (not copied into a
+    pickle first) and arrive equal and writable (the engine may work in place)."""
+    import multiprocessing
+
+    from gateway.fusion_worker import StepRequest, _Framed, recv_framed, send_framed
+
+    rng = np.random.default_rng(6)
+    t = time.time_ns()
+    req = StepRequest(3, t, _batch(5000, t, rng).reports, (SITE,))
+    a, b = multiprocessing.Pipe()
+    sender = threading.Thread(target=send_framed, args=(a, req))  # the pipe holds less than the request
+    sender.start()
+    try:
+        framed = b.recv()
+        assert isinstance(framed, _Framed)
+        columns = sum(getattr(req.reports, f).nbytes for f in req.reports.__slots__)
+        assert sum(framed.sizes) >= columns  # every column out of band
+        got = recv_framed(b, framed)
+    finally:
+        sender.join(BOUND_S)
+        a.close()
+        b.close()
+    assert isinstance(got, StepRequest)
+    assert (got.seq, got.t_ns, got.new_sensors[0].sensor_id) == (3, t, "radar")
+    for f in req.reports.__slots__:
+        np.testing.assert_array_equal(getattr(got.reports, f), getattr(req.reports, f))
+    assert got.reports.x.flags.writeable
