@@ -200,3 +200,26 @@ def test_a_step_request_crosses_the_pipe_with_its_columns_out_of_band() -> None:
     for f in req.reports.__slots__:
         np.testing.assert_array_equal(getattr(got.reports, f), getattr(req.reports, f))
     assert got.reports.x.flags.writeable
+
+
+async def test_frame_to_track_keeps_a_bounded_wait_list_without_pictures() -> None:
+    """/metrics matches report batches to the picture that takes them in; with
+    no picture (a failed worker) the receive times waiting are bounded, the
+    oldest dropped and counted, and a picture still matches the newest."""
+    from gateway.metrics import GatewayMetrics
+    from gateway.stages import StageClock
+
+    gw = SimpleNamespace(reports=Topic[ReportsIn]("reports"), tracks=Topic[track_pb2.TrackBatch]("tracks"))
+    gw.stages = StageClock()
+    m = GatewayMetrics(gw)
+    m.pending_max = 10
+    rng = np.random.default_rng(8)
+    t = time.time_ns()
+    for k in range(25):
+        gw.reports.publish(ReportsIn("radar", t + k, sensor_tracks(0, t, rng)))
+    m.observe(t + 100)
+    assert m.unmatched == 15
+    gw.tracks.publish(track_pb2.TrackBatch(time_ns=t + 100))
+    m.observe(t + 200)
+    counts = {s.name: s.value for fam in m.frame_to_track.collect() for s in fam.samples}
+    assert counts["hilgw_frame_to_track_seconds_count"] == 10  # the newest ten, matched
