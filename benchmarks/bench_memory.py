@@ -45,6 +45,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tty
 import urllib.request
@@ -126,7 +127,10 @@ def live_tracks(m: dict[str, float]) -> int:
     return int(_sum(m, r'hilgw_tracks\{status="(tentative|confirmed|coasting)"\}'))
 
 
-def _config(path: Path, tty_name: str, mqtt_port: int, metrics_port: int, worker: str, backlog: int) -> None:
+def _config(
+    path: Path, tty_name: str, mqtt_port: int, metrics_port: int, worker: str, backlog: int, web_port: int
+) -> None:
+    web = f"\n[web]\nport = {web_port}\n" if web_port else ""
     path.write_text(
         f"""gateway_id = "bench"
 log_level = "WARNING"
@@ -142,7 +146,7 @@ max_backlog_reports = {backlog}
 
 [metrics]
 port = {metrics_port}
-
+{web}
 [[devices]]
 id = "radar"
 protocol = "serial_radar"
@@ -178,8 +182,25 @@ def _up(port: int) -> bool:
         return False
 
 
+def _page(port: int, stop: threading.Event, sizes: list[int]) -> None:
+    """An open situation-display page, roughly: its snapshot twice a second."""
+    while not stop.wait(0.5):
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/state.json", timeout=10) as r,
+        ):
+            sizes.append(len(r.read()))
+
+
 def run(
-    rate: float, seconds: float, targets: int, worker: str, backlog: int, mqtt_port: int, env: dict[str, str]
+    rate: float,
+    seconds: float,
+    targets: int,
+    worker: str,
+    backlog: int,
+    mqtt_port: int,
+    env: dict[str, str],
+    web: bool = False,
 ) -> dict[str, Any]:
     """One gateway: rest, then load at ``rate`` (0: unpaced); returns both samples."""
     from tests.conftest import free_port
@@ -189,7 +210,11 @@ def run(
     metrics_port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "gw.toml"
-        _config(cfg, os.ttyname(slave), mqtt_port, metrics_port, worker, backlog)
+        web_port = free_port() if web else 0
+        _config(cfg, os.ttyname(slave), mqtt_port, metrics_port, worker, backlog, web_port)
+        stop_page = threading.Event()
+        page_sizes: list[int] = []
+        page = threading.Thread(target=_page, args=(web_port, stop_page, page_sizes), daemon=True)
         gw = subprocess.Popen(
             [
                 sys.executable,
@@ -212,7 +237,10 @@ def run(
             writer = subprocess.Popen(
                 [
                     sys.executable,
-                    str(LATENCY),
+                    # Paced: frames stamped as they are written, so a run longer than
+                    # max_report_age_s keeps its tracks; unpaced: bench_latency's
+                    # pre-encoded frames (the encoder must not be the limit).
+                    str(LATENCY if rate <= 0 else Path(__file__).resolve()),
                     "--writer",
                     str(master),
                     str(rate),
@@ -229,6 +257,8 @@ def run(
             writer.stdout.readline()  # "ready": frames encoded
             writer.stdin.write("go\n")
             writer.stdin.flush()
+            if web:
+                page.start()
             best: dict[str, Any] | None = None
             tracks_max = backlog_max = mqtt_max = 0.0
             while writer.poll() is None:
@@ -242,6 +272,7 @@ def run(
                 if best is None or s["total"]["pss"] > best["total"]["pss"]:
                     best = s
             sent = int((writer.stdout.read() or "0").strip() or 0)
+            stop_page.set()
             end = sample(gw.pid)
             m = metrics(metrics_port)
             end["live_tracks"] = live_tracks(m)
@@ -259,8 +290,10 @@ def run(
                 "backlog_dropped": _sum(m, r"hilgw_fusion_backlog_dropped_reports(_total)?"),
                 "backlog_reports_max": backlog_max,
                 "mqtt_queue_max": mqtt_max,
+                "page_json_mb_max": max(page_sizes, default=0) / 1e6,
             }
         finally:
+            stop_page.set()
             if writer is not None and writer.poll() is None:
                 writer.kill()
                 writer.wait()
@@ -292,7 +325,53 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, dict[str, float], str]]:
     return out
 
 
+def _writer(fd: int, rate: float, seconds: float, targets: int) -> None:
+    """Paced TRACK_REPORT frames of ``targets`` stationary targets into the pty,
+    each 10 ms block encoded when it is due (sensor time = now)."""
+    import numpy as np
+
+    from drivers.base import Role
+    from drivers.radar import TRACK_BATCH_DTYPE
+    from drivers.serial_radar import SerialRadarCodec
+
+    rng = np.random.default_rng(3)  # the targets of bench_latency's writer
+    rng_range = rng.uniform(20e3, 150e3, targets)
+    rng_az = rng.uniform(-1.2, 1.2, targets)
+    rng_el = rng.uniform(0.01, 0.2, targets)
+    codec = SerialRadarCodec(Role.DEVICE, sensor_id=SENSOR)
+    os.set_blocking(fd, True)
+    block = max(1, int(rate / 100))
+    print("ready", flush=True)
+    sys.stdin.readline()  # go
+    t0 = time.monotonic()
+    sent = 0
+    for k in range(int(rate * seconds / block)):
+        delay = t0 + k * block / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        idx = (sent + np.arange(block)) % targets
+        a = np.zeros(block, TRACK_BATCH_DTYPE)
+        a["sensor_track_id"] = idx + 1
+        a["sensor_time_ns"] = time.time_ns()
+        a["range_m"] = rng_range[idx] + rng.normal(0, 10, block)
+        a["azimuth_rad"] = np.mod(rng_az[idx] + rng.normal(0, 1e-3, block), 2 * np.pi)
+        a["elevation_rad"] = rng_el[idx] + rng.normal(0, 1e-3, block)
+        a["sigma_range_m"] = 15.0
+        a["sigma_azimuth_rad"] = 2e-3
+        a["sigma_elevation_rad"] = 2e-3
+        a["sigma_range_rate_mps"] = 1.0
+        a["quality"] = 0.9
+        view = memoryview(codec.encode_track_batch(a))
+        while view:
+            view = view[os.write(fd, view) :]
+        sent += block
+    print(sent, flush=True)
+
+
 def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--writer":
+        _writer(int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rates", default="10000,max", help="reports/s, comma-separated; max = unpaced")
     ap.add_argument("--seconds", type=float, default=8.0)
@@ -302,6 +381,11 @@ def main() -> int:
         "--max-backlog-reports", type=int, default=20_000, help="[fusion] max_backlog_reports (the default)"
     )
     ap.add_argument("--malloc-arena-max", type=int, default=None, help="MALLOC_ARENA_MAX for the gateway")
+    ap.add_argument(
+        "--web",
+        action="store_true",
+        help="[web] on, a page open (state.json at 2 Hz): trails of history_s = 60 s",
+    )
     ap.add_argument("--json", action="store_true")
     ns = ap.parse_args()
     mosq = shutil.which("mosquitto") or (
@@ -326,7 +410,7 @@ def main() -> int:
             try:
                 wait_port(port)
                 results.append(
-                    run(rate, ns.seconds, ns.targets, ns.worker, ns.max_backlog_reports, port, env)
+                    run(rate, ns.seconds, ns.targets, ns.worker, ns.max_backlog_reports, port, env, ns.web)
                 )
             finally:
                 broker.terminate()
@@ -373,6 +457,7 @@ def main() -> int:
             f"fusion backlog max {res['backlog_reports_max']:,.0f} reports, "
             f"dropped {res['backlog_dropped']:,.0f}, "
             f"MQTT queue max {res['mqtt_queue_max']:,.0f}, live tracks max {res['load']['live_tracks_max']}"
+            + (f", display snapshot max {res['page_json_mb_max']:.1f} MB" if ns.web else "")
         )
     return 0
 
