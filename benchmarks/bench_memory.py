@@ -92,7 +92,10 @@ def children(pid: int) -> list[int]:
 def _name(pid: int) -> str:
     cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     text = " ".join(c.decode(errors="replace") for c in cmd if c)
-    return "fusion worker" if "fusion_worker" in text else text[:40]
+    for module, name in (("fusion_worker", "fusion worker"), ("hold_proc", "local hold")):
+        if module in text:
+            return name
+    return text[:40]
 
 
 def sample(gw_pid: int) -> dict[str, Any]:
@@ -101,7 +104,7 @@ def sample(gw_pid: int) -> dict[str, Any]:
     for c in children(gw_pid):
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # gone since the listing
             name = _name(c)
-            procs[name if name == "fusion worker" else f"{name} ({c})"] = smaps(c)
+            procs[name if name in ("fusion worker", "local hold") else f"{name} ({c})"] = smaps(c)
     total = {k: sum(p[k] for p in procs.values()) for k in ("rss", "pss", "private", "swap", "peak_rss")}
     return {"processes": procs, "total": total}
 
@@ -128,9 +131,26 @@ def live_tracks(m: dict[str, float]) -> int:
 
 
 def _config(
-    path: Path, tty_name: str, mqtt_port: int, metrics_port: int, worker: str, backlog: int, web_port: int
+    path: Path,
+    tty_name: str,
+    mqtt_port: int,
+    metrics_port: int,
+    worker: str,
+    backlog: int,
+    web_port: int,
+    cue: bool = False,
 ) -> None:
     web = f"\n[web]\nport = {web_port}\n" if web_port else ""
+    if cue:
+        # The cue path on, no launchers: its modules, its audit log and the
+        # local hold switch's own process (gateway/cue/hold_proc.py) are in.
+        keys = path.parent / "keys.toml"
+        keys.write_text(f'[operator.op-1]\nsecret = "{"11" * 32}"\n[gateway.gw-1]\nsecret = "{"33" * 32}"\n')
+        keys.chmod(0o600)
+        web += (
+            f'\n[cue]\nkeys_file = "{keys}"\naudit_path = "{path.parent / "audit.jsonl"}"\n'
+            f'local_hold_socket = "{path.parent / "hold.sock"}"\n'
+        )
     path.write_text(
         f"""gateway_id = "bench"
 log_level = "WARNING"
@@ -201,6 +221,7 @@ def run(
     mqtt_port: int,
     env: dict[str, str],
     web: bool = False,
+    cue: bool = False,
 ) -> dict[str, Any]:
     """One gateway: rest, then load at ``rate`` (0: unpaced); returns both samples."""
     from tests.conftest import free_port
@@ -211,7 +232,7 @@ def run(
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "gw.toml"
         web_port = free_port() if web else 0
-        _config(cfg, os.ttyname(slave), mqtt_port, metrics_port, worker, backlog, web_port)
+        _config(cfg, os.ttyname(slave), mqtt_port, metrics_port, worker, backlog, web_port, cue)
         stop_page = threading.Event()
         page_sizes: list[int] = []
         page = threading.Thread(target=_page, args=(web_port, stop_page, page_sizes), daemon=True)
@@ -386,6 +407,9 @@ def main() -> int:
         action="store_true",
         help="[web] on, a page open (state.json at 2 Hz): trails of history_s = 60 s",
     )
+    ap.add_argument(
+        "--cue", action="store_true", help="[cue] on (no launchers): the hold switch's process too"
+    )
     ap.add_argument("--json", action="store_true")
     ns = ap.parse_args()
     mosq = shutil.which("mosquitto") or (
@@ -410,7 +434,17 @@ def main() -> int:
             try:
                 wait_port(port)
                 results.append(
-                    run(rate, ns.seconds, ns.targets, ns.worker, ns.max_backlog_reports, port, env, ns.web)
+                    run(
+                        rate,
+                        ns.seconds,
+                        ns.targets,
+                        ns.worker,
+                        ns.max_backlog_reports,
+                        port,
+                        env,
+                        ns.web,
+                        ns.cue,
+                    )
                 )
             finally:
                 broker.terminate()
