@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from gateway.bench_oracle import ORACLE_MODES, OracleEngine
 from gateway.fusion.api import KIND_PLOT, STATUS_COASTING, STATUS_CONFIRMED, ReportArrays
 from gateway.fusion.config import MODEL_BALLISTIC, MODEL_NCV, FusionConfig
 from gateway.fusion.engine import Engine
@@ -49,6 +50,9 @@ VARIANTS: dict[str, FusionConfig] = {
     "default": BENCH_CONFIG,
     # the default with hard (GNN) updates
     "gnn": dataclasses.replace(BENCH_CONFIG, association="gnn"),
+    # association costs with the manoeuvre model of every track (the default
+    # before the exo-atmospheric rule, gateway/fusion/twoscan.py quiet_logsumexp)
+    "loud": dataclasses.replace(BENCH_CONFIG, assoc_quiet_above_m=1e9),
     # the default with cheap-JPDA updates of confirmed tracks
     "jpda": dataclasses.replace(BENCH_CONFIG, association="jpda"),
     # GNN costs from one moment-matched Gaussian per track (the default before
@@ -56,6 +60,9 @@ VARIANTS: dict[str, FusionConfig] = {
     "combined": dataclasses.replace(BENCH_CONFIG, assoc_cost="combined"),
     # one-batch look-ahead swap test of crossed plots (gateway/fusion/twoscan.py)
     "two_scan": dataclasses.replace(BENCH_CONFIG, two_scan=True),
+    # sliding-window multi-scan assignment (gateway/fusion/mht.py): one scan of three radars
+    "mht": dataclasses.replace(BENCH_CONFIG, mht_window=3),
+    "mht6": dataclasses.replace(BENCH_CONFIG, mht_window=6),
     # the former bench default: NCV only, q = 1, GNN
     "ncv": dataclasses.replace(BENCH_CONFIG, models=(MODEL_NCV,), imm_initial=(1.0,), association="gnn"),
     # the former `--imm`: NCV + ballistic, GNN
@@ -68,6 +75,9 @@ VARIANTS: dict[str, FusionConfig] = {
     ),
 }
 IMM_BENCH_CONFIG = VARIANTS["imm"]
+# Diagnostics that CHEAT (read the truth's plot origins): gateway/bench_oracle.py.
+for _mode in ORACLE_MODES:
+    VARIANTS[_mode] = BENCH_CONFIG
 
 
 _TO_BENCH = [0, 3, 1, 4, 2, 5]  # (x, y, z, vx, vy, vz) -> (x, vx, y, vy, z, vz)
@@ -76,7 +86,10 @@ _NAN66 = np.full((6, 6), np.nan)
 
 
 def _scans(sc: Any) -> list[tuple[int, ReportArrays]]:
-    """Per scan: (time ns, plots) with polar = (range, azimuth, elevation, NaN)."""
+    """Per scan: (time ns, plots) with polar = (range, azimuth, elevation, NaN).
+
+    ``sensor_track_id`` is 0, or the originating object + 1 when ``sc`` holds
+    ``meas_truth`` (only the oracle diagnostics load it)."""
     scan_time = np.asarray(sc["scan_time"], np.float64)
     meas_scan = np.asarray(sc["meas_scan"], np.int64)
     z = np.asarray(sc["meas_z"], np.float64)  # (el, az, r)
@@ -85,6 +98,9 @@ def _scans(sc: Any) -> list[tuple[int, ReportArrays]]:
     t_ns = np.round(scan_time * 1e9).astype(np.int64)
     polar = np.column_stack([z[:, 2], z[:, 1], z[:, 0], np.full(len(z), np.nan)])
     psig = np.column_stack([sig[sensor, 2], sig[sensor, 1], sig[sensor, 0], np.full(len(z), np.nan)])
+    label = (np.asarray(sc["meas_truth"], np.int64) + 1 if "meas_truth" in sc else np.zeros(len(z))).astype(
+        np.uint32
+    )
     bounds = np.searchsorted(meas_scan, np.arange(len(scan_time) + 1))
     out = []
     for k in range(len(scan_time)):
@@ -95,7 +111,7 @@ def _scans(sc: Any) -> list[tuple[int, ReportArrays]]:
                 int(t_ns[k]),
                 ReportArrays(
                     sensor=sensor[a:b].copy(),
-                    sensor_track_id=np.zeros(m, np.uint32),
+                    sensor_track_id=label[a:b].copy(),
                     kind=np.full(m, KIND_PLOT, np.int8),
                     t_ns=np.full(m, t_ns[k], np.int64),
                     x=np.broadcast_to(_NAN6, (m, 6)),  # plots: the engine reads polar only
@@ -125,20 +141,25 @@ def scenario_gravity(params_json: str) -> AccelFn:
     return accel
 
 
-def run_bench(scenario: Path, tracks_out: Path | None, config: FusionConfig = BENCH_CONFIG) -> dict[str, Any]:
+def run_bench(
+    scenario: Path, tracks_out: Path | None, config: FusionConfig = BENCH_CONFIG, oracle: str | None = None
+) -> dict[str, Any]:
     """Run the engine over every scan of ``scenario``; write ``tracks_out``.
+
+    ``oracle`` (one of ``ORACLE_MODES``) runs the cheating diagnostic of
+    :mod:`gateway.bench_oracle` instead, which reads the plots' origins.
 
     Returns the figures: scans, measurements, time per scan (median, p99,
     mean, max) in ms, measurements per second, peak RSS in MB, tracks.
     """
     with np.load(scenario) as f:
         # Only what a tracker may use (not the truth): keeps the RSS honest.
-        sc = {
-            k: f[k] for k in ("scan_time", "meas_scan", "meas_z", "meas_sensor", "sensor_sigma", "sensor_pos")
-        }
+        keys = ["scan_time", "meas_scan", "meas_z", "meas_sensor", "sensor_sigma", "sensor_pos"]
+        sc = {k: f[k] for k in keys + (["meas_truth"] if oracle else [])}
         params = str(f["params_json"]) if "params_json" in f.files else "{}"
     scans = _scans(sc)
-    engine = Engine(config, accel=scenario_gravity(params))
+    accel = scenario_gravity(params)
+    engine = OracleEngine(config, accel, oracle) if oracle else Engine(config, accel=accel)
     for s, pos in enumerate(np.asarray(sc["sensor_pos"], np.float64)):
         engine.add_sensor(local_geometry(f"radar{s}", pos))
 
@@ -225,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                 val = v  # a bare string, e.g. association=jpda
             over[k] = tuple(val) if isinstance(val, list) else val
         cfg = dataclasses.replace(cfg, **over)
-    res = run_bench(a.scenario, a.tracks_out, cfg)
+    res = run_bench(a.scenario, a.tracks_out, cfg, oracle=a.variant if a.variant in ORACLE_MODES else None)
     res["variant"] = "imm" if a.imm else a.variant
     if a.json:
         print(json.dumps(res))

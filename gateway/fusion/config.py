@@ -67,12 +67,21 @@ class FusionConfig:
       (default), -2 ln Σ_m μ_m N(ν_m; 0, S_m) over the models, or
       ``"combined"``, -2 ln N(ν; 0, S) with the IMM's moment-matched state
       (the former default; figures: benchmarks/fusion/RESULTS.md).
+      ``assoc_quiet_above_m``: tracks higher than this above the Earth (read
+      from the gravity model) are exo-atmospheric and cannot manoeuvre: the
+      mixture cost leaves their manoeuvre model out (the filter keeps it).
+      A very large value (1e9) turns this off.
       ``two_scan``: look one batch ahead before an assignment between
       closely spaced tracks becomes final (:mod:`gateway.fusion.twoscan`):
       two tracks that took plots of one batch and now share a plot in their
       gates swap those plots when the swapped histories explain the two
       batches better by more than ``two_scan_margin`` (in -2 ln likelihood).
-      ``p_detect``: detection probability assumed by the association weights.
+      ``mht_window``: plot batches over which closely spaced tracks keep
+      alternative assignments (:mod:`gateway.fusion.mht`, a sliding-window
+      multi-scan assignment with N-scan pruning); 0 or 1: GNN decides each
+      batch at once. ``mht_hypotheses``: global hypotheses kept per cluster.
+      ``p_detect``: detection probability assumed by the association weights
+      (and by the MHT's hypothesis scores).
       ``clutter_density``: false plots per unit of measurement volume
       (m·rad², range × azimuth × elevation) assumed by the weights; a range
       rate adds ``clutter_range_rate_span_mps`` as a fourth extent.
@@ -140,8 +149,11 @@ class FusionConfig:
     t2t_persist_gate_prob: float = 0.999999
     association: str = ASSOC_GNN
     assoc_cost: str = ASSOC_COST_MIXTURE
+    assoc_quiet_above_m: float = 60_000.0
     two_scan: bool = False
     two_scan_margin: float = 2.0
+    mht_window: int = 0
+    mht_hypotheses: int = 4
     p_detect: float = 0.8
     clutter_density: float = 1e-5
     clutter_range_rate_span_mps: float = 2000.0
@@ -211,6 +223,8 @@ class FusionConfig:
         for name in ("scan_window_s", "oos_lag_s", "bias_gain", "merge_radius_m", "two_scan_margin"):
             if getattr(self, name) < 0.0:
                 raise ConfigError(f"fusion.{name}", f"{getattr(self, name)!r}: must be >= 0")
+        if self.mht_window < 0 or self.mht_hypotheses < 1:
+            raise ConfigError("fusion.mht_window", "mht_window must be >= 0 and mht_hypotheses >= 1")
         if self.drop_misses < 1 or self.coast_misses < 1 or self.tentative_drop_misses < 1:
             raise ConfigError("fusion.drop_misses", "every *_misses count must be >= 1")
 
@@ -221,7 +235,10 @@ class FusionConfig:
         ``inf`` would otherwise reach the filter arithmetic."""
         for f in dataclasses.fields(self):
             value, default = getattr(self, f.name), f.default
-            items = value if isinstance(default, tuple) else (value,)
+            # A scalar field that also takes one value per model
+            # (imm_switch_rate_hz: float | tuple[float, ...]).
+            per_model = isinstance(value, tuple) and "tuple" in str(f.type)
+            items = value if isinstance(default, tuple) or per_model else (value,)
             if isinstance(default, tuple) and not isinstance(value, tuple):
                 raise ConfigError(f"fusion.{f.name}", f"{value!r}: must be a list")
             kind = type(default[0]) if isinstance(default, tuple) else type(default)

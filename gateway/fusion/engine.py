@@ -9,7 +9,8 @@ One step:
    ``scan_window_s``) and processed in time order. A batch at or after the
    table's time runs the normal cycle: IMM mixing and prediction of every
    track to the batch start, k-d tree pre-gate, per-pair prediction to each
-   report's own time, Mahalanobis gate, global-nearest-neighbour assignment,
+   report's own time, Mahalanobis gate, global-nearest-neighbour assignment
+   (with ``mht_window``: revisited over that many batches, :mod:`.mht`),
    EKF (plots) or covariance-intersection (sensor tracks) updates, track
    starts, life cycle. A batch older than the table's time (within the lag)
    updates the tracks by retrodiction (:mod:`gateway.fusion.oos`);
@@ -53,6 +54,7 @@ from gateway.fusion.kalman import covariance_intersection, ekf_update, innovatio
 from gateway.fusion.lifecycle import apply_misses, new_rows, rows_to_arrays, snapshot
 from gateway.fusion.measure import plot_dims, plot_residual, plot_to_state
 from gateway.fusion.merge import merge_duplicates
+from gateway.fusion.mht import WindowMHT
 from gateway.fusion.motion import (
     AccelFn,
     ecef_gravity,
@@ -102,6 +104,7 @@ class Engine:
             "tracks_merged": 0,
             "sensor_track_reseeds": 0,
             "two_scan_swaps": 0,
+            "mht_clusters": 0,
         }
         #: Serial of the current batch (1, 2, ...): gateway/fusion/twoscan.py.
         self.batch_serial = 0
@@ -114,6 +117,7 @@ class Engine:
         self.merge_gate = chi2_quantile(self.cfg.merge_gate_prob, 6)
         self.init_gate = {d: chi2_quantile(self.cfg.init_suppress_prob, d) for d in (3, 4, 6)}
         self._mu0 = np.asarray(self.cfg.imm_initial, dtype=np.float64)
+        self.mht = WindowMHT(self) if self.cfg.mht_window > 1 else None
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Engine:
@@ -166,6 +170,8 @@ class Engine:
         for idx in self._batches(now):
             batch = _take(now, idx)
             if self.t_store is not None and int(batch.t_ns.min()) < self.t_store:
+                if self.mht is not None:
+                    self.mht.reset()
                 self._oos_batch(batch)
             else:
                 self._batch(batch)
@@ -245,6 +251,10 @@ class Engine:
         plots = int(r.kind[0]) == KIND_PLOT
         t0 = int(r.t_ns.min())
         t_end = int(r.t_ns.max())
+        if self.mht is not None and plots:
+            self.mht.before()
+        elif self.mht is not None:
+            self.mht.reset()  # the window re-runs plot batches only
         self._advance(t0)
         self.batch_serial += 1
         n_old = st.n
@@ -323,6 +333,8 @@ class Engine:
             if sel.size or t_end != t0:
                 st.x[:n_old], st.P[:n_old] = imm_combine(st.xm[:n_old], st.Pm[:n_old], st.mu[:n_old])
         self.t_store = t_end
+        if self.mht is not None and plots and not soft:
+            self.mht.after(r, s, ti[g], rj[g], at, ar, t0, t_end)
         if not plots:
             at, ar = self._reseed(r, ti, rj, same, sel, at, ar, t_end)
 

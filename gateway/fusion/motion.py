@@ -82,6 +82,25 @@ def ecef_gravity(j2: bool = True, rotating: bool = True) -> AccelFn:
     return accel
 
 
+def altitude_from_gravity(accel: AccelFn, x: F64) -> F64:
+    """Height [m] above a sphere of the WGS-84 equatorial radius, read from
+    the strength of the gravity model at each state (N, 6): r = sqrt(GM/|g|).
+
+    The engine's frame is whatever its ``accel`` says (ECEF, or a local frame
+    with the Earth's centre elsewhere), so the field is the one thing that
+    knows where the Earth is. A uniform field (``flat_gravity``) reads as
+    about 0 m everywhere. The field is taken at rest (velocity zeroed: the
+    Coriolis term of the rotating frame, 2Ωv, is 4 % of g at 3 km/s); J2 and
+    the centrifugal term move |g| by < 0.4 %, i.e. the height by < 15 km:
+    enough to tell exo-atmospheric from air.
+    """
+    rest = np.zeros_like(x)
+    rest[:, :3] = x[:, :3]
+    g = np.linalg.norm(accel(rest), axis=1)
+    out: F64 = np.sqrt(GM_WGS84 / np.maximum(g, 1e-12)) - A_WGS84
+    return out
+
+
 def seconds(ns: npt.NDArray[np.int64]) -> F64:
     """Durations in int64 nanoseconds to float64 seconds."""
     return np.asarray(ns, dtype=np.float64) * 1e-9

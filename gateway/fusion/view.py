@@ -15,6 +15,7 @@ import numpy as np
 
 from gateway.fusion.api import F64, SensorGeometry
 from gateway.fusion.config import FusionConfig
+from gateway.fusion.motion import AccelFn
 from gateway.fusion.store import TrackStore
 
 __all__ = ["EngineView"]
@@ -25,6 +26,8 @@ class EngineView(Protocol):
 
     store: TrackStore
     cfg: FusionConfig
+    #: Acceleration of the ballistic model (gravity in the engine's frame).
+    accel: AccelFn
     #: Plot gate thresholds (chi-square quantiles) by measurement dimension.
     gate: dict[int, float]
     origins: F64
