@@ -117,12 +117,14 @@ def _mapped(pid: int, name: str) -> bool:
 
 def test_the_worker_maps_scipy_but_not_pydantic() -> None:
     """The worker imports what fusion needs (numpy, scipy) and not the config
-    models (pydantic: ~8 MB a process)."""
+    models (pydantic: ~8 MB a process), nor what an engine option that is off
+    would need."""
     worker = ProcessWorker(fusion_stage.ENGINES["default"], {}, "gw", 1, timeout_s=60.0)
     try:
         worker.wait_ready(60.0)
         assert _mapped(worker.pid, "scipy")
         assert not _mapped(worker.pid, "pydantic_core")
+        assert not _mapped(worker.pid, "scipy/optimize")  # only with [fusion.params] mht_window (~9 MB)
     finally:
         worker.close()
 
