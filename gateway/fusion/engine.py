@@ -24,7 +24,7 @@ in-sequence batch), so prediction is one batched call per batch.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from scipy.special import gammaincinv
@@ -54,6 +54,7 @@ from gateway.fusion.kalman import covariance_intersection, ekf_update, innovatio
 from gateway.fusion.lifecycle import apply_misses, new_rows, rows_to_arrays, snapshot
 from gateway.fusion.measure import plot_dims, plot_residual, plot_to_state
 from gateway.fusion.merge import merge_duplicates
+from gateway.fusion.mht import WindowMHT
 from gateway.fusion.motion import (
     AccelFn,
     ecef_gravity,
@@ -69,9 +70,6 @@ from gateway.fusion.oos import oos_plot_batch
 from gateway.fusion.store import MAX_SENSORS, TrackStore
 from gateway.fusion.twoscan import mixture_cost, record_updates, swap_test
 from hilgw.errors import ConfigError
-
-if TYPE_CHECKING:
-    from gateway.fusion.mht import WindowMHT
 
 _NS = 1e-9
 
@@ -119,13 +117,7 @@ class Engine:
         self.merge_gate = chi2_quantile(self.cfg.merge_gate_prob, 6)
         self.init_gate = {d: chi2_quantile(self.cfg.init_suppress_prob, d) for d in (3, 4, 6)}
         self._mu0 = np.asarray(self.cfg.imm_initial, dtype=np.float64)
-        self.mht: WindowMHT | None = None
-        if self.cfg.mht_window > 1:
-            # Here, not at the top: mht imports scipy.optimize, ~9 MB in every
-            # worker process, for a window that is off by default (issue 18).
-            from gateway.fusion.mht import WindowMHT
-
-            self.mht = WindowMHT(self)
+        self.mht = WindowMHT(self) if self.cfg.mht_window > 1 else None
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Engine:
