@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hilgw.errors import ConfigError
-from hilgw.tomlconfig import MAX_ABS_FLOAT
+from hilgw.limits import MAX_ABS_FLOAT  # not hilgw.tomlconfig: no pydantic in the worker
 
 MODEL_NCV = "ncv"
 MODEL_BALLISTIC = "ballistic"
