@@ -31,7 +31,6 @@ stale pictures, skipped periods, reports the backlog bound dropped).
     .venv/bin/python benchmarks/bench_memory.py [--rates 10000,max] [--seconds 8] [--worker process] [--json]
 """
 
-
 from __future__ import annotations
 
 import argparse
