@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hilgw.errors import ConfigError
-from hilgw.tomlconfig import MAX_ABS_FLOAT
+from hilgw.limits import MAX_ABS_FLOAT  # not hilgw.tomlconfig: no pydantic in the worker
 
 MODEL_NCV = "ncv"
 MODEL_BALLISTIC = "ballistic"
@@ -104,11 +104,13 @@ class FusionConfig:
       ``confirm_m`` of ``confirm_n`` hits confirm a tentative track.
       ``tentative_drop_misses`` consecutive misses drop a tentative track.
       ``coast_misses`` consecutive misses make a confirmed track coast.
-      ``drop_misses`` consecutive misses, or ``drop_after_s`` without update,
-      drop it; ``coast_after_s`` without update makes it coast, or drops a
-      tentative track (a silent
-      sensor sends no batch, so no miss is ever counted against its tracks:
-      time is the backstop).
+      ``drop_misses`` consecutive misses once it has gone ``coast_after_s``
+      without update (six sensors give six opportunities a second: a
+      second's gap of all of them is no reason to drop a track), or
+      ``drop_after_s`` without update, drop it; ``coast_after_s`` without
+      update makes it coast, or drops a tentative track (a silent sensor
+      sends no batch, so no miss is ever counted against its tracks: time
+      is the backstop).
       ``sensor_track_confirms``: a system track started from a sensor's own
       track is confirmed at once (trusting the sensor's confirmation). Off
       by default: the demo's land radars confirm clutter tracks that live
@@ -120,7 +122,14 @@ class FusionConfig:
     Duplicates
       ``merge_radius_m``: two non-tentative tracks closer than this, fed by
       disjoint sets of sensors, are tested for being one target
-      (:mod:`gateway.fusion.merge`); 0 turns merging off.
+      (:mod:`gateway.fusion.merge`); 0 turns merging off. A track whose
+      position is uncertain is also tested against every track its
+      covariance could reach (the statistical test decides), and one whose
+      widest position 1-sigma exceeds this radius (started from reports of
+      unknown height) is not confirmed inside the ``init_suppress_prob``
+      gate of a confirmed track fed by other sensors.
+      ``merge_max_radius_m``: the farthest two tracks are ever tested apart
+      (bounds the search of a track of huge covariance).
       ``merge_gate_prob``: gate probability of that test (6-D).
 
     Time
@@ -176,6 +185,7 @@ class FusionConfig:
     sensor_track_confirms: bool = False
 
     merge_radius_m: float = 5000.0
+    merge_max_radius_m: float = 500_000.0
     merge_gate_prob: float = 0.9999
 
     scan_window_s: float = 0.1
@@ -232,6 +242,7 @@ class FusionConfig:
             "oos_lag_s",
             "bias_gain",
             "merge_radius_m",
+            "merge_max_radius_m",
             "two_scan_margin",
             "exo_init_speed_sigma_mps",
             "exo_exit_rate_hz",

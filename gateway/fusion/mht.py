@@ -38,7 +38,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -336,6 +335,10 @@ class WindowMHT:
             pidx = np.full((T, npl), -1, np.int64)
             C[pt[a:z], pp[a:z]] = cost[a:z]
             pidx[pt[a:z], pp[a:z]] = np.arange(a, z)
+            # Imported here: scipy.optimize is ~9 MB in every fusion worker
+            # process, for a window that is off by default (issue 18).
+            from scipy.optimize import linear_sum_assignment
+
             ri, cj = linear_sum_assignment(C)
             col = np.empty(T, np.int64)
             col[ri] = cj
