@@ -23,7 +23,7 @@ from hilgw.geo import local_geometry
 from tests.unit.test_fusion_quiet import ACCEL, S, _plots
 
 EXO, AIR = np.array([300e3, 0.0, 200e3]), np.array([150e3, 20e3, 5e3])
-BASE = FusionConfig(confirm_m=1, merge_radius_m=0.0)
+BASE = FusionConfig(confirm_m=1, merge_radius_m=0.0, exo_init_speed_sigma_mps=8000.0, exo_exit_rate_hz=0.2)
 BEFORE = dataclasses.replace(BASE, exo_init_speed_sigma_mps=0.0, exo_exit_rate_hz=0.0)
 
 
