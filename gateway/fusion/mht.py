@@ -42,6 +42,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from gateway.fusion.api import F64, ReportArrays
+from gateway.fusion.exo import switch_rates
 from gateway.fusion.gating import IDX
 from gateway.fusion.kalman import ekf_update
 from gateway.fusion.measure import plot_residual
@@ -268,7 +269,7 @@ class WindowMHT:
             return X, P, MU
         dt = np.full(X.shape[0], dt_s)
         if MU.shape[1] > 1:
-            X, P, MU = imm_mix(X, P, MU, markov_matrix(MU.shape[1], dt, self.e.cfg.imm_switch_rate_hz))
+            X, P, MU = imm_mix(X, P, MU, markov_matrix(MU.shape[1], dt, switch_rates(self.e, X)))
         X, P = self.e.predict_models(X, P, dt)
         return X, P, MU
 
