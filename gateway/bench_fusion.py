@@ -36,7 +36,7 @@ import numpy as np
 
 from gateway.bench_oracle import ORACLE_MODES, OracleEngine
 from gateway.fusion.api import KIND_PLOT, STATUS_COASTING, STATUS_CONFIRMED, ReportArrays
-from gateway.fusion.config import MODEL_BALLISTIC, MODEL_NCV, FusionConfig
+from gateway.fusion.config import MODEL_BALLISTIC, MODEL_MANOEUVRE, MODEL_NCV, FusionConfig
 from gateway.fusion.engine import Engine
 from gateway.fusion.motion import AccelFn, ecef_gravity, flat_gravity
 from hilgw.geo import local_geometry
@@ -53,6 +53,10 @@ VARIANTS: dict[str, FusionConfig] = {
     # association costs with the manoeuvre model of every track (the default
     # before the exo-atmospheric rule, gateway/fusion/twoscan.py quiet_logsumexp)
     "loud": dataclasses.replace(BENCH_CONFIG, assoc_quiet_above_m=1e9),
+    # above assoc_quiet_above_m the cost from the ballistic model alone (NCV left out too)
+    "ballcost": dataclasses.replace(BENCH_CONFIG, assoc_quiet_models=(MODEL_MANOEUVRE, MODEL_NCV)),
+    # without the exo-atmospheric start prior and manoeuvre exit rate (gateway/fusion/exo.py)
+    "noexo": dataclasses.replace(BENCH_CONFIG, exo_init_speed_sigma_mps=0.0, exo_exit_rate_hz=0.0),
     # the default with cheap-JPDA updates of confirmed tracks
     "jpda": dataclasses.replace(BENCH_CONFIG, association="jpda"),
     # GNN costs from one moment-matched Gaussian per track (the default before

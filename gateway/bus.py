@@ -28,7 +28,14 @@ class Subscription(Generic[T]):
     """One consumer's bounded queue on a topic."""
 
     def __init__(
-        self, topic: Topic[T], name: str, maxsize: int, policy: FullPolicy, wake: asyncio.Event | None
+        self,
+        topic: Topic[T],
+        name: str,
+        maxsize: int,
+        policy: FullPolicy,
+        wake: asyncio.Event | None,
+        weigh: Callable[[T], int] | None = None,
+        max_weight: int = 0,
     ) -> None:
         self.topic = topic
         self.name = name
@@ -36,6 +43,12 @@ class Subscription(Generic[T]):
         self.policy = policy
         self.dropped = 0
         self.delivered = 0
+        #: With ``weigh``: the summed weight queued now, its bound, and the
+        #: weight of the items the policy discarded (see :meth:`Topic.subscribe`).
+        self.weight = 0
+        self.max_weight = max_weight
+        self.dropped_weight = 0
+        self._weigh = weigh
         self._items: deque[T] = deque()
         self._ready = asyncio.Event()
         self._wake = wake
@@ -44,6 +57,9 @@ class Subscription(Generic[T]):
         return len(self._items)
 
     def _offer(self, item: T) -> None:
+        if self._weigh is not None:
+            self._offer_weighed(item, self._weigh(item))
+            return
         if len(self._items) >= self.maxsize:
             self.dropped += 1
             if self.policy is FullPolicy.DROP_NEWEST:
@@ -59,12 +75,37 @@ class Subscription(Generic[T]):
             self._ready.clear()
             await self._ready.wait()
         self.delivered += 1
-        return self._items.popleft()
+        item = self._items.popleft()
+        if self._weigh is not None:
+            self.weight -= self._weigh(item)
+        return item
+
+    def _offer_weighed(self, item: T, w: int) -> None:
+        """:meth:`_offer` bounded by weight as well as by count."""
+        if w > self.max_weight:  # would never fit: no policy keeps it
+            self.dropped += 1
+            self.dropped_weight += w
+            return
+        while self._items and (len(self._items) >= self.maxsize or self.weight + w > self.max_weight):
+            self.dropped += 1
+            if self.policy is FullPolicy.DROP_NEWEST:
+                self.dropped_weight += w
+                return
+            old = self._items.popleft()
+            ow = self._weigh(old) if self._weigh is not None else 0
+            self.weight -= ow
+            self.dropped_weight += ow
+        self._items.append(item)
+        self.weight += w
+        self._ready.set()
+        if self._wake is not None:
+            self._wake.set()
 
     def get_all(self) -> list[T]:
         """Everything queued now, without waiting (batching consumers)."""
         items = list(self._items)
         self._items.clear()
+        self.weight = 0
         self.delivered += len(items)
         return items
 
@@ -102,10 +143,20 @@ class Topic(Generic[T]):
         maxsize: int = 1024,
         policy: FullPolicy = FullPolicy.DROP_OLDEST,
         wake: asyncio.Event | None = None,
+        weigh: Callable[[T], int] | None = None,
+        max_weight: int = 0,
     ) -> Subscription[T]:
         """``wake``, when given, is set on every delivery: one consumer can wait
-        on several subscriptions with one event."""
-        sub = Subscription(self, name, maxsize, policy, wake)
+        on several subscriptions with one event.
+
+        ``weigh``, when given, bounds the queue by weight too: the items queued
+        weigh at most ``max_weight`` together (the fusion stage weighs a report
+        batch by its reports, so its backlog is bounded in memory, not in
+        batches of any size). The policy applies as for ``maxsize``; an item
+        heavier than ``max_weight`` alone is dropped. Drops are counted in
+        ``dropped`` (items) and ``dropped_weight``.
+        """
+        sub = Subscription(self, name, maxsize, policy, wake, weigh, max_weight)
         self._subs.append(sub)
         return sub
 

@@ -19,10 +19,7 @@ import os
 import signal
 import sys
 import time
-
-from rich.console import Console, Group
-from rich.live import Live
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from gateway.config import GatewayConfig
 from gateway.fusion.api import STATUS_COASTING, STATUS_CONFIRMED, STATUS_TENTATIVE
@@ -30,6 +27,9 @@ from gateway.health import DeviceStats
 from gateway.sdnotify import Notifier, watchdog_period_s
 from gateway.supervisor import Gateway
 from hilgw.v1 import health_pb2
+
+if TYPE_CHECKING:
+    from rich.console import Group
 
 log = logging.getLogger("hilgw")
 
@@ -57,6 +57,11 @@ def _picture_counts(gw: Gateway) -> tuple[int, int, int]:
 
 
 def render(gw: Gateway, rates: dict[str, tuple[float, float]]) -> Group:
+    # rich only here and for the live view: a gateway without a terminal
+    # (systemd, a container) never imports it (~4 MB, issue 18).
+    from rich.console import Group
+    from rich.table import Table
+
     links = "  ".join(f"{name} http://{ep.host}:{ep.port}/" for name, ep in sorted(gw.endpoints.items()))
     devs = Table(title=f"hilgw {gw.config.gateway_id}: devices", caption=links or None, expand=False)
     for col in ("device", "state", "frames/s", "reports/s", "frames", "drops", "detail"):
@@ -213,6 +218,9 @@ async def run_gateway(
                 pinger = asyncio.create_task(_watchdog(gw, notifier, period, Liveness()), name="watchdog")
             deadline = None if duration_s is None else time.monotonic() + duration_s
             if live:
+                from rich.console import Console
+                from rich.live import Live
+
                 with Live(render(gw, {}), console=Console(), refresh_per_second=2, transient=False) as view:
                     while not await _wait(stop, deadline, 0.5):
                         view.update(render(gw, rates.update(gw)))

@@ -19,7 +19,8 @@ import numpy as np
 from gateway.bus import FullPolicy, Topic
 from gateway.config import FusionConfig
 from gateway.devices.base import ReportsIn
-from gateway.fusion.api import FusionEngine, ReportArrays, TrackArrays
+from gateway.fusion.api import FusionEngine, ReportArrays, SensorGeometry, TrackArrays
+from gateway.fusion.store import MAX_SENSORS
 from gateway.fusion_worker import ProcessWorker, StepReply, StepRequest
 from gateway.partners.release import Picture, SourceMarkings
 from gateway.track_proto import tracks_to_proto
@@ -79,6 +80,28 @@ def make_engine(config: FusionConfig) -> FusionEngine:
     return engine
 
 
+class SensorTable:
+    """The sensor table of an engine that steps in another process.
+
+    With ``worker = "process"`` the engine lives in the worker only; this
+    process keeps the table drivers register into (indices for
+    ``ReportArrays.sensor``) and sends new rows with the next step. Not
+    building an engine here keeps the engine's imports (scipy: ~28 MB, issue
+    18) out of the gateway process. The built-in engine's limit is checked
+    here, where a driver registers, not later as a failed step in the worker.
+    """
+
+    def __init__(self) -> None:
+        self.sensors: list[SensorGeometry] = []
+
+    def add_sensor(self, geometry: SensorGeometry) -> int:
+        """Register a sensor; returns its index for ``ReportArrays.sensor``."""
+        if len(self.sensors) >= MAX_SENSORS:
+            raise ConfigError("fusion.sensors", f"at most {MAX_SENSORS} sensors, got one more")
+        self.sensors.append(geometry)
+        return len(self.sensors) - 1
+
+
 @runtime_checkable
 class CountingEngine(Protocol):
     """A fusion engine that counts what became of the reports it took in (the built-in one does)."""
@@ -99,8 +122,31 @@ class FusionStage:
     ) -> None:
         self.config = config
         self.gateway_id = gateway_id
-        self.engine = engine or make_engine(config)
-        self.sub = reports.subscribe("fusion", maxsize=config.report_queue, policy=FullPolicy.DROP_NEWEST)
+        # --- the worker (gateway/fusion_worker.py). An engine handed in is
+        # stepped here or in a thread: a process builds its own from the config.
+        self.worker_kind = config.worker if engine is None or config.worker != "process" else "thread"
+        #: The engine that steps here (inline, thread), or the sensor table of
+        #: the one in the worker process (``process``).
+        self.engine: FusionEngine | SensorTable
+        self._here: FusionEngine | None = None  # see _local_engine
+        if engine is not None:
+            self.engine = engine
+        elif self.worker_kind == "process":
+            engine_target(config)  # an unknown engine is a ConfigError now, not in the worker
+            self.engine = SensorTable()
+        else:
+            self.engine = make_engine(config)
+        # Bounded in batches and in reports (a batch of a fast link holds
+        # hundreds): the backlog while a step runs is a memory bound (issue 18).
+        self.sub = reports.subscribe(
+            "fusion",
+            maxsize=config.report_queue,
+            policy=FullPolicy.DROP_NEWEST,
+            weigh=_reports_in,
+            max_weight=config.max_backlog_reports,
+        )
+        self._backlog_drops_seen = 0  # sub.dropped_weight as of the last warning check
+        self._backlog_warnings = 0
         self.tracks = tracks
         self.seq = 0
         #: The gateway's start time (UTC ns), stamped on every TrackBatch (lineage).
@@ -113,9 +159,6 @@ class FusionStage:
         self.pictures: Topic[Picture] = Topic("pictures")
         self._sensor_markings: tuple[SourceMarkings | None, ...] = ()
         self._sensor_markings_pb: list[common_pb2.Markings | None] = []
-        # --- the worker (gateway/fusion_worker.py). An engine handed in is
-        # stepped here or in a thread: a process builds its own from the config.
-        self.worker_kind = config.worker if engine is None or config.worker != "process" else "thread"
         #: "inline", or the worker's state: "starting", "up", "failed".
         self.worker_state = "inline" if self.worker_kind == "inline" else "starting"
         self.worker_pid: int | None = None
@@ -149,6 +192,22 @@ class FusionStage:
             return last[1]
         return batch.SerializeToString()
 
+    def _local_engine(self) -> FusionEngine:
+        """The engine that steps in this process.
+
+        With ``worker = "process"`` only a caller that steps by hand
+        (:meth:`step_once`: tests, tools) gets here: an engine is built for it
+        on first use and kept in step with the sensor table.
+        """
+        table = self.engine
+        if not isinstance(table, SensorTable):
+            return table
+        if self._here is None:
+            self._here = make_engine(self.config)
+        for g in table.sensors[len(self._here.sensors) :]:
+            self._here.add_sensor(g)
+        return self._here
+
     @property
     def sensor_ids(self) -> list[str]:
         return [s.sensor_id for s in self.engine.sensors]
@@ -162,11 +221,39 @@ class FusionStage:
         engine = self.engine
         return engine.counters if isinstance(engine, CountingEngine) else {}
 
+    def _take_backlog(self) -> list[ReportsIn]:
+        """The report batches queued since the last step; says so once in a
+        while if the backlog bound dropped some meanwhile."""
+        dropped = self.sub.dropped_weight
+        if dropped != self._backlog_drops_seen:
+            self._backlog_warnings += 1
+            n = self._backlog_warnings
+            if n & (n - 1) == 0:  # the 1st, 2nd, 4th, ... time: a slow engine does not flood the log
+                log.warning(
+                    "fusion: backlog over max_backlog_reports (%d): %d reports dropped since the "
+                    "last step, %d in all (hilgw_fusion_backlog_dropped_reports_total)",
+                    self.config.max_backlog_reports,
+                    dropped - self._backlog_drops_seen,
+                    dropped,
+                )
+            self._backlog_drops_seen = dropped
+        return self.sub.get_all()
+
+    @property
+    def backlog_reports(self) -> int:
+        """Reports waiting for the next step."""
+        return self.sub.weight
+
+    @property
+    def backlog_dropped_reports(self) -> int:
+        """Reports the backlog bound (``max_backlog_reports``) discarded."""
+        return self.sub.dropped_weight
+
     def step_once(self, t_ns: int) -> track_pb2.TrackBatch:
-        batches = self.sub.get_all()
+        batches = self._take_backlog()
         reports = ReportArrays.concat([b.reports for b in batches])
         t0 = time.monotonic()
-        picture = self.engine.step(reports, t_ns)
+        picture = self._local_engine().step(reports, t_ns)
         self.step_seconds = [*self.step_seconds[-255:], time.monotonic() - t0]
         self.last_picture = picture
         self.seq += 1
@@ -209,7 +296,7 @@ class FusionStage:
     def _request(self, t_ns: int) -> StepRequest:
         """The reports queued since the last step, the sensors and markings the
         worker has not had yet."""
-        batches = self.sub.get_all()
+        batches = self._take_backlog()
         sensors = self.engine.sensors
         new = tuple(sensors[self._sensors_sent :])
         self._sensors_sent = len(sensors)
@@ -225,7 +312,7 @@ class FusionStage:
     def _step_here(self, req: StepRequest) -> tuple[StepReply, track_pb2.TrackBatch]:
         """The thread worker's step: this process's engine, in the stage's thread."""
         t0 = time.monotonic()
-        picture = self.engine.step(req.reports, req.t_ns)
+        picture = self._local_engine().step(req.reports, req.t_ns)
         step_s = time.monotonic() - t0
         pb = self._sensor_markings_pb if self.markings else None
         batch = tracks_to_proto(picture, self.sensor_ids, self.gateway_id, req.seq, req.t_ns, pb)
@@ -365,6 +452,11 @@ class FusionStage:
             return {}
         vals, n = np.unique(self.last_picture.status, return_counts=True)
         return {int(v): int(c) for v, c in zip(vals, n, strict=True)}
+
+
+def _reports_in(batch: ReportsIn) -> int:
+    """A batch's weight in the fusion backlog: its reports."""
+    return len(batch.reports)
 
 
 async def _close(worker: ProcessWorker, grace_s: float = 2.0) -> None:

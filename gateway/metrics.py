@@ -228,6 +228,12 @@ class _GatewayCollector(Collector):
                 value=sorted(steps)[len(steps) // 2],
             )
 
+        yield CounterMetricFamily(
+            "hilgw_frame_to_track_unmatched",
+            "Report batches left out of hilgw_frame_to_track_seconds: no picture came while "
+            f"{self.metrics.pending_max} newer ones waited",
+            value=self.metrics.unmatched,
+        )
         auth = GaugeMetricFamily(
             "hilgw_authority", "1 for the engagement authority in force", labels=["state"]
         )
@@ -382,10 +388,22 @@ def _fusion_worker_metrics(gw: RunningGateway) -> Iterator[Metric]:
         "Fusion periods with no step started: the step before was still running",
         value=f.ticks_skipped,
     )
+    yield GaugeMetricFamily(
+        "hilgw_fusion_backlog_reports", "Reports waiting for the next fusion step", value=f.backlog_reports
+    )
+    yield CounterMetricFamily(
+        "hilgw_fusion_backlog_dropped_reports",
+        "Reports dropped because the fusion backlog was at fusion.max_backlog_reports",
+        value=f.backlog_dropped_reports,
+    )
 
 
 def _track_status(status: int) -> str:
     return {1: "tentative", 2: "confirmed", 3: "coasting", 4: "dropped"}.get(status, str(status))
+
+
+#: Report batches whose receive times wait for a picture, at most (GatewayMetrics.observe).
+_PENDING_MAX = 65536
 
 
 class GatewayMetrics:
@@ -421,7 +439,12 @@ class GatewayMetrics:
         # DROP_OLDEST: a lost receive time only thins the histogram; counted like any drop.
         self._reports = gw.reports.subscribe("metrics", maxsize=65536, wake=wake)
         self._tracks = gw.tracks.subscribe("metrics", maxsize=256, wake=wake)
+        #: Receive times waiting for the picture that takes them in; bounded,
+        #: because with no picture (a failed worker, stale pictures) none would
+        #: ever leave: past the bound the oldest is dropped and counted.
         self._pending: deque[tuple[str, int]] = deque()
+        self.pending_max = _PENDING_MAX
+        self.unmatched = 0
 
     def observe_cue_ack(self, launcher_id: str, seconds: float) -> None:
         self.cue_to_ack.labels(launcher_id).observe(seconds)
@@ -433,6 +456,11 @@ class GatewayMetrics:
         """Match queued report batches to the pictures that took them in."""
         for r in self._reports.get_all():
             self._pending.append((r.device_id, r.receive_time_ns))
+        over = len(self._pending) - self.pending_max
+        if over > 0:
+            self.unmatched += over
+            for _ in range(over):
+                self._pending.popleft()
         for batch in self._tracks.get_all():
             # The engine step at time_ns takes every batch received up to then
             # (gateway/replay.py explains why that order is exact).

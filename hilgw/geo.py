@@ -31,7 +31,6 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import pymap3d
-from scipy.spatial.transform import Rotation
 
 from hilgw.errors import ConfigError
 
@@ -43,6 +42,7 @@ __all__ = [
     "angle_diff",
     "ecef_to_polar",
     "enu_basis",
+    "euler_zyx",
     "local_geometry",
     "polar_jacobian",
     "polar_to_ecef",
@@ -77,6 +77,27 @@ class SensorGeometry:
 # (forward, right, down) is the right-handed aerospace body frame (ISO 1151 /
 # ISO 8855 axis naming); (forward, right, up) is it with the last axis negated.
 _FLIP_UP = np.diag([1.0, 1.0, -1.0])
+
+
+def euler_zyx(angles: npt.ArrayLike) -> F64:
+    """Rotation matrices of intrinsic z-y'-x'' (yaw, pitch, roll) angles in radians.
+
+    ``angles`` (..., 3) as (yaw ψ, pitch θ, roll φ); returns (..., 3, 3)
+    R = Rz(ψ)·Ry(θ)·Rx(φ), the same matrix as scipy's
+    ``Rotation.from_euler("ZYX", angles).as_matrix()`` (tests/unit/test_geo.py
+    holds them equal). Written out rather than taken from scipy: importing
+    ``scipy.spatial`` costs every gateway process ~28 MB of memory for three
+    elementary rotations (issue 18, "RSS with 1000 live tracks").
+    """
+    a = np.asarray(angles, dtype=np.float64)
+    cz, sz = np.cos(a[..., 0]), np.sin(a[..., 0])
+    cy, sy = np.cos(a[..., 1]), np.sin(a[..., 1])
+    cx, sx = np.cos(a[..., 2]), np.sin(a[..., 2])
+    r: F64 = np.empty((*a.shape[:-1], 3, 3))
+    r[..., 0, 0], r[..., 0, 1], r[..., 0, 2] = cz * cy, cz * sy * sx - sz * cx, cz * sy * cx + sz * sx
+    r[..., 1, 0], r[..., 1, 1], r[..., 1, 2] = sz * cy, sz * sy * sx + cz * cx, sz * sy * cx - cz * sx
+    r[..., 2, 0], r[..., 2, 1], r[..., 2, 2] = -sy, cy * sx, cy * cx
+    return r
 
 
 def wrap_2pi(a: npt.ArrayLike) -> F64:
@@ -143,8 +164,8 @@ def site_geometry(
        +10°).
 
     In matrix form, with C = R1(φ)·R2(θ)·R3(ψ) the frame rotation from
-    north-east-down to forward-right-down (``Rotation.from_euler("ZYX",
-    [ψ, θ, φ]).as_matrix().T``) and F = diag(1, 1, -1)::
+    north-east-down to forward-right-down (``euler_zyx([ψ, θ, φ]).T``,
+    scipy's ``Rotation.from_euler("ZYX", ...)``) and F = diag(1, 1, -1)::
 
         to_local = F · C · F · [north; east; up]
 
@@ -167,7 +188,7 @@ def site_geometry(
     origin = np.array(pymap3d.geodetic2ecef(lat_deg, lon_deg, alt_m), dtype=np.float64)
     enu = enu_basis(lat_deg, lon_deg)
     fru = enu[[1, 0, 2]]  # (north, east, up): the unrotated (forward, right, up)
-    c_body_from_ned = Rotation.from_euler("ZYX", [yaw_deg, pitch_deg, roll_deg], degrees=True).as_matrix().T
+    c_body_from_ned = euler_zyx(np.radians([yaw_deg, pitch_deg, roll_deg])).T
     to_local = _FLIP_UP @ c_body_from_ned @ _FLIP_UP @ fru
     return SensorGeometry(sensor_id=sensor_id, origin=origin, to_local=np.ascontiguousarray(to_local))
 

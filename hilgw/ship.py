@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy.spatial.transform import Rotation
 
-from hilgw.geo import F64
+from hilgw.geo import F64, euler_zyx
 
 __all__ = ["ShipStates", "enu_bases", "level_and_radar_frames", "radar_frames"]
 
@@ -72,7 +71,7 @@ def level_and_radar_frames(enu: F64, att: F64, reference: str) -> tuple[F64, F64
         ang[:, 1:] = 0.0
     elif reference != "deck":
         raise ValueError(f"unknown azimuth reference {reference!r}")
-    c = np.swapaxes(Rotation.from_euler("ZYX", ang).as_matrix(), 1, 2)
+    c = np.swapaxes(euler_zyx(ang), 1, 2)
     out: F64 = _FLIP_UP @ c @ _FLIP_UP @ fru
     return fru, out
 

@@ -18,14 +18,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from hilgw.errors import ConfigError
+from hilgw.limits import MAX_ABS_FLOAT  # re-exported: every loader imports it from here
 
 __all__ = ["MAX_ABS_FLOAT", "StrictModel", "dotted_key", "one_line", "parse_toml", "read_toml"]
-
-#: Largest magnitude of any float config value. Durations become nanoseconds
-#: in int64 fields (1e9 s * 1e9 = 1e18 < 2**63), so a larger value would
-#: overflow a protobuf field or a deadline far from where it was written;
-#: no quantity in a config (metres, seconds, hertz) needs more.
-MAX_ABS_FLOAT = 1e9
 
 
 class StrictModel(BaseModel):

@@ -94,11 +94,13 @@ def reference(path: Path, t0: float) -> dict[str, Any]:
     return out
 
 
-def run_variant(path: Path, variant: str, work: Path) -> dict[str, Any]:
-    """Run ``python -m gateway.bench_fusion --variant`` in a fresh process; its figures."""
+def run_variant(path: Path, variant: str, work: Path, sets: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Run ``python -m gateway.bench_fusion --variant`` in a fresh process; its figures.
+
+    ``sets``: ``KEY=JSON`` overrides of the variant's FusionConfig (``--set``)."""
     tracks = work / f"tracks_{variant}_{path.name}"
     cmd = [sys.executable, "-m", "gateway.bench_fusion", "--scenario", str(path), "--tracks-out", str(tracks)]
-    cmd += ["--variant", variant, "--json"]
+    cmd += ["--variant", variant, "--json"] + [f"--set={kv}" for kv in sets]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
     res: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     res["tracks"] = str(tracks)
@@ -136,7 +138,14 @@ def header() -> str:
 
 
 def family_rows(
-    family: str, seed: int, kw: dict[str, Any], variants: list[str], work: Path, t0: float, with_ref: bool
+    family: str,
+    seed: int,
+    kw: dict[str, Any],
+    variants: list[str],
+    work: Path,
+    t0: float,
+    with_ref: bool,
+    sets: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
     """Floor, clairvoyant and every variant on one scenario."""
     path = scenarios.cached(work, family, seed, **kw)
@@ -147,7 +156,7 @@ def family_rows(
         rows.append(_row(family, seed, n, "floor (PCRLB)", {"ospa": ref["floor"]["floor"]}))
         rows.append(_row(family, seed, n, "clairvoyant", ref["clairvoyant"]))
     for v in variants:
-        res = run_variant(path, v, work)
+        res = run_variant(path, v, work, sets)
         with np.load(res["tracks"]) as tr:
             trk = Tracks.from_arrays(tr["track_id"], tr["track_time"], tr["track_state"])
         m = score(_load(path), trk, t0=t0)
@@ -157,12 +166,14 @@ def family_rows(
     return rows
 
 
-def scaling(ns: list[int], duration: float, work: Path, variant: str) -> list[dict[str, Any]]:
+def scaling(
+    ns: list[int], duration: float, work: Path, variant: str, sets: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
     """Time per scan of one variant on the straight family at each N."""
     rows = []
     for n in ns:
         path = scenarios.cached(work, "straight", 1, n=n, duration=duration)
-        res = run_variant(path, variant, work)
+        res = run_variant(path, variant, work, sets)
         rows.append(
             {
                 "N": n,
@@ -197,6 +208,13 @@ def main(argv: list[str] | None = None) -> int:
         "--work", type=Path, default=Path("/tmp/hilgw-fusion-bench"), help="scenario/tracks cache"
     )
     ap.add_argument("--t0", type=float, default=30.0)
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="FusionConfig override for every variant",
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     a = ap.parse_args(argv)
     a.work.mkdir(parents=True, exist_ok=True)
@@ -210,12 +228,12 @@ def main(argv: list[str] | None = None) -> int:
         for n in sizes:
             kw = {} if n is None else {"n": n}
             for seed in a.seeds:
-                new = family_rows(fam, seed, kw, a.variants, a.work, a.t0, not a.no_reference)
+                new = family_rows(fam, seed, kw, a.variants, a.work, a.t0, not a.no_reference, tuple(a.set))
                 rows += new
                 if not a.json:
                     for r in new:
                         print(_fmt(r), flush=True)
-    scale = scaling(a.scaling, a.scaling_duration, a.work, a.variants[0]) if a.scaling else []
+    scale = scaling(a.scaling, a.scaling_duration, a.work, a.variants[0], tuple(a.set)) if a.scaling else []
     if scale and not a.json:
         print(f"\ntime per scan, straight family, {a.scaling_duration:g} s, variant {a.variants[0]}:")
         print(

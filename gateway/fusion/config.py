@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hilgw.errors import ConfigError
-from hilgw.tomlconfig import MAX_ABS_FLOAT
+from hilgw.limits import MAX_ABS_FLOAT  # not hilgw.tomlconfig: no pydantic in the worker
 
 MODEL_NCV = "ncv"
 MODEL_BALLISTIC = "ballistic"
@@ -69,8 +69,9 @@ class FusionConfig:
       (the former default; figures: benchmarks/fusion/RESULTS.md).
       ``assoc_quiet_above_m``: tracks higher than this above the Earth (read
       from the gravity model) are exo-atmospheric and cannot manoeuvre: the
-      mixture cost leaves their manoeuvre model out (the filter keeps it).
-      A very large value (1e9) turns this off.
+      mixture cost leaves the models ``assoc_quiet_models`` out (default
+      the manoeuvre model; the filter keeps them). A very large value (1e9)
+      turns this off.
       ``two_scan``: look one batch ahead before an assignment between
       closely spaced tracks becomes final (:mod:`gateway.fusion.twoscan`):
       two tracks that took plots of one batch and now share a plot in their
@@ -103,11 +104,13 @@ class FusionConfig:
       ``confirm_m`` of ``confirm_n`` hits confirm a tentative track.
       ``tentative_drop_misses`` consecutive misses drop a tentative track.
       ``coast_misses`` consecutive misses make a confirmed track coast.
-      ``drop_misses`` consecutive misses, or ``drop_after_s`` without update,
-      drop it; ``coast_after_s`` without update makes it coast, or drops a
-      tentative track (a silent
-      sensor sends no batch, so no miss is ever counted against its tracks:
-      time is the backstop).
+      ``drop_misses`` consecutive misses once it has gone ``coast_after_s``
+      without update (six sensors give six opportunities a second: a
+      second's gap of all of them is no reason to drop a track), or
+      ``drop_after_s`` without update, drop it; ``coast_after_s`` without
+      update makes it coast, or drops a tentative track (a silent sensor
+      sends no batch, so no miss is ever counted against its tracks: time
+      is the backstop).
       ``sensor_track_confirms``: a system track started from a sensor's own
       track is confirmed at once (trusting the sensor's confirmation). Off
       by default: the demo's land radars confirm clutter tracks that live
@@ -119,7 +122,14 @@ class FusionConfig:
     Duplicates
       ``merge_radius_m``: two non-tentative tracks closer than this, fed by
       disjoint sets of sensors, are tested for being one target
-      (:mod:`gateway.fusion.merge`); 0 turns merging off.
+      (:mod:`gateway.fusion.merge`); 0 turns merging off. A track whose
+      position is uncertain is also tested against every track its
+      covariance could reach (the statistical test decides), and one whose
+      widest position 1-sigma exceeds this radius (started from reports of
+      unknown height) is not confirmed inside the ``init_suppress_prob``
+      gate of a confirmed track fed by other sensors.
+      ``merge_max_radius_m``: the farthest two tracks are ever tested apart
+      (bounds the search of a track of huge covariance).
       ``merge_gate_prob``: gate probability of that test (6-D).
 
     Time
@@ -150,6 +160,7 @@ class FusionConfig:
     association: str = ASSOC_GNN
     assoc_cost: str = ASSOC_COST_MIXTURE
     assoc_quiet_above_m: float = 60_000.0
+    assoc_quiet_models: tuple[str, ...] = (MODEL_MANOEUVRE,)
     two_scan: bool = False
     two_scan_margin: float = 2.0
     mht_window: int = 0
@@ -161,6 +172,8 @@ class FusionConfig:
     init_speed_sigma_mps: float = 2000.0
     init_suppress_prob: float = 0.9999999
     init_max_speed_mps: float = 8000.0
+    exo_init_speed_sigma_mps: float = 8000.0
+    exo_exit_rate_hz: float = 0.2
 
     confirm_m: int = 3
     confirm_n: int = 5
@@ -172,6 +185,7 @@ class FusionConfig:
     sensor_track_confirms: bool = False
 
     merge_radius_m: float = 5000.0
+    merge_max_radius_m: float = 500_000.0
     merge_gate_prob: float = 0.9999
 
     scan_window_s: float = 0.1
@@ -189,6 +203,9 @@ class FusionConfig:
             raise ConfigError("fusion.models", f"{self.models!r} has a duplicate")
         if len(self.imm_initial) != len(self.models) or abs(sum(self.imm_initial) - 1.0) > 1e-6:
             raise ConfigError("fusion.imm_initial", f"{self.imm_initial!r}: one per model, summing to 1")
+        quiet = self.assoc_quiet_models
+        if any(m not in KNOWN_MODELS for m in quiet):
+            raise ConfigError("fusion.assoc_quiet_models", f"{quiet!r}: each must be one of {KNOWN_MODELS}")
         if self.assoc_cost not in (ASSOC_COST_COMBINED, ASSOC_COST_MIXTURE):
             raise ConfigError("fusion.assoc_cost", f"{self.assoc_cost!r}: must be 'combined' or 'mixture'")
         if self.association not in (ASSOC_JPDA, ASSOC_GNN):
@@ -220,7 +237,16 @@ class FusionConfig:
             raise ConfigError("fusion.imm_switch_rate_hz", f"{rates!r}: one rate, or one per model")
         if min(rates if isinstance(rates, tuple) else (rates,)) < 0.0:
             raise ConfigError("fusion.imm_switch_rate_hz", f"{rates!r}: must be >= 0")
-        for name in ("scan_window_s", "oos_lag_s", "bias_gain", "merge_radius_m", "two_scan_margin"):
+        for name in (
+            "scan_window_s",
+            "oos_lag_s",
+            "bias_gain",
+            "merge_radius_m",
+            "merge_max_radius_m",
+            "two_scan_margin",
+            "exo_init_speed_sigma_mps",
+            "exo_exit_rate_hz",
+        ):
             if getattr(self, name) < 0.0:
                 raise ConfigError(f"fusion.{name}", f"{getattr(self, name)!r}: must be >= 0")
         if self.mht_window < 0 or self.mht_hypotheses < 1:

@@ -48,11 +48,12 @@ from gateway.fusion.config import (
     MODEL_MANOEUVRE,
     FusionConfig,
 )
+from gateway.fusion.exo import plot_starts, switch_rates
 from gateway.fusion.gating import IDX, gnn_assign, pregate
 from gateway.fusion.jpda import soft_update
 from gateway.fusion.kalman import covariance_intersection, ekf_update, innovation_cov, mahalanobis2
 from gateway.fusion.lifecycle import apply_misses, new_rows, rows_to_arrays, snapshot
-from gateway.fusion.measure import plot_dims, plot_residual, plot_to_state
+from gateway.fusion.measure import plot_dims, plot_residual
 from gateway.fusion.merge import merge_duplicates
 from gateway.fusion.mht import WindowMHT
 from gateway.fusion.motion import (
@@ -226,7 +227,7 @@ class Engine:
         dt = np.full(n, dt_s)
         xm, Pm, mu = st.xm[:n], st.Pm[:n], st.mu[:n]
         if st.n_models > 1:
-            xm, Pm, mu = imm_mix(xm, Pm, mu, markov_matrix(st.n_models, dt, self.cfg.imm_switch_rate_hz))
+            xm, Pm, mu = imm_mix(xm, Pm, mu, markov_matrix(st.n_models, dt, switch_rates(self, xm)))
             st.mu[:n] = mu
         st.xm[:n], st.Pm[:n] = self.predict_models(xm, Pm, dt)
         st.x[:n], st.P[:n] = imm_combine(st.xm[:n], st.Pm[:n], st.mu[:n])
@@ -260,7 +261,7 @@ class Engine:
         n_old = st.n
         o, tl = self.origins[s], self.to_locals[s]
         if plots:
-            rx, rP = plot_to_state(o, tl, r.polar, r.polar_sigma, cfg.init_speed_sigma_mps)
+            rx, rP = plot_starts(self, s, r.polar, r.polar_sigma)
         else:
             rx, rP = r.x, r.P
         rep_var = np.trace(rP[:, :3, :3], axis1=1, axis2=2)

@@ -25,6 +25,7 @@ from gateway.fusion.api import (
 )
 from gateway.fusion.config import MODEL_BALLISTIC
 from gateway.fusion.gating import IDX
+from gateway.fusion.merge import held_unconfirmed
 from gateway.fusion.motion import imm_combine, predict_cv, seconds
 
 if TYPE_CHECKING:
@@ -69,11 +70,21 @@ def apply_misses(engine: EngineView, s: int, hit: np.ndarray) -> None:
     window = np.uint64((1 << cfg.confirm_n) - 1)
     hits_n = np.bitwise_count(st.hist[:n] & window)
     confirm = tent & (hits_n >= cfg.confirm_m)
-    drop_t = (
-        tent & ~confirm & ((st.miss_track[:n] >= cfg.tentative_drop_misses) | (st.n_opp[:n] >= cfg.confirm_n))
-    )
+    held = np.zeros(n, bool)
+    if confirm.any():
+        # A track seen only through a range arc, lying on a confirmed track
+        # another sensor feeds, waits to be merged into it (merge.py); it is
+        # not dropped for running out of its M-of-N window meanwhile.
+        due = np.flatnonzero(confirm)
+        held[due] = held_unconfirmed(engine, due, engine.t_store or 0)
+        confirm &= ~held
+    window_out = (st.n_opp[:n] >= cfg.confirm_n) & ~held
+    drop_t = tent & ~confirm & ((st.miss_track[:n] >= cfg.tentative_drop_misses) | window_out)
     conf = (status == STATUS_CONFIRMED) | (status == STATUS_COASTING) | confirm
-    drop_c = conf & (st.miss_track[:n] >= cfg.drop_misses)
+    # Misses count over all sensors: with six on a track, six come in one
+    # second; a second's gap of all of them is no reason to drop it.
+    age = ((engine.t_store or 0) - st.last_ns[:n]) * _NS
+    drop_c = conf & (st.miss_track[:n] >= cfg.drop_misses) & (age >= cfg.coast_after_s)
     coast = conf & (st.miss_track[:n] >= cfg.coast_misses)
     st.status[:n] = np.where(coast, STATUS_COASTING, np.where(conf, STATUS_CONFIRMED, status))
     engine.drop_rows(drop_t | drop_c)

@@ -38,11 +38,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from gateway.fusion.api import F64, ReportArrays
+from gateway.fusion.exo import switch_rates
 from gateway.fusion.gating import IDX
 from gateway.fusion.kalman import ekf_update
 from gateway.fusion.measure import plot_residual
@@ -269,7 +269,7 @@ class WindowMHT:
             return X, P, MU
         dt = np.full(X.shape[0], dt_s)
         if MU.shape[1] > 1:
-            X, P, MU = imm_mix(X, P, MU, markov_matrix(MU.shape[1], dt, self.e.cfg.imm_switch_rate_hz))
+            X, P, MU = imm_mix(X, P, MU, markov_matrix(MU.shape[1], dt, switch_rates(self.e, X)))
         X, P = self.e.predict_models(X, P, dt)
         return X, P, MU
 
@@ -336,6 +336,10 @@ class WindowMHT:
             pidx = np.full((T, npl), -1, np.int64)
             C[pt[a:z], pp[a:z]] = cost[a:z]
             pidx[pt[a:z], pp[a:z]] = np.arange(a, z)
+            # Imported here: scipy.optimize is ~9 MB in every fusion worker
+            # process, for a window that is off by default (issue 18).
+            from scipy.optimize import linear_sum_assignment
+
             ri, cj = linear_sum_assignment(C)
             col = np.empty(T, np.int64)
             col[ri] = cj

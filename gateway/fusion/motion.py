@@ -153,15 +153,16 @@ def predict_ballistic(x: F64, P: F64, dt: F64, q: float, accel: AccelFn) -> tupl
     return xo, po
 
 
-def markov_matrix(n_models: int, dt: F64, rate_hz: float | tuple[float, ...]) -> F64:
+def markov_matrix(n_models: int, dt: F64, rate_hz: float | tuple[float, ...] | F64) -> F64:
     """IMM transition probabilities π_ij(dt) (N, M, M): model i stays with
     exp(-rate_i·dt) and leaves evenly to the others. ``rate_hz`` is one rate
-    for all models or one per model (a manoeuvre ends sooner than a straight
-    leg, so the manoeuvre model's exit rate is the larger)."""
+    for all models, one per model (a manoeuvre ends sooner than a straight
+    leg, so the manoeuvre model's exit rate is the larger), or an (N, M)
+    array, one per row and model (gateway/fusion/exo.py)."""
     if n_models == 1:
         return np.ones((dt.shape[0], 1, 1))
-    rate = np.broadcast_to(np.asarray(rate_hz, np.float64), (n_models,))
-    stay = np.exp(-np.abs(dt)[:, None] * rate[None, :])  # (N, M)
+    rate = np.broadcast_to(np.asarray(rate_hz, np.float64), (dt.shape[0], n_models))
+    stay = np.exp(-np.abs(dt)[:, None] * rate)  # (N, M)
     off = (1.0 - stay) / (n_models - 1)
     pi = np.repeat(off[:, :, None], n_models, axis=2)
     idx = np.arange(n_models)

@@ -37,7 +37,6 @@ from scipy.sparse import csr_matrix
 from scipy.spatial import cKDTree
 
 from gateway.fusion.api import STATUS_TENTATIVE, ReportArrays
-from gateway.fusion.config import MODEL_MANOEUVRE
 from gateway.fusion.gating import IDX
 from gateway.fusion.kalman import ekf_update, innovation_cov, mahalanobis2
 from gateway.fusion.measure import plot_residual
@@ -82,23 +81,25 @@ def mixture_cost(
 def quiet_logsumexp(engine: EngineView, lmu: F64, xm: F64, mu: F64) -> F64:
     """ln Σ_m exp(lmu_m) per pair, where ``lmu`` (K, M) = ln μ_m + ln N_m; for
     tracks above ``assoc_quiet_above_m`` (exo-atmospheric: no aerodynamic
-    lift, so an unpowered object cannot manoeuvre) the manoeuvre model is left
-    out and the rest renormalised, i.e. the likelihood given "not
-    manoeuvring". Between closely spaced objects a misassigned plot looks like
-    a manoeuvre; the manoeuvre model's wide share then bids for the
-    neighbour's plots and the track roams (cso bench: ids per object 1.68 ->
+    lift, so an unpowered object cannot manoeuvre) the models of
+    ``assoc_quiet_models`` (default the manoeuvre model) are left out and the
+    rest renormalised, i.e. the likelihood given "not manoeuvring". Between
+    closely spaced objects a misassigned plot looks like a manoeuvre; the
+    manoeuvre model's wide share then bids for the neighbour's plots and the
+    track roams (cso bench: ids per object 1.68 ->
     1.45 on seeds 1-3, benchmarks/fusion/RESULTS.md). The filter keeps the
     model: without it young tracks in complexes are lost (held 161 -> 151)."""
     cfg = engine.cfg
-    if MODEL_MANOEUVRE in cfg.models and len(cfg.models) > 1 and lmu.shape[0]:
-        mi = cfg.models.index(MODEL_MANOEUVRE)
+    quiet = np.array([cfg.models.index(m) for m in cfg.assoc_quiet_models if m in cfg.models], np.intp)
+    if 0 < quiet.size < len(cfg.models) and lmu.shape[0]:
         # Height from the first model's state (all models share the position
         # to well under a kilometre).
         exo = altitude_from_gravity(engine.accel, xm[:, 0]) > cfg.assoc_quiet_above_m
         if exo.any():
             lmu = lmu.copy()
-            lmu[exo, mi] = -np.inf
-            lmu[exo] -= np.log(np.maximum(1.0 - mu[exo, mi], 1e-300))[:, None]
+            lmu[np.ix_(exo, quiet)] = -np.inf
+            kept = 1.0 - mu[exo][:, quiet].sum(axis=1)
+            lmu[exo] -= np.log(np.maximum(kept, 1e-300))[:, None]
     top = lmu.max(axis=1)
     out: F64 = top + np.log(np.exp(lmu - top[:, None]).sum(axis=1))
     return out

@@ -18,7 +18,8 @@ import json
 import logging
 import resource
 import time
-from collections import Counter, deque
+from array import array
+from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -69,7 +70,7 @@ class SituationDisplay:
         self.tracks: list[dict[str, Any]] = []
         self.picture_time_ns = 0
         self.batch_sequence = 0
-        self._trails: dict[int, deque[tuple[int, float, float]]] = {}
+        self._trails: dict[int, _Trail] = {}
         self._clients: set[_Client] = set()
         self._opening = 0  # handshakes under way, counted against max_clients
         self._sensors: list[dict[str, Any]] | None = None
@@ -138,9 +139,11 @@ class SituationDisplay:
             )
             tracks = []
             for t, la, lo, al, sp, co, vu in rows:
-                trail = self._trails.setdefault(t.track_id, deque())
-                if not trail or trail[-1][0] != t.last_update_time_ns:
-                    trail.append((t.last_update_time_ns, la, lo))
+                trail = self._trails.get(t.track_id)
+                if trail is None:
+                    trail = self._trails[t.track_id] = _Trail()
+                if trail.last_time() != t.last_update_time_ns:
+                    trail.append(t.last_update_time_ns, la, lo)
                 tracks.append(
                     {
                         "id": t.track_id,
@@ -161,8 +164,7 @@ class SituationDisplay:
         horizon = batch.time_ns - int(self.config.history_s * 1e9)
         for tid in list(self._trails):
             trail = self._trails[tid]
-            while trail and trail[0][0] < horizon:
-                trail.popleft()
+            trail.drop_before(horizon)
             if not trail:
                 del self._trails[tid]
 
@@ -182,11 +184,15 @@ class SituationDisplay:
         ]
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything one page needs, as JSON-ready values."""
+        """Everything one page needs, for :func:`_dumps` (JSON values, and each
+        track's trail, which it writes as ``[[lat, lon], ...]``)."""
         for batch in self._tracks.get_all():
             self.take_picture(batch)
         tracks = [
-            {**t, "trail": [[la, lo] for _, la, lo in self._trails.get(t["id"], ())]} for t in self.tracks
+            # The trail itself, not its points: _dumps writes them one track at a
+            # time (1000 tracks of 300 points as lists were ~36 MB per snapshot).
+            {**t, "trail": self._trails.get(t["id"], _NO_TRAIL)}
+            for t in self.tracks
         ]
         return {
             "gateway_id": self.gw.config.gateway_id,
@@ -344,6 +350,53 @@ class SituationDisplay:
         await asyncio.gather(*(close(c) for c in clients))
 
 
+class _Trail:
+    """One track's trail: update times and (lat, lon) in flat arrays.
+
+    24 bytes a point; a deque of ``(t_ns, lat, lon)`` tuples took ~160, so
+    1000 tracks at 5 Hz over the default 60 s of history held ~49 MB while a
+    page was open (issue 18, memory). Points leave from the front by moving
+    ``start``; the arrays are compacted once most of them are gone.
+    """
+
+    __slots__ = ("ll", "start", "t")
+
+    def __init__(self) -> None:
+        self.t = array("q")
+        self.ll = array("d")  # lat0, lon0, lat1, lon1, ...
+        self.start = 0
+
+    def __len__(self) -> int:
+        return len(self.t) - self.start
+
+    def last_time(self) -> int | None:
+        return self.t[-1] if len(self.t) > self.start else None
+
+    def append(self, t_ns: int, lat: float, lon: float) -> None:
+        self.t.append(t_ns)
+        self.ll.append(lat)
+        self.ll.append(lon)
+
+    def drop_before(self, horizon_ns: int) -> None:
+        """Drop points from the front while they are older than ``horizon_ns``."""
+        t, s = self.t, self.start
+        while s < len(t) and t[s] < horizon_ns:
+            s += 1
+        if s > 32 and 2 * s > len(t):  # amortised: each point is moved at most once more
+            del t[:s]
+            del self.ll[: 2 * s]
+            s = 0
+        self.start = s
+
+    def points(self) -> list[list[float]]:
+        """``[[lat, lon], ...]``, oldest first (the page's JSON)."""
+        ll = self.ll
+        return [[ll[i], ll[i + 1]] for i in range(2 * self.start, len(ll), 2)]
+
+
+_NO_TRAIL = _Trail()  # a track without one yet (never appended to)
+
+
 @dataclass(eq=False)
 class _Client:
     """One open page: its socket, its transport (to abort it) and its queue."""
@@ -357,7 +410,14 @@ class _Client:
 
 def _dumps(snapshot: dict[str, Any]) -> str:
     # Strict JSON: the page's JSON.parse rejects NaN; a NaN here is a bug to see.
-    return json.dumps(snapshot, allow_nan=False, separators=(",", ":"))
+    return json.dumps(snapshot, allow_nan=False, separators=(",", ":"), default=_trail_points)
+
+
+def _trail_points(obj: object) -> list[list[float]]:
+    """``json.dumps``' hook for what it cannot write itself: a track's trail."""
+    if isinstance(obj, _Trail):
+        return obj.points()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 async def start_web_server(display: SituationDisplay) -> HttpEndpoint:

@@ -147,6 +147,7 @@ async def test_metrics_and_healthz(links: tuple[str, str]) -> None:
         total = m[("hilgw_frame_to_track_seconds_sum", dev)]
         assert n == 5
         assert 0 < total / n < 0.5
+        assert m[("hilgw_frame_to_track_unmatched_total", ())] == 0
         assert m[("hilgw_healthy", ())] == 1
         # Gateway-added latency by stage (issue 18): one observation per batch on the bus.
         bus = (("stage", "bus"),)

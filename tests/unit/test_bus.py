@@ -57,3 +57,31 @@ async def test_get_waits_for_a_publish_and_close_unsubscribes() -> None:
     t.publish(43)
     assert len(s) == 0
     assert t.subscriptions == []
+
+
+async def test_weighed_drop_newest_bounds_the_summed_weight_and_counts_it() -> None:
+    """A queue bounded by weight (the fusion backlog in reports, issue 18)."""
+    t: Topic[list[int]] = Topic("t")
+    s = t.subscribe("s", maxsize=100, policy=FullPolicy.DROP_NEWEST, weigh=len, max_weight=10)
+    for item in ([1] * 4, [2] * 4, [3] * 3, [4] * 2, [5] * 11):
+        t.publish(item)
+    # 4 + 4 fit; 3 would make 11 > 10; 2 fits (10); 11 alone never fits.
+    assert s.weight == 10
+    assert s.dropped == 2
+    assert s.dropped_weight == 3 + 11
+    assert await s.get() == [1] * 4
+    assert s.weight == 6
+    t.publish([6] * 4)  # room again
+    assert s.get_all() == [[2] * 4, [4] * 2, [6] * 4]
+    assert s.weight == 0
+    assert s.dropped == 2
+
+
+async def test_weighed_drop_oldest_evicts_until_the_newest_fits() -> None:
+    t: Topic[list[int]] = Topic("t")
+    s = t.subscribe("s", maxsize=100, policy=FullPolicy.DROP_OLDEST, weigh=len, max_weight=10)
+    for item in ([1] * 4, [2] * 4, [3] * 2, [4] * 7):
+        t.publish(item)
+    assert s.get_all() == [[3] * 2, [4] * 7]  # 1 and 2 evicted for 4
+    assert s.dropped == 2
+    assert s.dropped_weight == 8

@@ -13,6 +13,7 @@ can turn) the full mixture still decides.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -49,9 +50,14 @@ def _plots(pos: np.ndarray, t_ns: int) -> ReportArrays:
     )
 
 
-def _taker(height_m: float, quiet_above_m: float) -> str:
+def _taker(height_m: float, quiet_above_m: float, cfg: FusionConfig | None = None) -> str:
     """Which track ("A" or "B") takes the plot of B's object."""
-    cfg = FusionConfig(confirm_m=1, merge_radius_m=0.0, assoc_quiet_above_m=quiet_above_m)
+    base = cfg or FusionConfig(confirm_m=1, merge_radius_m=0.0)
+    # The cost rule alone: with the exo exit rate (gateway/fusion/exo.py) the
+    # IMM interaction of the 1 s step would also mix A's wide manoeuvre state
+    # into its other models (measured on the complexes together:
+    # benchmarks/fusion/RESULTS.md).
+    cfg = dataclasses.replace(base, assoc_quiet_above_m=quiet_above_m, exo_exit_rate_hz=0.0)
     e = Engine(cfg, accel=ACCEL)
     e.add_sensor(local_geometry("r0", np.zeros(3)))
     plot = np.array([300e3, 0.0, height_m])
@@ -117,3 +123,16 @@ def test_per_model_switch_rates_pass_the_config_check() -> None:
         FusionConfig(imm_switch_rate_hz=(0.005, "fast", 0.005)).check()  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="imm_switch_rate_hz"):
         FusionConfig(imm_switch_rate_hz=(0.005, 0.005)).check()
+
+
+def test_quiet_models_are_configurable_and_checked() -> None:
+    """``assoc_quiet_models`` names the models left out of the exo cost; with
+    NCV left out too (the ballistic model alone bids) the settled track B
+    still keeps its plot, and an unknown model name is refused."""
+    from hilgw.errors import ConfigError
+
+    cfg = FusionConfig(confirm_m=1, merge_radius_m=0.0, assoc_quiet_models=("manoeuvre", "ncv"))
+    cfg.check()
+    assert _taker(200e3, quiet_above_m=60e3, cfg=cfg) == "B"
+    with pytest.raises(ConfigError, match="assoc_quiet_models"):
+        FusionConfig(assoc_quiet_models=("sideways",)).check()

@@ -24,6 +24,7 @@ from hilgw.geo import (
     angle_diff,
     ecef_to_polar,
     enu_basis,
+    euler_zyx,
     local_geometry,
     polar_jacobian,
     polar_to_ecef,
@@ -425,3 +426,26 @@ def test_covariance_matches_monte_carlo(rates_valid: bool) -> None:
     inv = np.linalg.inv(chol)
     whitened = inv @ sample @ inv.T
     np.testing.assert_allclose(whitened, np.eye(6), atol=0.02)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(-4.0, 4.0, allow_nan=False),
+            st.floats(-1.6, 1.6, allow_nan=False),
+            st.floats(-4.0, 4.0, allow_nan=False),
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_euler_zyx_equals_scipy_rotation(angles: list[tuple[float, float, float]]) -> None:
+    """The written-out yaw-pitch-roll matrices (no scipy in the gateway process,
+    issue 18) are scipy's intrinsic "ZYX" ones, one set or stacked."""
+    from scipy.spatial.transform import Rotation
+
+    a = np.array(angles)
+    want = Rotation.from_euler("ZYX", a).as_matrix()
+    np.testing.assert_allclose(euler_zyx(a), want, atol=1e-12)
+    np.testing.assert_allclose(euler_zyx(a[0]), want[0], atol=1e-12)
