@@ -25,16 +25,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter, deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import aiomqtt
 import paho.mqtt.client as mqtt
 
+from gateway.config import MqttConfig
 from gateway.outputs.mqtt import Outgoing
-
-if TYPE_CHECKING:
-    from gateway.outputs.session import MqttSession
+from gateway.stages import StageClock
 
 __all__ = ["Pump"]
 
@@ -45,10 +45,27 @@ log = logging.getLogger("gateway.outputs.session")
 _PER_TURN = 256
 
 
+class PumpedSession(Protocol):
+    """What the pump reads and writes of its :class:`~gateway.outputs.session.MqttSession`.
+
+    A protocol rather than the class itself, so that the session can import the
+    pump without the pump importing the session (no import cycle).
+    """
+
+    config: MqttConfig
+    _critical: deque[tuple[int, Outgoing]]
+    _bulk: deque[tuple[int, Outgoing]]
+    _inflight: dict[int, Outgoing]
+    _ready: asyncio.Event
+    on_published: Callable[[Outgoing], None] | None
+    stages: StageClock | None
+    published: Counter[str]
+
+
 class Pump:
     """Sends the session's queued messages on one connection until it fails or is cancelled."""
 
-    def __init__(self, session: MqttSession, client: aiomqtt.Client) -> None:
+    def __init__(self, session: PumpedSession, client: aiomqtt.Client) -> None:
         self.session = session
         self.client = client
         self.paho: mqtt.Client = client._client  # aiomqtt 2.x keeps paho private; messages go to it directly
