@@ -36,7 +36,11 @@ class Subscription(Generic[T]):
         wake: asyncio.Event | None,
         weigh: Callable[[T], int] | None = None,
         max_weight: int = 0,
+        sink: Callable[[T], None] | None = None,
     ) -> None:
+        if sink is not None and policy is not FullPolicy.DROP_NEWEST:
+            # A sunk item cannot be taken back to make room for a newer one.
+            raise ValueError(f"subscription {name!r}: a sink needs FullPolicy.DROP_NEWEST")
         self.topic = topic
         self.name = name
         self.maxsize = maxsize
@@ -50,27 +54,38 @@ class Subscription(Generic[T]):
         self.dropped_weight = 0
         self._weigh = weigh
         self._items: deque[T] = deque()
+        self._sink = sink
+        self._sunk = 0  # items handed to the sink since the last get_all
         self._ready = asyncio.Event()
         self._wake = wake
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._items) + self._sunk
 
     def _offer(self, item: T) -> None:
         if self._weigh is not None:
             self._offer_weighed(item, self._weigh(item))
             return
-        if len(self._items) >= self.maxsize:
+        if len(self) >= self.maxsize:
             self.dropped += 1
             if self.policy is FullPolicy.DROP_NEWEST:
                 return
             self._items.popleft()
-        self._items.append(item)
+        self._accept(item)
+
+    def _accept(self, item: T) -> None:
+        if self._sink is not None:
+            self._sink(item)
+            self._sunk += 1
+        else:
+            self._items.append(item)
         self._ready.set()
         if self._wake is not None:
             self._wake.set()
 
     async def get(self) -> T:
+        if self._sink is not None:
+            raise TypeError(f"subscription {self.name!r} hands its items to a sink: use get_all")
         while not self._items:
             self._ready.clear()
             await self._ready.wait()
@@ -86,7 +101,7 @@ class Subscription(Generic[T]):
             self.dropped += 1
             self.dropped_weight += w
             return
-        while self._items and (len(self._items) >= self.maxsize or self.weight + w > self.max_weight):
+        while len(self) and (len(self) >= self.maxsize or self.weight + w > self.max_weight):
             self.dropped += 1
             if self.policy is FullPolicy.DROP_NEWEST:
                 self.dropped_weight += w
@@ -95,18 +110,19 @@ class Subscription(Generic[T]):
             ow = self._weigh(old) if self._weigh is not None else 0
             self.weight -= ow
             self.dropped_weight += ow
-        self._items.append(item)
+        self._accept(item)
         self.weight += w
-        self._ready.set()
-        if self._wake is not None:
-            self._wake.set()
 
     def get_all(self) -> list[T]:
-        """Everything queued now, without waiting (batching consumers)."""
+        """Everything queued now, without waiting (batching consumers).
+
+        With a sink, the items went to it as they came: none are returned, and
+        the sink's holder takes them (this call marks them delivered)."""
         items = list(self._items)
         self._items.clear()
         self.weight = 0
-        self.delivered += len(items)
+        self.delivered += len(items) + self._sunk
+        self._sunk = 0
         return items
 
     async def wait(self) -> None:
@@ -145,6 +161,7 @@ class Topic(Generic[T]):
         wake: asyncio.Event | None = None,
         weigh: Callable[[T], int] | None = None,
         max_weight: int = 0,
+        sink: Callable[[T], None] | None = None,
     ) -> Subscription[T]:
         """``wake``, when given, is set on every delivery: one consumer can wait
         on several subscriptions with one event.
@@ -155,8 +172,15 @@ class Topic(Generic[T]):
         batches of any size). The policy applies as for ``maxsize``; an item
         heavier than ``max_weight`` alone is dropped. Drops are counted in
         ``dropped`` (items) and ``dropped_weight``.
+
+        ``sink``, when given, takes each item the bounds admit as it is
+        published, instead of the queue: the fusion stage stacks its report
+        batches as they come, so the step's boundary does no per-batch work
+        (issue 18). The bounds, counts and ``len`` are as without it; the
+        items are never returned (:meth:`Subscription.get_all` marks them
+        delivered), and only ``DROP_NEWEST`` is possible.
         """
-        sub = Subscription(self, name, maxsize, policy, wake, weigh, max_weight)
+        sub = Subscription(self, name, maxsize, policy, wake, weigh, max_weight, sink)
         self._subs.append(sub)
         return sub
 

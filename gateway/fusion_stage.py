@@ -20,6 +20,7 @@ from gateway.bus import FullPolicy, Topic
 from gateway.config import FusionConfig
 from gateway.devices.base import ReportsIn
 from gateway.fusion.api import FusionEngine, ReportArrays, SensorGeometry, TrackArrays
+from gateway.fusion.backlog import ReportBacklog
 from gateway.fusion.store import MAX_SENSORS
 from gateway.fusion_worker import ProcessWorker, StepReply, StepRequest
 from gateway.partners.release import Picture, SourceMarkings
@@ -138,12 +139,16 @@ class FusionStage:
             self.engine = make_engine(config)
         # Bounded in batches and in reports (a batch of a fast link holds
         # hundreds): the backlog while a step runs is a memory bound (issue 18).
+        # The batches the bounds admit are stacked as they come (no burst of
+        # joining them when the step is due: gateway/fusion/backlog.py).
+        self._backlog = ReportBacklog()
         self.sub = reports.subscribe(
             "fusion",
             maxsize=config.report_queue,
             policy=FullPolicy.DROP_NEWEST,
             weigh=_reports_in,
             max_weight=config.max_backlog_reports,
+            sink=self._stack,
         )
         self._backlog_drops_seen = 0  # sub.dropped_weight as of the last warning check
         self._backlog_warnings = 0
@@ -221,8 +226,11 @@ class FusionStage:
         engine = self.engine
         return engine.counters if isinstance(engine, CountingEngine) else {}
 
-    def _take_backlog(self) -> list[ReportsIn]:
-        """The report batches queued since the last step; says so once in a
+    def _stack(self, batch: ReportsIn) -> None:
+        self._backlog.add(batch.reports)
+
+    def _take_backlog(self) -> ReportArrays:
+        """The reports queued since the last step, in order; says so once in a
         while if the backlog bound dropped some meanwhile."""
         dropped = self.sub.dropped_weight
         if dropped != self._backlog_drops_seen:
@@ -237,7 +245,8 @@ class FusionStage:
                     dropped,
                 )
             self._backlog_drops_seen = dropped
-        return self.sub.get_all()
+        self.sub.get_all()  # counts them delivered (the sink has them)
+        return self._backlog.take()
 
     @property
     def backlog_reports(self) -> int:
@@ -250,8 +259,7 @@ class FusionStage:
         return self.sub.dropped_weight
 
     def step_once(self, t_ns: int) -> track_pb2.TrackBatch:
-        batches = self._take_backlog()
-        reports = ReportArrays.concat([b.reports for b in batches])
+        reports = self._take_backlog()
         t0 = time.monotonic()
         picture = self._local_engine().step(reports, t_ns)
         self.step_seconds = [*self.step_seconds[-255:], time.monotonic() - t0]
@@ -296,7 +304,7 @@ class FusionStage:
     def _request(self, t_ns: int) -> StepRequest:
         """The reports queued since the last step, the sensors and markings the
         worker has not had yet."""
-        batches = self._take_backlog()
+        reports = self._take_backlog()
         sensors = self.engine.sensors
         new = tuple(sensors[self._sensors_sent :])
         self._sensors_sent = len(sensors)
@@ -307,7 +315,7 @@ class FusionStage:
             markings = tuple(m.SerializeToString() if m is not None else None for m in table)
             self._markings_sent = len(table)
         self.seq += 1
-        return StepRequest(self.seq, t_ns, ReportArrays.concat([b.reports for b in batches]), new, markings)
+        return StepRequest(self.seq, t_ns, reports, new, markings)
 
     def _step_here(self, req: StepRequest) -> tuple[StepReply, track_pb2.TrackBatch]:
         """The thread worker's step: this process's engine, in the stage's thread."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from gateway.bus import FullPolicy, Topic
 
 
@@ -85,3 +87,31 @@ async def test_weighed_drop_oldest_evicts_until_the_newest_fits() -> None:
     assert s.get_all() == [[3] * 2, [4] * 7]  # 1 and 2 evicted for 4
     assert s.dropped == 2
     assert s.dropped_weight == 8
+
+
+async def test_a_sink_takes_what_the_bounds_admit_in_order_and_counts_the_rest() -> None:
+    """The fusion stage's subscription (issue 18): items go to the sink as they
+    are published, under the same bounds, counts and ``len`` as a queue."""
+    t: Topic[list[int]] = Topic("t")
+    sunk: list[list[int]] = []
+    s = t.subscribe("s", maxsize=3, policy=FullPolicy.DROP_NEWEST, weigh=len, max_weight=10, sink=sunk.append)
+    for item in ([1] * 4, [2] * 4, [3] * 3, [4] * 2, [5] * 11, [6]):
+        t.publish(item)
+    # As the queue test above: 3 would make 11 > 10, 11 never fits; then 3 items: full.
+    assert sunk == [[1] * 4, [2] * 4, [4] * 2]
+    assert (len(s), s.weight, s.dropped, s.dropped_weight) == (3, 10, 3, 3 + 11 + 1)
+    assert s.get_all() == []  # the sink has them
+    assert (len(s), s.weight, s.delivered) == (0, 0, 3)
+    t.publish([7] * 10)  # room again after the take
+    assert sunk[-1] == [7] * 10
+    assert s.dropped == 3
+
+
+async def test_a_sink_refuses_drop_oldest_and_get() -> None:
+    """A sunk item cannot be evicted for a newer one, nor got one by one."""
+    t: Topic[int] = Topic("t")
+    with pytest.raises(ValueError, match="DROP_NEWEST"):
+        t.subscribe("s", policy=FullPolicy.DROP_OLDEST, sink=lambda _i: None)
+    s = t.subscribe("s", policy=FullPolicy.DROP_NEWEST, sink=lambda _i: None)
+    with pytest.raises(TypeError, match="get_all"):
+        await s.get()
