@@ -202,6 +202,8 @@ def test_a_step_request_crosses_the_pipe_with_its_columns_out_of_band() -> None:
     for f in req.reports.__slots__:
         np.testing.assert_array_equal(getattr(got.reports, f), getattr(req.reports, f))
     assert got.reports.x.flags.writeable
+    # Read straight into one buffer, each column at a 64-byte boundary (numpy's own alignment).
+    assert all(getattr(got.reports, f).ctypes.data % 64 == 0 for f in req.reports.__slots__)
 
 
 async def test_frame_to_track_keeps_a_bounded_wait_list_without_pictures() -> None:
