@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -129,6 +131,7 @@ async def test_launcher_faults_from_the_scenario_reach_the_cue_path(
             sys.executable, "-m", "gateway.cli", "emulate", "--scenario", str(scenario),
             "--only", "lnch-s", "--epoch-ns", str(epoch_ns),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # its launcher emulator is killed with it below
         )  # fmt: skip
         try:
             lines = await wait_ready(proc, what="hilgw emulate")
@@ -159,7 +162,9 @@ async def test_launcher_faults_from_the_scenario_reach_the_cue_path(
             out, err = await asyncio.wait_for(proc.communicate(), WAIT_S)
         finally:
             if proc.returncode is None:
-                proc.kill()
+                # The whole group: a SIGKILLed ``hilgw emulate`` does not stop the
+                # launcher emulator it started (a retried attempt left one running).
+                os.killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
         assert cfg.cue is not None
         return cfg.cue.audit_path, epoch_ns, out, err, proc.returncode
