@@ -157,6 +157,17 @@ def _subscriber(port: int, out: str) -> None:
 # --- the gateway and the run ------------------------------------------------------
 
 
+#: ``--pin``: the CPUs of everything that is not the gateway (writer, subscriber,
+#: mosquitto, the fusion worker); the gateway's process keeps the first CPU.
+_OTHERS: set[int] | None = None
+
+
+def _pin_other(pid: int) -> None:
+    """Move a rig process (or the fusion worker) off the gateway's CPU (``--pin``)."""
+    if _OTHERS is not None:
+        os.sched_setaffinity(pid, _OTHERS)
+
+
 def _rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):  # peak resident set
@@ -228,6 +239,10 @@ async def _run(
                 stdout=subprocess.PIPE,
                 text=True,
             )
+            _pin_other(sub.pid)
+            worker_proc = gw.fusion.process_worker
+            if worker_proc is not None:
+                _pin_other(worker_proc.pid)
             assert sub.stdout is not None
             await asyncio.to_thread(sub.stdout.readline)  # "ready"
             await asyncio.sleep(0.3)
@@ -238,6 +253,7 @@ async def _run(
                 stdout=subprocess.PIPE,
                 text=True,
             )
+            _pin_other(writer.pid)
             assert writer.stdin is not None
             assert writer.stdout is not None
             await asyncio.to_thread(writer.stdout.readline)  # "ready": frames encoded
@@ -338,7 +354,22 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--uvloop", action="store_true", help="run the gateway on uvloop (if installed)")
     ap.add_argument("--profile", metavar="FILE", help="cProfile the gateway process into FILE (pstats)")
+    ap.add_argument(
+        "--pin",
+        action="store_true",
+        help="the gateway on a CPU of its own; writer, subscriber, mosquitto, fusion worker on the rest",
+    )
     ns = ap.parse_args()
+    global _OTHERS
+    pinned = ""
+    if ns.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            print("--pin needs two CPUs or more", file=sys.stderr)
+            return 2
+        os.sched_setaffinity(0, {cpus[0]})  # before any thread starts: they inherit it
+        _OTHERS = set(cpus[1:])
+        pinned = f"gateway on CPU {cpus[0]}, the rest on {sorted(_OTHERS)}"
     mosq = shutil.which("mosquitto") or (
         "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
     )
@@ -355,6 +386,7 @@ def main() -> int:
             conf = Path(tmp) / "m.conf"
             conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n")
             proc = subprocess.Popen([mosq, "-c", str(conf)], stderr=subprocess.DEVNULL)
+            _pin_other(proc.pid)
             try:
                 wait_port(port)
                 run = _run(rate, ns.seconds, port, ns.targets, ns.publish_hz, ns.worker)
@@ -380,12 +412,13 @@ def main() -> int:
                 proc.wait()
     load = os.getloadavg()[0]
     if ns.json:
-        print(json.dumps({"load_1min": load, "seconds": ns.seconds, "runs": rows}))
+        print(json.dumps({"load_1min": load, "seconds": ns.seconds, "pinned": pinned, "runs": rows}))
         return 0
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"serial radar -> gateway -> mosquitto -> subscriber (load {load:.1f})")
+    where = f", {pinned}" if pinned else ""
+    t = Table(title=f"serial radar -> gateway -> mosquitto -> subscriber (load {load:.1f}{where})")
     for col in (
         "rate",
         "reports/s",
