@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -31,7 +32,7 @@ from typing import IO, Any
 
 from hilgw.errors import TransportError
 
-__all__ = ["READY_TIMEOUT_S", "EmulatorProcess", "start_emulator"]
+__all__ = ["PARENT_ENV", "READY_TIMEOUT_S", "EmulatorProcess", "start_emulator", "stop_with_parent"]
 
 #: How long a child may take to print its ready line (s). A bound, not an
 #: expectation: on a loaded 2-core machine the interpreter, numpy/scipy and
@@ -40,6 +41,40 @@ __all__ = ["READY_TIMEOUT_S", "EmulatorProcess", "start_emulator"]
 READY_TIMEOUT_S = 60.0
 
 _PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
+
+#: Set by :func:`start_emulator` to the starting process's pid; an emulator that
+#: calls :func:`stop_with_parent` stops when that process is gone.
+PARENT_ENV = "HILGW_PARENT_PID"
+
+#: How often an emulator looks whether its parent is still there (s).
+PARENT_POLL_S = 0.25
+
+
+def stop_with_parent(poll_s: float = PARENT_POLL_S) -> None:
+    """SIGTERM this process (its own graceful stop) once the process that started it is gone.
+
+    A parent stopped cleanly stops its emulators itself; one that is SIGKILLed
+    (or crashes) cannot, and its emulators would hold their ptys, CAN groups
+    and UDP ports until someone finds them. ``PR_SET_PDEATHSIG`` is tied to
+    the parent *thread* that forked (start_emulator may run on a worker
+    thread that ends first), so this polls ``getppid()`` instead: a child is
+    re-parented (to init or a subreaper) when its parent dies. No-op unless
+    started by :func:`start_emulator` (``HILGW_PARENT_PID`` set).
+    """
+    want = os.environ.pop(PARENT_ENV, None)  # not for what this process starts in turn
+    if not want or not want.isdigit():
+        return
+    parent = int(want)
+    if os.getppid() != parent:  # gone before we got here
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
 
 
 class EmulatorProcess:
@@ -131,6 +166,7 @@ def start_emulator(
     # Make the package importable from a source checkout as from an install.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_PROJECT_ROOT, env.get("PYTHONPATH")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env[PARENT_ENV] = str(os.getpid())  # the child stops when this process is gone
     # Not a context manager: the file lives as long as the child; stop() closes it.
     stderr = tempfile.TemporaryFile()  # noqa: SIM115
     popen = subprocess.Popen(

@@ -64,6 +64,7 @@ from gateway.sections.transports import CanTransportConfig
 from gateway.transports.can import CAN_ERR_BUSOFF, CanTransport
 from hilgw.can import CanFrame
 from hilgw.errors import ConfigError, HilgwError, TransportError
+from hilgw.process import stop_with_parent
 from sim_devices.can_device import EmulatorCanTransport
 from sim_devices.faults import FaultSchedule
 from sim_devices.scenario import Scenario
@@ -560,6 +561,7 @@ async def _serve(ns: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
+    stop_with_parent()  # a SIGKILLed parent leaves no emulator behind
     ns = build_parser().parse_args(argv)
     if not 0 <= ns.drop < 1 or not 0 <= ns.duplicate < 1 or ns.rate_hz <= 0:
         print("can_radar_emulator: --drop/--duplicate must be in [0, 1), --rate-hz > 0", file=sys.stderr)

@@ -39,6 +39,7 @@ from drivers.radar import TRACK_BATCH_DTYPE
 from gateway.config import DeviceConfig, load_config
 from gateway.sections.transports import CanTransportConfig
 from hilgw.errors import ConfigError
+from hilgw.process import stop_with_parent
 
 __all__ = ["DescribedRadarEmulator", "main", "synthetic_tracks"]
 
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop_with_parent()  # a SIGKILLed parent leaves no emulator behind
     ns = build_parser().parse_args(argv)
     try:
         emu = DescribedRadarEmulator(_device(ns.config, ns.device))

@@ -3,8 +3,7 @@
 Without ``--sensor``, ``hilgw emulate --scenario FILE [--only DEVICE] [--mqtt
 HOST:PORT]`` runs every device of the scenario, each as its own process
 (:mod:`sim_devices.emulate_all`). With ``--sensor ID`` it is one of them:
-
-Runs one sensor of a scenario and writes what that radar front-end would put
+it runs one sensor of a scenario and writes what that radar front-end would put
 on its serial line, using the *same* codec as the gateway's driver with the
 device role (drivers/serial_radar): track reports at the sensor's update rate,
 a STATUS heartbeat at 1 Hz (docs/icd/serial-radar.md §5.2).
@@ -74,6 +73,7 @@ from drivers.base import Role
 from drivers.radar import SensorState, Status
 from drivers.serial_radar import SerialRadarCodec
 from hilgw.errors import ConfigError, HilgwError, TransportError
+from hilgw.process import stop_with_parent
 from sim_devices.faults import DelayLine, FaultSchedule, corrupt_crc, duplicate_frames, garbage
 from sim_devices.scenario import Scenario, resolve_scenario
 from sim_devices.sensor_model import SensorModel
@@ -557,6 +557,7 @@ async def _serve(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``hilgw emulate``; returns the process exit code."""
+    stop_with_parent()  # a SIGKILLed parent leaves no emulator behind
     ns = build_parser().parse_args(argv)
     try:
         if not ns.speed > 0 or not np.isfinite(ns.speed):

@@ -69,6 +69,7 @@ from drivers.asterix.events import AsterixRecordEvent
 from drivers.base import Role
 from drivers.nmea import NmeaCodec
 from hilgw.errors import ConfigError, HilgwError, LocalProtocolError
+from hilgw.process import stop_with_parent
 from sim_devices.dis_input import DisTruth, open_listener
 from sim_devices.faults import DatagramFaults, FaultSchedule
 from sim_devices.frigate_model import FrigateModel, TruthFn
@@ -308,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; exit codes 0 ok, 2 bad arguments or scenario."""
+    stop_with_parent()  # a SIGKILLed parent leaves no emulator behind
     ns = build_parser().parse_args(argv)
     try:
         if not (ns.speed > 0 and math.isfinite(ns.speed)):

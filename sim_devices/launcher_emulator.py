@@ -73,6 +73,7 @@ from gateway.transports.can import CAN_ERR_BUSOFF, CanTransport
 from hilgw.can import CanFrame
 from hilgw.errors import ConfigError, HilgwError, TransportError
 from hilgw.keys import resolve_keys
+from hilgw.process import stop_with_parent
 from sim_devices import emulate
 from sim_devices.can_device import EmulatorCanTransport
 from sim_devices.faults import FaultSchedule
@@ -568,6 +569,7 @@ async def _main(ns: argparse.Namespace, faults: LauncherFaults | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
+    stop_with_parent()  # a SIGKILLed parent leaves no emulator behind
     try:
         ns, faults = resolve(build_parser().parse_args(argv))
     except HilgwError as exc:

@@ -31,6 +31,7 @@ import aiomqtt
 import numpy as np
 
 from hilgw.errors import ConfigError, HilgwError
+from hilgw.process import stop_with_parent
 from hilgw.v1 import truth_pb2
 from sim_devices.scenario import AirTarget, Scenario, resolve_scenario
 from sim_devices.truth import truth_of
@@ -147,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; exit codes 0 ok, 2 bad arguments or scenario."""
+    stop_with_parent()  # a SIGKILLed parent leaves no emulator behind
     ns = build_parser().parse_args(argv)
     try:
         if not (ns.hz > 0 and math.isfinite(ns.hz)):

@@ -11,6 +11,8 @@ import os
 import select
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -279,3 +281,46 @@ def test_bad_arguments_fail_fast(scenario_file: Path) -> None:
 
     with pytest.raises(TransportError, match="no sensor 'nope'"):
         start_emulator(["--scenario", str(scenario_file), "--sensor", "nope", "--pty"])
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie waiting to be reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_an_emulator_stops_when_the_process_that_started_it_is_killed(scenario_file: Path) -> None:
+    # A gateway (or `hilgw emulate`) that is SIGKILLed cannot stop its emulators:
+    # they must notice on their own (hilgw.process.stop_with_parent).
+    code = (
+        "import sys, time\n"
+        "from hilgw.process import start_emulator\n"
+        "emu = start_emulator(['--scenario', sys.argv[1], '--sensor', 'noisy', '--pty'])\n"
+        "print(emu.popen.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": root}
+    parent = subprocess.Popen(
+        [sys.executable, "-c", code, str(scenario_file)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    child = 0
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert _alive(child)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + WAIT_S
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child), "the emulator outlived the process that started it"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if child and _alive(child):
+            os.kill(child, signal.SIGKILL)
