@@ -12,37 +12,14 @@ import numpy as np
 
 from gateway.bench_audit import audit
 from gateway.fusion.config import FusionConfig
-from tests.unit.test_fusion_engine import SITES, at
+from tests.unit.test_fusion_engine import write_bench_scenario
 
 K = 45  # 15 s of three staggered radars
 
 
 def _scenario(path: Path, x0: np.ndarray) -> None:
     """Two objects, three radars, Pd 1, no clutter, plots labelled with their object."""
-    rng = np.random.default_rng(11)
-    scan_time = np.arange(K) / 3.0
-    scan_sensor = (np.arange(K) % 3).astype(np.int32)
-    mz, ms, msc, mt = [], [], [], []
-    for k in range(K):
-        p = at(x0, scan_time[k])[:, :3] - SITES[scan_sensor[k]]
-        r = np.linalg.norm(p, axis=1)
-        z = np.column_stack([np.arcsin(p[:, 2] / r), np.arctan2(p[:, 1], p[:, 0]), r])
-        mz.append(z + rng.standard_normal(z.shape) * [1e-3, 1e-3, 30.0])
-        ms += [scan_sensor[k]] * 2
-        msc += [k] * 2
-        mt += [0, 1]
-    np.savez_compressed(
-        path,
-        sensor_pos=SITES,
-        sensor_sigma=np.tile([1e-3, 1e-3, 30.0], (3, 1)),
-        scan_time=scan_time,
-        scan_sensor=scan_sensor,
-        meas_scan=np.array(msc, np.int32),
-        meas_time=scan_time[msc],
-        meas_sensor=np.array(ms, np.int32),
-        meas_z=np.vstack(mz),
-        meas_truth=np.array(mt, np.int64),
-    )
+    write_bench_scenario(path, x0, K, seed=11, labels=lambda k: [0, 1])
 
 
 def _wrong(tmp_path: Path, offset_m: np.ndarray) -> tuple[float, float]:

@@ -15,7 +15,7 @@ from gateway.bench_fusion import run_bench
 from gateway.bench_oracle import OracleEngine
 from gateway.fusion.config import FusionConfig
 from gateway.fusion.motion import flat_gravity
-from tests.unit.test_fusion_engine import SITES, at
+from tests.unit.test_fusion_engine import at, write_bench_scenario
 
 K = 60
 X0 = np.array([[250e3, -50e3, 60e3, -2000.0, 300.0, 0.0], [300e3, 40e3, 90e3, -1500.0, -500.0, 50.0]])
@@ -24,31 +24,7 @@ X0 = np.array([[250e3, -50e3, 60e3, -2000.0, 300.0, 0.0], [300e3, 40e3, 90e3, -1
 def _scenario(path: Path, swap_at: int) -> np.ndarray:
     """Two objects, three radars, no clutter; plots labelled with their object,
     labels swapped from scan ``swap_at``. Returns the scan times."""
-    rng = np.random.default_rng(5)
-    scan_time = np.arange(K) / 3.0
-    scan_sensor = (np.arange(K) % 3).astype(np.int32)
-    mz, ms, msc, mt = [], [], [], []
-    for k in range(K):
-        p = at(X0, scan_time[k])[:, :3] - SITES[scan_sensor[k]]
-        r = np.linalg.norm(p, axis=1)
-        z = np.column_stack([np.arcsin(p[:, 2] / r), np.arctan2(p[:, 1], p[:, 0]), r])
-        mz.append(z + rng.standard_normal(z.shape) * [1e-3, 1e-3, 30.0])
-        ms += [scan_sensor[k]] * 2
-        msc += [k] * 2
-        mt += [1, 0] if k >= swap_at else [0, 1]
-    np.savez_compressed(
-        path,
-        sensor_pos=SITES,
-        sensor_sigma=np.tile([1e-3, 1e-3, 30.0], (3, 1)),
-        scan_time=scan_time,
-        scan_sensor=scan_sensor,
-        meas_scan=np.array(msc, np.int32),
-        meas_time=scan_time[msc],
-        meas_sensor=np.array(ms, np.int32),
-        meas_z=np.vstack(mz),
-        meas_truth=np.array(mt, np.int64),
-    )
-    return scan_time
+    return write_bench_scenario(path, X0, K, seed=5, labels=lambda k: [1, 0] if k >= swap_at else [0, 1])
 
 
 def _ends(tracks: Path, t_end: float) -> dict[int, int]:

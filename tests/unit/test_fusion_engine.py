@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,49 @@ def at(x0: np.ndarray, t: float) -> np.ndarray:
     x = x0.copy()
     x[:, :3] += t * x[:, 3:]
     return x
+
+
+def write_bench_scenario(
+    path: Path,
+    x0: np.ndarray,
+    k_scans: int,
+    seed: int,
+    labels: Callable[[int], list[int]] | None = None,
+) -> np.ndarray:
+    """A bench-format ``.npz`` of the objects ``x0`` (straight flight) seen by the three
+    ``SITES`` radars in turn at 3 Hz, Pd 1, no clutter, σ = 1 mrad, 1 mrad, 30 m.
+
+    ``labels(k)`` gives scan k's ``meas_truth`` (one object index a plot); without
+    it the file has no labels. Returns the scan times.
+    """
+    rng = np.random.default_rng(seed)
+    scan_time = np.arange(k_scans) / 3.0
+    scan_sensor = (np.arange(k_scans) % 3).astype(np.int32)
+    n = len(x0)
+    mz, ms, msc, mt = [], [], [], []
+    for k in range(k_scans):
+        p = at(x0, scan_time[k])[:, :3] - SITES[scan_sensor[k]]
+        r = np.linalg.norm(p, axis=1)
+        z = np.column_stack([np.arcsin(p[:, 2] / r), np.arctan2(p[:, 1], p[:, 0]), r])
+        mz.append(z + rng.standard_normal(z.shape) * [1e-3, 1e-3, 30.0])
+        ms += [scan_sensor[k]] * n
+        msc += [k] * n
+        if labels is not None:
+            mt += labels(k)
+    arrays = {
+        "sensor_pos": SITES,
+        "sensor_sigma": np.tile([1e-3, 1e-3, 30.0], (3, 1)),
+        "scan_time": scan_time,
+        "scan_sensor": scan_sensor,
+        "meas_scan": np.array(msc, np.int32),
+        "meas_time": scan_time[msc],
+        "meas_sensor": np.array(ms, np.int32),
+        "meas_z": np.vstack(mz),
+    }
+    if labels is not None:
+        arrays["meas_truth"] = np.array(mt, np.int64)
+    np.savez_compressed(path, **arrays)
+    return scan_time
 
 
 def row(pic: TrackArrays, tid: int) -> int:
@@ -247,31 +291,10 @@ def test_sensor_track_pairing_persists_over_a_closer_rival() -> None:
 
 def test_bench_roundtrip_on_tiny_scenario(tmp_path: Path) -> None:
     # A 2-target, 3-radar scenario in the bench's documented file format.
-    rng = np.random.default_rng(5)
     k_scans = 45
-    scan_time = np.arange(k_scans) / 3.0
-    scan_sensor = (np.arange(k_scans) % 3).astype(np.int32)
     x0 = np.array([[250e3, -50e3, 60e3, -2000.0, 300.0, 0.0], [300e3, 40e3, 90e3, -1500.0, -500.0, 50.0]])
-    mz, ms, msc = [], [], []
-    for k in range(k_scans):
-        p = at(x0, scan_time[k])[:, :3] - SITES[scan_sensor[k]]
-        r = np.linalg.norm(p, axis=1)
-        z = np.column_stack([np.arcsin(p[:, 2] / r), np.arctan2(p[:, 1], p[:, 0]), r])
-        mz.append(z + rng.standard_normal(z.shape) * [1e-3, 1e-3, 30.0])
-        ms += [scan_sensor[k]] * 2
-        msc += [k] * 2
     path = tmp_path / "scen.npz"
-    np.savez_compressed(
-        path,
-        sensor_pos=SITES,
-        sensor_sigma=np.tile([1e-3, 1e-3, 30.0], (3, 1)),
-        scan_time=scan_time,
-        scan_sensor=scan_sensor,
-        meas_scan=np.array(msc, np.int32),
-        meas_time=scan_time[msc],
-        meas_sensor=np.array(ms, np.int32),
-        meas_z=np.vstack(mz),
-    )
+    scan_time = write_bench_scenario(path, x0, k_scans, seed=5)
     res = run_bench(path, tmp_path / "tracks.npz")
     assert res["scans"] == k_scans
     assert res["measurements"] == 2 * k_scans
