@@ -20,11 +20,12 @@ import numpy as np
 import pytest
 
 from gateway.bench_fusion import scenario_gravity
-from gateway.fusion.api import KIND_PLOT, ReportArrays
+from gateway.fusion.api import ReportArrays
 from gateway.fusion.config import FusionConfig
 from gateway.fusion.engine import Engine
 from gateway.fusion.motion import A_WGS84, altitude_from_gravity, imm_combine
-from hilgw.geo import ecef_to_polar, local_geometry
+from hilgw.geo import local_geometry
+from tests.unit.test_fusion_engine import plots
 
 S = 1_000_000_000
 # A local frame, z up, the Earth's centre below the radar (as the bench's ballistic families).
@@ -32,22 +33,10 @@ ACCEL = scenario_gravity(json.dumps({"gravity": {"model": "central", "centre": [
 
 
 def _plots(pos: np.ndarray, t_ns: int) -> ReportArrays:
+    """Noise-free plots of points ``pos`` by the radar at the origin (SITES[0])."""
     x = np.zeros((len(pos), 6))
     x[:, :3] = pos
-    z = ecef_to_polar(np.zeros(3), np.eye(3), x)
-    z[:, 3] = np.nan
-    n = len(pos)
-    return ReportArrays(
-        sensor=np.zeros(n, np.int32),
-        sensor_track_id=np.zeros(n, np.uint32),
-        kind=np.full(n, KIND_PLOT, np.int8),
-        t_ns=np.full(n, t_ns, np.int64),
-        x=np.full((n, 6), np.nan),
-        P=np.full((n, 6, 6), np.nan),
-        quality=np.ones(n),
-        polar=z,
-        polar_sigma=np.tile([30.0, 1e-3, 1e-3, np.nan], (n, 1)),
-    )
+    return plots(0, x, t_ns, None)
 
 
 def _taker(height_m: float, quiet_above_m: float, cfg: FusionConfig | None = None) -> str:
