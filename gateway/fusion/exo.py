@@ -27,16 +27,23 @@ from __future__ import annotations
 import numpy as np
 
 from gateway.fusion.api import F64
+from gateway.fusion.config import FusionConfig
 from gateway.fusion.measure import plot_to_state
 from gateway.fusion.motion import altitude_from_gravity
 from gateway.fusion.view import EngineView
 
-__all__ = ["plot_starts", "switch_rates"]
+__all__ = ["exo_rows", "plot_starts", "quiet_models", "switch_rates"]
 
 
-def _exo(engine: EngineView, x: F64) -> np.ndarray:
+def exo_rows(engine: EngineView, x: F64) -> np.ndarray:
+    """Which of the states ``x`` (N, 6) lie above ``assoc_quiet_above_m``."""
     out: np.ndarray = altitude_from_gravity(engine.accel, x) > engine.cfg.assoc_quiet_above_m
     return out
+
+
+def quiet_models(cfg: FusionConfig) -> np.ndarray:
+    """Indices into ``cfg.models`` of the models of ``assoc_quiet_models`` (those running)."""
+    return np.array([cfg.models.index(m) for m in cfg.assoc_quiet_models if m in cfg.models], np.intp)
 
 
 def plot_starts(engine: EngineView, s: int, polar: F64, sigma: F64) -> tuple[F64, F64]:
@@ -48,7 +55,7 @@ def plot_starts(engine: EngineView, s: int, polar: F64, sigma: F64) -> tuple[F64
     x, P = plot_to_state(o, tl, polar, sigma, cfg.init_speed_sigma_mps)
     if cfg.exo_init_speed_sigma_mps <= 0.0 or x.shape[0] == 0:
         return x, P
-    exo = _exo(engine, x)
+    exo = exo_rows(engine, x)
     if exo.any():
         _, P[exo] = plot_to_state(o, tl, polar[exo], sigma[exo], cfg.exo_init_speed_sigma_mps)
     return x, P
@@ -60,10 +67,10 @@ def switch_rates(engine: EngineView, xm: F64) -> float | tuple[float, ...] | F64
     (0: off)."""
     cfg = engine.cfg
     base = cfg.imm_switch_rate_hz
-    quiet = np.array([cfg.models.index(m) for m in cfg.assoc_quiet_models if m in cfg.models], np.intp)
+    quiet = quiet_models(cfg)
     if cfg.exo_exit_rate_hz <= 0.0 or quiet.size == 0 or xm.shape[0] == 0:
         return base
-    exo = _exo(engine, xm[:, 0])
+    exo = exo_rows(engine, xm[:, 0])
     if not exo.any():
         return base
     rate = np.array(np.broadcast_to(np.asarray(base, np.float64), (xm.shape[0], len(cfg.models))))

@@ -37,10 +37,11 @@ from scipy.sparse import csr_matrix
 from scipy.spatial import cKDTree
 
 from gateway.fusion.api import STATUS_TENTATIVE, ReportArrays
+from gateway.fusion.exo import exo_rows, quiet_models
 from gateway.fusion.gating import IDX
 from gateway.fusion.kalman import ekf_update, innovation_cov, mahalanobis2
 from gateway.fusion.measure import plot_residual
-from gateway.fusion.motion import altitude_from_gravity, imm_combine, seconds
+from gateway.fusion.motion import imm_combine, seconds
 from gateway.fusion.view import EngineView
 
 if TYPE_CHECKING:
@@ -90,11 +91,11 @@ def quiet_logsumexp(engine: EngineView, lmu: F64, xm: F64, mu: F64) -> F64:
     1.45 on seeds 1-3, benchmarks/fusion/RESULTS.md). The filter keeps the
     model: without it young tracks in complexes are lost (held 161 -> 151)."""
     cfg = engine.cfg
-    quiet = np.array([cfg.models.index(m) for m in cfg.assoc_quiet_models if m in cfg.models], np.intp)
+    quiet = quiet_models(cfg)
     if 0 < quiet.size < len(cfg.models) and lmu.shape[0]:
         # Height from the first model's state (all models share the position
         # to well under a kilometre).
-        exo = altitude_from_gravity(engine.accel, xm[:, 0]) > cfg.assoc_quiet_above_m
+        exo = exo_rows(engine, xm[:, 0])
         if exo.any():
             lmu = lmu.copy()
             lmu[np.ix_(exo, quiet)] = -np.inf
