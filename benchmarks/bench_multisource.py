@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import json
 import os
 import shlex
@@ -82,11 +83,15 @@ WIRE_LIMIT = {
 # --- writer processes ----------------------------------------------------------------
 
 
-def _pace(make: Any, send: Any, block: int, rate: float, seconds: float) -> int:
-    """Build and send block k (``make(k)``, stamped now) every ``block / rate`` s; reports sent."""
+def _pace(make: Any, send: Any, block: int, rate: float, seconds: float) -> str:
+    """Build and send block k (``make(k)``, stamped now) every ``block / rate`` s.
+
+    Returns "<reports sent> <CPU seconds this process used while sending>".
+    """
     print("ready", flush=True)
     sys.stdin.readline()  # go
     t0 = time.monotonic()
+    cpu0 = time.process_time()
     sent = 0
     for k in range(int(rate * seconds) // block):
         delay = t0 + k * block / rate - time.monotonic()
@@ -96,18 +101,21 @@ def _pace(make: Any, send: Any, block: int, rate: float, seconds: float) -> int:
             break  # cannot keep up: stop rather than run on
         send(make(k))
         sent += block
-    return sent
+    return f"{sent} {time.process_time() - cpu0:.3f}"
+
+
+@functools.cache
+def _targets(targets: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Range, azimuth, elevation of the stationary targets (the same in every block;
+    drawn once: the serial writer builds a block every millisecond)."""
+    g = np.random.default_rng(11)
+    return g.uniform(20e3, 150e3, targets), g.uniform(-1.2, 1.2, targets), g.uniform(0.01, 0.2, targets)
 
 
 def _polar(n: int, k0: int, targets: int, rng: np.random.Generator, dtype: np.dtype[Any]) -> np.ndarray:
     """Reports of ``n`` of ``targets`` stationary targets (round robin from k0), stamped now."""
     idx = (k0 + np.arange(n)) % targets
-    g = np.random.default_rng(11)  # the same targets in every block
-    r0, az0, el0 = (
-        g.uniform(20e3, 150e3, targets),
-        g.uniform(-1.2, 1.2, targets),
-        g.uniform(0.01, 0.2, targets),
-    )
+    r0, az0, el0 = _targets(targets)
     a = np.zeros(n, dtype)
     a["sensor_track_id"] = idx + 1
     a["sensor_time_ns"] = time.time_ns()
@@ -291,6 +299,67 @@ def _proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of each thread of ``pid`` by name (threads of one name summed;
+    this process's threads by their Python name)."""
+    import threading
+
+    names = {t.native_id: t.name for t in threading.enumerate()} if pid == os.getpid() else {}
+    out: dict[str, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            name = names.get(int(tid)) or Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            name = name.split(" ")[0]  # "can-reader can udp_multicast:..." -> "can-reader"
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended
+            continue
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def _machine_cpu() -> dict[str, float]:
+    """The whole machine's CPU seconds since boot (/proc/stat): busy, of which nice, and idle."""
+    v = [int(x) / os.sysconf("SC_CLK_TCK") for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = v[3] + v[4]
+    return {"busy": sum(v[:8]) - idle, "nice": v[1], "idle": idle}
+
+
+class CpuMeter:
+    """CPU seconds of named processes (and the gateway's threads) between ``start`` and ``stop``.
+
+    What a process (or thread) that ended in between used is not seen: the
+    rig's processes are read before they are reaped.
+    """
+
+    def __init__(self, pids: dict[str, int], gateway: int) -> None:
+        self.pids = pids
+        self.gateway = gateway
+        self.wall = 0.0
+
+    def _read(self) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+        procs = {}
+        for name, pid in self.pids.items():
+            try:
+                procs[name] = _proc_cpu(pid)
+            except OSError:
+                procs[name] = float("nan")
+        return procs, _thread_cpu(self.gateway), _machine_cpu()
+
+    def start(self) -> None:
+        self._t0 = time.monotonic()
+        self._p0, self._th0, self._m0 = self._read()
+
+    def stop(self) -> dict[str, dict[str, float]]:
+        """CPU s/s of each process, each gateway thread and the machine over the window."""
+        p1, th1, m1 = self._read()
+        wall = self.wall = time.monotonic() - self._t0
+        return {
+            "process": {k: (p1[k] - self._p0[k]) / wall for k in p1},
+            "gateway_threads": {k: (v - self._th0.get(k, 0.0)) / wall for k, v in th1.items()},
+            "machine": {k: (m1[k] - self._m0[k]) / wall for k in m1},
+        }
+
+
 def _udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -329,11 +398,36 @@ def split_rate(total: float, mix: str) -> dict[str, float]:
     return rates
 
 
+#: ``--pin``: the CPUs of everything that is not the gateway (writers, subscriber,
+#: mosquitto, the fusion worker); the gateway's process keeps the first CPU.
+_OTHERS: set[int] | None = None
+
+
+def pin_plan(cpus: set[int]) -> tuple[int, set[int]]:
+    """``--pin``: the gateway's CPU and the others' from the CPUs this process may use.
+
+    The lowest CPU is the gateway's, every other one the rig's. Raises
+    ValueError with fewer than two CPUs (nothing left for the rig).
+    """
+    if len(cpus) < 2:
+        raise ValueError(f"--pin needs two CPUs or more, this process may use {sorted(cpus)}")
+    first = min(cpus)
+    return first, cpus - {first}
+
+
+def _pin_other(pid: int) -> None:
+    """Move a rig process (or the fusion worker) off the gateway's CPU (``--pin``)."""
+    if _OTHERS is not None:
+        os.sched_setaffinity(pid, _OTHERS)
+
+
 def _start(args: list[str], **kw: Any) -> subprocess.Popen[str]:
     me = str(Path(__file__).resolve())
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, me, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, **kw
     )
+    _pin_other(proc.pid)
+    return proc
 
 
 async def _run(ns: argparse.Namespace, port: int) -> dict[str, Any]:
@@ -436,19 +530,34 @@ async def _run(ns: argparse.Namespace, port: int) -> dict[str, Any]:
             await asyncio.sleep(0.5)
             worker = gw.fusion.process_worker
             wpid = worker.pid if worker is not None else None
+            if wpid:
+                _pin_other(wpid)
+            pids = {"subscriber": sub.pid, "mosquitto": MOSQUITTO_PID}
+            if wpid:
+                pids["fusion worker"] = wpid
+            meter = CpuMeter(pids, os.getpid())
             t_start = time.time_ns()
+            meter.start()
             cpu0, wcpu0, wall0 = time.process_time(), _proc_cpu(wpid) if wpid else 0.0, time.monotonic()
             for w in writers.values():
                 assert w.stdin is not None
                 w.stdin.write("go\n")
                 w.stdin.flush()
             sent = {}
+            writer_cpu = {}
             for name, w in writers.items():
                 so, _ = await asyncio.to_thread(w.communicate)
-                sent[name] = int(so.strip() or 0)
+                n, c = (so.strip() or "0 nan").split()
+                sent[name], writer_cpu[f"{name} writer"] = int(n), float(c)
+            cpu_split = meter.stop()
             wall = time.monotonic() - wall0
             cpu = time.process_time() - cpu0
             wcpu = (_proc_cpu(wpid) - wcpu0) if wpid else 0.0
+            cpu_split["process"] = {
+                "gateway": cpu / wall,
+                **cpu_split["process"],
+                **{k: v / meter.wall for k, v in writer_cpu.items()},
+            }
             picture = gw.fusion.last_picture
             tracks = len(picture) if picture is not None else 0
             steps = np.array(gw.fusion.step_seconds) * 1e3
@@ -524,6 +633,7 @@ async def _run(ns: argparse.Namespace, port: int) -> dict[str, Any]:
         "bus_drops": bus_drops,
         "mqtt_drops": mq_drops,
         "gateway_cpu_per_s": cpu / wall,
+        "cpu_per_s": cpu_split,
         "worker_cpu_per_s": wcpu / wall,
         "rss_mb": rss,
         "worker_rss_mb": wrss,
@@ -539,6 +649,8 @@ async def _run(ns: argparse.Namespace, port: int) -> dict[str, Any]:
     }
 
 
+#: mosquitto's process id (its CPU is measured with the gateway's).
+MOSQUITTO_PID = 0
 #: Wall-clock times at which a cue frame was written to the launcher link.
 CUE_SENT: list[int] = []
 WIRE_KEY = "5a" * 32  # the launcher's cue key (hex), as in tests/e2e/test_cue_e2e.py
@@ -619,7 +731,7 @@ def _table(x: dict[str, Any], load: float) -> None:
 
     t = Table(
         title=f"serial + CAN + ASTERIX -> gateway -> mosquitto -> subscriber, fusion worker: "
-        f"{x['worker']} (load {load:.1f})"
+        f"{x['worker']} (load {load:.1f}){', ' + x['pinned'] if x['pinned'] else ''}"
     )
     for col in ("figure", "value"):
         t.add_column(col, justify="right")
@@ -641,6 +753,12 @@ def _table(x: dict[str, Any], load: float) -> None:
         f"{x['lost']} ({x['lost_uncounted']}) / {x['bus_drops']} / {x['mqtt_drops']}",
     )
     t.add_row("gateway CPU s/s (worker)", f"{x['gateway_cpu_per_s']:.2f} ({x['worker_cpu_per_s']:.2f})")
+    split = x["cpu_per_s"]
+    t.add_row("CPU s/s by process", ", ".join(f"{k} {v:.2f}" for k, v in split["process"].items()))
+    busy = sorted(split["gateway_threads"].items(), key=lambda kv: -kv[1])
+    t.add_row("gateway CPU s/s by thread", ", ".join(f"{k} {v:.2f}" for k, v in busy if v >= 0.005))
+    m = split["machine"]
+    t.add_row("machine CPU s/s: busy (niced) / idle", f"{m['busy']:.2f} ({m['nice']:.2f}) / {m['idle']:.2f}")
     t.add_row("peak RSS gateway + worker", f"{x['rss_mb']:.0f} + {x['worker_rss_mb']:.0f} MB")
     t.add_row("live tracks; step p50", f"{x['live_tracks']}; {x['step_ms']['p50']:.0f} ms")
     t.add_row("stale pictures / skipped periods", f"{x['fusion']['stale']} / {x['fusion']['skipped']}")
@@ -680,14 +798,26 @@ def main() -> int:
     ap.add_argument(
         "--no-cue", dest="cue", action="store_false", help="no launcher, no cue path (no cue latency)"
     )
+    ap.add_argument(
+        "--pin",
+        action="store_true",
+        help="the gateway on a CPU of its own; writers, subscriber, mosquitto, fusion worker on the rest",
+    )
     ap.add_argument("--json", action="store_true")
     ns = ap.parse_args()
     try:
         split_rate(ns.rate, ns.mix)
+        plan = pin_plan(os.sched_getaffinity(0)) if ns.pin else None
     except ValueError as exc:
         ap.error(str(exc))
     if not os.environ.get(IN_NETNS):
         return _in_netns(a)
+    global _OTHERS
+    pinned = ""
+    if plan is not None:
+        own, _OTHERS = plan
+        os.sched_setaffinity(0, {own})  # before any thread starts: they inherit it
+        pinned = f"gateway on CPU {own}, the rest on {sorted(_OTHERS)}"
     mosq = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not Path(mosq).exists():
         print("mosquitto not installed: nothing measured", file=sys.stderr)
@@ -699,6 +829,9 @@ def main() -> int:
         conf = Path(tmp) / "m.conf"
         conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n")
         proc = subprocess.Popen([mosq, "-c", str(conf)], stderr=subprocess.DEVNULL)
+        global MOSQUITTO_PID
+        MOSQUITTO_PID = proc.pid
+        _pin_other(proc.pid)
         try:
             wait_port(port)
             result = asyncio.run(_run(ns, port))
@@ -707,6 +840,7 @@ def main() -> int:
             proc.wait()
     load = os.getloadavg()[0]
     result["load_1min"] = load
+    result["pinned"] = pinned
     result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     if ns.json:
         print(json.dumps(result))

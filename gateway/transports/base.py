@@ -75,5 +75,10 @@ class DatagramTransport(Transport):
     async def recv(self) -> tuple[bytes, Address]:
         raise NotImplementedError
 
+    async def recv_batch(self, max_datagrams: int = 1024) -> list[tuple[bytes, Address]]:
+        """Every datagram already received (at most ``max_datagrams``, in order of
+        arrival); waits for at least one. This default returns one."""
+        return [await self.recv()]
+
     async def send(self, data: bytes, addr: Address | None = None) -> None:
         raise NotImplementedError

@@ -5,29 +5,60 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+from collections import deque
 
 from gateway.sections.transports import UdpTransportConfig
 from gateway.transports.base import Address, DatagramTransport
 from gateway.transports.sockdrops import KernelDrops
 from hilgw.errors import TransportError
 
+#: Datagrams read from the socket at one readiness at most (see ``_Proto``).
+DRAIN_MAX = 256
+
 
 class _Proto(asyncio.DatagramProtocol):
-    def __init__(self, owner: UdpTransport) -> None:
+    """Queues each datagram, and drains the socket at each readiness.
+
+    asyncio's datagram transport reads one datagram per event-loop turn; at
+    tens of thousands of datagrams a second that is a loop turn, a wake-up
+    of the reader and a decode each (issue 18). Here the rest of what the
+    socket holds (up to ``DRAIN_MAX``) is read at once with plain
+    ``recvfrom`` on the same non-blocking socket, so the driver takes them as
+    one batch (:meth:`UdpTransport.recv_batch`).
+    """
+
+    def __init__(self, owner: UdpTransport, sock: socket.socket) -> None:
         self.owner = owner
+        self.sock = sock
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         owner = self.owner
+        self._put(data, addr)
+        recvfrom = self.sock.recvfrom
+        for _ in range(DRAIN_MAX - 1):
+            try:
+                data, addr = recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # what asyncio's reader would hand to error_received
+                self.error_received(exc)
+                break
+            self._put(data, addr)
         if owner._kernel is not None:
             # What the kernel dropped while this reader was behind arrived before
-            # this datagram: counted with it (one getsockopt, ~1 us).
+            # the datagram that ended the drain: counted now (one getsockopt, ~1 us).
             owner.kernel_dropped += owner._kernel.new()
+        if owner._waiter is not None and not owner._waiter.done():
+            owner._waiter.set_result(None)
+
+    def _put(self, data: bytes, addr: tuple[str, int]) -> None:
+        owner = self.owner
         q = owner._queue
-        if q.full():
+        if len(q) >= owner.maxsize:
             # The receiver is behind: the oldest datagram goes, and is counted.
-            q.get_nowait()
+            q.popleft()
             owner.dropped += 1
-        q.put_nowait((data, (str(addr[0]), int(addr[1]))))
+        q.append((data, (str(addr[0]), int(addr[1]))))
 
     def error_received(self, exc: Exception) -> None:
         self.owner.errors += 1
@@ -38,16 +69,20 @@ class UdpTransport(DatagramTransport):
     """Bound UDP socket; joins ``group`` on ``interface`` when configured.
 
     Datagrams wait in a bounded queue (``maxsize``); when it is full the oldest
-    goes and :attr:`dropped` counts it. Datagrams the kernel dropped at a full
-    receive buffer (``recv_buffer_bytes``; the reader was behind) are counted
-    in :attr:`kernel_dropped` (Linux, gateway/transports/sockdrops.py).
+    goes and :attr:`dropped` counts it. :meth:`recv_batch` takes every queued
+    datagram at once (the socket is drained at each readiness, ``_Proto``).
+    Datagrams the kernel dropped at a full receive buffer
+    (``recv_buffer_bytes``; the reader was behind) are counted in
+    :attr:`kernel_dropped` (Linux, gateway/transports/sockdrops.py).
     """
 
     def __init__(self, config: UdpTransportConfig, maxsize: int = 65536) -> None:
         self.config = config
         where = config.group or config.bind_host
         self.describe = f"udp {where}:{config.bind_port}"
-        self._queue: asyncio.Queue[tuple[bytes, Address]] = asyncio.Queue(maxsize)
+        self.maxsize = maxsize
+        self._queue: deque[tuple[bytes, Address]] = deque()
+        self._waiter: asyncio.Future[None] | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self.dropped = 0
         self.kernel_dropped = 0
@@ -78,16 +113,35 @@ class UdpTransport(DatagramTransport):
             sock.setblocking(False)
             self._kernel = KernelDrops.of(sock)
             loop = asyncio.get_running_loop()
-            self._transport, _ = await loop.create_datagram_endpoint(lambda: _Proto(self), sock=sock)
+            self._transport, _ = await loop.create_datagram_endpoint(lambda: _Proto(self, sock), sock=sock)
         except OSError as exc:
             sock.close()
             self._close_kernel()
             raise TransportError(f"{self.describe}: cannot open: {exc}") from exc
 
+    async def _wait(self) -> None:
+        while not self._queue:
+            if self._transport is None:
+                raise TransportError(f"{self.describe}: recv before open")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
     async def recv(self) -> tuple[bytes, Address]:
-        if self._transport is None:
-            raise TransportError(f"{self.describe}: recv before open")
-        return await self._queue.get()
+        await self._wait()
+        return self._queue.popleft()
+
+    async def recv_batch(self, max_datagrams: int = 1024) -> list[tuple[bytes, Address]]:
+        """Every queued datagram (at most ``max_datagrams``), oldest first; waits for one."""
+        await self._wait()
+        q = self._queue
+        if len(q) <= max_datagrams:
+            out = list(q)
+            q.clear()
+            return out
+        return [q.popleft() for _ in range(max_datagrams)]
 
     async def send(self, data: bytes, addr: Address | None = None) -> None:
         if self._transport is None:
@@ -102,6 +156,8 @@ class UdpTransport(DatagramTransport):
         t, self._transport = self._transport, None
         if t is not None:
             t.close()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)  # a recv waiting now raises: not open
         self._close_kernel()
 
     def _close_kernel(self) -> None:
