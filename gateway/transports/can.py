@@ -23,6 +23,11 @@ buffer full while the reader thread waited for a CPU) are counted too, as
 ``kernel_overflow``, for buses on a Linux socket (``socketcan``,
 ``udp_multicast``): see :class:`KernelDrops`.
 
+The receive buffer of such a socket is asked for (``recv_buffer_bytes``,
+read back into :attr:`CanTransport.recv_buffer` and logged): python-can leaves
+a ``udp_multicast`` bus at the OS default, 166 CAN FD frames, which a reader
+thread waiting 30 ms for the GIL overflowed at 5,600 frames/s (issue 18).
+
 ``fd`` is passed to ``can.Bus`` both ways, never left to the interface's
 default: ``udp_multicast`` defaults to FD and would hand a classic radar
 every FD frame on its group (issue 14).
@@ -42,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import sys
@@ -55,7 +61,7 @@ import can
 
 from gateway.sections.transports import CanTransportConfig
 from gateway.transports.base import Transport
-from gateway.transports.sockdrops import KernelDrops
+from gateway.transports.sockdrops import KernelDrops, set_recv_buffer
 from hilgw.can import CanFrame
 from hilgw.errors import TransportError
 
@@ -68,6 +74,8 @@ __all__ = [
     "KernelDrops",
     "isolate_multicast",
 ]
+
+log = logging.getLogger(__name__)
 
 #: SocketCAN error class bit for bus-off in an error frame's id (linux/can/error.h).
 CAN_ERR_BUSOFF = 0x00000040
@@ -174,6 +182,8 @@ class CanTransport(FrameTransport):
         #: next recv_batch() returns (empty) so the driver copies the count now.
         self._counted = False
         self.frames_in = 0
+        #: SO_RCVBUF the kernel gave the bus's socket (read back at open; 0: none asked or no socket).
+        self.recv_buffer = 0
 
     def bus_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``can.Bus`` from the config."""
@@ -214,11 +224,33 @@ class CanTransport(FrameTransport):
                 raise TransportError(
                     f"{self.describe}: cannot keep the bus to its own group (IP_MULTICAST_ALL): {exc}"
                 ) from exc
+        self._size_recv_buffer(self._bus)
         self._drops = KernelDrops.of(self._bus)
         self._thread = threading.Thread(
             target=self._read_loop, name=f"can-reader {self.describe}", daemon=True
         )
         self._thread.start()
+
+    def _size_recv_buffer(self, bus: can.BusABC) -> None:
+        """Ask for ``recv_buffer_bytes`` on a bus with a Linux socket (socketcan,
+        udp_multicast): the frames it holds while the reader thread waits for
+        the GIL or a CPU. Sets :attr:`recv_buffer` to what the kernel gave
+        (0: not a socket, or not asked)."""
+        self.recv_buffer = 0
+        if not self.config.recv_buffer_bytes or sys.platform != "linux":
+            return
+        try:
+            fd = bus.fileno()
+        except (NotImplementedError, OSError, ValueError):
+            return
+        if fd < 0:
+            return
+        try:
+            # A second handle on the same socket: the option is the socket's, not the handle's.
+            with socket.socket(fileno=os.dup(fd)) as sock:
+                self.recv_buffer = set_recv_buffer(sock, self.config.recv_buffer_bytes, self.describe)
+        except OSError as exc:  # not a socket (a serial adapter), or the option refused
+            log.info("%s: receive buffer left as it is: %s", self.describe, exc)
 
     # --- the reader thread --------------------------------------------------------
 

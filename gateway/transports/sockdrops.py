@@ -10,12 +10,15 @@ rule 5).
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
 from typing import Protocol
 
-__all__ = ["KernelDrops"]
+__all__ = ["KernelDrops", "set_recv_buffer"]
+
+log = logging.getLogger(__name__)
 
 
 class _HasFileno(Protocol):
@@ -87,3 +90,29 @@ class KernelDrops:
 
     def close(self) -> None:
         self._sock.close()
+
+
+def set_recv_buffer(sock: socket.socket, nbytes: int, describe: str) -> int:
+    """Ask for an ``SO_RCVBUF`` of ``nbytes`` on ``sock``; the size the kernel gives.
+
+    Linux doubles the value asked for (the other half pays for its
+    bookkeeping, socket(7)) and caps the request at ``net.core.rmem_max``, so
+    the effective size is read back, logged, and a warning says when the cap
+    took part of the request (the receiver then holds a shorter stall than
+    configured; raise ``net.core.rmem_max``). Raises ``OSError``.
+    """
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, nbytes)
+    got = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+    # Linux reports twice what it granted; other systems report the grant.
+    granted = got // 2 if sys.platform == "linux" else got
+    if granted < nbytes:
+        log.warning(
+            "%s: receive buffer %d bytes of the %d asked (recv_buffer_bytes): the kernel caps it "
+            "(net.core.rmem_max); a stall of the reader overflows it sooner",
+            describe,
+            got,
+            nbytes,
+        )
+    else:
+        log.info("%s: receive buffer %d bytes (asked %d)", describe, got, nbytes)
+    return got

@@ -9,7 +9,7 @@ from collections import deque
 
 from gateway.sections.transports import UdpTransportConfig
 from gateway.transports.base import Address, DatagramTransport
-from gateway.transports.sockdrops import KernelDrops
+from gateway.transports.sockdrops import KernelDrops, set_recv_buffer
 from hilgw.errors import TransportError
 
 #: Datagrams read from the socket at one readiness at most (see ``_Proto``).
@@ -87,6 +87,8 @@ class UdpTransport(DatagramTransport):
         self.dropped = 0
         self.kernel_dropped = 0
         self._kernel: KernelDrops | None = None
+        #: SO_RCVBUF the kernel gave the socket (read back at open; 0 before).
+        self.recv_buffer = 0
         self.errors = 0
         self.last_error: Exception | None = None
 
@@ -102,7 +104,7 @@ class UdpTransport(DatagramTransport):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, c.recv_buffer_bytes)
+            self.recv_buffer = set_recv_buffer(sock, c.recv_buffer_bytes, self.describe)
             if c.group:
                 sock.bind((c.group, c.bind_port))
                 mreq = struct.pack("4s4s", socket.inet_aton(c.group), socket.inet_aton(c.interface))

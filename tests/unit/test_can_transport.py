@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import sys
+from pathlib import Path
 from typing import Any
 
 import can
@@ -277,7 +278,10 @@ async def test_frames_the_kernel_dropped_are_counted() -> None:
     ):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # the kernel's minimum: a few datagrams
         sock.bind(("127.0.0.1", 0))
-        t = CanTransport(cfg(interface="fake"), bus_factory=lambda **kw: _UdpBus(sock, gate))
+        # recv_buffer_bytes 0: the tiny buffer stays (the transport would ask for 4 MiB).
+        t = CanTransport(
+            cfg(interface="fake", recv_buffer_bytes=0), bus_factory=lambda **kw: _UdpBus(sock, gate)
+        )
         async with t:
             for k in range(sent):
                 tx.sendto(k.to_bytes(8, "little"), sock.getsockname())
@@ -292,3 +296,40 @@ async def test_frames_the_kernel_dropped_are_counted() -> None:
         assert [int.from_bytes(f.data, "little") for f in got] == sorted(
             {int.from_bytes(f.data, "little") for f in got}
         )
+
+
+RMEM_MAX = int(Path("/proc/sys/net/core/rmem_max").read_text()) if sys.platform == "linux" else 0
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SO_RCVBUF doubling and rmem_max are Linux's (socket(7))")
+@pytest.mark.parametrize("asked", [0, 262144, 1 << 30])
+async def test_the_bus_socket_gets_the_receive_buffer_asked_for_read_back(
+    asked: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 18: python-can leaves a udp_multicast bus at the OS default (~208 kB,
+    166 CAN FD frames: 30 ms at 5,600 frames/s), which overflowed whenever the
+    reader thread waited that long for the GIL. The transport asks for
+    ``recv_buffer_bytes``, reads back what the kernel gave, and warns when
+    ``net.core.rmem_max`` capped it."""
+    import logging
+    import socket
+    import threading
+
+    rmem_max = RMEM_MAX
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        default = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        t = CanTransport(
+            cfg(interface="fake", recv_buffer_bytes=asked),
+            bus_factory=lambda **kw: _UdpBus(sock, threading.Event()),
+        )
+        with caplog.at_level(logging.INFO, logger="gateway.transports.sockdrops"):
+            async with t:
+                got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        if asked == 0:
+            assert t.recv_buffer == 0  # left as it is
+            assert got == default
+            return
+        assert t.recv_buffer == got == 2 * min(asked, rmem_max)  # Linux reports twice the grant
+        capped = [r for r in caplog.records if r.levelno == logging.WARNING and "rmem_max" in r.getMessage()]
+        assert bool(capped) == (asked > rmem_max)

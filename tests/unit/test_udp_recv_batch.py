@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +70,17 @@ async def test_a_receiver_waiting_when_the_transport_closes_is_told() -> None:
     with pytest.raises(TransportError, match="before open"):
         async with asyncio.timeout(5):
             await waiting
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SO_RCVBUF doubling and rmem_max are Linux's (socket(7))")
+async def test_the_receive_buffer_the_kernel_gave_is_read_back() -> None:
+    rmem_max = RMEM_MAX
+    tr = UdpTransport(UdpTransportConfig(kind="udp", bind_port=0, recv_buffer_bytes=300_000))
+    await tr.open()
+    try:
+        assert tr.recv_buffer == 2 * min(300_000, rmem_max)  # Linux reports twice the grant
+    finally:
+        await tr.close()
+
+
+RMEM_MAX = int(Path("/proc/sys/net/core/rmem_max").read_text()) if sys.platform == "linux" else 0
