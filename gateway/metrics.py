@@ -7,7 +7,8 @@ at scrape time by a custom collector: the hot path pays nothing for metrics.
 Only the latency histograms are observed as things happen, by a task of their
 own that watches the ``reports`` and ``tracks`` topics.
 
-Served over HTTP by aiohttp on 127.0.0.1 by default (the ``[metrics]`` block).
+Served over HTTP on 127.0.0.1 by default (the ``[metrics]`` block) by the
+standard library's server (gateway/metrics_http.py, not aiohttp: memory).
 """
 
 from __future__ import annotations
@@ -20,20 +21,19 @@ from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway.config import MetricsConfig
 from gateway.fusion_stage import report_fates
-from hilgw.errors import TransportError
+from gateway.metrics_http import Answer, LoopHttpEndpoint
 from hilgw.v1 import health_pb2
 
 if TYPE_CHECKING:
     from gateway.running import RunningGateway
 
-__all__ = ["NON_DECODE_DROPS", "GatewayMetrics", "HttpEndpoint", "health_check"]
+__all__ = ["NON_DECODE_DROPS", "GatewayMetrics", "health_check", "metrics_answer", "start_metrics_server"]
 
 log = logging.getLogger(__name__)
 
@@ -475,56 +475,20 @@ class GatewayMetrics:
             self.observe(time.time_ns())
 
 
-class HttpEndpoint:
-    """One aiohttp site on host:port; ``port`` is the bound one (0 picks one)."""
-
-    def __init__(self, app: web.Application, host: str, port: int, what: str) -> None:
-        self.app = app
-        self.host = host
-        self.port = port
-        self.what = what
-        self._runner: web.AppRunner | None = None
-
-    async def start(self) -> None:
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, self.host, self.port)
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise TransportError(
-                f"{self.what}: cannot listen on {self.host}:{self.port}: {exc.strerror}"
-            ) from None
-        self._runner = runner
-        addr = runner.addresses[0]
-        self.port = int(addr[1])
-        log.info("%s on http://%s:%d/", self.what, self.host, self.port)
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-
-def metrics_app(metrics: GatewayMetrics) -> web.Application:
-    async def get_metrics(request: web.Request) -> web.Response:
+def metrics_answer(metrics: GatewayMetrics, path: str) -> Answer | None:
+    """``/metrics`` and ``/healthz``, rendered on the event loop (gateway/metrics_http.py)."""
+    if path == "/metrics":
         # Rendering reads counters only; it is quick enough for the loop.
-        resp = web.Response(body=metrics.exposition())
-        resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
-        return resp
-
-    async def get_healthz(request: web.Request) -> web.Response:
+        return 200, CONTENT_TYPE_LATEST, metrics.exposition()
+    if path == "/healthz":
         ok, body = health_check(metrics.gw)
-        return web.Response(text=json.dumps(body), status=200 if ok else 503, content_type="application/json")
-
-    app = web.Application()
-    app.router.add_get("/metrics", get_metrics)
-    app.router.add_get("/healthz", get_healthz)
-    return app
+        return 200 if ok else 503, "application/json; charset=utf-8", json.dumps(body).encode()
+    return None
 
 
-async def start_metrics_server(metrics: GatewayMetrics, config: MetricsConfig) -> HttpEndpoint:
-    endpoint = HttpEndpoint(metrics_app(metrics), config.host, config.port, "metrics")
+async def start_metrics_server(metrics: GatewayMetrics, config: MetricsConfig) -> LoopHttpEndpoint:
+    endpoint = LoopHttpEndpoint(
+        lambda path: metrics_answer(metrics, path), config.host, config.port, "metrics"
+    )
     await endpoint.start()
     return endpoint

@@ -51,10 +51,12 @@ if TYPE_CHECKING:
     from gateway.federation.fastpath import NatsLink
     from gateway.federation.picture import PictureBridge
     from gateway.federation.sites import SiteInput
-    from gateway.metrics import GatewayMetrics, HttpEndpoint
+    from gateway.metrics import GatewayMetrics
+    from gateway.metrics_http import LoopHttpEndpoint
     from gateway.partners.output import PartnerFeed
     from gateway.recording import Recorder
     from gateway.score import GatewayScoring
+    from gateway.web.endpoint import HttpEndpoint
     from gateway.web.server import SituationDisplay
 
 log = logging.getLogger(__name__)
@@ -89,7 +91,7 @@ class Gateway:
         self.recorder: Recorder | None = None
         self.metrics: GatewayMetrics | None = None
         self.web: SituationDisplay | None = None
-        self.endpoints: dict[str, HttpEndpoint] = {}  # "metrics"/"web" -> bound host:port
+        self.endpoints: dict[str, HttpEndpoint | LoopHttpEndpoint] = {}  # "metrics"/"web" -> bound host:port
         self.cue: CuePath | None = None  # issue 5: [cue]
         self.scoring: GatewayScoring | None = None  # issue 6: [scoring]
         self.partner_feeds: dict[str, PartnerFeed] = {}  # [[partners]] (docs/partners.md)
@@ -488,9 +490,9 @@ class Gateway:
         if self.web is not None:
             from gateway.web.server import start_web_server
 
-            ep = await start_web_server(self.web)
-            self._stack.push_async_callback(ep.stop)
-            self.endpoints["web"] = ep
+            web = await start_web_server(self.web)
+            self._stack.push_async_callback(web.stop)
+            self.endpoints["web"] = web
 
     @property
     def task_list(self) -> list[asyncio.Task[None]]:

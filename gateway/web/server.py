@@ -29,7 +29,7 @@ import pymap3d
 from aiohttp import WSMsgType, web
 
 from gateway.config import WebConfig
-from gateway.metrics import HttpEndpoint
+from gateway.web.endpoint import HttpEndpoint
 from gateway.web.security import HostGuard, add_security_headers
 from hilgw.v1 import health_pb2, track_pb2
 
