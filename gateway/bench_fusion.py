@@ -48,6 +48,8 @@ from hilgw.geo import local_geometry
 BENCH_CONFIG = FusionConfig()
 VARIANTS: dict[str, FusionConfig] = {
     "default": BENCH_CONFIG,
+    # without track re-acquisition (gateway/fusion/stitch.py): the default until 2026-12-06 afternoon
+    "nostitch": dataclasses.replace(BENCH_CONFIG, stitch_window_s=0.0),
     # the default with hard (GNN) updates
     "gnn": dataclasses.replace(BENCH_CONFIG, association="gnn"),
     # association costs with the manoeuvre model of every track (the default

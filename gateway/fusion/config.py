@@ -57,12 +57,13 @@ class FusionConfig:
       ``t2t_persist_gate_prob``: looser gate a persistent sensor-track pairing
       must pass to be kept (track-to-track association).
 
-      ``association``: ``"jpda"`` (default) updates a track from every plot
-      in its gate, weighted by joint association probabilities (the
-      "cheap JPDA" of Fitzgerald 1990, computed on the sparse gate graph);
-      the hard global-nearest-neighbour assignment still decides which
-      plots count as hits and which start tracks. ``"gnn"`` updates from
-      the assigned plot only. Sensor tracks always use GNN.
+      ``association``: ``"gnn"`` (default) updates a track from the plot
+      the global-nearest-neighbour assignment gave it. ``"jpda"`` updates a
+      confirmed track from every plot in its gate, weighted by joint
+      association probabilities (the "cheap JPDA" of Fitzgerald 1990, on
+      the sparse gate graph); the hard assignment still decides which plots
+      count as hits and which start tracks (closely spaced tracks coalesce
+      under it: benchmarks/fusion/RESULTS.md). Sensor tracks always use GNN.
       ``assoc_cost``: the GNN cost of a (track, plot) pair: ``"mixture"``
       (default), -2 ln Σ_m μ_m N(ν_m; 0, S_m) over the models, or
       ``"combined"``, -2 ln N(ν; 0, S) with the IMM's moment-matched state
@@ -131,6 +132,12 @@ class FusionConfig:
       ``merge_max_radius_m``: the farthest two tracks are ever tested apart
       (bounds the search of a track of huge covariance).
       ``merge_gate_prob``: gate probability of that test (6-D).
+      ``stitch_window_s``: a confirmed air track the life cycle drops is
+      kept this long; a track that confirms meanwhile where the lost one
+      could have gone (its state predicted with ``q_manoeuvre``, 6-D
+      Mahalanobis inside ``stitch_gate_prob``) continues it under its id
+      (:mod:`gateway.fusion.stitch`: a target that outran its track in a
+      hard turn keeps its id). 0 turns this off.
 
     Time
       ``scan_window_s``: reports of one sensor within this span form one batch
@@ -187,6 +194,8 @@ class FusionConfig:
     merge_radius_m: float = 5000.0
     merge_max_radius_m: float = 500_000.0
     merge_gate_prob: float = 0.9999
+    stitch_window_s: float = 10.0
+    stitch_gate_prob: float = 0.9999
 
     scan_window_s: float = 0.1
     oos_lag_s: float = 2.0
@@ -215,6 +224,8 @@ class FusionConfig:
         probs = (self.gate_prob, self.t2t_gate_prob, self.t2t_persist_gate_prob, self.merge_gate_prob)
         if not all(0.0 < p < 1.0 for p in probs):
             raise ConfigError("fusion.gate_prob", "gate probabilities must be in (0, 1)")
+        if not 0.0 < self.stitch_gate_prob < 1.0:
+            raise ConfigError("fusion.stitch_gate_prob", f"{self.stitch_gate_prob!r}: must be in (0, 1)")
         if not 1 <= self.confirm_m <= self.confirm_n <= 62:
             raise ConfigError(
                 "fusion.confirm_m", f"{self.confirm_m}/{self.confirm_n}: need 1 <= M <= N <= 62"
@@ -246,6 +257,7 @@ class FusionConfig:
             "two_scan_margin",
             "exo_init_speed_sigma_mps",
             "exo_exit_rate_hz",
+            "stitch_window_s",
         ):
             if getattr(self, name) < 0.0:
                 raise ConfigError(f"fusion.{name}", f"{getattr(self, name)!r}: must be >= 0")

@@ -27,7 +27,6 @@ import dataclasses
 from typing import Any
 
 import numpy as np
-from scipy.special import gammaincinv
 
 from gateway.fusion.api import (
     F64,
@@ -49,7 +48,7 @@ from gateway.fusion.config import (
     FusionConfig,
 )
 from gateway.fusion.exo import plot_starts, switch_rates
-from gateway.fusion.gating import IDX, gnn_assign, pregate
+from gateway.fusion.gating import IDX, chi2_quantile, gnn_assign, pregate
 from gateway.fusion.jpda import soft_update
 from gateway.fusion.kalman import covariance_intersection, ekf_update, innovation_cov, mahalanobis2
 from gateway.fusion.lifecycle import apply_misses, new_rows, rows_to_arrays, snapshot
@@ -68,7 +67,8 @@ from gateway.fusion.motion import (
     seconds,
 )
 from gateway.fusion.oos import oos_plot_batch
-from gateway.fusion.store import MAX_SENSORS, TrackStore
+from gateway.fusion.stitch import bury
+from gateway.fusion.store import MAX_SENSORS, Graves, TrackStore
 from gateway.fusion.twoscan import mixture_cost, record_updates, swap_test
 from hilgw.errors import ConfigError
 
@@ -106,6 +106,7 @@ class Engine:
             "sensor_track_reseeds": 0,
             "two_scan_swaps": 0,
             "mht_clusters": 0,
+            "tracks_reacquired": 0,
         }
         #: Serial of the current batch (1, 2, ...): gateway/fusion/twoscan.py.
         self.batch_serial = 0
@@ -119,6 +120,7 @@ class Engine:
         self.init_gate = {d: chi2_quantile(self.cfg.init_suppress_prob, d) for d in (3, 4, 6)}
         self._mu0 = np.asarray(self.cfg.imm_initial, dtype=np.float64)
         self.mht = WindowMHT(self) if self.cfg.mht_window > 1 else None
+        self.graves = Graves()  # recently lost tracks (gateway/fusion/stitch.py)
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Engine:
@@ -548,6 +550,7 @@ class Engine:
         tentative = st.status[:n] == STATUS_TENTATIVE
         stale = (age > self.cfg.drop_after_s) | (tentative & (age > self.cfg.coast_after_s))
         if stale.any():
+            bury(self, np.flatnonzero(stale))
             self.drop_rows(stale)
 
     def drop_rows(self, drop: np.ndarray) -> None:
@@ -564,12 +567,6 @@ class Engine:
 def _bits_u64(packed: np.ndarray) -> np.ndarray:
     """(n, 8) uint8 packed big-endian (sensor 63 first) -> (n,) uint64 masks."""
     return np.ascontiguousarray(packed).view(">u8")[:, 0].astype(np.uint64)
-
-
-def chi2_quantile(p: float, dof: int) -> float:
-    """Chi-square quantile: F⁻¹(p; k) = 2 P⁻¹(k/2, p), P the regularised lower
-    incomplete gamma function (scipy.special; scipy.stats costs ~45 MB of RSS)."""
-    return float(2.0 * gammaincinv(dof / 2.0, p))
 
 
 def _take(r: ReportArrays, idx: IDX) -> ReportArrays:

@@ -19,6 +19,7 @@ from gateway.fusion.api import (
     KIND_PLOT,
     STATUS_COASTING,
     STATUS_CONFIRMED,
+    STATUS_DROPPED,
     STATUS_TENTATIVE,
     ReportArrays,
     TrackArrays,
@@ -27,6 +28,7 @@ from gateway.fusion.config import MODEL_BALLISTIC
 from gateway.fusion.gating import IDX
 from gateway.fusion.merge import held_unconfirmed
 from gateway.fusion.motion import imm_combine, predict_cv, seconds
+from gateway.fusion.stitch import adopt, bury, continuations, takeovers
 
 if TYPE_CHECKING:
     from gateway.fusion.view import EngineView
@@ -87,7 +89,36 @@ def apply_misses(engine: EngineView, s: int, hit: np.ndarray) -> None:
     drop_c = conf & (st.miss_track[:n] >= cfg.drop_misses) & (age >= cfg.coast_after_s)
     coast = conf & (st.miss_track[:n] >= cfg.coast_misses)
     st.status[:n] = np.where(coast, STATUS_COASTING, np.where(conf, STATUS_CONFIRMED, status))
-    engine.drop_rows(drop_t | drop_c)
+    bury(engine, np.flatnonzero(drop_c))
+    drop = drop_t | drop_c
+    if confirm.any() and engine.cfg.stitch_window_s > 0.0:
+        drop = _stitch(engine, np.flatnonzero(confirm & ~drop_c), drop)
+    engine.drop_rows(drop)
+
+
+def _stitch(engine: EngineView, new: IDX, drop: np.ndarray) -> np.ndarray:
+    """Tracks confirming where one lost lately, or one coasting, could have
+    gone continue it under its id (stitch.py); their own tentative ids leave
+    the picture, a coasting track so continued leaves the table silently
+    (its id lives on). Returns ``drop`` for the rows that remain."""
+    st = engine.store
+    r, k = continuations(engine, new)
+    r2, old = takeovers(engine, np.setdiff1d(new, r), np.flatnonzero(~drop))
+    both = np.concatenate([r, r2])
+    if both.size == 0:
+        return drop
+    gone = rows_to_arrays(engine, both, st.x[both].copy(), st.P[both].copy(), engine.t_store or 0)
+    gone.status[:] = STATUS_DROPPED
+    engine._dropped.append(gone)
+    adopt(engine, r, k)
+    if r2.size == 0:
+        return drop
+    st.track_id[r2], st.first_ns[r2] = st.track_id[old], st.first_ns[old]
+    engine.counters["tracks_reacquired"] += int(r2.size)
+    keep = np.ones(drop.size, bool)
+    keep[old] = False
+    st.keep(np.concatenate([keep, np.ones(st.n - drop.size, bool)]))
+    return drop[keep]
 
 
 def new_rows(

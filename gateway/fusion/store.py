@@ -8,6 +8,8 @@ indices are only valid within one batch; the stable identity is
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import numpy.typing as npt
 
@@ -107,4 +109,25 @@ class TrackStore:
         self.n = m
 
 
-__all__ = ["I16", "MAX_SENSORS", "B", "TrackStore"]
+@dataclass(slots=True)
+class Graves:
+    """Recently lost tracks (gateway/fusion/stitch.py): id, first time, last
+    update, and state and covariance at ``t_ns``."""
+
+    track_id: U64 = field(default_factory=lambda: np.empty(0, np.uint64))
+    first_ns: I64 = field(default_factory=lambda: np.empty(0, np.int64))
+    t_ns: I64 = field(default_factory=lambda: np.empty(0, np.int64))
+    last_ns: I64 = field(default_factory=lambda: np.empty(0, np.int64))
+    x: F64 = field(default_factory=lambda: np.empty((0, 6)))
+    P: F64 = field(default_factory=lambda: np.empty((0, 6, 6)))
+
+    def __len__(self) -> int:
+        return int(self.track_id.size)
+
+    def keep(self, mask: np.ndarray) -> None:
+        self.track_id, self.first_ns, self.t_ns = self.track_id[mask], self.first_ns[mask], self.t_ns[mask]
+        self.last_ns = self.last_ns[mask]
+        self.x, self.P = self.x[mask], self.P[mask]
+
+
+__all__ = ["I16", "MAX_SENSORS", "B", "Graves", "TrackStore"]

@@ -1,7 +1,7 @@
 """What the engine's helper modules see of it: a structural type.
 
 :mod:`gateway.fusion.jpda`, :mod:`gateway.fusion.twoscan`,
-:mod:`gateway.fusion.lifecycle`, :mod:`gateway.fusion.merge` and
+:mod:`gateway.fusion.lifecycle`, :mod:`gateway.fusion.merge`, :mod:`gateway.fusion.stitch` and
 :mod:`gateway.fusion.oos` take the engine as an argument; typing it by this Protocol rather than by
 :class:`gateway.fusion.engine.Engine` keeps them from importing the engine
 back (no import cycle, tests/unit/test_layers.py).
@@ -13,10 +13,10 @@ from typing import Protocol
 
 import numpy as np
 
-from gateway.fusion.api import F64, SensorGeometry
+from gateway.fusion.api import F64, SensorGeometry, TrackArrays
 from gateway.fusion.config import FusionConfig
 from gateway.fusion.motion import AccelFn
-from gateway.fusion.store import TrackStore
+from gateway.fusion.store import Graves, TrackStore
 
 __all__ = ["EngineView"]
 
@@ -47,6 +47,10 @@ class EngineView(Protocol):
     init_gate: dict[int, float]
     #: Initial IMM model probabilities of a new track.
     _mu0: F64
+    #: Recently lost tracks a new one may continue (gateway/fusion/stitch.py).
+    graves: Graves
+    #: Dropped tracks of this step, reported with the next picture.
+    _dropped: list[TrackArrays]
 
     def drop_rows(self, drop: np.ndarray) -> None:
         """Remove rows (bool mask over live rows), remembering them for the output."""
