@@ -48,7 +48,10 @@ async def _main() -> dict[str, Any]:
         bus.recv = gated  # type: ignore[method-assign]
         return bus
 
-    cfg = CanTransportConfig(kind="can", interface="udp_multicast", channel=GROUP, fd=False, poll_s=0.02)
+    # recv_buffer_bytes 0: the shrunk buffer stays (the transport would ask for 4 MiB).
+    cfg = CanTransportConfig(
+        kind="can", interface="udp_multicast", channel=GROUP, fd=False, poll_s=0.02, recv_buffer_bytes=0
+    )
     t = CanTransport(cfg, bus_factory=held_bus)
     got = 0
     async with t:
