@@ -2,7 +2,7 @@
 """Serial + CAN + ASTERIX at once through the real transports: throughput and latency (issue 18).
 
     .venv/bin/python benchmarks/bench_multisource.py [--rate 50000] [--mix serial=1400,can=5600,asterix=rest]
-        [--seconds 5] [--targets 1000] [--worker process] [--json]
+        [--seconds 5] [--targets 1000] [--worker process] [--pin] [--json]
 
 One command, run in a private network namespace it creates (``unshare -n``:
 loopback with multicast, nothing touches the machine's interfaces):
@@ -35,6 +35,12 @@ a software bus have no such limit, so a ``--mix`` may drive a source past its
 wire (the table says so). One table, or with ``--json`` one object: per
 source asked/sent/out/drops, reports/s at the subscriber, losses, latency
 percentiles, CPU and peak RSS of the gateway and its fusion worker.
+
+Where the CPU goes: CPU seconds per second of every process (gateway,
+fusion worker, each writer, mosquitto, subscriber), of each thread of the
+gateway, and of the whole machine (busy, of it niced, idle), over the
+writers' run. ``--pin`` puts the gateway's process on a CPU of its own and
+everything else on the others (the issue's "gateway on one core").
 """
 
 from __future__ import annotations

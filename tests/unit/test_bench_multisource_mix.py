@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.bench_multisource import DEFAULT_MIX, WIRE_LIMIT, split_rate
+from benchmarks.bench_multisource import DEFAULT_MIX, WIRE_LIMIT, pin_plan, split_rate
 
 
 def test_the_default_mix_keeps_each_wire_below_its_limit_and_asterix_takes_the_rest() -> None:
@@ -26,3 +26,13 @@ def test_fixed_rates_above_the_total_are_scaled_down_and_the_rest_gets_none() ->
 def test_a_bad_mix_is_refused_naming_it(mix: str) -> None:
     with pytest.raises(ValueError, match="--mix"):
         split_rate(1_000, mix)
+
+
+def test_pin_gives_the_gateway_the_lowest_cpu_and_the_rig_the_rest() -> None:
+    assert pin_plan({0, 1}) == (0, {1})
+    assert pin_plan({3, 5, 7}) == (3, {5, 7})
+
+
+def test_pin_is_refused_with_one_cpu_naming_it() -> None:
+    with pytest.raises(ValueError, match=r"--pin needs two CPUs or more, this process may use \[2\]"):
+        pin_plan({2})
