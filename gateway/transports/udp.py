@@ -12,11 +12,12 @@ from gateway.transports.base import Address, DatagramTransport
 from gateway.transports.sockdrops import KernelDrops, set_recv_buffer
 from hilgw.errors import TransportError
 
-#: Datagrams read from the socket at one readiness at most (see ``_Proto``): the
-#: driver's turn stays short (32 CAT048 datagrams of 40 records decode and
-#: normalise in ~2.5 ms), and what is left waits in the socket for the next turn.
-#: 256 let a busy loop's batches, and so its turns, grow: report latency p50
-#: 12 ms against 2.3 ms at 50k reports/s (benchmarks/RESULTS.md, issue 18).
+#: Datagrams read from the socket at one readiness at most (see ``_Proto``): a
+#: bound on the driver's turn (32 CAT048 datagrams of 40 records decode and
+#: normalise in 2-6 ms here; 256 would be ~10,000 records in one turn, with
+#: every other device read waiting behind it). What is left waits in the
+#: socket for the next turn. At 50k reports/s 8, 16, 32, 64 and 256 all kept
+#: up with no loss (benchmarks/RESULTS.md, issue 18).
 DRAIN_MAX = 32
 
 
