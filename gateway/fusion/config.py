@@ -112,6 +112,11 @@ class FusionConfig:
       update makes it coast, or drops a tentative track (a silent sensor
       sends no batch, so no miss is ever counted against its tracks: time
       is the backstop).
+      ``exo_drop_after_s``: the time without update that replaces
+      ``coast_after_s`` in that drop rule for exo-atmospheric tracks (above
+      ``assoc_quiet_above_m``): their ballistic prediction holds, and inside
+      a complex a track often goes a few batches without winning a plot
+      (:mod:`gateway.fusion.exo`).
       ``sensor_track_confirms``: a system track started from a sensor's own
       track is confirmed at once (trusting the sensor's confirmation). Off
       by default: the demo's land radars confirm clutter tracks that live
@@ -181,6 +186,7 @@ class FusionConfig:
     init_max_speed_mps: float = 8000.0
     exo_init_speed_sigma_mps: float = 8000.0
     exo_exit_rate_hz: float = 0.2
+    exo_drop_after_s: float = 4.0
 
     confirm_m: int = 3
     confirm_n: int = 5
@@ -258,6 +264,7 @@ class FusionConfig:
             "exo_init_speed_sigma_mps",
             "exo_exit_rate_hz",
             "stitch_window_s",
+            "exo_drop_after_s",
         ):
             if getattr(self, name) < 0.0:
                 raise ConfigError(f"fusion.{name}", f"{getattr(self, name)!r}: must be >= 0")

@@ -25,6 +25,7 @@ from gateway.fusion.api import (
     TrackArrays,
 )
 from gateway.fusion.config import MODEL_BALLISTIC
+from gateway.fusion.exo import exo_rows
 from gateway.fusion.gating import IDX
 from gateway.fusion.merge import held_unconfirmed
 from gateway.fusion.motion import imm_combine, predict_cv, seconds
@@ -87,6 +88,10 @@ def apply_misses(engine: EngineView, s: int, hit: np.ndarray) -> None:
     # second; a second's gap of all of them is no reason to drop it.
     age = ((engine.t_store or 0) - st.last_ns[:n]) * _NS
     drop_c = conf & (st.miss_track[:n] >= cfg.drop_misses) & (age >= cfg.coast_after_s)
+    if drop_c.any() and cfg.exo_drop_after_s > cfg.coast_after_s:
+        # Exo-atmospheric tracks coast on a prediction that holds (exo.py).
+        due = np.flatnonzero(drop_c)
+        drop_c[due] = ~exo_rows(engine, st.x[due]) | (age[due] >= cfg.exo_drop_after_s)
     coast = conf & (st.miss_track[:n] >= cfg.coast_misses)
     st.status[:n] = np.where(coast, STATUS_COASTING, np.where(conf, STATUS_CONFIRMED, status))
     bury(engine, np.flatnonzero(drop_c))

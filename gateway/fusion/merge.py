@@ -13,7 +13,9 @@ through the common process noise, so P_i + P_j overstates the spread of
 the difference and the test errs towards merging; Bar-Shalom, "On the
 track-to-track correlation problem", IEEE T-AC 26(2), 1981) and no sensor feeds
 both (two tracks of one sensor, or two plots of one batch, are two objects
-to that sensor: closely spaced objects are never merged this way), the
+to that sensor: closely spaced objects are never merged this way; nor,
+above ``assoc_quiet_above_m``, are two narrow tracks fed by plots alone:
+there they are two objects of a threat complex), the
 younger is folded into the older: the system track id of the target is the
 first one it got (Blackman & Popoli, *Design and Analysis of Modern Tracking
 Systems*, 1999, §11.4 "track merging"). The survivor takes every sensor
@@ -51,6 +53,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from gateway.fusion.api import F64, STATUS_COASTING, STATUS_CONFIRMED, STATUS_TENTATIVE
+from gateway.fusion.exo import exo_rows
 from gateway.fusion.gating import IDX, pregate
 from gateway.fusion.kalman import mahalanobis2
 
@@ -79,6 +82,21 @@ def merge_duplicates(engine: EngineView, t_ns: int) -> int:
     recent = _recent_sensors(engine, t_ns)
     disjoint = ~np.any(recent[a] & recent[b], axis=1)
     a, b = a[disjoint], b[disjoint]
+    if a.size == 0:
+        return 0
+    # Above the atmosphere objects fly in complexes of closely spaced objects
+    # (a warhead, its stages, debris, decoys), each seen by plots: two narrow
+    # tracks fed by plots alone are two of them there, however close, and
+    # are not merged (cso bench: the merges were of two objects). A wide
+    # track (a range arc) or one fed by a sensor's own track still is.
+    plots_only = ~st.paired[:n].any(axis=1)
+    narrow = sigma_max(st.P[:n]) <= cfg.merge_radius_m
+    both = np.union1d(a, b)
+    exo = np.zeros(n, bool)
+    exo[both] = exo_rows(engine, st.x[both])
+    objects = plots_only & narrow & exo
+    keep_pair = ~(objects[a] & objects[b])
+    a, b = a[keep_pair], b[keep_pair]
     if a.size == 0:
         return 0
     d2 = mahalanobis2(st.x[a] - st.x[b], st.P[a] + st.P[b])

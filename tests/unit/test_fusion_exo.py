@@ -82,3 +82,26 @@ def test_before_every_start_got_the_air_prior() -> None:
     exo, air = _start_speed_sigma(BEFORE)
     assert 1500.0 < exo < 2500.0
     assert 1500.0 < air < 2500.0
+
+
+def test_an_exo_track_coasts_through_a_longer_gap_than_an_aircraft() -> None:
+    """Both tracks miss every batch (a far plot keeps the batches coming): the
+    aircraft's is dropped once ``drop_misses`` have gone by ``coast_after_s``
+    without update, the exo-atmospheric one, whose ballistic prediction holds,
+    only at ``exo_drop_after_s``."""
+    cfg = dataclasses.replace(BASE, coast_after_s=2.0, drop_misses=6, exo_drop_after_s=4.0)
+    e = _engine(cfg)
+    st = e.store
+    ids = {
+        "exo": int(st.track_id[int(np.argmax(st.x[:2, 2]))]),
+        "air": int(st.track_id[int(np.argmin(st.x[:2, 2]))]),
+    }
+    alive: dict[float, set[int]] = {}
+    for k in range(1, 15):
+        t = int(k * S / 3)
+        e.step(_plots(np.array([[200e3, -150e3, 40e3 + 1e3 * k]]), t), t)
+        alive[k / 3] = set(st.track_id[: st.n].tolist())
+    assert {ids["air"], ids["exo"]} <= alive[1.0]
+    assert ids["air"] not in alive[3.0]  # dropped after 2 s and 6 misses
+    assert ids["exo"] in alive[3.0]
+    assert ids["exo"] not in alive[14 / 3]  # gone after 4 s

@@ -14,7 +14,11 @@ import numpy as np
 from gateway.fusion.api import KIND_SENSOR_TRACK, STATUS_COASTING, STATUS_CONFIRMED, ReportArrays, TrackArrays
 from gateway.fusion.config import FusionConfig
 from gateway.fusion.engine import Engine
+from gateway.fusion.merge import merge_duplicates
+from gateway.fusion.motion import imm_combine
+from hilgw.geo import local_geometry
 from tests.unit.test_fusion_engine import SITES, S, engine, sensor_tracks
+from tests.unit.test_fusion_quiet import ACCEL, _plots
 
 G = 9.80665
 DEFAULT = FusionConfig()
@@ -192,3 +196,40 @@ def test_a_short_gap_of_every_sensor_does_not_drop_a_track_many_sensors_hold() -
             near = (d < 2000.0) & ((pic.status == STATUS_CONFIRMED) | (pic.status == STATUS_COASTING))
             ids |= set(pic.track_id[near].tolist())
     assert len(ids) == 1, ids
+
+
+def _two_tracks(height_m: float, sigma_m: float) -> tuple[Engine, int]:
+    """Two confirmed plot tracks 200 m apart at ``height_m``, position 1-σ
+    ``sigma_m``, one fed lately by radar 0 only, the other by radar 1 only
+    (disjoint sensors: merge.py's candidates), Earth's gravity."""
+    e = Engine(DEFAULT, accel=ACCEL)
+    for i in range(2):
+        e.add_sensor(local_geometry(f"r{i}", SITES[i]))
+    p = np.array([[300e3, 0.0, height_m], [300e3, 200.0, height_m]])
+    e.step(_plots(p, 0), 0)
+    st = e.store
+    assert st.n == 2
+    t = e.t_store or 0
+    st.status[:2] = STATUS_CONFIRMED
+    st.xm[:2, :, 3:] = [2000.0, 0.0, 0.0]
+    st.Pm[:2] = np.diag([sigma_m**2] * 3 + [30.0**2] * 3)
+    st.mu[:2] = [0.1, 0.8, 0.1]
+    st.x[:2], st.P[:2] = imm_combine(st.xm[:2], st.Pm[:2], st.mu[:2])
+    st.seen_ns[:2] = 0
+    st.seen_ns[0, 0] = st.seen_ns[1, 1] = t
+    st.first_ns[1] = t + 1  # the younger
+    return e, t
+
+
+def test_two_narrow_exo_plot_tracks_are_two_objects_not_one_seen_twice() -> None:
+    """Above the atmosphere two narrow tracks fed by plots alone are two objects
+    of a complex however close (cso bench: every merge there joined two): the
+    pair that an aircraft's two tracks would merge on stays two."""
+    e, t = _two_tracks(200e3, 300.0)
+    assert merge_duplicates(e, t) == 0
+    assert e.store.n == 2
+    air, t = _two_tracks(8e3, 300.0)
+    assert merge_duplicates(air, t) == 1
+    assert air.store.n == 1
+    wide, t = _two_tracks(200e3, 60e3)  # a range arc: still folded
+    assert merge_duplicates(wide, t) == 1
