@@ -117,6 +117,7 @@ class Engine:
         self.gate[6] = chi2_quantile(self.cfg.t2t_gate_prob, 6)
         self.persist_gate = chi2_quantile(self.cfg.t2t_persist_gate_prob, 6)
         self.merge_gate = chi2_quantile(self.cfg.merge_gate_prob, 6)
+        self.stitch_gate = chi2_quantile(self.cfg.stitch_gate_prob, 6)
         self.init_gate = {d: chi2_quantile(self.cfg.init_suppress_prob, d) for d in (3, 4, 6)}
         self._mu0 = np.asarray(self.cfg.imm_initial, dtype=np.float64)
         self.mht = WindowMHT(self) if self.cfg.mht_window > 1 else None

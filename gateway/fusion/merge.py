@@ -89,12 +89,11 @@ def merge_duplicates(engine: EngineView, t_ns: int) -> int:
     # tracks fed by plots alone are two of them there, however close, and
     # are not merged (cso bench: the merges were of two objects). A wide
     # track (a range arc) or one fed by a sensor's own track still is.
-    plots_only = ~st.paired[:n].any(axis=1)
-    narrow = sigma_max(st.P[:n]) <= cfg.merge_radius_m
     both = np.union1d(a, b)
-    exo = np.zeros(n, bool)
-    exo[both] = exo_rows(engine, st.x[both])
-    objects = plots_only & narrow & exo
+    wide = np.zeros(n, bool)
+    wide[both] = sigma_max(st.P[both]) > cfg.merge_radius_m
+    objects = np.zeros(n, bool)
+    objects[both] = ~st.paired[both].any(axis=1) & ~wide[both] & exo_rows(engine, st.x[both])
     keep_pair = ~(objects[a] & objects[b])
     a, b = a[keep_pair], b[keep_pair]
     if a.size == 0:
@@ -111,9 +110,6 @@ def merge_duplicates(engine: EngineView, t_ns: int) -> int:
     )
     keep = np.where(older_a, a, b)
     gone = np.where(older_a, b, a)
-    wide = np.zeros(n, bool)
-    both = np.union1d(keep, gone)
-    wide[both] = sigma_max(st.P[both]) > cfg.merge_radius_m
     used = np.zeros(n, bool)
     drop = np.zeros(n, bool)
     for k in np.argsort(d2):

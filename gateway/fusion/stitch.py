@@ -37,7 +37,7 @@ import numpy as np
 
 from gateway.fusion.api import F64, I64, STATUS_COASTING, STATUS_CONFIRMED
 from gateway.fusion.exo import exo_rows
-from gateway.fusion.gating import IDX, chi2_quantile, gnn_assign
+from gateway.fusion.gating import IDX, gnn_assign
 from gateway.fusion.kalman import mahalanobis2
 from gateway.fusion.motion import predict_cv, seconds
 
@@ -114,12 +114,14 @@ def _match(engine: EngineView, rows: IDX, x: F64, P: F64, t_ns: I64, last_ns: I6
         return _NONE
     xg, Pg = predict_cv(x, P, seconds(now - t_ns), 0.0)
     # Process noise of a hard turn over all the time since the last update
-    # (the state was coasted along the old heading meanwhile).
-    Pg += manoeuvre_noise(seconds(now - last_ns), cfg.q_manoeuvre)
+    # (the state was coasted along the old heading meanwhile): predict_cv's
+    # noise term alone, from a zero state.
+    _, turn = predict_cv(np.zeros_like(x), np.zeros_like(P), seconds(now - last_ns), cfg.q_manoeuvre)
+    Pg += turn
     ti = np.repeat(np.arange(rows.size), x.shape[0])
     gj = np.tile(np.arange(x.shape[0]), rows.size)
     d2 = mahalanobis2(st.x[rows][ti] - xg[gj], st.P[rows][ti] + Pg[gj])
-    gate = chi2_quantile(cfg.stitch_gate_prob, 6)
+    gate = engine.stitch_gate
     # Only a track begun after the lost one's last update can continue it:
     # two tracks updated side by side are two targets.
     after = st.first_ns[rows][ti] >= last_ns[gj]
@@ -141,13 +143,3 @@ def adopt(engine: EngineView, rows: IDX, graves: IDX) -> None:
     left[graves] = False
     g.keep(left)
     engine.counters["tracks_reacquired"] += int(rows.size)
-
-
-def manoeuvre_noise(dt: F64, q: float) -> F64:
-    """White-noise-acceleration process noise (N, 6, 6) of power ``q`` over ``dt`` (N,)."""
-    out = np.zeros((dt.size, 6, 6))
-    i3 = np.arange(3)
-    out[:, i3, i3] = (q * dt**3 / 3.0)[:, None]
-    out[:, i3, i3 + 3] = out[:, i3 + 3, i3] = (q * dt**2 / 2.0)[:, None]
-    out[:, i3 + 3, i3 + 3] = (q * dt)[:, None]
-    return out

@@ -43,6 +43,8 @@ class EngineView(Protocol):
     next_id: int
     #: Track-merge gate (chi-square, 6 degrees of freedom).
     merge_gate: float
+    #: Re-acquisition gate (chi-square, 6 degrees of freedom; stitch.py).
+    stitch_gate: float
     #: Initiation-suppression gates (chi-square) by dimension (3, 4 and 6).
     init_gate: dict[int, float]
     #: Initial IMM model probabilities of a new track.
