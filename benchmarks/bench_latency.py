@@ -51,6 +51,7 @@ import time
 import tty
 from array import array
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -61,6 +62,32 @@ WARMUP_S = 1.0
 
 
 # --- writer process ---------------------------------------------------------------
+
+
+def polar_reports(
+    idx: np.ndarray,
+    targets: tuple[np.ndarray, np.ndarray, np.ndarray],
+    rng: np.random.Generator,
+    dtype: np.dtype[Any],
+) -> np.ndarray:
+    """Track reports (``dtype``: the radar codecs' batch) of targets ``idx`` of the
+    stationary ``targets`` (range, azimuth, elevation), with measurement noise,
+    stamped now: the serial writers of this bench, bench_memory and
+    bench_multisource."""
+    r0, az0, el0 = targets
+    n = len(idx)
+    a = np.zeros(n, dtype)
+    a["sensor_track_id"] = idx + 1
+    a["sensor_time_ns"] = time.time_ns()
+    a["range_m"] = r0[idx] + rng.normal(0, 10, n)
+    a["azimuth_rad"] = np.mod(az0[idx] + rng.normal(0, 1e-3, n), 2 * np.pi)
+    a["elevation_rad"] = el0[idx] + rng.normal(0, 1e-3, n)
+    a["sigma_range_m"] = 15.0
+    a["sigma_azimuth_rad"] = 2e-3
+    a["sigma_elevation_rad"] = 2e-3
+    a["sigma_range_rate_mps"] = 1.0
+    a["quality"] = 0.9
+    return a
 
 
 def _writer(fd: int, rate: float, seconds: float, targets: int) -> None:
@@ -77,18 +104,9 @@ def _writer(fd: int, rate: float, seconds: float, targets: int) -> None:
 
     def frames(n: int, k0: int) -> bytes:
         idx = (k0 + np.arange(n)) % targets
-        a = np.zeros(n, TRACK_BATCH_DTYPE)
-        a["sensor_track_id"] = idx + 1
-        a["sensor_time_ns"] = time.time_ns()
-        a["range_m"] = rng_range[idx] + rng.normal(0, 10, n)
-        a["azimuth_rad"] = np.mod(rng_az[idx] + rng.normal(0, 1e-3, n), 2 * np.pi)
-        a["elevation_rad"] = rng_el[idx] + rng.normal(0, 1e-3, n)
-        a["sigma_range_m"] = 15.0
-        a["sigma_azimuth_rad"] = 2e-3
-        a["sigma_elevation_rad"] = 2e-3
-        a["sigma_range_rate_mps"] = 1.0
-        a["quality"] = 0.9
-        return codec.encode_track_batch(a)
+        return codec.encode_track_batch(
+            polar_reports(idx, (rng_range, rng_az, rng_el), rng, TRACK_BATCH_DTYPE)
+        )
 
     # Pre-encoded in blocks of ~1 ms of reports, so that the writer's own CPU
     # does not limit the rate; sensor times are up to ``seconds`` old, well

@@ -349,6 +349,7 @@ def _writer(fd: int, rate: float, seconds: float, targets: int) -> None:
     each 10 ms block encoded when it is due (sensor time = now)."""
     import numpy as np
 
+    from benchmarks.bench_latency import polar_reports
     from drivers.base import Role
     from drivers.radar import TRACK_BATCH_DTYPE
     from drivers.serial_radar import SerialRadarCodec
@@ -369,17 +370,7 @@ def _writer(fd: int, rate: float, seconds: float, targets: int) -> None:
         if delay > 0:
             time.sleep(delay)
         idx = (sent + np.arange(block)) % targets
-        a = np.zeros(block, TRACK_BATCH_DTYPE)
-        a["sensor_track_id"] = idx + 1
-        a["sensor_time_ns"] = time.time_ns()
-        a["range_m"] = rng_range[idx] + rng.normal(0, 10, block)
-        a["azimuth_rad"] = np.mod(rng_az[idx] + rng.normal(0, 1e-3, block), 2 * np.pi)
-        a["elevation_rad"] = rng_el[idx] + rng.normal(0, 1e-3, block)
-        a["sigma_range_m"] = 15.0
-        a["sigma_azimuth_rad"] = 2e-3
-        a["sigma_elevation_rad"] = 2e-3
-        a["sigma_range_rate_mps"] = 1.0
-        a["quality"] = 0.9
+        a = polar_reports(idx, (rng_range, rng_az, rng_el), rng, TRACK_BATCH_DTYPE)
         view = memoryview(codec.encode_track_batch(a))
         while view:
             view = view[os.write(fd, view) :]
@@ -416,7 +407,7 @@ def main() -> int:
     if mosq is None:
         print("mosquitto not installed: nothing measured", file=sys.stderr)
         return 2
-    from tests.conftest import free_port, wait_port
+    from tests.conftest import start_mosquitto
 
     env = dict(os.environ)
     if ns.malloc_arena_max is not None:
@@ -424,13 +415,10 @@ def main() -> int:
     results = []
     for r in ns.rates.split(","):
         rate = 0.0 if r.strip() == "max" else float(r)
-        port = free_port()
         with tempfile.TemporaryDirectory() as tmp:
-            conf = Path(tmp) / "m.conf"
-            conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
-            broker = subprocess.Popen([mosq, "-c", str(conf)], stderr=subprocess.DEVNULL)
+            broker = start_mosquitto(Path(tmp))
+            port = broker.port
             try:
-                wait_port(port)
                 results.append(
                     run(
                         rate,
@@ -445,8 +433,7 @@ def main() -> int:
                     )
                 )
             finally:
-                broker.terminate()
-                broker.wait()
+                broker.stop()
     load = os.getloadavg()[0]
     head = {
         "load_1min": load,

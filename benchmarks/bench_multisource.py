@@ -120,20 +120,9 @@ def _targets(targets: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _polar(n: int, k0: int, targets: int, rng: np.random.Generator, dtype: np.dtype[Any]) -> np.ndarray:
     """Reports of ``n`` of ``targets`` stationary targets (round robin from k0), stamped now."""
-    idx = (k0 + np.arange(n)) % targets
-    r0, az0, el0 = _targets(targets)
-    a = np.zeros(n, dtype)
-    a["sensor_track_id"] = idx + 1
-    a["sensor_time_ns"] = time.time_ns()
-    a["range_m"] = r0[idx] + rng.normal(0, 10, n)
-    a["azimuth_rad"] = np.mod(az0[idx] + rng.normal(0, 1e-3, n), 2 * np.pi)
-    a["elevation_rad"] = el0[idx] + rng.normal(0, 1e-3, n)
-    a["sigma_range_m"] = 15.0
-    a["sigma_azimuth_rad"] = 2e-3
-    a["sigma_elevation_rad"] = 2e-3
-    a["sigma_range_rate_mps"] = 1.0
-    a["quality"] = 0.9
-    return a
+    from benchmarks.bench_latency import polar_reports
+
+    return polar_reports((k0 + np.arange(n)) % targets, _targets(targets), rng, dtype)
 
 
 def _can_writer(rate: float, seconds: float, targets: int) -> None:
