@@ -28,6 +28,17 @@ async def stop(task: asyncio.Task[None]) -> None:
         await task
 
 
+async def first(sub: aiomqtt.Client, n: int) -> list[aiomqtt.Message]:
+    """The next ``n`` messages ``sub`` receives (within 10 s)."""
+    got: list[aiomqtt.Message] = []
+    async with asyncio.timeout(10):
+        async for msg in sub.messages:
+            got.append(msg)
+            if len(got) == n:
+                break
+    return got
+
+
 async def retained(port: int, topic: str) -> bytes:
     async with aiomqtt.Client("127.0.0.1", port) as sub:
         await sub.subscribe(topic, qos=1)
@@ -96,11 +107,7 @@ async def test_critical_messages_are_never_dropped_and_go_first(mosquitto: Mosqu
         await sub.subscribe("t/#", qos=1)
         task = asyncio.create_task(session.run())
         try:
-            async with asyncio.timeout(10):
-                async for msg in sub.messages:
-                    order.append(msg.topic.value)
-                    if len(order) == 20:
-                        break
+            order = [m.topic.value for m in await first(sub, 20)]
         finally:
             await stop(task)
     assert order == ["t/crit"] * 10 + ["t/bulk"] * 10
@@ -212,11 +219,7 @@ async def test_qos0_flood_arrives_whole_in_order_and_bounded_by_the_window(mosqu
             await sub.subscribe("t/#", qos=0)
             for i in range(600):  # > 256 a turn, > max_inflight
                 session.enqueue(Outgoing("t/r", b"%d" % i, qos=0, kind="reports"))
-            async with asyncio.timeout(10):
-                async for msg in sub.messages:
-                    got.append(bytes(msg.payload))  # type: ignore[arg-type]
-                    if len(got) == 600:
-                        break
+            got = [bytes(m.payload) for m in await first(sub, 600)]  # type: ignore[arg-type]
         assert got == [b"%d" % i for i in range(600)]
         assert session.published["reports"] == 600
 
@@ -261,11 +264,7 @@ async def test_a_critical_message_goes_out_before_the_qos0_queued_with_it(mosqui
             for i in range(50):
                 session.enqueue(Outgoing("t/report", b"%d" % i, qos=0, kind="reports"))
             session.enqueue(Outgoing("t/cue", b"cue", qos=1, kind="cue"))
-            async with asyncio.timeout(10):
-                async for msg in sub.messages:
-                    order.append(msg.topic.value)
-                    if len(order) == 51:
-                        break
+            order = [m.topic.value for m in await first(sub, 51)]
     finally:
         await stop(task)
     assert order[0] == "t/cue"
