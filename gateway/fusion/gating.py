@@ -1,22 +1,28 @@
-"""Spatial pre-gate (k-d tree) and global-nearest-neighbour assignment.
+"""Spatial pre-gate and global-nearest-neighbour assignment.
 
 The pre-gate keeps the number of (track, report) pairs near-linear in the
 number of targets; the Mahalanobis gate and the assignment then only see
 those pairs. The assignment is solved once per batch on the sparse gate
-graph (scipy's LAPJVsp, ``min_weight_full_bipartite_matching``), after the
+graph (:mod:`gateway.fusion.assign`, per connected component), after the
 pairs that are alone in their gate on both sides are taken directly.
+
+No scipy here nor anywhere on the default engine's path: any scipy import
+costs the fusion worker ~37 MB of resident memory (issue 18). The pre-gate
+uses a hashed grid (:mod:`gateway.fusion.neighbours`) where it used a k-d
+tree, the assignment a numpy solver where it used LAPJVsp, and the
+chi-square quantile a closed form where it used ``scipy.special``.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import min_weight_full_bipartite_matching
-from scipy.spatial import cKDTree
-from scipy.special import gammaincinv
 
 from gateway.fusion.api import F64
+from gateway.fusion.assign import min_cost_assignment
+from gateway.fusion.neighbours import near_pairs
 
 IDX = npt.NDArray[np.intp]
 
@@ -26,30 +32,25 @@ def pregate(track_pos: F64, track_rad: F64, rep_pos: F64, rep_rad: F64, cap_m: f
 
     ``*_rad`` are search radii in metres (already a multiple of each side's
     position spread). Tracks are binned by radius in powers of two and each
-    bin gets its own tree queried with that bin's largest radius, so a few
+    bin gets its own grid query with that bin's largest radius, so a few
     young tracks with kilometre-wide spreads do not widen the search of all
-    the settled ones. Radii are capped at ``cap_m``.
+    the settled ones. Radii are capped at ``cap_m``. Order: fixed by the inputs.
     """
     nt, nr = track_pos.shape[0], rep_pos.shape[0]
     if nt == 0 or nr == 0:
         return np.empty(0, np.intp), np.empty(0, np.intp)
     rad_t = np.minimum(track_rad, cap_m)
     rad_r = np.minimum(rep_rad, cap_m)
-    rep_tree = cKDTree(rep_pos)
     r_max = float(rad_r.max())
     bins = np.ceil(np.log2(np.maximum(rad_t, 1.0))).astype(np.int64)
     ti_parts: list[IDX] = []
     rj_parts: list[IDX] = []
     for b in np.unique(bins):
         rows = np.flatnonzero(bins == b)
-        tree = cKDTree(track_pos[rows])
-        # ndarray output: no Python object per pair (lists of lists would
-        # churn the garbage collector at thousands of tracks).
-        hits = tree.sparse_distance_matrix(
-            rep_tree, min(r_max + float(rad_t[rows].max()), 2.0 * cap_m), output_type="ndarray"
-        )
-        ti_parts.append(rows[hits["i"]])
-        rj_parts.append(hits["j"].astype(np.intp))
+        radius = min(r_max + float(rad_t[rows].max()), 2.0 * cap_m)
+        i, j = near_pairs(track_pos[rows], rep_pos, radius)
+        ti_parts.append(rows[i])
+        rj_parts.append(j)
     ti = np.concatenate(ti_parts)
     rj = np.concatenate(rj_parts)
     d = np.linalg.norm(track_pos[ti] - rep_pos[rj], axis=1)
@@ -70,35 +71,76 @@ def gnn_assign(ti: IDX, rj: IDX, cost: F64, miss_cost: float) -> IDX:
         return pair
     ti, rj, cost = ti[pair], rj[pair], cost[pair]
     # Pairs alone in both their row and column need no solver.
-    _, t_inv, t_cnt = np.unique(ti, return_inverse=True, return_counts=True)
-    _, r_inv, r_cnt = np.unique(rj, return_inverse=True, return_counts=True)
-    lone = (t_cnt[t_inv] == 1) & (r_cnt[r_inv] == 1)
+    lone = (np.bincount(ti)[ti] == 1) & (np.bincount(rj)[rj] == 1)
     out = [pair[lone]]
     rest = np.flatnonzero(~lone)
     if rest.size:
-        ti2, rj2, c2 = ti[rest], rj[rest], cost[rest]
-        tu, t_loc = np.unique(ti2, return_inverse=True)
-        ru, r_loc = np.unique(rj2, return_inverse=True)
-        nt, nr = tu.size, ru.size
-        # Columns: the reports, then one private "missed" column per track.
-        # Costs shifted by +1 so none is an implicit zero of the sparse matrix;
-        # every row is matched exactly once, so the shift cannot change the
-        # optimum.
-        rows = np.concatenate([t_loc, np.arange(nt)])
-        cols = np.concatenate([r_loc, nr + np.arange(nt)])
-        vals = np.concatenate([c2 + 1.0, np.full(nt, miss_cost + 1.0)])
-        g = csr_matrix((vals, (rows, cols)), shape=(nt, nr + nt))
-        row_ind, col_ind = min_weight_full_bipartite_matching(g)
-        real = col_ind < nr
-        # Back from (local row, local column) to the index of the pair.
-        key = t_loc.astype(np.int64) * (nr + nt) + r_loc
-        want = row_ind[real].astype(np.int64) * (nr + nt) + col_ind[real]
-        srt = np.argsort(key)
-        out.append(pair[rest[srt[np.searchsorted(key, want, sorter=srt)]]])
+        got = rest[min_cost_assignment(ti[rest], rj[rest], cost[rest], miss_cost)]
+        # In track order after the lone pairs (the order callers have always
+        # seen: sums over the chosen pairs add up in the same order).
+        out.append(pair[got[np.argsort(ti[got], kind="stable")]])
     return np.concatenate(out)
+
+
+def _gamma_p(a: float, x: float) -> float:
+    """Regularised lower incomplete gamma function P(a, x) by its power series
+    (Abramowitz & Stegun 6.5.29 with 6.5.4); used where P <= 1/2 (x below
+    about a), where the terms fall from the first."""
+    if x <= 0.0:
+        return 0.0
+    term = total = 1.0 / a
+    n = 1
+    while term > total * 1e-17:
+        term *= x / (a + n)
+        total += term
+        n += 1
+    return math.exp(a * math.log(x) - x - math.lgamma(a)) * total
+
+
+def _gamma_q(dof: int, x: float) -> float:
+    """Q(k/2, x) = 1 - P(k/2, x) for an integer k, in closed form: a finite
+    sum (A&S 6.5.13 for even k; 6.5.19 with Q(1/2, x) = erfc √x for odd k),
+    so no cancellation where Q is small (gate probabilities near 1)."""
+    if dof % 2 == 0:
+        term = total = 1.0
+        for i in range(1, dof // 2):
+            term *= x / i
+            total += term
+        return math.exp(-x) * total
+    root = math.sqrt(x)
+    term = 2.0 * root / math.sqrt(math.pi)  # x^(1/2) / Γ(3/2)
+    total = 0.0
+    for i in range(1, (dof - 1) // 2 + 1):
+        total += term
+        term *= x / (i + 0.5)
+    return math.erfc(root) + math.exp(-x) * total
 
 
 def chi2_quantile(p: float, dof: int) -> float:
     """Chi-square quantile: F⁻¹(p; k) = 2 P⁻¹(k/2, p), P the regularised lower
-    incomplete gamma function (scipy.special; scipy.stats costs ~45 MB of RSS)."""
-    return float(2.0 * gammaincinv(dof / 2.0, p))
+    incomplete gamma function, for an integer number of degrees of freedom.
+
+    Solved by bisection to adjacent doubles on the closed forms above (the
+    gates are computed once per engine, so a few hundred evaluations cost
+    nothing); agrees with ``2 * scipy.special.gammaincinv(k/2, p)`` to a few
+    ulps (tests/unit/test_fusion_gating.py), without scipy's ~37 MB.
+    """
+    if not 0.0 < p < 1.0 or dof < 1:
+        raise ValueError(f"chi2_quantile: p = {p!r} must lie in (0, 1) and dof = {dof!r} be >= 1")
+    a = dof / 2.0
+    q = 1.0 - p
+
+    def below(x: float) -> bool:
+        return _gamma_p(a, x) < p if p <= 0.5 else _gamma_q(dof, x) > q
+
+    lo, hi = 0.0, 1.0
+    while below(hi):
+        lo, hi = hi, 2.0 * hi
+    while True:
+        mid = 0.5 * (lo + hi)
+        if not lo < mid < hi:
+            return 2.0 * hi
+        if below(mid):
+            lo = mid
+        else:
+            hi = mid

@@ -50,12 +50,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from gateway.fusion.api import F64, STATUS_COASTING, STATUS_CONFIRMED, STATUS_TENTATIVE
 from gateway.fusion.exo import exo_rows
 from gateway.fusion.gating import IDX, pregate
 from gateway.fusion.kalman import mahalanobis2
+from gateway.fusion.neighbours import pairs_within_one
 
 if TYPE_CHECKING:
     from gateway.fusion.view import EngineView
@@ -172,10 +172,10 @@ def _candidate_pairs(engine: EngineView, live: IDX) -> tuple[IDX, IDX]:
     st = engine.store
     cfg = engine.cfg
     pos = st.x[live, :3]
-    # Most tracks are settled: one k-d tree query at the fixed radius covers
-    # them (the statistical radius of a settled track is far smaller).
+    # Most tracks are settled: one query at the fixed radius covers them (the
+    # statistical radius of a settled track is far smaller).
     half = 0.5 * cfg.merge_radius_m
-    pairs = cKDTree(pos).query_pairs(cfg.merge_radius_m, output_type="ndarray")
+    pairs = pairs_within_one(pos, cfg.merge_radius_m)
     spread = np.sqrt(np.maximum(np.trace(st.P[live, :3, :3], axis1=1, axis2=2), 0.0))
     rad = np.maximum(half, np.sqrt(engine.merge_gate) * spread)
     big = np.flatnonzero(rad > half)

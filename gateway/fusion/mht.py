@@ -38,8 +38,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from gateway.fusion.api import F64, ReportArrays
 from gateway.fusion.exo import switch_rates
@@ -172,6 +170,10 @@ class WindowMHT:
         hot_t = np.unique(all_t[shared_p])
         use = np.isin(all_t, hot_t)
         all_t, all_p = all_t[use], all_p[use]
+        # scipy on this variant's path only: the default worker never imports it (issue 18).
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
         tu, t_loc = np.unique(all_t, return_inverse=True)
         nt = tu.size
         g = coo_matrix((np.ones(all_t.size), (t_loc, nt + all_p)), shape=(nt + off, nt + off))

@@ -33,8 +33,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.sparse import csr_matrix
-from scipy.spatial import cKDTree
 
 from gateway.fusion.api import STATUS_TENTATIVE, ReportArrays
 from gateway.fusion.exo import exo_rows, quiet_models
@@ -130,6 +128,9 @@ def _candidates(engine: EngineView) -> tuple[IDX, IDX]:
     other (``pregate_sigmas`` sigmas of track and plot each): the pairs whose
     plots of that batch could have been crossed (the swapped updates are
     gated again in :func:`_swapped`)."""
+    # scipy on this variant's path only: the default engine's worker never imports it (issue 18, ~37 MB RSS).
+    from scipy.spatial import cKDTree
+
     st = engine.store
     n = st.n
     rows = np.flatnonzero((st.u_batch[:n] > 0) & (st.status[:n] != STATUS_TENTATIVE))
@@ -199,6 +200,8 @@ def swap_test(
     rows = np.concatenate([a, b])
     xm, Pm, mu, prev = _swapped(engine, rows, np.concatenate([b, a]), t0)
     # Swapped: the same from the swapped states, over each track's pre-gated plots.
+    from scipy.sparse import csr_matrix  # the variant's path only (issue 18)
+
     m = csr_matrix((np.ones(ti.size), (ti, rj)), shape=(n, len(r)))
     sub = m[rows].tocoo()
     q, rep = sub.row.astype(np.intp), sub.col.astype(np.intp)
