@@ -87,8 +87,8 @@ class SensorTable:
     With ``worker = "process"`` the engine lives in the worker only; this
     process keeps the table drivers register into (indices for
     ``ReportArrays.sensor``) and sends new rows with the next step. Not
-    building an engine here keeps the engine's imports (scipy: ~28 MB, issue
-    18) out of the gateway process. The built-in engine's limit is checked
+    building an engine here keeps the engine's imports (issue 18) out of the
+    gateway process. The built-in engine's limit is checked
     here, where a driver registers, not later as a failed step in the worker.
     """
 

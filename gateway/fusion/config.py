@@ -49,7 +49,7 @@ class FusionConfig:
       ``gate_prob``: gate probability; the Mahalanobis threshold is the
       chi-square quantile with the measurement's dimension.
       ``pregate_sigmas``: spatial pre-gate radius as a multiple of the largest
-      1-sigma position spread of a track plus of a report (k-d tree query).
+      1-sigma position spread of a track plus of a report (grid query).
       ``pregate_max_m``: upper bound of that radius, so one lost track cannot
       make the pre-gate quadratic.
       ``t2t_gate_prob``: gate probability of a new sensor-track pairing

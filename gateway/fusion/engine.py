@@ -8,7 +8,7 @@ One step:
 2. the rest are cut into batches (one sensor, one report kind, times within
    ``scan_window_s``) and processed in time order. A batch at or after the
    table's time runs the normal cycle: IMM mixing and prediction of every
-   track to the batch start, k-d tree pre-gate, per-pair prediction to each
+   track to the batch start, spatial pre-gate, per-pair prediction to each
    report's own time, Mahalanobis gate, global-nearest-neighbour assignment
    (with ``mht_window``: revisited over that many batches, :mod:`.mht`),
    EKF (plots) or covariance-intersection (sensor tracks) updates, track
@@ -236,7 +236,7 @@ class Engine:
         st.x[:n], st.P[:n] = imm_combine(st.xm[:n], st.Pm[:n], st.mu[:n])
 
     def _pairs(self, r: ReportArrays, rep_pos: F64, rep_var: F64) -> tuple[IDX, IDX]:
-        """k-d tree pre-gate between the table (at its time) and the batch."""
+        """Spatial pre-gate between the table (at its time) and the batch."""
         st = self.store
         n = st.n
         k = self.cfg.pregate_sigmas

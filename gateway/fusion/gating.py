@@ -31,10 +31,10 @@ def pregate(track_pos: F64, track_rad: F64, rep_pos: F64, rep_rad: F64, cap_m: f
     """Candidate pairs (track i, report j) with |p_i - p_j| <= rad_i + rad_j.
 
     ``*_rad`` are search radii in metres (already a multiple of each side's
-    position spread). Tracks are binned by radius in powers of two and each
-    bin gets its own grid query with that bin's largest radius, so a few
-    young tracks with kilometre-wide spreads do not widen the search of all
-    the settled ones. Radii are capped at ``cap_m``. Order: fixed by the inputs.
+    position spread). Tracks are binned by search radius in powers of two
+    and each bin gets its own grid query with that bin's largest radius, so
+    a few young tracks with kilometre-wide spreads do not widen the search of
+    all the settled ones. Radii are capped at ``cap_m``. Order: fixed by the inputs.
     """
     nt, nr = track_pos.shape[0], rep_pos.shape[0]
     if nt == 0 or nr == 0:
@@ -42,12 +42,15 @@ def pregate(track_pos: F64, track_rad: F64, rep_pos: F64, rep_rad: F64, cap_m: f
     rad_t = np.minimum(track_rad, cap_m)
     rad_r = np.minimum(rep_rad, cap_m)
     r_max = float(rad_r.max())
-    bins = np.ceil(np.log2(np.maximum(rad_t, 1.0))).astype(np.int64)
+    # Binned by the search radius itself (a track's own plus the largest
+    # report's): tracks much narrower than the reports share one bin.
+    reach = rad_t + r_max
+    bins = np.ceil(np.log2(np.maximum(reach, 1.0))).astype(np.int64)
     ti_parts: list[IDX] = []
     rj_parts: list[IDX] = []
     for b in np.unique(bins):
         rows = np.flatnonzero(bins == b)
-        radius = min(r_max + float(rad_t[rows].max()), 2.0 * cap_m)
+        radius = min(float(reach[rows].max()), 2.0 * cap_m)
         i, j = near_pairs(track_pos[rows], rep_pos, radius)
         ti_parts.append(rows[i])
         rj_parts.append(j)

@@ -78,14 +78,12 @@ def near_pairs(a: F64, b: F64, radius: float) -> tuple[IDX, IDX]:
 
 def pairs_within_one(p: F64, radius: float) -> npt.NDArray[np.intp]:
     """Pairs (i, j), i < j, of rows of ``p`` at most ``radius`` apart: (k, 2),
-    sorted by i then j (what ``cKDTree.query_pairs`` finds)."""
+    what ``cKDTree.query_pairs`` finds, in an order fixed by the input."""
     if p.shape[0] < 2:
         return np.empty((0, 2), np.intp)
     i, j = near_pairs(p, p, radius)
     keep = i < j
     i, j = i[keep], j[keep]
     keep = np.linalg.norm(p[i] - p[j], axis=1) <= radius
-    i, j = i[keep], j[keep]
-    srt = np.lexsort((j, i))
-    out: npt.NDArray[np.intp] = np.stack([i[srt], j[srt]], axis=1)
+    out: npt.NDArray[np.intp] = np.stack([i[keep], j[keep]], axis=1)
     return out
