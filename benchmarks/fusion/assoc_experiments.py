@@ -1,9 +1,11 @@
 """Association experiments on closely spaced objects that did NOT help (kept to
 reproduce benchmarks/fusion/RESULTS.md, "Why the GNN takes wrong plots").
 
-Each variant patches the engine in this process only (module functions of
-``gateway.fusion.engine``: ``gnn_assign``, ``ekf_update``, ``Engine`` methods),
-runs ``hilgw bench fusion``'s loop on one scenario and scores it. Nothing
+They were measured on the default of 822f339 (before ``gnn_spread``): pass
+``--set gnn_spread=false`` to reproduce them. Each variant patches the engine
+in this process only (module functions of ``gateway.fusion.engine``:
+``gnn_assign``, ``ekf_update``, ``Engine`` methods), runs ``hilgw bench
+fusion``'s loop on one scenario and scores it. Nothing
 here is used by the gateway; the patches reach into engine internals and may
 break when those change.
 
@@ -199,6 +201,10 @@ def run_variant(scenario: Path, a: argparse.Namespace) -> dict[str, Any]:
         val = json.loads(v)
         over[k] = tuple(val) if isinstance(val, list) else val
     cfg = dataclasses.replace(BENCH_CONFIG, **over)
+    if a.variant in ("inflate", "skip", "debias") and cfg.gnn_spread:
+        # With the spread every gated pair is updated, not only the chosen
+        # ones, and these patches address the chosen pairs' updates.
+        raise SystemExit(f"--variant {a.variant} needs --set gnn_spread=false (the default before dc45f31)")
     tap = _Tap()
     counts = {"anchor_swaps": 0}
     o_init, o_pp, o_gnn, o_ekf = E.Engine.__init__, E.Engine._plot_pairs, E.gnn_assign, E.ekf_update
