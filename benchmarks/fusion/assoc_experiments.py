@@ -34,6 +34,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -273,7 +274,7 @@ def run_variant(scenario: Path, a: argparse.Namespace) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         for obj, name, val in patches:
             stack.enter_context(_patched(obj, name, val))
-        out = Path(a.work) / f"tracks_exp_{a.variant}_{scenario.stem}.npz"
+        out = Path(a.work) / f"tracks_exp_{a.variant}_{scenario.stem}_{os.getpid()}.npz"
         res = run_bench(scenario, out, cfg)
     sc = score_files(scenario, out)
     keys = ("ospa", "held", "ids_per_object", "id_switches", "id_swaps")
