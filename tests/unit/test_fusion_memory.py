@@ -139,6 +139,37 @@ def test_the_worker_maps_neither_scipy_nor_pydantic_while_it_fuses() -> None:
         worker.close()
 
 
+NO_SCIPY = textwrap.dedent(
+    """
+    import sys
+
+    class Refuse:  # any scipy import on the way fails the run
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "scipy":
+                raise ImportError(f"scipy imported on the default engine's path: {name}")
+
+    sys.meta_path.insert(0, Refuse())
+    from tests.unit import test_fusion_dense as dense
+
+    dense.test_second_object_inside_a_tracks_gate_gets_its_own_track()  # plots, shared gates, spread
+    dense.test_crossing_during_a_turn_keeps_one_id_per_target()
+    dense.test_hand_over_duplicate_is_merged_into_the_older_track()  # sensor tracks, the merge
+    print("fused without scipy")
+    """
+)
+
+
+def test_the_default_engine_fuses_plots_and_tracks_without_scipy() -> None:
+    """Not only the import: closely spaced plots (components the assignment
+    solves, the spread covariance), sensor tracks and a merge all run with
+    every scipy import refused (issue 18: ~37 MB of the worker's RSS)."""
+    out = subprocess.run(
+        [sys.executable, "-c", NO_SCIPY], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "fused without scipy" in out.stdout
+
+
 GATEWAY = textwrap.dedent(
     """
     import asyncio, sys
