@@ -1,20 +1,24 @@
-"""Minimum-cost assignment with a miss option on a sparse gate graph, in numpy.
+"""Minimum-cost assignment with a miss option on a sparse gate graph.
 
 The global-nearest-neighbour step (BLK §8.4) is a 2-D assignment with a
 private "missed" column per track. Its gate graph falls apart into connected
-components, nearly all of a few tracks (cso bench: median 2, largest ~25), so
-each component is a small dense problem, solved exactly by the shortest
-augmenting path method with potentials (Kuhn-Munkres in the O(n^2 m) form of
-Jonker & Volgenant 1987) run on every component of a size class at once:
-one numpy operation serves all the components, and the number of Python
-steps grows with the largest component, not with their count.
+components, nearly all of a few tracks (cso bench: most of 2-8, the largest
+~25), solved one by one:
 
-Written here rather than called from scipy (``min_weight_full_bipartite_matching``,
-``linear_sum_assignment``) because any scipy import costs the fusion worker
-~37 MB of resident memory (issue 18). The optimum is the same; where two
-assignments cost exactly the same, this one takes, row by row, the lowest
-column index (a report before a later one, a report before the miss), which
-the tests compare against scipy's total on tied problems.
+* a component of one track or of one report takes its cheapest pair (every
+  pair in the graph is cheaper than a miss, and only one can be taken);
+* every other component is one small square problem (its tracks and one
+  dummy row per report; its reports and one miss column per track) for
+  LAPJV (Jonker & Volgenant 1987, the ``lap`` package: C++, imports numpy
+  only), a few microseconds each. The square matrices of all components are
+  laid out in one padded array first, so the Python loop only slices and
+  calls.
+
+Not scipy's ``min_weight_full_bipartite_matching`` (LAPJVsp) on the whole
+graph any more, because any scipy import costs the fusion worker ~37 MB of
+resident memory (issue 18). The optimum is the same; where two assignments
+cost exactly the same, which one is taken is LAPJV's choice (a star's: the
+first pair), and the tests hold the total equal to scipy's on tied problems.
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ pairs that are alone in their gate on both sides are taken directly.
 No scipy here nor anywhere on the default engine's path: any scipy import
 costs the fusion worker ~37 MB of resident memory (issue 18). The pre-gate
 uses a hashed grid (:mod:`gateway.fusion.neighbours`) where it used a k-d
-tree, the assignment a numpy solver where it used LAPJVsp, and the
-chi-square quantile a closed form where it used ``scipy.special``.
+tree, the assignment LAPJV per component (``lap``) where it used scipy's
+LAPJVsp on the whole graph, and the chi-square quantile a closed form where
+it used ``scipy.special``.
 """
 
 from __future__ import annotations
