@@ -124,13 +124,11 @@ def measure(sizes: list[int], budget_s: float = 0.1, repeats: int = 7) -> list[d
         polar6 = np.column_stack([arr[f] for f in POLAR_FIELDS])
         sigma6 = np.column_stack([arr[f] for f in POLAR_SIGMA_FIELDS])
         reports = normalise_polar(geo, 0, arr)
-        calls = [0]
 
-        def feed(data: bytes = data, t_rx: int = t_rx, calls: list[int] = calls) -> None:
+        def feed(data: bytes = data, t_rx: int = t_rx) -> None:
             driver.feed(data, t_rx)
             mqtt.get_all()  # the MQTT feed takes what the read queued
-            calls[0] += 1
-            if calls[0] % 100 == 0:  # a fusion step takes the backlog (5 Hz: ~150 reads apart)
+            if gw.fusion.backlog_reports > 5000:  # a fusion step takes the backlog
                 gw.fusion._take_backlog()
 
         def to_proto(reports: object = reports, arr: np.ndarray = arr, t_rx: int = t_rx) -> bytes:
