@@ -66,6 +66,8 @@ VARIANTS: dict[str, FusionConfig] = {
     "combined": dataclasses.replace(BENCH_CONFIG, assoc_cost="combined"),
     # one-batch look-ahead swap test of crossed plots (gateway/fusion/twoscan.py)
     "two_scan": dataclasses.replace(BENCH_CONFIG, two_scan=True),
+    # GNN's covariances as they were before the PDA-mixture spread (gateway/fusion/spread.py)
+    "nospread": dataclasses.replace(BENCH_CONFIG, gnn_spread=False),
     # sliding-window multi-scan assignment (gateway/fusion/mht.py): one scan of three radars
     "mht": dataclasses.replace(BENCH_CONFIG, mht_window=3),
     "mht6": dataclasses.replace(BENCH_CONFIG, mht_window=6),

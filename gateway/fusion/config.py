@@ -73,6 +73,10 @@ class FusionConfig:
       mixture cost leaves the models ``assoc_quiet_models`` out (default
       the manoeuvre model; the filter keeps them). A very large value (1e9)
       turns this off.
+      ``gnn_spread``: a confirmed track keeps GNN's updated mean but takes
+      the covariance of the PDA mixture over the plots in its gate, so a
+      track that took one of several plots it cannot tell apart does not
+      claim to know which (:mod:`gateway.fusion.spread`).
       ``two_scan``: look one batch ahead before an assignment between
       closely spaced tracks becomes final (:mod:`gateway.fusion.twoscan`):
       two tracks that took plots of one batch and now share a plot in their
@@ -173,6 +177,7 @@ class FusionConfig:
     assoc_cost: str = ASSOC_COST_MIXTURE
     assoc_quiet_above_m: float = 60_000.0
     assoc_quiet_models: tuple[str, ...] = (MODEL_MANOEUVRE,)
+    gnn_spread: bool = True
     two_scan: bool = False
     two_scan_margin: float = 2.0
     mht_window: int = 0

@@ -67,6 +67,7 @@ from gateway.fusion.motion import (
     seconds,
 )
 from gateway.fusion.oos import oos_plot_batch
+from gateway.fusion.spread import spread_update
 from gateway.fusion.stitch import bury
 from gateway.fusion.store import MAX_SENSORS, Graves, TrackStore
 from gateway.fusion.twoscan import mixture_cost, record_updates, swap_test
@@ -295,7 +296,8 @@ class Engine:
         g = np.flatnonzero(ok)
         sel = g[gnn_assign(ti[g], rj[g], cost[g], miss)]
         soft = plots and cfg.association == ASSOC_JPDA and g.size > 0
-        upd = g if soft else sel  # pairs whose per-model update is needed
+        spread = plots and cfg.gnn_spread and not soft and sel.size > 0
+        upd = g if soft or spread else sel  # pairs whose per-model update is needed
         xm_a, Pm_a = xm_p[upd], Pm_p[upd]
         loglik = np.empty((upd.size, st.n_models))
         ut, ur = ti[upd], rj[upd]
@@ -312,8 +314,10 @@ class Engine:
                 loglik[:, m] = -0.5 * (mahalanobis2(dx, Sm) + logdet)
                 xm_a[:, m], Pm_a[:, m], _ = covariance_intersection(xm_a[:, m], Pm_a[:, m], r.x[ur], r.P[ur])
         at, ar = ti[sel], rj[sel]
-        in_sel = np.searchsorted(upd, sel) if soft else np.arange(sel.size)
+        in_sel = np.searchsorted(upd, sel) if soft or spread else np.arange(sel.size)
         mu_a = st.mu[at]
+        if spread:  # GNN's mean, the PDA mixture's covariance (spread.py)
+            xm_a, Pm_a, loglik, in_sel = spread_update(self, r, ut, ur, xm_a, Pm_a, loglik, in_sel, n_old)
         if st.n_models > 1 and not soft:
             w = mu_a * np.exp(loglik - loglik.max(axis=1, keepdims=True))
             mu_a = w / w.sum(axis=1, keepdims=True)
@@ -324,8 +328,7 @@ class Engine:
             chosen[in_sel] = True
             soft_update(self, r, t0, t_end, n_old, ut, ur, xm_a, Pm_a, loglik, chosen)
         else:
-            # Updated rows sit at their report's time: bring them to t_end;
-            # the others go from t0 to t_end.
+            # Updated rows go from their report's time to t_end, the others from t0.
             dt_rest = np.full(n_old, (t_end - t0) * _NS)
             dt_rest[at] = seconds(t_end - r.t_ns[ar])
             if cfg.two_scan and sel.size:

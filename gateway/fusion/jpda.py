@@ -98,7 +98,25 @@ def mixture_update(x0: F64, P0: F64, ti: IDX, xa: F64, Pa: F64, beta: F64, beta0
     return x, P
 
 
-__all__ = ["jpda_weights", "mixture_update", "model_likelihoods", "soft_update"]
+def pair_log_g(engine: EngineView, r: ReportArrays, ti: IDX, rj: IDX, loglik: F64) -> tuple[F64, F64]:
+    """ln G_ij per gated pair (models mixed) and ln G_ijm per pair and model.
+
+    ln G_ijm = ln P_D + ln N_m(ν) - ln λ; the pair's G mixes the models with
+    the track's predicted model probabilities. ekf_update's log-likelihood
+    counts a 3-D plot's dummy fourth row as a unit Gaussian at 0: its
+    -ln(2π)/2 is taken back here.
+    """
+    cfg = engine.cfg
+    dims4 = plot_dims(r.polar[rj], r.polar_sigma[rj]) > 3
+    lam = cfg.clutter_density * np.where(dims4, cfg.clutter_range_rate_span_mps, 1.0)
+    fix = np.where(dims4, 0.0, 0.5 * np.log(2.0 * np.pi)) - np.log(lam)
+    log_gm = np.log(cfg.p_detect) + loglik + fix[:, None]
+    lmu = np.log(np.maximum(engine.store.mu[ti], 1e-300)) + log_gm
+    top = lmu.max(axis=1)
+    return top + np.log(np.exp(lmu - top[:, None]).sum(axis=1)), log_gm
+
+
+__all__ = ["jpda_weights", "mixture_update", "model_likelihoods", "pair_log_g", "soft_update"]
 
 
 def soft_update(
@@ -124,18 +142,8 @@ def soft_update(
     neighbour's plot and smear it onto a settled neighbour."""
     st = engine.store
     cfg = engine.cfg
-    dims4 = plot_dims(r.polar[rj], r.polar_sigma[rj]) > 3
-    lam = cfg.clutter_density * np.where(dims4, cfg.clutter_range_rate_span_mps, 1.0)
-    # ln G_ijm = ln P_D + ln N_m(ν) - ln λ; the pair's G mixes the models
-    # with the track's predicted model probabilities. ekf_update's
-    # log-likelihood counts a 3-D plot's dummy fourth row as a unit
-    # Gaussian at 0: its -ln(2π)/2 is taken back here.
-    fix = np.where(dims4, 0.0, 0.5 * np.log(2.0 * np.pi)) - np.log(lam)
-    log_gm = np.log(cfg.p_detect) + loglik + fix[:, None]
+    log_g, log_gm = pair_log_g(engine, r, ti, rj, loglik)
     mu = st.mu[:n_old]
-    lmu = np.log(np.maximum(mu[ti], 1e-300)) + log_gm
-    top = lmu.max(axis=1)
-    log_g = top + np.log(np.exp(lmu - top[:, None]).sum(axis=1))
     b = 1.0 - cfg.p_detect
     tent = st.status[ti] == STATUS_TENTATIVE
     use = ~tent | chosen
