@@ -212,7 +212,7 @@ def encode_reports(
     present[:, 8:] = with_rates[:, None]
     present &= measured[:, None]
     at = lay.polar_at
-    block[:, at + 1] = 9 * np.count_nonzero(present, axis=1) + 2 * with_rates  # the message's length
+    block[:, at + 1] = 9 * present.sum(axis=1) + 2 * with_rates  # the message's length
     used[:, at : at + 2] = measured[:, None]
     block[:, at + 2 : at + 2 + 12 * 9].reshape(n, 12, 9)[:, :, 1:] = _as_bytes(polar)
     used[:, at + 2 : at + 2 + 12 * 9].reshape(n, 12, 9)[:] = present[:, :, None]
@@ -223,7 +223,7 @@ def encode_reports(
 
     # The report's length after its tag and length bytes, as a two-byte varint.
     head = 1 + _LEN_BYTES
-    length = np.count_nonzero(used[:, head:], axis=1)
+    length = used[:, head:].sum(axis=1)
     block[:, 1] = length | 0x80
     block[:, 2] = length >> 7
     used[:, :head] = True
