@@ -219,16 +219,17 @@ def reports_to_proto(
         raise LocalProtocolError(
             f"source has {source.shape[0]} rows for {n} reports", field="source", value=source.shape[0]
         )
-    if isinstance(receive_time_ns, np.ndarray):
-        if receive_time_ns.shape != (n,):
-            raise LocalProtocolError(
-                f"receive_time_ns has shape {receive_time_ns.shape} for {n} reports",
-                field="receive_time_ns",
-                value=receive_time_ns.shape,
-            )
-        rx = receive_time_ns.astype(np.int64)
-    else:
-        rx = np.full(n, receive_time_ns, np.int64)
+    if isinstance(receive_time_ns, np.ndarray) and receive_time_ns.shape != (n,):
+        raise LocalProtocolError(
+            f"receive_time_ns has shape {receive_time_ns.shape} for {n} reports",
+            field="receive_time_ns",
+            value=receive_time_ns.shape,
+        )
+    if n < ENCODE_FROM_ROWS:
+        batch = report_pb2.SensorReportBatch(gateway_id=gateway_id, batch_sequence=batch_sequence)
+        _add_each(batch, reports, sensor_ids, receive_time_ns, gateway_id, source)
+        return batch
+    rx = np.broadcast_to(np.asarray(receive_time_ns, np.int64), (n,))
     polar = np.empty((n, 12))
     polar[:, :4] = reports.polar
     polar[:, 4:8] = reports.polar_sigma
@@ -241,10 +242,6 @@ def reports_to_proto(
         sequence = np.zeros(n, np.uint64)
         rates_valid = np.zeros(n, bool)
         polar[:, 8:] = 0.0
-    if n < ENCODE_FROM_ROWS:
-        batch = report_pb2.SensorReportBatch(gateway_id=gateway_id, batch_sequence=batch_sequence)
-        _add_each(batch, reports, sensor_ids, rx, sequence, polar, rates_valid, gateway_id)
-        return batch
     varints = np.empty((n, 5), np.uint64)  # encode_reports' order; int64 as its bit pattern
     varints[:, 0] = reports.sensor_track_id
     varints[:, 1] = sequence
@@ -269,33 +266,37 @@ def _add_each(
     batch: report_pb2.SensorReportBatch,
     reports: ReportArrays,
     sensor_ids: list[str],
-    rx: npt.NDArray[np.int64],
-    sequence: npt.NDArray[np.uint64],
-    polar: npt.NDArray[np.float64],
-    rates_valid: npt.NDArray[np.bool_],
+    receive_time_ns: int | npt.NDArray[np.int64],
     gateway_id: str,
+    source: npt.NDArray[np.void] | None,
 ) -> None:
-    """Add the reports to ``batch`` one by one (see :func:`reports_to_proto`).
+    """Add the reports to ``batch`` one by one (see :func:`reports_to_proto`,
+    which has checked the arguments' shapes).
 
-    ``polar`` (N, 12) as :func:`gateway.report_wire.encode_reports` takes it.
     The columns become Python lists up front, so the loop does no numpy
     scalar boxing; one add() a report with its nested messages as dicts: upb
     builds them in C, about a fifth faster than setting the fields one by one.
     """
     n = len(reports)
     names = [sensor_ids[i] for i in reports.sensor.tolist()]
+    rx = receive_time_ns.tolist() if isinstance(receive_time_ns, np.ndarray) else [receive_time_ns] * n
     track_ids = reports.sensor_track_id.tolist()
     kinds = reports.kind.tolist()
     t_ns = reports.t_ns.tolist()
-    rx_ns = rx.tolist()
-    seq = sequence.tolist()
     xs = reports.x.tolist()
     covs = reports.P.reshape(n, 36).tolist()
     quality = reports.quality.tolist()
-    polar_all = np.logical_and.reduce(np.isfinite(polar[:, :8]), axis=1).tolist()
-    polar_rows = polar[:, :8].tolist()
-    rates = polar[:, 8:].tolist()
-    valid: list[bool] = rates_valid.tolist()
+    polar = np.concatenate([reports.polar, reports.polar_sigma], axis=1)
+    polar_all = np.logical_and.reduce(np.isfinite(polar), axis=1).tolist()
+    polar_rows = polar.tolist()
+    if source is not None:
+        sequence = np.asarray(source["sequence"], dtype=np.uint64).tolist()
+        rates_valid = np.asarray(source["rates_valid"], dtype=bool).tolist()
+        rates = _columns(source, _RATE_FIELDS).tolist()
+    else:
+        sequence = [0] * n
+        rates_valid = [False] * n
+        rates = []
     add = batch.reports.add
     for i in range(n):
         s = xs[i]
@@ -306,7 +307,7 @@ def _add_each(
         elif p[0] == p[0]:  # NaN range: no polar measurement (a CAT062 system track), block left unset
             # A NaN component (e.g. no range rate) stays unset, never written as NaN.
             pm = {name: v for name, v in zip(_POLAR_NAMES, p, strict=True) if v == v}
-        if pm is not None and valid[i]:  # rates without the valid flag may be NaN or junk
+        if pm is not None and rates_valid[i]:  # rates without the valid flag may be NaN or junk
             ar, er, sar, ser = rates[i]
             pm.update(
                 azimuth_rate_radps=ar,
@@ -318,9 +319,9 @@ def _add_each(
         add(
             sensor_id=names[i],
             sensor_track_id=track_ids[i],
-            sequence=seq[i],
+            sequence=sequence[i],
             measurement_time_ns=t_ns[i],
-            receive_time_ns=rx_ns[i],
+            receive_time_ns=rx[i],
             kind=kinds[i],
             quality=quality[i],
             gateway_id=gateway_id,
