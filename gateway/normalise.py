@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.fusion.api import KIND_SENSOR_TRACK, ReportArrays, SensorGeometry
-from gateway.report_wire import batch_header, encode_reports
+from gateway.report_wire import batch_header, encodable, encode_reports
 from hilgw.errors import LocalProtocolError
 from hilgw.geo import polar_to_ecef
 from hilgw.v1 import report_pb2
@@ -225,7 +225,7 @@ def reports_to_proto(
             field="receive_time_ns",
             value=receive_time_ns.shape,
         )
-    if n < ENCODE_FROM_ROWS:
+    if n < ENCODE_FROM_ROWS or not encodable(sensor_ids, gateway_id):
         batch = report_pb2.SensorReportBatch(gateway_id=gateway_id, batch_sequence=batch_sequence)
         _add_each(batch, reports, sensor_ids, receive_time_ns, gateway_id, source)
         return batch

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["batch_header", "encode_reports"]
+__all__ = ["batch_header", "encodable", "encode_reports"]
 
 U8 = npt.NDArray[np.uint8]
 Mask = npt.NDArray[np.bool_]
@@ -108,7 +108,9 @@ class _Layout:
 
 
 @lru_cache(maxsize=32)
-def _layout(sensor_ids: tuple[str, ...], gateway_id: str) -> _Layout:
+def _layout(sensor_ids: tuple[str, ...], gateway_id: str) -> _Layout | None:
+    """The row layout for these names, or None when a report could outgrow the
+    two-byte length (ids of kilobytes: :func:`encodable`)."""
     parts: list[bytes] = []
     always: list[bool] = []
 
@@ -132,7 +134,7 @@ def _layout(sensor_ids: tuple[str, ...], gateway_id: str) -> _Layout:
     quality_at = put(bytes([_tag(9, _I64)]) + bytes(8))
     put(_string_field(10, gateway_id))
     if len(always) >= 1 << 14:
-        raise ValueError(f"sensor ids of up to {name_width} bytes make a report too long to encode")
+        return None
     names = np.zeros((len(fields), name_width), np.uint8)
     names_used = np.zeros((len(fields), name_width), bool)
     for i, f in enumerate(fields):
@@ -150,6 +152,11 @@ def _layout(sensor_ids: tuple[str, ...], gateway_id: str) -> _Layout:
         polar_at=polar_at,
         quality_at=quality_at,
     )
+
+
+def encodable(sensor_ids: list[str], gateway_id: str) -> bool:
+    """Whether :func:`encode_reports` takes these names (a report under 16 KiB)."""
+    return _layout(tuple(sensor_ids), gateway_id) is not None
 
 
 def _as_bytes(values: npt.NDArray[np.float64]) -> U8:
@@ -181,6 +188,8 @@ def encode_reports(
     rates and ``angular_rates_valid`` are written only where ``rates_valid``.
     """
     lay = _layout(tuple(sensor_ids), gateway_id)
+    if lay is None:
+        raise ValueError("sensor or gateway ids too long to encode column-wise (see encodable)")
     n = sensor.shape[0]
     block = np.empty((n, lay.width), np.uint8)
     block[:] = lay.template

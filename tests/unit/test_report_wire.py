@@ -134,3 +134,11 @@ def test_sensor_index_out_of_range_is_refused(n: int) -> None:
     reports, _ = random_case(np.random.default_rng(0), n)
     with pytest.raises(IndexError):
         reports_to_proto(reports, SENSORS[:1], 0, "gw")
+
+
+def test_ids_too_long_for_the_column_build_take_the_per_report_build() -> None:
+    reports, source = random_case(np.random.default_rng(5), 40)
+    huge = ["r" * 20_000, *SENSORS[1:]]
+    got = reports_to_proto(reports, huge, 7, "gw", source=source)
+    want = reference(reports, huge, 7, "gw", 0, source)
+    assert got.SerializeToString(deterministic=True) == want.SerializeToString(deterministic=True)
