@@ -126,7 +126,7 @@ _POLAR_NAMES = (
 )
 #: Reports from which :func:`reports_to_proto` encodes column-wise (the
 #: cross-over of the two builds' costs, benchmarks/bench_read_chain.py).
-ENCODE_FROM_ROWS = 16
+ENCODE_FROM_ROWS = 10
 #: The angle-rate columns of a ``source`` batch, as :func:`gateway.report_wire.encode_reports` takes them.
 _RATE_FIELDS = (
     "azimuth_rate_radps",
@@ -208,7 +208,7 @@ def reports_to_proto(
     From :data:`ENCODE_FROM_ROWS` reports on, they are encoded with
     whole-column operations (:mod:`gateway.report_wire`) and parsed into the
     message in one call: built one by one they cost ~5 µs each on the event
-    loop, where the encoding costs ~50 µs a message and ~1 µs a report
+    loop, where the encoding costs ~40 µs a message and ~1.5 µs a report
     (issue 18). Below that, one by one is cheaper. Both give the same message
     (tests/unit/test_report_wire.py).
     """

@@ -10,8 +10,9 @@ and upb parses the result into the message in one C call.
 
 How: every report is one row of an (N, W) byte block laid out the same for
 all rows (:class:`_Layout`): each field has its columns, a varint the 10 it
-may need, an optional field all it may need. An (N, W) mask marks the bytes
-a row uses; ``block[mask]`` reads them row after row, dropping the rest: the
+may need, an optional field all it may need; a record dtype names them, so
+each field of all rows is written in one assignment. An (N, W) mask marks
+the bytes a row uses; ``block[mask]`` reads them row after row, dropping the rest: the
 concatenated reports. Lengths of the length-delimited parts are mask sums.
 
 The bytes are a valid encoding of the message, not its canonical one (proto3
@@ -64,18 +65,16 @@ def _string_field(field: int, text: str) -> bytes:
 
 def _varints(values: npt.NDArray[np.uint64]) -> tuple[U8, Mask]:
     """Varints of (N, k) 64-bit patterns: (N, k, 10) bytes, 7 bits each, least
-    significant group first, the high bit set on all but the last, and the
-    mask of the bytes used (1 to 10). An int64 goes in as its two's
-    complement, so a negative one takes 10 bytes, as the guide requires."""
+    significant group first, the high bit set on all but the last, and where
+    a further byte follows (the bytes used: the first, and one after each
+    such). An int64 goes in as its two's complement, so a negative one takes
+    10 bytes, as the guide requires."""
     groups = values[..., None] >> _VARINT_SHIFTS  # shifts past 63 give 0
-    more = groups > 0x7F  # a further group follows
+    more = groups > 0x7F
     data = groups.astype(np.uint8)  # the low 8 bits
     data &= 0x7F
     data |= more.view(np.uint8) << 7
-    used = np.empty(more.shape, bool)
-    used[..., 0] = True
-    used[..., 1:] = more[..., :-1]
-    return data, used
+    return data, more
 
 
 # SensorReport fields (proto/hilgw/v1/report.proto), EcefState (common.proto),
@@ -93,18 +92,19 @@ _RATES_VALID = bytes([_tag(7, _VARINT), 1])  # angular_rates_valid = true
 
 @dataclass(frozen=True)
 class _Layout:
-    """Where each field of a report row sits, and the constant bytes of a row."""
+    """A report row: its constant bytes, and two record views of it that name
+    where each field's bytes (``row``) and their used-flags (``mask``) sit."""
 
     template: U8  # (W,) tags, constant heads and the gateway id
     always: Mask  # (W,) bytes every row uses
     names: U8  # (S, name width): the sensor_id field of each sensor
     names_used: Mask
-    width: int
-    name_at: int
-    varint_at: int  # 5 fields of 1 + 10 bytes
-    ecef_at: int  # head, 6 doubles of 9, cov head, 288 bytes
-    polar_at: int  # tag, length, 12 doubles of 9, the rates flag (2)
-    quality_at: int
+    row: np.dtype[np.void]  # len, name, var, ecef, cov, plen, pol, q
+    mask: np.dtype[np.void]  # name, var, phead, pol, flag
+
+
+#: A double field: its tag, then the 8 bytes (packed: 9 bytes).
+_TAGGED = np.dtype([("tag", "u1"), ("v", "<f8")])
 
 
 @lru_cache(maxsize=32)
@@ -120,49 +120,78 @@ def _layout(sensor_ids: tuple[str, ...], gateway_id: str) -> _Layout | None:
         always.extend([used] * len(data))
         return at
 
-    put(bytes([_tag(3, _LEN)]) + bytes(_LEN_BYTES), used=False)  # SensorReportBatch.reports, length
+    put(bytes([_tag(3, _LEN)]) + bytes(_LEN_BYTES))  # SensorReportBatch.reports, length
     fields = [_string_field(1, s) for s in sensor_ids]
     name_width = max((len(f) for f in fields), default=0)
     name_at = put(bytes(name_width), used=False)
-    varint_at = put(b"".join(bytes([t]) + bytes(_VARINT_MAX) for t in _VARINT_TAGS), used=False)
+    varint_at = sum(len(p) for p in parts)
+    for t in _VARINT_TAGS:  # the tag and a varint's first byte are always there
+        put(bytes([t, 0]))
+        put(bytes(_VARINT_MAX - 1), used=False)
     ecef_at = put(_ECEF_HEAD)
     for t in _ECEF_TAGS:
         put(bytes([t]) + bytes(8))
-    put(_COV_HEAD + bytes(36 * 8))
+    cov_at = put(_COV_HEAD) + len(_COV_HEAD)
+    put(bytes(36 * 8))
     polar_at = put(bytes([_tag(8, _LEN), 0]) + b"".join(bytes([t]) + bytes(8) for t in _POLAR_TAGS), False)
     put(_RATES_VALID, used=False)
     quality_at = put(bytes([_tag(9, _I64)]) + bytes(8))
     put(_string_field(10, gateway_id))
-    if len(always) >= 1 << 14:
+    width = len(always)
+    if width >= 1 << 14:
         return None
     names = np.zeros((len(fields), name_width), np.uint8)
     names_used = np.zeros((len(fields), name_width), bool)
     for i, f in enumerate(fields):
         names[i, : len(f)] = np.frombuffer(f, np.uint8)
         names_used[i, : len(f)] = True
+    row = np.dtype(
+        {
+            "names": ["len", "name", "var", "ecef", "cov", "plen", "pol", "q"],
+            "formats": [
+                ("u1", _LEN_BYTES),
+                ("u1", name_width),
+                ("u1", (5, 1 + _VARINT_MAX)),
+                (_TAGGED, 6),
+                ("<f8", 36),
+                "u1",
+                (_TAGGED, 12),
+                _TAGGED,
+            ],
+            "offsets": [
+                1,
+                name_at,
+                varint_at,
+                ecef_at + len(_ECEF_HEAD),
+                cov_at,
+                polar_at + 1,
+                polar_at + 2,
+                quality_at,
+            ],
+            "itemsize": width,
+        }
+    )
+    mask = np.dtype(
+        {
+            "names": ["name", "var", "phead", "pol", "flag"],
+            "formats": [("?", name_width), ("?", (5, 1 + _VARINT_MAX)), ("?", 2), ("?", (12, 9)), ("?", 2)],
+            "offsets": [name_at, varint_at, polar_at, polar_at + 2, polar_at + 2 + 12 * 9],
+            "itemsize": width,
+        }
+    )
     return _Layout(
         template=np.frombuffer(b"".join(parts), np.uint8),
         always=np.array(always, bool),
         names=names,
         names_used=names_used,
-        width=len(always),
-        name_at=name_at,
-        varint_at=varint_at,
-        ecef_at=ecef_at,
-        polar_at=polar_at,
-        quality_at=quality_at,
+        row=row,
+        mask=mask,
     )
 
 
 def encodable(sensor_ids: list[str], gateway_id: str) -> bool:
     """Whether :func:`encode_reports` takes these names (a report under 16 KiB)."""
     return _layout(tuple(sensor_ids), gateway_id) is not None
-
-
-def _as_bytes(values: npt.NDArray[np.float64]) -> U8:
-    """(N, k) doubles as (N, k, 8) little-endian bytes."""
-    v = np.ascontiguousarray(values, dtype="<f8")
-    return v.view(np.uint8).reshape(*v.shape, 8)
 
 
 def encode_reports(
@@ -191,28 +220,21 @@ def encode_reports(
     if lay is None:
         raise ValueError("sensor or gateway ids too long to encode column-wise (see encodable)")
     n = sensor.shape[0]
-    block = np.empty((n, lay.width), np.uint8)
+    width = lay.template.shape[0]
+    block = np.empty((n, width), np.uint8)
     block[:] = lay.template
-    used = np.empty((n, lay.width), bool)
+    used = np.empty((n, width), bool)
     used[:] = lay.always
+    row = block.view(lay.row)[:, 0]  # named views of the bytes
+    mask = used.view(lay.mask)[:, 0]
 
-    at = lay.name_at
-    end = at + lay.names.shape[1]
-    block[:, at:end] = lay.names[sensor]
-    used[:, at:end] = lay.names_used[sensor]
-
-    data, data_used = _varints(varints)
-    at = lay.varint_at
-    v_block = block[:, at : at + 5 * (1 + _VARINT_MAX)].reshape(n, 5, 1 + _VARINT_MAX)
-    v_used = used[:, at : at + 5 * (1 + _VARINT_MAX)].reshape(n, 5, 1 + _VARINT_MAX)
-    v_block[:, :, 1:] = data
-    v_used[:, :, 0] = True
-    v_used[:, :, 1:] = data_used
-
-    at = lay.ecef_at + len(_ECEF_HEAD)
-    block[:, at : at + 6 * 9].reshape(n, 6, 9)[:, :, 1:] = _as_bytes(x)
-    at += 6 * 9 + len(_COV_HEAD)
-    block[:, at : at + 36 * 8] = _as_bytes(cov).reshape(n, 36 * 8)
+    row["name"] = lay.names[sensor]
+    mask["name"] = lay.names_used[sensor]
+    data, more = _varints(varints)
+    row["var"][:, :, 1:] = data
+    mask["var"][:, :, 2:] = more[:, :, :-1]
+    row["ecef"]["v"] = x
+    row["cov"] = cov
 
     measured = ~np.isnan(polar[:, 0])
     with_rates = measured & rates_valid
@@ -220,22 +242,17 @@ def encode_reports(
     np.logical_not(np.isnan(polar[:, :8]), out=present[:, :8])
     present[:, 8:] = with_rates[:, None]
     present &= measured[:, None]
-    at = lay.polar_at
-    block[:, at + 1] = 9 * present.sum(axis=1) + 2 * with_rates  # the message's length
-    used[:, at : at + 2] = measured[:, None]
-    block[:, at + 2 : at + 2 + 12 * 9].reshape(n, 12, 9)[:, :, 1:] = _as_bytes(polar)
-    used[:, at + 2 : at + 2 + 12 * 9].reshape(n, 12, 9)[:] = present[:, :, None]
-    used[:, at + 2 + 12 * 9 : at + 4 + 12 * 9] = with_rates[:, None]
-
-    at = lay.quality_at + 1
-    block[:, at : at + 8] = _as_bytes(quality[:, None]).reshape(n, 8)
+    row["plen"] = 9 * present.sum(axis=1) + 2 * with_rates  # the message's length
+    row["pol"]["v"] = polar
+    mask["phead"] = measured[:, None]
+    mask["pol"] = present[:, :, None]
+    mask["flag"] = with_rates[:, None]
+    row["q"]["v"] = quality
 
     # The report's length after its tag and length bytes, as a two-byte varint.
-    head = 1 + _LEN_BYTES
-    length = used[:, head:].sum(axis=1)
-    block[:, 1] = length | 0x80
-    block[:, 2] = length >> 7
-    used[:, :head] = True
+    length = used[:, 1 + _LEN_BYTES :].sum(axis=1)
+    row["len"][:, 0] = length | 0x80
+    row["len"][:, 1] = length >> 7
     out: bytes = block[used].tobytes()
     return out
 
