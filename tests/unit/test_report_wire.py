@@ -10,20 +10,12 @@ import pytest
 
 from gateway import normalise
 from gateway.fusion.api import KIND_PLOT, KIND_SENSOR_TRACK, ReportArrays
-from gateway.normalise import reports_to_proto
+from gateway.normalise import POLAR_FIELDS, POLAR_SIGMA_FIELDS, reports_to_proto
 from hilgw.v1 import report_pb2
 from tests.unit.test_normalise import BATCH_DTYPE
 
-_POLAR_NAMES = (
-    "range_m",
-    "azimuth_rad",
-    "elevation_rad",
-    "range_rate_mps",
-    "sigma_range_m",
-    "sigma_azimuth_rad",
-    "sigma_elevation_rad",
-    "sigma_range_rate_mps",
-)
+#: PolarMeasurement fields of ``polar`` then ``polar_sigma`` columns.
+_POLAR_NAMES = (*POLAR_FIELDS[:4], *POLAR_SIGMA_FIELDS[:4])
 
 
 def reference(
