@@ -52,12 +52,17 @@ class PolarRadarDriver(DeviceDriver):
         """Drop stale rows (counted), normalise the rest in one call, publish."""
         stats = self.ctx.stats
         self.mark_alive(t_rx)
-        # Stale: sensor time too far from the gateway clock (either way).
-        age = np.abs(t_rx - arr["sensor_time_ns"].astype(np.int64)) * 1e-9
-        fresh = age <= self.config.max_report_age_s
-        n_stale = int(len(arr) - np.count_nonzero(fresh))
-        if n_stale:
-            stats.drop("stale", n_stale)
+        # Stale: sensor time too far from the gateway clock (either way). The
+        # age grows with the distance from t_rx, so when the oldest and the
+        # newest rows are fresh all are (the usual case: two reductions
+        # instead of a mask, issue 18); the same float test either way.
+        max_age = self.config.max_report_age_s
+        times = arr["sensor_time_ns"]
+        if len(arr) and not (
+            abs(t_rx - int(times.min())) * 1e-9 <= max_age and abs(t_rx - int(times.max())) * 1e-9 <= max_age
+        ):
+            fresh = np.abs(t_rx - times.astype(np.int64)) * 1e-9 <= max_age
+            stats.drop("stale", int(len(arr) - np.count_nonzero(fresh)))
             arr = arr[fresh]
         if len(arr):
             reports = normalise_polar(self.geometry, self.ctx.sensor_index, arr)
