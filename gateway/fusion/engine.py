@@ -67,7 +67,7 @@ from gateway.fusion.motion import (
     seconds,
 )
 from gateway.fusion.oos import oos_plot_batch
-from gateway.fusion.spread import spread_update
+from gateway.fusion.spread import spread_pairs, spread_update
 from gateway.fusion.stitch import bury
 from gateway.fusion.store import MAX_SENSORS, Graves, TrackStore
 from gateway.fusion.twoscan import mixture_cost, record_updates, swap_test
@@ -297,7 +297,7 @@ class Engine:
         sel = g[gnn_assign(ti[g], rj[g], cost[g], miss)]
         soft = plots and cfg.association == ASSOC_JPDA and g.size > 0
         spread = plots and cfg.gnn_spread and not soft and sel.size > 0
-        upd = g if soft or spread else sel  # pairs whose per-model update is needed
+        upd = g if soft else spread_pairs(ti, rj, g, sel) if spread else sel  # per-model updates needed
         xm_a, Pm_a = xm_p[upd], Pm_p[upd]
         loglik = np.empty((upd.size, st.n_models))
         ut, ur = ti[upd], rj[upd]

@@ -36,6 +36,21 @@ from gateway.fusion.motion import seconds
 from gateway.fusion.view import EngineView
 
 
+def spread_pairs(ti: IDX, rj: IDX, gated: IDX, chosen: IDX) -> IDX:
+    """The pairs :func:`spread_covariance` needs updated: GNN's (``chosen``)
+    and every gated pair that shares its track or its plot with another
+    gated pair (positions into ``ti``/``rj``, sorted). A lone pair has no
+    alternative and no weight in anyone else's, so most pairs of well
+    separated targets need no second EKF update."""
+    if gated.size == 0:
+        return chosen
+    t, r = ti[gated], rj[gated]
+    _, t_inv, t_n = np.unique(t, return_inverse=True, return_counts=True)
+    _, r_inv, r_n = np.unique(r, return_inverse=True, return_counts=True)
+    shared = (t_n[t_inv] > 1) | (r_n[r_inv] > 1)
+    return np.union1d(chosen, gated[shared])
+
+
 def spread_covariance(
     engine: EngineView,
     r: ReportArrays,
@@ -120,4 +135,4 @@ def spread_update(
     return xa[chosen], P, loglik[chosen], np.arange(chosen.size)
 
 
-__all__ = ["spread_covariance", "spread_update"]
+__all__ = ["spread_covariance", "spread_pairs", "spread_update"]

@@ -16,7 +16,7 @@ import numpy as np
 
 from gateway.fusion.api import STATUS_CONFIRMED, STATUS_TENTATIVE, ReportArrays
 from gateway.fusion.config import FusionConfig
-from gateway.fusion.spread import spread_covariance, spread_update
+from gateway.fusion.spread import spread_covariance, spread_pairs, spread_update
 from gateway.fusion.view import EngineView
 from tests.unit.test_fusion_dense import ballistic, held
 from tests.unit.test_fusion_engine import S, engine, plots
@@ -166,3 +166,29 @@ def test_unresolved_pair_tracks_keep_covariances_that_cover_their_errors() -> No
     plain = [_unresolved_pair(FusionConfig(gnn_spread=False), s) for s in range(1, 5)]
     assert np.mean(spread) < 0.8 * np.mean(plain), (spread, plain)
     assert all(a <= b for a, b in zip(spread, plain, strict=True)), (spread, plain)
+
+
+def test_only_pairs_that_share_a_track_or_plot_need_the_second_update() -> None:
+    # Tracks 0-4, plots 0-5: track 0 gates plots 0 and 1; plot 2 is gated by
+    # tracks 1 and 2; (3, 3) and (4, 4) are lone pairs, and track 4 also
+    # gates plot 5 (not lone). GNN chose (0,0), (1,2), (3,3).
+    ti = np.array([0, 0, 1, 2, 3, 4, 4])
+    rj = np.array([0, 1, 2, 2, 3, 4, 5])
+    chosen = np.array([0, 2, 4])
+    sub = spread_pairs(ti, rj, np.arange(7), chosen)
+    np.testing.assert_array_equal(sub, [0, 1, 2, 3, 4, 5, 6])
+    lone = spread_pairs(ti[:5], rj[:5], np.arange(5), np.array([0, 2]))
+    np.testing.assert_array_equal(lone, [0, 1, 2, 3])  # (3,3): lone, not chosen
+    # The covariances from that subset equal those from every gated pair.
+    rng = np.random.default_rng(5)
+    xa = rng.standard_normal((5, 1, 6)) * 200.0
+    Pa = np.stack([spd(rng, 50.0) for _ in range(5)])[:, None]
+    loglik = rng.uniform(-3.0, 0.0, (5, 1))
+    four = view([STATUS_CONFIRMED] * 4)
+    ch = np.array([0, 2])
+    full = spread_covariance(four, reports(4), ti[:5], rj[:5], xa, Pa, loglik, ch, 4)
+    part = spread_covariance(
+        four, reports(4), ti[lone], rj[lone], xa[lone], Pa[lone], loglik[lone], np.searchsorted(lone, ch), 4
+    )
+    np.testing.assert_allclose(part, full, rtol=1e-12)
+    assert not np.allclose(full[0], Pa[0])  # track 0 had an alternative
