@@ -9,8 +9,10 @@ The cue path reads the command topics on its own connection
   the operator's commands, and the operator's signed HOLD is applied.
 * A client with an operator's certificate (a compromised station: the ACL lets
   it through) floods them: the command connection sheds the flood (it is
-  dropped and made again; the broker's buffered backlog goes with it) and the
-  operator's signed HOLD, QoS 1, still arrives and is applied.
+  dropped and made again; the broker's buffered backlog goes with it), or the
+  broker's queue limit drops it before it reaches the gateway; the operator's
+  signed HOLD, QoS 1, still arrives and is applied, and the session stops when
+  asked (a cancel that came as a shed ended was once lost).
 
 No timing is asserted (slow CI): order and outcome only, with generous bounds.
 """
@@ -175,10 +177,15 @@ async def test_operator_identity_flood_is_shed_and_the_hold_still_applies(
             await asyncio.to_thread(flood.join, 60)
         assert path.core is not None
         assert path.core.authority.value == cue_pb2.AUTHORITY_HOLD
-        # The flood did reach the gateway (the ACL lets an operator write) and was shed:
-        # the connection dropped on purpose, and what it had read of the flood discarded.
+        # The flood did reach the gateway (the ACL lets an operator write) and did not
+        # go through whole: either the connection was shed (dropped on purpose, what it
+        # had read of the flood discarded), or, when the gateway's small receive buffer
+        # kept it behind, the broker's queue limit (max_queued_messages) dropped it
+        # there: seen in about one run in five on a quiet machine, 418 of 15,005
+        # handled over five floods. Either way the HOLD above went through.
         assert path.intake.received >= 2
-        assert session.sheds >= 1
+        handled = session.received["handled"]
+        assert session.sheds >= 1 or handled < FLOOD // 2, (dict(session.received), session.sheds)
         assert session.received["shed"] + path.intake.received < FLOOD + 3
         assert path.faults == 0
     assert ("HOLD", 22) in _changes(path)
