@@ -164,9 +164,8 @@ class Pump:
         if rc != mqtt.MQTT_ERR_SUCCESS:
             # paho has closed the connection and told aiomqtt (on_disconnect): the
             # session's receiver ends the connection, as when aiomqtt's own write
-            # watch fails. Not raised here: a second failure path in the same turn
-            # as a stop lost the stop's cancel on Python 3.11 (the session's
-            # _settle_cancels expects the one failure it knows).
+            # watch fails. Not raised here: one way for a connection to end keeps
+            # the session's stop path simple (session._until_one_fails).
             log.debug("mqtt: write failed (%s): the connection is going", mqtt.error_string(rc))
 
     def confirmed(self, seq: int, msg: Outgoing) -> None:
