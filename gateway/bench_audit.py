@@ -20,7 +20,6 @@ evidence.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.bench_fusion import VARIANTS, _scans, scenario_gravity
+from gateway.bench_fusion import VARIANTS, _scans, scenario_gravity, with_overrides
 from gateway.bench_oracle import OracleEngine
 from gateway.fusion.api import ReportArrays
 from gateway.fusion.config import FusionConfig
@@ -120,13 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-updates", type=int, default=10, help="count takes of tracks this established")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
-    cfg = VARIANTS[a.variant]
-    over: dict[str, Any] = {}
-    for kv in a.set:
-        k, _, v = kv.partition("=")
-        val = json.loads(v)
-        over[k] = tuple(val) if isinstance(val, list) else val
-    cfg = dataclasses.replace(cfg, **over)
+    cfg = with_overrides(VARIANTS[a.variant], a.set)
     rows = audit(a.scenario, cfg, a.min_updates)
     if a.json:
         print(json.dumps({"scenario": str(a.scenario), "variant": a.variant, "bins": rows}))

@@ -220,6 +220,21 @@ def run_bench(
     }
 
 
+def with_overrides(config: FusionConfig, pairs: list[str]) -> FusionConfig:
+    """``config`` with the fields of ``--set KEY=JSON`` options replaced (a JSON
+    list becomes a tuple; a value that is not JSON is taken as a bare string,
+    e.g. ``association=jpda``)."""
+    over: dict[str, Any] = {}
+    for kv in pairs:
+        k, _, v = kv.partition("=")
+        try:
+            val = json.loads(v)
+        except json.JSONDecodeError:
+            val = v
+        over[k] = tuple(val) if isinstance(val, list) else val
+    return dataclasses.replace(config, **over) if over else config
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``--scenario FILE.npz [--tracks-out FILE.npz] [--variant NAME] [--json]``."""
     ap = argparse.ArgumentParser(prog="hilgw bench fusion", description=__doc__.split("\n\n")[0])
@@ -243,17 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if not a.scenario.is_file():
         ap.error(f"--scenario {a.scenario}: no such file (write one: python -m benchmarks.fusion.scenarios)")
-    cfg = VARIANTS["imm" if a.imm else a.variant]
-    if a.set:
-        over: dict[str, Any] = {}
-        for kv in a.set:
-            k, _, v = kv.partition("=")
-            try:
-                val = json.loads(v)
-            except json.JSONDecodeError:
-                val = v  # a bare string, e.g. association=jpda
-            over[k] = tuple(val) if isinstance(val, list) else val
-        cfg = dataclasses.replace(cfg, **over)
+    cfg = with_overrides(VARIANTS["imm" if a.imm else a.variant], a.set)
     res = run_bench(a.scenario, a.tracks_out, cfg, oracle=a.variant if a.variant in ORACLE_MODES else None)
     res["variant"] = "imm" if a.imm else a.variant
     if a.json:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["batch_header", "encodable", "encode_reports"]
+__all__ = ["batch_header", "encodable", "encode_reports", "varint_bytes"]
 
 U8 = npt.NDArray[np.uint8]
 Mask = npt.NDArray[np.bool_]
@@ -48,8 +48,9 @@ def _tag(field: int, wire_type: int) -> int:
     return (field << 3) | wire_type  # every field number here is below 16: a one-byte tag
 
 
-def _varint_bytes(value: int) -> bytes:
-    """One varint, for the few scalars of the batch header and the string prefixes."""
+def varint_bytes(value: int) -> bytes:
+    """One protobuf varint (a non-negative int), for the few scalars of the batch
+    header and the string prefixes here, and the keys of partners/release.py."""
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -60,7 +61,7 @@ def _varint_bytes(value: int) -> bytes:
 
 def _string_field(field: int, text: str) -> bytes:
     data = text.encode()
-    return bytes([_tag(field, _LEN)]) + _varint_bytes(len(data)) + data
+    return bytes([_tag(field, _LEN)]) + varint_bytes(len(data)) + data
 
 
 def _varints(values: npt.NDArray[np.uint64]) -> tuple[U8, Mask]:
@@ -80,9 +81,9 @@ def _varints(values: npt.NDArray[np.uint64]) -> tuple[U8, Mask]:
 # SensorReport fields (proto/hilgw/v1/report.proto), EcefState (common.proto),
 # PolarMeasurement (report.proto).
 _VARINT_TAGS = [_tag(f, _VARINT) for f in (2, 3, 4, 5, 6)]  # track id, sequence, t, rx, kind
-_ECEF_HEAD = bytes([_tag(7, _LEN)]) + _varint_bytes(6 * 9 + 3 + 36 * 8)  # always every field
+_ECEF_HEAD = bytes([_tag(7, _LEN)]) + varint_bytes(6 * 9 + 3 + 36 * 8)  # always every field
 _ECEF_TAGS = [_tag(f, _I64) for f in range(1, 7)]  # x, y, z, vx, vy, vz
-_COV_HEAD = bytes([_tag(7, _LEN)]) + _varint_bytes(36 * 8)  # packed repeated double
+_COV_HEAD = bytes([_tag(7, _LEN)]) + varint_bytes(36 * 8)  # packed repeated double
 #: PolarMeasurement doubles in the column order of ``polar``: range, azimuth,
 #: elevation, range rate (1-4), their sigmas (8-11), then the angle rates (5,
 #: 6) and their sigmas (12, 13). At most 12 * 9 + 2 = 110 bytes: a one-byte length.
@@ -259,4 +260,4 @@ def encode_reports(
 
 def batch_header(gateway_id: str, batch_sequence: int) -> bytes:
     """Fields 1 (gateway_id) and 2 (batch_sequence) of a ``SensorReportBatch``."""
-    return _string_field(1, gateway_id) + bytes([_tag(2, _VARINT)]) + _varint_bytes(batch_sequence)
+    return _string_field(1, gateway_id) + bytes([_tag(2, _VARINT)]) + varint_bytes(batch_sequence)

@@ -37,7 +37,6 @@ Results: benchmarks/fusion/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from collections import Counter
@@ -47,7 +46,7 @@ from typing import Any
 import numpy as np
 
 import gateway.fusion.engine as engine_mod
-from gateway.bench_fusion import VARIANTS, _scans, scenario_gravity
+from gateway.bench_fusion import VARIANTS, _scans, scenario_gravity, with_overrides
 from gateway.bench_oracle import OracleEngine
 from gateway.fusion.api import STATUS_CONFIRMED, ReportArrays
 from gateway.fusion.config import FusionConfig
@@ -378,12 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--dump", type=Path, help="write every record as JSON lines")
     a = ap.parse_args(argv)
-    over: dict[str, Any] = {}
-    for kv in a.set:
-        k, _, v = kv.partition("=")
-        val = json.loads(v)
-        over[k] = tuple(val) if isinstance(val, list) else val
-    cfg = dataclasses.replace(VARIANTS[a.variant], **over)
+    cfg = with_overrides(VARIANTS[a.variant], a.set)
     eng = run(a.scenario, cfg, a.oracle_s, not a.by_first_object)
     if a.dump:
         with a.dump.open("w") as f:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
 import sys
@@ -45,7 +44,7 @@ from scipy.spatial import cKDTree
 
 import gateway.fusion.engine as E
 from benchmarks.fusion.score import score_files
-from gateway.bench_fusion import BENCH_CONFIG, run_bench
+from gateway.bench_fusion import BENCH_CONFIG, run_bench, with_overrides
 from gateway.fusion.api import STATUS_COASTING, STATUS_CONFIRMED, STATUS_TENTATIVE
 from gateway.fusion.config import MODEL_BALLISTIC, MODEL_MANOEUVRE, MODEL_NCV
 from gateway.fusion.exo import exo_rows
@@ -196,12 +195,7 @@ def _anchor_check(eng: Any, every_s: float, margin: float, counts: dict[str, int
 
 def run_variant(scenario: Path, a: argparse.Namespace) -> dict[str, Any]:
     """Run one variant (``a``: the parsed CLI) over ``scenario``; return its figures."""
-    over: dict[str, Any] = {}
-    for kv in a.set:
-        k, _, v = kv.partition("=")
-        val = json.loads(v)
-        over[k] = tuple(val) if isinstance(val, list) else val
-    cfg = dataclasses.replace(BENCH_CONFIG, **over)
+    cfg = with_overrides(BENCH_CONFIG, a.set)
     if a.variant in ("inflate", "skip", "debias") and cfg.gnn_spread:
         # With the spread every gated pair is updated, not only the chosen
         # ones, and these patches address the chosen pairs' updates.

@@ -162,10 +162,9 @@ async def _until_one_fails(*named: tuple[Coroutine[Any, Any, None], str]) -> Non
         for t in tasks:
             t.cancel()
         await asyncio.wait(tasks)
-    errors = [t.exception() for t in tasks if not t.cancelled() and t.exception() is not None]
-    shed = [e for e in errors if isinstance(e, FloodShed)]
-    if shed or errors:
-        raise (shed or errors)[0]  # type: ignore[misc]
+    errors = [e for t in tasks if not t.cancelled() and (e := t.exception()) is not None]
+    if errors:
+        raise next((e for e in errors if isinstance(e, FloodShed)), errors[0])
 
 
 class FloodShed(aiomqtt.MqttError):

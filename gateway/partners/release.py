@@ -37,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.fusion.api import STATUS_COASTING, STATUS_CONFIRMED, STATUS_TENTATIVE, TrackArrays
+from gateway.report_wire import varint_bytes
 from gateway.sections.partners import CLASSIFICATIONS, MarkingsConfig, ReleaseProfile
 from hilgw.geo import MEAN_EARTH_RADIUS_M  # great-circle distances
 from hilgw.v1 import common_pb2, partner_pb2
@@ -59,15 +60,6 @@ assert [partner_pb2.PartnerPicture.DESCRIPTOR.fields_by_name[n].number for n in 
     "track_ref", "x_q", "y_q", "z_q", "vx_q", "vy_q", "vz_q", "status")] == list(range(8, 16))  # fmt: skip
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _packed(field_number: int, payload: bytes) -> bytes:
     """One packed repeated field (wire type 2: key, length, the elements' bytes).
 
@@ -76,7 +68,7 @@ def _packed(field_number: int, payload: bytes) -> bytes:
     packed fixed-width column is one copy of the numpy array's bytes; the
     message is then filled by the runtime's own parser (``MergeFromString``).
     """
-    return _varint(field_number << 3 | 2) + _varint(len(payload)) + payload
+    return varint_bytes(field_number << 3 | 2) + varint_bytes(len(payload)) + payload
 
 
 _WGS84_A = 6_378_137.0

@@ -86,7 +86,7 @@ def test_two_equally_likely_plots_give_the_mixture_covariance_about_gnns_mean() 
         np.testing.assert_allclose(P[row, 0], want, rtol=1e-9, atol=1e-6)
     # It is larger than the plain update along the difference of the two updates.
     d = xa[1, 0] - xa[0, 0]
-    assert d @ P[0, 0] @ d > d @ Pa[0, 0] @ d + 0.2 * (d @ d) ** 2 / 1.0
+    assert d @ P[0, 0] @ d > d @ Pa[0, 0] @ d + 0.2 * (d @ d) ** 2
 
 
 def test_plot_another_track_explains_far_better_hardly_counts() -> None:
