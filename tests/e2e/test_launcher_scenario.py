@@ -223,7 +223,15 @@ async def test_launcher_faults_from_the_scenario_reach_the_cue_path(
     counters = stopped["devices"]["lnch-s"]
     assert counters["fault_heartbeats_silenced"] > 0
     assert counters["fault_acks_withheld"] >= len(sent_in_window)
-    assert counters["verdicts"].get("cue:NOT_READY", 0) == len(nacked)
+    # Every NOT_READY the launcher sent is audited as an answer: "nacked" when it
+    # ends its cue, "nack_unmatched" when it answers a copy of a cue a first
+    # NOT_READY had already ended (a resend after an ack timeout, on a loaded
+    # machine: CI once saw 3 verdicts against 2 "nacked").
+    not_ready = [
+        r for r in recs if r["kind"] in ("nacked", "nack_unmatched") and r["data"].get("reason_code") == 7
+    ]
+    assert len(nacked) <= len(not_ready)
+    assert counters["verdicts"].get("cue:NOT_READY", 0) == len(not_ready)
     assert counters["verdicts"].get("cue:NONE", 0) >= 3
 
 
