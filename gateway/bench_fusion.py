@@ -67,7 +67,9 @@ VARIANTS: dict[str, FusionConfig] = {
     # one-batch look-ahead swap test of crossed plots (gateway/fusion/twoscan.py)
     "two_scan": dataclasses.replace(BENCH_CONFIG, two_scan=True),
     # GNN's covariances as they were before the PDA-mixture spread (gateway/fusion/spread.py)
-    "nospread": dataclasses.replace(BENCH_CONFIG, gnn_spread=False),
+    "nospread": dataclasses.replace(BENCH_CONFIG, gnn_spread=False, exo_refit_every_s=0.0),
+    # The default before the window refit of exo tracks (gateway/fusion/refit.py).
+    "norefit": dataclasses.replace(BENCH_CONFIG, exo_refit_every_s=0.0),
     # sliding-window multi-scan assignment (gateway/fusion/mht.py): one scan of three radars
     "mht": dataclasses.replace(BENCH_CONFIG, mht_window=3),
     "mht6": dataclasses.replace(BENCH_CONFIG, mht_window=6),

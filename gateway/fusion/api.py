@@ -107,6 +107,27 @@ class TrackArrays:
         return int(self.track_id.shape[0])
 
 
+def split_repeats(r: ReportArrays, part: npt.NDArray[np.intp]) -> list[npt.NDArray[np.intp]]:
+    """Split a batch where one sensor track reports twice (e.g. a 10 Hz sensor
+    read by a slower step): its n-th reports go to the n-th sub-batch, so each
+    sub-batch holds one report per sensor track and they are used in order.
+    Plots carry no track id and are never split here. ``part`` is time-ordered
+    (the engine's batching).
+    """
+    if len(part) < 2 or r.kind[part[0]] != KIND_SENSOR_TRACK:
+        return [part]
+    ids = r.sensor_track_id[part]
+    order = np.argsort(ids, kind="stable")
+    sid = ids[order]
+    first = np.r_[0, np.flatnonzero(sid[1:] != sid[:-1]) + 1]
+    if len(first) == len(ids):
+        return [part]
+    sizes = np.diff(np.r_[first, len(ids)])
+    rank = np.empty(len(ids), np.int64)
+    rank[order] = np.arange(len(ids)) - np.repeat(first, sizes)
+    return [part[rank == k] for k in range(int(rank.max()) + 1)]
+
+
 class FusionEngine(Protocol):
     """What the gateway needs of a fusion engine.
 

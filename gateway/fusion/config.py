@@ -104,6 +104,12 @@ class FusionConfig:
       ``init_max_speed_mps``: velocity bound used to size the pre-gate of young
       tracks (kept as a hard cap of the velocity spread).
 
+      ``exo_refit_every_s``: how often the exo-atmospheric tracks are
+      refitted to the plots their gates took over the last
+      ``exo_refit_window_s`` (each a ballistic arc plus a straight line,
+      origins by expectation-maximisation: :mod:`gateway.fusion.refit`);
+      0 turns this off.
+
     Track life cycle (opportunities: a batch from a sensor that has already
     contributed to the track)
       ``confirm_m`` of ``confirm_n`` hits confirm a tentative track.
@@ -192,6 +198,8 @@ class FusionConfig:
     exo_init_speed_sigma_mps: float = 8000.0
     exo_exit_rate_hz: float = 0.2
     exo_drop_after_s: float = 4.0
+    exo_refit_every_s: float = 3.0
+    exo_refit_window_s: float = 60.0
 
     confirm_m: int = 3
     confirm_n: int = 5
@@ -270,6 +278,8 @@ class FusionConfig:
             "exo_exit_rate_hz",
             "stitch_window_s",
             "exo_drop_after_s",
+            "exo_refit_every_s",
+            "exo_refit_window_s",
         ):
             if getattr(self, name) < 0.0:
                 raise ConfigError(f"fusion.{name}", f"{getattr(self, name)!r}: must be >= 0")

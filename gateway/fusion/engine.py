@@ -31,7 +31,6 @@ import numpy as np
 from gateway.fusion.api import (
     F64,
     KIND_PLOT,
-    KIND_SENSOR_TRACK,
     STATUS_COASTING,
     STATUS_CONFIRMED,
     STATUS_DROPPED,
@@ -39,6 +38,7 @@ from gateway.fusion.api import (
     ReportArrays,
     SensorGeometry,
     TrackArrays,
+    split_repeats,
 )
 from gateway.fusion.config import (
     ASSOC_COST_MIXTURE,
@@ -67,6 +67,7 @@ from gateway.fusion.motion import (
     seconds,
 )
 from gateway.fusion.oos import oos_plot_batch
+from gateway.fusion.refit import PlotWindow
 from gateway.fusion.spread import spread_pairs, spread_update
 from gateway.fusion.stitch import bury
 from gateway.fusion.store import MAX_SENSORS, Graves, TrackStore
@@ -122,6 +123,10 @@ class Engine:
         self.init_gate = {d: chi2_quantile(self.cfg.init_suppress_prob, d) for d in (3, 4, 6)}
         self._mu0 = np.asarray(self.cfg.imm_initial, dtype=np.float64)
         self.mht = WindowMHT(self) if self.cfg.mht_window > 1 else None
+        c = self.cfg
+        self.refit = (
+            PlotWindow(c.exo_refit_window_s, c.exo_refit_every_s) if c.exo_refit_every_s > 0 else None
+        )
         self.graves = Graves()  # recently lost tracks (gateway/fusion/stitch.py)
 
     @classmethod
@@ -180,6 +185,8 @@ class Engine:
                 self._oos_batch(batch)
             else:
                 self._batch(batch)
+        if self.refit is not None and self.t_store is not None and self.refit.due(self.t_store):
+            self.refit.run(self, self.t_store)
         self._drop_stale(t_ns)
         merge_duplicates(self, t_ns)
         out = snapshot(self, t_ns, self._dropped)
@@ -198,7 +205,7 @@ class Engine:
         cut = np.flatnonzero((s[1:] != s[:-1]) | (k[1:] != k[:-1]) | (np.diff(t) > win)) + 1
         parts: list[IDX] = []
         for p in np.split(order, cut):
-            parts.extend(_split_repeats(r, p))
+            parts.extend(split_repeats(r, p))
         parts.sort(key=lambda p: int(r.t_ns[p].min()))
         return parts
 
@@ -295,6 +302,8 @@ class Engine:
         ok &= np.isfinite(d2)
         g = np.flatnonzero(ok)
         sel = g[gnn_assign(ti[g], rj[g], cost[g], miss)]
+        if plots and self.refit is not None:
+            self.refit.add(self, t0, rx[:, :3], rP[:, :3, :3], r.polar, ti[g], rj[g], np.isin(g, sel))
         soft = plots and cfg.association == ASSOC_JPDA and g.size > 0
         spread = plots and cfg.gnn_spread and not soft and sel.size > 0
         upd = g if soft else spread_pairs(ti, rj, g, sel) if spread else sel  # per-model updates needed
@@ -578,23 +587,3 @@ def _take(r: ReportArrays, idx: IDX) -> ReportArrays:
 
 
 __all__ = ["Engine"]
-
-
-def _split_repeats(r: ReportArrays, part: IDX) -> list[IDX]:
-    """Split a batch where one sensor track reports twice (e.g. a 10 Hz sensor
-    read by a slower step): its n-th reports go to the n-th sub-batch, so each
-    sub-batch holds one report per sensor track and they are used in order.
-    Plots carry no track id and are never split here. ``part`` is time-ordered.
-    """
-    if len(part) < 2 or r.kind[part[0]] != KIND_SENSOR_TRACK:
-        return [part]
-    ids = r.sensor_track_id[part]
-    order = np.argsort(ids, kind="stable")
-    sid = ids[order]
-    first = np.r_[0, np.flatnonzero(sid[1:] != sid[:-1]) + 1]
-    if len(first) == len(ids):
-        return [part]
-    sizes = np.diff(np.r_[first, len(ids)])
-    rank = np.empty(len(ids), np.int64)
-    rank[order] = np.arange(len(ids)) - np.repeat(first, sizes)
-    return [part[rank == k] for k in range(int(rank.max()) + 1)]
