@@ -199,7 +199,14 @@ class PlotWindow:
         cov = np.full((nk, 6, 6), np.inf)
         cov[ok] = np.linalg.inv(big[ok])
         better = np.trace(cov[:, 3:, 3:], axis1=1, axis2=2) < np.trace(st.P[tracks, 3:, 3:], axis1=1, axis2=2)
-        move = (st.status[tracks] != STATUS_TENTATIVE) & better & (sw >= _MIN_PLOTS) & (fit <= _FIT_MAX)
+        # Only a track that is exo-atmospheric now: one that has come down
+        # below assoc_quiet_above_m since (a re-entry, or an air target the
+        # height rule took for exo) has only old plots in the window, and a
+        # drag-free arc through them carried to now misses it by about
+        # g·age²/2 (mixed bench: well-held tracks thrown 3-13 km off).
+        exo_now = exo_rows(engine, x0)
+        fits = better & (sw >= _MIN_PLOTS) & (fit <= _FIT_MAX)
+        move = (st.status[tracks] != STATUS_TENTATIVE) & exo_now & fits
         if not move.any():
             return 0
         rows = tracks[move]
