@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gateway.fusion.api import F64, STATUS_TENTATIVE
+from gateway.fusion.api import F64, I64, STATUS_TENTATIVE
 from gateway.fusion.exo import exo_rows
 from gateway.fusion.gating import IDX
 from gateway.fusion.motion import imm_combine
@@ -62,16 +62,16 @@ class PlotWindow:
         self.window_ns = int(window_s / _NS)
         self.every_ns = int(every_s / _NS)
         self.next_ns: int | None = None
-        # Per batch: time ns, positions (n,3), information R^-1 (n,3,3),
-        # log N normaliser (n,), clutter density per m^3 (n,), pairs
-        # (plot index, track id).
-        self.batches: list[tuple[int, F64, F64, F64, F64, IDX, np.ndarray, F64]] = []
+        # Per batch: time ns, plot times ns (n,), positions (n,3), information
+        # R^-1 (n,3,3), log N normaliser (n,), clutter density per m^3 (n,),
+        # pairs (plot index, track id).
+        self.batches: list[tuple[int, I64, F64, F64, F64, F64, IDX, np.ndarray, F64]] = []
         self.runs = 0
 
     def add(
         self,
         engine: EngineView,
-        t_ns: int,
+        t_ns: I64,
         pos: F64,
         cov: F64,
         polar: F64,
@@ -79,8 +79,9 @@ class PlotWindow:
         rj: IDX,
         taken: np.ndarray,
     ) -> None:
-        """Keep the plots of one batch that exo tracks gated (``ti``, ``rj``: the
-        gate pairs; ``taken``: the pairs the assignment chose)."""
+        """Keep the plots of one batch (times ``t_ns``, one per plot: a batch
+        spans up to ``scan_window_s``, 0.3 km at 3 km/s) that exo tracks gated
+        (``ti``, ``rj``: the gate pairs; ``taken``: the pairs the assignment chose)."""
         st = engine.store
         if ti.size == 0:
             return
@@ -96,9 +97,11 @@ class PlotWindow:
         # Clutter per m^3: the engine's density per m·rad² over the volume
         # element r² cos(el) of the plot's cell.
         lam = engine.cfg.clutter_density / (rng * rng * np.maximum(np.cos(el), 1e-3))
+        t0 = int(t_ns.min())
         self.batches.append(
             (
-                t_ns,
+                t0,
+                t_ns[used].copy(),
                 pos[used].copy(),
                 info,
                 -0.5 * logdet - _LOG_2PI3,
@@ -108,7 +111,7 @@ class PlotWindow:
                 taken.astype(float),
             )
         )
-        cut = t_ns - self.window_ns
+        cut = t0 - self.window_ns
         while self.batches and self.batches[0][0] < cut:
             self.batches.pop(0)
 
@@ -130,7 +133,7 @@ class PlotWindow:
         pj_l, pk_l, pw_l = [], [], []
         pos_l, info_l, norm_l, lam_l, tb_l, bj_l = [], [], [], [], [], []
         off = 0
-        for b, (tb, pos, info, norm, lam, local, tids, taken) in enumerate(self.batches):
+        for b, (_, tb, pos, info, norm, lam, local, tids, taken) in enumerate(self.batches):
             k = np.fromiter((rows_of.get(int(t), -1) for t in tids), np.intp, tids.size)
             keep = k >= 0
             pj_l.append(local[keep] + off)
@@ -140,7 +143,7 @@ class PlotWindow:
             info_l.append(info)
             norm_l.append(norm)
             lam_l.append(lam)
-            tb_l.append(np.full(pos.shape[0], (tb - t_ns) * _NS))
+            tb_l.append((tb - t_ns) * _NS)
             bj_l.append(np.full(pos.shape[0], b, np.intp))
             off += pos.shape[0]
         pj, pk = np.concatenate(pj_l), np.concatenate(pk_l)
