@@ -166,12 +166,17 @@ class PlotWindow:
         # The first fit takes the plots the assignment gave each track: its
         # history, not its present state, says which object it follows.
         w = np.concatenate(pw_l)
+        # Sinkhorn's scalings carry over from one EM iteration to the next:
+        # from ones, a few iterations leave an untracked neighbour's plot, 1e-11
+        # as likely as the track's own, up to half a batch's weight
+        # (tests/unit/test_fusion_refit.py); the likelihoods move little.
+        scale = (np.ones(nb * nk), np.ones(nj))
         for it in range(iterations + 1):
             if it:
                 nu = y - a[kk] - tp[:, None] * v[kk]
                 d2 = np.einsum("pi,pij,pj->p", nu, ip, nu)
                 lik = pd * np.exp(norm[pj] - 0.5 * d2)
-                w = _sinkhorn(lik, pj, slot, bj, lam, nj, nb, nk, 1.0 - pd, sinkhorn)
+                w, scale = _sinkhorn(lik, pj, slot, bj, lam, nj, nb, nk, 1.0 - pd, sinkhorn, scale)
             wi = ip * w[:, None, None]
             wt = wi * tp[:, None, None]
             a11 = _sum_by(wi, kk, nk)
@@ -245,15 +250,26 @@ def _curvature(engine: EngineView, x0: F64, tp: F64, kk: IDX, span_s: float) -> 
 
 
 def _sinkhorn(
-    lik: F64, pj: IDX, slot: IDX, bj: IDX, lam: F64, nj: int, nb: int, nk: int, miss: float, iters: int
-) -> F64:
+    lik: F64,
+    pj: IDX,
+    slot: IDX,
+    bj: IDX,
+    lam: F64,
+    nj: int,
+    nb: int,
+    nk: int,
+    miss: float,
+    iters: int,
+    scale: tuple[F64, F64],
+) -> tuple[F64, tuple[F64, F64]]:
     """Origin probabilities of the pairs: each batch's matrix [[L, diag λ],
     [diag(1 - Pd), 1]] (plots and misses by tracks and clutter) scaled to
-    doubly stochastic; the (plot, track) block is the answer."""
+    doubly stochastic; the (plot, track) block is the answer. ``scale``: the
+    column scalings to start from (track columns per (batch, track), clutter
+    columns per plot), returned updated."""
     cells = nb * nk
-    v = np.ones(cells)  # track columns, per (batch, track)
+    v, vc = scale  # track columns, per (batch, track); clutter columns, per plot
     um = np.ones(cells)  # miss rows
-    vc = np.ones(nj)  # clutter columns, per plot
     u = np.ones(nj)
     has = np.bincount(slot, minlength=cells) > 0
     for _ in range(iters):
@@ -264,4 +280,4 @@ def _sinkhorn(
         su = (um * has).reshape(nb, nk).sum(axis=1)
         vc = 1.0 / (u * lam + su[bj])
     out: F64 = u[pj] * lik * v[slot]
-    return out
+    return out, (v, vc)
