@@ -128,44 +128,47 @@ class PlotWindow:
         n = st.n
         if n == 0 or not self.batches:
             return 0
-        # Pairs of the window whose track still lives.
-        rows_of = {int(t): i for i, t in enumerate(st.track_id[:n])}
-        pj_l, pk_l, pw_l = [], [], []
-        pos_l, info_l, norm_l, lam_l, tb_l, bj_l = [], [], [], [], [], []
-        off = 0
-        for b, (_, tb, pos, info, norm, lam, local, tids, taken) in enumerate(self.batches):
-            k = np.fromiter((rows_of.get(int(t), -1) for t in tids), np.intp, tids.size)
-            keep = k >= 0
-            pj_l.append(local[keep] + off)
-            pk_l.append(k[keep])
-            pw_l.append(taken[keep])
-            pos_l.append(pos)
-            info_l.append(info)
-            norm_l.append(norm)
-            lam_l.append(lam)
-            tb_l.append((tb - t_ns) * _NS)
-            bj_l.append(np.full(pos.shape[0], b, np.intp))
-            off += pos.shape[0]
-        pj, pk = np.concatenate(pj_l), np.concatenate(pk_l)
-        if pj.size == 0:
+        bt = self.batches
+        sizes = [b[2].shape[0] for b in bt]
+        off = np.cumsum([0, *sizes[:-1]])
+        pj = np.concatenate([b[6] + o for b, o in zip(bt, off, strict=True)])
+        tids = np.concatenate([b[7] for b in bt])
+        # Pairs whose track still lives, as rows of the table.
+        ids = st.track_id[:n]
+        order = np.argsort(ids)
+        rowk = order[np.minimum(np.searchsorted(ids, tids, sorter=order), n - 1)]
+        keep = ids[rowk] == tids
+        # Sorted by track: the sums per track are slices (np.add.reduceat).
+        srt = np.flatnonzero(keep)[np.argsort(rowk[keep], kind="stable")]
+        if srt.size == 0:
             return 0
-        z, info, norm = np.concatenate(pos_l), np.concatenate(info_l), np.concatenate(norm_l)
-        lam, tj, bj = np.concatenate(lam_l), np.concatenate(tb_l), np.concatenate(bj_l)
-        tracks = np.unique(pk)
-        kk = np.searchsorted(tracks, pk)  # pair -> track slot
-        nk, nj, nb = tracks.size, z.shape[0], len(self.batches)
-        x0 = st.x[tracks]
-        curve = _curvature(engine, x0, tj[pj], kk, self.window_ns * _NS)  # (P,3)
-        a, v = x0[:, :3].copy(), x0[:, 3:].copy()
-        pd = engine.cfg.p_detect
-        pb = bj[pj]
-        tp = tj[pj]
-        ip = info[pj]
-        y = z[pj] - curve
-        slot = pb * nk + kk  # (batch, track) cell
+        pj, pk = pj[srt], rowk[srt]
         # The first fit takes the plots the assignment gave each track: its
         # history, not its present state, says which object it follows.
-        w = np.concatenate(pw_l)
+        w = np.concatenate([b[8] for b in bt])[srt]
+        tracks, starts = np.unique(pk, return_index=True)
+        nk, nb = tracks.size, len(bt)
+        kk = np.repeat(np.arange(nk), np.diff(np.r_[starts, pk.size]))
+        z, info = np.concatenate([b[2] for b in bt]), np.concatenate([b[3] for b in bt])
+        norm, lam = np.concatenate([b[4] for b in bt]), np.concatenate([b[5] for b in bt])
+        bj = np.repeat(np.arange(nb), sizes)
+        tj = (np.concatenate([b[1] for b in bt]) - t_ns) * _NS
+        nj = z.shape[0]
+        x0 = st.x[tracks]
+        tp, ip = tj[pj], info[pj]
+        # Unknowns relative to the track's state: the residual of its arc and
+        # tangent line, to which the fit adds a position and a velocity.
+        curve = _curvature(engine, x0, tp, kk, self.window_ns * _NS)
+        y = z[pj] - curve - x0[kk, :3] - tp[:, None] * x0[kk, 3:]
+        iy = np.matmul(ip, y[:, :, None])[:, :, 0]
+        t1, ip9 = tp[:, None], ip.reshape(-1, 9)
+        terms = np.concatenate([ip9, t1 * ip9, t1 * t1 * ip9, iy, t1 * iy], axis=1)
+        da, dv = np.zeros((nk, 3)), np.zeros((nk, 3))
+        pd = engine.cfg.p_detect
+        slot = bj[pj] * nk + kk  # (batch, track) cell
+        pnorm = norm[pj]
+        big = np.empty((nk, 6, 6))
+        ok = np.zeros(nk, bool)
         # Sinkhorn's scalings carry over from one EM iteration to the next:
         # from ones, a few iterations leave an untracked neighbour's plot, 1e-11
         # as likely as the track's own, up to half a batch's weight
@@ -173,32 +176,27 @@ class PlotWindow:
         scale = (np.ones(nb * nk), np.ones(nj))
         for it in range(iterations + 1):
             if it:
-                nu = y - a[kk] - tp[:, None] * v[kk]
-                d2 = np.einsum("pi,pij,pj->p", nu, ip, nu)
-                lik = pd * np.exp(norm[pj] - 0.5 * d2)
+                nu = y - da[kk] - tp[:, None] * dv[kk]
+                d2 = np.einsum("pi,pi->p", nu, np.matmul(ip, nu[:, :, None])[:, :, 0])
+                lik = pd * np.exp(pnorm - 0.5 * d2)
                 w, scale = _sinkhorn(lik, pj, slot, bj, lam, nj, nb, nk, 1.0 - pd, sinkhorn, scale)
-            wi = ip * w[:, None, None]
-            wt = wi * tp[:, None, None]
-            a11 = _sum_by(wi, kk, nk)
-            a12 = _sum_by(wt, kk, nk)
-            a22 = _sum_by(wt * tp[:, None, None], kk, nk)
-            b1 = _sum_by(np.einsum("pij,pj->pi", wi, y), kk, nk)
-            b2 = _sum_by(np.einsum("pij,pj->pi", wt, y), kk, nk)
-            big = np.empty((nk, 6, 6))
+            sums = np.add.reduceat(w[:, None] * terms, starts, axis=0)
+            a11, a12, a22 = (sums[:, 9 * i : 9 * i + 9].reshape(-1, 3, 3) for i in range(3))
             big[:, :3, :3], big[:, :3, 3:], big[:, 3:, :3], big[:, 3:, 3:] = a11, a12, a12, a22
-            rhs = np.concatenate([b1, b2], axis=1)
+            rhs = sums[:, 27:33]
             # A track with too little weight in the window keeps its state.
             ok = np.linalg.cond(big) < 1e12
             if not ok.any():
                 return 0
             sol = np.linalg.solve(big[ok], rhs[ok][..., None])[..., 0]
-            a[ok], v[ok] = sol[:, :3], sol[:, 3:]
+            da[ok], dv[ok] = sol[:, :3], sol[:, 3:]
+        a, v = x0[:, :3] + da, x0[:, 3:] + dv
         # The fit must explain its plots: a track that is not on a ballistic
         # arc (a manoeuvre, or an air target the height rule took for exo)
         # leaves its weighted plots far off (mean d² of 3 for three
         # dimensions when it is on one).
-        nu = y - a[kk] - tp[:, None] * v[kk]
-        d2 = np.einsum("pi,pij,pj->p", nu, ip, nu)
+        nu = y - da[kk] - tp[:, None] * dv[kk]
+        d2 = np.einsum("pi,pi->p", nu, np.matmul(ip, nu[:, :, None])[:, :, 0])
         sw = np.bincount(kk, w, minlength=nk)
         fit = np.bincount(kk, w * d2, minlength=nk) / np.maximum(sw, 1e-12)
         # Only where the window knows the track better than its filter does:
@@ -216,15 +214,6 @@ class PlotWindow:
         st.x[rows], st.P[rows] = imm_combine(st.xm[rows], st.Pm[rows], st.mu[rows])
         self.runs += 1
         return int(rows.size)
-
-
-def _sum_by(v: F64, key: IDX, n: int) -> F64:
-    """Sums of the rows of ``v`` (P, ...) per ``key`` (P,) into (n, ...)."""
-    flat = v.reshape(v.shape[0], -1)
-    out = np.empty((n, flat.shape[1]))
-    for c in range(flat.shape[1]):
-        out[:, c] = np.bincount(key, flat[:, c], minlength=n)
-    return out.reshape((n, *v.shape[1:]))
 
 
 def _curvature(engine: EngineView, x0: F64, tp: F64, kk: IDX, span_s: float) -> F64:
