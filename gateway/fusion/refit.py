@@ -121,7 +121,7 @@ class PlotWindow:
             return False
         return t_ns >= self.next_ns
 
-    def run(self, engine: EngineView, t_ns: int, iterations: int = 5, sinkhorn: int = 10) -> int:
+    def run(self, engine: EngineView, t_ns: int, iterations: int = 5, sinkhorn: int = 4) -> int:
         """Refit the exo tracks at the table time ``t_ns``; returns how many moved."""
         self.next_ns = t_ns + self.every_ns
         st = engine.store
