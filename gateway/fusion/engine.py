@@ -303,7 +303,7 @@ class Engine:
         g = np.flatnonzero(ok)
         sel = g[gnn_assign(ti[g], rj[g], cost[g], miss)]
         if plots and self.refit is not None:
-            self.refit.add(self, t0, rx[:, :3], rP[:, :3, :3], r.polar, ti[g], rj[g], np.isin(g, sel))
+            self.refit.add(self, r.t_ns, rx[:, :3], rP[:, :3, :3], r.polar, ti[g], rj[g], np.isin(g, sel))
         soft = plots and cfg.association == ASSOC_JPDA and g.size > 0
         spread = plots and cfg.gnn_spread and not soft and sel.size > 0
         upd = g if soft else spread_pairs(ti, rj, g, sel) if spread else sel  # per-model updates needed

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gateway.fusion.api import F64, STATUS_TENTATIVE
+from gateway.fusion.api import F64, I64, STATUS_TENTATIVE
 from gateway.fusion.exo import exo_rows
 from gateway.fusion.gating import IDX
 from gateway.fusion.motion import imm_combine
@@ -62,16 +62,16 @@ class PlotWindow:
         self.window_ns = int(window_s / _NS)
         self.every_ns = int(every_s / _NS)
         self.next_ns: int | None = None
-        # Per batch: time ns, positions (n,3), information R^-1 (n,3,3),
-        # log N normaliser (n,), clutter density per m^3 (n,), pairs
-        # (plot index, track id).
-        self.batches: list[tuple[int, F64, F64, F64, F64, IDX, np.ndarray, F64]] = []
+        # Per batch: time ns, plot times ns (n,), positions (n,3), information
+        # R^-1 (n,3,3), log N normaliser (n,), clutter density per m^3 (n,),
+        # pairs (plot index, track id).
+        self.batches: list[tuple[int, I64, F64, F64, F64, F64, IDX, np.ndarray, F64]] = []
         self.runs = 0
 
     def add(
         self,
         engine: EngineView,
-        t_ns: int,
+        t_ns: I64,
         pos: F64,
         cov: F64,
         polar: F64,
@@ -79,8 +79,9 @@ class PlotWindow:
         rj: IDX,
         taken: np.ndarray,
     ) -> None:
-        """Keep the plots of one batch that exo tracks gated (``ti``, ``rj``: the
-        gate pairs; ``taken``: the pairs the assignment chose)."""
+        """Keep the plots of one batch (times ``t_ns``, one per plot: a batch
+        spans up to ``scan_window_s``, 0.3 km at 3 km/s) that exo tracks gated
+        (``ti``, ``rj``: the gate pairs; ``taken``: the pairs the assignment chose)."""
         st = engine.store
         if ti.size == 0:
             return
@@ -96,9 +97,11 @@ class PlotWindow:
         # Clutter per m^3: the engine's density per m·rad² over the volume
         # element r² cos(el) of the plot's cell.
         lam = engine.cfg.clutter_density / (rng * rng * np.maximum(np.cos(el), 1e-3))
+        t0 = int(t_ns.min())
         self.batches.append(
             (
-                t_ns,
+                t0,
+                t_ns[used].copy(),
                 pos[used].copy(),
                 info,
                 -0.5 * logdet - _LOG_2PI3,
@@ -108,7 +111,7 @@ class PlotWindow:
                 taken.astype(float),
             )
         )
-        cut = t_ns - self.window_ns
+        cut = t0 - self.window_ns
         while self.batches and self.batches[0][0] < cut:
             self.batches.pop(0)
 
@@ -118,79 +121,82 @@ class PlotWindow:
             return False
         return t_ns >= self.next_ns
 
-    def run(self, engine: EngineView, t_ns: int, iterations: int = 5, sinkhorn: int = 10) -> int:
+    def run(self, engine: EngineView, t_ns: int, iterations: int = 5, sinkhorn: int = 4) -> int:
         """Refit the exo tracks at the table time ``t_ns``; returns how many moved."""
         self.next_ns = t_ns + self.every_ns
         st = engine.store
         n = st.n
         if n == 0 or not self.batches:
             return 0
-        # Pairs of the window whose track still lives.
-        rows_of = {int(t): i for i, t in enumerate(st.track_id[:n])}
-        pj_l, pk_l, pw_l = [], [], []
-        pos_l, info_l, norm_l, lam_l, tb_l, bj_l = [], [], [], [], [], []
-        off = 0
-        for b, (tb, pos, info, norm, lam, local, tids, taken) in enumerate(self.batches):
-            k = np.fromiter((rows_of.get(int(t), -1) for t in tids), np.intp, tids.size)
-            keep = k >= 0
-            pj_l.append(local[keep] + off)
-            pk_l.append(k[keep])
-            pw_l.append(taken[keep])
-            pos_l.append(pos)
-            info_l.append(info)
-            norm_l.append(norm)
-            lam_l.append(lam)
-            tb_l.append(np.full(pos.shape[0], (tb - t_ns) * _NS))
-            bj_l.append(np.full(pos.shape[0], b, np.intp))
-            off += pos.shape[0]
-        pj, pk = np.concatenate(pj_l), np.concatenate(pk_l)
-        if pj.size == 0:
+        bt = self.batches
+        sizes = [b[2].shape[0] for b in bt]
+        off = np.cumsum([0, *sizes[:-1]])
+        pj = np.concatenate([b[6] + o for b, o in zip(bt, off, strict=True)])
+        tids = np.concatenate([b[7] for b in bt])
+        # Pairs whose track still lives, as rows of the table.
+        ids = st.track_id[:n]
+        order = np.argsort(ids)
+        rowk = order[np.minimum(np.searchsorted(ids, tids, sorter=order), n - 1)]
+        keep = ids[rowk] == tids
+        # Sorted by track: the sums per track are slices (np.add.reduceat).
+        srt = np.flatnonzero(keep)[np.argsort(rowk[keep], kind="stable")]
+        if srt.size == 0:
             return 0
-        z, info, norm = np.concatenate(pos_l), np.concatenate(info_l), np.concatenate(norm_l)
-        lam, tj, bj = np.concatenate(lam_l), np.concatenate(tb_l), np.concatenate(bj_l)
-        tracks = np.unique(pk)
-        kk = np.searchsorted(tracks, pk)  # pair -> track slot
-        nk, nj, nb = tracks.size, z.shape[0], len(self.batches)
-        x0 = st.x[tracks]
-        curve = _curvature(engine, x0, tj[pj], kk, self.window_ns * _NS)  # (P,3)
-        a, v = x0[:, :3].copy(), x0[:, 3:].copy()
-        pd = engine.cfg.p_detect
-        pb = bj[pj]
-        tp = tj[pj]
-        ip = info[pj]
-        y = z[pj] - curve
-        slot = pb * nk + kk  # (batch, track) cell
+        pj, pk = pj[srt], rowk[srt]
         # The first fit takes the plots the assignment gave each track: its
         # history, not its present state, says which object it follows.
-        w = np.concatenate(pw_l)
+        w = np.concatenate([b[8] for b in bt])[srt]
+        tracks, starts = np.unique(pk, return_index=True)
+        nk, nb = tracks.size, len(bt)
+        kk = np.repeat(np.arange(nk), np.diff(np.r_[starts, pk.size]))
+        z, info = np.concatenate([b[2] for b in bt]), np.concatenate([b[3] for b in bt])
+        norm, lam = np.concatenate([b[4] for b in bt]), np.concatenate([b[5] for b in bt])
+        bj = np.repeat(np.arange(nb), sizes)
+        tj = (np.concatenate([b[1] for b in bt]) - t_ns) * _NS
+        nj = z.shape[0]
+        x0 = st.x[tracks]
+        tp, ip = tj[pj], info[pj]
+        # Unknowns relative to the track's state: the residual of its arc and
+        # tangent line, to which the fit adds a position and a velocity.
+        curve = _curvature(engine, x0, tp, kk, self.window_ns * _NS)
+        y = z[pj] - curve - x0[kk, :3] - tp[:, None] * x0[kk, 3:]
+        iy = np.matmul(ip, y[:, :, None])[:, :, 0]
+        t1, ip9 = tp[:, None], ip.reshape(-1, 9)
+        terms = np.concatenate([ip9, t1 * ip9, t1 * t1 * ip9, iy, t1 * iy], axis=1)
+        da, dv = np.zeros((nk, 3)), np.zeros((nk, 3))
+        pd = engine.cfg.p_detect
+        slot = bj[pj] * nk + kk  # (batch, track) cell
+        pnorm = norm[pj]
+        big = np.empty((nk, 6, 6))
+        ok = np.zeros(nk, bool)
+        # Sinkhorn's scalings carry over from one EM iteration to the next:
+        # from ones, a few iterations leave an untracked neighbour's plot, 1e-11
+        # as likely as the track's own, up to half a batch's weight
+        # (tests/unit/test_fusion_refit.py); the likelihoods move little.
+        scale = (np.ones(nb * nk), np.ones(nj))
         for it in range(iterations + 1):
             if it:
-                nu = y - a[kk] - tp[:, None] * v[kk]
-                d2 = np.einsum("pi,pij,pj->p", nu, ip, nu)
-                lik = pd * np.exp(norm[pj] - 0.5 * d2)
-                w = _sinkhorn(lik, pj, slot, bj, lam, nj, nb, nk, 1.0 - pd, sinkhorn)
-            wi = ip * w[:, None, None]
-            wt = wi * tp[:, None, None]
-            a11 = _sum_by(wi, kk, nk)
-            a12 = _sum_by(wt, kk, nk)
-            a22 = _sum_by(wt * tp[:, None, None], kk, nk)
-            b1 = _sum_by(np.einsum("pij,pj->pi", wi, y), kk, nk)
-            b2 = _sum_by(np.einsum("pij,pj->pi", wt, y), kk, nk)
-            big = np.empty((nk, 6, 6))
+                nu = y - da[kk] - tp[:, None] * dv[kk]
+                d2 = np.einsum("pi,pi->p", nu, np.matmul(ip, nu[:, :, None])[:, :, 0])
+                lik = pd * np.exp(pnorm - 0.5 * d2)
+                w, scale = _sinkhorn(lik, pj, slot, bj, lam, nj, nb, nk, 1.0 - pd, sinkhorn, scale)
+            sums = np.add.reduceat(w[:, None] * terms, starts, axis=0)
+            a11, a12, a22 = (sums[:, 9 * i : 9 * i + 9].reshape(-1, 3, 3) for i in range(3))
             big[:, :3, :3], big[:, :3, 3:], big[:, 3:, :3], big[:, 3:, 3:] = a11, a12, a12, a22
-            rhs = np.concatenate([b1, b2], axis=1)
+            rhs = sums[:, 27:33]
             # A track with too little weight in the window keeps its state.
             ok = np.linalg.cond(big) < 1e12
             if not ok.any():
                 return 0
             sol = np.linalg.solve(big[ok], rhs[ok][..., None])[..., 0]
-            a[ok], v[ok] = sol[:, :3], sol[:, 3:]
+            da[ok], dv[ok] = sol[:, :3], sol[:, 3:]
+        a, v = x0[:, :3] + da, x0[:, 3:] + dv
         # The fit must explain its plots: a track that is not on a ballistic
         # arc (a manoeuvre, or an air target the height rule took for exo)
         # leaves its weighted plots far off (mean d² of 3 for three
         # dimensions when it is on one).
-        nu = y - a[kk] - tp[:, None] * v[kk]
-        d2 = np.einsum("pi,pij,pj->p", nu, ip, nu)
+        nu = y - da[kk] - tp[:, None] * dv[kk]
+        d2 = np.einsum("pi,pi->p", nu, np.matmul(ip, nu[:, :, None])[:, :, 0])
         sw = np.bincount(kk, w, minlength=nk)
         fit = np.bincount(kk, w * d2, minlength=nk) / np.maximum(sw, 1e-12)
         # Only where the window knows the track better than its filter does:
@@ -217,15 +223,6 @@ class PlotWindow:
         return int(rows.size)
 
 
-def _sum_by(v: F64, key: IDX, n: int) -> F64:
-    """Sums of the rows of ``v`` (P, ...) per ``key`` (P,) into (n, ...)."""
-    flat = v.reshape(v.shape[0], -1)
-    out = np.empty((n, flat.shape[1]))
-    for c in range(flat.shape[1]):
-        out[:, c] = np.bincount(key, flat[:, c], minlength=n)
-    return out.reshape((n, *v.shape[1:]))
-
-
 def _curvature(engine: EngineView, x0: F64, tp: F64, kk: IDX, span_s: float) -> F64:
     """Per pair: the track's ballistic arc back to the plot's time minus its
     tangent line at the table time (gravity's share of the path), from 1 s
@@ -249,15 +246,26 @@ def _curvature(engine: EngineView, x0: F64, tp: F64, kk: IDX, span_s: float) -> 
 
 
 def _sinkhorn(
-    lik: F64, pj: IDX, slot: IDX, bj: IDX, lam: F64, nj: int, nb: int, nk: int, miss: float, iters: int
-) -> F64:
+    lik: F64,
+    pj: IDX,
+    slot: IDX,
+    bj: IDX,
+    lam: F64,
+    nj: int,
+    nb: int,
+    nk: int,
+    miss: float,
+    iters: int,
+    scale: tuple[F64, F64],
+) -> tuple[F64, tuple[F64, F64]]:
     """Origin probabilities of the pairs: each batch's matrix [[L, diag λ],
     [diag(1 - Pd), 1]] (plots and misses by tracks and clutter) scaled to
-    doubly stochastic; the (plot, track) block is the answer."""
+    doubly stochastic; the (plot, track) block is the answer. ``scale``: the
+    column scalings to start from (track columns per (batch, track), clutter
+    columns per plot), returned updated."""
     cells = nb * nk
-    v = np.ones(cells)  # track columns, per (batch, track)
+    v, vc = scale  # track columns, per (batch, track); clutter columns, per plot
     um = np.ones(cells)  # miss rows
-    vc = np.ones(nj)  # clutter columns, per plot
     u = np.ones(nj)
     has = np.bincount(slot, minlength=cells) > 0
     for _ in range(iters):
@@ -268,4 +276,4 @@ def _sinkhorn(
         su = (um * has).reshape(nb, nk).sum(axis=1)
         vc = 1.0 / (u * lam + su[bj])
     out: F64 = u[pj] * lik * v[slot]
-    return out
+    return out, (v, vc)
