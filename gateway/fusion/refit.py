@@ -86,7 +86,10 @@ class PlotWindow:
         st = engine.store
         if ti.size == 0:
             return
-        exo = exo_rows(engine, st.x[ti])
+        # Exo tracks' pairs, of plots with a finite position and covariance
+        # (a NaN would reach every track of the fit through the weights).
+        fine = np.asarray(np.isfinite(pos).all(axis=1) & np.isfinite(cov).all(axis=(1, 2)), bool)
+        exo = exo_rows(engine, st.x[ti]) & fine[rj]
         ti, rj, taken = ti[exo], rj[exo], taken[exo]
         if ti.size == 0:
             return
@@ -157,7 +160,8 @@ class PlotWindow:
         # Added to each plot's covariance (its correlation over the window
         # neglected): cso 1-12 OSPA 134.7 -> 129.7 m, ids 1.321 -> 1.303.
         cov = np.concatenate([b[3] for b in bt])
-        cov = cov + (engine.cfg.q_ballistic * np.abs(tj) ** 3 / 3.0)[:, None, None] * np.eye(3)
+        # (plus 1 mm²: a plot of zero sigma would make it singular).
+        cov = cov + (engine.cfg.q_ballistic * np.abs(tj) ** 3 / 3.0 + 1e-6)[:, None, None] * np.eye(3)
         info = np.linalg.inv(cov)
         norm = -0.5 * np.linalg.slogdet(cov)[1] - _LOG_2PI3
         x0 = st.x[tracks]

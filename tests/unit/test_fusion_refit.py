@@ -252,6 +252,30 @@ def test_a_track_with_an_untracked_neighbour_in_its_gate_is_still_refitted() -> 
     assert max(errs) < 40.0, errs
 
 
+def test_a_plot_of_non_finite_covariance_is_kept_out_of_the_fit() -> None:
+    """One plot per batch arrives with a NaN sigma: it must not reach the
+    window (a NaN in one pair's weight spreads to every track of the fit
+    through the Sinkhorn sums), and the tracks are still refitted."""
+    traj = fly(pair(300.0, 40.0, 3.0), 60)
+    start = traj[-1].copy()
+    start[:, :3] += 100.0
+    e = hand_engine(start, T_END)
+    w = PlotWindow(60.0, 3.0)
+    rng = np.random.default_rng(3)
+    ti, rj = np.repeat(np.arange(2), 3), np.tile(np.arange(3), 2)
+    for k in range(traj.shape[0]):
+        objs = np.concatenate([traj[k], traj[k, :1]])
+        r = fine_plots(0, objs, k * S, rng)
+        r.polar_sigma[2, 0] = np.nan  # the third plot: no range sigma
+        x, P = plot_starts(e, 0, r.polar, r.polar_sigma)
+        w.add(e, r.t_ns, x[:, :3], P[:, :3, :3], r.polar, ti, rj, np.array([1, 0, 0, 0, 1, 0], bool))
+    assert all(b[2].shape[0] == 2 for b in w.batches)
+    assert w.run(e, T_END) == 2
+    assert np.isfinite(e.store.x[:2]).all()
+    err = np.linalg.norm(e.store.x[:2, :3] - traj[-1, :, :3], axis=1)
+    assert err.max() < 40.0, err
+
+
 def test_window_keeps_the_last_window_and_runs_when_due() -> None:
     traj = fly(pair(300.0, 40.0, 3.0), 60)
     e = hand_engine(traj[-1], T_END)
