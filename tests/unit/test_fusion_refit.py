@@ -50,15 +50,17 @@ V0 = np.array([-2900.0, -100.0, -200.0])
 ALL = np.array([True])
 
 
-def fly(x0: np.ndarray, n: int, accel: Callable[[np.ndarray], np.ndarray] = ACCEL) -> np.ndarray:
-    """States (n, N, 6) at t = 0, 1, ... n-1 s of bodies starting at x0 (N, 6)
-    under ``accel`` (RK4, 0.25 s steps)."""
+def fly(
+    x0: np.ndarray, n: int, accel: Callable[[np.ndarray], np.ndarray] = ACCEL, dt: float = 1.0
+) -> np.ndarray:
+    """States (n, N, 6) at t = 0, dt, ... (n-1)·dt s of bodies starting at x0
+    (N, 6) under ``accel`` (RK4, four steps per dt)."""
 
     def f(x: np.ndarray) -> np.ndarray:
         return np.concatenate([x[:, 3:], accel(x)], axis=1)
 
     out = [x0.copy()]
-    x, h = x0.copy(), 0.25
+    x, h = x0.copy(), dt / 4.0
     for _ in range(n - 1):
         for _ in range(4):
             k1 = f(x)

@@ -24,6 +24,7 @@ from gateway.fusion.motion import altitude_from_gravity
 from hilgw.geo import local_geometry
 from tests.unit.test_fusion_engine import SITES, plots
 from tests.unit.test_fusion_quiet import ACCEL, S
+from tests.unit.test_fusion_refit import fly
 
 CFG = FusionConfig()
 
@@ -63,23 +64,9 @@ def _straight(t: float) -> np.ndarray:
 
 def _free_fall_path(seconds: int) -> np.ndarray:
     """States (3·seconds + 1, 6) every 1/3 s of a body in the central field
-    from 200 km up (RK4, 1/30 s steps)."""
-    x = np.array([300e3, 20e3, 200e3, -3000.0, -200.0, 300.0])
-    h = 1.0 / 30.0
-
-    def f(s: np.ndarray) -> np.ndarray:
-        return np.concatenate([s[3:], ACCEL(s[None, :])[0]])
-
-    out = [x]
-    for _ in range(3 * seconds):
-        for _ in range(10):
-            k1 = f(x)
-            k2 = f(x + 0.5 * h * k1)
-            k3 = f(x + 0.5 * h * k2)
-            k4 = f(x + h * k3)
-            x = x + h / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
-        out.append(x)
-    return np.array(out)
+    from 200 km up."""
+    x0 = np.array([[300e3, 20e3, 200e3, -3000.0, -200.0, 300.0]])
+    return fly(x0, 3 * seconds + 1, ACCEL, dt=1.0 / 3.0)[:, 0]
 
 
 def test_the_straight_flyer_crosses_the_exo_height() -> None:
