@@ -124,6 +124,11 @@ class PlotWindow:
     def run(self, engine: EngineView, t_ns: int, iterations: int = 5, sinkhorn: int = 4) -> int:
         """Refit the exo tracks at the table time ``t_ns``; returns how many moved."""
         self.next_ns = t_ns + self.every_ns
+        # add() cuts the window only when exo plots arrive; when they stop
+        # (no plot source, the objects came down), the old ones leave here.
+        cut = t_ns - self.window_ns
+        while self.batches and self.batches[0][0] < cut:
+            self.batches.pop(0)
         st = engine.store
         n = st.n
         if n == 0 or not self.batches:

@@ -291,6 +291,11 @@ def test_window_keeps_the_last_window_and_runs_when_due() -> None:
     w.run(e, T_END)
     assert not w.due(T_END + 2 * S)
     assert w.due(T_END + 3 * S)
+    # No plot for a window's time: run() lets the old batches go and moves nothing.
+    before = e.store.x[: e.store.n].copy()
+    assert w.run(e, T_END + 21 * S) == 0
+    assert w.batches == []
+    assert np.array_equal(e.store.x[: e.store.n], before)
 
 
 # --------------------------------------------------------- what it leaves alone
