@@ -66,7 +66,8 @@ VARIANTS: dict[str, FusionConfig] = {
     "combined": dataclasses.replace(BENCH_CONFIG, assoc_cost="combined"),
     # one-batch look-ahead swap test of crossed plots (gateway/fusion/twoscan.py)
     "two_scan": dataclasses.replace(BENCH_CONFIG, two_scan=True),
-    # GNN's covariances as they were before the PDA-mixture spread (gateway/fusion/spread.py)
+    # GNN's covariances as they were before the PDA-mixture spread (gateway/fusion/spread.py),
+    # without the window refit either: the default of that time
     "nospread": dataclasses.replace(BENCH_CONFIG, gnn_spread=False, exo_refit_every_s=0.0),
     # The default before the window refit of exo tracks (gateway/fusion/refit.py).
     "norefit": dataclasses.replace(BENCH_CONFIG, exo_refit_every_s=0.0),

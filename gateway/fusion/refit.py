@@ -20,13 +20,13 @@ and batch (Sinkhorn scaling of the batch's assignment matrix with its
 clutter and miss entries: the permanent-free approximation of JPDA's
 marginals); the M step is each track's weighted least squares for its six
 unknowns, each plot's covariance widened by the ballistic model's process
-noise over its age. The window's last instant gives the track's new position and
-velocity; every IMM model's mean moves by the same amount, covariances are
-kept.
+noise over its age. The window's last instant gives the track's new position
+and velocity; every IMM model's mean moves by the same amount, covariances
+are kept.
 
 By hand: no library fits several trajectories to one plot set with soft,
-one-per-batch origins; numpy's ``bincount`` keeps it one vectorised pass per
-iteration over all tracks.
+one-per-batch origins; numpy's ``bincount`` and ``add.reduceat`` keep it one
+vectorised pass per iteration over all tracks.
 """
 
 from __future__ import annotations
@@ -111,11 +111,16 @@ class PlotWindow:
                 taken.astype(float),
             )
         )
-        cut = t0 - self.window_ns
+        self._forget(t0)
+
+    def _forget(self, now_ns: int) -> None:
+        """Let the batches older than the window before ``now_ns`` go."""
+        cut = now_ns - self.window_ns
         while self.batches and self.batches[0][0] < cut:
             self.batches.pop(0)
 
     def due(self, t_ns: int) -> bool:
+        """Whether a refit is due at ``t_ns`` (the first call starts the clock)."""
         if self.next_ns is None:
             self.next_ns = t_ns + self.every_ns
             return False
@@ -126,9 +131,7 @@ class PlotWindow:
         self.next_ns = t_ns + self.every_ns
         # add() cuts the window only when exo plots arrive; when they stop
         # (no plot source, the objects came down), the old ones leave here.
-        cut = t_ns - self.window_ns
-        while self.batches and self.batches[0][0] < cut:
-            self.batches.pop(0)
+        self._forget(t_ns)
         st = engine.store
         n = st.n
         if n == 0 or not self.batches:
@@ -191,9 +194,7 @@ class PlotWindow:
         scale = (np.ones(nb * nk), np.ones(nj))
         for it in range(iterations + 1):
             if it:
-                nu = y - da[kk] - tp[:, None] * dv[kk]
-                d2 = np.einsum("pi,pi->p", nu, np.matmul(ip, nu[:, :, None])[:, :, 0])
-                lik = pd * np.exp(pnorm - 0.5 * d2)
+                lik = pd * np.exp(pnorm - 0.5 * _d2(y, ip, tp, da[kk], dv[kk]))
                 w, scale = _sinkhorn(lik, pj, slot, bj, lam, nj, nb, nk, 1.0 - pd, sinkhorn, scale)
             sums = np.add.reduceat(w[:, None] * terms, starts, axis=0)
             a11, a12, a22 = (sums[:, 9 * i : 9 * i + 9].reshape(-1, 3, 3) for i in range(3))
@@ -210,8 +211,7 @@ class PlotWindow:
         # arc (a manoeuvre, or an air target the height rule took for exo)
         # leaves its weighted plots far off (mean d² of 3 for three
         # dimensions when it is on one).
-        nu = y - da[kk] - tp[:, None] * dv[kk]
-        d2 = np.einsum("pi,pi->p", nu, np.matmul(ip, nu[:, :, None])[:, :, 0])
+        d2 = _d2(y, ip, tp, da[kk], dv[kk])
         sw = np.bincount(kk, w, minlength=nk)
         fit = np.bincount(kk, w * d2, minlength=nk) / np.maximum(sw, 1e-12)
         # Only where the window knows the track better than its filter does:
@@ -236,6 +236,14 @@ class PlotWindow:
         st.x[rows], st.P[rows] = imm_combine(st.xm[rows], st.Pm[rows], st.mu[rows])
         self.runs += 1
         return int(rows.size)
+
+
+def _d2(y: F64, info: F64, tp: F64, da: F64, dv: F64) -> F64:
+    """Per pair: d² of the residual ``y`` (P,3) less the fitted position and
+    velocity offsets ``da + tp·dv``, under the plot's information ``info``."""
+    nu = y - da - tp[:, None] * dv
+    out: F64 = np.einsum("pi,pi->p", nu, np.matmul(info, nu[:, :, None])[:, :, 0])
+    return out
 
 
 def _curvature(engine: EngineView, x0: F64, tp: F64, kk: IDX, span_s: float) -> F64:
@@ -280,13 +288,12 @@ def _sinkhorn(
     columns per plot), returned updated."""
     cells = nb * nk
     v, vc = scale  # track columns, per (batch, track); clutter columns, per plot
-    um = np.ones(cells)  # miss rows
     u = np.ones(nj)
     has = np.bincount(slot, minlength=cells) > 0
     for _ in range(iters):
         u = 1.0 / (np.bincount(pj, lik * v[slot], minlength=nj) + lam * vc)
         sc = np.bincount(bj, vc, minlength=nb)
-        um = 1.0 / (miss * v + np.repeat(sc, nk))
+        um = 1.0 / (miss * v + np.repeat(sc, nk))  # miss rows
         v = 1.0 / (np.bincount(slot, u[pj] * lik, minlength=cells) + miss * um)
         su = (um * has).reshape(nb, nk).sum(axis=1)
         vc = 1.0 / (u * lam + su[bj])
