@@ -33,6 +33,8 @@ ROWS = [
     ("id switches", "id_switches", "{}"),
     ("id swaps", "id_swaps", "{}"),
     ("track ids (never on an object)", "ids_text", "{}"),
+    ("velocity error, mean [m/s]", "vel_err_mean", "{:.2f}"),
+    ("velocity error, 95th pct [m/s]", "vel_err_p95", "{:.2f}"),
 ]
 
 

@@ -181,3 +181,17 @@ def test_an_object_seen_half_the_time_is_not_held() -> None:
     res = _scored(truth, rows)
     assert (res["held"], res["objects"]) == (1, 2)
     assert res["gospa_missed"] == pytest.approx(0.5)
+
+
+def test_velocity_error_is_of_the_paired_track() -> None:
+    # Two objects 5 km apart, the tracks listed in the reverse order of the
+    # objects; track 1 (on object 0) is 3 m/s off in x, then 4 m/s in y as
+    # well; track 2 is exact. The error is taken per identity pair, not per row.
+    truth = np.stack([_line(20, 0.0), _line(20, 5000.0)])
+    rows = []
+    for k in range(20):
+        dv = [0, 3.0, 0, 4.0 if k >= 10 else 0.0, 0, 0]
+        rows += [(2, float(k), truth[1, k]), (1, float(k), truth[0, k] + dv)]
+    res = _scored(truth, rows)
+    assert res["vel_err_mean"] == pytest.approx((10 * 3.0 + 10 * 5.0) / 40)
+    assert res["vel_err_p95"] == pytest.approx(5.0)
