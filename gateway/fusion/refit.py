@@ -22,7 +22,8 @@ marginals); the M step is each track's weighted least squares for its six
 unknowns, each plot's covariance widened by the ballistic model's process
 noise over its age. The window's last instant gives the track's new position
 and velocity; every IMM model's mean moves by the same amount, covariances
-are kept.
+are kept, and the weight of the NCV model (no gravity) goes to the ballistic
+model: the fit has just shown the track on a ballistic arc.
 
 By hand: no library fits several trajectories to one plot set with soft,
 one-per-batch origins; numpy's ``bincount`` and ``add.reduceat`` keep it one
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gateway.fusion.api import F64, I64, STATUS_TENTATIVE
+from gateway.fusion.config import MODEL_BALLISTIC, MODEL_NCV
 from gateway.fusion.exo import exo_rows
 from gateway.fusion.gating import IDX
 from gateway.fusion.motion import imm_combine
@@ -233,6 +235,18 @@ class PlotWindow:
         rows = tracks[move]
         dx = np.concatenate([a[move], v[move]], axis=1) - st.x[rows]
         st.xm[rows] += dx[:, None, :]
+        # The fit found the track on a ballistic arc over the window. An IMM
+        # that gave the NCV model (no gravity) the weight keeps it: per scan
+        # the two differ by g·dt²/2, 0.5 m against 30 m of range noise, and
+        # between refits such a track's velocity falls behind by g·t (the
+        # fits corrected 17-34 m/s every 3 s). That weight goes to the
+        # ballistic model: cso 1-12 velocity error 9.5 -> 6.5 m/s mean,
+        # 24 -> 14 m/s at the 95th percentile; OSPA, ids within the scatter.
+        cfg = engine.cfg
+        if MODEL_NCV in cfg.models and MODEL_BALLISTIC in cfg.models:
+            i_ncv, i_bal = cfg.models.index(MODEL_NCV), cfg.models.index(MODEL_BALLISTIC)
+            st.mu[rows, i_bal] += st.mu[rows, i_ncv]
+            st.mu[rows, i_ncv] = 0.0
         st.x[rows], st.P[rows] = imm_combine(st.xm[rows], st.Pm[rows], st.mu[rows])
         self.runs += 1
         return int(rows.size)

@@ -16,7 +16,8 @@ out and 125 km up, inbound at 2.9 km/s; truth flies by RK4 in that field.
   plots; the window keeps its last ``exo_refit_window_s``;
 * what it must leave alone: a track the height rule calls exo whose plots
   follow no ballistic arc (a straight line, a 1 g turn), the flat-gravity
-  straight bench (no exo rows at all), a tentative track;
+  straight bench (no exo rows at all), a tentative track; a refitted track's
+  NCV weight goes to the ballistic model;
 * its two config keys.
 """
 
@@ -31,7 +32,7 @@ import pytest
 
 from gateway.bench_fusion import scenario_gravity
 from gateway.fusion.api import STATUS_CONFIRMED, STATUS_TENTATIVE, ReportArrays
-from gateway.fusion.config import FusionConfig
+from gateway.fusion.config import MODEL_BALLISTIC, MODEL_MANOEUVRE, MODEL_NCV, FusionConfig
 from gateway.fusion.engine import Engine
 from gateway.fusion.exo import plot_starts
 from gateway.fusion.motion import A_WGS84, imm_combine
@@ -327,7 +328,7 @@ def test_a_track_off_any_ballistic_arc_is_not_moved(
         if fit_max is not None:  # the fit test is what holds it
             monkeypatch.setattr("gateway.fusion.refit._FIT_MAX", fit_max)
         e = hand_engine(start, T_END)
-        x, P, xm = e.store.x[:1].copy(), e.store.P[:1].copy(), e.store.xm[:1].copy()
+        x, P, xm, mu = (a[:1].copy() for a in (e.store.x, e.store.P, e.store.xm, e.store.mu))
         w = PlotWindow(60.0, 3.0)
         feed(w, e, truth, lambda k: ALL)
         assert w.run(e, T_END) == moved
@@ -335,6 +336,7 @@ def test_a_track_off_any_ballistic_arc_is_not_moved(
             np.testing.assert_array_equal(e.store.x[:1], x)
             np.testing.assert_array_equal(e.store.P[:1], P)
             np.testing.assert_array_equal(e.store.xm[:1], xm)
+            np.testing.assert_array_equal(e.store.mu[:1], mu)
 
 
 def test_a_ballistic_track_off_its_plots_is_moved_and_a_tentative_one_is_not() -> None:
@@ -350,6 +352,29 @@ def test_a_ballistic_track_off_its_plots_is_moved_and_a_tentative_one_is_not() -
         assert w.run(e, T_END) == moved
         err = float(np.linalg.norm(e.store.x[0, :3] - truth[-1, 0, :3]))
         assert (err < 30.0) if moved else (err > 250.0), err
+
+
+def test_a_refitted_track_gives_its_ncv_weight_to_the_ballistic_model() -> None:
+    # An IMM that believes NCV (no gravity) above the atmosphere: the fit
+    # shows the track on a ballistic arc, so NCV's weight goes to ballistic
+    # (the manoeuvre model's is left to its exit rate), and the combined state
+    # is the new mixture's.
+    truth = fly(np.r_[P0, V0][None], 60)
+    e = hand_engine(truth[-1].copy(), T_END)
+    cfg, st = e.cfg, e.store
+    i_ncv, i_bal, i_man = (cfg.models.index(m) for m in (MODEL_NCV, MODEL_BALLISTIC, MODEL_MANOEUVRE))
+    st.mu[0] = 0.0
+    st.mu[0, [i_ncv, i_bal, i_man]] = [0.9, 0.08, 0.02]
+    st.xm[0, i_ncv, 5] += 30.0  # NCV's vertical velocity lags by g·3 s
+    w = PlotWindow(60.0, 3.0)
+    feed(w, e, truth, lambda k: ALL)
+    assert w.run(e, T_END) == 1
+    assert st.mu[0, i_ncv] == 0.0
+    assert st.mu[0, i_bal] == pytest.approx(0.98)
+    assert st.mu[0, i_man] == pytest.approx(0.02)
+    x, _ = imm_combine(st.xm[:1], st.Pm[:1], st.mu[:1])
+    np.testing.assert_allclose(st.x[:1], x)
+    assert abs(st.x[0, 5] - truth[-1, 0, 5]) < 3.0
 
 
 def test_flat_gravity_records_nothing_and_changes_nothing() -> None:
