@@ -1,7 +1,8 @@
 """The refit diagnostic (benchmarks/fusion/refit_diag.py) on lone objects
-(six complexes without fragments, far apart, no clutter): each track's history is its own object's plots, so the truth's first
-weights equal the assignment's and the EM from either ends in the same place;
-which also says the window's plot labels stay in step with its batches."""
+(six complexes without fragments, far apart, no clutter): each track's
+history is its own object's plots, so the truth's first weights equal the
+assignment's and the EM from either ends in the same place; which also says
+the window's plot labels stay in step with its batches."""
 
 from __future__ import annotations
 
