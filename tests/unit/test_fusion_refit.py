@@ -255,10 +255,14 @@ def test_a_track_with_an_untracked_neighbour_in_its_gate_is_still_refitted() -> 
     assert max(errs) < 40.0, errs
 
 
-def test_a_plot_of_non_finite_covariance_is_kept_out_of_the_fit() -> None:
-    """One plot per batch arrives with a NaN sigma: it must not reach the
-    window (a NaN in one pair's weight spreads to every track of the fit
-    through the Sinkhorn sums), and the tracks are still refitted."""
+def fed_with_a_bad_third_plot(
+    sigma: np.ndarray | None = None, cov: np.ndarray | None = None
+) -> tuple[Engine, PlotWindow, np.ndarray]:
+    """Two tracks 100 m off a pair of objects, and a window of 60 s of fine
+    radar-0 batches of three plots (the objects and a copy of the first), the
+    assignment having taken each track's own plot; the third plot's sigmas
+    are ``sigma`` (before its covariance is made) or its covariance ``cov``
+    (after). Returns the engine, the window and the truth."""
     traj = fly(pair(300.0, 40.0, 3.0), 60)
     start = traj[-1].copy()
     start[:, :3] += 100.0
@@ -267,11 +271,21 @@ def test_a_plot_of_non_finite_covariance_is_kept_out_of_the_fit() -> None:
     rng = np.random.default_rng(3)
     ti, rj = np.repeat(np.arange(2), 3), np.tile(np.arange(3), 2)
     for k in range(traj.shape[0]):
-        objs = np.concatenate([traj[k], traj[k, :1]])
-        r = fine_plots(0, objs, k * S, rng)
-        r.polar_sigma[2, 0] = np.nan  # the third plot: no range sigma
+        r = fine_plots(0, np.concatenate([traj[k], traj[k, :1]]), k * S, rng)
+        if sigma is not None:
+            r.polar_sigma[2] = sigma
         x, P = plot_starts(e, 0, r.polar, r.polar_sigma)
+        if cov is not None:
+            P[2, :3, :3] = cov
         w.add(e, r.t_ns, x[:, :3], P[:, :3, :3], r.polar, ti, rj, np.array([1, 0, 0, 0, 1, 0], bool))
+    return e, w, traj
+
+
+def test_a_plot_of_non_finite_covariance_is_kept_out_of_the_fit() -> None:
+    """One plot per batch arrives with a NaN sigma: it must not reach the
+    window (a NaN in one pair's weight spreads to every track of the fit
+    through the Sinkhorn sums), and the tracks are still refitted."""
+    e, w, traj = fed_with_a_bad_third_plot(sigma=np.r_[np.nan, FINE[1:]])  # no range sigma
     assert all(b[2].shape[0] == 2 for b in w.batches)
     assert w.run(e, T_END) == 2
     assert np.isfinite(e.store.x[:2]).all()

@@ -17,10 +17,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gateway.fusion.exo import plot_starts
-from gateway.fusion.refit import PlotWindow, _well_conditioned, sym3_inv_logdet
-from tests.unit.test_fusion_engine import S
-from tests.unit.test_fusion_refit import T_END, fine_plots, fly, hand_engine, pair
+from gateway.fusion.refit import _well_conditioned, sym3_inv_logdet
+from tests.unit.test_fusion_refit import T_END, fed_with_a_bad_third_plot
 
 
 def _spd(rng: np.random.Generator, n: int, cond: float) -> np.ndarray:
@@ -121,18 +119,7 @@ def test_a_plot_of_indefinite_covariance_is_kept_out_of_the_fit() -> None:
     """A finite covariance that is not positive definite (a broken sensor
     model) would give NaN under the Cholesky: the window refuses the plot,
     and the tracks are still refitted from the others."""
-    traj = fly(pair(300.0, 40.0, 3.0), 60)
-    start = traj[-1].copy()
-    start[:, :3] += 100.0
-    e = hand_engine(start, T_END)
-    w = PlotWindow(60.0, 3.0)
-    rng = np.random.default_rng(3)
-    ti, rj = np.repeat(np.arange(2), 3), np.tile(np.arange(3), 2)
-    for k in range(traj.shape[0]):
-        r = fine_plots(0, np.concatenate([traj[k], traj[k, :1]]), k * S, rng)
-        x, P = plot_starts(e, 0, r.polar, r.polar_sigma)
-        P[2, :3, :3] = np.diag([1e4, -1e4, 1e4])
-        w.add(e, r.t_ns, x[:, :3], P[:, :3, :3], r.polar, ti, rj, np.array([1, 0, 0, 0, 1, 0], bool))
+    e, w, traj = fed_with_a_bad_third_plot(cov=np.diag([1e4, -1e4, 1e4]))
     assert all(b[2].shape[0] == 2 for b in w.batches)
     assert w.run(e, T_END) == 2
     err = np.linalg.norm(e.store.x[:2, :3] - traj[-1, :, :3], axis=1)
